@@ -1,0 +1,1 @@
+"""drctl: the operator CLI of Flexible Recovery (plans, stacks, encrypted backups, activation)."""

@@ -1,0 +1,53 @@
+"""Entry point of ``drctl``: builds the argument parser from the command modules and is the one
+place that turns a :class:`DrctlError` into a message and an exit code."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from drctl.errors import EXIT_INTERRUPTED, DrctlError
+
+# Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
+COMMAND_MODULES = (
+    "drctl.commands.plan_cmds",      # validate
+    "drctl.commands.stack_cmds",     # preview, policy, nca render
+    "drctl.commands.repo_cmds",      # repo, key, backup, snapshots, restore, check, forget, prune
+    "drctl.commands.local_cmds",     # local up|down|status (embedded object store)
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="drctl",
+        description="Flexible Recovery operator CLI: recovery plans, per-client stacks, encrypted backups.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="drctl: %(levelname)s: %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except DrctlError as e:
+        print(f"drctl: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("drctl: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
