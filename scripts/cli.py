@@ -15,6 +15,10 @@ COMMAND_MODULES = (
     "drctl.commands.stack_cmds",     # preview, policy, nca render
     "drctl.commands.repo_cmds",      # repo, key, backup, snapshots, restore, check, forget, prune
     "drctl.commands.local_cmds",     # local up|down|status (embedded object store)
+    "drctl.commands.policy_cmds",    # policy
+    "drctl.commands.nca_cmds",       # nca render|test
+    "drctl.commands.activation_cmds",  # activate, drill, deactivate, runs
+    "drctl.commands.report_cmds",    # report, report verify
 )
 
 

@@ -1,0 +1,81 @@
+"""The storage interface every backend implements, and its errors.
+
+Keys are ``/``-separated relative names (``keys/<id>``, ``data/<2 hex>/<id>``, ...). Backends
+are stacked as small wrappers (retry over S3) in the spirit of restic. Backends never interpret
+data: encryption and integrity live above them.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from drctl.errors import EXIT_REPO_MISSING, EXIT_STORAGE, DrctlError
+
+
+class StorageError(DrctlError):
+    """The object store failed."""
+
+    exit_code = EXIT_STORAGE
+
+
+class StorageUnavailable(StorageError):
+    """The object store cannot be reached (network, DNS, server down). Transient: retried."""
+
+
+class StorageAccessDenied(StorageError):
+    """The object store refused the credentials or the operation. Never retried."""
+
+
+class ObjectMissing(StorageError):
+    """An object the caller asked for does not exist."""
+
+    def __init__(self, key: str, where: str = "") -> None:
+        super().__init__(f"object {key!r} not found{' in ' + where if where else ''}")
+        self.key = key
+
+
+class BucketMissing(StorageError):
+    """The bucket / directory holding the repository does not exist."""
+
+    exit_code = EXIT_REPO_MISSING
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class LockSupport:
+    """What the store does with S3 Object Lock, as read back from it (never from a status code)."""
+
+    enforced: bool
+    detail: str
+
+
+class Storage(Protocol):
+    """A flat key -> bytes store."""
+
+    def describe(self) -> str:
+        """Where this is, for messages: ``s3://bucket/prefix`` or a directory path."""
+
+    def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
+        """Whole object, or bytes ``[start, end)``. Raises ObjectMissing."""
+
+    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+        """Write atomically (readers never see a partial object). ``retain_until`` asks for
+        Object Lock retention where the store supports it."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+
+    def delete(self, key: str) -> None:
+        """Remove; deleting a missing object is not an error."""
+
+    def lock_support(self) -> LockSupport:
+        """Whether written retention is really enforced (write a probe, read it back)."""
