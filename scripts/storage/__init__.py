@@ -1,1 +1,73 @@
-"""Object storage behind one small interface (see ``base.Storage``): local directory and S3."""
+"""Object storage behind one small interface (see ``base.Storage``): local directory and S3.
+
+Use :func:`open_storage` with a repository location; it returns the stacked backend
+(``RetryingStorage`` over ``S3Storage`` for ``s3://``, ``LocalDirStorage`` for a path).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from drctl.errors import InvalidInput
+from drctl.storage.base import (
+    BucketMissing,
+    LockSupport,
+    ObjectInfo,
+    ObjectMissing,
+    Storage,
+    StorageAccessDenied,
+    StorageError,
+    StorageUnavailable,
+)
+
+__all__ = [
+    "BucketMissing",
+    "LockSupport",
+    "ObjectInfo",
+    "ObjectMissing",
+    "Storage",
+    "StorageAccessDenied",
+    "StorageError",
+    "StorageUnavailable",
+    "open_storage",
+]
+
+
+def open_storage(url: str, *, retry_attempts: int | None = None, retry_budget: float | None = None) -> Storage:
+    """Open the repository location ``url``.
+
+    - ``s3://bucket[/prefix]``: S3 (endpoint and credentials from the standard AWS variables and
+      config files, e.g. ``AWS_ENDPOINT_URL``), wrapped in retry with backoff for transient errors;
+    - ``file:///path`` or a plain path: a local directory.
+
+    Nothing is contacted here: the first operation reports an unreachable store or missing bucket.
+    """
+    if url.startswith("s3://"):
+        parsed = urlparse(url)
+        bucket = parsed.netloc
+        if not bucket:
+            raise InvalidInput(f"repository {url!r} has no bucket: use s3://BUCKET[/PREFIX]")
+        prefix = parsed.path.strip("/")
+        from drctl.storage.retry import RetryingStorage
+        from drctl.storage.s3 import S3Storage
+
+        kwargs = {}
+        if retry_attempts is not None:
+            kwargs["attempts"] = retry_attempts
+        if retry_budget is not None:
+            kwargs["budget_seconds"] = retry_budget
+        return RetryingStorage(S3Storage.from_environment(bucket, prefix), **kwargs)
+    if url.startswith("file://"):
+        parsed = urlparse(url)
+        if parsed.netloc not in ("", "localhost"):
+            raise InvalidInput(f"repository {url!r}: only local file:// URLs are supported (file:///path)")
+        path = unquote(parsed.path)
+    elif "://" in url:
+        raise InvalidInput(f"repository {url!r}: unknown scheme; use s3://BUCKET[/PREFIX] or a directory path")
+    else:
+        path = url
+    if not path:
+        raise InvalidInput("repository location is empty: give s3://BUCKET[/PREFIX] or a directory path")
+    from drctl.storage.local import LocalDirStorage
+
+    return LocalDirStorage(Path(path).expanduser())
