@@ -1,0 +1,1 @@
+"""Encrypted, deduplicated backup repository of disk images (format: docs/repository-format.md)."""
