@@ -1,0 +1,405 @@
+"""The Flexible Recovery policy rules, as plain validate functions and their Policy objects.
+
+One module serves two runners: ``policies/__main__.py`` (the pack ``pulumi preview --policy-pack
+policies`` starts) and ``drctl policy`` (``drctl.policy_check``, which builds the same
+``ResourceValidationArgs`` / ``StackValidationArgs`` from the offline preview graph). It imports
+only the standard library and ``pulumi_policy``, never ``drctl``, and no sibling module by a
+relative name: the pack's own virtualenv may not have drctl installed.
+
+Conventions the rules rely on (the program and its components keep them):
+- ``props`` are the resource inputs with camelCase wire names; secrets are already unwrapped by the
+  analyzer, so a secret is recognised by ``opts.additional_secret_outputs`` naming the property;
+- values unknown during preview raise ``UnknownValueError``: a rule that cannot tell skips that one
+  check rather than guessing;
+- a recovered server is a compute Instance whose parent chain holds a ``RecoveredServer`` component
+  and whose metadata carries ``restore_point``;
+- the stack-wide facts a policy cannot see in resources (the failover flag, the plan's servers and
+  their checks) come through the policy config, which ``drctl policy`` fills from the stack and
+  the plan, and CI passes with ``--policy-pack-config``.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    Policy,
+    PolicyConfigSchema,
+    PolicyResource,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UnknownValueError
+
+CONTAINER = "openstack:objectstorage/container:Container"
+SEC_GROUP = "openstack:networking/secGroup:SecGroup"
+SEC_GROUP_RULE = "openstack:networking/secGroupRule:SecGroupRule"
+IKE_POLICY = "openstack:vpnaas/ikePolicy:IkePolicy"
+IPSEC_POLICY = "openstack:vpnaas/ipSecPolicy:IpSecPolicy"
+SITE_CONNECTION = "openstack:vpnaas/siteConnection:SiteConnection"
+INSTANCE = "openstack:compute/instance:Instance"
+RECOVERED_SERVER = "RecoveredServer"  # last segment of the component's type token
+RECOVERY_SPACE = "RecoverySpace"
+
+ADMIN_PORTS: Mapping[int, str] = {
+    22: "SSH", 3389: "RDP", 5985: "WinRM", 5986: "WinRM",
+    1433: "SQL Server", 3306: "MySQL", 5432: "PostgreSQL",
+}
+STRONG_INTEGRITY = ("sha256", "sha384", "sha512")
+MIN_PFS_GROUP = 14
+MIN_PSK_LENGTH = 20
+
+
+class _Unknown:
+    """A value the engine cannot know during preview (e.g. an id computed by the cloud)."""
+
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+
+UNKNOWN: Any = _Unknown()
+
+
+def field(props: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """``props[key]``, ``default`` when absent, :data:`UNKNOWN` when not known during preview."""
+    try:
+        return props[key]
+    except KeyError:
+        return default
+    except UnknownValueError:
+        return UNKNOWN
+
+
+def _is_set(value: Any) -> bool:
+    return value is UNKNOWN or value not in (None, "", [], {})
+
+
+# --- backup containers ---------------------------------------------------------------------------
+
+def _open_acl_entries(acl: Any) -> list[str]:
+    """The entries of a Swift ACL string that grant access beyond the client's own project."""
+    if not isinstance(acl, str):
+        return []
+    entries = [e.strip() for e in acl.split(",") if e.strip()]
+    # ".r:<referrer>" is anonymous access (referrers are trivially spoofed), ".rlistings" anonymous
+    # listing, "*:*" / "*" any user of any project.
+    return [e for e in entries if e.startswith(".r:") or e == ".rlistings" or e in ("*", "*:*")]
+
+
+def containers_private(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Backup and report containers grant no public or cross-project access."""
+    if args.resource_type != CONTAINER:
+        return
+    for key in ("containerRead", "containerWrite"):
+        opened = _open_acl_entries(field(args.props, key))
+        if opened:
+            report(f"{key} {','.join(opened)!r} opens the container beyond the client's project; "
+                   f"remove {key} (the project's own users keep access) or list named project:user "
+                   "pairs only.", None)
+
+
+def containers_versioned(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Backup and report containers keep old object versions, so an overwrite can be undone."""
+    if args.resource_type != CONTAINER:
+        return
+    versioning = field(args.props, "versioning")
+    legacy = field(args.props, "versioningLegacy")
+    if versioning is True or versioning is UNKNOWN or _is_set(legacy):
+        return
+    report("object versioning is off (versioning is not true); set versioning=True so an "
+           "overwritten or deleted backup object can be recovered.", None)
+
+
+def containers_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Backup and report containers cannot be deleted by the engine (protect, no forceDestroy)."""
+    if args.resource_type != CONTAINER:
+        return
+    if not getattr(args.opts, "protect", False):
+        report("the container is not protected; declare it with "
+               "ResourceOptions(protect=True) so `pulumi destroy` or a failover change cannot "
+               "delete the client's backups.", None)
+    if field(args.props, "forceDestroy") is True:
+        report("forceDestroy is true, which lets the engine delete a non-empty container; "
+               "remove forceDestroy.", None)
+
+
+# --- security groups -----------------------------------------------------------------------------
+
+def _port_range(props: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The TCP/UDP ports a rule covers, ``None`` for a port-less protocol or unknown values."""
+    protocol = field(props, "protocol")
+    if protocol is UNKNOWN:
+        return None
+    if protocol not in (None, "", "any", "tcp", "udp", "6", "17", 6, 17):
+        return None  # icmp, gre, esp...: no ports to open
+    lo, hi = field(props, "portRangeMin"), field(props, "portRangeMax")
+    if lo is UNKNOWN or hi is UNKNOWN:
+        return None
+    lo = int(lo) if lo not in (None, "") else 0
+    hi = int(hi) if hi not in (None, "") else 0
+    if lo == 0 and hi == 0:
+        return (1, 65535)  # Neutron: no range means every port
+    return (lo or 1, hi or lo)
+
+
+def _world_remote(props: Mapping[str, Any]) -> str | None:
+    """The remote spelled as the rule grants it, when that remote is the whole Internet."""
+    prefix = field(props, "remoteIpPrefix")
+    if prefix is UNKNOWN:
+        return None
+    if prefix in (None, ""):
+        others = [field(props, k) for k in ("remoteGroupId", "remoteAddressGroupId")]
+        if any(_is_set(v) for v in others):
+            return None
+        return "any address (no remoteIpPrefix nor remoteGroupId)"
+    try:
+        if ipaddress.ip_network(str(prefix), strict=False).prefixlen == 0:
+            return str(prefix)
+    except ValueError:
+        return None
+    return None
+
+
+def no_admin_ports_open_to_world(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """No ingress rule opens an administrative or database port to 0.0.0.0/0 or ::/0."""
+    if args.resource_type != SEC_GROUP_RULE:
+        return
+    if str(field(args.props, "direction", "")).lower() != "ingress":
+        return
+    remote = _world_remote(args.props)
+    if remote is None:
+        return
+    ports = _port_range(args.props)
+    if ports is None:
+        return
+    lo, hi = ports
+    hit = [f"{p} ({ADMIN_PORTS[p]})" for p in sorted(ADMIN_PORTS) if lo <= p <= hi]
+    if hit:
+        report(f"ingress from {remote} opens {', '.join(hit)}; restrict remoteIpPrefix to the "
+               "client's site subnets (reached through the VPN) or use remoteGroupId.", None)
+
+
+def _group_of_rule(rule: PolicyResource) -> list[PolicyResource]:
+    """The stack's security groups a rule's securityGroupId comes from."""
+    deps = (rule.property_dependencies or {}).get("securityGroupId")
+    if not deps:
+        deps = rule.dependencies
+    return [d for d in deps if d.resource_type == SEC_GROUP]
+
+
+def no_rules_on_default_group(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Every security-group rule belongs to a group this stack creates, never a 'default' group."""
+    for r in args.resources:
+        if r.resource_type != SEC_GROUP_RULE:
+            continue
+        groups = _group_of_rule(r)
+        if not groups:
+            report("securityGroupId refers to a group this stack does not create (such as the "
+                   "project's shared 'default' group); create a SecGroup in the stack and pass "
+                   "its id.", r.urn)
+            continue
+        for g in groups:
+            if field(g.props, "name") == "default":
+                report(f"the rule is added to security group {g.name!r} named 'default', "
+                       "which every server of the project shares; use a dedicated group.", r.urn)
+
+
+# --- VPN -----------------------------------------------------------------------------------------
+
+def _pfs_group(value: Any) -> int | None:
+    text = str(value or "")
+    return int(text[5:]) if text.startswith("group") and text[5:].isdigit() else None
+
+
+def vpn_strong_crypto(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """IKE and IPsec policies use IKEv2, AES-256, SHA-256 or stronger and PFS group14 or higher."""
+    if args.resource_type not in (IKE_POLICY, IPSEC_POLICY):
+        return
+    p = args.props
+    if args.resource_type == IKE_POLICY:
+        version = field(p, "ikeVersion")
+        if version is not UNKNOWN and version != "v2":
+            report(f"ikeVersion is {version or 'unset (defaults to v1)'}; set ike_version='v2'.", None)
+    else:
+        transform = field(p, "transformProtocol")
+        if transform is not UNKNOWN and transform not in (None, "", "esp"):
+            report(f"transformProtocol is {transform!r}; set transform_protocol='esp' so the "
+                   "traffic is encrypted.", None)
+    enc = field(p, "encryptionAlgorithm")
+    if enc is not UNKNOWN and not str(enc or "").startswith("aes-256"):
+        report(f"encryptionAlgorithm is {enc or 'unset (defaults to aes-128)'}; "
+               "set encryption_algorithm='aes-256'.", None)
+    auth = field(p, "authAlgorithm")
+    if auth is not UNKNOWN and auth not in STRONG_INTEGRITY:
+        report(f"authAlgorithm is {auth or 'unset (defaults to sha1)'}; SHA-1 and weaker are "
+               "refused: set auth_algorithm='sha256' (or sha384/sha512).", None)
+    pfs = field(p, "pfs")
+    group = _pfs_group(pfs)
+    if pfs is not UNKNOWN and (group is None or group < MIN_PFS_GROUP):
+        report(f"pfs is {pfs or 'unset (defaults to group5)'}; set pfs='group14' or higher.", None)
+
+
+def vpn_psk_secret(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """A site connection's pre-shared key is a Pulumi secret of at least 20 characters."""
+    if args.resource_type != SITE_CONNECTION:
+        return
+    psk = field(args.props, "psk")
+    if psk is not UNKNOWN and not psk:
+        report("psk is empty; set the site's key with `pulumi config set --secret`.", None)
+        return
+    if "psk" not in (getattr(args.opts, "additional_secret_outputs", None) or []):
+        report("psk is not a secret: it would be stored in clear in the state; read it with "
+               "config.require_secret() and declare additional_secret_outputs=['psk'].", None)
+    if psk is not UNKNOWN and len(str(psk)) < MIN_PSK_LENGTH:
+        report(f"psk has {len(str(psk))} characters; use at least {MIN_PSK_LENGTH} random "
+               "characters (e.g. `openssl rand -base64 33`).", None)
+
+
+# --- recovered servers ---------------------------------------------------------------------------
+
+def _type_name(resource_type: str) -> str:
+    return resource_type.rsplit(":", 1)[-1]
+
+
+def _recovered_server_ancestor(r: PolicyResource) -> PolicyResource | None:
+    p = r.parent
+    while p is not None:
+        if _type_name(p.resource_type) == RECOVERED_SERVER:
+            return p
+        p = p.parent
+    return None
+
+
+def _boot_image(props: Mapping[str, Any]) -> Any:
+    """The image an instance boots from: imageId/imageName, or an image-sourced block device."""
+    for key in ("imageId", "imageName"):
+        v = field(props, key)
+        if _is_set(v):
+            return v
+    devices = field(props, "blockDevices") or []
+    if devices is UNKNOWN:
+        return UNKNOWN
+    for dev in devices:
+        if field(dev, "sourceType") == "image" and _is_set(field(dev, "uuid")):
+            return field(dev, "uuid")
+    return None
+
+
+def recovered_server_only_in_failover(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Compute instances exist only as RecoveredServers of a failover, booted from a restore image.
+
+    Policy config ``failover`` (bool), when given, is the stack's flag: with ``false`` no instance
+    may exist at all. ``drctl policy`` always passes it; in CI pass it with --policy-pack-config.
+    """
+    failover = args.get_config().get("failover")
+    for r in args.resources:
+        if r.resource_type != INSTANCE:
+            continue
+        if failover is False:
+            report("a compute instance is declared while the stack's failover flag is false; "
+                   "servers are only restored by an activation (failover: true).", r.urn)
+            continue
+        if _recovered_server_ancestor(r) is None:
+            report("the instance is not part of a RecoveredServer component; declare recovered "
+                   "servers only through RecoveredServer (failover mode).", r.urn)
+        if _boot_image(r.props) is None:
+            report("the instance names no boot image; boot it from the restore image recorded "
+                   "in activation.images.<server>.", r.urn)
+        metadata = field(r.props, "metadata") or {}
+        if metadata is not UNKNOWN and not _is_set(field(metadata, "restore_point")):
+            report("metadata.restore_point is missing, so the image is not a recorded restore "
+                   "image; record the image with its restore point in activation.images.", r.urn)
+
+
+def _server_summaries(args: StackValidationArgs) -> list[tuple[str | None, str, Any]]:
+    """(urn to blame, server name, checks) for every dr server the config or a component names."""
+    configured = args.get_config().get("servers")
+    if configured is not None:
+        return [(None, str(s.get("name")), s.get("checks")) for s in configured
+                if s.get("serverClass") == "dr"]
+    found: list[tuple[str | None, str, Any]] = []
+    for r in args.resources:
+        kind = _type_name(r.resource_type)
+        if kind == RECOVERED_SERVER and field(r.props, "serverClass") == "dr":
+            found.append((r.urn, r.name, field(r.props, "checks")))
+        elif kind == RECOVERY_SPACE:
+            servers = field(r.props, "servers") or []
+            if servers is UNKNOWN:
+                continue
+            for s in servers:
+                if field(s, "serverClass") == "dr":
+                    found.append((r.urn, str(field(s, "name")), field(s, "checks")))
+    return found
+
+
+def dr_servers_have_checks(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Every dr-class server has at least one verification check.
+
+    The servers come from the policy config ``servers`` (``[{name, serverClass, checks}]``, what
+    ``drctl policy`` passes from the recovery plan) or else from the same-shaped ``servers`` input
+    of RecoverySpace components and the ``serverClass``/``checks`` inputs of RecoveredServer
+    components. When neither describes a server the rule is not applicable.
+    """
+    summaries = _server_summaries(args)
+    if not summaries and args.get_config().get("servers") is None:
+        args.not_applicable("no policy config nor component describes the servers' checks")
+    for urn, server, checks in summaries:
+        if checks is UNKNOWN:
+            continue
+        if not checks:
+            report(f"dr server {server!r} has no check, so a drill cannot prove it works; add "
+                   "at least one check (port, service, http or command) to servers[].checks "
+                   "in the recovery plan.", urn)
+
+
+def all_policies() -> list[Policy]:
+    """Every rule of the pack, in report order, with its enforcement level."""
+    mandatory = EnforcementLevel.MANDATORY
+    return [
+        ResourceValidationPolicy(
+            name="backup-containers-private", enforcement_level=mandatory,
+            description="Backup and report containers grant no public or cross-project access.",
+            validate=containers_private),
+        ResourceValidationPolicy(
+            name="backup-containers-versioned", enforcement_level=mandatory,
+            description="Backup and report containers have object versioning on.",
+            validate=containers_versioned),
+        ResourceValidationPolicy(
+            name="backup-containers-protected", enforcement_level=mandatory,
+            description="Backup and report containers are protected from deletion.",
+            validate=containers_protected),
+        ResourceValidationPolicy(
+            name="no-admin-ports-open-to-world", enforcement_level=mandatory,
+            description="No security-group rule opens 22, 3389, 5985-5986, 1433, 3306 or 5432 "
+                        "to 0.0.0.0/0 or ::/0.",
+            validate=no_admin_ports_open_to_world),
+        StackValidationPolicy(
+            name="no-rules-on-default-security-group", enforcement_level=mandatory,
+            description="Security-group rules go on groups the stack creates, never a shared "
+                        "'default' group.",
+            validate=no_rules_on_default_group),
+        ResourceValidationPolicy(
+            name="vpn-strong-crypto", enforcement_level=mandatory,
+            description="IKE/IPsec policies use IKEv2, AES-256, SHA-256+ and PFS group14+.",
+            validate=vpn_strong_crypto),
+        ResourceValidationPolicy(
+            name="vpn-psk-secret", enforcement_level=mandatory,
+            description="VPN pre-shared keys are secrets of at least 20 characters.",
+            validate=vpn_psk_secret),
+        StackValidationPolicy(
+            name="recovered-server-only-in-failover", enforcement_level=mandatory,
+            description="Compute instances exist only in failover, as RecoveredServers booted "
+                        "from a recorded restore image.",
+            validate=recovered_server_only_in_failover,
+            config_schema=PolicyConfigSchema(properties={"failover": {"type": "boolean"}})),
+        StackValidationPolicy(
+            name="dr-servers-have-checks", enforcement_level=mandatory,
+            description="Every dr-class server has at least one verification check.",
+            validate=dr_servers_have_checks,
+            config_schema=PolicyConfigSchema(properties={"servers": {"type": "array"}})),
+    ]
