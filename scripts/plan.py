@@ -138,6 +138,7 @@ class Server:
     checks: tuple[Check, ...]
     roles: tuple[str, ...] = ()
     anti_affinity: str | None = None
+    description: str = ""
 
     @property
     def boot_disk(self) -> Disk:
@@ -224,5 +225,6 @@ def plan_from_dict(doc: dict[str, Any]) -> Plan:
             checks=tuple(_check(c) for c in x.get("checks", [])),
             roles=tuple(x.get("roles", [])),
             anti_affinity=(x.get("placement") or {}).get("anti_affinity"),
+            description=x.get("description", ""),
         ))
     return Plan(client=client, contacts=contacts, sites=tuple(sites), servers=tuple(servers))

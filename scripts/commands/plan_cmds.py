@@ -1,8 +1,55 @@
-"""Sub-commands (placeholder until its issue lands)."""
+"""``drctl validate PLAN...``: check recovery plans against the schema and the semantic rules."""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
+
+from drctl.errors import EXIT_INVALID, EXIT_OK
+from drctl.plan_checks import PlanInvalid, load_plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the parser."""
+    p = sub.add_parser(
+        "validate",
+        help="check recovery plans (schema and semantic rules), reporting every problem",
+        description="Check each recovery plan against recovery_plans/schema.json and the semantic "
+                    "rules (names, dependencies, addressing, RPO, contacts). Every problem is printed "
+                    "on stderr as FILE: path.to.field: message. Exit 0 only if every plan is valid.",
+    )
+    p.add_argument("plans", nargs="+", metavar="PLAN", help="recovery plan file (YAML)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"ok": ..., "plans": [{"file", "ok", "servers", "sites", "problems"}]} on stdout')
+    p.set_defaults(func=run_validate)
+
+
+def validate_files(paths: list[str]) -> list[dict[str, Any]]:
+    """One result per file: ``{"file", "ok", "servers", "sites", "problems": [{file, path, message}]}``."""
+    results: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            plan = load_plan(path)
+        except PlanInvalid as e:
+            results.append({"file": path, "ok": False, "servers": None, "sites": None,
+                            "problems": [p.as_dict() for p in e.problems]})
+        else:
+            results.append({"file": path, "ok": True, "servers": len(plan.servers),
+                            "sites": len(plan.sites), "problems": []})
+    return results
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    results = validate_files(args.plans)
+    ok = all(r["ok"] for r in results)
+    if args.json:
+        print(json.dumps({"ok": ok, "plans": results}, indent=2))
+    else:
+        for r in results:
+            if r["ok"]:
+                print(f"{r['file']}: ok ({r['servers']} servers, {r['sites']} sites)")
+        for r in results:
+            for p in r["problems"]:
+                print(f"{p['file']}: {p['path']}: {p['message']}", file=sys.stderr)
+    return EXIT_OK if ok else EXIT_INVALID
