@@ -32,8 +32,9 @@ class LocalDirStorage:
     def describe(self) -> str:
         return str(self.root)
 
-    def create(self) -> None:
-        """Create the directory (for ``drctl repo init``); an existing one is left as it is."""
+    def create(self, *, object_lock: bool = False) -> None:
+        """Create the directory (for ``drctl repo init``); an existing one is left as it is.
+        ``object_lock`` is accepted for symmetry with S3 and has no effect here."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -136,6 +137,10 @@ class LocalDirStorage:
             return
         except OSError as e:
             raise self._io_error("delete", path, e) from e
+
+    def delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            self.delete(key)
 
     def lock_support(self) -> LockSupport:
         self._check_root()

@@ -99,5 +99,18 @@ class RetryingStorage:
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.inner.delete(key))
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Bulk delete where the backend has it (S3 DeleteObjects), else one by one."""
+        bulk = getattr(self.inner, "delete_many", None)
+        if bulk is None:
+            for key in keys:
+                self.delete(key)
+            return
+        self._call("delete", f"{len(keys)} objects", lambda: bulk(keys))
+
+    def create(self, *, object_lock: bool = False) -> None:
+        """Create the bucket / directory (``drctl repo init``)."""
+        self._call("create", self.inner.describe(), lambda: self.inner.create(object_lock=object_lock))
+
     def lock_support(self) -> LockSupport:
         return self._call("lock probe", "", self.inner.lock_support)
