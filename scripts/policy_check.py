@@ -14,6 +14,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from pulumi_policy import (
@@ -214,3 +215,21 @@ def policy_config(*, failover: bool, servers: Iterable[Any] = ()) -> dict[str, d
             {"name": s.name, "serverClass": s.protection,
              "checks": [c.describe() for c in s.checks]} for s in servers]},
     }
+
+
+def check_stack(stack: str, *, failover: bool | None = None, servers: Sequence[str] | None = None,
+                project_dir: Path | None = None) -> tuple[PolicyReport, tuple[str, ...]]:
+    """Preview ``stack`` offline and run every rule over its graph.
+
+    ``failover``/``servers`` override the stack file as in ``drctl preview``. Returns the report
+    and the preview's notes (placeholders it supplied). Stack and plan errors propagate as the
+    :class:`drctl.errors.DrctlError` that names the file."""
+    from drctl.preview import preview_stack
+    from drctl.stack_config import REPO_ROOT, load_stack
+
+    project_dir = project_dir or REPO_ROOT
+    cfg = load_stack(stack, project_dir)
+    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir)
+    effective_failover = cfg.failover if failover is None else failover
+    config = policy_config(failover=effective_failover, servers=cfg.plan.servers)
+    return check_resources(graph.resources, stack=stack, config=config), graph.notes

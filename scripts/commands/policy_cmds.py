@@ -1,8 +1,43 @@
-"""Sub-commands (placeholder until its issue lands)."""
+"""``drctl policy STACK``: run the policy pack offline over the stack's preview graph."""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+from drctl.errors import EXIT_INVALID, EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the parser."""
+    """Add ``policy`` to the parser."""
+    p = sub.add_parser(
+        "policy", help="check a stack against the policy pack, offline",
+        description="Preview the stack offline (the real program under the SDK's mocks) and run "
+                    "every rule of policies/ over its resources. Prints one line per violation; "
+                    "exits 1 when a mandatory rule fails.")
+    p.add_argument("stack", help="client stack (stacks/Pulumi.<stack>.yaml)")
+    p.add_argument("--failover", action="store_true", default=None,
+                   help="check the stack as during an activation (failover: true)")
+    p.add_argument("--servers", type=lambda s: [x for x in s.split(",") if x],
+                   help="with --failover: only these servers (comma-separated)")
+    p.add_argument("--json", action="store_true", help="print the violations as a JSON list")
+    p.set_defaults(func=run_policy)
+
+
+def run_policy(args: argparse.Namespace) -> int:
+    from drctl.policy_check import check_stack
+
+    report, notes = check_stack(args.stack, failover=args.failover, servers=args.servers)
+    for note in notes:
+        print(f"drctl: note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([v.to_dict() for v in report.violations], indent=2))
+    else:
+        for v in report.violations:
+            print(v.line())
+        mandatory = sum(v.level == "mandatory" for v in report.violations)
+        advisory = len(report.violations) - mandatory
+        verdict = "FAILED" if report.mandatory_failed else "passed"
+        print(f"policy {verdict} for stack {args.stack}: {mandatory} mandatory and "
+              f"{advisory} advisory violation(s)", file=sys.stderr)
+    return EXIT_INVALID if report.mandatory_failed else EXIT_OK
