@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from drctl.errors import EXIT_INVALID, EXIT_OK
 
@@ -21,13 +22,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--servers", type=lambda s: [x for x in s.split(",") if x],
                    help="with --failover: only these servers (comma-separated)")
     p.add_argument("--json", action="store_true", help="print the violations as a JSON list")
+    p.add_argument("--project-dir", type=Path, default=None,
+                   help="the Pulumi project (Pulumi.yaml, stacks/, recovery_plans/); "
+                        "default: this checkout")
     p.set_defaults(func=run_policy)
 
 
 def run_policy(args: argparse.Namespace) -> int:
     from drctl.policy_check import check_stack
 
-    report, notes = check_stack(args.stack, failover=args.failover, servers=args.servers)
+    report, notes = check_stack(args.stack, failover=args.failover, servers=args.servers,
+                                project_dir=args.project_dir)
     for note in notes:
         print(f"drctl: note: {note}", file=sys.stderr)
     if args.json:

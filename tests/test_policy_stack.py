@@ -1,0 +1,117 @@
+"""End to end: the real program previewed offline for the demo stack, then the policy pack.
+
+A passing stack, then the same project copied with one change a user could make -- a weak VPN
+override in the plan, or a flat-script RDP rule open to the world in the program -- and the
+exact violation, through the same code path as ``drctl policy``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drctl.policy_check import check_stack
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """The parts of the project a preview reads, copied so a test can change one of them."""
+    dst = tmp_path / "project"
+    dst.mkdir()
+    shutil.copy2(REPO / "Pulumi.yaml", dst / "Pulumi.yaml")
+    for d in ("stacks", "recovery_plans"):
+        shutil.copytree(REPO / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+def drctl(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
+    return subprocess.run([sys.executable, "-m", "drctl.cli", *args], capture_output=True,
+                          text=True, timeout=300, env=env, cwd=REPO)
+
+
+def test_demo_stack_passes_every_rule_in_nominal_mode():
+    out = drctl("policy", "demo")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout == ""
+    assert "policy passed for stack demo: 0 mandatory" in out.stderr
+
+
+def test_demo_stack_passes_in_failover_with_json_output():
+    out = drctl("policy", "demo", "--failover", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout) == []
+
+
+def test_weak_vpn_override_in_the_plan_fails(tmp_path):
+    project = project_copy(tmp_path)
+    plan_path = project / "recovery_plans" / "demo.yaml"
+    plan = yaml.safe_load(plan_path.read_text())
+    plan["sites"][0]["vpn"] = {"encryption": "aes-128", "integrity": "sha1"}
+    plan_path.write_text(yaml.safe_dump(plan, sort_keys=False))
+
+    report, _ = check_stack("demo", project_dir=project)
+
+    found = sorted((v.policy, v.level, v.resource_type.rsplit(":", 1)[-1], v.message.split(";")[0])
+                   for v in report.violations)
+    assert found == [
+        ("vpn-strong-crypto", "mandatory", "IkePolicy", "authAlgorithm is sha1"),
+        ("vpn-strong-crypto", "mandatory", "IkePolicy", "encryptionAlgorithm is aes-128"),
+        ("vpn-strong-crypto", "mandatory", "IpSecPolicy", "authAlgorithm is sha1"),
+        ("vpn-strong-crypto", "mandatory", "IpSecPolicy", "encryptionAlgorithm is aes-128"),
+    ]
+    assert all("paris" in v.resource for v in report.violations)
+    assert report.mandatory_failed
+
+    out = drctl("policy", "demo", "--project-dir", str(project))
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert len(lines) == 4
+    assert all(line.startswith("MANDATORY vpn-strong-crypto: ") for line in lines)
+
+
+RDP_TO_THE_WORLD = '''
+# A flat-script shortcut: a jump host's RDP opened to the Internet.
+import pulumi_openstack as _os
+_jump = _os.networking.SecGroup("demo-jump", name="demo-jump", delete_default_rules=True)
+_os.networking.SecGroupRule("demo-jump-rdp", direction="ingress", ethertype="IPv4",
+                            protocol="tcp", port_range_min=3389, port_range_max=3389,
+                            remote_ip_prefix="0.0.0.0/0", security_group_id=_jump.id)
+'''
+
+
+def test_rdp_rule_open_to_the_world_fails(tmp_path):
+    project = project_copy(tmp_path)
+    with open(project / "stacks" / "__main__.py", "a") as f:
+        f.write(RDP_TO_THE_WORLD)
+
+    out = drctl("policy", "demo", "--project-dir", str(project), "--json")
+
+    assert out.returncode == 1, out.stderr
+    assert json.loads(out.stdout) == [{
+        "policy": "no-admin-ports-open-to-world", "level": "mandatory", "resource": "demo-jump-rdp",
+        "type": "openstack:networking/secGroupRule:SecGroupRule",
+        "message": "ingress from 0.0.0.0/0 opens 3389 (RDP); restrict remoteIpPrefix to the "
+                   "client's site subnets (reached through the VPN) or use remoteGroupId.",
+    }]
+
+
+def test_psk_printed_nowhere(tmp_path):
+    out = drctl("policy", "demo", "--json")
+    from drctl.stack_config import load_stack
+
+    for psk in load_stack("demo").psks.values():
+        assert psk not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("stack", ["acme"])
+def test_larger_client_stack_passes(stack):
+    report, _ = check_stack(stack, failover=True)
+    assert [v.line() for v in report.violations] == []
