@@ -10,6 +10,7 @@ Public interface: :func:`load_plan` (path -> :class:`~drctl.plan.Plan` or :class
 """
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import logging
@@ -98,7 +99,9 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        what = " ".join(x for x in (e.context, e.problem) if x)
+        what = e.problem or e.context or "unreadable YAML"
+        if e.context and e.problem and e.context_mark is not None:
+            what += f" ({e.context} started at line {e.context_mark.line + 1})"
         return None, [Problem(file, where, f"YAML syntax error: {what}")]
     except yaml.YAMLError as e:
         return None, [Problem(file, "YAML", f"YAML syntax error: {e}")]
@@ -130,13 +133,31 @@ def field_path(parts: Any) -> str:
     return out or "(plan)"
 
 
-def _schema_message(e: jsonschema.ValidationError) -> str:
-    # Patterns and formats read badly as regexes: say what was expected instead.
-    if e.validator in ("pattern", "format") and isinstance(e.schema, dict) and "description" in e.schema:
-        return f"{e.instance!r} is not {e.schema['description']}"
+def _schema_problems_of(e: jsonschema.ValidationError) -> list[tuple[str, str]]:
+    """One schema error as ``(field path, message)`` pairs, worded for a person editing YAML."""
+    path = list(e.absolute_path)
+    schema = e.schema if isinstance(e.schema, dict) else {}
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        # One line per unknown key, at its own path, with the likely intended name (typos).
+        allowed = list(schema.get("properties", {}))
+        out = []
+        for key in e.instance:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"allowed: {', '.join(allowed)}"
+            out.append((field_path([*path, key]), f"unknown field ({hint})"))
+        return out
+    if e.validator == "required":
+        missing = next((k for k in e.validator_value if isinstance(e.instance, dict) and k not in e.instance), None)
+        if missing is not None:
+            return [(field_path([*path, missing]), "required field is missing")]
+    if e.validator in ("pattern", "format") and "description" in schema:
+        # Patterns read badly as regexes: say what was expected instead.
+        return [(field_path(path), f"{e.instance!r} is not {schema['description']}")]
     if e.validator == "minItems" and e.validator_value == 1:
-        return "must not be empty"
-    return e.message
+        return [(field_path(path), "must not be empty")]
+    return [(field_path(path), e.message)]
 
 
 def schema_problems(doc: Any) -> list[tuple[str, str]]:
@@ -145,7 +166,7 @@ def schema_problems(doc: Any) -> list[tuple[str, str]]:
         _validator().iter_errors(doc),
         key=lambda e: tuple((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.absolute_path),
     )
-    return [(field_path(e.absolute_path), _schema_message(e)) for e in errors]
+    return [pm for e in errors for pm in _schema_problems_of(e)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,14 +257,14 @@ def _check_client_and_contacts(doc: dict) -> Iterator[tuple[str, str]]:
                                            "the team calls back by phone before an activation")
 
 
-def _unique(items: list[tuple[int, dict]], prefix: str, what: str) -> Iterator[tuple[str, str]]:
+def _unique(items: list[tuple[int, dict]], prefix: str, what: str, scope: str = "") -> Iterator[tuple[str, str]]:
     first: dict[Any, int] = {}
     for i, x in items:
         name = x.get("name")
         if not isinstance(name, str):
             continue
         if name in first:
-            yield f"{prefix}[{i}].name", f"duplicate {what} name {name} (first at {prefix}[{first[name]}])"
+            yield f"{prefix}[{i}].name", f"duplicate {what} name {name}{scope} (first at {prefix}[{first[name]}])"
         else:
             first[name] = i
 
@@ -260,7 +281,7 @@ def _check_sites(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple[s
             yield f"sites[{i}].peer_address", f"{peer} is already the peer address of site {peers[peer]}"
         elif isinstance(peer, str):
             peers[peer] = str(sname)
-        yield from _unique(_items(site, "subnets"), f"sites[{i}].subnets", f"subnet (site {sname})")
+        yield from _unique(_items(site, "subnets"), f"sites[{i}].subnets", "subnet", f" in site {sname}")
         for j, sn in _items(site, "subnets"):
             info = yield from _check_subnet(f"sites[{i}].subnets[{j}]", f"{sname}/{sn.get('name')}", sn)
             if info is None:
@@ -379,8 +400,8 @@ def _check_nic(where: str, server: dict, nic: dict, subnets: dict[str, _SubnetIn
     elif ip == info.gateway:
         yield f"{where}.ip", f"{ip} is the gateway of {info.describe()}"
     elif info.dhcp and info.dhcp[0] <= ip <= info.dhcp[1]:
-        yield f"{where}.ip", (f"{ip} is in the DHCP range of {info.describe()} "
-                              f"({info.dhcp[0]}-{info.dhcp[1]}): give servers addresses outside it")
+        yield f"{where}.ip", (f"{ip} is in the DHCP range {info.dhcp[0]}-{info.dhcp[1]} of subnet "
+                              f"{info.ref}: give servers addresses outside it")
 
 
 def _check_rpo(at: str, s: dict) -> Iterator[tuple[str, str]]:
