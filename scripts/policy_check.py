@@ -76,6 +76,7 @@ class PolicyReport:
     stack: str
     violations: tuple[Violation, ...]
     not_applicable: tuple[tuple[str, str], ...] = field(default=())
+    config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def mandatory_failed(self) -> bool:
@@ -200,7 +201,7 @@ def check_resources(
     for name, reason in not_applicable:
         log.info("policy %s not applicable: %s", name, reason)
     return PolicyReport(stack=stack, violations=tuple(violations),
-                        not_applicable=tuple(not_applicable))
+                        not_applicable=tuple(not_applicable), config=dict(config))
 
 
 def policy_config(*, failover: bool, servers: Iterable[Any] = ()) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from drctl.errors import EXIT_INVALID, EXIT_OK
+from drctl.errors import EXIT_INVALID, EXIT_OK, LocalIOError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project-dir", type=Path, default=None,
                    help="the Pulumi project (Pulumi.yaml, stacks/, recovery_plans/); "
                         "default: this checkout")
+    p.add_argument("--write-pack-config", type=Path, metavar="FILE",
+                   help="also write the policy config this run used (failover flag, the plan's "
+                        "servers and checks) for `pulumi preview --policy-pack policies "
+                        "--policy-pack-config FILE`")
     p.set_defaults(func=run_policy)
 
 
@@ -33,6 +37,8 @@ def run_policy(args: argparse.Namespace) -> int:
 
     report, notes = check_stack(args.stack, failover=args.failover, servers=args.servers,
                                 project_dir=args.project_dir)
+    if args.write_pack_config:
+        write_pack_config(args.write_pack_config, report.config)
     for note in notes:
         print(f"drctl: note: {note}", file=sys.stderr)
     if args.json:
@@ -46,3 +52,13 @@ def run_policy(args: argparse.Namespace) -> int:
         print(f"policy {verdict} for stack {args.stack}: {mandatory} mandatory and "
               f"{advisory} advisory violation(s)", file=sys.stderr)
     return EXIT_INVALID if report.mandatory_failed else EXIT_OK
+
+
+def write_pack_config(path: Path, config: object) -> None:
+    """Write the pack's config file (no secrets: a flag and server names/checks)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config, indent=2) + "\n")
+    except OSError as e:
+        raise LocalIOError(f"cannot write the policy pack config {path}: {e.strerror}; "
+                           "choose a writable path") from e
