@@ -1,0 +1,224 @@
+"""Pure cryptography of the repository format (docs/repository-format.md §2): KDF, key wrap, chunk
+ids, chunk and manifest sealing. No I/O; every failure to authenticate raises an error of
+:mod:`drctl.repo.errors` naming the object."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from drctl.repo.errors import ChunkCorrupt, ForeignManifest, ManifestCorrupt
+
+KEY_LEN = 32
+NONCE_LEN = 12
+TAG_LEN = 16
+ZSTD_LEVEL = 3
+
+CHUNK_VERSION = 0x01
+COMP_NONE = 0x00
+COMP_ZSTD = 0x01
+CHUNK_HEADER_LEN = 2
+CHUNK_AD_DOMAIN = b"drctl/chunk/v1"
+
+MANIFEST_MAGIC = b"DRCTLM"
+MANIFEST_HEADER_LEN = len(MANIFEST_MAGIC) + 2 + 32
+MANIFEST_AD_DOMAIN = b"drctl/manifest/v1"
+KEY_AD_DOMAIN = b"drctl/key/v1"
+CONFIG_MAC_LABEL = b"drctl/config-mac/v1"
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """scrypt parameters, recorded in each key slot so they can be raised later."""
+
+    n: int = 2**15
+    r: int = 8
+    p: int = 1
+
+    def as_dict(self, salt: bytes) -> dict[str, Any]:
+        import base64
+
+        return {"name": "scrypt", "n": self.n, "r": self.r, "p": self.p,
+                "salt": base64.b64encode(salt).decode()}
+
+
+DEFAULT_KDF = KdfParams()
+
+
+@dataclass(frozen=True, repr=False)
+class MasterKeys:
+    """The two random master keys of a repository. ``repr`` never shows them."""
+
+    enc_key: bytes
+    id_key: bytes
+
+    def __repr__(self) -> str:
+        return "MasterKeys(<secret>)"
+
+    @classmethod
+    def generate(cls) -> MasterKeys:
+        return cls(os.urandom(KEY_LEN), os.urandom(KEY_LEN))
+
+    def to_bytes(self) -> bytes:
+        return self.enc_key + self.id_key
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> MasterKeys:
+        if len(raw) != 2 * KEY_LEN:
+            raise ValueError("master key material must be 64 bytes")
+        return cls(raw[:KEY_LEN], raw[KEY_LEN:])
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one serialisation that MACs and associated data are computed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def derive_kek(password: bytes, salt: bytes, params: KdfParams) -> bytes:
+    """Key-encryption key from the password (scrypt, memory-hard)."""
+    maxmem = 128 * params.r * params.n * params.p + 16 * 2**20
+    return hashlib.scrypt(password, salt=salt, n=params.n, r=params.r, p=params.p,
+                          maxmem=maxmem, dklen=KEY_LEN)
+
+
+def wrap_keys(kek: bytes, keys: MasterKeys, ad: bytes) -> tuple[bytes, bytes]:
+    """AES-256-GCM wrap of the master keys; returns (nonce, ciphertext+tag)."""
+    nonce = os.urandom(NONCE_LEN)
+    return nonce, AESGCM(kek).encrypt(nonce, keys.to_bytes(), ad)
+
+
+def unwrap_keys(kek: bytes, nonce: bytes, data: bytes, ad: bytes) -> MasterKeys | None:
+    """The master keys, or None when the tag does not verify (wrong password or tampered slot)."""
+    try:
+        raw = AESGCM(kek).decrypt(nonce, data, ad)
+    except (InvalidTag, ValueError):
+        return None
+    try:
+        return MasterKeys.from_bytes(raw)
+    except ValueError:
+        return None
+
+
+def key_slot_ad(repo_id: bytes, key_id: str, kdf: dict[str, Any]) -> bytes:
+    return KEY_AD_DOMAIN + repo_id + key_id.encode() + canonical_json(kdf)
+
+
+def config_mac(keys: MasterKeys, body: dict[str, Any]) -> str:
+    mac_key = hmac.digest(keys.enc_key, CONFIG_MAC_LABEL, "sha256")
+    return hmac.digest(mac_key, canonical_json(body), "sha256").hex()
+
+
+def chunk_id(keys: MasterKeys, plaintext: bytes | memoryview) -> bytes:
+    """Keyed id of a chunk: HMAC-SHA256(chunk-id key, plaintext). Reveals nothing without the key."""
+    return hmac.digest(keys.id_key, plaintext, "sha256")
+
+
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    c = getattr(_local, "cctx", None)
+    if c is None:
+        c = _local.cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "dctx", None)
+    if d is None:
+        d = _local.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def _chunk_ad(header: bytes, repo_id: bytes, cid: bytes) -> bytes:
+    return CHUNK_AD_DOMAIN + header + repo_id + cid
+
+
+def seal_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes) -> bytes:
+    """Compress (when it helps) then encrypt one chunk; the stored object bytes."""
+    packed = _compressor().compress(plaintext)
+    if len(packed) < len(plaintext):
+        comp, body = COMP_ZSTD, packed
+    else:
+        comp, body = COMP_NONE, plaintext
+    header = bytes((CHUNK_VERSION, comp))
+    nonce = os.urandom(NONCE_LEN)
+    return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, _chunk_ad(header, repo_id, cid))
+
+
+def open_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, blob: bytes, expected_len: int,
+               key: str) -> bytes:
+    """Authenticate, decrypt, decompress and re-identify one stored chunk (all before returning any
+    plaintext). Raises ChunkCorrupt naming the chunk id and the object key."""
+    cid_hex = cid.hex()
+    if len(blob) < CHUNK_HEADER_LEN + NONCE_LEN + TAG_LEN:
+        raise ChunkCorrupt(cid_hex, key, f"truncated ({len(blob)} bytes)")
+    header = blob[:CHUNK_HEADER_LEN]
+    if header[0] != CHUNK_VERSION or header[1] not in (COMP_NONE, COMP_ZSTD):
+        raise ChunkCorrupt(cid_hex, key, "unknown header")
+    nonce = blob[CHUNK_HEADER_LEN:CHUNK_HEADER_LEN + NONCE_LEN]
+    try:
+        body = AESGCM(keys.enc_key).decrypt(nonce, blob[CHUNK_HEADER_LEN + NONCE_LEN:],
+                                            _chunk_ad(header, repo_id, cid))
+    except InvalidTag:
+        raise ChunkCorrupt(cid_hex, key, "authentication tag does not verify "
+                           "(tampered, truncated or swapped object)") from None
+    if header[1] == COMP_ZSTD:
+        try:
+            plain = _decompressor().decompress(body, max_output_size=expected_len)
+        except zstandard.ZstdError as e:
+            raise ChunkCorrupt(cid_hex, key, f"does not decompress: {e}") from e
+    else:
+        plain = body
+    if len(plain) != expected_len:
+        raise ChunkCorrupt(cid_hex, key, f"{len(plain)} bytes, the manifest expects {expected_len}")
+    if not hmac.compare_digest(chunk_id(keys, plain), cid):
+        raise ChunkCorrupt(cid_hex, key, "content does not match its chunk id")
+    return plain
+
+
+def _manifest_header(repo_id: bytes) -> bytes:
+    return MANIFEST_MAGIC + bytes((0x01, COMP_ZSTD)) + repo_id
+
+
+def seal_manifest(keys: MasterKeys, repo_id: bytes, point_id: str, doc: dict[str, Any]) -> bytes:
+    header = _manifest_header(repo_id)
+    nonce = os.urandom(NONCE_LEN)
+    body = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(canonical_json(doc))
+    ad = MANIFEST_AD_DOMAIN + header + point_id.encode()
+    return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, ad)
+
+
+def open_manifest(keys: MasterKeys, repo_id: bytes, point_id: str, blob: bytes,
+                  key: str) -> dict[str, Any]:
+    """Authenticate and decode one manifest object; the JSON document."""
+    if len(blob) < MANIFEST_HEADER_LEN + NONCE_LEN + TAG_LEN or not blob.startswith(MANIFEST_MAGIC):
+        raise ManifestCorrupt(key, "not a drctl manifest or truncated")
+    header = blob[:MANIFEST_HEADER_LEN]
+    if header[len(MANIFEST_MAGIC)] != 0x01 or header[len(MANIFEST_MAGIC) + 1] != COMP_ZSTD:
+        raise ManifestCorrupt(key, "unknown manifest version")
+    owner = header[len(MANIFEST_MAGIC) + 2:]
+    if owner != repo_id:
+        raise ForeignManifest(key, owner.hex(), repo_id.hex())
+    nonce = blob[MANIFEST_HEADER_LEN:MANIFEST_HEADER_LEN + NONCE_LEN]
+    ad = MANIFEST_AD_DOMAIN + header + point_id.encode()
+    try:
+        body = AESGCM(keys.enc_key).decrypt(nonce, blob[MANIFEST_HEADER_LEN + NONCE_LEN:], ad)
+    except InvalidTag:
+        raise ManifestCorrupt(key, "authentication tag does not verify (tampered, truncated, "
+                              "renamed, or from another repository)") from None
+    try:
+        doc = json.loads(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 30))
+    except (zstandard.ZstdError, ValueError) as e:
+        raise ManifestCorrupt(key, f"authenticated but undecodable: {e}") from e
+    if not isinstance(doc, dict):
+        raise ManifestCorrupt(key, "not a JSON object")
+    return doc

@@ -1,0 +1,93 @@
+"""Errors of the backup repository. Each names the object at fault and the next step; exit codes
+come from :mod:`drctl.errors` (docs/repository-format.md §6)."""
+from __future__ import annotations
+
+from drctl.errors import (EXIT_INTEGRITY, EXIT_LOCKED, EXIT_REPO_MISSING, EXIT_WRONG_PASSWORD,
+                          DrctlError, InvalidInput, LocalIOError)
+
+
+class RepoMissing(DrctlError):
+    """No repository here."""
+
+    exit_code = EXIT_REPO_MISSING
+
+
+class RepoExists(InvalidInput):
+    """A repository already exists here."""
+
+
+class RepoLocked(DrctlError):
+    """The repository is locked by another process."""
+
+    exit_code = EXIT_LOCKED
+
+
+class WrongPassword(DrctlError):
+    """No key slot of the repository opens with this password."""
+
+    exit_code = EXIT_WRONG_PASSWORD
+
+
+class IntegrityError(DrctlError):
+    """Repository data failed authentication or verification."""
+
+    exit_code = EXIT_INTEGRITY
+
+
+class ChunkCorrupt(IntegrityError):
+    def __init__(self, chunk_id: str, key: str, why: str) -> None:
+        super().__init__(
+            f"chunk {chunk_id} (object {key!r}) is corrupt: {why}. The object was modified in the "
+            f"store; restore another point, or run `drctl check REPO --read-data` to list every "
+            f"damaged point")
+        self.chunk_id = chunk_id
+        self.key = key
+
+
+class ChunkMissing(IntegrityError):
+    def __init__(self, chunk_id: str, key: str) -> None:
+        super().__init__(
+            f"chunk {chunk_id} (object {key!r}) is missing from the repository; restore another "
+            f"point, or run `drctl check REPO` to list every damaged point")
+        self.chunk_id = chunk_id
+        self.key = key
+
+
+class ManifestCorrupt(IntegrityError):
+    def __init__(self, key: str, why: str) -> None:
+        super().__init__(f"restore point manifest {key!r} is corrupt: {why}. Restore another "
+                         f"point; `drctl check REPO` lists every damaged object")
+        self.key = key
+
+
+class ForeignManifest(IntegrityError):
+    def __init__(self, key: str, owner: str, expected: str) -> None:
+        super().__init__(
+            f"manifest {key!r} belongs to repository {owner[:16]}..., not to this repository "
+            f"{expected[:16]}...; it was copied in from elsewhere: delete it, or restore from the "
+            f"repository it came from")
+        self.key = key
+
+
+class KeyFileCorrupt(IntegrityError):
+    """A key slot or the config is unreadable or fails its MAC."""
+
+
+class ImageMismatch(IntegrityError):
+    """The restored image's sha256 differs from the manifest's."""
+
+
+class SourceChanged(LocalIOError):
+    """The backup source changed size while it was being read."""
+
+
+class SourceUnreadable(LocalIOError):
+    """The backup source cannot be read."""
+
+
+class OutputError(LocalIOError):
+    """The restore output cannot be written."""
+
+
+class DiskFull(LocalIOError):
+    """The local disk is full."""

@@ -1,0 +1,226 @@
+"""Opening and creating a repository, and its object-level reads and writes (config, key slots,
+manifests, chunks). docs/repository-format.md §2-§3."""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from drctl.errors import InvalidInput
+from drctl.repo import crypto
+from drctl.repo.crypto import DEFAULT_KDF, KdfParams, MasterKeys
+from drctl.repo.errors import (ChunkMissing, KeyFileCorrupt, RepoExists, RepoMissing, WrongPassword)
+from drctl.repo.keys import KEYS_PREFIX, KeySlotInfo, new_key_id, open_slot, seal_slot, slot_info, slot_key
+from drctl.repo.locks import RepoLock
+from drctl.repo.manifest import (DATA_PREFIX, SNAPSHOTS_PREFIX, Manifest, chunk_key,
+                                 manifest_from_doc, point_key, utc_iso)
+from drctl.storage.base import BucketMissing, ObjectMissing, Storage
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "config"
+DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+MIN_CHUNK_SIZE = 64 * 1024
+MAX_CHUNK_SIZE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    id: str
+    chunk_size: int
+    created: str
+    object_lock: dict[str, Any] | None
+    version: int = 1
+
+    @property
+    def repo_id(self) -> bytes:
+        return bytes.fromhex(self.id)
+
+    def body(self) -> dict[str, Any]:
+        return {"version": self.version, "id": self.id, "chunk_size": self.chunk_size,
+                "created": self.created, "object_lock": self.object_lock}
+
+
+def read_config(storage: Storage) -> tuple[RepoConfig, str]:
+    """The config and its MAC (checked only once a key opens). RepoMissing if there is none."""
+    where = storage.describe()
+    try:
+        raw = storage.get(CONFIG_KEY)
+    except (ObjectMissing, BucketMissing) as e:
+        raise RepoMissing(f"no repository at {where} (no {CONFIG_KEY!r} object); create one with "
+                          f"`drctl repo init {where}` or check the location") from e
+    try:
+        doc = json.loads(raw)
+        cfg = RepoConfig(id=doc["id"], chunk_size=int(doc["chunk_size"]), created=doc["created"],
+                         object_lock=doc.get("object_lock"), version=doc["version"])
+        if cfg.version != 1 or len(cfg.repo_id) != 32:
+            raise ValueError("unknown version or bad id")
+        return cfg, str(doc["mac"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise KeyFileCorrupt(f"repository config {where}/{CONFIG_KEY} is unreadable: {e}") from e
+
+
+@dataclass
+class Repository:
+    """An opened repository: storage plus the master keys of one key slot."""
+
+    storage: Storage
+    config: RepoConfig
+    keys: MasterKeys = field(repr=False)
+    key_id: str
+
+    @property
+    def repo_id(self) -> bytes:
+        return self.config.repo_id
+
+    def describe(self) -> str:
+        return self.storage.describe()
+
+    def lock(self, *, exclusive: bool, operation: str) -> RepoLock:
+        return RepoLock(self.storage, exclusive=exclusive, operation=operation)
+
+    # -- chunks --------------------------------------------------------------------------------
+
+    def known_chunks(self) -> set[bytes]:
+        """Every chunk id present in ``data/`` (one listing: the dedup index of a run)."""
+        out = set()
+        for obj in self.storage.list(DATA_PREFIX):
+            name = obj.key.rsplit("/", 1)[-1]
+            if len(name) == 64:
+                try:
+                    out.add(bytes.fromhex(name))
+                except ValueError:
+                    continue
+        return out
+
+    def put_chunk(self, cid: bytes, plaintext: bytes, retain_until: datetime | None) -> int:
+        blob = crypto.seal_chunk(self.keys, self.repo_id, cid, plaintext)
+        self.storage.put(chunk_key(cid), blob, retain_until=retain_until)
+        return len(blob)
+
+    def fetch_chunk(self, cid: bytes) -> bytes:
+        key = chunk_key(cid)
+        try:
+            return self.storage.get(key)
+        except ObjectMissing as e:
+            raise ChunkMissing(cid.hex(), key) from e
+
+    def open_chunk(self, cid: bytes, blob: bytes, length: int) -> bytes:
+        return crypto.open_chunk(self.keys, self.repo_id, cid, blob, length, chunk_key(cid))
+
+    # -- manifests -----------------------------------------------------------------------------
+
+    def point_ids(self) -> list[str]:
+        return [o.key[len(SNAPSHOTS_PREFIX):] for o in self.storage.list(SNAPSHOTS_PREFIX)]
+
+    def load_point(self, point_id: str) -> Manifest:
+        key = point_key(point_id)
+        blob = self.storage.get(key)
+        doc = crypto.open_manifest(self.keys, self.repo_id, point_id, blob, key)
+        return manifest_from_doc(doc, key, point_id, self.config.id)
+
+    def load_points(self) -> list[Manifest]:
+        """Every restore point, oldest first. Any unreadable manifest is an error (never skipped:
+        prune relies on seeing every reference)."""
+        ids = self.point_ids()
+        with ThreadPoolExecutor(max_workers=8) as ex:
+            points = list(ex.map(self.load_point, ids))
+        return sorted(points, key=lambda p: p.created)
+
+    def save_point(self, m: Manifest) -> None:
+        blob = crypto.seal_manifest(self.keys, self.repo_id, m.id, m.to_doc())
+        self.storage.put(point_key(m.id), blob, retain_until=m.retain_until)
+
+    # -- key slots -----------------------------------------------------------------------------
+
+    def list_keys(self) -> list[KeySlotInfo]:
+        return [slot_info(o.key[len(KEYS_PREFIX):], self.storage.get(o.key))
+                for o in self.storage.list(KEYS_PREFIX)]
+
+    def add_key(self, password: bytes, label: str, kdf: KdfParams = DEFAULT_KDF) -> str:
+        _require_password(password)
+        key_id = new_key_id()
+        blob = seal_slot(self.repo_id, key_id, self.keys, password, label, kdf)
+        self.storage.put(slot_key(key_id), blob)
+        # Read it back and open it before anyone relies on it.
+        if open_slot(self.repo_id, key_id, self.storage.get(slot_key(key_id)), password) != self.keys:
+            raise KeyFileCorrupt(f"key file {slot_key(key_id)!r} did not read back correctly; "
+                                 f"remove it with `drctl key remove`")
+        log.info("added key slot %s (%s)", key_id, label)
+        return key_id
+
+    def remove_key(self, key_id: str) -> None:
+        ids = [k.key_id for k in self.list_keys()]
+        matches = [k for k in ids if k.startswith(key_id)] if key_id else []
+        if len(matches) != 1:
+            raise InvalidInput(f"key {key_id!r} matches {len(matches)} key slots; see `drctl key list REPO`")
+        target = matches[0]
+        if len(ids) == 1:
+            raise InvalidInput(f"key {target} is the last key of the repository: removing it would make "
+                               f"every backup unrecoverable; add another key first")
+        if target == self.key_id:
+            raise InvalidInput(f"key {target} is the one this password opened; to change its password "
+                               f"use `drctl key passwd`, or remove it using another key's password")
+        self.storage.delete(slot_key(target))
+
+    def change_password(self, new_password: bytes, kdf: KdfParams = DEFAULT_KDF) -> str:
+        old = self.key_id
+        label = next((k.label for k in self.list_keys() if k.key_id == old), "client")
+        new_id = self.add_key(new_password, label, kdf)
+        self.storage.delete(slot_key(old))
+        self.key_id = new_id
+        return new_id
+
+
+def _require_password(password: bytes) -> None:
+    if not password:
+        raise InvalidInput("the password is empty; give a non-empty password")
+
+
+def open_repository(storage: Storage, password: bytes) -> Repository:
+    """Open with the first key slot the password opens; WrongPassword if none does."""
+    cfg, mac = read_config(storage)
+    slots = [o.key[len(KEYS_PREFIX):] for o in storage.list(KEYS_PREFIX)]
+    for key_id in slots:
+        try:
+            blob = storage.get(slot_key(key_id))
+            keys = open_slot(cfg.repo_id, key_id, blob, password)
+        except (ObjectMissing, KeyFileCorrupt) as e:
+            log.warning("skipping key slot %s: %s", key_id, e)
+            continue
+        if keys is not None:
+            if not hmac.compare_digest(crypto.config_mac(keys, cfg.body()), mac):
+                raise KeyFileCorrupt(f"repository config {storage.describe()}/{CONFIG_KEY} fails its "
+                                     f"MAC: it was modified; restore it from a copy of the repository")
+            return Repository(storage, cfg, keys, key_id)
+    raise WrongPassword(
+        f"no key of repository {storage.describe()} opens with this password ({len(slots)} key "
+        f"file(s) tried): check DRCTL_PASSWORD / --password-file / --password-command (or the key "
+        f"files were modified)")
+
+
+def init_repository(storage: Storage, password: bytes, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                    object_lock: dict[str, Any] | None = None, label: str = "client",
+                    kdf: KdfParams = DEFAULT_KDF) -> Repository:
+    """Create a new repository: a key slot first, then ``config`` (its existence = the repository)."""
+    _require_password(password)
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise InvalidInput(f"chunk size {chunk_size} out of range [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
+    try:
+        storage.get(CONFIG_KEY, (0, 1))
+        raise RepoExists(f"a repository already exists at {storage.describe()}; open it instead")
+    except ObjectMissing:
+        pass
+    cfg = RepoConfig(id=os.urandom(32).hex(), chunk_size=chunk_size,
+                     created=utc_iso(datetime.now(timezone.utc)), object_lock=object_lock)
+    keys = MasterKeys.generate()
+    repo = Repository(storage, cfg, keys, "")
+    repo.key_id = repo.add_key(password, label, kdf)
+    doc = dict(cfg.body(), mac=crypto.config_mac(keys, cfg.body()))
+    storage.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())
+    return repo

@@ -1,0 +1,288 @@
+"""``drctl restore``: parallel, authenticated, resumable restore of one disk image
+(read order: docs/repository-format.md §4).
+
+Downloads run on one pool, authentication + decompression + positioned writes on another, a hasher
+thread follows the verified prefix; at most ``max_inflight`` chunks are held in memory at once."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import hmac
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from drctl.errors import InvalidInput, ToolMissing
+from drctl.repo.crypto import chunk_id
+from drctl.repo.errors import DiskFull, ImageMismatch, OutputError
+from drctl.repo.journal import RestoreJournal
+from drctl.repo.manifest import Manifest, chunk_count, chunk_length, select_point
+from drctl.repo.progress import NullProgress, ProgressSink
+from drctl.repo.repository import Repository
+
+log = logging.getLogger(__name__)
+
+INFLIGHT_BUDGET = 80 * 1024 * 1024  # bytes of chunk data held at once (ciphertext + plaintext)
+FORMATS = ("raw", "qcow2")
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    point: Manifest
+    path: Path
+    format: str
+    fetched_chunks: int
+    fetched_bytes: int
+    resumed_chunks: int
+    duration_s: float
+
+    def summary(self) -> dict[str, object]:
+        return {"type": "summary", "point": self.point.id, "server": self.point.server,
+                "disk": self.point.disk, "size": self.point.size, "path": str(self.path),
+                "format": self.format, "sha256": self.point.sha256,
+                "fetched_chunks": self.fetched_chunks, "fetched_bytes": self.fetched_bytes,
+                "resumed_chunks": self.resumed_chunks, "duration_s": round(self.duration_s, 3)}
+
+
+def restore_disk(repo: Repository, *, server: str, out: str | os.PathLike[str], disk: str | None = None,
+                 point: str = "latest", fmt: str = "raw", parallel: int = 16,
+                 progress: ProgressSink | None = None) -> RestoreResult:
+    """Restore one disk of ``server`` to ``out``; the public entry the activation calls.
+
+    ``point`` is ``latest``, a point id (prefix) or an ISO time (newest at or before it). A file
+    appears at ``out`` only once its sha256 equals the manifest's; on failure ``out.partial`` and
+    its journal stay for a resume (the same call again)."""
+    with repo.lock(exclusive=False, operation="restore"):
+        manifest = select_point(repo.load_points(), server, disk, point)
+        return restore_point(repo, manifest, Path(out), fmt=fmt, parallel=parallel, progress=progress)
+
+
+def _os_error(e: OSError, path: Path, what: str) -> Exception:
+    if e.errno == errno.ENOSPC:
+        return DiskFull(f"local disk full while {what} {path}: free space (or choose another --out) "
+                        f"and run the same restore again: it resumes from the verified chunks")
+    return OutputError(f"cannot {what} {path}: {e.strerror}; check the path and its permissions")
+
+
+class _Writer:
+    """The output file side: positioned writes, the done map the hasher follows, the journal."""
+
+    def __init__(self, fd: int, m: Manifest, journal: RestoreJournal, progress: ProgressSink,
+                 path: Path) -> None:
+        self.fd, self.m, self.journal, self.progress, self.path = fd, m, journal, progress, path
+        self.n = chunk_count(m.size, m.chunk_size)
+        self.done = bytearray(self.n)
+        self.cond = threading.Condition()
+        self.error: BaseException | None = None
+
+    def mark(self, idxs: list[int], journal: bool = True) -> None:
+        if journal:
+            self.journal.add(idxs)
+        with self.cond:
+            for i in idxs:
+                self.done[i] = 1
+            self.cond.notify_all()
+        self.progress.advance(sum(chunk_length(i, self.m.size, self.m.chunk_size) for i in idxs))
+
+    def fail(self, e: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = e
+            self.cond.notify_all()
+
+    def write(self, plain: bytes, idxs: list[int]) -> None:
+        for i in idxs:
+            off = i * self.m.chunk_size
+            try:
+                view = memoryview(plain)
+                while view:
+                    written = os.pwrite(self.fd, view, off)
+                    view, off = view[written:], off + written
+            except OSError as e:
+                raise _os_error(e, self.path, "writing") from e
+
+    def hash_in_order(self) -> str | None:
+        """Hasher thread body: SHA-256 of the file in order, following the done map."""
+        h = hashlib.sha256()
+        cs = self.m.chunk_size
+        for i in range(self.n):
+            with self.cond:
+                while not self.done[i] and self.error is None:
+                    self.cond.wait()
+                if self.error is not None:
+                    return None
+            h.update(os.pread(self.fd, chunk_length(i, self.m.size, cs), i * cs))
+        return h.hexdigest()
+
+
+def _verify_resumed(repo: Repository, fd: int, m: Manifest, candidates: set[int]) -> list[int]:
+    """Indexes whose bytes already on disk hash to their chunk id (never trusted blindly)."""
+    ids = dict(m.iter_chunks())
+
+    def ok(i: int) -> bool:
+        cid = ids.get(i)
+        if cid is None:
+            return False
+        data = os.pread(fd, chunk_length(i, m.size, m.chunk_size), i * m.chunk_size)
+        return hmac.compare_digest(chunk_id(repo.keys, data), cid)
+
+    todo = sorted(i for i in candidates if 0 <= i < len(ids))
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as ex:
+        return [i for i, good in zip(todo, ex.map(ok, todo)) if good]
+
+
+def _prepare_output(out: Path, fmt: str) -> tuple[Path, Path]:
+    if fmt not in FORMATS:
+        raise InvalidInput(f"output format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "qcow2" and shutil.which("qemu-img") is None:
+        raise ToolMissing("--format qcow2 needs `qemu-img` (Debian package qemu-utils); install it "
+                          "or restore with --format raw")
+    if out.exists():
+        raise InvalidInput(f"output {out} already exists: remove it or choose another --out")
+    if not out.parent.is_dir():
+        raise OutputError(f"output directory {out.parent} does not exist; create it first")
+    partial = out.with_name(out.name + ".partial")
+    return partial, partial.with_name(partial.name + ".done")
+
+
+def restore_point(repo: Repository, m: Manifest, out: Path, *, fmt: str = "raw", parallel: int = 16,
+                  progress: ProgressSink | None = None) -> RestoreResult:
+    """Restore the given point to ``out`` (the caller holds a shared lock)."""
+    t0 = time.monotonic()
+    progress = progress or NullProgress()
+    partial, jpath = _prepare_output(out, fmt)
+    journal = RestoreJournal(jpath)
+    candidates = journal.load(m.id) if partial.exists() else None
+    try:
+        if candidates is None or partial.stat().st_size != m.size:
+            partial.unlink(missing_ok=True)
+            candidates = set()
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise _os_error(e, partial, "creating") from e
+    try:
+        os.ftruncate(fd, m.size)
+        resumed = _verify_resumed(repo, fd, m, candidates) if candidates else []
+        journal.start(m.id, fd, resumed)
+        progress.start("restore", m.size)
+        w = _Writer(fd, m, journal, progress, partial)
+        w.mark([i for i, cid in m.iter_chunks() if cid is None], journal=False)
+        w.mark(resumed, journal=False)
+        fetched, fetched_bytes, digest = _fetch_all(repo, m, w, set(resumed), parallel)
+        journal.flush()
+        if digest != m.sha256:
+            os.close(fd)
+            fd = -1
+            partial.unlink(missing_ok=True)
+            journal.remove()
+            raise ImageMismatch(
+                f"restored image of {m.server}/{m.disk} point {m.id} has sha256 {digest}, the manifest "
+                f"says {m.sha256}: the partial file was deleted; run `drctl check REPO --read-data`")
+        os.fsync(fd)
+    except OSError as e:
+        raise _os_error(e, partial, "writing") from e
+    finally:
+        journal.close()
+        if fd >= 0:
+            os.close(fd)
+        progress.finish()
+    _finish(partial, out, fmt)
+    journal.remove()
+    return RestoreResult(m, out, fmt, fetched, fetched_bytes, len(resumed), time.monotonic() - t0)
+
+
+def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
+               parallel: int) -> tuple[int, int, str | None]:
+    """Download, authenticate and write every chunk not yet verified; also runs the hasher."""
+    by_id: dict[bytes, list[int]] = {}
+    for i, cid in m.iter_chunks():
+        if cid is not None and i not in skip:
+            by_id.setdefault(cid, []).append(i)
+    parallel = max(1, parallel)
+    slots = threading.BoundedSemaphore(max(2, min(2 * parallel, INFLIGHT_BUDGET // (2 * m.chunk_size))))
+    counters = {"chunks": 0, "bytes": 0}
+    count_lock = threading.Lock()
+    result: list[str | None] = [None]
+    hasher = threading.Thread(target=lambda: result.__setitem__(0, w.hash_in_order()),
+                              name="restore-hash", daemon=True)
+    hasher.start()
+    downloads = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="restore-get")
+    decoders = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="restore-dec")
+
+    def decode(cid: bytes, idxs: list[int], blob: bytes) -> None:
+        try:
+            if w.error is None:
+                plain = repo.open_chunk(cid, blob, chunk_length(idxs[0], m.size, m.chunk_size))
+                w.write(plain, idxs)
+                w.mark(idxs)
+                with count_lock:
+                    counters["chunks"] += 1
+                    counters["bytes"] += len(blob)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+            w.fail(e)
+        finally:
+            slots.release()
+
+    def fetched(cid: bytes, idxs: list[int], fut: Future[bytes]) -> None:
+        e = fut.exception()
+        if e is not None or w.error is not None:
+            if e is not None:
+                w.fail(e)
+            slots.release()
+            return
+        try:
+            decoders.submit(decode, cid, idxs, fut.result())
+        except RuntimeError as e:  # decoder pool shut down after an error
+            w.fail(e)
+            slots.release()
+
+    try:
+        for cid, idxs in by_id.items():
+            slots.acquire()
+            if w.error is not None:
+                slots.release()
+                break
+            fut = downloads.submit(repo.fetch_chunk, cid)
+            fut.add_done_callback(lambda f, c=cid, x=idxs: fetched(c, x, f))
+        downloads.shutdown(wait=True)
+        decoders.shutdown(wait=True)
+    except BaseException as e:
+        w.fail(e)
+        downloads.shutdown(wait=True, cancel_futures=True)
+        decoders.shutdown(wait=True, cancel_futures=True)
+        hasher.join()
+        raise
+    hasher.join()
+    if w.error is not None:
+        raise w.error
+    return counters["chunks"], counters["bytes"], result[0]
+
+
+def _finish(partial: Path, out: Path, fmt: str) -> None:
+    """Move the verified raw image into place (converting it first for qcow2)."""
+    try:
+        if fmt == "qcow2":
+            tmp = out.with_name(out.name + ".qcow2.partial")
+            proc = subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2",
+                                   str(partial), str(tmp)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                raise OutputError(f"qemu-img convert to {tmp} failed: {proc.stderr.strip()}; the "
+                                  f"verified raw image is kept at {partial}")
+            os.replace(tmp, out)
+            partial.unlink()
+        else:
+            os.replace(partial, out)
+        dfd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        raise _os_error(e, out, "finishing") from e

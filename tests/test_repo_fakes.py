@@ -1,0 +1,121 @@
+"""Boundary fakes and helpers for the repository tests: an in-memory Storage (the same contract as
+LocalDirStorage), a wrapper that fails after N gets, and realistic test images.
+
+No tests here; imported by the test_repo_* modules."""
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from drctl.storage.base import LockSupport, ObjectInfo, ObjectMissing, StorageUnavailable
+
+MiB = 1024 * 1024
+
+
+class MemoryStorage:
+    """A dict of key -> bytes behind the Storage protocol."""
+
+    def __init__(self, name: str = "mem://test") -> None:
+        self.name = name
+        self.objects: dict[str, bytes] = {}
+        self.retention: dict[str, datetime] = {}
+        self.gets = 0
+        self.puts = 0
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return self.name
+
+    def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
+        with self._lock:
+            self.gets += 1
+            if key not in self.objects:
+                raise ObjectMissing(key, self.name)
+            data = self.objects[key]
+        return data if byte_range is None else data[byte_range[0]:byte_range[1]]
+
+    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+        with self._lock:
+            self.puts += 1
+            self.objects[key] = bytes(data)
+            if retain_until:
+                self.retention[key] = retain_until
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        with self._lock:
+            items = sorted((k, len(v)) for k, v in self.objects.items() if k.startswith(prefix))
+        return iter([ObjectInfo(k, n) for k, n in items])
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self.objects.pop(key, None)
+
+    def lock_support(self) -> LockSupport:
+        return LockSupport(enforced=False, detail="in-memory test storage: no object lock")
+
+
+class FailingAfter:
+    """Delegates to ``inner`` but every ``get`` of a ``data/`` object after the first ``n`` fails
+    as an unreachable store would."""
+
+    def __init__(self, inner, n: int) -> None:
+        self.inner = inner
+        self.n = n
+        self.data_gets = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get(self, key: str, byte_range=None) -> bytes:
+        if key.startswith("data/"):
+            with self._lock:
+                self.data_gets += 1
+                fail = self.data_gets > self.n
+            if fail:
+                raise StorageUnavailable(f"simulated outage reading {key}")
+        return self.inner.get(key, byte_range)
+
+
+def make_image(path: Path, size: int, seed: int = 1, chunk: int = MiB) -> Path:
+    """A realistic disk image: ~40 % zero chunks, ~30 % compressible text, ~30 % random, with a
+    few repeated blocks; ``size`` need not be a multiple of ``chunk``."""
+    rng = random.Random(seed)
+    words = [b"kernel", b"systemd", b"nginx", b"GET /index.html", b"postgres", b"\n", b"error", b"ok "]
+    with open(path, "wb") as f:
+        written = 0
+        while written < size:
+            n = min(chunk, size - written)
+            r = rng.random()
+            if r < 0.4:
+                f.seek(n, os.SEEK_CUR)  # sparse zeros
+            elif r < 0.7:
+                buf = bytearray()
+                while len(buf) < n:
+                    buf += rng.choice(words) + b" "
+                f.write(bytes(buf[:n]))
+            else:
+                f.write(rng.randbytes(n))
+            written += n
+        f.truncate(size)
+    return path
+
+
+def mutate(path: Path, fraction: float, chunk: int = MiB, seed: int = 7) -> int:
+    """Overwrite 64 bytes in ``fraction`` of the chunks; returns how many chunks changed."""
+    size = path.stat().st_size
+    n = -(-size // chunk)
+    rng = random.Random(seed)
+    picks = rng.sample(range(n), max(1, round(n * fraction)))
+    with open(path, "r+b") as f:
+        for i in picks:
+            f.seek(i * chunk + rng.randrange(0, min(chunk, size - i * chunk) - 64))
+            f.write(rng.randbytes(64))
+    return len(picks)
