@@ -14,12 +14,12 @@ import difflib
 import ipaddress
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import jsonschema
 import yaml
@@ -240,9 +240,19 @@ class _SubnetInfo:
         return f"subnet {self.ref} ({self.network})"
 
 
+@lru_cache(maxsize=1)
+def _have_tz_database() -> bool:
+    # A minimal machine may have neither Debian's tzdata nor the tzdata wheel: then the zone name
+    # cannot be checked here, which must not make every plan invalid.
+    if available_timezones():
+        return True
+    log.warning("no time-zone database (install tzdata): client.timezone is not checked")
+    return False
+
+
 def _check_client_and_contacts(doc: dict) -> Iterator[tuple[str, str]]:
     tz = _sub(doc, "client").get("timezone")
-    if isinstance(tz, str):
+    if isinstance(tz, str) and _have_tz_database():
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
@@ -293,7 +303,8 @@ def _check_sites(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple[s
         yield from _check_vpn(f"sites[{i}].vpn", _sub(site, "vpn"))
 
 
-def _check_subnet(where: str, ref: str, sn: dict) -> Iterator[tuple[str, str]]:
+def _check_subnet(where: str, ref: str, sn: dict) -> Generator[tuple[str, str], None, _SubnetInfo | None]:
+    """Addressing of one subnet; returns what NIC checks need (None if the CIDR is unusable)."""
     cidr = sn.get("cidr")
     try:
         net = ipaddress.IPv4Network(cidr, strict=True) if isinstance(cidr, str) else None
@@ -324,6 +335,8 @@ def _check_subnet(where: str, ref: str, sn: dict) -> Iterator[tuple[str, str]]:
     if start is not None and end is not None and inside:
         if start > end:
             yield f"{where}.dhcp", f"the DHCP range starts after it ends ({start} > {end})"
+        elif net.prefixlen < 31 and (start == net.network_address or end == net.broadcast_address):
+            yield f"{where}.dhcp", f"the DHCP range {start}-{end} includes the network or broadcast address of {described}"
         else:
             info = _SubnetInfo(ref, where, net, gw, (start, end))
             if gw is not None and start <= gw <= end:

@@ -263,3 +263,10 @@ def test_rpo_equal_to_the_gap_is_met() -> None:
     assert problems_of(doc) == ["servers[0].rpo: 23h cannot be met: the backup schedule leaves up to 1d "
                                 "between restore points (most frequent: incremental every 1d); back up "
                                 "more often or raise the RPO"]
+
+
+def test_dhcp_range_may_not_take_the_broadcast_address() -> None:
+    doc = demo_doc()
+    doc["sites"][0]["subnets"][1]["dhcp"]["end"] = "192.168.20.255"
+    assert problems_of(doc) == ["sites[0].subnets[1].dhcp: the DHCP range 192.168.20.100-192.168.20.255 includes "
+                                "the network or broadcast address of subnet paris/users (192.168.20.0/24)"]
