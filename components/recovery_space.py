@@ -1,7 +1,8 @@
 """RecoverySpace: the client's network rebuilt in the cloud, ready for a failover.
 
-One network and subnet per plan subnet with the same CIDR, gateway and DHCP pool (restored servers
-keep their addresses), one router with the external gateway and an interface on every subnet, one
+One network and subnet per *restored* plan subnet (a subnet holding at least one server NIC) with
+the same CIDR, gateway and DHCP pool (restored servers keep their addresses); a site's user LANs
+stay on site, behind its NCA and the SiteVpn tunnel, one router with the external gateway and an interface on every subnet, one
 security group per server (default rules deleted; ingress from ``security_rules``), the operators'
 keypair and the anti-affinity server groups the plan asks for. No server: those are
 ``RecoveredServer``s, created only with the failover flag.
@@ -15,7 +16,7 @@ import pulumi
 import pulumi_openstack as openstack
 
 from drctl.components.security_rules import egress_prefixes, ingress_rules
-from drctl.plan import Plan, Subnet
+from drctl.plan import Plan, Site, Subnet
 
 TYPE = "flexrecovery:index:RecoverySpace"
 
@@ -37,6 +38,18 @@ class SubnetSpec:
 def subnet_spec(subnet: Subnet) -> SubnetSpec:
     pools = ((subnet.dhcp.start, subnet.dhcp.end),) if subnet.dhcp else ()
     return SubnetSpec(cidr=str(subnet.network), gateway_ip=subnet.gateway, allocation_pools=pools)
+
+
+def restored_subnets(plan: Plan) -> tuple[Subnet, ...]:
+    """Plan subnets holding at least one server NIC: rebuilt in the cloud (same rule as drctl.nca)."""
+    used = {nic.subnet for server in plan.servers for nic in server.nics}
+    return tuple(sn for sn in plan.subnets if sn.ref in used)
+
+
+def user_subnets(plan: Plan, site: Site) -> tuple[Subnet, ...]:
+    """A site's user LANs: subnets with a DHCP range and no server; they stay on site."""
+    restored = {sn.ref for sn in restored_subnets(plan)}
+    return tuple(sn for sn in site.subnets if sn.dhcp is not None and sn.ref not in restored)
 
 
 def placement_groups(plan: Plan) -> dict[str, tuple[str, ...]]:
@@ -71,7 +84,7 @@ class RecoverySpace(pulumi.ComponentResource):
 
         self.networks: dict[str, openstack.networking.Network] = {}
         self.subnets: dict[str, openstack.networking.Subnet] = {}
-        for sn in plan.subnets:
+        for sn in restored_subnets(plan):
             ref = slug(sn.ref)
             spec = subnet_spec(sn)
             net = openstack.networking.Network(

@@ -55,11 +55,16 @@ class RuleSpec:
 
 
 def role_ports(server: Server) -> set[tuple[str, int, int]]:
-    """Ports the server's roles serve (unknown roles such as ``app`` open nothing)."""
+    """Ports the server's roles serve (unknown roles such as ``app`` open nothing).
+
+    ``sql`` opens the database ports its checks name (least privilege); without such a check, the
+    usual ones of its OS: 1433 on Windows, 5432 and 3306 elsewhere."""
     out: set[tuple[str, int, int]] = set()
     for role in server.roles:
         if role == "sql":
-            out.update(SQL_BY_OS.get(server.os_family, SQL_BY_OS["linux"]))
+            sql_ports = {p for by_os in SQL_BY_OS.values() for p in by_os}
+            checked = check_ports(server) & sql_ports
+            out.update(checked or SQL_BY_OS.get(server.os_family, SQL_BY_OS["linux"]))
         else:
             out.update(ROLE_PORTS.get(role, ()))
     return out

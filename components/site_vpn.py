@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_openstack as openstack
 
-from drctl.plan import Site, VpnSettings
+from drctl.components.recovery_space import user_subnets
+from drctl.plan import Plan, Site, VpnSettings
+from drctl.stack_config import StackConfigInvalid
 
 TYPE = "flexrecovery:index:SiteVpn"
 DPD_ACTION = "restart"
@@ -30,23 +32,32 @@ class TunnelSpec:
     ike_lifetime_s: int
     ipsec_lifetime_s: int
     peer_address: str
-    peer_cidrs: tuple[str, ...]   # the site's subnets (the peer endpoint group)
+    peer_cidrs: tuple[str, ...]   # the site's user LANs (the peer endpoint group)
 
 
-def tunnel_spec(site: Site) -> TunnelSpec:
+def tunnel_spec(plan: Plan, site: Site) -> TunnelSpec:
+    """The tunnel of ``site``: its plan VPN settings; the peer side is the site's user LANs (the
+    recovery side is every restored subnet, the local endpoint group)."""
     v: VpnSettings = site.vpn
+    peers = user_subnets(plan, site)
+    if not peers:
+        raise StackConfigInvalid(
+            f"plan {plan.client.id}: sites.{site.name}: no user LAN (a subnet with a DHCP range and no "
+            "server) for the tunnel's peer side; a subnet holding servers is restored in the cloud and "
+            "cannot also stay on site: put the workstations in a separate subnet with the DHCP range")
     return TunnelSpec(
         ike_version=v.ike_version, encryption=v.encryption, integrity=v.integrity, pfs=v.pfs,
         ike_lifetime_s=v.ike_lifetime_s, ipsec_lifetime_s=v.ipsec_lifetime_s,
-        peer_address=site.peer_address, peer_cidrs=tuple(str(sn.network) for sn in site.subnets))
+        peer_address=site.peer_address,
+        peer_cidrs=tuple(str(sn.network) for sn in peers))
 
 
 @dataclass(frozen=True)
 class SiteVpnArgs:
-    client_id: str
+    plan: Plan
     site: Site
     router_id: pulumi.Input[str]
-    recovery_subnet_ids: list[pulumi.Input[str]]
+    recovery_subnet_ids: list[pulumi.Input[str]]  # every restored subnet
     psk: pulumi.Input[str]  # a secret Output
 
 
@@ -56,9 +67,9 @@ class SiteVpn(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SiteVpnArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE, name, None, opts)
-        spec = tunnel_spec(args.site)
+        spec = tunnel_spec(args.plan, args.site)
         child = pulumi.ResourceOptions(parent=self)
-        base = f"{args.client_id}-{args.site.name}"
+        base = f"{args.plan.client.id}-{args.site.name}"
 
         self.ike_policy = openstack.vpnaas.IkePolicy(
             f"{name}-ike", name=f"{base}-ike", ike_version=spec.ike_version,

@@ -55,9 +55,12 @@ space = RecoverySpace("space", RecoverySpaceArgs(
 endpoints: dict[str, pulumi.Output[str]] = {}
 bundles: dict[str, pulumi.Output] = {}
 for site in plan.sites:
+    if not any(sn.dhcp for sn in site.subnets):  # servers only, no workstations: nobody to reconnect
+        pulumi.log.info(f"site {site.name} has no DHCP subnet (no workstations): no VPN, no NCA")
+        continue
     psk = site_psk(site.name)
     vpn = SiteVpn(f"vpn-{site.name}", SiteVpnArgs(
-        client_id=plan.client.id, site=site, router_id=space.router.id,
+        plan=plan, site=site, router_id=space.router.id,
         recovery_subnet_ids=[s.id for s in space.subnets.values()], psk=psk), with_provider)
     endpoints[site.name] = vpn.service.external_v4_ip
     nca = NcaConfig(f"nca-{site.name}", NcaConfigArgs(
