@@ -1,8 +1,156 @@
-"""Sub-commands (placeholder until its issue lands)."""
+"""``drctl report`` and ``drctl runs``: read, export, verify and upload stored run reports.
+
+- ``drctl report RUN_ID [--html PATH] [--json]``: the run's summary (checked against its signature
+  when a verification key is at hand), the report page copied to PATH, or the summary JSON.
+- ``drctl report verify RUN_ID|PATH [--public-key FILE]``: exit 0 if untouched, 13 naming the file.
+- ``drctl report upload RUN_ID --to URL``: (re)send a stored report to a report bucket.
+- ``drctl runs STACK [--json]``: past activations and drills of a stack, oldest first.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+from pathlib import Path
+
+from drctl import report_signing
+from drctl.errors import InvalidInput, LocalIOError
+from drctl.report import fmt_duration, fmt_time
+from drctl.run_store import RunStore, StoredRun
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the parser."""
+    """Add ``report`` and ``runs`` to the parser."""
+    p = sub.add_parser(
+        "report", help="show, export, verify or upload a run report",
+        description="drctl report RUN_ID [--html PATH] [--json] | drctl report verify RUN_ID|PATH "
+                    "[--public-key FILE] | drctl report upload RUN_ID --to URL",
+    )
+    p.add_argument("run", metavar="RUN_ID|verify|upload", help="a run id (or unique prefix), or an action")
+    p.add_argument("target", nargs="?", metavar="RUN_ID|PATH", help="for verify/upload: the run id or run directory")
+    p.add_argument("--html", metavar="PATH", help="write the report page to PATH (after checking its signature)")
+    p.add_argument("--json", action="store_true", help="print the run summary as one JSON line")
+    p.add_argument("--public-key", metavar="FILE", help="verify with this public key (default: the operator's)")
+    p.add_argument("--to", metavar="URL", help="for upload: the report bucket, e.g. s3://demo-reports")
+    p.add_argument("--state-dir", type=Path, help="state directory (default $DRCTL_STATE_DIR or ./.state)")
+    p.set_defaults(func=cmd_report)
+
+    r = sub.add_parser("runs", help="list the past activations and drills of a stack")
+    r.add_argument("stack", metavar="STACK")
+    r.add_argument("--json", action="store_true", help="print the list as one JSON line")
+    r.add_argument("--state-dir", type=Path, help="state directory (default $DRCTL_STATE_DIR or ./.state)")
+    r.set_defaults(func=cmd_runs)
+
+
+def _public_key(args: argparse.Namespace):
+    return report_signing.load_public_key(Path(args.public_key)) if args.public_key else None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    store = RunStore(args.state_dir)
+    if args.run == "verify":
+        return _verify(store, args)
+    if args.run == "upload":
+        return _upload(store, args)
+    if args.target:
+        raise InvalidInput(f"unexpected argument {args.target!r}: use `drctl report RUN_ID` or `drctl report verify RUN_ID`")
+    run = store.find(args.run)
+    signature = _signature_status(store, run, args)
+    if args.html:
+        dest = Path(args.html)
+        try:
+            if dest.parent != Path(""):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run.html_path, dest)
+        except OSError as e:
+            raise LocalIOError(f"cannot write the report page to {dest}: {e}") from e
+        print(f"report of run {run.summary.run_id} written to {dest} ({signature})")
+    if args.json:
+        print(run.summary.to_json())
+    elif not args.html:
+        print(_describe(run, signature))
+    return 0
+
+
+def _signature_status(store: RunStore, run: StoredRun, args: argparse.Namespace) -> str:
+    """Verify when a key is at hand (a tampered report raises, exit 13); else say it was not."""
+    public = _public_key(args)
+    kp = store.key_path()
+    if public is None and not (report_signing.public_key_path(kp).exists() or kp.exists()):
+        return f"signature not checked: no verification key at {report_signing.public_key_path(kp)}"
+    return f"signature valid, key {store.verify(run.path, public)}"
+
+
+def _verify(store: RunStore, args: argparse.Namespace) -> int:
+    if not args.target:
+        raise InvalidInput("drctl report verify needs a run id or a run directory")
+    candidate = Path(args.target)
+    path = candidate if (candidate / "summary.json").exists() or candidate.is_dir() else store.find(args.target).path
+    kid = store.verify(path, _public_key(args))
+    print(f"report {path}: signature valid (key {kid}); summary.json and report.html are as signed")
+    return 0
+
+
+def _upload(store: RunStore, args: argparse.Namespace) -> int:
+    if not args.target or not args.to:
+        raise InvalidInput("drctl report upload needs a run id and --to URL")
+    from drctl.storage import open_storage
+
+    run = store.find(args.target)
+    store.verify(run.path, _public_key(args))
+    keys = RunStore(store.state_dir, open_storage(args.to)).upload(run.summary, local_path=run.path)
+    print(f"uploaded run {run.summary.run_id}: {', '.join(keys)} to {args.to}")
+    return 0
+
+
+def _describe(run: StoredRun, signature: str) -> str:
+    s = run.summary
+    c = s.counts()
+    fams = ", ".join(f"{k} {v}" for k, v in s.os_families().items())
+    lines = [
+        f"run {s.run_id} ({s.kind}) of stack {s.stack}: mode {s.mode}, target {s.target}, outcome {s.outcome}",
+        f"client: {s.client_name or '-'} ({s.client_id or '-'}), requested by {s.requested_by or '-'}",
+        f"started {fmt_time(s.started_at)}, ended {fmt_time(s.ended_at)}",
+        f"first server available after {fmt_duration(s.first_available_s)}, "
+        f"last after {fmt_duration(s.last_available_s)}",
+        f"servers: {len(s.servers)} ({fams}): ok {c['ok']}, warning {c['warning']}, "
+        f"failed {c['failed']}, not started {c['not-started']}",
+    ]
+    if s.override_reason:
+        lines.append(f"outside the activation window: {s.override_reason}")
+    levels = s.dependency_levels()
+    for v in sorted(s.servers, key=lambda v: (levels[v.name], v.name)):
+        what = (f"available after {fmt_duration(v.rto_achieved_s)} (RTO {fmt_duration(v.rto_target_s)})"
+                if v.available else (v.reason or ""))
+        lines.append(f"  {v.name:<14} {v.status:<11} L{levels[v.name]} {what}".rstrip())
+        for ch in v.checks:
+            if not ch.ok:
+                lines.append(f"      {'x' if ch.critical else '!'} {ch.check}: {ch.detail}")
+    lines += [f"report: {run.html_path}", signature]
+    return "\n".join(lines)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = RunStore(args.state_dir).list_runs(args.stack)
+    if args.json:
+        print(json.dumps([{
+            "run_id": r.summary.run_id, "kind": r.summary.kind, "mode": r.summary.mode,
+            "target": r.summary.target, "requested_by": r.summary.requested_by,
+            "started_at": r.summary.to_dict()["started_at"], "ended_at": r.summary.to_dict()["ended_at"],
+            "first_available_s": r.summary.first_available_s, "last_available_s": r.summary.last_available_s,
+            "outcome": r.summary.outcome, "counts": r.summary.counts(), "report": str(r.html_path),
+        } for r in runs], ensure_ascii=False))
+        return 0
+    if not runs:
+        print(f"no runs of stack {args.stack} yet")
+        return 0
+    header = f"{'RUN ID':<24} {'KIND':<10} {'MODE':<8} {'TARGET':<6} {'STARTED (UTC)':<19} {'ENDED (UTC)':<19} " \
+             f"{'FIRST':>10} {'LAST':>10}  OK/WARN/FAIL/NS  OUTCOME"
+    print(header)
+    for r in runs:
+        s, c = r.summary, r.summary.counts()
+        ended = s.ended_at.strftime("%Y-%m-%d %H:%M:%S") if s.ended_at else "-"
+        print(f"{s.run_id:<24} {s.kind:<10} {s.mode:<8} {s.target:<6} {s.started_at.strftime('%Y-%m-%d %H:%M:%S'):<19} "
+              f"{ended:<19} {fmt_duration(s.first_available_s):>10} {fmt_duration(s.last_available_s):>10}  "
+              f"{c['ok']}/{c['warning']}/{c['failed']}/{c['not-started']:<9}  {s.outcome}")
+    return 0

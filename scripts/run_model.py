@@ -1,0 +1,371 @@
+"""The record of one activation or drill: frozen dataclasses and their JSON form.
+
+The JSON form is the contract printed by ``drctl activate --json`` (last line), stored as
+``summary.json`` next to each report and signed. Its first keys are exactly those of issue 4::
+
+    {"run_id", "stack", "mode", "target", "started_at", "ended_at", "first_available_s",
+     "last_available_s", "servers": [{"name", "os", "status", "restore_started_at",
+     "restore_ended_at", "boot_started_at", "verified_at", "restore_point", "rpo_achieved_s",
+     "rto_target_s", "rto_achieved_s", "checks": [{"check", "ok", "detail"}]}]}
+
+followed by extra keys (client, requested_by, override reason, per-server OS family, dependencies,
+reason for not starting, check timings). Timestamps are ISO-8601 UTC with a ``Z``. Readers ignore
+keys they do not know, so the form can grow without breaking older reports.
+
+Times are measured from the run's start: a server is *available* when all its critical checks have
+passed (``verified_at``); ``rto_achieved_s = verified_at - started_at``; the achieved RPO is the age of
+the restore point when the run started.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from drctl.errors import InvalidInput
+
+STATUSES = ("ok", "warning", "failed", "not-started")
+MODES = ("test", "disaster")
+SCHEMA_VERSION = 1
+
+
+class SummaryInvalid(InvalidInput):
+    """A run summary document is malformed."""
+
+
+# --- timestamps -------------------------------------------------------------------------------
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_ts(ts: datetime | None) -> str | None:
+    """``2026-02-03T17:01:00.250Z`` (milliseconds only when there are some)."""
+    if ts is None:
+        return None
+    if ts.tzinfo is None:
+        raise ValueError(f"naive datetime {ts!r}: run timestamps must be timezone-aware")
+    ts = ts.astimezone(UTC)
+    if ts.microsecond:
+        return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(text: str | None, where: str = "timestamp") -> datetime | None:
+    if text is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(str(text))
+    except ValueError as e:
+        raise SummaryInvalid(f"{where}: {text!r} is not an ISO-8601 time") from e
+    if ts.tzinfo is None:
+        raise SummaryInvalid(f"{where}: {text!r} has no time zone (use a trailing Z for UTC)")
+    return ts.astimezone(UTC)
+
+
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: ``20260203T170100Z-3f9a1c``."""
+    now = (now or utc_now()).astimezone(UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+# --- the model --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one plan check on one server, after its retries."""
+
+    check: str                           # what was checked, e.g. "port 5432", "service nginx"
+    ok: bool
+    detail: str                          # what was observed (output, status, reason)
+    critical: bool = True
+    attempts: int = 1
+    started_at: datetime | None = None   # first attempt
+    ended_at: datetime | None = None     # the passing attempt, or the last one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check, "ok": self.ok, "detail": self.detail,
+            "critical": self.critical, "attempts": self.attempts,
+            "started_at": format_ts(self.started_at), "ended_at": format_ts(self.ended_at),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "check") -> CheckResult:
+        try:
+            return cls(
+                check=str(d["check"]), ok=bool(d["ok"]), detail=str(d.get("detail", "")),
+                critical=bool(d.get("critical", True)), attempts=int(d.get("attempts", 1)),
+                started_at=parse_ts(d.get("started_at"), f"{where}.started_at"),
+                ended_at=parse_ts(d.get("ended_at"), f"{where}.ended_at"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
+
+
+@dataclass(frozen=True)
+class ServerResult:
+    """What happened to one server of the scope during a run."""
+
+    name: str
+    os: str                              # e.g. "debian-12", "windows-2019"
+    status: str                          # ok | warning | failed | not-started
+    os_family: str = "linux"             # linux | windows
+    depends_on: tuple[str, ...] = ()
+    restore_started_at: datetime | None = None
+    restore_ended_at: datetime | None = None
+    boot_started_at: datetime | None = None
+    boot_ended_at: datetime | None = None   # guest answered (optional; else the first passing check)
+    verified_at: datetime | None = None     # every critical check passed
+    restore_point: str | None = None        # snapshot id used
+    restore_point_at: datetime | None = None  # when that snapshot was taken
+    rpo_achieved_s: float | None = None
+    rpo_target_s: int | None = None
+    rto_target_s: int | None = None
+    rto_achieved_s: float | None = None
+    checks: tuple[CheckResult, ...] = ()
+    reason: str | None = None               # why failed / not started, in words
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise SummaryInvalid(f"server {self.name!r}: status {self.status!r} is not one of {STATUSES}")
+
+    @property
+    def available(self) -> bool:
+        return self.status in ("ok", "warning") and self.verified_at is not None
+
+    @property
+    def rpo_met(self) -> bool | None:
+        if self.rpo_achieved_s is None or self.rpo_target_s is None:
+            return None
+        return self.rpo_achieved_s <= self.rpo_target_s
+
+    @property
+    def rto_met(self) -> bool | None:
+        if self.rto_achieved_s is None or self.rto_target_s is None:
+            return None
+        return self.rto_achieved_s <= self.rto_target_s
+
+    @property
+    def checks_started_at(self) -> datetime | None:
+        starts = [c.started_at for c in self.checks if c.started_at is not None]
+        return min(starts) if starts else None
+
+    @property
+    def up_at(self) -> datetime | None:
+        """When the guest first answered: ``boot_ended_at``, else its first passing check."""
+        if self.boot_ended_at is not None:
+            return self.boot_ended_at
+        passed = [c.ended_at for c in self.checks if c.ok and c.ended_at is not None]
+        return min(passed) if passed else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "os": self.os, "status": self.status,
+            "restore_started_at": format_ts(self.restore_started_at),
+            "restore_ended_at": format_ts(self.restore_ended_at),
+            "boot_started_at": format_ts(self.boot_started_at),
+            "verified_at": format_ts(self.verified_at),
+            "restore_point": self.restore_point,
+            "rpo_achieved_s": self.rpo_achieved_s,
+            "rto_target_s": self.rto_target_s,
+            "rto_achieved_s": self.rto_achieved_s,
+            "checks": [c.to_dict() for c in self.checks],
+            # extra keys
+            "os_family": self.os_family,
+            "depends_on": list(self.depends_on),
+            "boot_ended_at": format_ts(self.boot_ended_at),
+            "restore_point_at": format_ts(self.restore_point_at),
+            "rpo_target_s": self.rpo_target_s,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "server") -> ServerResult:
+        try:
+            name = str(d["name"])
+            w = f"{where} {name!r}"
+            return cls(
+                name=name, os=str(d.get("os", "")), status=str(d["status"]),
+                os_family=str(d.get("os_family", "linux")),
+                depends_on=tuple(str(x) for x in d.get("depends_on", ())),
+                restore_started_at=parse_ts(d.get("restore_started_at"), f"{w}.restore_started_at"),
+                restore_ended_at=parse_ts(d.get("restore_ended_at"), f"{w}.restore_ended_at"),
+                boot_started_at=parse_ts(d.get("boot_started_at"), f"{w}.boot_started_at"),
+                boot_ended_at=parse_ts(d.get("boot_ended_at"), f"{w}.boot_ended_at"),
+                verified_at=parse_ts(d.get("verified_at"), f"{w}.verified_at"),
+                restore_point=d.get("restore_point"),
+                restore_point_at=parse_ts(d.get("restore_point_at"), f"{w}.restore_point_at"),
+                rpo_achieved_s=_opt_float(d.get("rpo_achieved_s")),
+                rpo_target_s=_opt_int(d.get("rpo_target_s")),
+                rto_target_s=_opt_int(d.get("rto_target_s")),
+                rto_achieved_s=_opt_float(d.get("rto_achieved_s")),
+                checks=tuple(CheckResult.from_dict(c, f"{w} check {i}")
+                             for i, c in enumerate(d.get("checks", []))),
+                reason=d.get("reason"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One activation (``mode`` test or disaster) of a stack, on a target (local sandbox or cloud)."""
+
+    run_id: str
+    stack: str
+    mode: str
+    target: str
+    started_at: datetime
+    ended_at: datetime | None
+    servers: tuple[ServerResult, ...]
+    client_id: str = ""
+    client_name: str = ""
+    requested_by: str = ""
+    override_reason: str | None = None   # activation outside the plan's window, and why
+    kind: str = "activation"             # activation | drill
+    first_available_s: float | None = None
+    last_available_s: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    # -- derived ----------------------------------------------------------------------------
+
+    def server(self, name: str) -> ServerResult:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def counts(self) -> dict[str, int]:
+        """Servers per status, every status present (zero included)."""
+        out = dict.fromkeys(STATUSES, 0)
+        for s in self.servers:
+            out[s.status] += 1
+        return out
+
+    def os_families(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.servers:
+            out[s.os_family] = out.get(s.os_family, 0) + 1
+        return dict(sorted(out.items()))
+
+    @property
+    def outcome(self) -> str:
+        """``ok`` when every server is ok, ``warning`` when none failed, else ``failed``."""
+        c = self.counts()
+        if c["failed"] or c["not-started"]:
+            return "failed"
+        return "warning" if c["warning"] else "ok"
+
+    def with_availability(self) -> RunSummary:
+        """Fill ``first_available_s`` / ``last_available_s`` (and each server's achieved RTO when
+        missing) from the servers' ``verified_at``."""
+        servers = tuple(
+            s if s.rto_achieved_s is not None or not s.available
+            else replace(s, rto_achieved_s=seconds_between(self.started_at, s.verified_at))
+            for s in self.servers
+        )
+        times = [seconds_between(self.started_at, s.verified_at) for s in servers if s.available]
+        times = [t for t in times if t is not None]
+        return replace(self, servers=servers,
+                       first_available_s=min(times) if times else None,
+                       last_available_s=max(times) if times else None)
+
+    def dependency_levels(self) -> dict[str, int]:
+        """0 for servers with no upstream in this run, else 1 + the deepest upstream's level."""
+        return dependency_levels((s.name, s.depends_on) for s in self.servers)
+
+    # -- JSON ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "stack": self.stack, "mode": self.mode, "target": self.target,
+            "started_at": format_ts(self.started_at), "ended_at": format_ts(self.ended_at),
+            "first_available_s": self.first_available_s,
+            "last_available_s": self.last_available_s,
+            "servers": [s.to_dict() for s in self.servers],
+            # extra keys
+            "schema_version": SCHEMA_VERSION,
+            "kind": self.kind,
+            "client_id": self.client_id, "client_name": self.client_name,
+            "requested_by": self.requested_by, "override_reason": self.override_reason,
+            "outcome": self.outcome, "counts": self.counts(),
+            "notes": list(self.notes),
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def canonical_bytes(self) -> bytes:
+        """The exact bytes stored as ``summary.json`` and signed: deterministic for a given
+        summary (issue key order, 2-space indent, UTF-8, trailing newline)."""
+        return (self.to_json(indent=2) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunSummary:
+        if not isinstance(d, Mapping):
+            raise SummaryInvalid("run summary: expected a JSON object")
+        try:
+            started = parse_ts(d["started_at"], "started_at")
+            assert started is not None
+            return cls(
+                run_id=str(d["run_id"]), stack=str(d["stack"]), mode=str(d["mode"]),
+                target=str(d["target"]), started_at=started,
+                ended_at=parse_ts(d.get("ended_at"), "ended_at"),
+                servers=tuple(ServerResult.from_dict(s, f"servers[{i}]")
+                              for i, s in enumerate(d.get("servers", []))),
+                client_id=str(d.get("client_id", "")), client_name=str(d.get("client_name", "")),
+                requested_by=str(d.get("requested_by", "")),
+                override_reason=d.get("override_reason"),
+                kind=str(d.get("kind", "activation")),
+                first_available_s=_opt_float(d.get("first_available_s")),
+                last_available_s=_opt_float(d.get("last_available_s")),
+                notes=tuple(str(n) for n in d.get("notes", ())),
+            )
+        except (KeyError, TypeError, ValueError, AssertionError) as e:
+            raise SummaryInvalid(f"run summary: missing or bad field ({e})") from e
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "run summary") -> RunSummary:
+        try:
+            doc = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SummaryInvalid(f"{where}: not valid JSON ({e})") from e
+        return cls.from_dict(doc)
+
+
+def dependency_levels(edges: Iterable[tuple[str, Iterable[str]]]) -> dict[str, int]:
+    """Level of each node; upstreams outside the set are ignored; a cycle raises SummaryInvalid."""
+    deps = {name: [u for u in ups] for name, ups in edges}
+    levels: dict[str, int] = {}
+
+    def level(name: str, trail: tuple[str, ...]) -> int:
+        if name in levels:
+            return levels[name]
+        if name in trail:
+            raise SummaryInvalid(f"dependency cycle: {' -> '.join(trail + (name,))}")
+        ups = [u for u in deps[name] if u in deps]
+        lv = 0 if not ups else 1 + max(level(u, trail + (name,)) for u in ups)
+        levels[name] = lv
+        return lv
+
+    for n in deps:
+        level(n, ())
+    return levels
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
