@@ -312,8 +312,9 @@ def recovered_server_only_in_failover(args: StackValidationArgs, report: ReportV
                    "in activation.images.<server>.", r.urn)
         metadata = field(r.props, "metadata") or {}
         if metadata is not UNKNOWN and not _is_set(field(metadata, "restore_point")):
-            report("metadata.restore_point is missing, so the image is not a recorded restore "
-                   "image; record the image with its restore point in activation.images.", r.urn)
+            report("metadata.restore_point is empty, so the image is not a recorded restore "
+                   "image; an activation records the restore point in activation.restore_point "
+                   "and each image in activation.images.<server>.", r.urn)
 
 
 def _server_summaries(args: StackValidationArgs) -> list[tuple[str | None, str, Any]]:

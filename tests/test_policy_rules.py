@@ -318,7 +318,7 @@ def test_instance_without_restore_point():
     v = only(run(change(failover(), INSTANCE, inputs={"metadata": {"client": "demo"}}),
                  fail_over=True))
     assert (v.policy, v.resource) == ("recovered-server-only-in-failover", INSTANCE)
-    assert "restore_point is missing" in v.message
+    assert "restore_point is empty" in v.message
 
 
 def test_dr_server_without_checks():

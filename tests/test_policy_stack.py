@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from drctl.policy_check import check_stack
@@ -44,10 +43,57 @@ def test_demo_stack_passes_every_rule_in_nominal_mode():
     assert "policy passed for stack demo: 0 mandatory" in out.stderr
 
 
-def test_demo_stack_passes_in_failover_with_json_output():
-    out = drctl("policy", "demo", "--failover", "--json")
+def record_activation(project: Path, stack: str, restore_point: str) -> list[str]:
+    """What an activation writes into the stack file: the restore point and one image per server."""
+    from drctl.stack_config import load_stack
+
+    path = project / "stacks" / f"Pulumi.{stack}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    scope = list(load_stack(stack, project).scope())
+    doc["config"]["flexible-recovery:activation"] = {
+        "servers": [], "restore_point": restore_point,
+        "images": {s: f"img-{s}-20261120" for s in scope}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return scope
+
+
+def test_demo_failover_from_recorded_images_passes(tmp_path):
+    project = project_copy(tmp_path)
+    record_activation(project, "demo", "2026-11-20T02:00:00Z")
+
+    out = drctl("policy", "demo", "--failover", "--json", "--project-dir", str(project))
+
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_demo_failover_without_a_recorded_restore_point_fails(tmp_path):
+    project = project_copy(tmp_path)
+    scope = record_activation(project, "demo", "")
+
+    report, _ = check_stack("demo", failover=True, project_dir=project)
+
+    assert sorted((v.policy, v.resource) for v in report.violations) == sorted(
+        ("recovered-server-only-in-failover", f"srv-{s}-instance") for s in scope)
+    assert all("restore_point is empty" in v.message for v in report.violations)
+
+
+def test_instances_with_the_failover_flag_off_fail(tmp_path):
+    """The rule sees the flag through its config: a graph with instances under failover=false."""
+    from drctl.policy_check import check_resources, policy_config
+    from drctl.preview import preview_stack
+    from drctl.stack_config import load_stack
+
+    project = project_copy(tmp_path)
+    record_activation(project, "demo", "2026-11-20T02:00:00Z")
+    graph = preview_stack("demo", failover=True, servers=["dns01"], project_dir=project)
+    config = policy_config(failover=False, servers=load_stack("demo", project).plan.servers)
+
+    report = check_resources(graph.resources, stack="demo", config=config)
+
+    assert [(v.policy, v.resource) for v in report.violations] == [
+        ("recovered-server-only-in-failover", "srv-dns01-instance")]
+    assert "failover flag is false" in report.violations[0].message
 
 
 def test_weak_vpn_override_in_the_plan_fails(tmp_path):
@@ -111,7 +157,9 @@ def test_psk_printed_nowhere(tmp_path):
         assert psk not in out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("stack", ["acme"])
-def test_larger_client_stack_passes(stack):
-    report, _ = check_stack(stack, failover=True)
-    assert [v.line() for v in report.violations] == []
+def test_larger_client_stack_passes_in_both_modes(tmp_path):
+    project = project_copy(tmp_path)
+    record_activation(project, "acme", "2026-11-20T02:00:00Z")
+    for failover in (False, True):
+        report, _ = check_stack("acme", failover=failover, project_dir=project)
+        assert [v.line() for v in report.violations] == []
