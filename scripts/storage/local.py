@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from drctl.errors import LocalIOError
-from drctl.storage.base import BucketMissing, LockSupport, ObjectInfo, ObjectMissing
+from drctl.storage.base import BucketMissing, LockSupport, ObjectInfo, ObjectMissing, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,13 @@ class LocalDirStorage:
                     pass
                 raise
             _fsync_dir(path.parent)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+            # S3 keys are flat; here "a" and "a/b" cannot both exist (the repository layout never
+            # asks for that).
+            raise StorageError(
+                f"cannot store {key!r} in {self.root}: it collides with another key used as a directory "
+                "(a local repository cannot hold both 'x' and 'x/...')"
+            ) from e
         except OSError as e:
             raise self._io_error("write", path, e) from e
 

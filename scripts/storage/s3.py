@@ -73,11 +73,24 @@ def _quiet_wire_loggers() -> None:
             lg.setLevel(logging.INFO)
 
 
-def make_client(*, max_connections: int = DEFAULT_MAX_CONNECTIONS, addressing: str | None = None) -> Any:
-    """A boto3 S3 client from the standard chain, tuned for many parallel GETs."""
+def make_client(
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    addressing: str | None = None,
+    endpoint_url: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    region: str | None = None,
+) -> Any:
+    """A boto3 S3 client tuned for many parallel GETs. Endpoint, credentials and region come from
+    the standard chain unless given (tests talk to several servers from one process)."""
     _quiet_wire_loggers()
-    session = boto3.session.Session()
-    explicit_endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    session = boto3.session.Session(
+        aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key, region_name=region
+    )
+    explicit_endpoint = (
+        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    )
     style = (addressing or os.environ.get(ADDRESSING_ENV) or "").strip().lower() or None
     if style not in (None, "path", "virtual", "auto"):
         raise StorageError(f"{ADDRESSING_ENV}={style!r} is not one of path, virtual, auto")
@@ -96,7 +109,8 @@ def make_client(*, max_connections: int = DEFAULT_MAX_CONNECTIONS, addressing: s
             s3={"addressing_style": addressing_style},
         )
         client = session.client(
-            "s3", region_name=session.region_name or "us-east-1", config=config
+            "s3", region_name=session.region_name or "us-east-1", config=config,
+            **({"endpoint_url": endpoint_url} if endpoint_url else {}),
         )
         client.meta.events.register("before-call.s3.DeleteObjects", _add_content_md5)
         return client
