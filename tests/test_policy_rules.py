@@ -345,3 +345,30 @@ def test_dr_checks_not_applicable_without_any_description():
     report = check_resources(nominal(), stack="demo", config={})
     assert report.violations == ()
     assert [name for name, _ in report.not_applicable] == ["dr-servers-have-checks"]
+
+
+@dataclass(frozen=True)
+class DeclaredRes(Res):
+    additional_secret_outputs: tuple[str, ...] = ()
+
+
+def test_psk_declared_secret_through_additional_secret_outputs_passes():
+    """The Pulumi engine hands the analyzer secrets already unwrapped: under the real pack a PSK
+    counts as secret only when the resource declares additional_secret_outputs=['psk']."""
+    res = [DeclaredRes(**{**dataclasses.asdict(r), "inputs": {**r.inputs, "psk": PSK}},
+                       additional_secret_outputs=("psk",)) if r.name == CONN else r
+           for r in nominal()]
+    assert run(res) == []
+
+
+def test_psk_as_the_real_engine_shows_it_without_declaration():
+    from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
+
+    from drctl.policies.dr_rules import vpn_psk_secret
+
+    opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
+    args = ResourceValidationArgs("openstack:vpnaas/siteConnection:SiteConnection", {"psk": PSK},
+                                  "urn:pulumi:demo::flexible-recovery::x::conn", "conn", opts, None)
+    seen: list[str] = []
+    vpn_psk_secret(args, lambda msg, urn=None: seen.append(msg))
+    assert len(seen) == 1 and "not a secret" in seen[0]
