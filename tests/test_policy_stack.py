@@ -163,3 +163,19 @@ def test_larger_client_stack_passes_in_both_modes(tmp_path):
     for failover in (False, True):
         report, _ = check_stack("acme", failover=failover, project_dir=project)
         assert [v.line() for v in report.violations] == []
+
+
+def test_pack_config_for_ci_carries_the_flag_and_the_plans_checks(tmp_path):
+    path = tmp_path / "ci" / "policy-config.json"
+
+    out = drctl("policy", "demo", "--write-pack-config", str(path))
+
+    assert out.returncode == 0, out.stderr
+    config = json.loads(path.read_text())
+    assert config["recovered-server-only-in-failover"] == {"failover": False}
+    servers = {s["name"]: s for s in config["dr-servers-have-checks"]["servers"]}
+    plan = yaml.safe_load((REPO / "recovery_plans" / "demo.yaml").read_text())
+    assert set(servers) == {s["name"] for s in plan["servers"]}
+    for s in plan["servers"]:
+        assert servers[s["name"]]["serverClass"] == s["class"]
+        assert len(servers[s["name"]]["checks"]) == len(s.get("checks", []))
