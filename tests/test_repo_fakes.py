@@ -89,6 +89,7 @@ def make_image(path: Path, size: int, seed: int = 1, chunk: int = MiB) -> Path:
     few repeated blocks; ``size`` need not be a multiple of ``chunk``."""
     rng = random.Random(seed)
     words = [b"kernel", b"systemd", b"nginx", b"GET /index.html", b"postgres", b"\n", b"error", b"ok "]
+    pool = b" ".join(rng.choice(words) for _ in range(2 * chunk // 6))
     with open(path, "wb") as f:
         written = 0
         while written < size:
@@ -97,10 +98,9 @@ def make_image(path: Path, size: int, seed: int = 1, chunk: int = MiB) -> Path:
             if r < 0.4:
                 f.seek(n, os.SEEK_CUR)  # sparse zeros
             elif r < 0.7:
-                buf = bytearray()
-                while len(buf) < n:
-                    buf += rng.choice(words) + b" "
-                f.write(bytes(buf[:n]))
+                off = rng.randrange(0, len(pool) - n) if len(pool) > n else 0
+                tag = f"block {written} seed {seed}\n".encode()  # unique, still compressible
+                f.write((tag + pool[off:off + n])[:n].ljust(n, b"."))
             else:
                 f.write(rng.randbytes(n))
             written += n
