@@ -92,8 +92,9 @@ class RecoverySpace(pulumi.ComponentResource):
             subnet = openstack.networking.Subnet(
                 f"{name}-subnet-{ref}", name=f"{client}-{ref}", network_id=net.id, ip_version=4,
                 cidr=spec.cidr, gateway_ip=spec.gateway_ip, enable_dhcp=True,
+                # No plan DHCP range: Neutron's default pool; servers get their fixed IPs anyway.
                 allocation_pools=[openstack.networking.SubnetAllocationPoolArgs(start=a, end=b)
-                                  for a, b in spec.allocation_pools],
+                                  for a, b in spec.allocation_pools] or None,
                 opts=child)
             openstack.networking.RouterInterface(
                 f"{name}-rif-{ref}", router_id=self.router.id, subnet_id=subnet.id, opts=child)
