@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,53 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the lab's teardown (finally blocks)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from drctl.nca_lab import LabError, NcaLab, default_target
+    from drctl.nca_netns import cleanup_leftovers, require_tools
+
+    if args.cleanup:
+        require_tools()
+        removed = cleanup_leftovers(all_runs=True)
+        print(f"removed {len(removed)} namespace(s)" + (f": {', '.join(removed)}" if removed else ""))
+        return 0
+    if not args.stack or not args.site:
+        raise InvalidInput("nca test needs STACK and --site (or --cleanup)")
+    inputs = load_inputs(args.stack, args.site)
+    site_plan = load_inputs(args.stack, args.site, args.site_plan).plan if args.site_plan else None
+    require_tools()
+    cleanup_leftovers()  # namespaces of crashed earlier runs (their owner process is gone)
+    lab = NcaLab(plan=inputs.plan, site_name=args.site, psk=inputs.psk,
+                 vpn_endpoint_address=args.endpoint or inputs.vpn_endpoint_address,
+                 site_plan=site_plan, target=default_target(inputs.plan, args.target))
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    failure: LabError | None = None
+    try:
+        try:
+            lab.start()
+            lab.probe_all()
+        except LabError as e:
+            failure = e
+        finally:
+            lab.close()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    report = {"stack": args.stack, "site": args.site, "ok": failure is None,
+              "failed_step": next((s.step for s in lab.steps if not s.ok), None),
+              "steps": [s.as_dict() for s in lab.steps]}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for s in lab.steps:
+            print(f"{'ok  ' if s.ok else 'FAIL'} {s.step:<15} {s.seconds:7.2f}s  {s.detail}")
+    if failure is not None:
+        raise failure
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``nca render`` and ``nca test``."""
     p = sub.add_parser("nca", help="the on-site NCA appliance: render its bundle, test it in namespaces")
@@ -85,3 +132,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--endpoint", help="the recovery VPN endpoint address (default: stack output, "
                    f"${ENDPOINT_ENV}, or {DEFAULT_ENDPOINT})")
     r.set_defaults(func=cmd_render)
+
+    t = nsub.add_parser("test", help="prove the bundle in network namespaces: tunnel with the "
+                        "declared proposals, DHCP, DNS, ICMP and TCP to a recovered server")
+    t.add_argument("stack", nargs="?")
+    t.add_argument("--site")
+    t.add_argument("--json", action="store_true", help="print the steps as JSON")
+    t.add_argument("--target", help="the recovered server to reach (default: the first with an "
+                   "http check, else a port check)")
+    t.add_argument("--site-plan", help="render the appliance's bundle from this plan file instead "
+                   "(the cloud endpoint keeps the stack's policies): tests an edited site")
+    t.add_argument("--endpoint", help=f"the recovery VPN endpoint address inside the lab "
+                   f"(default {DEFAULT_ENDPOINT})")
+    t.add_argument("--cleanup", action="store_true",
+                   help="remove every drnca-* namespace and run directory left behind, then exit")
+    t.set_defaults(func=cmd_test)
