@@ -68,6 +68,15 @@ def restore_image(server: str, images: Mapping[str, str]) -> str:
     return image
 
 
+def restore_point_of(restore_point: str) -> str:
+    """The activation's restore point, required as soon as servers are recovered."""
+    if not restore_point:
+        raise StackConfigInvalid(
+            f"{PROJECT}:activation.restore_point is empty while failover is on; the activation records "
+            "the restore point (snapshot id) the images come from: set it, or turn failover off")
+    return restore_point
+
+
 @dataclass(frozen=True)
 class RecoveredServerArgs:
     client_id: str

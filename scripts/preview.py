@@ -9,8 +9,9 @@ program, the golden snapshots and the policy pack are exercised. What the mocks 
 - a VPN service's ``externalV4Ip`` is ``198.51.100.1`` (a documentation address) so the NCA
   bundle can be rendered;
 - with ``failover`` on and no image recorded in ``activation.images`` for an in-scope server, the
-  preview (only the preview) supplies ``preview-image-<server>`` and says so in :attr:`PreviewGraph.notes`.
-  A real ``pulumi up`` in that state stops with a config error naming the server.
+  preview (only the preview) supplies ``preview-image-<server>`` (and ``preview-restore-point`` when
+  ``activation.restore_point`` is empty) and says so in :attr:`PreviewGraph.notes`. A real
+  ``pulumi up`` in that state stops with a config error naming the server / the restore point.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 REDACTED = "[secret]"
 PREVIEW_VPN_ADDRESS = "198.51.100.1"
+PREVIEW_RESTORE_POINT = "preview-restore-point"
 PROGRAM = Path("stacks") / "__main__.py"
 
 
@@ -195,6 +197,9 @@ def program_config(cfg: StackConfig, *, failover: bool | None,
                          "; the preview uses placeholder ids preview-image-<server> "
                          "(a real `pulumi up` stops until activation.images names them)")
         activation["images"] = images
+        if not activation.get("restore_point"):
+            activation["restore_point"] = PREVIEW_RESTORE_POINT
+            notes.append(f"no activation.restore_point recorded; the preview uses {PREVIEW_RESTORE_POINT!r}")
     values["activation"] = activation
     config = {}
     for key, value in values.items():

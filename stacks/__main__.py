@@ -11,7 +11,7 @@ import pulumi_openstack as openstack
 from drctl.components.backup_vault import BackupVault, BackupVaultArgs
 from drctl.components.nca_config import NcaConfig, NcaConfigArgs
 from drctl.components.recovered_server import (
-    RecoveredServer, RecoveredServerArgs, recovery_order, restore_image, upstream_in_scope)
+    RecoveredServer, RecoveredServerArgs, recovery_order, restore_image, restore_point_of, upstream_in_scope)
 from drctl.components.recovery_space import RecoverySpace, RecoverySpaceArgs
 from drctl.components.site_vpn import SiteVpn, SiteVpnArgs
 from drctl.stack_config import (
@@ -72,6 +72,7 @@ for site in plan.sites:
 recovered: dict[str, RecoveredServer] = {}
 if settings.failover:
     scope = settings.scope(plan)
+    restore_point = restore_point_of(settings.activation.restore_point)
     upstream = upstream_in_scope(plan, scope)
     for name in recovery_order(plan, scope):
         server = plan.server(name)
@@ -79,7 +80,7 @@ if settings.failover:
             client_id=plan.client.id, server=server,
             image_id=restore_image(name, settings.activation.images),
             flavor_name=choose_flavor(server, settings.flavors).name,
-            restore_point=settings.activation.restore_point,
+            restore_point=restore_point,
             networks={ref: n.id for ref, n in space.networks.items()},
             subnets={ref: s.id for ref, s in space.subnets.items()},
             security_group_id=space.security_groups[name].id, key_pair=space.keypair.name,

@@ -56,6 +56,7 @@ def test_failover_adds_one_instance_per_in_scope_server_in_plan_order(failover, 
         waited = {_server_of(d) for d in inst.depends_on if d.startswith("srv-")} - {server.name}
         assert waited == set(server.depends_on), server.name
         assert inst.inputs["metadata"]["client"] == "demo"
+        assert inst.inputs["metadata"]["restore_point"] == "preview-restore-point"
         assert inst.inputs["imageId"] == f"preview-image-{server.name}"
         assert inst.inputs["blockDevices"][0]["uuid"] == inst.inputs["imageId"]
         port = failover.get(f"srv-{server.name}-port-0")
@@ -139,8 +140,12 @@ def test_nca_bundle_is_a_secret_stack_output(nominal, cfg):
 
 def test_real_run_without_a_recorded_image_stops_naming_the_server(cfg):
     config, secret_keys, _ = program_config(cfg, failover=True, servers=["db01"])
-    config["flexible-recovery:activation"] = json.dumps({"servers": ["db01"], "images": {}})
     import contextvars
 
+    program = REPO_ROOT / "stacks/__main__.py"
+    config["flexible-recovery:activation"] = json.dumps({"servers": ["db01"], "images": {}, "restore_point": "snap1"})
     with pytest.raises(StackConfigInvalid, match="no restore image for server db01"):
-        contextvars.Context().run(_run_program, "demo", REPO_ROOT / "stacks/__main__.py", config, secret_keys)
+        contextvars.Context().run(_run_program, "demo", program, config, secret_keys)
+    config["flexible-recovery:activation"] = json.dumps({"servers": ["db01"], "images": {"db01": "img"}})
+    with pytest.raises(StackConfigInvalid, match="activation.restore_point is empty while failover is on"):
+        contextvars.Context().run(_run_program, "demo", program, config, secret_keys)
