@@ -214,6 +214,7 @@ class LocalStore:
             "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",
+            "-volume.preStopSeconds=0",  # single node: nobody to drain to; faster `down`
             f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3 + GRPC_OFFSET}",
             f"-master.port={p.master}", f"-master.port.grpc={p.master + GRPC_OFFSET}",
             f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume + GRPC_OFFSET}",
