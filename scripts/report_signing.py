@@ -187,16 +187,19 @@ def verify(files: ReportFiles, public: Ed25519PublicKey) -> str:
         raise ReportTampered(f"{files.signature_name} was made with key {doc['key_id']}, not with the "
                              f"operator's key {kid}: the report cannot be trusted (or verify with "
                              f"--public-key of the key that signed it)")
-    try:
-        public.verify(sig, signed_message(files.summary, files.html))
-        return kid
-    except InvalidSignature:
-        pass
     changed = []
     if hashlib.sha256(files.summary).hexdigest() != doc["summary_sha256"]:
         changed.append(files.summary_name)
     if hashlib.sha256(files.html).hexdigest() != doc["report_sha256"]:
         changed.append(files.html_name)
+    try:
+        public.verify(sig, signed_message(files.summary, files.html))
+    except InvalidSignature:
+        pass
+    else:
+        if changed:  # the files are as signed, but the digests in report.sig were edited
+            raise ReportTampered(f"{files.signature_name} was edited: its digests do not match the signed files")
+        return kid
     if changed:
         raise ReportTampered(f"{' and '.join(changed)} changed after the report was signed "
                              f"(signature in {files.signature_name} does not match)")

@@ -176,16 +176,16 @@ class ServerResult:
             "boot_started_at": format_ts(self.boot_started_at),
             "verified_at": format_ts(self.verified_at),
             "restore_point": self.restore_point,
-            "rpo_achieved_s": self.rpo_achieved_s,
-            "rto_target_s": self.rto_target_s,
-            "rto_achieved_s": self.rto_achieved_s,
+            "rpo_achieved_s": _opt_float(self.rpo_achieved_s),
+            "rto_target_s": _opt_int(self.rto_target_s),
+            "rto_achieved_s": _opt_float(self.rto_achieved_s),
             "checks": [c.to_dict() for c in self.checks],
             # extra keys
             "os_family": self.os_family,
             "depends_on": list(self.depends_on),
             "boot_ended_at": format_ts(self.boot_ended_at),
             "restore_point_at": format_ts(self.restore_point_at),
-            "rpo_target_s": self.rpo_target_s,
+            "rpo_target_s": _opt_int(self.rpo_target_s),
             "reason": self.reason,
         }
 
@@ -290,8 +290,8 @@ class RunSummary:
         return {
             "run_id": self.run_id, "stack": self.stack, "mode": self.mode, "target": self.target,
             "started_at": format_ts(self.started_at), "ended_at": format_ts(self.ended_at),
-            "first_available_s": self.first_available_s,
-            "last_available_s": self.last_available_s,
+            "first_available_s": _opt_float(self.first_available_s),
+            "last_available_s": _opt_float(self.last_available_s),
             "servers": [s.to_dict() for s in self.servers],
             # extra keys
             "schema_version": SCHEMA_VERSION,
