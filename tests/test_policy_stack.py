@@ -67,15 +67,36 @@ def test_demo_failover_from_recorded_images_passes(tmp_path):
     assert json.loads(out.stdout) == []
 
 
-def test_demo_failover_without_a_recorded_restore_point_fails(tmp_path):
-    project = project_copy(tmp_path)
-    scope = record_activation(project, "demo", "")
+def test_demo_failover_instances_without_a_restore_point_fail(tmp_path):
+    """The program always stamps the restore point; an instance declared without it (a hand-edited
+    program) is refused. The graph is the real failover preview with that one field blanked."""
+    import dataclasses
 
-    report, _ = check_stack("demo", failover=True, project_dir=project)
+    from drctl.policy_check import check_resources, policy_config
+    from drctl.preview import preview_stack
+    from drctl.stack_config import load_stack
+
+    project = project_copy(tmp_path)
+    scope = record_activation(project, "demo", "2026-11-20T02:00:00Z")
+    graph = preview_stack("demo", failover=True, project_dir=project)
+    resources = [
+        dataclasses.replace(r, inputs={**r.inputs, "metadata": {
+            k: v for k, v in r.inputs["metadata"].items() if k != "restore_point"}})
+        if r.type == "openstack:compute/instance:Instance" else r
+        for r in graph.resources]
+    config = policy_config(failover=True, servers=load_stack("demo", project).plan.servers)
+
+    report = check_resources(resources, stack="demo", config=config)
 
     assert sorted((v.policy, v.resource) for v in report.violations) == sorted(
         ("recovered-server-only-in-failover", f"srv-{s}-instance") for s in scope)
     assert all("restore_point is empty" in v.message for v in report.violations)
+
+
+def test_demo_failover_preview_without_recorded_images_passes_with_a_note():
+    out = drctl("policy", "demo", "--failover")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "drctl: note: " in out.stderr and "placeholder" in out.stderr
 
 
 def test_instances_with_the_failover_flag_off_fail(tmp_path):
