@@ -105,16 +105,18 @@ def parse_pretty(text: str) -> dict:
         if not line:
             continue
         top = stack[-1]
-        if line.endswith("{"):
+        if line.endswith("["):
+            key = line[:-1].strip().rstrip("=").strip()
+            new_list: list = []
+            if isinstance(top, dict):
+                top[key] = new_list
+            stack.append(new_list)
+        elif line.endswith("{"):
             new: dict = {}
             key = line[:-1].strip()
             if isinstance(top, dict):
-                top.setdefault(key, new) if key not in top else top.__setitem__(f"{key}#{len(top)}", new)
+                top[key if key not in top else f"{key}#{len(top)}"] = new  # repeated events
             stack.append(new)
-        elif line.endswith("["):
-            new_list: list = []
-            top[line[:-1].strip()] = new_list
-            stack.append(new_list)
         elif line in ("}", "]"):
             stack.pop()
         elif isinstance(top, list):

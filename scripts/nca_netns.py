@@ -43,6 +43,7 @@ charon {{
     lab {{
       path = {log}
       time_format = %H:%M:%S
+      flush_line = yes
       default = 1
       ike = 2
       cfg = 2
@@ -165,7 +166,7 @@ class Namespaces:
             try:
                 proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("%s did not stop on SIGTERM: killing it", proc.name)
+                log.info("%s did not stop on SIGTERM in time: killing it", proc.name)
                 try:
                     os.killpg(proc.popen.pid, 9)
                 except ProcessLookupError:
@@ -273,3 +274,34 @@ def probe(ns: str, *args: str, timeout: float = 20) -> tuple[bool, dict]:
     except (IndexError, ValueError):
         out = {"error": (proc.stderr or proc.stdout).strip()[-500:]}
     return proc.returncode == 0 and "error" not in out, out
+
+
+def check_swanctl_conf(text: str) -> str:
+    """strongSwan's own parsing of a ``swanctl.conf``: load it into a throwaway charon in a
+    throwaway namespace and return ``swanctl --list-conns``. Raises :class:`LabError` with
+    swanctl's complaint when charon refuses it."""
+    require_tools()
+    run_id, run_dir = new_run()
+    ns = Namespaces(run_id, run_dir)
+    try:
+        name = ns.add("parse")
+        conf = strongswan_conf(run_dir / "charon")
+        (run_dir / "charon" / "swanctl.conf").write_text(text)
+        env = {"STRONGSWAN_CONF": str(conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        proc = ns.start("charon-parse", name, [CHARON], env=env, private_run=run_dir / "charon" / "run")
+        vici = run_dir / "charon" / "charon.vici"
+        deadline = time.monotonic() + 10
+        while not vici.exists():
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"charon did not start: {proc.log_path.read_text(errors='replace')[-400:]}")
+            time.sleep(0.05)
+        uri = f"unix://{vici}"
+        load = run([SWANCTL, "--load-all", "--noprompt", "--file", str(run_dir / "charon" / "swanctl.conf"),
+                    "--uri", uri], env=env, check=False)
+        if load.returncode != 0 or "successfully loaded" not in load.stdout:
+            said = [line for line in (load.stdout + load.stderr).splitlines()
+                    if line.strip() and not line.startswith("opening directory")]
+            raise LabError("strongSwan refuses this swanctl.conf: " + " | ".join(said)[-600:])
+        return run([SWANCTL, "--list-conns", "--uri", uri], env=env).stdout
+    finally:
+        ns.teardown()
