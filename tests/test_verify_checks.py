@@ -227,3 +227,23 @@ def test_no_proxy_is_used_for_local_http(web, monkeypatch):
     for via in ("host", "verifier"):
         res = run_checks("local://", [{"http": {"url": f"http://127.0.0.1:{web}/"}}], deadline_in(5), http_via=via)
         assert res[0].ok, (via, res[0].detail)
+
+
+def test_generated_testinfra_module_runs_under_pytest(web, tmp_path):
+    from drctl.verify import render_testinfra_module
+
+    closed = free_port()
+    module = tmp_path / "test_app01.py"
+    module.write_text(render_testinfra_module("app01", [
+        {"port": web},
+        {"http": {"url": f"http://127.0.0.1:{web}/", "status": 200, "contains": "catalogue from db01"}},
+        {"port": closed, "critical": False},
+    ], filename=module.name))
+    ok = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=local://",
+                         str(module)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert ok.returncode == 0, ok.stdout[-3000:]
+    assert "2 passed, 1 xfailed" in ok.stdout
+    module.write_text(render_testinfra_module("app01", [{"port": closed}], filename=module.name))
+    bad = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=local://",
+                          str(module)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 1 and f"nothing listens on tcp port {closed}" in bad.stdout
