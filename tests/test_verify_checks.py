@@ -1,6 +1,7 @@
 """Plan checks run with testinfra against real local things (local:// host), with retries."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -247,3 +248,40 @@ def test_generated_testinfra_module_runs_under_pytest(web, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=local://",
                           str(module)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert bad.returncode == 1 and f"nothing listens on tcp port {closed}" in bad.stdout
+
+
+@pytest.fixture
+def netns():
+    """A network namespace of this test (only its loopback), removed afterwards."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        if os.environ.get("DRCTL_ALLOW_SKIP") == "1":
+            pytest.skip("needs root and iproute2 to create a network namespace")
+        pytest.fail("needs root and iproute2 (ip netns) to create a network namespace")
+    name = f"drctl-vt-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_checks_run_inside_a_network_namespace_as_the_sandbox_does(netns, tmp_path):
+    (tmp_path / "index.html").write_text("catalogue from db01\n")
+    port = free_port()
+    server = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "http.server", str(port),
+                               "--bind", "127.0.0.1"], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        checks = [{"port": port}, {"http": {"url": f"http://127.0.0.1:{port}/", "contains": "catalogue"}}]
+        inside = run_checks_subprocess("local://", checks, deadline_in(20), interval=0.2,
+                                       prefix=["ip", "netns", "exec", netns], http_via="verifier")
+        assert [r.ok for r in inside] == [True, True], [r.detail for r in inside]
+        # the same server is invisible from the host's own network
+        outside = run_checks("local://", checks, deadline_in(0.5), interval=0.2, http_via="verifier")
+        assert [r.ok for r in outside] == [False, False]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
