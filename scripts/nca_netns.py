@@ -242,6 +242,8 @@ def cleanup_leftovers(*, all_runs: bool = False, root: Path | None = None) -> li
         if not ns.startswith(PREFIX):
             continue
         run_id = ns[len(PREFIX):].split("-")[0]
+        if run_id not in owners and not all_runs:
+            continue  # not a run of this directory: never guess about someone else's namespace
         owner = owners.get(run_id, -1)
         if all_runs or owner <= 0 or not _alive(owner):
             kill_namespace_processes(ns)

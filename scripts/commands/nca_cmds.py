@@ -34,12 +34,12 @@ def load_inputs(stack: str, site: str, plan_file: str | None = None) -> NcaInput
     """Plan, PSK and endpoint for a stack's site.
 
     The stack file (``stacks/Pulumi.<stack>.yaml``: plan + the ``vpn_psks`` Pulumi secret) when it
-    exists; else ``recovery_plans/<stack>.yaml`` with the PSK from ``$DRCTL_VPN_PSK``. The
-    environment variable, when set, wins over the stack secret (a one-off test key)."""
+    exists; else ``recovery_plans/<stack>.yaml``. The stack's secret is the PSK the cloud side
+    uses, so it wins; ``$DRCTL_VPN_PSK`` is only used when the stack has none for the site."""
     from drctl.stack_config import StackNotFound, load_plan_file, load_stack
 
     endpoint = os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
-    psk = os.environ.get(PSK_ENV) or None
+    psk: str | None = None
     try:
         cfg = load_stack(stack)
     except StackNotFound:
@@ -51,10 +51,11 @@ def load_inputs(stack: str, site: str, plan_file: str | None = None) -> NcaInput
         source = str(path)
     else:
         plan, source = cfg.plan, str(cfg.path)
-        if psk is None and site in cfg.psks:
+        if site in cfg.psks:
             psk = cfg.psk(site)
     if plan_file:
         plan = load_plan_file(Path(plan_file))
+    psk = psk or os.environ.get(PSK_ENV)
     if not psk:
         raise InvalidInput(f"stack {stack!r}, site {site!r}: no VPN pre-shared key; set the stack "
                            f"secret (`drctl stack set-secret {stack} vpn_psks.{site}`) or export "
