@@ -210,4 +210,20 @@ def test_real_browser_renders_the_report(tmp_path):
     palette = {bytes.fromhex(c) for c in ("1e6fd9", "8e6cc2", "2e7d32", "c62828")}  # restore, boot, ok, failed
     assert palette <= colours, f"timeline colours missing from the screenshot: {palette - colours}"
     assert len(colours) > 50  # text antialiasing, cards, bars: not a blank or flat image
+    # print-friendly: A4 pages, the per-server detail starting on its own page
+    pdf = tmp_path / "report.pdf"
+    printed = subprocess.run([*common, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    pages = max(int(n) for n in re.findall(rb"/Count (\d+)", pdf.read_bytes()))
+    assert pages >= 3, f"expected a summary page then server pages, got {pages} page(s)"
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_a_run_where_no_server_came_up_shows_dashes_not_numbers():
+    s = demo_summary(first_available_s=None, last_available_s=None, ended_at=None,
+                     servers=(replace(demo_summary().server("web01"), depends_on=()),))
+    ids = parse(render_html(s)).by_id
+    assert ids["first-available"] == ids["last-available"] == "\u2014"
+    assert ids["ended"] == "\u2014"
+    assert ids["count-not-started"] == "1" and ids["count-ok"] == "0"
