@@ -99,6 +99,8 @@ class SiteVpn(pulumi.ComponentResource):
             psk=pulumi.Output.secret(args.psk), initiator="bi-directional", admin_state_up=True,
             dpds=[openstack.vpnaas.SiteConnectionDpdArgs(
                 action=DPD_ACTION, interval=DPD_INTERVAL_S, timeout=DPD_TIMEOUT_S)],
-            opts=child)
+            # The engine strips secret markers before a policy pack sees the inputs: declaring the
+            # PSK a secret output is what tells the pack (vpn-psk-secret) that it is held as one.
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(additional_secret_outputs=["psk"])))
         self.register_outputs({"endpoint_address": self.service.external_v4_ip,
                                "connection_id": self.connection.id})

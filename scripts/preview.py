@@ -73,6 +73,7 @@ class PreviewResource:
     parent: str | None        # parent's logical name; None for children of the stack
     depends_on: tuple[str, ...]  # names of every resource this one waits for (explicit and through inputs)
     protect: bool
+    additional_secret_outputs: tuple[str, ...] = ()  # what the real policy pack sees as secret
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def _mock_classes():
                 type=request.type, name=request.name, inputs=_plain(inputs),
                 parent=self._names.get(request.parent), depends_on=tuple(sorted(deps)),
                 protect=bool(request.protect),
+                additional_secret_outputs=tuple(request.additionalSecretOutputs),
             ))
             return response
 
