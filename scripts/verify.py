@@ -327,6 +327,17 @@ def server_outcome(results: Sequence[CheckResult]) -> str:
     return "ok"
 
 
+def outcome_reason(results: Sequence[CheckResult]) -> str | None:
+    """In words, for ``ServerResult.reason``: which checks failed (None when all passed)."""
+    crit = [r.check for r in results if not r.ok and r.critical]
+    other = [r.check for r in results if not r.ok and not r.critical]
+    if crit:
+        return "critical check(s) failed: " + "; ".join(crit)
+    if other:
+        return "non-critical check(s) failed: " + "; ".join(other)
+    return None
+
+
 def verified_at(results: Sequence[CheckResult]) -> datetime | None:
     """When the last critical check passed (the server is available), or None if one failed."""
     if server_outcome(results) == "failed":

@@ -18,6 +18,7 @@ from drctl.run_model import utc_now
 from drctl.verify import (
     VerificationError,
     check_spec,
+    outcome_reason,
     run_checks,
     run_checks_subprocess,
     server_outcome,
@@ -146,6 +147,7 @@ def test_a_port_that_never_listens_fails_at_the_deadline_with_detail():
     assert "deadline reached" in res[0].detail
     assert res[0].attempts >= 4 and res[1].attempts == 1  # passed checks are not re-run
     assert server_outcome(res) == "failed"
+    assert outcome_reason(res) == f"critical check(s) failed: port {port}"
 
 
 def test_only_a_non_critical_failure_gives_a_warning_without_waiting_for_the_deadline(tmp_path):
@@ -159,6 +161,7 @@ def test_only_a_non_critical_failure_gives_a_warning_without_waiting_for_the_dea
     assert not res[1].ok and not res[1].critical and "grace for non-critical checks over" in res[1].detail
     assert server_outcome(res) == "warning"
     assert verified_at(res) == res[0].ended_at
+    assert outcome_reason(res) == f"non-critical check(s) failed: port {port}"
 
 
 def test_failing_command_reports_exit_code_and_output():
