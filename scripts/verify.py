@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput
 from drctl.run_model import CheckResult, format_ts, parse_ts, utc_now
@@ -388,6 +389,9 @@ def verify_argv(host_url: str, checks: Iterable[CheckSpec | Mapping[str, Any] | 
                 interval: float = 1.0, noncritical_grace_s: float = 10.0) -> list[str]:
     """The command line running these checks in a subprocess, e.g. with
     ``prefix=["ip", "netns", "exec", NS]`` inside a sandbox namespace."""
+    if urlsplit(host_url).password:
+        raise InvalidInput("the host URL carries a password, which would show in the process list: "
+                           "use a key (ssh_identity_file=...) instead")
     specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
     return [*prefix, python, "-m", "drctl.verify", "--host-url", host_url,
             "--checks-json", json.dumps([s.to_plan_dict() for s in specs]),

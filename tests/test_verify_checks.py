@@ -195,6 +195,8 @@ def test_cli_in_a_subprocess_as_the_sandbox_runs_it(web, tmp_path):
     assert not failed[0].ok and "deadline reached" in failed[0].detail
     with pytest.raises(VerificationError, match="could not run"):
         run_checks_subprocess("local://", [{"port": web}], deadline_in(1), python="/bin/false")
+    with pytest.raises(InvalidInput, match="password"):
+        run_checks_subprocess("paramiko://root:hunter2@192.168.10.30", [{"port": 22}], deadline_in(1))
     bad = subprocess.run([sys.executable, "-m", "drctl.verify", "--host-url", "local://",
                           "--checks-json", '[{"port": 99999}]', "--deadline", "1"], capture_output=True, text=True)
     assert bad.returncode == 1 and "port 99999 out of range" in bad.stderr
