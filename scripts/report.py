@@ -137,7 +137,7 @@ def timeline_layout(summary: RunSummary) -> Timeline:
         bars: list[Bar | None] = [bar("restore", s.restore_started_at, s.restore_ended_at, "restore")]
         last_check = max((c.ended_at for c in s.checks if c.ended_at is not None), default=None)
         end = s.verified_at or last_check
-        up = s.up_at
+        up = s.up_at or (s.verified_at if s.available else None)  # a server without checks
         if s.boot_started_at is not None:
             if up is None:  # the guest never passed a check
                 bars.append(bar("no-answer", s.boot_started_at, end or s.boot_started_at, "boot, no answer"))

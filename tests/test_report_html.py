@@ -8,6 +8,7 @@ import struct
 import subprocess
 import zlib
 from dataclasses import replace
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -140,6 +141,10 @@ def test_timeline_puts_each_server_after_its_verified_upstreams():
     chk = rows["files01"].bars[2]
     assert (chk.x, round(chk.x + chk.w, 2)) == (x(88), pytest.approx(x(95), abs=0.02))
     assert [label for _, label in tl.ticks][:3] == ["0:00", "1:00", "2:00"]
+    # a server with no checks in the plan, available at boot + 30 s: a boot bar, not "no answer"
+    bare = replace(s.server("dns01"), checks=(), verified_at=s.server("dns01").boot_started_at + timedelta(seconds=30))
+    row = timeline_layout(replace(s, servers=(bare,))).rows[0]
+    assert [b.kind for b in row.bars] == ["restore", "boot", "checks-ok"]
 
 
 def test_durations_read_naturally():
