@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from drctl.plan import Server
+from drctl.run_model import CheckResult
+from drctl.verify import outcome_reason, server_outcome, verified_at
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +37,6 @@ class RestoredDisk:
     path: str
     point_id: str
     point_time: datetime
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    check: str
-    ok: bool
-    detail: str
-    critical: bool = True
 
 
 @dataclass
@@ -57,7 +51,7 @@ class ServerRun:
     boot_started_at: datetime | None = None
     verified_at: datetime | None = None
     disks: list[RestoredDisk] = field(default_factory=list)
-    checks: list[CheckOutcome] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
 
     @property
     def available(self) -> bool:
@@ -66,21 +60,12 @@ class ServerRun:
 
 RestoreFn = Callable[[Server, str], RestoredDisk]
 StartFn = Callable[[Server, Sequence[RestoredDisk]], None]
-VerifyFn = Callable[[Server], Sequence[CheckOutcome]]
+VerifyFn = Callable[[Server], Sequence[CheckResult]]
 EventFn = Callable[[str, dict], None]
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def outcome(checks: Sequence[CheckOutcome]) -> str:
-    """ok when every check passed; warning when only non-critical ones failed; else failed."""
-    if all(c.ok for c in checks):
-        return "ok"
-    if all(c.ok or not c.critical for c in checks):
-        return "warning"
-    return "failed"
 
 
 def dependency_levels(servers: Sequence[Server]) -> dict[str, int]:
@@ -156,11 +141,10 @@ def run_servers(
             except Exception as e:
                 run.status, run.reason = "failed", f"{type(e).__name__}: {e}"
                 return
-            run.status = outcome(run.checks)
-            run.verified_at = now() if run.available else None
-            if run.status == "failed":
-                bad = [c.check for c in run.checks if not c.ok and c.critical]
-                run.reason = "failed checks: " + ", ".join(bad)
+            run.status = server_outcome(run.checks)
+            # When the checks say the server became available; else the moment they gave up.
+            run.verified_at = (verified_at(run.checks) or now()) if run.available else None
+            run.reason = outcome_reason(run.checks) or ""
         finally:
             emit("server-finished", {"server": s.name, "status": run.status, "reason": run.reason})
             done[s.name].set()

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from drctl.activation_engine import CheckOutcome, RestoredDisk, dependency_levels, run_servers
+from drctl.activation_engine import RestoredDisk, dependency_levels, run_servers
+from drctl.run_model import CheckResult as CheckOutcome
 from drctl.plan import BackupStep, Check, Disk, Nic, Server
 
 

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from drctl.activation_engine import CheckOutcome, RestoredDisk, run_servers
+from drctl.activation_engine import RestoredDisk, run_servers
+from drctl.run_model import CheckResult as CheckOutcome
 from drctl.cloud_target import CloudError, CloudTarget, PulumiAutomationStack, activation_config
 from drctl.errors import ToolMissing
 from drctl.plan import BackupStep, Check, Disk, Nic, Server
