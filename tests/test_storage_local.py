@@ -1,9 +1,6 @@
 """What is particular to the local-directory backend and to ``open_storage`` locations."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from drctl.cli import main
