@@ -149,7 +149,8 @@ def run_servers(
             emit("server-finished", {"server": s.name, "status": run.status, "reason": run.reason})
             done[s.name].set()
 
-    with ThreadPoolExecutor(max_workers=max(1, restore_parallel), thread_name_prefix="restore") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, restore_parallel), thread_name_prefix="restore")
+    try:
         futures = {s.name: [pool.submit(restore_one, s, d.name) for d in s.disks] for s in servers}
         drivers = [threading.Thread(target=drive, args=(s, futures[s.name]), name=f"server-{s.name}",
                                     daemon=True) for s in servers]
@@ -157,4 +158,10 @@ def run_servers(
             t.start()
         for t in drivers:
             t.join()
+    except BaseException:
+        # Ctrl-C: queued restores are dropped; the caller tears the target down, which makes
+        # any server start still in flight fail instead of booting into a dead sandbox.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return runs

@@ -18,15 +18,18 @@ materialised only when its upstream servers passed their checks (the engine call
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 
 from drctl.activation_engine import RestoredDisk
 from drctl.errors import DrctlError, EXIT_STORAGE, ToolMissing
 from drctl.plan import Server
+from drctl.run_model import CheckResult
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +61,15 @@ class CloudTarget:
     name = "cloud"
 
     def __init__(self, stack: str, images: ImageService, engine: StackEngine, waiter: ServerWaiter,
-                 *, restore_point: str = "latest") -> None:
+                 *, restore_point: str = "latest", deadline_for: Callable[[Server], datetime] | None = None,
+                 ssh_identity_file: str | None = None) -> None:
         self.stack, self.images, self.engine, self.waiter = stack, images, engine, waiter
         self.restore_point = restore_point
+        self.deadline_for = deadline_for or (lambda s: datetime.now(timezone.utc) + timedelta(seconds=s.rto_s))
+        # The operators reach recovered servers through the site VPN (or a bastion): checks run
+        # over SSH to the server's production address with the operators' key.
+        self.ssh_identity_file = ssh_identity_file or os.environ.get("DRCTL_CLOUD_SSH_KEY",
+                                                                     str(Path.home() / ".ssh" / "id_ed25519"))
         self._image_ids: dict[str, str] = {}
         self._scope: list[str] = []
         self._applied: set[str] = set()
@@ -99,14 +108,26 @@ class CloudTarget:
                              "(output recovered_servers); check `pulumi stack output`")
         self.waiter.wait_active(str(ids[server.name]), timeout_s=server.rto_s)
 
-    def deactivate(self) -> None:
+    def verify(self, server: Server) -> list[CheckResult]:
+        from drctl.verify import run_checks
+
+        url = f"paramiko://root@{server.nics[0].ip}?ssh_identity_file={self.ssh_identity_file}"
+        return run_checks(url, server.checks, self.deadline_for(server))
+
+    @property
+    def image_ids(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._image_ids)
+
+    def deactivate(self, image_ids: Mapping[str, str] | None = None) -> None:
         """Back to nominal: failover off (the engine removes the servers and nothing else), then
-        the uploaded images are deleted."""
+        the uploaded images (this run's, or those recorded by the activation) are deleted."""
         with self._up_lock:
             self.engine.apply(failover=False, servers=[], images={}, restore_point="")
-        for image_id in list(self._image_ids.values()):
+        for image_id in list((image_ids if image_ids is not None else self.image_ids).values()):
             self.images.delete(image_id)
-        self._image_ids.clear()
+        with self._lock:
+            self._image_ids.clear()
 
 
 class GlanceImages:

@@ -43,6 +43,8 @@ SETTING_TYPES: dict[str, str] = {
     "vpn_psks": "object",
     "admin_ssh_public_key": "string",
     "boot_volume_type": "string",
+    "backup_repository": "string",
+    "report_location": "string",
 }
 SECRET_SETTINGS = frozenset({"vpn_psks"})
 
@@ -85,6 +87,15 @@ class StackSettings:
     activation: Activation = field(default_factory=Activation)
     admin_ssh_public_key: str = ""
     boot_volume_type: str = ""
+    backup_repository: str = ""  # empty: s3://<client>-backups/repo (the BackupVault's container)
+    report_location: str = ""    # empty: s3://<client>-reports (the BackupVault's report container)
+
+    def repository_url(self, plan: Plan) -> str:
+        """Where the client's encrypted backups are: the vault's backup container by default."""
+        return self.backup_repository or f"s3://{plan.client.id}-backups/repo"
+
+    def reports_url(self, plan: Plan) -> str:
+        return self.report_location or f"s3://{plan.client.id}-reports"
 
     def scope(self, plan: Plan) -> tuple[str, ...]:
         """The servers a failover restores, in plan order."""
@@ -161,6 +172,8 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         failover=bool(v.get("failover", False)), activation=activation,
         admin_ssh_public_key=v.get("admin_ssh_public_key") or "",
         boot_volume_type=v.get("boot_volume_type") or "",
+        backup_repository=v.get("backup_repository") or "",
+        report_location=v.get("report_location") or "",
     )
 
 

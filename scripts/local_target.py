@@ -1,0 +1,35 @@
+"""The ``local`` activation target: the restored disk images boot under QEMU in the run's
+sandbox (one network namespace, one bridge per plan subnet, production IPs), and each server's
+checks run from inside that namespace. This is also how ``backup-tested`` servers get their
+yearly restore test without cloud cost."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from drctl.activation_engine import RestoredDisk
+from drctl.plan import Server
+from drctl.run_model import CheckResult
+from drctl.sandbox import Sandbox
+from drctl.verify import run_checks_subprocess
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(self, sandbox: Sandbox, deadline_for: Callable[[Server], datetime]) -> None:
+        self.sandbox = sandbox
+        self.deadline_for = deadline_for
+
+    def stage_disk(self, server: Server, disk: RestoredDisk) -> None:
+        """Nothing to upload: QEMU boots the restored file (through a throw-away overlay)."""
+
+    def start_server(self, server: Server, disks: Sequence[RestoredDisk]) -> None:
+        boot = next(d for d in disks if d.disk == server.boot_disk.name)
+        guest = self.sandbox.start_server(server, Path(boot.path))
+        self.sandbox.wait_ssh(guest, self.deadline_for(server))
+
+    def verify(self, server: Server) -> list[CheckResult]:
+        return run_checks_subprocess(self.sandbox.ssh_url(server), server.checks, self.deadline_for(server),
+                                     prefix=self.sandbox.prefix)
