@@ -110,8 +110,9 @@ class Repository:
         except ObjectMissing as e:
             raise ChunkMissing(cid.hex(), key) from e
 
-    def open_chunk(self, cid: bytes, blob: bytes, length: int) -> bytes:
-        return crypto.open_chunk(self.keys, self.repo_id, cid, blob, length, chunk_key(cid))
+    def open_chunk(self, cid: bytes, blob: bytes, length: int, *, verify_id: bool = True) -> bytes:
+        return crypto.open_chunk(self.keys, self.repo_id, cid, blob, length, chunk_key(cid),
+                                 verify_id=verify_id)
 
     # -- manifests -----------------------------------------------------------------------------
 
