@@ -27,11 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drctl.nca import (LAN_INTERFACE, WAN_INTERFACE, find_site, recovery_subnets, render_bundle,
-                       render_cloud_endpoint, user_subnets, write_bundle)
+from drctl.nca import (LAN_INTERFACE, WAN_INTERFACE, Proposals, find_site, proposals_for,
+                       recovery_subnets, render_bundle, render_cloud_endpoint, user_subnets,
+                       write_bundle)
 from drctl.nca_netns import (DNSMASQ, SWANCTL, CHARON, LabError, Namespaces, new_run, probe, run,
                              require_tools, strongswan_conf)
-from drctl.plan import Plan, Server, VpnSettings
+from drctl.plan import Plan, VpnSettings
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,18 @@ class NcaLab:
         self._step("tcp", self._tcp)
         return self.steps
 
+    def run(self, cloud_ns: str | None = None) -> bool:
+        """start + probe_all + close; returns whether every step passed (the failure, if any, is
+        the last step before ``teardown`` with ``ok=False``). For the drill's report."""
+        try:
+            self.start(cloud_ns=cloud_ns)
+            self.probe_all()
+        except LabError as e:
+            log.warning("%s", e.message)
+        finally:
+            self.close()
+        return self.ok
+
     def close(self) -> None:
         if self.ns is not None:
             start = time.monotonic()
@@ -319,7 +332,6 @@ class NcaLab:
         run(["ip", "-n", cloud, "link", "set", "srv0", "master", br, "up"])
         run(["ip", "-n", srv, "addr", "add", f"{self.target.ip}/{net.prefixlen}", "dev", "eth0"])
         run(["ip", "-n", srv, "link", "set", "eth0", "up"])
-        run(["ip", "-n", srv, "route", "add", "default", "via", gw])
         if self.target.port:
             www = ns.run_dir / "www"
             www.mkdir()
@@ -330,6 +342,9 @@ class NcaLab:
             _wait_for(lambda: "Serving HTTP" in _read(proc.log_path), 5,
                       f"the stand-in server on {self.target.ip}:{self.target.port} did not start: "
                       f"{_read(proc.log_path)[-300:]}")
+        # After the server is up: http.server's reverse lookup at bind time then fails at once
+        # (no route) instead of waiting for a resolver that no namespace of ours can reach.
+        run(["ip", "-n", srv, "route", "add", "default", "via", gw])
 
     def _check_recovery(self, cloud: str) -> None:
         addrs = run(["ip", "-n", cloud, "-o", "-4", "addr", "show"]).stdout
@@ -413,9 +428,7 @@ class NcaLab:
                 f"({declared.ike_proposal}); CHILD_SA {_ts(child, 'local-ts')} === "
                 f"{_ts(child, 'remote-ts')} ESP {_alg(child)}")
 
-    def _declared(self):
-        from drctl.nca import proposals_for
-
+    def _declared(self) -> Proposals:
         props, _ = proposals_for(self.site.vpn, self.site_name)
         assert props is not None  # rendering already refused unknown names
         return props
@@ -528,8 +541,10 @@ class NcaLab:
             raise LabError(out.get("error", "no answer"))
         if out["status"] != 200:
             raise LabError(f"GET {out['url']} answered {out['status']}, expected 200")
-        if t.contains and not self.stand_in and t.contains not in out["body"]:
-            raise LabError(f"GET {out['url']}: the page does not contain {t.contains!r}")
+        if t.contains and not self.stand_in:
+            if t.contains not in out["body"]:
+                raise LabError(f"GET {out['url']}: the page does not contain {t.contains!r}")
+            return f"GET {out['url']} -> {out['status']}, page contains {t.contains!r}"
         return f"GET {out['url']} -> {out['status']}"
 
 

@@ -191,3 +191,83 @@ def test_cleanup_removes_leftovers_of_dead_runs_only(tmp_path: Path) -> None:
     finally:
         for run_id in ("dead00", "live00"):
             run(["ip", "netns", "del", f"{PREFIX}{run_id}-site"], check=False)
+
+
+def test_lab_attaches_to_an_existing_cloud_namespace(tmp_path: Path) -> None:
+    """The drill's API: the sandbox namespace (bridge with the subnet's gateway, guests on it)
+    plays the recovery space; the lab plugs its VPN endpoint in and leaves the namespace as found."""
+    from drctl.nca_lab import ProbeTarget
+
+    sandbox, guest = f"drtest-{os.getpid()}-sbx", f"drtest-{os.getpid()}-g"
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("catalogue from db01\n")
+    server = None
+    try:
+        for ns in (sandbox, guest):
+            run(["ip", "netns", "add", ns])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", sandbox, "link", "add", "br-lan", "type", "bridge"])
+        run(["ip", "-n", sandbox, "addr", "add", "192.168.10.1/24", "dev", "br-lan"])
+        run(["ip", "-n", sandbox, "link", "set", "br-lan", "up"])
+        run(["ip", "link", "add", "tap-app01", "netns", sandbox, "type", "veth", "peer", "name", "eth0", "netns", guest])
+        run(["ip", "-n", sandbox, "link", "set", "tap-app01", "master", "br-lan", "up"])
+        run(["ip", "-n", guest, "addr", "add", "192.168.10.30/24", "dev", "eth0"])
+        run(["ip", "-n", guest, "link", "set", "eth0", "up"])
+        server = subprocess.Popen(["ip", "netns", "exec", guest, sys.executable, "-m", "http.server", "8080",
+                                   "--bind", "192.168.10.30", "--directory", str(www)],
+                                  stdout=subprocess.DEVNULL, stderr=(tmp_path / "http.err").open("w"))
+        deadline = time.monotonic() + 15
+        while run(["ip", "netns", "exec", guest, sys.executable, "-m", "drctl.nca_probe", "tcp",
+                   "--host", "192.168.10.30", "--port", "8080"], check=False).returncode != 0:
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "http.err").read_text()
+            time.sleep(0.1)
+        # Only now the default route: http.server's reverse lookup at bind time fails fast without one.
+        run(["ip", "-n", guest, "route", "add", "default", "via", "192.168.10.1"])
+        links_before = run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n")
+        lab = NcaLab(plan=plan_from_dict(load_doc("demo")), site_name="paris", psk=PSK,
+                     target=ProbeTarget("app01", "192.168.10.30", 8080, "/", "catalogue from db01"))
+        with lab:
+            lab.start(cloud_ns=sandbox)
+            assert f"{lab.ns.name('cloud')}" not in netns_list()
+            lab.probe_all()
+        assert all(s.ok for s in lab.steps), [s.as_dict() for s in lab.steps]
+        assert {s.step: s.detail for s in lab.steps}["tcp"] == \
+            "GET http://192.168.10.30:8080/ -> 200, page contains 'catalogue from db01'"
+        # The sandbox is still there, with its own links only, and no IPsec routing left behind.
+        assert sandbox in netns_list()
+        assert run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n") == links_before
+        assert "lookup 220" not in run(["ip", "-n", sandbox, "rule"]).stdout
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=5)
+        for ns in (guest, sandbox):
+            run(["ip", "netns", "del", ns], check=False)
+
+
+def test_lab_refuses_a_cloud_namespace_without_the_gateways() -> None:
+    sandbox = f"drtest-{os.getpid()}-bare"
+    run(["ip", "netns", "add", sandbox])
+    try:
+        lab = NcaLab(plan=plan_from_dict(load_doc("demo")), site_name="paris", psk=PSK)
+        with pytest.raises(LabError, match=r"missing paris/lan gateway 192\.168\.10\.1"), lab:
+            lab.start(cloud_ns=sandbox)
+        assert sandbox in netns_list()
+    finally:
+        run(["ip", "netns", "del", sandbox], check=False)
+
+
+def test_lab_pfs_group_mismatch_fails() -> None:
+    """The plan's one ``pfs`` is the IKE DH group and the ESP PFS group (Neutron's IKE and IPsec
+    policies): a site on group15 against a cloud on group14 must fail, not fall back."""
+    doc = copy.deepcopy(load_doc("demo"))
+    doc["sites"][0]["vpn"] = {"pfs": "group15"}
+    lab = NcaLab(plan=plan_from_dict(load_doc("demo")), site_name="paris", psk=PSK,
+                 site_plan=plan_from_dict(doc))
+    with pytest.raises(LabError) as e, lab:
+        lab.start()
+        lab.probe_all()
+    assert "failed at step 'tunnel': proposal mismatch (NO_PROPOSAL_CHOSEN)" in e.value.message
+    assert "offers IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_3072" in e.value.message
+    assert "accepts only IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048" in e.value.message
