@@ -37,6 +37,8 @@ from drctl.plan import Plan, VpnSettings
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "198.51.100.1"
+_TROUBLE = re.compile(r"error|fail|not supported|unable|unacceptable|no .* found|giving up|timeout",
+                      re.IGNORECASE)
 # How strongSwan names the negotiated algorithms (swanctl --list-sas) for each proposal keyword.
 SA_ENCRYPTION = {"aes128": ("AES_CBC", "128"), "aes192": ("AES_CBC", "192"), "aes256": ("AES_CBC", "256")}
 SA_INTEGRITY = {"sha1": "HMAC_SHA1_96", "sha256": "HMAC_SHA2_256_128",
@@ -223,7 +225,7 @@ class NcaLab:
         """Create the namespaces and start cloud endpoint, NCA and (own cloud only) the stand-in
         server. ``cloud_ns``: an existing namespace holding the recovery subnets (the sandbox's,
         with the subnets' gateway addresses and the guests); it is used, never deleted."""
-        require_tools()
+        require_tools(ecp="ecp" in self._declared().ike_proposal + self.cloud_conf)
         run_id, run_dir = new_run()
         self.ns = Namespaces(run_id, run_dir)
         self._step("bundle-check", self._check_bundle)
@@ -410,8 +412,7 @@ class NcaLab:
             if mismatch:
                 raise LabError(mismatch)
             if time.monotonic() > deadline:
-                raise LabError(f"no tunnel within {self.tunnel_timeout_s:.0f}s (site log: "
-                               f"{_tail(self.charons['site'].log_text())})")
+                raise LabError(f"no tunnel within {self.tunnel_timeout_s:.0f}s; {self._diagnose()}")
             time.sleep(0.2)
         want = expected_sa(declared.ike_proposal)
         got_ike = {role: {k: sa.get(k) for k in want} for role, sa in (("site", site_sa), ("cloud", cloud_sa))}
@@ -445,6 +446,15 @@ class NcaLab:
                 f"{configured[-1] if configured else '?'}; make sites."
                 f"{self.site_name}.vpn match the stack's SiteVpn policies and render the bundle again")
 
+    def _diagnose(self) -> str:
+        """The lines of both charon logs that say what went wrong."""
+        found = []
+        for role, ch in self.charons.items():
+            bad = [line for line in ch.log_text().splitlines()
+                   if _TROUBLE.search(line) and "vici" not in line]
+            found.append(f"{role} charon: " + (" | ".join(bad[-4:]) if bad else "no error logged"))
+        return "; ".join(found)
+
     def _pfs_rekey(self) -> str:
         """The initial CHILD_SA has no DH exchange: rekey it to prove the declared PFS group."""
         want = expected_sa(self._declared().esp_proposal)["dh-group"]
@@ -460,8 +470,7 @@ class NcaLab:
             if mismatch:
                 raise LabError("PFS " + mismatch)
             if time.monotonic() > deadline:
-                raise LabError(f"the CHILD_SA was not rekeyed within 10s (site log: "
-                               f"{_tail(site.log_text())})")
+                raise LabError(f"the CHILD_SA was not rekeyed within 10s; {self._diagnose()}")
             time.sleep(0.2)
         got = child.get("dh-group")
         if got != want:
@@ -595,10 +604,6 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
-
-
-def _tail(text: str, lines: int = 4) -> str:
-    return " | ".join(text.strip().splitlines()[-lines:])
 
 
 def _wait_for(cond: Callable[[], bool], timeout: float, message: str) -> None:

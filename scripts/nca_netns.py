@@ -30,8 +30,11 @@ PREFIX = "drnca-"
 CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = "swanctl"
 DNSMASQ = "dnsmasq"
+PLUGIN_DIR = Path("/usr/lib/ipsec/plugins")
 _PLUGINS = ("random nonce aes sha1 sha2 hmac gmp kdf pem pkcs1 x509 pubkey "
             "kernel-libipsec kernel-netlink socket-default vici")
+# ECP groups (group19-21) come from the openssl plugin (Debian libstrongswan-standard-plugins).
+OPENSSL_PLUGIN = PLUGIN_DIR / "libstrongswan-openssl.so"
 _STRONGSWAN_CONF = """\
 charon {{
   load_modular = no
@@ -83,15 +86,18 @@ class Process:
     log_path: Path
 
 
-def require_tools() -> None:
-    """Root and the Debian packages the lab runs (exit 16 naming what to install)."""
+def require_tools(*, ecp: bool = False) -> None:
+    """Root and the Debian packages the lab runs (exit 16 naming what to install); ``ecp``: a
+    proposal uses an elliptic-curve group."""
     if os.geteuid() != 0:
         raise LabUnavailable("drctl nca test creates network namespaces: run it as root")
     missing = []
     if not Path(CHARON).exists():
         missing.append("strongswan-charon")
-    if not Path("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so").exists():
+    if not (PLUGIN_DIR / "libstrongswan-kernel-libipsec.so").exists():
         missing.append("libcharon-extra-plugins")
+    if ecp and not OPENSSL_PLUGIN.exists():
+        missing.append("libstrongswan-standard-plugins")
     for tool, pkg in ((SWANCTL, "strongswan-swanctl"), (DNSMASQ, "dnsmasq-base"), ("ip", "iproute2")):
         if shutil.which(tool) is None:
             missing.append(pkg)
@@ -260,7 +266,8 @@ def strongswan_conf(directory: Path) -> Path:
     """Write a per-instance strongswan.conf (its log and vici socket in ``directory``)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / "strongswan.conf"
-    path.write_text(_STRONGSWAN_CONF.format(plugins=_PLUGINS, log=directory / "charon.log",
+    plugins = _PLUGINS + (" openssl" if OPENSSL_PLUGIN.exists() else "")
+    path.write_text(_STRONGSWAN_CONF.format(plugins=plugins, log=directory / "charon.log",
                                             vici=directory / "charon.vici"))
     return path
 
