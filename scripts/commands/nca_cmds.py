@@ -97,6 +97,7 @@ def cmd_test(args: argparse.Namespace) -> int:
                  vpn_endpoint_address=args.endpoint or inputs.vpn_endpoint_address,
                  site_plan=site_plan, target=default_target(inputs.plan, args.target))
     old = signal.signal(signal.SIGTERM, _on_sigterm)
+    old_int = signal.getsignal(signal.SIGINT)
     failure: LabError | None = None
     try:
         try:
@@ -105,9 +106,13 @@ def cmd_test(args: argparse.Namespace) -> int:
         except LabError as e:
             failure = e
         finally:
+            # A second Ctrl-C or SIGTERM must not cut the teardown short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             lab.close()
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
     report = {"stack": args.stack, "site": args.site, "ok": failure is None,
               "failed_step": next((s.step for s in lab.steps if not s.ok), None),
               "steps": [s.as_dict() for s in lab.steps]}
