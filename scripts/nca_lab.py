@@ -32,6 +32,8 @@ from drctl.nca import (LAN_INTERFACE, WAN_INTERFACE, Proposals, find_site, propo
                        write_bundle)
 from drctl.nca_netns import (DNSMASQ, SWANCTL, CHARON, LabError, Namespaces, new_run, probe, run,
                              require_tools, strongswan_conf)
+from drctl.nca_swan import (child_alg, established_ike, expected_sa, ike_alg, installed_child,
+                            parse_pretty, ts_text)
 from drctl.plan import Plan, VpnSettings
 
 log = logging.getLogger(__name__)
@@ -39,17 +41,6 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "198.51.100.1"
 _TROUBLE = re.compile(r"error|fail|not supported|unable|unacceptable|no .* found|giving up|timeout",
                       re.IGNORECASE)
-# How strongSwan names the negotiated algorithms (swanctl --list-sas) for each proposal keyword.
-SA_ENCRYPTION = {"aes128": ("AES_CBC", "128"), "aes192": ("AES_CBC", "192"), "aes256": ("AES_CBC", "256")}
-SA_INTEGRITY = {"sha1": "HMAC_SHA1_96", "sha256": "HMAC_SHA2_256_128",
-                "sha384": "HMAC_SHA2_384_192", "sha512": "HMAC_SHA2_512_256"}
-SA_PRF = {"sha1": "PRF_HMAC_SHA1", "sha256": "PRF_HMAC_SHA2_256",
-          "sha384": "PRF_HMAC_SHA2_384", "sha512": "PRF_HMAC_SHA2_512"}
-SA_DH = {"modp1024": "MODP_1024", "modp1536": "MODP_1536", "modp2048": "MODP_2048",
-         "modp3072": "MODP_3072", "modp4096": "MODP_4096", "modp6144": "MODP_6144",
-         "modp8192": "MODP_8192", "ecp256": "ECP_256", "ecp384": "ECP_384", "ecp521": "ECP_521"}
-
-
 @dataclass(frozen=True)
 class Step:
     step: str
@@ -97,45 +88,6 @@ def default_target(plan: Plan, name: str | None = None) -> ProbeTarget:
     if not servers:
         raise LabError("the plan has no restorable server with a NIC in a recovery subnet")
     return ProbeTarget(servers[0].name, servers[0].nics[0].ip)
-
-
-def parse_pretty(text: str) -> dict:
-    """Parse ``swanctl --pretty`` output (vici sections/lists/key = value) into dicts."""
-    root: dict = {}
-    stack: list = [root]
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        top = stack[-1]
-        if line.endswith("["):
-            key = line[:-1].strip().rstrip("=").strip()
-            new_list: list = []
-            if isinstance(top, dict):
-                top[key] = new_list
-            stack.append(new_list)
-        elif line.endswith("{"):
-            new: dict = {}
-            key = line[:-1].strip()
-            if isinstance(top, dict):
-                top[key if key not in top else f"{key}#{len(top)}"] = new  # repeated events
-            stack.append(new)
-        elif line in ("}", "]"):
-            stack.pop()
-        elif isinstance(top, list):
-            top.append(line)
-        elif " = " in line:
-            k, v = line.split(" = ", 1)
-            top[k.strip()] = v.strip()
-    return root
-
-
-def expected_sa(proposal: str) -> dict[str, str]:
-    """``aes256-sha256-modp2048`` -> the algorithm names swanctl reports."""
-    enc, integ, dh = proposal.split("-")
-    alg, size = SA_ENCRYPTION[enc]
-    return {"encr-alg": alg, "encr-keysize": size, "integ-alg": SA_INTEGRITY[integ],
-            "prf-alg": SA_PRF[integ], "dh-group": SA_DH[dh]}
 
 
 @dataclass
@@ -405,8 +357,8 @@ class NcaLab:
         declared = self._declared()
         deadline = time.monotonic() + self.tunnel_timeout_s
         while True:
-            site_sa, cloud_sa = _ike(self._sas("site")), _ike(self._sas("cloud"))
-            if _child(site_sa) and _child(cloud_sa):
+            site_sa, cloud_sa = established_ike(self._sas("site")), established_ike(self._sas("cloud"))
+            if installed_child(site_sa) and installed_child(cloud_sa):
                 break
             mismatch = self._mismatch()
             if mismatch:
@@ -420,14 +372,14 @@ class NcaLab:
         for role, sa in (("site", site_sa), ("cloud", cloud_sa)):
             if got_ike[role] != want:
                 raise LabError(f"{role} IKE SA negotiated {got_ike[role]}, declared {want}")
-            child = _child(sa)
+            child = installed_child(sa)
             got_esp = {k: child.get(k) for k in want_esp}
             if got_esp != want_esp:
                 raise LabError(f"{role} CHILD_SA negotiated {got_esp}, declared {want_esp}")
-        child = _child(site_sa)
-        return (f"IKEv{site_sa.get('version')} {_ike_alg(site_sa)} on both sides as declared "
-                f"({declared.ike_proposal}); CHILD_SA {_ts(child, 'local-ts')} === "
-                f"{_ts(child, 'remote-ts')} ESP {_alg(child)}")
+        child = installed_child(site_sa)
+        return (f"IKEv{site_sa.get('version')} {ike_alg(site_sa)} on both sides as declared "
+                f"({declared.ike_proposal}); CHILD_SA {ts_text(child, 'local-ts')} === "
+                f"{ts_text(child, 'remote-ts')} ESP {child_alg(child)}")
 
     def _declared(self) -> Proposals:
         props, _ = proposals_for(self.site.vpn, self.site_name)
@@ -459,11 +411,11 @@ class NcaLab:
         """The initial CHILD_SA has no DH exchange: rekey it to prove the declared PFS group."""
         want = expected_sa(self._declared().esp_proposal)["dh-group"]
         site = self.charons["site"]
-        before = _child(_ike(self._sas("site"))).get("uniqueid")
+        before = installed_child(established_ike(self._sas("site"))).get("uniqueid")
         site.swanctl("--rekey", "--child", f"{self.site_name}-recovery")
         deadline = time.monotonic() + 10
         while True:
-            child = _child(_ike(self._sas("site")))
+            child = installed_child(established_ike(self._sas("site")))
             if child and child.get("uniqueid") != before and child.get("state") == "INSTALLED":
                 break
             mismatch = self._mismatch()
@@ -517,7 +469,7 @@ class NcaLab:
         return f"{fqdn} -> {self.target.ip} via the NCA's DNS {self.lease['dns'][0]}"
 
     def _esp_packets(self) -> int:
-        child = _child(_ike(self._sas("site")))
+        child = installed_child(established_ike(self._sas("site")))
         return int(child.get("packets-out", 0)) if child else 0
 
     def _icmp(self) -> str:
@@ -561,35 +513,6 @@ def netns_names() -> list[str]:
     from drctl.nca_netns import netns_list
 
     return netns_list()
-
-
-def _ike(sas: dict) -> dict:
-    """The first ESTABLISHED IKE_SA of a ``--list-sas --pretty`` dump (one event per IKE_SA)."""
-    for event in sas.values():
-        for conn in (event.values() if isinstance(event, dict) else ()):
-            if isinstance(conn, dict) and conn.get("state") == "ESTABLISHED":
-                return conn
-    return {}
-
-
-def _child(ike: dict) -> dict:
-    for child in (ike.get("child-sas") or {}).values():
-        if isinstance(child, dict) and child.get("state") == "INSTALLED":
-            return child
-    return {}
-
-
-def _ts(child: dict, key: str) -> str:
-    value = child.get(key)
-    return ",".join(value) if isinstance(value, list) else str(value or "")
-
-
-def _ike_alg(ike: dict) -> str:
-    return f"{_alg(ike)}/{ike.get('prf-alg')}/{ike.get('dh-group')}"
-
-
-def _alg(child: dict) -> str:
-    return f"{child.get('encr-alg')}-{child.get('encr-keysize')}/{child.get('integ-alg')}"
 
 
 def _loaded(out: str, role: str) -> str:

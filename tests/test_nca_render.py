@@ -246,3 +246,34 @@ def test_write_bundle_is_private(tmp_path: Path, demo_doc: dict) -> None:
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert path.read_text() == bundle[path.name]
+
+
+def test_swanctl_pretty_listing_is_read() -> None:
+    from drctl.nca_swan import established_ike, expected_sa, installed_child, parse_pretty
+
+    listing = """list-sa event {
+  demo-paris {
+    state = ESTABLISHED
+    encr-alg = AES_CBC
+    encr-keysize = 256
+    child-sas {
+      paris-recovery-1 {
+        state = INSTALLED
+        packets-out = 3
+        local-ts = [
+          192.168.20.0/24
+        ]
+      }
+    }
+  }
+}
+list-sas reply {
+}
+"""
+    ike = established_ike(parse_pretty(listing))
+    assert ike["encr-keysize"] == "256"
+    child = installed_child(ike)
+    assert child["packets-out"] == "3" and child["local-ts"] == ["192.168.20.0/24"]
+    assert expected_sa("aes128-sha384-ecp256") == {
+        "encr-alg": "AES_CBC", "encr-keysize": "128", "integ-alg": "HMAC_SHA2_384_192",
+        "prf-alg": "PRF_HMAC_SHA2_384", "dh-group": "ECP_256"}
