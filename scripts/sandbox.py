@@ -167,7 +167,7 @@ def cleanup_stale(prefix: str = NS_PREFIX, *, state_dir: Path | None = None) -> 
         owner = OWNER_DIR / f"{ns}.owner"
         try:
             pid_s, start = owner.read_text().split()
-            if int(pid_s) != os.getpid() and _proc_start(int(pid_s)) == start:
+            if _proc_start(int(pid_s)) == start:
                 continue  # its run is alive
         except (OSError, ValueError):
             pass
