@@ -140,6 +140,7 @@ class Activation:
                     start=target.start_server, verify=target.verify,
                     restore_parallel=req.restore_parallel, on_event=self.emit,
                 )
+                reconnection = self._reconnection(target, runs)
             except BaseException:
                 teardown()
                 shutil.rmtree(restore_dir, ignore_errors=True)
@@ -153,13 +154,25 @@ class Activation:
             run_id=self.run_id, stack=req.stack, mode=req.mode, target=req.target, started_at=started,
             ended_at=utc_now(), servers=tuple(_server_result(runs[s.name], started) for s in self.scope),
             client_id=plan.client.id, client_name=plan.client.name, requested_by=req.requested_by,
-            override_reason=override, kind=req.kind,
+            override_reason=override, kind=req.kind, reconnection=reconnection,
             notes=(f"restore point selector: {req.point}",) + (
                 (f"each server's wait was capped at {req.max_wait_s} s",) if req.max_wait_s else ()),
         ).with_availability()
         stored = RunStore(self.state_dir, reports).record(summary)
         self.emit("report", {"path": str(stored.path)})
         return summary
+
+    def _reconnection(self, target, runs: dict[str, ServerRun]) -> tuple:
+        """Service description 8.1: a drill also proves the users' reconnection (NCA tunnel,
+        DHCP, DNS, a recovered server reached through the tunnel), per site, in the sandbox."""
+        namespace = getattr(target, "namespace", None)  # the sandbox's; None for other targets
+        if namespace is None or self.req.kind != "drill":
+            return ()
+        from drctl.reconnection import check_sites
+
+        available = {name for name, r in runs.items() if r.available}
+        self.emit("reconnection-started", {"sites": [site.name for site in self.plan.sites]})
+        return check_sites(self.cfg, namespace, available)
 
     def _restore(self, repo, target, restore_dir: Path, server: Server, disk: str) -> RestoredDisk:
         from drctl.repo.restore import restore_disk

@@ -17,8 +17,9 @@ COMMAND_MODULES = (
     "drctl.commands.local_cmds",     # local up|down|status (embedded object store)
     "drctl.commands.policy_cmds",    # policy
     "drctl.commands.nca_cmds",       # nca render|test
-    "drctl.commands.activation_cmds",  # activate, drill, deactivate, runs
-    "drctl.commands.report_cmds",    # report, report verify
+    "drctl.commands.activation_cmds",  # activate, drill, deactivate
+    "drctl.commands.report_cmds",    # report, report verify, runs
+    "drctl.commands.demo_cmds",      # demo prepare
 )
 
 

@@ -22,6 +22,11 @@ class LocalTarget:
         self.sandbox = sandbox
         self.deadline_for = deadline_for
 
+    @property
+    def namespace(self) -> str:
+        """The run's network namespace: the recovery subnets live there (the NCA lab attaches to it)."""
+        return self.sandbox.namespace
+
     def stage_disk(self, server: Server, disk: RestoredDisk) -> None:
         """Nothing to upload: QEMU boots the restored file (through a throw-away overlay)."""
 

@@ -236,6 +236,7 @@ class RunSummary:
     first_available_s: float | None = None
     last_available_s: float | None = None
     notes: tuple[str, ...] = field(default=())
+    reconnection: tuple = field(default=())  # per-site network and user reconnection results (issue 5)
 
     # -- derived ----------------------------------------------------------------------------
 
