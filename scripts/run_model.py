@@ -9,8 +9,9 @@ The JSON form is the contract printed by ``drctl activate --json`` (last line), 
      "rto_target_s", "rto_achieved_s", "checks": [{"check", "ok", "detail"}]}]}
 
 followed by extra keys (client, requested_by, override reason, per-server OS family, dependencies,
-reason for not starting, check timings). Timestamps are ISO-8601 UTC with a ``Z``. Readers ignore
-keys they do not know, so the form can grow without breaking older reports.
+reason for not starting, check timings; for drills the per-site network and user reconnection,
+``reconnection`` and ``reconnection_ok``). Timestamps are ISO-8601 UTC with a ``Z``. Readers
+ignore keys they do not know, so the form can grow without breaking older reports.
 
 Times are measured from the run's start: a server is *available* when all its critical checks have
 passed (``verified_at``); ``rto_achieved_s = verified_at - started_at``; the achieved RPO is the age of
@@ -217,6 +218,91 @@ class ServerResult:
             raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
 
 
+RECONNECTION_STATUSES = ("ok", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class ReconnectionStep:
+    """One timed step of a site's reconnection test (tunnel, DHCP, DNS, ICMP, TCP, ...)."""
+
+    step: str                            # the NCA lab's step id, e.g. "tunnel", "dhcp"
+    ok: bool
+    seconds: float
+    detail: str                          # what was observed, or why it failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "ok": self.ok, "seconds": round(float(self.seconds), 3),
+                "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "step") -> ReconnectionStep:
+        try:
+            return cls(step=str(d["step"]), ok=bool(d["ok"]), seconds=float(d.get("seconds", 0.0)),
+                       detail=str(d.get("detail", "")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
+
+
+@dataclass(frozen=True)
+class SiteReconnection:
+    """Network and user reconnection of one client site (service description 8.1, 10.1): the
+    NCA's tunnel, DHCP and DNS, and a recovered server reached through the tunnel.
+
+    ``status`` is ``ok`` (every step passed), ``failed`` (a step failed: it is the last step
+    before ``teardown`` with ``ok`` false, and ``reason`` repeats its detail) or ``skipped``
+    (nothing to reach: ``reason`` says why; no step ran)."""
+
+    site: str
+    status: str                          # ok | failed | skipped
+    target: str | None = None            # the recovered server the workstation had to reach
+    target_ip: str | None = None
+    probe: str = ""                      # what was checked on it, e.g. "GET http://.../ containing '...'"
+    started_at: datetime | None = None
+    steps: tuple[ReconnectionStep, ...] = ()
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in RECONNECTION_STATUSES:
+            raise SummaryInvalid(f"reconnection of site {self.site!r}: status {self.status!r} is not "
+                                 f"one of {RECONNECTION_STATUSES}")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(s.seconds for s in self.steps), 3)
+
+    @property
+    def failed_step(self) -> ReconnectionStep | None:
+        return next((s for s in self.steps if not s.ok), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site, "status": self.status, "ok": self.ok,
+            "target": self.target, "target_ip": self.target_ip, "probe": self.probe,
+            "started_at": format_ts(self.started_at), "seconds": self.seconds,
+            "reason": self.reason, "steps": [s.to_dict() for s in self.steps],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "reconnection") -> SiteReconnection:
+        try:
+            site = str(d["site"])
+            w = f"{where} site {site!r}"
+            return cls(
+                site=site, status=str(d["status"]), target=d.get("target"),
+                target_ip=d.get("target_ip"), probe=str(d.get("probe", "")),
+                started_at=parse_ts(d.get("started_at"), f"{w}.started_at"),
+                steps=tuple(ReconnectionStep.from_dict(s, f"{w} step {i}")
+                            for i, s in enumerate(d.get("steps", []))),
+                reason=d.get("reason"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """One activation (``mode`` test or disaster) of a stack, on a target (local sandbox or cloud)."""
@@ -236,7 +322,7 @@ class RunSummary:
     first_available_s: float | None = None
     last_available_s: float | None = None
     notes: tuple[str, ...] = field(default=())
-    reconnection: tuple = field(default=())  # per-site network and user reconnection results (issue 5)
+    reconnection: tuple[SiteReconnection, ...] = field(default=())  # per site, drills only (issue 5)
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -261,11 +347,25 @@ class RunSummary:
 
     @property
     def outcome(self) -> str:
-        """``ok`` when every server is ok, ``warning`` when none failed, else ``failed``."""
+        """``ok`` when every server is ok, ``warning`` when none failed, else ``failed``. A site
+        whose users could not be reconnected (:attr:`reconnection_ok` false) fails the run too:
+        restored servers nobody can reach are not a recovery."""
         c = self.counts()
-        if c["failed"] or c["not-started"]:
+        if c["failed"] or c["not-started"] or not self.reconnection_ok:
             return "failed"
         return "warning" if c["warning"] else "ok"
+
+    @property
+    def reconnection_ok(self) -> bool:
+        """No site failed its reconnection test (skipped sites and runs without the test pass)."""
+        return not any(r.status == "failed" for r in self.reconnection)
+
+    def reconnection_counts(self) -> dict[str, int]:
+        """Sites per reconnection status, every status present (zero included)."""
+        out = dict.fromkeys(RECONNECTION_STATUSES, 0)
+        for r in self.reconnection:
+            out[r.status] += 1
+        return out
 
     def with_availability(self) -> RunSummary:
         """Fill ``first_available_s`` / ``last_available_s`` (and each server's achieved RTO when
@@ -301,6 +401,8 @@ class RunSummary:
             "requested_by": self.requested_by, "override_reason": self.override_reason,
             "outcome": self.outcome, "counts": self.counts(),
             "notes": list(self.notes),
+            "reconnection": [r.to_dict() for r in self.reconnection],
+            "reconnection_ok": self.reconnection_ok,
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -331,6 +433,8 @@ class RunSummary:
                 first_available_s=_opt_float(d.get("first_available_s")),
                 last_available_s=_opt_float(d.get("last_available_s")),
                 notes=tuple(str(n) for n in d.get("notes", ())),
+                reconnection=tuple(SiteReconnection.from_dict(r, f"reconnection[{i}]")
+                                   for i, r in enumerate(d.get("reconnection", []))),
             )
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise SummaryInvalid(f"run summary: missing or bad field ({e})") from e
