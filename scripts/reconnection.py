@@ -106,7 +106,8 @@ def describe_probe(t: ProbeTarget) -> str:
 
 def check_site(cfg: StackConfig, site: Site, namespace: str, available: Iterable[str]) -> SiteReconnection:
     """Run the NCA lab of one site against the sandbox namespace; never raises a DrctlError."""
-    started = utc_now()
+    now = utc_now()
+    started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored: milliseconds
     target = choose_target(cfg.plan, site, available)
     if target is None:
         reason = ("no recovered server is available to reach through the tunnel (no server in "
@@ -124,7 +125,7 @@ def check_site(cfg: StackConfig, site: Site, namespace: str, available: Iterable
         # missing. lab.run has already torn its namespaces down (finally).
         error = e.message if isinstance(e, DrctlError) else f"{type(e).__name__}: {e}"
         ok = False
-    steps = tuple(ReconnectionStep(s.step, s.ok, s.seconds, s.detail) for s in (lab.steps if lab else ()))
+    steps = tuple(ReconnectionStep(s.step, s.ok, round(s.seconds, 3), s.detail) for s in (lab.steps if lab else ()))
     if error is not None:
         steps += (ReconnectionStep("setup", False, 0.0, error),)
     failed = next((s for s in steps if not s.ok), None)

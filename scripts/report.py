@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from drctl.run_model import RunSummary, ServerResult, seconds_between
+from drctl.run_model import RunSummary, ServerResult, SiteReconnection, seconds_between
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -183,6 +183,60 @@ def timeline_layout(summary: RunSummary) -> Timeline:
                     rows=tuple(rows), arrows=tuple(arrows), ticks=ticks, marks=tuple(marks), span_s=span)
 
 
+# --- network and user reconnection ------------------------------------------------------------------
+
+# The NCA lab's steps in the order it runs them (drctl.nca_lab: start, probe_all, close), in words.
+LAB_STEPS: tuple[tuple[str, str], ...] = (
+    ("setup", "Lab set up (PSK, bundle, tools)"),
+    ("bundle-check", "NCA bundle accepted by dnsmasq"),
+    ("namespaces", "Site, workstation and VPN link attached to the sandbox"),
+    ("cloud-endpoint", "Recovery VPN endpoint started"),
+    ("nca-start", "NCA started (strongSwan and dnsmasq, bundle as rendered)"),
+    ("tunnel", "IPsec tunnel up with exactly the declared proposals"),
+    ("pfs-rekey", "Declared PFS group used on rekey"),
+    ("dhcp", "Workstation lease from the NCA's DHCP"),
+    ("dns", "Recovered server's name resolved by the NCA's DNS"),
+    ("icmp", "Recovered server answers ICMP through the tunnel"),
+    ("tcp", "Recovered server's service reached through the tunnel"),
+    ("teardown", "Lab removed"),
+)
+_STEP_LABELS = dict(LAB_STEPS)
+
+
+@dataclass(frozen=True)
+class StepRow:
+    step: str
+    label: str
+    state: str               # ok | failed | not-run
+    seconds: float | None
+    detail: str
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """Step timings: ``0.42 s``, ``12.3 s``; a minute or more as :func:`fmt_duration`."""
+    if seconds is None:
+        return "\u2014"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return fmt_duration(seconds)
+
+
+def reconnection_rows(site: SiteReconnection) -> tuple[StepRow, ...]:
+    """The site's steps as run, then (when a step failed) the lab steps that never ran, shown as
+    "not run" before the teardown: a reader sees what was not proven."""
+    rows = [StepRow(s.step, _STEP_LABELS.get(s.step, s.step), "ok" if s.ok else "failed", s.seconds, s.detail)
+            for s in site.steps]
+    if site.status == "failed":
+        done = {s.step for s in site.steps}
+        missing = [StepRow(step, label, "not-run", None, "not run: an earlier step failed")
+                   for step, label in LAB_STEPS if step not in done and step not in ("setup", "teardown")]
+        cut = next((i for i, r in enumerate(rows) if r.step == "teardown"), len(rows))
+        rows[cut:cut] = missing
+    return tuple(rows)
+
+
 # --- page ------------------------------------------------------------------------------------------
 
 def _environment() -> jinja2.Environment:
@@ -191,7 +245,7 @@ def _environment() -> jinja2.Environment:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(duration=fmt_duration, time=fmt_time)
+    env.filters.update(duration=fmt_duration, time=fmt_time, seconds=fmt_seconds)
     return env
 
 
@@ -206,4 +260,6 @@ def render_html(summary: RunSummary) -> str:
         families=summary.os_families(), timeline=timeline_layout(summary),
         duration=seconds_between(summary.started_at, summary.ended_at),
         bar_h=BAR_H, row_h=ROW_H, axis_h=AXIS_H, label_w=LABEL_W,
+        sites=[(r, reconnection_rows(r)) for r in summary.reconnection],
+        site_counts=summary.reconnection_counts(),
     )
