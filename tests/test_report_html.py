@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from test_reconnection_fixtures import MISMATCH, lyon_skipped, paris_failed, paris_ok
 from test_report_fixtures import demo_summary
 
 from drctl.report import CHART_W, LABEL_W, fmt_duration, render_html, timeline_layout
@@ -194,7 +195,7 @@ def _png_pixels(path: Path) -> tuple[int, int, set[tuple[int, ...]]]:
 def test_real_browser_renders_the_report(tmp_path):
     chromium = need_chromium()
     page = tmp_path / "report.html"
-    page.write_text(render_html(demo_summary()), encoding="utf-8")
+    page.write_text(render_html(replace(demo_summary(), reconnection=(paris_ok(),))), encoding="utf-8")
     png = tmp_path / "report.png"
     common = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     env = {**os.environ, "HOME": str(tmp_path)}
@@ -210,6 +211,8 @@ def test_real_browser_renders_the_report(tmp_path):
     assert (shown["count-ok"], shown["count-warning"], shown["count-failed"], shown["count-not-started"]) == \
         ("2", "1", "1", "1")
     assert dom.stdout.count('class="bar ') == 13  # 5 restores + 4 boots + 4 checks bars drawn
+    assert shown["sites-reconnected"] == "1/1"
+    assert dom.stdout.count('class="step ok"') == 11  # paris: every lab step, each with its time
     w, h, colours = _png_pixels(png)
     assert (w, h) == (1280, 2000)
     assert png.stat().st_size > 50_000, "a blank page compresses to a few KB"
@@ -233,3 +236,55 @@ def test_a_run_where_no_server_came_up_shows_dashes_not_numbers():
     assert ids["first-available"] == ids["last-available"] == "\u2014"
     assert ids["ended"] == "\u2014"
     assert ids["count-not-started"] == "1" and ids["count-ok"] == "0"
+
+
+# --- network and user reconnection (issue 5) -----------------------------------------------------
+
+def test_reconnection_section_per_site_and_in_the_summary():
+    page = parse(render_html(replace(demo_summary(), reconnection=(paris_ok(), lyon_skipped()))))
+    ids = page.by_id
+    assert ids["sites-reconnected"] == "1/2"      # paris ok, lyon skipped
+    assert ids["reconnection-summary"].replace(" ;", ";").endswith("paris ok; lyon skipped")  # text nodes joined by spaces
+    card = next(a for tag, a in page.tags if a.get("id") == "card-reconnection")
+    assert card["class"] == "card skipped"        # nothing failed, but not every site was proven
+    paris = ids["site-paris"]
+    assert paris.startswith("Site paris ok")
+    assert f"app01: GET http://192.168.10.30:8080/ containing 'catalogue from db01'" in paris
+    assert "2026-02-03 17:07:45 UTC \u00b7 14.2 s in total" in paris
+    assert "IPsec tunnel up with exactly the declared proposals OK 2.50 s IKEv2 AES_CBC-256" in paris
+    assert "Workstation lease from the NCA's DHCP OK 3.10 s lease 192.168.20.100/24" in paris
+    assert "Recovered server's service reached through the tunnel OK 0.40 s GET http://192.168.10.30:8080/ -> 200" in paris
+    assert "FAILED" not in paris and "not run" not in paris
+    lyon = ids["site-lyon"]
+    assert lyon.startswith("Site lyon skipped no recovered server is available")
+    assert "Step" not in lyon                      # no step table: nothing ran
+
+
+def test_failed_reconnection_shows_the_failed_step_and_what_was_not_proven():
+    s = replace(demo_summary(), reconnection=(paris_failed(),))
+    page = parse(render_html(s))
+    ids = page.by_id
+    assert ids["sites-reconnected"] == "0/1"
+    assert ids["reconnection-summary"].endswith("paris failed at step tunnel")
+    assert next(a for _, a in page.tags if a.get("id") == "card-reconnection")["class"] == "card failed"
+    assert ids["outcome"] == "failed"
+    paris = ids["site-paris"]
+    assert f"step 'tunnel' failed: {MISMATCH}" in paris
+    assert "IPsec tunnel up with exactly the declared proposals FAILED 1.50 s proposal mismatch" in paris
+    for label in ("Workstation lease from the NCA's DHCP", "Recovered server's name resolved by the NCA's DNS",
+                  "Recovered server answers ICMP through the tunnel",
+                  "Recovered server's service reached through the tunnel", "Declared PFS group used on rekey"):
+        assert f"{label} not run \u2014 not run: an earlier step failed" in paris, label
+    rows = [a["data-step"] for _, a in page.tags if "data-step" in a]
+    assert rows == ["bundle-check", "namespaces", "cloud-endpoint", "nca-start", "tunnel", "pfs-rekey", "dhcp",
+                    "dns", "icmp", "tcp", "teardown"]  # the lab's order, the teardown last
+
+
+def test_a_drill_without_reconnection_says_so_and_an_activation_has_no_section():
+    drill = parse(render_html(demo_summary())).by_id            # the fixture is a local drill
+    assert drill["reconnection-none"] == "Not tested in this run."
+    assert "sites-reconnected" not in drill
+    cloud = parse(render_html(demo_summary(target="cloud"))).by_id
+    assert "drctl nca test demo --site SITE" in cloud["reconnection-none"]
+    html = render_html(demo_summary(kind="activation"))
+    assert 'id="reconnection"' not in html

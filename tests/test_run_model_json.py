@@ -134,3 +134,54 @@ def test_check_result_round_trip_and_run_ids_sort_by_time():
     r1 = new_run_id(datetime(2026, 1, 1, tzinfo=UTC))
     r2 = new_run_id(datetime(2026, 1, 2, tzinfo=UTC))
     assert r1 < r2 and r1.startswith("20260101T000000Z-")
+
+
+# --- network and user reconnection (issue 5) ---------------------------------------------------
+
+def test_reconnection_is_an_extra_key_and_round_trips():
+    from test_reconnection_fixtures import lyon_skipped, paris_failed, paris_ok
+
+    s = replace(demo_summary(), reconnection=(paris_ok(), lyon_skipped()))
+    doc = json.loads(s.to_json())
+    assert list(doc)[: len(ISSUE_TOP_KEYS)] == ISSUE_TOP_KEYS  # the issue's keys stay first
+    paris, lyon = doc["reconnection"]
+    assert list(paris)[:3] == ["site", "status", "ok"]
+    assert (paris["site"], paris["status"], paris["ok"], paris["target"]) == ("paris", "ok", True, "app01")
+    assert paris["started_at"] == "2026-02-03T17:07:45Z"
+    assert paris["seconds"] == 14.25  # the fixture's eleven steps
+    assert paris["steps"][4] == {"step": "tunnel", "ok": True, "seconds": 2.5, "detail": paris["steps"][4]["detail"]}
+    assert (lyon["status"], lyon["steps"], lyon["reason"][:2]) == ("skipped", [], "no")
+    assert doc["reconnection_ok"] is True
+    again = RunSummary.from_json(s.to_json())
+    assert again == s and again.canonical_bytes() == s.canonical_bytes()
+    failed = replace(s, reconnection=(paris_failed(),))
+    assert RunSummary.from_json(failed.to_json()) == failed
+    assert failed.reconnection[0].failed_step.step == "tunnel"
+    # A summary without the key (older reports, activations) reads as "not tested".
+    del doc["reconnection"]
+    assert RunSummary.from_dict(doc).reconnection == ()
+
+
+def test_a_failed_reconnection_fails_the_run_even_with_every_server_ok():
+    from test_reconnection_fixtures import lyon_skipped, paris_failed, paris_ok
+
+    all_ok = replace(demo_summary(), servers=(demo_summary().server("dns01"), demo_summary().server("db01")))
+    assert all_ok.outcome == "ok" and all_ok.reconnection_ok
+    assert replace(all_ok, reconnection=(paris_ok(), lyon_skipped())).outcome == "ok"
+    broken = replace(all_ok, reconnection=(paris_failed(), lyon_skipped()))
+    assert not broken.reconnection_ok and broken.outcome == "failed"
+    assert broken.reconnection_counts() == {"ok": 0, "failed": 1, "skipped": 1}
+    assert json.loads(broken.to_json())["reconnection_ok"] is False
+
+
+def test_bad_reconnection_documents_are_rejected_with_the_site_named():
+    from test_reconnection_fixtures import paris_ok
+
+    doc = json.loads(replace(demo_summary(), reconnection=(paris_ok(),)).to_json())
+    doc["reconnection"][0]["status"] = "mostly"
+    with pytest.raises(SummaryInvalid, match="paris.*mostly"):
+        RunSummary.from_dict(doc)
+    doc["reconnection"][0]["status"] = "ok"
+    doc["reconnection"][0]["started_at"] = "noon"
+    with pytest.raises(SummaryInvalid, match="paris.*started_at"):
+        RunSummary.from_dict(doc)
