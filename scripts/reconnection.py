@@ -125,19 +125,21 @@ def check_site(cfg: StackConfig, site: Site, namespace: str, available: Iterable
         # missing. lab.run has already torn its namespaces down (finally).
         error = e.message if isinstance(e, DrctlError) else f"{type(e).__name__}: {e}"
         ok = False
-    steps = tuple(ReconnectionStep(s.step, s.ok, round(s.seconds, 3), s.detail) for s in (lab.steps if lab else ()))
+    steps = [ReconnectionStep(s.step, s.ok, round(s.seconds, 3), s.detail) for s in (lab.steps if lab else ())]
     if error is not None:
-        steps += (ReconnectionStep("setup", False, 0.0, error),)
+        # "setup" when nothing ran yet; else an error between the lab's steps, before its teardown.
+        at = len(steps) - 1 if steps and steps[-1].step == "teardown" else len(steps)
+        steps.insert(at, ReconnectionStep("lab-error" if steps else "setup", False, 0.0, error))
     failed = next((s for s in steps if not s.ok), None)
     if ok and failed is None:
         log.info("site %s reconnected: %s", site.name, probe)
         return SiteReconnection(site=site.name, status="ok", target=target.server, target_ip=target.ip,
-                                probe=probe, started_at=started, steps=steps)
+                                probe=probe, started_at=started, steps=tuple(steps))
     reason = (f"step {failed.step!r} failed: {failed.detail}" if failed is not None
               else "the NCA lab recorded no step")
     log.warning("reconnection of site %s failed: %s", site.name, reason)
     return SiteReconnection(site=site.name, status="failed", target=target.server, target_ip=target.ip,
-                            probe=probe, started_at=started, steps=steps, reason=reason)
+                            probe=probe, started_at=started, steps=tuple(steps), reason=reason)
 
 
 def check_sites(cfg: StackConfig, namespace: str, available: set[str]) -> tuple[SiteReconnection, ...]:

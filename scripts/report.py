@@ -198,6 +198,7 @@ LAB_STEPS: tuple[tuple[str, str], ...] = (
     ("dns", "Recovered server's name resolved by the NCA's DNS"),
     ("icmp", "Recovered server answers ICMP through the tunnel"),
     ("tcp", "Recovered server's service reached through the tunnel"),
+    ("lab-error", "NCA lab error"),
     ("teardown", "Lab removed"),
 )
 _STEP_LABELS = dict(LAB_STEPS)
@@ -231,7 +232,7 @@ def reconnection_rows(site: SiteReconnection) -> tuple[StepRow, ...]:
     if site.status == "failed":
         done = {s.step for s in site.steps}
         missing = [StepRow(step, label, "not-run", None, "not run: an earlier step failed")
-                   for step, label in LAB_STEPS if step not in done and step not in ("setup", "teardown")]
+                   for step, label in LAB_STEPS if step not in done and step not in ("setup", "lab-error", "teardown")]
         cut = next((i for i, r in enumerate(rows) if r.step == "teardown"), len(rows))
         rows[cut:cut] = missing
     return tuple(rows)
