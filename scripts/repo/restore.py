@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from drctl.repo.repository import Repository
 
 log = logging.getLogger(__name__)
 
-INFLIGHT_BUDGET = 80 * 1024 * 1024  # bytes of chunk data held at once (ciphertext + plaintext)
+INFLIGHT_BUDGET = 96 * 1024 * 1024  # chunk bytes held at once (downloads, decodes, reorder buffer)
 FORMATS = ("raw", "qcow2")
 
 
@@ -71,14 +71,19 @@ def _os_error(e: OSError, path: Path, what: str) -> Exception:
 
 
 class _Writer:
-    """The output file side: positioned writes, the done map the hasher follows, the journal."""
+    """The output file side: positioned writes, the done map and reorder buffer the hasher follows,
+    the journal. Every non-zero chunk holds one slot of ``window`` from its download until the
+    hasher has consumed its plaintext, so memory is bounded by ``window`` chunks."""
 
     def __init__(self, fd: int, m: Manifest, journal: RestoreJournal, progress: ProgressSink,
-                 path: Path) -> None:
+                 path: Path, window: int) -> None:
         self.fd, self.m, self.journal, self.progress, self.path = fd, m, journal, progress, path
         self.n = chunk_count(m.size, m.chunk_size)
         self.done = bytearray(self.n)
+        self.zero = bytearray(self.n)
+        self.ready: dict[int, bytes] = {}  # first index of a chunk -> its verified plaintext
         self.cond = threading.Condition()
+        self.window = threading.Semaphore(window)
         self.error: BaseException | None = None
 
     def mark(self, idxs: list[int], journal: bool = True) -> None:
@@ -90,11 +95,31 @@ class _Writer:
             self.cond.notify_all()
         self.progress.advance(sum(chunk_length(i, self.m.size, self.m.chunk_size) for i in idxs))
 
+    def publish(self, plain: bytes, idxs: list[int]) -> None:
+        """``plain`` (authenticated) was written at every index of ``idxs``: hand it to the hasher."""
+        self.journal.add(idxs)
+        with self.cond:
+            self.ready[idxs[0]] = plain
+            for i in idxs:
+                self.done[i] = 1
+            self.cond.notify_all()
+        self.progress.advance(len(plain) * len(idxs))
+
     def fail(self, e: BaseException) -> None:
         with self.cond:
             if self.error is None:
                 self.error = e
             self.cond.notify_all()
+
+    def acquire_slot(self) -> bool:
+        """Wait for room in the window; False once the restore has failed."""
+        while not self.window.acquire(timeout=0.25):
+            if self.error is not None:
+                return False
+        if self.error is not None:
+            self.window.release()
+            return False
+        return True
 
     def write(self, plain: bytes, idxs: list[int]) -> None:
         for i in idxs:
@@ -108,16 +133,29 @@ class _Writer:
                 raise _os_error(e, self.path, "writing") from e
 
     def hash_in_order(self) -> str | None:
-        """Hasher thread body: SHA-256 of the file in order, following the done map."""
+        """Hasher thread body: SHA-256 of the image in order. A chunk's plaintext comes from the
+        reorder buffer (then its window slot is freed); zero chunks from a zero block (holes are
+        never read); resumed chunks and repeated occurrences of a chunk are read back from the file."""
         h = hashlib.sha256()
-        cs = self.m.chunk_size
+        cs, size = self.m.chunk_size, self.m.size
+        zero = memoryview(bytes(cs))
         for i in range(self.n):
+            length = chunk_length(i, size, cs)
+            if self.zero[i]:
+                h.update(zero[:length])
+                continue
             with self.cond:
                 while not self.done[i] and self.error is None:
                     self.cond.wait()
                 if self.error is not None:
                     return None
-            h.update(os.pread(self.fd, chunk_length(i, self.m.size, cs), i * cs))
+                plain = self.ready.pop(i, None)
+            if plain is None:
+                h.update(os.pread(self.fd, length, i * cs))
+            else:
+                h.update(plain)
+                del plain
+                self.window.release()
         return h.hexdigest()
 
 
@@ -171,7 +209,8 @@ def restore_point(repo: Repository, m: Manifest, out: Path, *, fmt: str = "raw",
         resumed = _verify_resumed(repo, fd, m, candidates) if candidates else []
         journal.start(m.id, fd, resumed)
         progress.start("restore", m.size)
-        w = _Writer(fd, m, journal, progress, partial)
+        parallel = max(1, parallel)
+        w = _Writer(fd, m, journal, progress, partial, window_size(parallel, m.chunk_size))
         w.mark([i for i, cid in m.iter_chunks() if cid is None], journal=False)
         w.mark(resumed, journal=False)
         fetched, fetched_bytes, digest = _fetch_all(repo, m, w, set(resumed), parallel)
@@ -197,15 +236,22 @@ def restore_point(repo: Repository, m: Manifest, out: Path, *, fmt: str = "raw",
     return RestoreResult(m, out, fmt, fetched, fetched_bytes, len(resumed), time.monotonic() - t0)
 
 
+def window_size(parallel: int, chunk_size: int) -> int:
+    """Chunks held at once (downloading, decoding, or waiting for the hasher): enough to keep every
+    download thread and every decoder busy, capped by ``INFLIGHT_BUDGET``."""
+    want = parallel + 2 * (os.cpu_count() or 1) + 4
+    return max(2, min(want, INFLIGHT_BUDGET // chunk_size))
+
+
 def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
                parallel: int) -> tuple[int, int, str | None]:
     """Download, authenticate and write every chunk not yet verified; also runs the hasher."""
     by_id: dict[bytes, list[int]] = {}
     for i, cid in m.iter_chunks():
-        if cid is not None and i not in skip:
+        if cid is None:
+            w.zero[i] = 1
+        elif i not in skip:
             by_id.setdefault(cid, []).append(i)
-    parallel = max(1, parallel)
-    slots = threading.BoundedSemaphore(max(2, min(2 * parallel, INFLIGHT_BUDGET // (2 * m.chunk_size))))
     counters = {"chunks": 0, "bytes": 0}
     count_lock = threading.Lock()
     result: list[str | None] = [None]
@@ -217,41 +263,39 @@ def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
 
     def decode(cid: bytes, idxs: list[int], blob: bytes) -> None:
         try:
-            if w.error is None:
-                # The tag binds the chunk id; the final image sha256 covers the rest (format §4).
-                plain = repo.open_chunk(cid, blob, chunk_length(idxs[0], m.size, m.chunk_size),
-                                        verify_id=False)
-                w.write(plain, idxs)
-                w.mark(idxs)
-                with count_lock:
-                    counters["chunks"] += 1
-                    counters["bytes"] += len(blob)
+            if w.error is not None:
+                w.window.release()
+                return
+            # The tag binds the chunk id; the final image sha256 covers the rest (format §4).
+            # A memoryview: the ciphertext is never copied before decryption.
+            plain = repo.open_chunk(cid, memoryview(blob), chunk_length(idxs[0], m.size, m.chunk_size),
+                                    verify_id=False)
+            w.write(plain, idxs)
+            with count_lock:
+                counters["chunks"] += 1
+                counters["bytes"] += len(blob)
+            del blob
+            w.publish(plain, idxs)  # the hasher frees the slot once it has hashed ``plain``
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
             w.fail(e)
-        finally:
-            slots.release()
+            w.window.release()
 
-    def fetched(cid: bytes, idxs: list[int], fut: Future[bytes]) -> None:
-        e = fut.exception()
-        if e is not None or w.error is not None:
-            if e is not None:
-                w.fail(e)
-            slots.release()
-            return
+    def fetch(cid: bytes, idxs: list[int]) -> None:
         try:
-            decoders.submit(decode, cid, idxs, fut.result())
-        except RuntimeError as e:  # decoder pool shut down after an error
+            if w.error is not None:
+                w.window.release()
+                return
+            blob = repo.fetch_chunk(cid)
+            decoders.submit(decode, cid, idxs, blob)
+        except BaseException as e:  # noqa: BLE001 - includes the decoder pool shut down after an error
             w.fail(e)
-            slots.release()
+            w.window.release()
 
     try:
         for cid, idxs in by_id.items():
-            slots.acquire()
-            if w.error is not None:
-                slots.release()
+            if not w.acquire_slot():
                 break
-            fut = downloads.submit(repo.fetch_chunk, cid)
-            fut.add_done_callback(lambda f, c=cid, x=idxs: fetched(c, x, f))
+            downloads.submit(fetch, cid, idxs)
         downloads.shutdown(wait=True)
         decoders.shutdown(wait=True)
     except BaseException as e:
