@@ -10,7 +10,8 @@ Cache layout under the images directory (``$DRCTL_STATE_DIR/images``, else ``.st
 
 A server's key hashes its plan entry, what its roles read from the rest of the plan, the base, the
 credentials' fingerprints and :data:`BUILDER_VERSION`: an image is rebuilt only when one changes.
-A lock file serialises concurrent builds of the same cache.
+A lock file serialises concurrent builds of the same cache; outdated images and bases are deleted
+once unused for an hour. Change :data:`BUILDER_VERSION` with any change to what goes into a disk.
 """
 from __future__ import annotations
 
@@ -176,10 +177,22 @@ class _CacheLock:
         os.close(self.fd)
 
 
+# Outdated images and bases are removed only once unused for this long: two checkouts (or a
+# long-running session started before an upgrade) sharing a cache must not delete each other's.
+PRUNE_AFTER_S = 3600
+
+
+def _stale(path: Path) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > PRUNE_AFTER_S
+    except OSError:
+        return False
+
+
 def _prune(images_dir: Path, server: str, keep: Path, broken: bool) -> None:
     pattern = re.compile(rf"^{re.escape(server)}-{'broken-' if broken else ''}[0-9a-f]{{16}}\.raw$")
     for old in images_dir.glob(f"{server}-*.raw"):
-        if old != keep and pattern.match(old.name):
+        if old != keep and pattern.match(old.name) and _stale(old):
             log.info("removing the outdated image %s", old)
             old.unlink(missing_ok=True)
 
@@ -195,7 +208,7 @@ def ensure_base(images_dir: Path, progress: Progress) -> Path:
     rootfs.build_base_rootfs(target, log_path=target.parent / "mmdebstrap.log")
     progress("base", f"base built in {time.monotonic() - t0:.0f} s")
     for old in images_dir.glob("base-*"):
-        if old != target.parent and old.is_dir():
+        if old != target.parent and old.is_dir() and _stale(old):
             shutil.rmtree(old, ignore_errors=True)
     return target
 
@@ -230,6 +243,7 @@ def build_demo_images(plan: Plan, *, images_dir: Path | None = None, servers: It
                                            is_broken)
             images[name] = path
             if path.exists():
+                os.utime(path)  # marks it in use (see PRUNE_AFTER_S)
                 cached.append(name)
                 say(name, f"cached image {path.name}")
             else:
