@@ -39,11 +39,21 @@ def test_dns_server_answers_for_every_server_of_the_site_and_nothing_else(plan):
     assert "nameserver 192.168.10.10" in files(setup_of(plan, "app01"))["/etc/resolv.conf"].content
 
 
-def test_network_config_matches_the_sandbox_mac_and_uses_the_plan_gateway(plan):
+def test_network_config_has_the_production_address_and_the_plan_gateway(plan):
     net = files(setup_of(plan, "db01"))["/etc/systemd/network/10-nic0.network"].content
-    assert f"MACAddress={guest_mac('db01', 0)}" in net
+    assert "Name=en* eth*" in net  # one NIC: whatever MAC the target gives it
     assert "Address=192.168.10.20/24" in net
     assert "Gateway=192.168.10.1" in net
+
+
+def test_several_nics_are_told_apart_by_the_sandbox_mac_and_only_the_first_routes(plan):
+    db = plan.server("db01")
+    two = dataclasses.replace(db, nics=(db.nics[0], dataclasses.replace(db.nics[0], ip="192.168.10.21")))
+    macs = [guest_mac("db01", 0), guest_mac("db01", 1)]
+    setup = roles.guest_setup(plan, two, macs=macs, db_password="x")
+    nic0, nic1 = (files(setup)[f"/etc/systemd/network/10-nic{i}.network"].content for i in (0, 1))
+    assert f"MACAddress={macs[0]}" in nic0 and f"MACAddress={macs[1]}" in nic1
+    assert "Gateway=" in nic0 and "Gateway=" not in nic1
 
 
 def test_app_reads_the_database_by_name_and_web_proxies_to_the_app_address(plan):

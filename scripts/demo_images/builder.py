@@ -42,7 +42,7 @@ from drctl.sandbox import guest_mac
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 Progress = Callable[[str, str], None]  # (subject: "base" or a server name, message)
 
 

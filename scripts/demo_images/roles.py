@@ -111,7 +111,10 @@ def _networkd(server: Server, plan: Plan, macs: list[str], dns_ip: str | None, d
     for i, (nic, mac) in enumerate(zip(server.nics, macs)):
         subnet = plan.subnet(nic.subnet)
         prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
-        lines = ["[Match]", f"MACAddress={mac}", "", "[Network]", f"Address={nic.ip}/{prefix}"]
+        # One NIC: match any Ethernet name, so the disk also comes up where the MAC differs (a cloud
+        # port). Several: the MAC tells them apart (the sandbox sets guest_mac()).
+        match = "Name=en* eth*" if len(server.nics) == 1 else f"MACAddress={mac}"
+        lines = ["[Match]", match, "", "[Network]", f"Address={nic.ip}/{prefix}"]
         if i == 0:  # one default route: through the first NIC's gateway
             lines.append(f"Gateway={subnet.gateway}")
         lines += ["LinkLocalAddressing=no", "IPv6AcceptRA=no", ""]

@@ -1,0 +1,47 @@
+"""Sandbox parts that need no namespace: MACs, resource caps, run ids, URLs."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from drctl.errors import InvalidInput
+from drctl.plan_checks import load_plan
+from drctl.sandbox import NS_PREFIX, Sandbox, SandboxError, guest_mac
+
+PLAN = load_plan(Path(__file__).resolve().parents[1] / "recovery_plans" / "demo.yaml")
+
+
+def test_guest_macs_are_stable_distinct_and_in_qemus_local_range():
+    macs = [guest_mac(s.name, i) for s in PLAN.servers for i in range(2)]
+    assert len(set(macs)) == len(macs)
+    assert all(re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", m) for m in macs)
+    assert guest_mac("db01", 0) == guest_mac("db01", 0)
+
+
+def test_ram_and_vcpus_come_from_the_plan_capped_by_the_options(tmp_path):
+    db = PLAN.server("db01")  # 512 MB, 1 vCPU in the plan
+    assert (Sandbox("r1", PLAN, state_dir=tmp_path).ram_mb(db), Sandbox("r1", PLAN, state_dir=tmp_path).vcpus(db)) == (512, 1)
+    capped = Sandbox("r1", PLAN, state_dir=tmp_path, ram_cap_mb=384, vcpu_cap=1)
+    assert capped.ram_mb(db) == 384 and capped.ram_mb(PLAN.server("dns01")) == 256
+
+
+def test_namespace_and_ssh_url_name_the_run_and_the_production_address(tmp_path):
+    sb = Sandbox("demo-20260203T210100Z", PLAN, state_dir=tmp_path)
+    assert sb.namespace == NS_PREFIX + "demo-20260203T210100Z"
+    assert sb.prefix == ["ip", "netns", "exec", sb.namespace]
+    key = tmp_path.resolve() / "images" / "ssh" / "id_ed25519"
+    assert sb.ssh_url("web01") == f"paramiko://root@192.168.10.50?ssh_identity_file={key}"
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "../x", "x" * 80, "-x"])
+def test_run_ids_that_cannot_name_a_namespace_are_refused(tmp_path, bad):
+    with pytest.raises(InvalidInput, match="run id"):
+        Sandbox(bad, PLAN, state_dir=tmp_path)
+
+
+def test_starting_a_server_before_setup_says_what_to_do(tmp_path):
+    sb = Sandbox("r2", PLAN, state_dir=tmp_path)
+    with pytest.raises(SandboxError, match="not set up"):
+        sb.start_server(PLAN.server("dns01"), tmp_path / "none.raw")
