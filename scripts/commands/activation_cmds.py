@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--password-file", metavar="FILE", help="repository password file (else DRCTL_PASSWORD)")
     common.add_argument("--password-command", metavar="CMD", help="command printing the repository password")
     common.add_argument("--state-dir", type=Path, help="local state (default .state or $DRCTL_STATE_DIR)")
+    common.add_argument("--project-dir", type=Path, help="Pulumi project holding stacks/ (default: this checkout)")
     common.add_argument("--json", action="store_true", help="JSON lines; the last line is the run summary")
 
     p = sub.add_parser("activate", parents=[common], help="activate a client's recovery plan (test or disaster)")
@@ -79,13 +80,13 @@ def _activate(args: argparse.Namespace) -> int:
         restore_parallel=args.restore_parallel,
     )
     act = Activation(req, password=read_password(args.password_file, args.password_command),
-                     state_dir=_state_dir(args), on_event=_printer(args.json))
+                     state_dir=_state_dir(args), on_event=_printer(args.json), project_dir=args.project_dir)
     summary = act.execute()
     if args.json:
         sys.stdout.write(summary.to_json() + "\n")
     else:
         _print_summary(summary, _state_dir(args))
-    failed = any(s.status in ("failed", "not-started") for s in summary.servers)
+    failed = any(s.status in ("failed", "not-started") for s in summary.servers) or not summary.reconnection_ok
     return EXIT_RUN_FAILED if failed else EXIT_OK
 
 
@@ -100,6 +101,10 @@ def _print_summary(summary, state_dir: Path) -> None:
               + (f"  ({s.reason})" if s.reason else ""))
     counts = summary.counts()
     print("  " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if summary.reconnection:
+        c = summary.reconnection_counts()
+        print(f"  sites reconnected {c['ok']}/{len(summary.reconnection)}: " + "; ".join(
+            f"{r.site} {r.status}" + (f" ({r.reason})" if r.reason else "") for r in summary.reconnection))
     print(f"report: {state_dir / 'runs' / summary.stack / summary.run_id / 'report.html'}")
 
 
