@@ -56,9 +56,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     from drctl.repo.repository import init_repository
 
     storage = _storage(args.repo)
-    create = getattr(storage, "create", None)  # a local directory is created; a bucket must exist
-    if callable(create):
-        create()
+    # The directory or bucket is created if missing; asking for retention enables Object Lock on a
+    # new bucket (an existing bucket keeps its setting: lock_support() below reads what it does).
+    storage.create(object_lock=bool(args.retain))
     password = read_password(args.password_file, args.password_command, confirm=True)
     object_lock = None
     if args.retain:

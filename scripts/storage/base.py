@@ -77,5 +77,11 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove; deleting a missing object is not an error."""
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Remove several objects (one bulk request where the store has one)."""
+
+    def create(self, *, object_lock: bool = False) -> None:
+        """Create the bucket / directory (with S3 Object Lock enabled when asked)."""
+
     def lock_support(self) -> LockSupport:
         """Whether written retention is really enforced (write a probe, read it back)."""
