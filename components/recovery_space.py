@@ -16,7 +16,7 @@ import pulumi
 import pulumi_openstack as openstack
 
 from drctl.components.security_rules import egress_prefixes, ingress_rules
-from drctl.plan import Plan, Site, Subnet
+from drctl.plan import Plan, Subnet
 
 TYPE = "flexrecovery:index:RecoverySpace"
 
@@ -38,18 +38,6 @@ class SubnetSpec:
 def subnet_spec(subnet: Subnet) -> SubnetSpec:
     pools = ((subnet.dhcp.start, subnet.dhcp.end),) if subnet.dhcp else ()
     return SubnetSpec(cidr=str(subnet.network), gateway_ip=subnet.gateway, allocation_pools=pools)
-
-
-def restored_subnets(plan: Plan) -> tuple[Subnet, ...]:
-    """Plan subnets holding at least one server NIC: rebuilt in the cloud (same rule as drctl.nca)."""
-    used = {nic.subnet for server in plan.servers for nic in server.nics}
-    return tuple(sn for sn in plan.subnets if sn.ref in used)
-
-
-def user_subnets(plan: Plan, site: Site) -> tuple[Subnet, ...]:
-    """A site's user LANs: subnets with a DHCP range and no server; they stay on site."""
-    restored = {sn.ref for sn in restored_subnets(plan)}
-    return tuple(sn for sn in site.subnets if sn.dhcp is not None and sn.ref not in restored)
 
 
 def placement_groups(plan: Plan) -> dict[str, tuple[str, ...]]:
@@ -84,7 +72,7 @@ class RecoverySpace(pulumi.ComponentResource):
 
         self.networks: dict[str, openstack.networking.Network] = {}
         self.subnets: dict[str, openstack.networking.Subnet] = {}
-        for sn in restored_subnets(plan):
+        for sn in plan.recovery_subnets():
             ref = slug(sn.ref)
             spec = subnet_spec(sn)
             net = openstack.networking.Network(

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_openstack as openstack
 
-from drctl.components.recovery_space import user_subnets
 from drctl.plan import Plan, Site, VpnSettings
 from drctl.stack_config import StackConfigInvalid
 
@@ -39,7 +38,7 @@ def tunnel_spec(plan: Plan, site: Site) -> TunnelSpec:
     """The tunnel of ``site``: its plan VPN settings; the peer side is the site's user LANs (the
     recovery side is every restored subnet, the local endpoint group)."""
     v: VpnSettings = site.vpn
-    peers = user_subnets(plan, site)
+    peers = plan.user_subnets(site)
     if not peers:
         raise StackConfigInvalid(
             f"plan {plan.client.id}: sites.{site.name}: no user LAN (a subnet with a DHCP range and no "

@@ -124,18 +124,6 @@ def proposals_for(vpn: VpnSettings, where: str) -> tuple[Proposals | None, list[
     ), []
 
 
-def recovery_subnets(plan: Plan) -> tuple[Subnet, ...]:
-    """Plan subnets with at least one server NIC: restored in the cloud with the same CIDR."""
-    used = {nic.subnet for server in plan.servers for nic in server.nics}
-    return tuple(sn for sn in plan.subnets if sn.ref in used)
-
-
-def user_subnets(plan: Plan, site: Site) -> tuple[Subnet, ...]:
-    """The site's user LANs: subnets with a DHCP range and no server NIC."""
-    rec = {sn.ref for sn in recovery_subnets(plan)}
-    return tuple(sn for sn in site.subnets if sn.dhcp is not None and sn.ref not in rec)
-
-
 def find_site(plan: Plan, site_name: str) -> Site:
     for site in plan.sites:
         if site.name == site_name:
@@ -185,7 +173,7 @@ def _check_user_net(sn: Subnet, where: str, problems: list[str]) -> UserNet | No
 
 def _network_model(plan: Plan, site: Site, where: str,
                    problems: list[str]) -> tuple[list[UserNet], list[str]]:
-    rec = recovery_subnets(plan)
+    rec = plan.recovery_subnets()
     rec_refs = {sn.ref for sn in rec}
     servers_on = {}
     for server in plan.servers:

@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drctl.nca import (LAN_INTERFACE, WAN_INTERFACE, Proposals, find_site, proposals_for,
-                       recovery_subnets, render_bundle, render_cloud_endpoint, user_subnets,
-                       write_bundle)
+                       render_bundle, render_cloud_endpoint, write_bundle)
 from drctl.nca_netns import (DNSMASQ, SWANCTL, CHARON, LabError, Namespaces, new_run, probe, run,
                              require_tools, strongswan_conf)
 from drctl.nca_swan import (child_alg, established_ike, expected_sa, ike_alg, installed_child,
@@ -66,7 +65,7 @@ class ProbeTarget:
 def default_target(plan: Plan, name: str | None = None) -> ProbeTarget:
     """The server to reach: ``name``, else the first with an http check on its own address,
     else the first with a port check, else the first with a NIC."""
-    rec = {sn.ref for sn in recovery_subnets(plan)}
+    rec = {sn.ref for sn in plan.recovery_subnets()}
     servers = [s for s in plan.servers if s.nics and s.nics[0].subnet in rec
                and s.protection != "backup-only"]
     if name is not None:
@@ -142,8 +141,8 @@ class NcaLab:
                                                 self.vpn_endpoint_address,
                                                 vpn=self.cloud_vpn or cloud_site.vpn)
         self.target = self.target or default_target(self.plan)
-        self.users = user_subnets(site_plan, self.site)
-        self.recovery = recovery_subnets(self.plan)
+        self.users = site_plan.user_subnets(self.site)
+        self.recovery = self.plan.recovery_subnets()
         self.ns: Namespaces | None = None
         self.charons: dict[str, _Charon] = {}
         self.cloud_ns: str | None = None

@@ -169,6 +169,18 @@ class Plan:
     def subnets(self) -> tuple[Subnet, ...]:
         return tuple(sn for site in self.sites for sn in site.subnets)
 
+    def recovery_subnets(self) -> tuple[Subnet, ...]:
+        """Subnets holding at least one server NIC: rebuilt in the recovery space with the same
+        CIDR, so restored servers keep their addresses."""
+        used = {nic.subnet for server in self.servers for nic in server.nics}
+        return tuple(sn for sn in self.subnets if sn.ref in used)
+
+    def user_subnets(self, site: Site) -> tuple[Subnet, ...]:
+        """A site's user LANs: subnets with a DHCP range and no server. They stay on site; in a
+        disaster the NCA serves their DHCP/DNS and routes them through the tunnel."""
+        restored = {sn.ref for sn in self.recovery_subnets()}
+        return tuple(sn for sn in site.subnets if sn.dhcp is not None and sn.ref not in restored)
+
     def default_scope(self) -> tuple[str, ...]:
         """Servers restored by a full activation: classes dr and backup-tested."""
         return tuple(s.name for s in self.servers if s.protection in ("dr", "backup-tested"))

@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable
 
 from drctl.errors import DrctlError
-from drctl.nca import recovery_subnets, user_subnets
 from drctl.nca_lab import NcaLab, ProbeTarget
 from drctl.plan import Check, Plan, Server, Site
 from drctl.run_model import ReconnectionStep, SiteReconnection, utc_now
@@ -34,14 +33,14 @@ _HTTP_URL = re.compile(r"^http://([^/:]+)(?::(\d+))?(/[^\s]*)?$")
 def sites_with_users(plan: Plan) -> tuple[Site, ...]:
     """The sites the NCA serves: those with a users LAN (a subnet with a DHCP range and no server).
     A site holding only servers has no workstation to reconnect."""
-    return tuple(site for site in plan.sites if user_subnets(plan, site))
+    return tuple(site for site in plan.sites if plan.user_subnets(site))
 
 
 def _reachable_servers(plan: Plan, site: Site, available: Iterable[str]) -> list[Server]:
     """Available servers whose first NIC is in a recovery subnet (what the tunnel routes and the
     NCA's DNS names), the site's own servers first, then plan order."""
     up = set(available)
-    rec = {sn.ref for sn in recovery_subnets(plan)}
+    rec = {sn.ref for sn in plan.recovery_subnets()}
     own = {sn.ref for sn in site.subnets}
     servers = [s for s in plan.servers if s.name in up and s.nics and s.nics[0].subnet in rec]
     return sorted(servers, key=lambda s: s.nics[0].subnet not in own)  # stable: plan order kept

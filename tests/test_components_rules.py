@@ -8,7 +8,7 @@ import pytest
 
 from drctl.components.backup_vault import BackupVaultArgs, vault_containers
 from drctl.components.recovered_server import recovery_order, restore_image, upstream_in_scope
-from drctl.components.recovery_space import placement_groups, restored_subnets, subnet_spec, user_subnets
+from drctl.components.recovery_space import placement_groups, subnet_spec
 from drctl.components.security_rules import WORLD, ingress_rules
 from drctl.components.site_vpn import tunnel_spec
 from drctl.stack_config import StackConfigInvalid, load_stack
@@ -69,8 +69,8 @@ def test_windows_sql_and_domain_controllers(acme):
 def test_recovery_subnets_copy_the_plan(demo, acme):
     for plan in (demo, acme):
         nic_subnets = {n.subnet for s in plan.servers for n in s.nics}
-        assert {sn.ref for sn in restored_subnets(plan)} == nic_subnets
-        for sn in restored_subnets(plan):
+        assert {sn.ref for sn in plan.recovery_subnets()} == nic_subnets
+        for sn in plan.recovery_subnets():
             spec = subnet_spec(sn)
             assert spec.cidr == sn.cidr and spec.gateway_ip == sn.gateway
             assert spec.allocation_pools == (((sn.dhcp.start, sn.dhcp.end),) if sn.dhcp else ())
@@ -79,24 +79,18 @@ def test_recovery_subnets_copy_the_plan(demo, acme):
 def test_tunnel_peer_is_the_sites_user_lans_with_the_plan_algorithms(demo):
     site = demo.sites[0]
     spec = tunnel_spec(demo, site)
-    assert spec.peer_cidrs == tuple(sn.cidr for sn in user_subnets(demo, site))
-    assert spec.peer_cidrs and not set(spec.peer_cidrs) & {sn.cidr for sn in restored_subnets(demo)}
+    assert spec.peer_cidrs == tuple(sn.cidr for sn in demo.user_subnets(site))
+    assert spec.peer_cidrs and not set(spec.peer_cidrs) & {sn.cidr for sn in demo.recovery_subnets()}
     assert (spec.ike_version, spec.encryption, spec.integrity, spec.pfs) == ("v2", "aes-256", "sha256", "group14")
 
 
 def test_a_site_whose_only_dhcp_subnet_holds_servers_is_refused(demo):
     site = demo.sites[0]
-    lan = next(sn for sn in site.subnets if sn.ref in {r.ref for r in restored_subnets(demo)})
+    lan = next(sn for sn in site.subnets if sn.ref in {r.ref for r in demo.recovery_subnets()})
     mixed = dataclasses.replace(site, subnets=(dataclasses.replace(lan, dhcp=site.subnets[-1].dhcp or lan.dhcp),))
     plan = dataclasses.replace(demo, sites=(mixed,))
     with pytest.raises(StackConfigInvalid, match="sites.paris: no user LAN"):
         tunnel_spec(plan, mixed)
-
-
-def test_same_rule_as_the_nca_bundle_for_restored_subnets(demo, acme):
-    nca = pytest.importorskip("drctl.nca")
-    for plan in (demo, acme):
-        assert restored_subnets(plan) == nca.recovery_subnets(plan)
 
 
 def test_vault_containers_are_named_and_labelled_per_client():
@@ -123,7 +117,7 @@ def test_placement_groups_and_missing_image(acme):
 
 
 def test_acme_user_lans_do_not_overlap_restored_subnets(acme):
-    restored = [ipaddress.ip_network(sn.cidr) for sn in restored_subnets(acme)]
+    restored = [ipaddress.ip_network(sn.cidr) for sn in acme.recovery_subnets()]
     for site in acme.sites:
-        for sn in user_subnets(acme, site):
+        for sn in acme.user_subnets(site):
             assert not any(ipaddress.ip_network(sn.cidr).overlaps(r) for r in restored)

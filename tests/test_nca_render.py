@@ -11,8 +11,8 @@ import jinja2
 import pytest
 import yaml
 
-from drctl.nca import (NcaRenderError, _env, recovery_subnets, render_bundle, render_cloud_endpoint,
-                       user_subnets, write_bundle)
+from drctl.nca import (NcaRenderError, _env, render_bundle, render_cloud_endpoint,
+                       write_bundle)
 from drctl.plan import plan_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,8 +117,8 @@ def test_recovery_vpn_address_is_the_remote_identity(demo_doc: dict) -> None:
 
 def test_network_model(demo_doc: dict) -> None:
     plan = plan_of(demo_doc)
-    assert [sn.ref for sn in recovery_subnets(plan)] == ["paris/lan"]
-    assert [sn.ref for sn in user_subnets(plan, plan.sites[0])] == ["paris/users"]
+    assert [sn.ref for sn in plan.recovery_subnets()] == ["paris/lan"]
+    assert [sn.ref for sn in plan.user_subnets(plan.sites[0])] == ["paris/users"]
 
 
 @pytest.mark.parametrize(("vpn", "proposal"), [

@@ -249,7 +249,7 @@ def test_reconnection_section_per_site_and_in_the_summary():
     assert card["class"] == "card skipped"        # nothing failed, but not every site was proven
     paris = ids["site-paris"]
     assert paris.startswith("Site paris ok")
-    assert f"app01: GET http://192.168.10.30:8080/ containing 'catalogue from db01'" in paris
+    assert "app01: GET http://192.168.10.30:8080/ containing 'catalogue from db01'" in paris
     assert "2026-02-03 17:07:45 UTC \u00b7 14.2 s in total" in paris
     assert "IPsec tunnel up with exactly the declared proposals OK 2.50 s IKEv2 AES_CBC-256" in paris
     assert "Workstation lease from the NCA's DHCP OK 3.10 s lease 192.168.20.100/24" in paris
