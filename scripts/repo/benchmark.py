@@ -103,21 +103,32 @@ def sha256_file(path: Path) -> str:
 class Child:
     wall_s: float
     maxrss_kib: int
+    cpu_s: float  # user + system of the child
     stdout: str
 
 
+# The child's peak RSS must not include ours: wait4 on a direct child reports the parent's RSS at
+# fork time when it is larger (the fork shares our pages until exec). So a tiny launcher spawns the
+# command and reports that grandchild's rusage on its last stderr line.
+_LAUNCH = ("import os, sys\n"
+           "p = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)\n"
+           "_, st, ru = os.wait4(p, 0)\n"
+           "sys.stderr.write(f'\\nRUSAGE {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}\\n')\n"
+           "sys.exit(os.waitstatus_to_exitcode(st))\n")
+
+
 def run(argv: list[str], env: dict[str, str], what: str) -> Child:
-    """Run one child; its wall time and its own peak RSS (wait4's ru_maxrss, KiB)."""
+    """Run one command; its wall time, its own peak RSS (KiB) and CPU time."""
     t = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(argv, env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
+        p = subprocess.run([sys.executable, "-c", _LAUNCH, *argv], env=env, stdout=out, stderr=err, text=True)
         wall = time.monotonic() - t
         out.seek(0), err.seek(0)
+        errors = err.read()
         if p.returncode != 0:
-            raise SystemExit(f"benchmark: {what} failed (exit {p.returncode}): {err.read()[-800:]}")
-        return Child(wall, usage.ru_maxrss, out.read())
+            raise SystemExit(f"benchmark: {what} failed (exit {p.returncode}): {errors[-800:]}")
+        _, maxrss, cpu = errors.strip().splitlines()[-1].split()
+        return Child(wall, int(maxrss), float(cpu), out.read())
 
 
 def last_json(text: str) -> dict[str, Any]:
@@ -134,6 +145,7 @@ class Store:
         self.started = False
         self.created_bucket = False
         self.env: dict[str, str] = {}
+        self.pid: int | None = None  # the embedded server's, for its CPU time
 
     def up(self) -> None:
         if self.kind == "local":
@@ -147,6 +159,7 @@ class Store:
                         "AWS_SECRET_ACCESS_KEY": Path(info.secret_file).read_text().strip(),
                         "AWS_DEFAULT_REGION": "us-east-1", "DRCTL_S3_ADDRESSING": "path"}
             self._store = store
+            self.pid = info.pid
         elif not os.environ.get("AWS_ENDPOINT_URL"):
             raise SystemExit("benchmark: --store env needs AWS_ENDPOINT_URL and credentials in the environment")
         os.environ.update(self.env)
@@ -157,6 +170,13 @@ class Store:
         if self.bucket not in existing:
             create_bucket(client, self.bucket)
             self.created_bucket = True
+
+    def cpu_s(self) -> float:
+        """CPU seconds the embedded server has used so far (0 when it is not ours to see)."""
+        if self.pid is None:
+            return 0.0
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     @property
     def endpoint(self) -> str:
@@ -178,6 +198,13 @@ class Store:
         if self.started:
             self._store.down()
             say("embedded SeaweedFS stopped again")
+
+
+def self_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def raw_get(bucket: str, keys: list[str], threads: int) -> tuple[float, int]:
@@ -271,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         t_data: list[float] = []
         t_restic: list[float] = []
         rss: list[int] = []
+        cpu: dict[str, list[float]] = {"get": [], "get_server": [], "drctl": [], "drctl_server": [],
+                                       "restic": [], "restic_server": []}
         identical = True
         got = 0
         for rnd in range(args.rounds):
@@ -278,14 +307,20 @@ def main(argv: list[str] | None = None) -> int:
 
             def do_get() -> None:
                 nonlocal got
+                c0, s0 = self_cpu(), store.cpu_s()
                 secs, got = raw_get(args.bucket, keys, args.parallel)
                 t_get.append(secs)
+                cpu["get"].append(self_cpu() - c0)
+                cpu["get_server"].append(store.cpu_s() - s0)
 
             def do_drctl(rnd: int = rnd) -> None:
                 nonlocal identical
                 out = work / "restored.img"
+                s0 = store.cpu_s()
                 c = run(drctl + ["restore", url, "--server", "bench", "--out", str(out), "--json",
                                  "--parallel", str(args.parallel)], env, "drctl restore")
+                cpu["drctl_server"].append(store.cpu_s() - s0)
+                cpu["drctl"].append(c.cpu_s)
                 t_cli.append(c.wall_s)
                 t_data.append(float(last_json(c.stdout)["duration_s"]))
                 rss.append(c.maxrss_kib)
@@ -295,9 +330,12 @@ def main(argv: list[str] | None = None) -> int:
 
             def do_restic() -> None:
                 target = work / "restic-out"
+                s0 = store.cpu_s()
                 c = run([restic, *restic_repo, "restore", "latest", "--target", str(target)], env,
                         "restic restore")
                 t_restic.append(c.wall_s)
+                cpu["restic"].append(c.cpu_s)
+                cpu["restic_server"].append(store.cpu_s() - s0)
                 shutil.rmtree(target)
 
             steps = [("raw GET", do_get), ("drctl restore", do_drctl)]
@@ -340,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
             Row("drctl restore, data phase (summary duration_s)",
                 f"{fmt_runs(t_data)}: {size / MiB / median(t_data):.0f} MiB/s of image; bit-identical: {identical}"),
             Row("drctl restore, whole CLI (process start, key derivation, lock, manifest)", fmt_runs(t_cli)),
+            Row("CPU seconds (medians): raw GET client / server; drctl restore / server",
+                f"{median(cpu['get']):.2f} / {median(cpu['get_server']):.2f}; "
+                f"{median(cpu['drctl']):.2f} / {median(cpu['drctl_server']):.2f}"),
             Row("restore / raw GET throughput (data phase)", f"{ratio_data:.2f}", ">= 0.9", ratio_data >= 0.9),
             Row("restore / raw GET throughput (whole CLI)", f"{ratio_cli:.2f}", "(info)"),
             Row("restore peak RSS (max of the runs)", f"{max(rss) / 1024:.0f} MiB", "<= 256 MiB",
@@ -355,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                 Row("restic 0.14 backup (first, same image)", f"{r_backup.wall_s:.1f} s "
                     f"(drctl/restic time: {backup.wall_s / r_backup.wall_s:.2f})"),
                 Row(f"restic restore (s3.connections={args.parallel}, whole CLI)", fmt_runs(t_restic)),
+                Row("CPU seconds (medians): restic restore / server",
+                    f"{median(cpu['restic']):.2f} / {median(cpu['restic_server']):.2f}"),
                 Row("restore speed-up vs restic (whole CLI, medians)", f"{speedup:.2f}x", ">= 1.5x", speedup >= 1.5),
             ]
         if conc is not None:
