@@ -10,15 +10,14 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import drctl.repo.restore as restore_mod
+import pytest
 from drctl.repo.backup import backup_disk
 from drctl.repo.errors import ChunkMissing
 from drctl.repo.manifest import chunk_key
 from drctl.repo.repository import init_repository
 from drctl.repo.restore import restore_disk
-from test_repo_fakes import MiB, MemoryStorage
+from test_repo_fakes import MemoryStorage
 
 CS = 256 * 1024  # chunk size of these repositories
 

@@ -121,7 +121,8 @@ def run(argv: list[str], env: dict[str, str], what: str) -> Child:
     """Run one command; its wall time, its own peak RSS (KiB) and CPU time."""
     t = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.run([sys.executable, "-c", _LAUNCH, *argv], env=env, stdout=out, stderr=err, text=True)
+        p = subprocess.run([sys.executable, "-c", _LAUNCH, *argv], check=False, env=env, stdout=out,
+                           stderr=err, text=True)
         wall = time.monotonic() - t
         out.seek(0), err.seek(0)
         errors = err.read()

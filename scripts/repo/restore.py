@@ -1,8 +1,10 @@
 """``drctl restore``: parallel, authenticated, resumable restore of one disk image
 (read order: docs/repository-format.md §4).
 
-Downloads run on one pool, authentication + decompression + positioned writes on another, a hasher
-thread follows the verified prefix; at most ``max_inflight`` chunks are held in memory at once."""
+Downloads run on one pool; authentication + decompression + positioned writes on another (one thread
+per CPU); a hasher thread takes the verified plaintext in image order (zero runs from a zero block);
+a journal thread records written chunks. A chunk holds a slot of the window (``window_size``) from
+its download until it is hashed, so at most that many chunks are in memory at once."""
 from __future__ import annotations
 
 import ctypes
@@ -92,8 +94,9 @@ def _os_error(e: OSError, path: Path, what: str) -> Exception:
 
 class _Writer:
     """The output file side: positioned writes, the done map and reorder buffer the hasher follows,
-    the journal (fed by its own thread: its fdatasync never stalls a decoder). Every non-zero chunk holds one slot of ``window`` from its download until the
-    hasher has consumed its plaintext, so memory is bounded by ``window`` chunks."""
+    the journal (fed by its own thread: its fdatasync never stalls a decoder). Every non-zero chunk
+    holds one slot of ``window`` from its download until the hasher has consumed its plaintext, so
+    memory is bounded by ``window`` chunks."""
 
     def __init__(self, fd: int, m: Manifest, journal: RestoreJournal, progress: ProgressSink,
                  path: Path, window: int) -> None:
@@ -362,7 +365,7 @@ def _finish(partial: Path, out: Path, fmt: str) -> None:
         if fmt == "qcow2":
             tmp = out.with_name(out.name + ".qcow2.partial")
             proc = subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2",
-                                   str(partial), str(tmp)], capture_output=True, text=True)
+                                   str(partial), str(tmp)], check=False, capture_output=True, text=True)
             if proc.returncode != 0:
                 tmp.unlink(missing_ok=True)
                 raise OutputError(f"qemu-img convert to {tmp} failed: {proc.stderr.strip()}; the "
