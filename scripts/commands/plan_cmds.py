@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 from drctl.errors import EXIT_INVALID, EXIT_OK
-from drctl.plan_checks import PlanInvalid, load_plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def validate_files(paths: list[str]) -> list[dict[str, Any]]:
     """One result per file: ``{"file", "ok", "servers", "sites", "problems": [{file, path, message}]}``."""
+    from drctl.plan_checks import PlanInvalid, load_plan  # jsonschema: imported only when validating
+
     results: list[dict[str, Any]] = []
     for path in paths:
         try:
