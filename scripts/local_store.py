@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from drctl.errors import EXIT_STORAGE, DrctlError, ToolMissing
+from drctl.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +134,6 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (our own exited child not yet reaped) is not alive.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
-
-
 class LocalStore:
     """Start, stop and describe one ``weed mini`` whose state lives in ``state_dir``."""
 
@@ -194,7 +180,7 @@ class LocalStore:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if not _pid_alive(pid):
+        if not process_alive(pid):
             return None
         try:  # the pid may have been reused by something else after a reboot
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -361,7 +347,7 @@ class LocalStore:
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.pid == pid:
             return proc.poll() is None
-        return _pid_alive(pid)
+        return process_alive(pid)
 
     def status(self, check: bool = True) -> LocalStoreInfo:
         """Running or not, and where. ``check`` also asks S3 for its buckets."""

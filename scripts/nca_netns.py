@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drctl.errors import DrctlError, ToolMissing
+from drctl.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -218,16 +219,6 @@ def new_run(root: Path | None = None) -> tuple[str, Path]:
     return run_id, run_dir
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cleanup_leftovers(*, all_runs: bool = False, root: Path | None = None) -> list[str]:
     """Remove namespaces and run directories of crashed runs (owner process gone).
 
@@ -251,13 +242,13 @@ def cleanup_leftovers(*, all_runs: bool = False, root: Path | None = None) -> li
         if run_id not in owners and not all_runs:
             continue  # not a run of this directory: never guess about someone else's namespace
         owner = owners.get(run_id, -1)
-        if all_runs or owner <= 0 or not _alive(owner):
+        if all_runs or owner <= 0 or not process_alive(owner):
             kill_namespace_processes(ns)
             run(["ip", "netns", "del", ns], check=False)
             removed.append(ns)
     for run_id, d in dirs.items():
         owner = owners.get(run_id, -1)
-        if all_runs or owner <= 0 or not _alive(owner):
+        if all_runs or owner <= 0 or not process_alive(owner):
             shutil.rmtree(d, ignore_errors=True)
     return removed
 

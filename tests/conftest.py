@@ -236,3 +236,19 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> RetryingStorage |
 def storage_kind(request: pytest.FixtureRequest) -> str:
     """``local`` / ``seaweed`` / ``swift``: which backend the ``storage`` fixture gave this test."""
     return request.node.callspec.params["storage"]
+
+
+def demo_project(where: Path, *, repository: str, reports: str) -> Path:
+    """A copy of the Pulumi project whose demo stack keeps its backups in ``repository`` and its
+    reports in ``reports`` (an ``s3://`` URL or a directory) instead of the demo vault's."""
+    root = Path(__file__).resolve().parent.parent
+    proj = where / "project"
+    (proj / "stacks").mkdir(parents=True)
+    shutil.copy(root / "Pulumi.yaml", proj)
+    shutil.copytree(root / "recovery_plans", proj / "recovery_plans")
+    shutil.copy(root / "stacks" / "demo.passphrase", proj / "stacks")
+    text = (root / "stacks" / "Pulumi.demo.yaml").read_text()
+    text = text.replace("config:\n", f"config:\n  flexible-recovery:backup_repository: {repository}\n"
+                                      f"  flexible-recovery:report_location: {reports}\n", 1)
+    (proj / "stacks" / "Pulumi.demo.yaml").write_text(text)
+    return proj

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from conftest import demo_project
 
 from drctl.activation import Activation, ActivationRequest, deactivate
 from drctl.activation_guards import LOCK_KEY, NotAuthorised
@@ -27,15 +27,8 @@ PASSWORD = b"correct horse battery staple"
 @pytest.fixture
 def project(tmp_path):
     """A copy of the project whose demo stack points at local-directory vault containers."""
-    proj = tmp_path / "project"
-    (proj / "stacks").mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "Pulumi.yaml", proj)
-    shutil.copytree(REPO_ROOT / "recovery_plans", proj / "recovery_plans")
-    shutil.copy(REPO_ROOT / "stacks" / "demo.passphrase", proj / "stacks")
-    text = (REPO_ROOT / "stacks" / "Pulumi.demo.yaml").read_text()
-    text = text.replace("config:\n", f"config:\n  flexible-recovery:backup_repository: {tmp_path / 'vault' / 'repo'}\n"
-                                      f"  flexible-recovery:report_location: {tmp_path / 'vault' / 'reports'}\n", 1)
-    (proj / "stacks" / "Pulumi.demo.yaml").write_text(text)
+    proj = demo_project(tmp_path, repository=str(tmp_path / "vault" / "repo"),
+                        reports=str(tmp_path / "vault" / "reports"))
     repo_store = LocalDirStorage(tmp_path / "vault" / "repo")
     repo_store.create()
     LocalDirStorage(tmp_path / "vault" / "reports").create()

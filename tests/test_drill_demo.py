@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -15,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from conftest import demo_project
 
 from drctl.demo_images.builder import build_demo_images, default_images_dir
 from drctl.plan_checks import load_plan
@@ -27,19 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DRCTL = str(REPO_ROOT / ".venv" / "bin" / "drctl")
 PASSWORD = "demo client password, held by the client only"
-
-
-def _project(tmp: Path, bucket: str) -> Path:
-    proj = tmp / "project"
-    (proj / "stacks").mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "Pulumi.yaml", proj)
-    shutil.copytree(REPO_ROOT / "recovery_plans", proj / "recovery_plans")
-    shutil.copy(REPO_ROOT / "stacks" / "demo.passphrase", proj / "stacks")
-    text = (REPO_ROOT / "stacks" / "Pulumi.demo.yaml").read_text()
-    text = text.replace("config:\n", f"config:\n  flexible-recovery:backup_repository: s3://{bucket}/repo\n"
-                                      f"  flexible-recovery:report_location: s3://{bucket}-reports\n", 1)
-    (proj / "stacks" / "Pulumi.demo.yaml").write_text(text)
-    return proj
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +55,7 @@ def demo_vault(seaweed_server, tmp_path_factory):
     # The sandbox logs in with the key baked into the images.
     (tmp / "state").mkdir()
     os.symlink(default_images_dir(), tmp / "state" / "images")
-    return {"project": _project(tmp, bucket), "tmp": tmp, "env": env, "points": points,
+    return {"project": demo_project(tmp, repository=f"s3://{bucket}/repo", reports=f"s3://{bucket}-reports"), "tmp": tmp, "env": env, "points": points,
             "broken_point": broken_point, "good_until": good_until, "plan": plan, "client": client,
             "reports_bucket": f"{bucket}-reports"}
 
