@@ -121,8 +121,12 @@ class Activation:
         override = check_guards(req, plan, started)
         repo = open_repository(open_storage(self.cfg.settings.repository_url(plan)), self.password)
         reports = open_storage(self.cfg.settings.reports_url(plan))
+        active = self.state_dir / "active" / f"{req.stack}.json"
+        if active.exists():
+            raise InvalidInput(f"stack {req.stack} is still activated by run "
+                               f"{json.loads(active.read_text())['run_id']} ({active}); "
+                               f"run `drctl deactivate {req.stack}` first")
         restore_dir = self.state_dir / "restores" / self.run_id
-        restore_dir.mkdir(parents=True, exist_ok=True)
         self.emit("run-started", {"run_id": self.run_id, "stack": req.stack, "mode": req.mode, "target": req.target,
                                   "servers": [s.name for s in self.scope]})
 
@@ -132,8 +136,10 @@ class Activation:
 
         keep_running = req.kind == "activation" or req.keep
         with ActivationLock(reports, req.stack, self.run_id):
-            target, teardown = self.target_factory(self, deadline_for)
+            restore_dir.mkdir(parents=True, exist_ok=True)
+            teardown = _nothing
             try:
+                target, teardown = self.target_factory(self, deadline_for)
                 runs = run_servers(
                     self.scope,
                     restore=lambda s, d: self._restore(repo, target, restore_dir, s, d),
@@ -192,6 +198,10 @@ class Activation:
                                     "since": datetime.now(timezone.utc).isoformat()}))
 
 
+def _nothing() -> None:
+    pass
+
+
 def default_target_factory(act: Activation, deadline_for):
     """(target, teardown) for the request's target."""
     if act.req.target == "local":
@@ -200,7 +210,11 @@ def default_target_factory(act: Activation, deadline_for):
 
         sandbox = Sandbox(act.run_id, act.plan, state_dir=act.state_dir, ram_cap_mb=act.req.ram_cap_mb,
                           vcpu_cap=act.req.vcpu_cap)
-        sandbox.setup()
+        try:
+            sandbox.setup()
+        except BaseException:
+            sandbox.teardown()  # a half-made namespace is removed too
+            raise
         return LocalTarget(sandbox, deadline_for), sandbox.teardown
     from drctl.cloud_target import CloudTarget, GlanceImages, NovaServers, PulumiAutomationStack
 

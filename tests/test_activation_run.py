@@ -13,6 +13,7 @@ from conftest import demo_project
 
 from drctl.activation import Activation, ActivationRequest, deactivate
 from drctl.activation_guards import LOCK_KEY, NotAuthorised
+from drctl.errors import InvalidInput
 from drctl.repo.backup import backup_disk
 from drctl.repo.crypto import KdfParams
 from drctl.repo.repository import init_repository
@@ -133,3 +134,16 @@ def test_unauthorised_requester_restores_nothing(project):
     with pytest.raises(NotAuthorised, match="may not activate"):
         act.execute()
     assert target.started == [] and not (tmp / "state" / "restores").exists()
+
+
+def test_a_second_activation_waits_for_deactivation(project):
+    proj, tmp, images = project
+    _, first, _ = run(project, {"mode": "test", "servers": ("dns01",), "override_window": True,
+                                "reason": "agreed"}, FakeTarget(images))
+    with pytest.raises(InvalidInput, match=f"still activated by run {first.run_id}.*drctl deactivate demo"):
+        run(project, {"mode": "test", "servers": ("dns01",), "override_window": True, "reason": "agreed"},
+            FakeTarget(images))
+    deactivate("demo", tmp / "state")
+    _, second, _ = run(project, {"mode": "test", "servers": ("dns01",), "override_window": True,
+                                 "reason": "agreed"}, FakeTarget(images))
+    assert second.server("dns01").status == "ok"
