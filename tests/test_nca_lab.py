@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sandbox_standin import sandbox_standin
 import yaml
 
 from drctl.nca import NcaRenderError, render_bundle, render_cloud_endpoint
@@ -198,32 +199,7 @@ def test_lab_attaches_to_an_existing_cloud_namespace(tmp_path: Path) -> None:
     plays the recovery space; the lab plugs its VPN endpoint in and leaves the namespace as found."""
     from drctl.nca_lab import ProbeTarget
 
-    sandbox, guest = f"drtest-{os.getpid()}-sbx", f"drtest-{os.getpid()}-g"
-    www = tmp_path / "www"
-    www.mkdir()
-    (www / "index.html").write_text("catalogue from db01\n")
-    server = None
-    try:
-        for ns in (sandbox, guest):
-            run(["ip", "netns", "add", ns])
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        run(["ip", "-n", sandbox, "link", "add", "br-lan", "type", "bridge"])
-        run(["ip", "-n", sandbox, "addr", "add", "192.168.10.1/24", "dev", "br-lan"])
-        run(["ip", "-n", sandbox, "link", "set", "br-lan", "up"])
-        run(["ip", "link", "add", "tap-app01", "netns", sandbox, "type", "veth", "peer", "name", "eth0", "netns", guest])
-        run(["ip", "-n", sandbox, "link", "set", "tap-app01", "master", "br-lan", "up"])
-        run(["ip", "-n", guest, "addr", "add", "192.168.10.30/24", "dev", "eth0"])
-        run(["ip", "-n", guest, "link", "set", "eth0", "up"])
-        server = subprocess.Popen(["ip", "netns", "exec", guest, sys.executable, "-m", "http.server", "8080",
-                                   "--bind", "192.168.10.30", "--directory", str(www)],
-                                  stdout=subprocess.DEVNULL, stderr=(tmp_path / "http.err").open("w"))
-        deadline = time.monotonic() + 15
-        while run(["ip", "netns", "exec", guest, sys.executable, "-m", "drctl.nca_probe", "tcp",
-                   "--host", "192.168.10.30", "--port", "8080"], check=False).returncode != 0:
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "http.err").read_text()
-            time.sleep(0.1)
-        # Only now the default route: http.server's reverse lookup at bind time fails fast without one.
-        run(["ip", "-n", guest, "route", "add", "default", "via", "192.168.10.1"])
+    with sandbox_standin(tmp_path, "catalogue from db01", tag="l") as (sandbox, _):
         links_before = run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n")
         lab = NcaLab(plan=plan_from_dict(load_doc("demo")), site_name="paris", psk=PSK,
                      target=ProbeTarget("app01", "192.168.10.30", 8080, "/", "catalogue from db01"))
@@ -238,12 +214,6 @@ def test_lab_attaches_to_an_existing_cloud_namespace(tmp_path: Path) -> None:
         assert sandbox in netns_list()
         assert run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n") == links_before
         assert "lookup 220" not in run(["ip", "-n", sandbox, "rule"]).stdout
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=5)
-        for ns in (guest, sandbox):
-            run(["ip", "netns", "del", ns], check=False)
 
 
 def test_lab_refuses_a_cloud_namespace_without_the_gateways() -> None:
