@@ -1,5 +1,5 @@
-"""A namespace standing in for a drill's sandbox, for the NCA lab and reconnection tests (not a
-test module: imported by them)."""
+"""Shared helpers of the NCA lab and reconnection tests (not a test module: imported by them): the
+lab-tools guard and a namespace standing in for a drill's sandbox."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from drctl.nca_netns import run
+import pytest
+
+from drctl.nca_netns import LabUnavailable, require_tools, run
+
+
+def need_lab() -> None:
+    """Fail (skip only with DRCTL_ALLOW_SKIP=1) when strongSwan, dnsmasq or iproute2 are missing."""
+    try:
+        require_tools()
+    except LabUnavailable as e:
+        if os.environ.get("DRCTL_ALLOW_SKIP") == "1":
+            pytest.skip(f"NCA lab unavailable: {e.message}")
+        pytest.fail(f"NCA lab unavailable: {e.message} (set DRCTL_ALLOW_SKIP=1 to skip)")
 
 
 @contextmanager

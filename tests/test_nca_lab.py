@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from sandbox_standin import sandbox_standin
+from sandbox_standin import need_lab, sandbox_standin
 import yaml
 
 from drctl.nca import NcaRenderError, render_bundle, render_cloud_endpoint
 from drctl.nca_lab import LabError, NcaLab
-from drctl.nca_netns import (PREFIX, LabUnavailable, check_swanctl_conf, cleanup_leftovers,
-                             netns_list, require_tools, run)
+from drctl.nca_netns import (PREFIX, check_swanctl_conf, cleanup_leftovers,
+                             netns_list, run)
 from drctl.plan import plan_from_dict
 
 pytestmark = pytest.mark.integration
@@ -34,12 +34,7 @@ ENDPOINT = "198.51.100.1"
 
 @pytest.fixture(scope="module", autouse=True)
 def lab_tools() -> None:
-    try:
-        require_tools()
-    except LabUnavailable as e:
-        if os.environ.get("DRCTL_ALLOW_SKIP") == "1":
-            pytest.skip(f"NCA lab unavailable: {e.message}")
-        pytest.fail(f"NCA lab unavailable: {e.message} (set DRCTL_ALLOW_SKIP=1 to skip)")
+    need_lab()
 
 
 def load_doc(name: str) -> dict:

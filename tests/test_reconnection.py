@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sandbox_standin import sandbox_standin
+from sandbox_standin import need_lab, sandbox_standin
 from test_report_fixtures import demo_summary
 
-from drctl.nca_netns import PREFIX, LabUnavailable, netns_list, require_tools, run
+from drctl.nca_netns import PREFIX, netns_list, run
 from drctl.plan import plan_from_dict
 from drctl.reconnection import check_sites, choose_target, describe_probe, sites_with_users
 from drctl.run_model import RunSummary
@@ -30,15 +30,6 @@ PAGE = "catalogue from db01"   # what app01's http check in recovery_plans/demo.
 LAB_STEPS = ["bundle-check", "namespaces", "cloud-endpoint", "nca-start", "tunnel", "pfs-rekey",
              "dhcp", "dns", "icmp", "tcp", "teardown"]
 ALL_DEMO = {"dns01", "db01", "app01", "files01", "web01"}
-
-
-def need_lab() -> None:
-    try:
-        require_tools()
-    except LabUnavailable as e:
-        if os.environ.get("DRCTL_ALLOW_SKIP") == "1":
-            pytest.skip(f"NCA lab unavailable: {e.message}")
-        pytest.fail(f"NCA lab unavailable: {e.message} (set DRCTL_ALLOW_SKIP=1 to skip)")
 
 
 def lab_namespaces() -> set[str]:
