@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -112,6 +113,7 @@ class Activation:
         self.scope = resolve_scope(self.cfg, req.servers)
         self.target_factory = target_factory or default_target_factory
         self.run_id = new_run_id()
+        self.cancel = threading.Event()  # set on Ctrl-C: the running restores stop
 
     def execute(self) -> RunSummary:
         from drctl.repo.repository import open_repository
@@ -144,7 +146,7 @@ class Activation:
                     self.scope,
                     restore=lambda s, d: self._restore(repo, target, restore_dir, s, d),
                     start=target.start_server, verify=target.verify,
-                    restore_parallel=req.restore_parallel, on_event=self.emit,
+                    restore_parallel=req.restore_parallel, on_event=self.emit, cancel=self.cancel,
                 )
                 reconnection = self._reconnection(target, runs)
             except BaseException:
@@ -184,7 +186,8 @@ class Activation:
         from drctl.repo.restore import restore_disk
 
         result = restore_disk(repo, server=server.name, disk=disk, point=self.req.point,
-                              out=restore_dir / f"{server.name}-{disk}.raw", parallel=self.req.chunk_parallel)
+                              out=restore_dir / f"{server.name}-{disk}.raw", parallel=self.req.chunk_parallel,
+                              cancel=self.cancel)
         restored = RestoredDisk(server.name, disk, str(result.path), result.point.id, result.point.created)
         target.stage_disk(server, restored)
         return restored

@@ -97,23 +97,41 @@ def run_servers(
     restore_parallel: int = 4,
     on_event: EventFn | None = None,
     now: Callable[[], datetime] = _now,
+    cancel: threading.Event | None = None,
 ) -> dict[str, ServerRun]:
-    """Run the activation of ``servers`` (already the in-scope subset, in plan order)."""
+    """Run the activation of ``servers`` (already the in-scope subset, in plan order).
+
+    On Ctrl-C (any exception in the calling thread) ``cancel`` is set, which ``restore`` is
+    expected to honour, and this returns only once no restore is running any more: the caller
+    can then remove the restore directory without a worker writing into it again."""
     emit = on_event or (lambda kind, data: None)
     dependency_levels(servers)  # refuses a cycle before anything starts
     runs = {s.name: ServerRun(server=s) for s in servers}
     done = {s.name: threading.Event() for s in servers}
     lock = threading.Lock()
 
+    cancel = cancel or threading.Event()
+    restoring = threading.Condition()  # guards ``in_flight``: restores running right now
+    in_flight = [0]
+
     def restore_one(s: Server, disk: str) -> RestoredDisk:
-        run = runs[s.name]
-        with lock:
-            if run.restore_started_at is None:
-                run.restore_started_at = now()
-        emit("restore-started", {"server": s.name, "disk": disk})
-        result = restore(s, disk)
-        emit("restore-finished", {"server": s.name, "disk": disk, "point": result.point_id})
-        return result
+        with restoring:
+            in_flight[0] += 1
+        try:
+            if cancel.is_set():
+                raise RuntimeError("cancelled before it started")
+            run = runs[s.name]
+            with lock:
+                if run.restore_started_at is None:
+                    run.restore_started_at = now()
+            emit("restore-started", {"server": s.name, "disk": disk})
+            result = restore(s, disk)
+            emit("restore-finished", {"server": s.name, "disk": disk, "point": result.point_id})
+            return result
+        finally:
+            with restoring:
+                in_flight[0] -= 1
+                restoring.notify_all()
 
     def drive(s: Server, disk_futures: list[Future]) -> None:
         run = runs[s.name]
@@ -159,9 +177,13 @@ def run_servers(
         for t in drivers:
             t.join()
     except BaseException:
-        # Ctrl-C: queued restores are dropped; the caller tears the target down, which makes
-        # any server start still in flight fail instead of booting into a dead sandbox.
+        # Ctrl-C: queued restores are dropped, running ones told to stop and waited for; the
+        # caller tears the target down, which makes any server start still in flight fail
+        # instead of booting into a dead sandbox.
+        cancel.set()
         pool.shutdown(wait=False, cancel_futures=True)
+        with restoring:
+            restoring.wait_for(lambda: in_flight[0] == 0)
         raise
     pool.shutdown(wait=True)
     return runs

@@ -63,6 +63,12 @@ class ToolMissing(DrctlError):
     exit_code = EXIT_MISSING_TOOL
 
 
+class Cancelled(DrctlError):
+    """The operation was cancelled (Ctrl-C on the run that started it)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class LocalIOError(DrctlError):
     """A local file could not be read or written."""
 

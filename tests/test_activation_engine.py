@@ -131,3 +131,40 @@ def test_cycle_is_refused_before_anything_runs():
 def test_levels():
     plan = [server("dns"), server("db", ("dns",)), server("app", ("db", "dns")), server("files")]
     assert dependency_levels(plan) == {"dns": 0, "db": 1, "app": 2, "files": 0}
+
+
+def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped():
+    """After Ctrl-C the caller removes the restore directory: no restore may still be writing."""
+    import _thread
+
+    cancel = threading.Event()
+    state = {"running": 0, "saw_cancel": 0, "calls": 0}
+    lock = threading.Lock()
+
+    def restore(s: Server, disk: str) -> RestoredDisk:
+        with lock:
+            state["running"] += 1
+            state["calls"] += 1
+            first = state["calls"] == 1
+        try:
+            if first:
+                _thread.interrupt_main()  # the operator's Ctrl-C, raised in the caller's thread
+            if cancel.wait(timeout=10):
+                time.sleep(0.2)  # a chunk download still finishing
+                with lock:
+                    state["saw_cancel"] += 1
+                raise RuntimeError("cancelled")
+            return RestoredDisk(s.name, disk, "/tmp/x", "p1", datetime.now(timezone.utc))
+        finally:
+            with lock:
+                state["running"] -= 1
+
+    rec = Recorder()
+    servers = [server(n) for n in ("a", "b", "c", "d", "e")]
+    with pytest.raises(KeyboardInterrupt):
+        run_servers(servers, restore=restore, start=rec.start, verify=rec.verify, restore_parallel=2,
+                    cancel=cancel)
+    assert cancel.is_set()
+    assert state["running"] == 0  # every started restore had stopped before run_servers returned
+    assert state["saw_cancel"] == state["calls"] <= 3  # queued restores never started
+    assert ("start", "a") not in rec.events

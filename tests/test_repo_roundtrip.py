@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
+from drctl.errors import Cancelled
 from drctl.repo.backup import backup_disk
 from drctl.repo.errors import ChunkCorrupt, ChunkMissing, ForeignManifest, SourceChanged, WrongPassword
 from drctl.repo.manifest import chunk_key, point_key
@@ -168,6 +170,41 @@ def test_interrupted_restore_leaves_no_output_and_resumes_without_trusting_the_p
     assert got.resumed_chunks == len(done) - 1
     assert got.fetched_chunks == n - got.resumed_chunks
     assert not partial.exists() and not journal.exists()
+
+
+class CancelAfter:
+    """Delegates to ``inner``; sets ``cancel`` once ``n`` chunks were read (the operator's Ctrl-C)."""
+
+    def __init__(self, inner, n: int, cancel: threading.Event) -> None:
+        self.inner, self.n, self.cancel, self.data_gets = inner, n, cancel, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get(self, key: str, byte_range=None) -> bytes:
+        if key.startswith("data/"):
+            self.data_gets += 1
+            if self.data_gets >= self.n:
+                self.cancel.set()
+        return self.inner.get(key, byte_range)
+
+
+def test_cancelled_restore_stops_early_and_leaves_only_a_resumable_partial(repo, image, tmp_path):
+    res = backup_disk(repo, image, server="web", disk="vda")
+    n = len(res.point.chunk_ids())
+    cancel = threading.Event()
+    counting = CancelAfter(repo.storage, 2, cancel)
+    repo.storage, real = counting, repo.storage
+    out = tmp_path / "r.img"
+    with pytest.raises(Cancelled) as e:
+        restore_disk(repo, server="web", out=out, parallel=1, cancel=cancel)
+    assert e.value.exit_code == 130 and "web/vda" in str(e.value)
+    assert counting.data_gets < n  # it stopped; it did not fetch the whole image first
+    assert not out.exists()
+    repo.storage = real
+    got = restore_disk(repo, server="web", out=out, parallel=2)
+    assert sha(out) == sha(image)
+    assert got.resumed_chunks >= 1
 
 
 def test_source_that_grows_during_backup_writes_no_point(repo, tmp_path):

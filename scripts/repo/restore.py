@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from drctl.errors import InvalidInput, ToolMissing
+from drctl.errors import Cancelled, InvalidInput, ToolMissing
 from drctl.repo.crypto import chunk_id
 from drctl.repo.errors import DiskFull, ImageMismatch, OutputError
 from drctl.repo.journal import RestoreJournal
@@ -74,15 +74,17 @@ class RestoreResult:
 
 def restore_disk(repo: Repository, *, server: str, out: str | os.PathLike[str], disk: str | None = None,
                  point: str = "latest", fmt: str = "raw", parallel: int = 16,
-                 progress: ProgressSink | None = None) -> RestoreResult:
+                 progress: ProgressSink | None = None, cancel: threading.Event | None = None) -> RestoreResult:
     """Restore one disk of ``server`` to ``out``; the public entry the activation calls.
 
     ``point`` is ``latest``, a point id (prefix) or an ISO time (newest at or before it). A file
     appears at ``out`` only once its sha256 equals the manifest's; on failure ``out.partial`` and
-    its journal stay for a resume (the same call again)."""
+    its journal stay for a resume (the same call again). Setting ``cancel`` (from another thread)
+    stops the restore within one chunk download: it raises :class:`Cancelled`."""
     with repo.lock(exclusive=False, operation="restore"):
         manifest = select_point(repo.load_points(), server, disk, point)
-        return restore_point(repo, manifest, Path(out), fmt=fmt, parallel=parallel, progress=progress)
+        return restore_point(repo, manifest, Path(out), fmt=fmt, parallel=parallel, progress=progress,
+                             cancel=cancel)
 
 
 def _os_error(e: OSError, path: Path, what: str) -> Exception:
@@ -235,7 +237,7 @@ def _prepare_output(out: Path, fmt: str) -> tuple[Path, Path]:
 
 
 def restore_point(repo: Repository, m: Manifest, out: Path, *, fmt: str = "raw", parallel: int = 16,
-                  progress: ProgressSink | None = None) -> RestoreResult:
+                  progress: ProgressSink | None = None, cancel: threading.Event | None = None) -> RestoreResult:
     """Restore the given point to ``out`` (the caller holds a shared lock)."""
     t0 = time.monotonic()
     progress = progress or NullProgress()
@@ -258,7 +260,7 @@ def restore_point(repo: Repository, m: Manifest, out: Path, *, fmt: str = "raw",
         w = _Writer(fd, m, journal, progress, partial, window_size(parallel, m.chunk_size))
         w.mark([i for i, cid in m.iter_chunks() if cid is None])
         w.mark(resumed)
-        fetched, fetched_bytes, digest = _fetch_all(repo, m, w, set(resumed), parallel)
+        fetched, fetched_bytes, digest = _fetch_all(repo, m, w, set(resumed), parallel, cancel)
         journal.flush()
         if digest != m.sha256:
             os.close(fd)
@@ -289,7 +291,7 @@ def window_size(parallel: int, chunk_size: int) -> int:
 
 
 def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
-               parallel: int) -> tuple[int, int, str | None]:
+               parallel: int, cancel: threading.Event | None = None) -> tuple[int, int, str | None]:
     """Download, authenticate and write every chunk not yet verified; also runs the hasher."""
     by_id: dict[bytes, list[int]] = {}
     for i, cid in m.iter_chunks():
@@ -340,6 +342,9 @@ def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
 
     try:
         for cid, idxs in by_id.items():
+            if cancel is not None and cancel.is_set():
+                w.fail(Cancelled(f"restore of {m.server}/{m.disk} cancelled; the verified chunks are kept "
+                                 f"in {w.path} for a resume"))
             if not w.acquire_slot():
                 break
             downloads.submit(fetch, cid, idxs)
