@@ -19,7 +19,7 @@ Exit codes (documented in the README; restic's where restic has one):
 15    local I/O failure (disk full, output path unusable)
 16    an external tool or service the command needs is missing
 20    an activation, drill or check ran and at least one server failed
-130   interrupted (Ctrl-C); nothing half-written is left behind
+130   interrupted (Ctrl-C or SIGTERM); nothing half-written is left behind
 ====  ==========================================================
 """
 from __future__ import annotations

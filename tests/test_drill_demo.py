@@ -105,11 +105,19 @@ def test_demo_drill_every_server_ok_in_dependency_order(demo_vault):
     assert not (v["tmp"] / "state" / "restores" / summary["run_id"]).exists()
 
 
-def test_interrupted_drill_leaves_nothing_behind(demo_vault):
+def _sigint_default() -> None:
+    # A shell that starts pytest in the background makes its children ignore SIGINT, and Python
+    # keeps an inherited SIG_IGN: the operator's Ctrl-C would never reach the drill.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_drill_leaves_nothing_behind(demo_vault, signum):
     v = demo_vault
     argv = [DRCTL, "drill", "demo", "--target", "local", "--requested-by", "Alice Martin",
             "--password-file", str(v["tmp"] / "password"), "--project-dir", str(v["project"]), "--json"]
-    proc = subprocess.Popen(argv, env=v["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, env=v["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default)
     run_id = None
     for line in proc.stdout:
         event = json.loads(line)
@@ -117,7 +125,7 @@ def test_interrupted_drill_leaves_nothing_behind(demo_vault):
         if event.get("event") == "boot-started":
             break
     time.sleep(3)  # QEMU is running in the sandbox now
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
