@@ -60,6 +60,12 @@ class MemoryStorage:
     def lock_support(self) -> LockSupport:
         return LockSupport(enforced=False, detail="in-memory test storage: no object lock")
 
+    def extend_retention(self, key: str, until: datetime) -> None:
+        with self._lock:
+            if key not in self.objects:
+                raise ObjectMissing(key, self.name)
+            self.retention[key] = max(until, self.retention.get(key, until))
+
 
 class FailingAfter:
     """Delegates to ``inner`` but every ``get`` of a ``data/`` object after the first ``n`` fails

@@ -246,3 +246,27 @@ def test_full_local_disk_is_exit_15_and_leaves_no_output(repo, tmp_path):
         assert e.value.exit_code == 15 and not (mnt / "out.img").exists()
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+class LockingMemoryStorage(MemoryStorage):
+    """The in-memory store, claiming to enforce Object Lock (what SeaweedFS reports)."""
+
+    def lock_support(self):
+        from drctl.storage.base import LockSupport
+        return LockSupport(enforced=True, detail="test store: enforced")
+
+
+@pytest.mark.parametrize("enforced", [True, False])
+def test_reused_chunks_are_retained_as_long_as_the_newest_point_only_where_enforced(tmp_path, enforced):
+    storage = LockingMemoryStorage() if enforced else MemoryStorage()
+    repo = init_repository(storage, b"pw-1", chunk_size=MiB)
+    img = make_image(tmp_path / "d.img", 6 * MiB + 5, seed=3)
+    first = backup_disk(repo, img, server="s", disk="d", retain_days=1)
+    assert mutate(img, 0.01) == 1  # one chunk changes, the others are reused
+    second = backup_disk(repo, img, server="s", disk="d", retain_days=5)
+    reused = set(first.point.chunk_ids()) & set(second.point.chunk_ids())
+    assert reused and second.new_chunks == 1
+    assert second.extended_chunks == (len(reused) if enforced else 0)
+    for cid in reused:
+        until = storage.retention[chunk_key(cid)]
+        assert until == (second.point.retain_until if enforced else first.point.retain_until)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,34 @@ def test_seaweedfs_round_trip_with_enforced_object_lock(seaweed_s3, tmp_path):
     head = s3.head_object(Bucket=seaweed_s3.bucket, Key=listed[0]["Key"])
     assert head["ObjectLockMode"] == "COMPLIANCE" and head.get("ObjectLockRetainUntilDate") is not None
     assert len(listed) == summary["new_chunks"]
+
+
+def test_reused_chunks_get_the_retention_of_the_newer_point_on_seaweedfs(seaweed_s3, tmp_path):
+    """Dedup must not weaken immutability: a chunk first written with 1 day of retention and reused
+    by a backup retained 3 days is locked for 3 days, else it could be deleted under the new point."""
+    url = seaweed_s3.url("clients/lock")
+    assert drctl(seaweed_s3, "repo", "init", url, "--chunk-size", "1", "--retain", "1").returncode == 0
+    img = make_image(tmp_path / "disk.img", 8 * MiB + 11, seed=5)
+    first = drctl(seaweed_s3, "backup", url, "--server", "s", "--disk", "vda", str(img), "--json")
+    assert first.returncode == 0, first.stderr
+    second = drctl(seaweed_s3, "backup", url, "--server", "s", "--disk", "vda", str(img), "--json",
+                   "--retain", "3")
+    assert second.returncode == 0, second.stderr
+    s1, s2 = (json.loads(p.stdout.splitlines()[-1]) for p in (first, second))
+    assert s2["new_chunks"] == 0 and s2["extended_chunks"] == s1["new_chunks"] > 0
+    s3 = seaweed_s3.client()
+    until2 = datetime.fromisoformat(s2["retain_until"])
+    for obj in s3.list_objects_v2(Bucket=seaweed_s3.bucket, Prefix="clients/lock/data/")["Contents"]:
+        head = s3.head_object(Bucket=seaweed_s3.bucket, Key=obj["Key"])
+        assert abs((head["ObjectLockRetainUntilDate"] - until2).total_seconds()) <= 1, obj["Key"]
+    # A later backup with a shorter retention leaves the longer one in place (stores refuse to
+    # shorten; that refusal is not an error).
+    third = drctl(seaweed_s3, "backup", url, "--server", "s", "--disk", "vda", str(img), "--json",
+                  "--retain", "1")
+    assert third.returncode == 0, third.stderr
+    key = s3.list_objects_v2(Bucket=seaweed_s3.bucket, Prefix="clients/lock/data/")["Contents"][0]["Key"]
+    kept = s3.head_object(Bucket=seaweed_s3.bucket, Key=key)["ObjectLockRetainUntilDate"]
+    assert abs((kept - until2).total_seconds()) <= 1
 
 
 def test_swift_container_as_bucket_round_trip_reports_ignored_lock(swift_container, tmp_path):

@@ -33,6 +33,7 @@ class BackupResult:
     duration_s: float
     retention_enforced: bool | None
     retention_detail: str = ""
+    extended_chunks: int = 0  # reused chunks whose retention was extended to this point's
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` final line (never anything secret)."""
@@ -42,7 +43,7 @@ class BackupResult:
                 "duration_s": round(self.duration_s, 3), "backup_type": self.point.type,
                 "parent": self.point.parent, "sha256": self.point.sha256,
                 "retain_until": self.point.retain_until.isoformat() if self.point.retain_until else None,
-                "retention_enforced": self.retention_enforced}
+                "retention_enforced": self.retention_enforced, "extended_chunks": self.extended_chunks}
 
 
 def _parent(points: list[Manifest], server: str, disk: str, backup_type: str) -> tuple[str, str | None]:
@@ -60,24 +61,38 @@ def _parent(points: list[Manifest], server: str, disk: str, backup_type: str) ->
 
 
 class _Uploader:
-    """Chunk id, dedup claim, compress+encrypt+upload: all on the pool's threads."""
+    """Chunk id, dedup claim, compress+encrypt+upload: all on the pool's threads.
 
-    def __init__(self, repo: Repository, known: set[bytes], retain_until: datetime | None) -> None:
+    With enforced retention, a chunk reused from an earlier backup gets its retention extended to
+    this point's (format §5): otherwise deleting it once the older, shorter retention expired
+    would break the newer point that still references it."""
+
+    def __init__(self, repo: Repository, known: set[bytes], retain_until: datetime | None,
+                 extend_reused: bool) -> None:
         self.repo = repo
-        self.claimed = known
+        self.claimed = set(known)
+        self.reused = set(known) if extend_reused and retain_until else set()  # still to extend
         self.claim_lock = threading.Lock()
         self.retain_until = retain_until
+        self.extended = 0
         self.failed = threading.Event()
 
     def process(self, data: bytes) -> tuple[bytes, int]:
         cid = chunk_id(self.repo.keys, data)
         with self.claim_lock:
-            if cid in self.claimed:
+            extend = cid in self.reused
+            self.reused.discard(cid)
+            if cid in self.claimed and not extend:
                 return cid, 0
             self.claimed.add(cid)
         if self.failed.is_set():  # another upload failed: do no more work
             return cid, 0
         try:
+            if extend:
+                self.repo.extend_chunk_retention(cid, self.retain_until)
+                with self.claim_lock:
+                    self.extended += 1
+                return cid, 0
             return cid, self.repo.put_chunk(cid, data, self.retain_until)
         except BaseException:
             self.failed.set()
@@ -111,7 +126,7 @@ def backup_disk(repo: Repository, source: str | Path, *, server: str, disk: str,
             if not enforced:
                 log.warning("retention requested but not enforced by %s: %s", repo.describe(), detail)
         known = repo.known_chunks()
-        up = _Uploader(repo, known, retain_until)
+        up = _Uploader(repo, known, retain_until, extend_reused=bool(enforced))
         zero = bytes(chunk_size)
         image_hash = hashlib.sha256()
         slots = threading.BoundedSemaphore(max(2, parallel * 2))
@@ -159,6 +174,6 @@ def backup_disk(repo: Repository, source: str | Path, *, server: str, disk: str,
                              f"was written; run the backup again")
         repo.save_point(manifest)
     result = BackupResult(manifest, len(ids), new_chunks, uploaded, time.monotonic() - t0,
-                          enforced, detail)
+                          enforced, detail, up.extended)
     log.info("backup of %s/%s: point %s, %d chunks, %d new", server, disk, manifest.id, len(ids), new_chunks)
     return result

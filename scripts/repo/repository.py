@@ -103,6 +103,13 @@ class Repository:
         self.storage.put(chunk_key(cid), blob, retain_until=retain_until)
         return len(blob)
 
+    def extend_chunk_retention(self, cid: bytes, until: datetime) -> None:
+        key = chunk_key(cid)
+        try:
+            self.storage.extend_retention(key, until)
+        except ObjectMissing as e:
+            raise ChunkMissing(cid.hex(), key) from e
+
     def fetch_chunk(self, cid: bytes) -> bytes:
         key = chunk_key(cid)
         try:

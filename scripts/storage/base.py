@@ -85,3 +85,7 @@ class Storage(Protocol):
 
     def lock_support(self) -> LockSupport:
         """Whether written retention is really enforced (write a probe, read it back)."""
+
+    def extend_retention(self, key: str, until: datetime) -> None:
+        """Keep ``key`` at least until ``until`` (S3 PutObjectRetention); never shortens a longer
+        retention. A no-op where the store has no Object Lock. Raises ObjectMissing."""

@@ -149,6 +149,12 @@ class LocalDirStorage:
         for key in keys:
             self.delete(key)
 
+    def extend_retention(self, key: str, until: datetime) -> None:
+        """A local directory keeps no retention (``lock_support`` says so): only checks ``key``."""
+        self._check_root()
+        if not self._path(key).is_file():
+            raise ObjectMissing(key, self.describe())
+
     def lock_support(self) -> LockSupport:
         self._check_root()
         return LockSupport(

@@ -114,3 +114,6 @@ class RetryingStorage:
 
     def lock_support(self) -> LockSupport:
         return self._call("lock probe", "", self.inner.lock_support)
+
+    def extend_retention(self, key: str, until: datetime) -> None:
+        self._call("extend retention of", key, lambda: self.inner.extend_retention(key, until))

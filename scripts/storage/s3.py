@@ -378,6 +378,28 @@ class S3Storage:
         return LockSupport(False, f"{where}: the store reports retention but deleted the locked version: "
                                   "NOT enforced")
 
+    def extend_retention(self, key: str, until: datetime) -> None:
+        mode = os.environ.get(LOCK_MODE_ENV, "COMPLIANCE").upper()
+        try:
+            self.client.put_object_retention(Bucket=self.bucket, Key=self._key(key),
+                                             Retention={"Mode": mode, "RetainUntilDate": until})
+        except bce.ClientError as e:
+            if _code(e) in _DENIED or _status(e) == 403:
+                # Stores refuse to shorten a retention: fine when the object is kept longer already.
+                current = self._retained_until(key)
+                if current is not None and current >= until:
+                    return
+            raise self._err(e, key) from e
+        except bce.BotoCoreError as e:
+            raise self._err(e, key) from e
+
+    def _retained_until(self, key: str) -> datetime | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (bce.ClientError, bce.BotoCoreError) as e:
+            raise self._err(e, key) from e
+        return head.get("ObjectLockRetainUntilDate")
+
     def _delete_quietly(self, key: str, version: str | None) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key, **({"VersionId": version} if version else {}))
