@@ -31,8 +31,9 @@ class LocalTarget:
         """Nothing to upload: QEMU boots the restored file (through a throw-away overlay)."""
 
     def start_server(self, server: Server, disks: Sequence[RestoredDisk]) -> None:
-        boot = next(d for d in disks if d.disk == server.boot_disk.name)
-        guest = self.sandbox.start_server(server, Path(boot.path))
+        by_name = {d.disk: Path(d.path) for d in disks}
+        data = [(d.name, by_name[d.name]) for d in server.disks if not d.boot]
+        guest = self.sandbox.start_server(server, by_name[server.boot_disk.name], data_disks=data)
         self.sandbox.wait_ssh(guest, self.deadline_for(server))
 
     def verify(self, server: Server) -> list[CheckResult]:

@@ -306,21 +306,17 @@ class Sandbox:
         return min(server.vcpus, self.vcpu_cap) if self.vcpu_cap else server.vcpus
 
     def start_server(self, server: Server, disk_path: Path, *, disk_format: str = "raw",
-                     overlay: bool = True) -> Guest:
+                     overlay: bool = True, data_disks: Sequence[tuple[str, Path]] = ()) -> Guest:
         """Boot ``server`` from ``disk_path`` (its boot disk), one tap per NIC on its subnet's bridge.
-        With ``overlay`` (default) the guest writes to a qcow2 overlay in the run directory."""
+        ``data_disks`` (name, restored raw file) follow as vdb, vdc... in that order. With
+        ``overlay`` (default) the guest writes to qcow2 overlays in the run directory."""
         if not self._created:
             raise SandboxError(f"sandbox {self.namespace} is not set up (call setup() or use it as a context manager)")
         if server.name in self.guests:
             raise SandboxError(f"server {server.name} is already running in sandbox {self.namespace}")
-        disk_path = Path(disk_path).resolve()
-        if not disk_path.is_file():
-            raise SandboxError(f"disk of {server.name} not found: {disk_path}")
-        drive, fmt = disk_path, disk_format
-        if overlay:
-            drive, fmt = self.run_dir / f"{server.name}.qcow2", "qcow2"
-            _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", disk_format, "-b", str(disk_path), str(drive)],
-                 f"creating the overlay of {server.name}")
+        drives = [self._drive(server, None, disk_path, disk_format, overlay)]
+        drives += [self._drive(server, name, path, "raw", overlay) for name, path in data_disks]
+        drive = drives[0][0]
         taps, netargs = [], []
         for i, nic in enumerate(server.nics):
             bridge = self.bridges.get(nic.subnet)
@@ -341,7 +337,8 @@ class Sandbox:
                 "-accel", "tcg,tb-size=64", "-m", str(ram), "-smp", str(vcpus),
                 "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                 # cache=unsafe: the overlay is thrown away at teardown, flushes would only slow the boot
-                "-drive", f"file={drive},if=virtio,format={fmt},cache={'unsafe' if overlay else 'writeback'}",
+                *(arg for path, fmt in drives for arg in (
+                    "-drive", f"file={path},if=virtio,format={fmt},cache={'unsafe' if overlay else 'writeback'}")),
                 *netargs, "-serial", f"file:{serial}"]
         qemu_log = open(self.run_dir / f"{server.name}.qemu.log", "wb")
         try:
@@ -356,6 +353,19 @@ class Sandbox:
             self.guests[server.name] = guest
         log.info("sandbox %s: %s booting (%d MB, %d vCPU, pid %d)", self.namespace, server.name, ram, vcpus, proc.pid)
         return guest
+
+    def _drive(self, server: Server, disk: str | None, path: Path, fmt: str, overlay: bool) -> tuple[Path, str]:
+        """(file QEMU opens, its format): the restored disk itself, or a qcow2 overlay on it."""
+        path = Path(path).resolve()
+        what = f"disk {disk} of {server.name}" if disk else f"disk of {server.name}"
+        if not path.is_file():
+            raise SandboxError(f"{what} not found: {path}")
+        if not overlay:
+            return path, fmt
+        drive = self.run_dir / (f"{server.name}-{disk}.qcow2" if disk else f"{server.name}.qcow2")
+        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(path), str(drive)],
+             f"creating the overlay of the {what}")
+        return drive, "qcow2"
 
     def wait_ssh(self, guest: Guest, deadline: datetime | None = None, *, timeout_s: float | None = None) -> datetime:
         """Wait until the guest's SSH server answers on its first IP; returns when it did (UTC).

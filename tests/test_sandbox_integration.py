@@ -158,6 +158,37 @@ def test_two_guests_boot_answer_on_their_production_ips_and_leave_nothing(plan, 
     assert images.images["db01"].stat().st_mtime == raw_before, "the guest wrote to the restored disk itself"
 
 
+def test_data_disks_are_attached_after_the_boot_disk_through_overlays(plan, images, tmp_path):
+    """A server with a data disk (a database volume, a file share) sees it as vdb, with its content,
+    and the guest's writes go to the overlay, never into the restored file."""
+    from datetime import datetime, timedelta, timezone
+
+    from drctl.plan import Check
+    from drctl.verify import run_checks_subprocess
+
+    dns = plan.server("dns01")
+    marker = b"drctl-data-disk-marker"
+    data = tmp_path / "dns01-data.raw"
+    with open(data, "wb") as f:
+        f.write(marker)
+        f.truncate(64 * 1024 * 1024)
+    before = data.read_bytes()[:4096], data.stat().st_mtime
+    sb = Sandbox(_run_id(), plan, state_dir=tmp_path, ssh_identity_file=images.ssh_identity_file)
+    with sb:
+        g = sb.start_server(dns, images.images["dns01"], data_disks=[("data", data)])
+        assert (sb.run_dir / "dns01-data.qcow2").exists()
+        sb.wait_ssh(g, timeout_s=BOOT_TIMEOUT_S)
+        checks = [Check("command", "test $(cat /sys/block/vdb/size) -eq 131072"),
+                  Check("command", f"head -c {len(marker)} /dev/vdb | grep -q {marker.decode()}"),
+                  Check("command", "echo overwritten | dd of=/dev/vdb conv=fsync status=none")]
+        results = run_checks_subprocess(sb.ssh_url(dns), checks,
+                                        datetime.now(timezone.utc) + timedelta(seconds=120), prefix=sb.prefix)
+        assert [r.ok for r in results] == [True, True, True], [r.detail for r in results]
+        pid = g.pid
+    _assert_nothing_left(sb.namespace, sb.run_dir, [pid])
+    assert (data.read_bytes()[:4096], data.stat().st_mtime) == before, "the guest wrote to the restored disk"
+
+
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
