@@ -1,7 +1,8 @@
 """RecoveredServer: one restored server, created only while the stack's ``failover`` flag is on.
 
 It boots from the restore image recorded in ``activation.images`` (a boot volume of the plan's
-boot-disk size), gets its plan flavor through the stack's flavor map, one port per plan NIC with
+boot-disk size), gets one more volume per data disk from ``activation.data_images`` (plan order,
+the plan's sizes, attached after the boot volume), gets its plan flavor through the stack's flavor map, one port per plan NIC with
 the fixed production IP and the server's security group, and metadata naming client and restore
 point. It waits for the RecoveredServers of its upstream servers, so the engine creates them in
 plan order; :func:`recovery_order` computes that order.
@@ -68,6 +69,18 @@ def restore_image(server: str, images: Mapping[str, str]) -> str:
     return image
 
 
+def restore_data_images(server: Server, data_images: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """disk -> recorded image for every non-boot disk of ``server``, or a config error naming the disk."""
+    recorded = data_images.get(server.name) or {}
+    missing = [d.name for d in server.disks if not d.boot and not recorded.get(d.name)]
+    if missing:
+        raise StackConfigInvalid(
+            f"{PROJECT}:activation.data_images.{server.name} has no restore image for disk(s) "
+            f"{', '.join(missing)} of server {server.name}; the activation records one per data disk "
+            f"(activation.data_images.{server.name}.<disk>), or leave {server.name} out of activation.servers")
+    return {d.name: recorded[d.name] for d in server.disks if not d.boot}
+
+
 def restore_point_of(restore_point: str) -> str:
     """The activation's restore point, required as soon as servers are recovered."""
     if not restore_point:
@@ -91,6 +104,7 @@ class RecoveredServerArgs:
     server_group_id: pulumi.Input[str] | None = None
     boot_volume_type: str = ""
     extra_metadata: Mapping[str, str] = field(default_factory=dict)
+    data_images: Mapping[str, str] = field(default_factory=dict)  # disk -> image, every non-boot disk
 
 
 class RecoveredServer(pulumi.ComponentResource):
@@ -118,7 +132,13 @@ class RecoveredServer(pulumi.ComponentResource):
             block_devices=[openstack.compute.InstanceBlockDeviceArgs(
                 source_type="image", uuid=args.image_id, destination_type="volume",
                 volume_size=boot.size_gb, boot_index=0, delete_on_termination=True,
-                volume_type=args.boot_volume_type or None)],
+                volume_type=args.boot_volume_type or None)] + [
+                # Data disks: volumes from their restore images, in plan order, never bootable.
+                openstack.compute.InstanceBlockDeviceArgs(
+                    source_type="image", uuid=args.data_images[d.name], destination_type="volume",
+                    volume_size=d.size_gb, boot_index=-1, delete_on_termination=True,
+                    volume_type=args.boot_volume_type or None)
+                for d in server.disks if not d.boot],
             networks=[openstack.compute.InstanceNetworkArgs(port=p.id) for p in self.ports],
             scheduler_hints=([openstack.compute.InstanceSchedulerHintArgs(group=args.server_group_id)]
                              if args.server_group_id is not None else None),

@@ -49,7 +49,7 @@ class ImageService(Protocol):
 
 class StackEngine(Protocol):
     def apply(self, *, failover: bool, servers: Sequence[str], images: Mapping[str, str],
-              restore_point: str) -> Mapping[str, object]:
+              data_images: Mapping[str, Mapping[str, str]], restore_point: str) -> Mapping[str, object]:
         """Write the activation block into the stack config and run ``pulumi up``."""
 
 
@@ -70,7 +70,8 @@ class CloudTarget:
         # over SSH to the server's production address with the operators' key.
         self.ssh_identity_file = ssh_identity_file or os.environ.get("DRCTL_CLOUD_SSH_KEY",
                                                                      str(Path.home() / ".ssh" / "id_ed25519"))
-        self._image_ids: dict[str, str] = {}
+        self._image_ids: dict[str, str] = {}  # server -> image of its boot disk
+        self._data_image_ids: dict[str, dict[str, str]] = {}  # server -> disk -> image
         self._scope: list[str] = []
         self._applied: set[str] = set()
         self._lock = threading.Lock()   # guards the dicts
@@ -78,29 +79,41 @@ class CloudTarget:
         self._outputs: Mapping[str, object] = {}
 
     def stage_disk(self, server: Server, disk: RestoredDisk) -> None:
-        """Upload the boot disk of ``server`` (other disks: see the closing note of issue 4)."""
-        if disk.disk != server.boot_disk.name:
-            return
+        """Upload one restored disk of ``server`` as an image: the boot disk's becomes the instance's
+        boot volume, each data disk's a volume attached after it (plan order)."""
+        boot = disk.disk == server.boot_disk.name
+        name = f"{self.stack}-{server.name}-{disk.point_id}" if boot else \
+            f"{self.stack}-{server.name}-{disk.disk}-{disk.point_id}"
         image_id = self.images.upload(
-            f"{self.stack}-{server.name}-{disk.point_id}", Path(disk.path), disk_format="raw",
-            properties={"drctl_stack": self.stack, "drctl_server": server.name, "drctl_restore_point": disk.point_id},
+            name, Path(disk.path), disk_format="raw",
+            properties={"drctl_stack": self.stack, "drctl_server": server.name, "drctl_disk": disk.disk,
+                        "drctl_restore_point": disk.point_id},
         )
         with self._lock:
-            self._image_ids[server.name] = image_id
+            if boot:
+                self._image_ids[server.name] = image_id
+            else:
+                self._data_image_ids.setdefault(server.name, {})[disk.disk] = image_id
 
     def start_server(self, server: Server, disks: Sequence[RestoredDisk]) -> None:
         with self._lock:
             if server.name not in self._image_ids:
                 raise CloudError(f"no uploaded image for server {server.name}: its boot disk was not staged")
+            staged = self._data_image_ids.get(server.name, {})
+            missing = [d.name for d in server.disks if not d.boot and d.name not in staged]
+            if missing:
+                raise CloudError(f"no uploaded image for disk(s) {', '.join(missing)} of server {server.name}: "
+                                 "every disk is restored and staged before the server starts")
             if server.name not in self._scope:
                 self._scope.append(server.name)
         with self._up_lock:
             if server.name not in self._applied:
                 with self._lock:
                     scope, images = list(self._scope), dict(self._image_ids)
+                    data_images = {s: dict(d) for s, d in self._data_image_ids.items() if s in scope and d}
                 log.info("pulumi up for stack %s, servers in scope: %s", self.stack, ", ".join(scope))
                 self._outputs = self.engine.apply(failover=True, servers=scope, images=images,
-                                                  restore_point=self.restore_point)
+                                                  data_images=data_images, restore_point=self.restore_point)
                 self._applied.update(scope)
         ids = self._outputs.get("recovered_servers", {})
         if not isinstance(ids, Mapping) or server.name not in ids:
@@ -116,18 +129,22 @@ class CloudTarget:
 
     @property
     def image_ids(self) -> dict[str, str]:
+        """Every image this run uploaded (``server`` for boot disks, ``server/disk`` for data
+        disks): what the activation records and ``deactivate`` deletes."""
         with self._lock:
-            return dict(self._image_ids)
+            return {**self._image_ids, **{f"{s}/{d}": i for s, disks in self._data_image_ids.items()
+                                          for d, i in disks.items()}}
 
     def deactivate(self, image_ids: Mapping[str, str] | None = None) -> None:
         """Back to nominal: failover off (the engine removes the servers and nothing else), then
         the uploaded images (this run's, or those recorded by the activation) are deleted."""
         with self._up_lock:
-            self.engine.apply(failover=False, servers=[], images={}, restore_point="")
+            self.engine.apply(failover=False, servers=[], images={}, data_images={}, restore_point="")
         for image_id in list((image_ids if image_ids is not None else self.image_ids).values()):
             self.images.delete(image_id)
         with self._lock:
             self._image_ids.clear()
+            self._data_image_ids.clear()
 
 
 class GlanceImages:
@@ -188,21 +205,23 @@ class PulumiAutomationStack:
         self.stack = auto.create_or_select_stack(stack_name=stack, work_dir=str(work_dir))
 
     def apply(self, *, failover: bool, servers: Sequence[str], images: Mapping[str, str],
-              restore_point: str) -> Mapping[str, object]:
+              data_images: Mapping[str, Mapping[str, str]], restore_point: str) -> Mapping[str, object]:
         cv = self.auto.ConfigValue
         try:  # start from a clean activation block: a shorter scope must not keep old entries
             self.stack.remove_config(f"{self.PROJECT}:activation", path=True)
         except self.auto.errors.CommandError:
             pass  # no activation block yet
         self.stack.set_all_config(activation_config(self.PROJECT, failover=failover, servers=servers,
-                                                    images=images, restore_point=restore_point,
+                                                    images=images, data_images=data_images,
+                                                    restore_point=restore_point,
                                                     value=lambda v: cv(value=v)), path=True)
         self.stack.up(on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
         return {k: v.value for k, v in self.stack.outputs().items()}
 
 
 def activation_config(project: str, *, failover: bool, servers: Sequence[str], images: Mapping[str, str],
-                      restore_point: str, value=lambda v: v) -> dict:
+                      restore_point: str, data_images: Mapping[str, Mapping[str, str]] | None = None,
+                      value=lambda v: v) -> dict:
     """The stack-config entries (path syntax) an activation writes: what the stack program reads."""
     cfg = {f"{project}:failover": value("true" if failover else "false"),
            f"{project}:activation.restore_point": value(restore_point)}
@@ -210,4 +229,7 @@ def activation_config(project: str, *, failover: bool, servers: Sequence[str], i
         cfg[f"{project}:activation.servers[{i}]"] = value(name)
     for name, image_id in images.items():
         cfg[f"{project}:activation.images.{name}"] = value(image_id)
+    for name, disks in (data_images or {}).items():
+        for disk, image_id in disks.items():
+            cfg[f"{project}:activation.data_images.{name}.{disk}"] = value(image_id)
     return cfg

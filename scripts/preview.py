@@ -199,6 +199,18 @@ def program_config(cfg: StackConfig, *, failover: bool | None,
                          "; the preview uses placeholder ids preview-image-<server> "
                          "(a real `pulumi up` stops until activation.images names them)")
         activation["images"] = images
+        data_images = {k: dict(v) for k, v in (activation.get("data_images") or {}).items()}
+        placeholders = []
+        for name in scope:
+            recorded = data_images.setdefault(name, {})
+            for disk in cfg.plan.server(name).disks:
+                if not disk.boot and disk.name not in recorded:
+                    recorded[disk.name] = f"preview-image-{name}-{disk.name}"
+                    placeholders.append(f"{name}/{disk.name}")
+        if placeholders:
+            notes.append("no restore image recorded for data disk(s) " + ", ".join(placeholders) +
+                         "; the preview uses placeholder ids preview-image-<server>-<disk>")
+        activation["data_images"] = {k: v for k, v in data_images.items() if v}
         if not activation.get("restore_point"):
             activation["restore_point"] = PREVIEW_RESTORE_POINT
             notes.append(f"no activation.restore_point recorded; the preview uses {PREVIEW_RESTORE_POINT!r}")

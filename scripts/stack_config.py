@@ -71,7 +71,8 @@ class Activation:
     """The ``activation`` block: which servers a failover restores, from which images."""
 
     servers: tuple[str, ...] | None = None  # None: the plan's default scope (dr + backup-tested)
-    images: Mapping[str, str] = field(default_factory=dict)
+    images: Mapping[str, str] = field(default_factory=dict)  # server -> image of its boot disk
+    data_images: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # server -> disk -> image
     restore_point: str = ""
 
 
@@ -160,10 +161,15 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         raise StackConfigInvalid(f"{where}: {PROJECT}:activation.servers: expected a list of server names")
     if not isinstance(images, dict):
         raise StackConfigInvalid(f"{where}: {PROJECT}:activation.images: expected server: image id pairs")
+    data_images = act.get("data_images") or {}
+    if not (isinstance(data_images, dict) and all(isinstance(d, dict) for d in data_images.values())):
+        raise StackConfigInvalid(f"{where}: {PROJECT}:activation.data_images: expected "
+                                 "{server: {disk: image id}} (the images of the servers' non-boot disks)")
     activation = Activation(
         # An empty list means "not chosen": the default scope, like an absent one.
         servers=tuple(servers) if servers else None,
         images={str(k): str(x) for k, x in images.items()},
+        data_images={str(k): {str(d): str(i) for d, i in v.items()} for k, v in data_images.items()},
         restore_point=str(act.get("restore_point") or ""),
     )
     return StackSettings(

@@ -11,7 +11,8 @@ import pulumi_openstack as openstack
 from drctl.components.backup_vault import BackupVault, BackupVaultArgs
 from drctl.components.nca_config import NcaConfig, NcaConfigArgs
 from drctl.components.recovered_server import (
-    RecoveredServer, RecoveredServerArgs, recovery_order, restore_image, restore_point_of, upstream_in_scope)
+    RecoveredServer, RecoveredServerArgs, recovery_order, restore_data_images, restore_image, restore_point_of,
+    upstream_in_scope)
 from drctl.components.recovery_space import RecoverySpace, RecoverySpaceArgs
 from drctl.components.site_vpn import SiteVpn, SiteVpnArgs
 from drctl.stack_config import (
@@ -85,7 +86,8 @@ if settings.failover:
             subnets={ref: s.id for ref, s in space.subnets.items()},
             security_group_id=space.security_groups[name].id, key_pair=space.keypair.name,
             server_group_id=(space.server_groups[server.anti_affinity].id if server.anti_affinity else None),
-            boot_volume_type=settings.boot_volume_type),
+            boot_volume_type=settings.boot_volume_type,
+            data_images=restore_data_images(server, settings.activation.data_images)),
             pulumi.ResourceOptions(providers=[provider], depends_on=[recovered[u] for u in upstream[name]]))
 
 # --- exports -------------------------------------------------------------------------------------

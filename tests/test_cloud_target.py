@@ -29,7 +29,7 @@ class FakeImages:
 
     def upload(self, name, path, *, disk_format, properties):
         self.uploaded[name] = (str(path), disk_format, dict(properties))
-        return f"img-{properties['drctl_server']}"
+        return f"img-{properties['drctl_server']}-{properties['drctl_disk']}"
 
     def delete(self, image_id):
         self.deleted.append(image_id)
@@ -41,9 +41,10 @@ class FakeEngine:
         self.export_missing = set(export_missing)
         self.apply_s = apply_s
 
-    def apply(self, *, failover, servers, images, restore_point):
+    def apply(self, *, failover, servers, images, data_images, restore_point):
         time.sleep(self.apply_s)  # a `pulumi up` takes a while: callers queue meanwhile
-        self.applies.append({"failover": failover, "servers": list(servers), "images": dict(images)})
+        self.applies.append({"failover": failover, "servers": list(servers), "images": dict(images),
+                             "data_images": {s: dict(d) for s, d in data_images.items()}})
         return {"recovered_servers": {s: f"id-{s}" for s in servers if s not in self.export_missing}}
 
 
@@ -72,14 +73,18 @@ def test_servers_are_added_to_the_stack_one_dependency_level_at_a_time():
     runs = run_servers(plan, restore=restore, start=target.start_server,
                        verify=lambda s: [CheckOutcome("port 22", True, "")])
     assert all(r.status == "ok" for r in runs.values())
-    # Only boot disks become images; each carries the stack, server and restore point.
-    assert sorted(images.uploaded) == ["demo-app-pt1", "demo-db-pt1", "demo-web-pt1"]
-    assert images.uploaded["demo-db-pt1"][2] == {"drctl_stack": "demo", "drctl_server": "db",
-                                                 "drctl_restore_point": "pt1"}
-    # The scope grows in plan order and every apply has the failover flag and the images.
+    # Every disk becomes an image; each carries the stack, server, disk and restore point.
+    assert sorted(images.uploaded) == ["demo-app-data-pt1", "demo-app-pt1", "demo-db-data-pt1", "demo-db-pt1",
+                                       "demo-web-data-pt1", "demo-web-pt1"]
+    assert images.uploaded["demo-db-data-pt1"][2] == {"drctl_stack": "demo", "drctl_server": "db",
+                                                      "drctl_disk": "data", "drctl_restore_point": "pt1"}
+    # The scope grows in plan order and every apply has the failover flag and the images: the boot
+    # disks' for the instances, the data disks' for their volumes.
     assert [a["servers"] for a in engine.applies] == [["db"], ["db", "app"], ["db", "app", "web"]]
     assert all(a["failover"] for a in engine.applies)
-    assert engine.applies[-1]["images"] == {"db": "img-db", "app": "img-app", "web": "img-web"}
+    assert engine.applies[-1]["images"] == {"db": "img-db-system", "app": "img-app-system", "web": "img-web-system"}
+    assert engine.applies[-1]["data_images"] == {s: {"data": f"img-{s}-data"} for s in ("db", "app", "web")}
+    assert engine.applies[0]["data_images"] == {"db": {"data": "img-db-data"}}
     assert waiter.waited == [("id-db", 600), ("id-app", 600), ("id-web", 600)]
 
 
@@ -89,6 +94,7 @@ def test_concurrent_starts_share_one_update():
     servers = [server(f"s{i}") for i in range(4)]
     for s in servers:
         target.stage_disk(s, restored(s, "system"))
+        target.stage_disk(s, restored(s, "data"))
     gate = threading.Barrier(4)
 
     def go(s):
@@ -108,6 +114,9 @@ def test_missing_output_or_image_is_a_named_error():
     with pytest.raises(CloudError, match="no uploaded image for server db"):
         target.start_server(server("db"), [])
     target.stage_disk(server("db"), restored(server("db"), "system"))
+    with pytest.raises(CloudError, match="no uploaded image for disk\\(s\\) data of server db"):
+        target.start_server(server("db"), [])
+    target.stage_disk(server("db"), restored(server("db"), "data"))
     with pytest.raises(CloudError, match="did not export an instance for db"):
         target.start_server(server("db"), [])
 
@@ -116,15 +125,18 @@ def test_deactivate_turns_failover_off_and_deletes_images():
     images, engine = FakeImages(), FakeEngine()
     target = CloudTarget("demo", images, engine, FakeWaiter())
     target.stage_disk(server("db"), restored(server("db"), "system"))
+    target.stage_disk(server("db"), restored(server("db"), "data"))
     target.start_server(server("db"), [])
+    assert target.image_ids == {"db": "img-db-system", "db/data": "img-db-data"}  # what the activation records
     target.deactivate()
-    assert engine.applies[-1] == {"failover": False, "servers": [], "images": {}}
-    assert images.deleted == ["img-db"]
+    assert engine.applies[-1] == {"failover": False, "servers": [], "images": {}, "data_images": {}}
+    assert sorted(images.deleted) == ["img-db-data", "img-db-system"]
 
 
 def test_activation_config_uses_the_stack_program_keys():
     cfg = activation_config("flexible-recovery", failover=True, servers=["db", "app"],
-                            images={"db": "i1", "app": "i2"}, restore_point="2026-11-26T02:00:00Z")
+                            images={"db": "i1", "app": "i2"}, data_images={"db": {"data": "i3"}},
+                            restore_point="2026-11-26T02:00:00Z")
     assert cfg == {
         "flexible-recovery:failover": "true",
         "flexible-recovery:activation.restore_point": "2026-11-26T02:00:00Z",
@@ -132,6 +144,7 @@ def test_activation_config_uses_the_stack_program_keys():
         "flexible-recovery:activation.servers[1]": "app",
         "flexible-recovery:activation.images.db": "i1",
         "flexible-recovery:activation.images.app": "i2",
+        "flexible-recovery:activation.data_images.db.data": "i3",
     }
 
 

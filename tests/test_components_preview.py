@@ -149,3 +149,27 @@ def test_real_run_without_a_recorded_image_stops_naming_the_server(cfg):
     config["flexible-recovery:activation"] = json.dumps({"servers": ["db01"], "images": {"db01": "img"}})
     with pytest.raises(StackConfigInvalid, match="activation.restore_point is empty while failover is on"):
         contextvars.Context().run(_run_program, "demo", program, config, secret_keys)
+
+
+def test_data_disks_become_volumes_from_their_recorded_images_after_the_boot_volume():
+    """A database server comes back with its data disk, not only its system disk."""
+    import contextvars
+
+    acme = load_stack("acme")
+    pg = acme.plan.server("pg01")
+    data_disks = [d for d in pg.disks if not d.boot]
+    assert data_disks, "acme's pg01 has a data disk"
+    config, secret_keys, _ = program_config(acme, failover=True, servers=["pg01"])
+    program = REPO_ROOT / "stacks/__main__.py"
+    activation = {"servers": ["pg01"], "images": {"pg01": "img-boot"}, "restore_point": "snap1"}
+    config["flexible-recovery:activation"] = json.dumps(activation)
+    with pytest.raises(StackConfigInvalid, match=f"no restore image for disk\\(s\\) {data_disks[0].name} of server pg01"):
+        contextvars.Context().run(_run_program, "acme", program, config, secret_keys)
+    activation["data_images"] = {"pg01": {d.name: f"img-{d.name}" for d in data_disks}}
+    config["flexible-recovery:activation"] = json.dumps(activation)
+    records, _ = contextvars.Context().run(_run_program, "acme", program, config, secret_keys)
+    (inst,) = [r for r in records if r.type == INSTANCE]
+    devices = inst.inputs["blockDevices"]
+    assert [(d["uuid"], d["bootIndex"], d["volumeSize"]) for d in devices] == (
+        [("img-boot", 0, pg.boot_disk.size_gb)] + [(f"img-{d.name}", -1, d.size_gb) for d in data_disks])
+    assert all(d["destinationType"] == "volume" and d["deleteOnTermination"] for d in devices)

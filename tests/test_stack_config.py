@@ -42,6 +42,11 @@ def test_settings_take_pulumi_strings_and_defaults():
                         "activation": '{"servers": ["web01"], "images": {"web01": "img-1"}}'})
     assert s.failover is True and s.region == "RegionOne" and s.external_network == "public"
     assert s.activation.servers == ("web01",) and s.activation.images == {"web01": "img-1"}
+    assert s.activation.data_images == {}
+    s = parse_settings({"plan": "p.yaml", "activation": '{"data_images": {"db01": {"data": "img-2"}}}'})
+    assert s.activation.data_images == {"db01": {"data": "img-2"}}
+    with pytest.raises(StackConfigInvalid, match="activation.data_images: expected .server: .disk: image id"):
+        parse_settings({"plan": "p.yaml", "activation": '{"data_images": {"db01": "img-2"}}'})
     with pytest.raises(StackConfigInvalid, match="failover: expected true or false"):
         parse_settings({"plan": "p.yaml", "failover": "yes please"})
     with pytest.raises(StackConfigInvalid, match="flexible-recovery:plan is required"):
