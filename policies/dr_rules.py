@@ -290,6 +290,16 @@ def _boot_image(props: Mapping[str, Any]) -> Any:
     return None
 
 
+def _blank_volumes(props: Mapping[str, Any]) -> list[int]:
+    """Indexes of an instance's block devices that are not image-sourced with a known image."""
+    devices = field(props, "blockDevices") or []
+    if devices is UNKNOWN:
+        return []
+    return [i for i, dev in enumerate(devices)
+            if field(dev, "sourceType") is not UNKNOWN
+            and (field(dev, "sourceType") != "image" or not _is_set(field(dev, "uuid")))]
+
+
 def recovered_server_only_in_failover(args: StackValidationArgs, report: ReportViolation) -> None:
     """Compute instances exist only as RecoveredServers of a failover, booted from a restore image.
 
@@ -310,6 +320,10 @@ def recovered_server_only_in_failover(args: StackValidationArgs, report: ReportV
         if _boot_image(r.props) is None:
             report("the instance names no boot image; boot it from the restore image recorded "
                    "in activation.images.<server>.", r.urn)
+        for i in _blank_volumes(r.props):
+            report(f"block device {i} is not created from a restore image (a blank or foreign "
+                   "volume would come back without the server's data); create it from the image "
+                   "recorded in activation.data_images.<server>.<disk>.", r.urn)
         metadata = field(r.props, "metadata") or {}
         if metadata is not UNKNOWN and not _is_set(field(metadata, "restore_point")):
             report("metadata.restore_point is empty, so the image is not a recorded restore "

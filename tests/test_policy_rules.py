@@ -314,6 +314,15 @@ def test_instance_booted_from_an_image_volume_passes():
     assert run(res, fail_over=True) == []
 
 
+def test_instance_with_a_blank_data_volume():
+    res = change(failover(), INSTANCE, drop=("imageId",), inputs={"blockDevices": [
+        {"sourceType": "image", "uuid": "img-dns01", "destinationType": "volume", "bootIndex": 0},
+        {"sourceType": "blank", "destinationType": "volume", "bootIndex": -1, "volumeSize": 50}]})
+    v = only(run(res, fail_over=True))
+    assert (v.policy, v.resource) == ("recovered-server-only-in-failover", INSTANCE)
+    assert "block device 1 is not created from a restore image" in v.message
+
+
 def test_instance_without_restore_point():
     v = only(run(change(failover(), INSTANCE, inputs={"metadata": {"client": "demo"}}),
                  fail_over=True))
