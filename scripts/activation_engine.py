@@ -151,6 +151,9 @@ def run_servers(
                     run.status = "not-started"
                     run.reason = f"upstream server {dep} is {runs[dep].status}"
                     return
+            if cancel.is_set():  # Ctrl-C: the target is being torn down, start nothing more
+                run.status, run.reason = "not-started", "the activation was interrupted"
+                return
             run.boot_started_at = now()
             emit("boot-started", {"server": s.name})
             try:

@@ -199,6 +199,8 @@ class Sandbox:
         self.bridges: dict[str, str] = {}  # subnet ref -> bridge name
         self._taps = 0
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()  # a guest start and the teardown never interleave
+        self._closing = False
         self._created = False
         self._old_sigterm: Any = None
 
@@ -268,6 +270,10 @@ class Sandbox:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
     def _teardown(self) -> None:
+        # A start in flight (another thread) finishes registering its guest first, and none begins
+        # afterwards: else a QEMU launched after the kill below would outlive the run.
+        with self._start_lock:
+            self._closing = True
         with self._lock:
             guests = list(self.guests.values())
         for g in guests:
@@ -310,6 +316,13 @@ class Sandbox:
         """Boot ``server`` from ``disk_path`` (its boot disk), one tap per NIC on its subnet's bridge.
         ``data_disks`` (name, restored raw file) follow as vdb, vdc... in that order. With
         ``overlay`` (default) the guest writes to qcow2 overlays in the run directory."""
+        with self._start_lock:
+            if self._closing:
+                raise SandboxError(f"sandbox {self.namespace} is being torn down: {server.name} not started")
+            return self._start_server(server, disk_path, disk_format, overlay, data_disks)
+
+    def _start_server(self, server: Server, disk_path: Path, disk_format: str, overlay: bool,
+                      data_disks: Sequence[tuple[str, Path]]) -> Guest:
         if not self._created:
             raise SandboxError(f"sandbox {self.namespace} is not set up (call setup() or use it as a context manager)")
         if server.name in self.guests:

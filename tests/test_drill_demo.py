@@ -72,7 +72,7 @@ def _drill(v, *extra: str, timeout: int = 1500) -> tuple[int, list[dict], str]:
 def _nothing_left(run_id: str) -> None:
     assert f"drsb-{run_id}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert f"drsb-{run_id}" not in ps
+    assert run_id not in ps, [line for line in ps.splitlines() if run_id in line]  # QEMU args name the run dir
 
 
 def _ts(text: str) -> datetime:

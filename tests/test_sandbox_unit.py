@@ -45,3 +45,35 @@ def test_starting_a_server_before_setup_says_what_to_do(tmp_path):
     sb = Sandbox("r2", PLAN, state_dir=tmp_path)
     with pytest.raises(SandboxError, match="not set up"):
         sb.start_server(PLAN.server("dns01"), tmp_path / "none.raw")
+
+
+def test_teardown_waits_for_a_start_in_flight_and_no_start_follows_it(tmp_path):
+    """Ctrl-C while another thread is launching a guest: the guest launched a moment later must be
+    stopped by the teardown, not left running (a real process stands in for QEMU)."""
+    import subprocess
+    import threading
+    import time
+    from datetime import datetime, timezone
+
+    from drctl.sandbox import Guest
+
+    class SlowStart(Sandbox):
+        def _start_server(self, server, disk_path, disk_format, overlay, data_disks):
+            time.sleep(0.5)  # overlay, taps... the teardown begins meanwhile
+            proc = subprocess.Popen(["sleep", "60"])
+            guest = Guest(server=server.name, ips=(), process=proc, disk=tmp_path / "x.qcow2",
+                          serial_log=tmp_path / "serial", taps=(), ram_mb=1, vcpus=1,
+                          boot_started_at=datetime.now(timezone.utc))
+            self.guests[server.name] = guest
+            return guest
+
+    sb = SlowStart("r3", PLAN, state_dir=tmp_path)
+    started: list[Guest] = []
+    t = threading.Thread(target=lambda: started.append(sb.start_server(PLAN.server("dns01"), tmp_path / "d.raw")))
+    t.start()
+    time.sleep(0.1)
+    sb.teardown()
+    t.join()
+    assert started and started[0].process.poll() is not None, "the guest outlived the teardown"
+    with pytest.raises(SandboxError, match="being torn down"):
+        sb.start_server(PLAN.server("db01"), tmp_path / "d.raw")
