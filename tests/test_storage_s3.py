@@ -30,25 +30,30 @@ def test_bad_credentials_are_access_denied_and_not_retried(request, server_fixtu
     wrong = S3Server(server.name, server.endpoint, server.access_key_id, "definitely-wrong-secret")
     sleeps: list[float] = []
     store = RetryingStorage(S3Storage("demo-backups", "", wrong.client()), sleep=sleeps.append)
-    with pytest.raises(StorageAccessDenied) as exc:
-        store.put("config", b"x")
-    assert sleeps == []  # refused credentials are an answer, not a blip
-    assert exc.value.exit_code == EXIT_STORAGE
-    assert "definitely-wrong-secret" not in exc.value.message
-    assert "credentials" in exc.value.message
+    assert store.inner._lean is not None  # GETs take the lean path (drctl.storage.s3_get)
+    for call in (lambda: store.put("config", b"x"), lambda: store.get("config")):
+        with pytest.raises(StorageAccessDenied) as exc:
+            call()
+        assert sleeps == []  # refused credentials are an answer, not a blip
+        assert exc.value.exit_code == EXIT_STORAGE
+        assert "definitely-wrong-secret" not in exc.value.message
+        assert "credentials" in exc.value.message
 
 
-def test_unreachable_endpoint_is_unavailable_after_the_retry_budget(monkeypatch):
+@pytest.mark.parametrize("lean", ["1", "0"], ids=["lean-get", "botocore-get"])
+def test_unreachable_endpoint_is_unavailable_after_the_retry_budget(monkeypatch, lean):
     port = _free_port()
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
-    store = open_storage("s3://demo-backups/repo", retry_attempts=3, retry_budget=5)
-    sends = []
-    store.inner.client.meta.events.register("before-send.s3.GetObject", lambda **kw: sends.append(1))
+    monkeypatch.setenv("DRCTL_S3_LEAN_GET", lean)
+    sleeps: list[float] = []
+    store = RetryingStorage(S3Storage.from_environment("demo-backups", "repo"), attempts=3, budget_seconds=5,
+                            sleep=sleeps.append)
+    assert (store.inner._lean is not None) is (lean == "1")
     with pytest.raises(StorageUnavailable) as exc:
         store.get("config")
-    assert len(sends) == 3
+    assert len(sleeps) == 2  # three tries
     msg = exc.value.message
     assert f"127.0.0.1:{port}" in msg and "drctl local status" in msg and "3 tries" in msg
 

@@ -63,7 +63,8 @@ class Storage(Protocol):
         """Where this is, for messages: ``s3://bucket/prefix`` or a directory path."""
 
     def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
-        """Whole object, or bytes ``[start, end)``. Raises ObjectMissing."""
+        """Whole object, or bytes ``[start, end)`` (bytes-like: a large body may come back as a
+        bytearray, never copied). Raises ObjectMissing."""
 
     def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         """Write atomically (readers never see a partial object). ``retain_until`` asks for

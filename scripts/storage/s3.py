@@ -196,6 +196,9 @@ class S3Storage:
         self.client = client
         self.endpoint: str = client.meta.endpoint_url
         self._bucket_seen = False
+        from drctl.storage.s3_get import lean_getter
+
+        self._lean = lean_getter(client, (client.meta.config.s3 or {}).get("addressing_style", ""))
 
     @classmethod
     def from_environment(cls, bucket: str, prefix: str = "", **client_kwargs: Any) -> S3Storage:
@@ -246,9 +249,12 @@ class S3Storage:
                 return b""
             kwargs["Range"] = f"bytes={start}-{end - 1}"
         try:
-            resp = self.client.get_object(**kwargs)
-            with resp["Body"] as body:
-                data = body.read()
+            if self._lean is not None:  # the restore's hot path (drctl.storage.s3_get)
+                data = self._lean.get(self.bucket, kwargs["Key"], byte_range)
+            else:
+                resp = self.client.get_object(**kwargs)
+                with resp["Body"] as body:
+                    data = body.read()
         except bce.ClientError as e:
             raise self._err(e, key) from e
         except bce.BotoCoreError as e:

@@ -1,0 +1,145 @@
+"""A lean signed GET for the restore's hot path (format §4: one GET per chunk, thousands per restore).
+
+botocore spends ~1-2 ms of Python per request (parameter validation, endpoint rules, event hooks,
+response parsing): on a 2-vCPU machine that shares its CPU with the object store, that is CPU the
+restore needs for decryption and hashing. This module signs the request with botocore's own
+SigV4 signer (same credentials chain, same region) and sends it over one keep-alive
+``http.client`` connection per thread, reading the body straight into one buffer.
+
+It is used only where it is equivalent to botocore: path-style addressing, no proxy variables,
+and for https the CA bundle botocore verifies with (``AWS_CA_BUNDLE`` / ``ca_bundle``, else the
+system's); never with verification turned off. Otherwise :func:`lean_getter` returns None and
+``S3Storage`` keeps botocore.
+Errors come back as the botocore exceptions ``drctl.storage.s3`` already translates, so the
+messages and the retry decisions are the same on both paths.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import ssl
+import threading
+import xml.etree.ElementTree as ET
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import botocore.exceptions as bce
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+TIMEOUT_S = 60.0  # the read timeout of the botocore client (make_client)
+
+
+def lean_getter(client: Any, addressing_style: str) -> LeanGetter | None:
+    """A getter for ``client``'s endpoint, or None where botocore must stay (see module doc)."""
+    if addressing_style != "path" or os.environ.get("DRCTL_S3_LEAN_GET", "1") == "0":
+        return None
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return None
+    url = urlsplit(client.meta.endpoint_url or "")
+    if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
+        return None
+    tls = None
+    if url.scheme == "https":
+        # What botocore verifies with: True (system CAs) or a CA bundle path; False (no
+        # verification) is left to botocore, never copied here.
+        verify = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None), "_verify", None)
+        if verify is True:
+            tls = ssl.create_default_context()
+        elif isinstance(verify, str) and os.path.exists(verify):
+            tls = ssl.create_default_context(cafile=verify)
+        else:
+            return None
+    # The credentials botocore resolved from the standard chain (refreshable ones refresh on
+    # get_frozen_credentials). A private attribute: if a botocore release renames it, keep botocore.
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    if credentials is None or not hasattr(credentials, "get_frozen_credentials"):
+        return None
+    return LeanGetter(url.scheme, url.hostname, url.port, client.meta.region_name or "us-east-1", credentials,
+                      tls)
+
+
+class LeanGetter:
+    def __init__(self, scheme: str, host: str, port: int | None, region: str, credentials: Any,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.scheme, self.host, self.port, self.region = scheme, host, port, region
+        self.credentials, self.tls = credentials, tls
+        default_port = 443 if scheme == "https" else 80
+        self.netloc = host if port in (None, default_port) else f"{host}:{port}"
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.scheme == "https":
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=TIMEOUT_S, context=self.tls)
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT_S)
+            self._local.conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def get(self, bucket: str, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
+        """The object's bytes (``[start, end)`` if given). Raises bce.ClientError for an S3 error
+        response and bce.EndpointConnectionError / bce.ReadTimeoutError for transport failures."""
+        path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
+        headers = {"Host": self.netloc}
+        if byte_range is not None:
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
+        request = AWSRequest(method="GET", url=f"{self.scheme}://{self.netloc}{path}", headers=headers)
+        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
+        endpoint = f"{self.scheme}://{self.netloc}"
+        for attempt in (1, 2):  # a keep-alive connection the server closed meanwhile: reconnect once
+            conn = self._connection()
+            try:
+                conn.request("GET", path, headers=dict(request.headers.items()))
+                resp = conn.getresponse()
+                if resp.status not in (200, 206):
+                    body = resp.read()
+                    raise _client_error(resp.status, body)
+                return _read_body(resp)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self._drop_connection()
+                if attempt == 2:
+                    raise bce.EndpointConnectionError(endpoint_url=endpoint, error=e) from e
+            except socket.timeout as e:
+                self._drop_connection()
+                raise bce.ReadTimeoutError(endpoint_url=endpoint, error=e) from e
+            except (OSError, http.client.HTTPException) as e:
+                self._drop_connection()
+                raise bce.EndpointConnectionError(endpoint_url=endpoint, error=e) from e
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_body(resp: http.client.HTTPResponse) -> bytes:
+    length = resp.getheader("Content-Length")
+    if length is None:
+        return resp.read()
+    n = int(length)
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = resp.readinto(view[got:])
+        if not k:
+            raise http.client.IncompleteRead(bytes(buf[:got]), n - got)
+        got += k
+    return bytes(buf) if n < 65536 else buf  # bytearray: no copy of a chunk-sized body
+
+
+def _client_error(status: int, body: bytes) -> bce.ClientError:
+    code, message = str(status), ""
+    try:
+        root = ET.fromstring(body)
+        code = root.findtext("Code") or code
+        message = root.findtext("Message") or ""
+    except ET.ParseError:
+        pass
+    return bce.ClientError({"Error": {"Code": code, "Message": message},
+                            "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
