@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from drctl.errors import EXIT_INTERRUPTED, DrctlError
+from drctl.processes import sigterm_as_interrupt
 
 # Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -38,14 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (a service manager, a CI timeout, `kill`) takes the same clean-up path as Ctrl-C:
-    the sandbox is torn down, locks released, partial files removed."""
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,5 +1,5 @@
-"""Whether a process is alive: the one answer used by the embedded store, the sandbox and the NCA
-lab to tell a running owner from a crashed one."""
+"""Process helpers shared by the embedded store, the sandbox and the NCA lab: whether a process is
+alive (a running owner vs a crashed one), and SIGTERM turned into the Ctrl-C clean-up path."""
 from __future__ import annotations
 
 import os
@@ -18,3 +18,9 @@ def process_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def sigterm_as_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: raise KeyboardInterrupt, so a service manager, a CI timeout or `kill` takes
+    the same clean-up path as Ctrl-C (sandbox torn down, locks released, partial files removed)."""
+    raise KeyboardInterrupt(f"signal {signum}")

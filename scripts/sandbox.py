@@ -39,6 +39,7 @@ from typing import Any
 
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput, ToolMissing
 from drctl.plan import Plan, Server
+from drctl.processes import sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class Sandbox:
 
     def __enter__(self) -> "Sandbox":
         if threading.current_thread() is threading.main_thread():
-            self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+            self._old_sigterm = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
         try:
             self.setup()
         except BaseException:
@@ -418,6 +419,3 @@ class Sandbox:
         return subprocess.run([*self.prefix, *argv], input=input, capture_output=True, text=True,
                               timeout=timeout, check=check)
 
-
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from drctl.errors import InvalidInput
 from drctl.plan import Plan
+from drctl.processes import sigterm_as_interrupt
 
 PSK_ENV = "DRCTL_VPN_PSK"
 ENDPOINT_ENV = "DRCTL_VPN_ENDPOINT"
@@ -74,10 +75,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds through the lab's teardown (finally blocks)
-
-
 def cmd_test(args: argparse.Namespace) -> int:
     from drctl.nca_lab import LabError, NcaLab, default_target
     from drctl.nca_netns import cleanup_leftovers, require_tools
@@ -96,7 +93,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     lab = NcaLab(plan=inputs.plan, site_name=args.site, psk=inputs.psk,
                  vpn_endpoint_address=args.endpoint or inputs.vpn_endpoint_address,
                  site_plan=site_plan, target=default_target(inputs.plan, args.target))
-    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    old = signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # unwinds through the lab's teardown
     old_int = signal.getsignal(signal.SIGINT)
     failure: LabError | None = None
     try:
