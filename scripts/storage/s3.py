@@ -33,6 +33,7 @@ from drctl.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+from drctl.storage.s3_get import lean_getter
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,6 @@ class S3Storage:
         self.client = client
         self.endpoint: str = client.meta.endpoint_url
         self._bucket_seen = False
-        from drctl.storage.s3_get import lean_getter
-
         self._lean = lean_getter(client, (client.meta.config.s3 or {}).get("addressing_style", ""))
 
     @classmethod
