@@ -161,7 +161,8 @@ class Activation:
         summary = RunSummary(
             run_id=self.run_id, stack=req.stack, mode=req.mode, target=req.target, started_at=started,
             ended_at=utc_now(), servers=tuple(_server_result(runs[s.name], started) for s in self.scope),
-            client_id=plan.client.id, client_name=plan.client.name, requested_by=req.requested_by,
+            client_id=plan.client.id, client_name=plan.client.name, client_timezone=plan.client.timezone,
+            requested_by=req.requested_by,
             override_reason=override, kind=req.kind, reconnection=reconnection,
             notes=(f"restore point selector: {req.point}",) + (
                 (f"each server's wait was capped at {req.max_wait_s} s",) if req.max_wait_s else ()),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
@@ -50,6 +51,17 @@ def fmt_duration(seconds: float | None) -> str:
 
 def fmt_time(ts: datetime | None) -> str:
     return "\u2014" if ts is None else ts.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_local(ts: datetime | None, zone: str) -> str:
+    """``ts`` in the client's time zone (what the client's people read), or '' if unknown."""
+    if ts is None or not zone:
+        return ""
+    try:
+        local = ts.astimezone(ZoneInfo(zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return ""
+    return f"{local.strftime('%Y-%m-%d %H:%M:%S')} {zone}"
 
 
 def fmt_offset(seconds: float) -> str:
@@ -246,7 +258,7 @@ def _environment() -> jinja2.Environment:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    env.filters.update(duration=fmt_duration, time=fmt_time, seconds=fmt_seconds)
+    env.filters.update(duration=fmt_duration, time=fmt_time, seconds=fmt_seconds, local=fmt_local)
     return env
 
 

@@ -316,6 +316,7 @@ class RunSummary:
     servers: tuple[ServerResult, ...]
     client_id: str = ""
     client_name: str = ""
+    client_timezone: str = ""            # the plan's IANA zone: the report shows local times too
     requested_by: str = ""
     override_reason: str | None = None   # activation outside the plan's window, and why
     kind: str = "activation"             # activation | drill
@@ -398,6 +399,7 @@ class RunSummary:
             "schema_version": SCHEMA_VERSION,
             "kind": self.kind,
             "client_id": self.client_id, "client_name": self.client_name,
+            "client_timezone": self.client_timezone,
             "requested_by": self.requested_by, "override_reason": self.override_reason,
             "outcome": self.outcome, "counts": self.counts(),
             "notes": list(self.notes),
@@ -427,6 +429,7 @@ class RunSummary:
                 servers=tuple(ServerResult.from_dict(s, f"servers[{i}]")
                               for i, s in enumerate(d.get("servers", []))),
                 client_id=str(d.get("client_id", "")), client_name=str(d.get("client_name", "")),
+                client_timezone=str(d.get("client_timezone", "")),
                 requested_by=str(d.get("requested_by", "")),
                 override_reason=d.get("override_reason"),
                 kind=str(d.get("kind", "activation")),

@@ -8,7 +8,7 @@ import struct
 import subprocess
 import zlib
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -88,6 +88,16 @@ def test_page_states_the_summary_numbers():
     assert "11 min 00 s / 15 min 00 s met" in db
     assert "3 min 00 s / 2 h 00 min met" in db
     assert "HTTP 500 (expected 200)" in ids["server-app01"]
+
+
+def test_times_are_also_given_in_the_clients_time_zone():
+    ids = parse(render_html(demo_summary(client_timezone="Europe/Paris"))).by_id
+    assert ids["started"] == "2026-02-03 17:01:00 UTC \u00b7 2026-02-03 18:01:00 Europe/Paris"  # CET, UTC+1
+    assert ids["ended"].startswith("2026-02-03 17:08:10 UTC \u00b7 2026-02-03 18:08:10 Europe/Paris")
+    summer = demo_summary(client_timezone="Europe/Paris", started_at=datetime(2026, 7, 1, 8, 0, tzinfo=timezone.utc))
+    assert parse(render_html(summer)).by_id["started"].endswith("2026-07-01 10:00:00 Europe/Paris")  # CEST
+    unknown = parse(render_html(demo_summary(client_timezone="Mars/Olympus"))).by_id
+    assert unknown["started"] == "2026-02-03 17:01:00 UTC"  # an unknown zone is left out, not guessed
 
 
 def test_no_override_line_when_inside_the_window_and_disaster_title():
