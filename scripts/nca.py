@@ -272,7 +272,8 @@ def _context(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str,
 
 def render_bundle(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str, *,
                   recovery_vpn_address: str | None = None) -> dict[str, str]:
-    """Render the NCA bundle of ``site_name``: ``{filename: content}`` (see ``BUNDLE_FILES``).
+    """Render the NCA bundle of ``site_name``: ``{filename: content}`` (see ``BUNDLE_FILES``; plus
+    ``frr.conf`` for the site router when the site declares ``mpls``, see :mod:`drctl.site_bgp`).
 
     ``vpn_endpoint_address`` is the recovery space's VPN endpoint (the Neutron VPN service's
     external address), which the appliance connects to. ``recovery_vpn_address`` is that
@@ -282,12 +283,17 @@ def render_bundle(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: st
     """
     ctx = _context(plan, site_name, psk, vpn_endpoint_address, recovery_vpn_address, None)
     env = _env()
-    return {
+    bundle = {
         "swanctl.conf": env.get_template("nca-swanctl.conf.j2").render(ctx),
         "dnsmasq.conf": env.get_template("nca-dnsmasq.conf.j2").render(ctx),
         "nca.env": env.get_template("nca-env.j2").render(ctx),
         "README.txt": env.get_template("nca-readme.txt.j2").render(ctx),
     }
+    if ctx["site"].mpls is not None:  # MPLS BVPN option (10.2): the site router's BGP preferences
+        from drctl.site_bgp import render_frr
+
+        bundle["frr.conf"] = render_frr(plan, ctx["site"], env)
+    return bundle
 
 
 def render_cloud_endpoint(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str, *,

@@ -79,12 +79,31 @@ class VpnSettings:
 
 
 @dataclass(frozen=True)
+class BgpPeer:
+    neighbor: str
+    remote_as: int
+
+
+@dataclass(frozen=True)
+class Mpls:
+    """The site router's BGP sessions for MPLS BVPN reconnection (service description 10.2):
+    routes to the recovery space are preferred nominal MPLS > backup MPLS > VPN."""
+
+    asn: int
+    nominal: BgpPeer
+    vpn: BgpPeer
+    backup: BgpPeer | None = None
+    router_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Site:
     name: str
     peer_address: str
     dns_domain: str
     subnets: tuple[Subnet, ...]
     vpn: VpnSettings = field(default_factory=VpnSettings)
+    mpls: Mpls | None = None
 
 
 @dataclass(frozen=True)
@@ -219,8 +238,13 @@ def plan_from_dict(doc: dict[str, Any]) -> Plan:
             ike_lifetime_s=parse_duration(v.get("ike_lifetime", 28800)),
             ipsec_lifetime_s=parse_duration(v.get("ipsec_lifetime", 3600)),
         )
+        m = s.get("mpls")
+        mpls = None if not m else Mpls(
+            asn=m["asn"], router_id=m.get("router_id"),
+            nominal=BgpPeer(**m["nominal"]), vpn=BgpPeer(**m["vpn"]),
+            backup=BgpPeer(**m["backup"]) if m.get("backup") else None)
         sites.append(Site(name=s["name"], peer_address=s["peer_address"],
-                          dns_domain=s.get("dns_domain", ""), subnets=subnets, vpn=vpn))
+                          dns_domain=s.get("dns_domain", ""), subnets=subnets, vpn=vpn, mpls=mpls))
     servers = []
     for x in doc.get("servers", []):
         servers.append(Server(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from drctl.errors import InvalidInput
 from drctl.plan import Plan
 from drctl.processes import sigterm_as_interrupt
+
+log = logging.getLogger(__name__)
 
 PSK_ENV = "DRCTL_VPN_PSK"
 ENDPOINT_ENV = "DRCTL_VPN_ENDPOINT"
@@ -69,6 +72,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     inputs = load_inputs(args.stack, args.site)
     bundle = render_bundle(inputs.plan, args.site, inputs.psk, args.endpoint or inputs.vpn_endpoint_address)
+    if "frr.conf" in bundle:
+        from drctl.site_bgp import BgpRenderError, frr_parse_errors
+
+        errors = frr_parse_errors(bundle["frr.conf"])
+        if errors is None:
+            log.warning("vtysh (Debian package frr) is not installed: frr.conf was not checked by FRR's parser")
+        elif errors:
+            raise BgpRenderError(f"FRR's parser refuses the frr.conf rendered for site {args.site} (nothing "
+                                 "was written):\n  " + "\n  ".join(errors))
     written = write_bundle(bundle, args.out)
     for path in written:
         print(path)
