@@ -3,11 +3,17 @@ rendered from the plan, checked by FRR's own parser, refused at render time when
 from __future__ import annotations
 
 import copy
+import ipaddress
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -109,3 +115,153 @@ def test_schema_names_a_bad_asn(tmp_path):
     p = subprocess.run([str(Path(sys.executable).parent / "drctl"), "validate", str(path)],
                        capture_output=True, text=True)
     assert p.returncode == 1 and re.search(r"sites[.\[]0\]?\.mpls\.asn", p.stderr), p.stderr
+
+
+# --- the rendered config running in FRR: failover between the three paths --------------------
+
+PE_CONF = """frr defaults traditional
+hostname {name}
+router bgp {asn}
+ bgp router-id {addr}
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor {ce} remote-as {site_asn}
+ neighbor {ce} timers connect 1
+ address-family ipv4 unicast
+{networks}
+ exit-address-family
+exit
+"""
+
+
+class BgpLab:
+    """The site router (the rendered frr.conf) and one provider router per path, each a zebra +
+    bgpd pair in its own network namespace of this run, linked by veth pairs."""
+
+    def __init__(self, plan, frr_conf: str) -> None:
+        self.tag = "drbgp" + uuid.uuid4().hex[:6]
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
+        self.dir.chmod(0o755)  # the daemons drop to user frr before reading their config
+        self.mpls = plan.sites[0].mpls
+        self.recovery = [sn.cidr for sn in plan.recovery_subnets()]
+        self.names: list[str] = []
+        self.frr_conf = frr_conf
+
+    def ns(self, role: str) -> str:
+        return f"{self.tag}-{role}"
+
+    def sh(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=check)
+
+    def start(self) -> None:
+        ce = self.ns("ce")
+        self._namespace(ce)
+        peers = {"nominal": self.mpls.nominal, "backup": self.mpls.backup, "vpn": self.mpls.vpn}
+        for i, (role, peer) in enumerate(peers.items()):
+            pe = self.ns(role)
+            self._namespace(pe)
+            ce_addr = str(ipaddress.ip_address(peer.neighbor) + 1)
+            self.sh("ip", "link", "add", f"ce{i}", "netns", ce, "type", "veth", "peer", "name", "pe", "netns", pe)
+            self.sh("ip", "-n", ce, "addr", "add", f"{ce_addr}/24", "dev", f"ce{i}")
+            self.sh("ip", "-n", ce, "link", "set", f"ce{i}", "up")
+            self.sh("ip", "-n", pe, "addr", "add", f"{peer.neighbor}/24", "dev", "pe")
+            self.sh("ip", "-n", pe, "link", "set", "pe", "up")
+            networks = "\n".join(f"  network {c}" for c in self.recovery)
+            self._daemons(pe, PE_CONF.format(name=pe, asn=peer.remote_as, addr=peer.neighbor, ce=ce_addr,
+                                             site_asn=self.mpls.asn, networks=networks))
+        self._daemons(ce, self.frr_conf)
+
+    def _namespace(self, ns: str) -> None:
+        self.sh("ip", "netns", "add", ns)
+        self.names.append(ns)
+        self.sh("ip", "-n", ns, "link", "set", "lo", "up")
+        run = Path("/var/run/frr") / ns
+        run.mkdir(parents=True, exist_ok=True)
+        shutil.chown(run, "frr", "frr")
+
+    def _daemons(self, ns: str, conf: str) -> None:
+        path = self.dir / f"{ns}.conf"
+        path.write_text(conf)
+        path.chmod(0o644)
+        for daemon, cfg in (("zebra", "/dev/null"), ("bgpd", str(path))):
+            self.sh("ip", "netns", "exec", ns, f"/usr/lib/frr/{daemon}", "-d", "-N", ns, "-f", cfg,
+                    "-i", f"/var/run/frr/{ns}/{daemon}.pid")
+
+    def link(self, role: str, up: bool) -> None:
+        self.sh("ip", "-n", self.ns(role), "link", "set", "pe", "up" if up else "down")
+
+    def best(self, cidr: str) -> str | None:
+        """Next hop of the site router's best BGP path to ``cidr``."""
+        out = self.sh("vtysh", "-N", self.ns("ce"), "-c", f"show ip bgp {cidr} json", check=False).stdout
+        try:
+            paths = json.loads(out).get("paths", [])
+        except ValueError:
+            return None
+        best = [p for p in paths if p.get("bestpath", {}).get("overall")]
+        return best[0]["nexthops"][0]["ip"] if best else None
+
+    def kernel_route(self, cidr: str) -> str:
+        return self.sh("ip", "-n", self.ns("ce"), "route", "show", cidr).stdout.strip()
+
+    def wait_best(self, want: str, budget_s: float = 60) -> None:
+        end = time.monotonic() + budget_s
+        while True:
+            got = {c: self.best(c) for c in self.recovery}
+            if all(v == want for v in got.values()):
+                return
+            if time.monotonic() > end:
+                raise AssertionError(f"best paths {got}, expected all via {want}")
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        for ns in self.names:
+            for daemon in ("bgpd", "zebra"):
+                pidfile = Path("/var/run/frr") / ns / f"{daemon}.pid"
+                try:
+                    os.kill(int(pidfile.read_text().split()[0]), signal.SIGTERM)
+                except (OSError, ValueError):
+                    pass
+        time.sleep(1)
+        for ns in self.names:
+            for pid in self.sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+            self.sh("ip", "netns", "delete", ns, check=False)
+            shutil.rmtree(Path("/var/run/frr") / ns, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_rendered_router_fails_over_nominal_backup_vpn_and_back_in_real_bgp():
+    """Service description 10.2 with FRR itself: the site router runs the rendered frr.conf, three
+    provider routers announce the recovery subnets; taking the nominal then the backup access down
+    moves every recovery route (BGP best path and kernel route) to the next path, and the nominal
+    access coming back takes them back."""
+    _vtysh()
+    if os.geteuid() != 0 or not Path("/usr/lib/frr/bgpd").exists():
+        reason = "needs root and FRR's daemons (Debian package frr) for network namespaces with bgpd"
+        if os.environ.get("DRCTL_ALLOW_SKIP") == "1":
+            pytest.skip(reason)
+        pytest.fail(reason, pytrace=False)
+    plan = load_plan(ACME)
+    lab = BgpLab(plan, render_bundle(plan, "lyon", PSK, "203.0.113.99")["frr.conf"])
+    try:
+        lab.start()
+        m = lab.mpls
+        lab.wait_best(m.nominal.neighbor)
+        assert f"via {m.nominal.neighbor}" in lab.kernel_route(lab.recovery[0])
+        lab.link("nominal", up=False)
+        lab.wait_best(m.backup.neighbor, 30)
+        assert f"via {m.backup.neighbor}" in lab.kernel_route(lab.recovery[0])
+        lab.link("backup", up=False)
+        lab.wait_best(m.vpn.neighbor, 30)
+        assert f"via {m.vpn.neighbor}" in lab.kernel_route(lab.recovery[0])
+        lab.link("nominal", up=True)
+        lab.wait_best(m.nominal.neighbor, 60)
+    finally:
+        lab.close()
+    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.tag not in leftovers
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert lab.tag not in ps
