@@ -72,13 +72,13 @@ def restore_image(server: str, images: Mapping[str, str]) -> str:
 def restore_data_images(server: Server, data_images: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     """disk -> recorded image for every non-boot disk of ``server``, or a config error naming the disk."""
     recorded = data_images.get(server.name) or {}
-    missing = [d.name for d in server.disks if not d.boot and not recorded.get(d.name)]
+    missing = [d.name for d in server.data_disks if not recorded.get(d.name)]
     if missing:
         raise StackConfigInvalid(
             f"{PROJECT}:activation.data_images.{server.name} has no restore image for disk(s) "
             f"{', '.join(missing)} of server {server.name}; the activation records one per data disk "
             f"(activation.data_images.{server.name}.<disk>), or leave {server.name} out of activation.servers")
-    return {d.name: recorded[d.name] for d in server.disks if not d.boot}
+    return {d.name: recorded[d.name] for d in server.data_disks}
 
 
 def restore_point_of(restore_point: str) -> str:
@@ -138,7 +138,7 @@ class RecoveredServer(pulumi.ComponentResource):
                     source_type="image", uuid=args.data_images[d.name], destination_type="volume",
                     volume_size=d.size_gb, boot_index=-1, delete_on_termination=True,
                     volume_type=args.boot_volume_type or None)
-                for d in server.disks if not d.boot],
+                for d in server.data_disks],
             networks=[openstack.compute.InstanceNetworkArgs(port=p.id) for p in self.ports],
             scheduler_hints=([openstack.compute.InstanceSchedulerHintArgs(group=args.server_group_id)]
                              if args.server_group_id is not None else None),

@@ -100,7 +100,7 @@ class CloudTarget:
             if server.name not in self._image_ids:
                 raise CloudError(f"no uploaded image for server {server.name}: its boot disk was not staged")
             staged = self._data_image_ids.get(server.name, {})
-            missing = [d.name for d in server.disks if not d.boot and d.name not in staged]
+            missing = [d.name for d in server.data_disks if d.name not in staged]
             if missing:
                 raise CloudError(f"no uploaded image for disk(s) {', '.join(missing)} of server {server.name}: "
                                  "every disk is restored and staged before the server starts")

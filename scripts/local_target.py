@@ -32,7 +32,7 @@ class LocalTarget:
 
     def start_server(self, server: Server, disks: Sequence[RestoredDisk]) -> None:
         by_name = {d.disk: Path(d.path) for d in disks}
-        data = [(d.name, by_name[d.name]) for d in server.disks if not d.boot]
+        data = [(d.name, by_name[d.name]) for d in server.data_disks]
         guest = self.sandbox.start_server(server, by_name[server.boot_disk.name], data_disks=data)
         self.sandbox.wait_ssh(guest, self.deadline_for(server))
 

@@ -163,6 +163,12 @@ class Server:
     def boot_disk(self) -> Disk:
         return next((d for d in self.disks if d.boot), self.disks[0])
 
+    @property
+    def data_disks(self) -> tuple[Disk, ...]:
+        """Every disk but the boot disk, in plan order (attached after it on every target)."""
+        boot = self.boot_disk
+        return tuple(d for d in self.disks if d is not boot)
+
 
 @dataclass(frozen=True)
 class Plan:

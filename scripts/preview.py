@@ -203,8 +203,8 @@ def program_config(cfg: StackConfig, *, failover: bool | None,
         placeholders = []
         for name in scope:
             recorded = data_images.setdefault(name, {})
-            for disk in cfg.plan.server(name).disks:
-                if not disk.boot and disk.name not in recorded:
+            for disk in cfg.plan.server(name).data_disks:
+                if disk.name not in recorded:
                     recorded[disk.name] = f"preview-image-{name}-{disk.name}"
                     placeholders.append(f"{name}/{disk.name}")
         if placeholders:
