@@ -64,7 +64,7 @@ class _Uploader:
     """Chunk id, dedup claim, compress+encrypt+upload: all on the pool's threads.
 
     With enforced retention, a chunk reused from an earlier backup gets its retention extended to
-    this point's (format §5): otherwise deleting it once the older, shorter retention expired
+    this point's (format §8): otherwise deleting it once the older, shorter retention expired
     would break the newer point that still references it."""
 
     def __init__(self, repo: Repository, known: set[bytes], retain_until: datetime | None,
@@ -80,11 +80,13 @@ class _Uploader:
     def process(self, data: bytes) -> tuple[bytes, int]:
         cid = chunk_id(self.repo.keys, data)
         with self.claim_lock:
-            extend = cid in self.reused
-            self.reused.discard(cid)
-            if cid in self.claimed and not extend:
+            extend = cid in self.reused  # an earlier backup's chunk, first met in this one
+            if extend:
+                self.reused.discard(cid)
+            elif cid in self.claimed:
                 return cid, 0
-            self.claimed.add(cid)
+            else:
+                self.claimed.add(cid)
         if self.failed.is_set():  # another upload failed: do no more work
             return cid, 0
         try:
