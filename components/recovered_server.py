@@ -4,8 +4,9 @@ It boots from the restore image recorded in ``activation.images`` (a boot volume
 boot-disk size) and gets one more volume per data disk from ``activation.data_images`` (plan
 order, the plan's sizes, attached after the boot volume; same volume type). It gets its plan
 flavor through the stack's flavor map, one port per plan NIC with the fixed production IP and
-the server's security group, and metadata naming client and restore point. It waits for the RecoveredServers of its upstream servers, so the engine creates them in
-plan order; :func:`recovery_order` computes that order.
+the server's security group, and metadata naming client and restore point. It waits for the
+RecoveredServers of its upstream servers, so the engine creates them in plan order;
+:func:`recovery_order` computes that order.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ The rendered ``frr.conf`` (template ``components/templates/site-frr.conf.j2``) g
 ``weight`` (the router's own choice) and, on the routes it accepts, a ``local-preference`` (what
 the other routers of the site's AS follow), 300 / 200 / 100; it accepts only the recovery
 subnets from those peers and announces only the subnets that stay on site (the server subnets
-are rebuilt, same CIDRs, in the recovery space: announcing them from the site would blackhole them). The plan declares it per site:
+are rebuilt, same CIDRs, in the recovery space: announcing them from the site would blackhole
+them). The plan declares it per site:
 
     mpls: {asn: 65010, router_id: 192.168.10.1,
            nominal: {neighbor: 10.255.0.1, remote_as: 3215},
@@ -16,8 +17,8 @@ are rebuilt, same CIDRs, in the recovery space: announcing them from the site wo
 
 The behaviour is proven with FRR itself in ``tests/test_site_bgp.py`` (the rendered config in
 bgpd, three provider routers in namespaces, accesses taken down one by one). Rendering is pure
-(plan in, text out). :func:`frr_parse_errors` is the one I/O function: FRR's own
-parser (``vtysh --dryrun``) on the rendered text; ``drctl nca render`` runs it when FRR is installed.
+(plan in, text out). :func:`frr_parse_errors` is the one I/O function: FRR's own parser
+(``vtysh --dryrun``) on the rendered text; ``drctl nca render`` runs it when FRR is installed.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path as FilePath
+from pathlib import Path
 
 import jinja2
 
@@ -43,7 +44,7 @@ class BgpRenderError(InvalidInput):
 
 
 @dataclass(frozen=True)
-class Path:
+class BgpPath:
     role: str
     neighbor: str
     remote_as: int
@@ -54,16 +55,16 @@ class Path:
         return f"DR-{self.role.upper()}-IN"
 
 
-def paths(site: Site) -> tuple[Path, ...]:
+def paths(site: Site) -> tuple[BgpPath, ...]:
     """The site's BGP paths to the recovery space, most preferred first."""
     assert site.mpls is not None
     peers: dict[str, BgpPeer | None] = {"nominal": site.mpls.nominal, "backup": site.mpls.backup,
                                         "vpn": site.mpls.vpn}
-    return tuple(Path(role, p.neighbor, p.remote_as, pref) for role, pref in PREFERENCE
+    return tuple(BgpPath(role, p.neighbor, p.remote_as, pref) for role, pref in PREFERENCE
                  if (p := peers[role]) is not None)
 
 
-def _problems(plan: Plan, site: Site, chosen: tuple[Path, ...], router_id: str) -> list[str]:
+def _problems(plan: Plan, site: Site, chosen: tuple[BgpPath, ...], router_id: str) -> list[str]:
     where = f"sites.{site.name}.mpls"
     problems = []
     seen: dict[str, str] = {}
@@ -117,7 +118,7 @@ def frr_parse_errors(text: str) -> list[str] | None:
     if vtysh is None:
         return None
     with tempfile.TemporaryDirectory(prefix="drctl-frr-") as tmp:
-        conf = FilePath(tmp) / "frr.conf"
+        conf = Path(tmp) / "frr.conf"
         conf.write_text(text)
         p = subprocess.run([vtysh, "--dryrun", "-f", str(conf)], capture_output=True, text=True, timeout=60)
     errors = [line.strip() for line in (p.stdout + p.stderr).splitlines() if "%" in line]
