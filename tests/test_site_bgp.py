@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import server_missing
 
 from drctl.nca import render_bundle
 from drctl.plan_checks import load_plan
@@ -31,10 +32,7 @@ PSK = "a-long-enough-test-psk-0123456789"
 def _vtysh() -> str:
     path = shutil.which("vtysh")
     if path is None:
-        reason = "vtysh (Debian package frr) is missing: apt-get install --no-install-recommends frr"
-        if os.environ.get("DRCTL_ALLOW_SKIP") == "1":
-            pytest.skip(reason)
-        pytest.fail(reason, pytrace=False)
+        server_missing("vtysh (Debian package frr) is missing: apt-get install --no-install-recommends frr")
     return path
 
 
@@ -240,10 +238,7 @@ def test_rendered_router_fails_over_nominal_backup_vpn_and_back_in_real_bgp():
     access coming back takes them back."""
     _vtysh()
     if os.geteuid() != 0 or not Path("/usr/lib/frr/bgpd").exists():
-        reason = "needs root and FRR's daemons (Debian package frr) for network namespaces with bgpd"
-        if os.environ.get("DRCTL_ALLOW_SKIP") == "1":
-            pytest.skip(reason)
-        pytest.fail(reason, pytrace=False)
+        server_missing("needs root and FRR's daemons (Debian package frr) for network namespaces with bgpd")
     plan = load_plan(ACME)
     lab = BgpLab(plan, render_bundle(plan, "lyon", PSK, "203.0.113.99")["frr.conf"])
     try:
