@@ -9,7 +9,7 @@ test:
 	bash .ci/test
 
 bench:
-	bash .ci/venv && bash -c 'source <(.venv/bin/drctl local up) && .venv/bin/python -m drctl.repo.benchmark'
+	bash .ci/venv && bash -c 'source <(.venv/bin/drctl local up) && .venv/bin/python benchmarks/restore_benchmark.py'
 
 services:
 	bash .ci/swift/start.sh

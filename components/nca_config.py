@@ -1,7 +1,7 @@
 """NcaConfig: the on-site appliance (NCA) bundle of one site -- strongSwan ``swanctl.conf`` matching
 that site's SiteVpn, and ``dnsmasq.conf`` for the site's DHCP and DNS.
 
-The rendering itself is ``drctl.nca.render_bundle`` (jinja2, StrictUndefined); this component only
+The rendering itself is ``drctl.nca.render.render_bundle`` (jinja2, StrictUndefined); this component only
 feeds it the PSK and the VPN endpoint once the engine knows them, and keeps the result secret.
 """
 from __future__ import annotations
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import pulumi
 
-from drctl.plan import Plan
+from drctl.plan.model import Plan
 
 try:  # the renderer lands with the NCA issue; until then the component exports nothing
-    from drctl.nca import render_bundle
-except ImportError:  # pragma: no cover - exercised only before drctl.nca exists
+    from drctl.nca.render import render_bundle
+except ImportError:  # pragma: no cover - exercised only before drctl.nca.render exists
     render_bundle = None
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class NcaConfig(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, opts)
         self.files: pulumi.Output[dict[str, str]] | None = None
         if render_bundle is None:
-            log.warning("drctl.nca is not installed: NCA bundle of site %s not rendered", args.site_name)
+            log.warning("drctl.nca.render is not installed: NCA bundle of site %s not rendered", args.site_name)
         else:
             plan, site = args.plan, args.site_name
             self.files = pulumi.Output.secret(pulumi.Output.all(args.psk, args.vpn_endpoint_address).apply(

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_openstack as openstack
 
-from drctl.plan import Plan, Server
-from drctl.stack_config import PROJECT, StackConfigInvalid
+from drctl.plan.model import Plan, Server
+from drctl.paths import PROJECT
+from drctl.stack.config import StackConfigInvalid
 
 TYPE = "flexrecovery:index:RecoveredServer"
 

@@ -16,7 +16,7 @@ import pulumi
 import pulumi_openstack as openstack
 
 from drctl.components.security_rules import egress_prefixes, ingress_rules
-from drctl.plan import Plan, Subnet
+from drctl.plan.model import Plan, Subnet
 
 TYPE = "flexrecovery:index:RecoverySpace"
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from drctl.plan import Plan, Server
+from drctl.plan.model import Plan, Server
 
 WORLD = "0.0.0.0/0"
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_openstack as openstack
 
-from drctl.plan import Plan, Site, VpnSettings
-from drctl.stack_config import StackConfigInvalid
+from drctl.plan.model import Plan, Site, VpnSettings
+from drctl.stack.config import StackConfigInvalid
 
 TYPE = "flexrecovery:index:SiteVpn"
 DPD_ACTION = "restart"

@@ -1,7 +1,7 @@
 """The Flexible Recovery policy rules, as plain validate functions and their Policy objects.
 
 One module serves two runners: ``policies/__main__.py`` (the pack ``pulumi preview --policy-pack
-policies`` starts) and ``drctl policy`` (``drctl.policy_check``, which builds the same
+policies`` starts) and ``drctl policy`` (``drctl.stack.policy``, which builds the same
 ``ResourceValidationArgs`` / ``StackValidationArgs`` from the offline preview graph). It imports
 only the standard library and ``pulumi_policy``, never ``drctl``, and no sibling module by a
 relative name: the pack's own virtualenv may not have drctl installed.

@@ -15,11 +15,11 @@ from drctl.components.recovered_server import (
     upstream_in_scope)
 from drctl.components.recovery_space import RecoverySpace, RecoverySpaceArgs
 from drctl.components.site_vpn import SiteVpn, SiteVpnArgs
-from drctl.stack_config import (
+from drctl.stack.config import (
     SECRET_SETTINGS, SETTING_TYPES, StackConfigInvalid, check_settings, choose_flavor, load_plan_file,
     parse_settings)
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[1]  # Pulumi.yaml's directory (main: stacks/)
 STACK = pulumi.get_stack()
 
 # --- config -> plan -------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from typing import Any
 
 import pytest
 
-from drctl.local_store import LocalStore, LocalStorePorts
+from drctl.devstore import LocalStore, LocalStorePorts
+from drctl.storage.memory import MemoryStorage
 from drctl.storage.local import LocalDirStorage
 from drctl.storage.retry import RetryingStorage
 from drctl.storage.s3 import S3Storage, create_bucket, make_client
@@ -221,9 +222,11 @@ def swift_container(swift_server: S3Server) -> S3Target:
 
 # -- the generic contract fixture -----------------------------------------------------------------
 
-@pytest.fixture(params=["local", "seaweed", "swift"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> RetryingStorage | LocalDirStorage:
+@pytest.fixture(params=["memory", "local", "seaweed", "swift"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> RetryingStorage | LocalDirStorage | MemoryStorage:
     """Each backend as the product stacks it; ``request.param`` names it."""
+    if request.param == "memory":
+        return MemoryStorage()
     if request.param == "local":
         root = tmp_path / "repo"
         root.mkdir()
@@ -234,7 +237,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> RetryingStorage |
 
 @pytest.fixture
 def storage_kind(request: pytest.FixtureRequest) -> str:
-    """``local`` / ``seaweed`` / ``swift``: which backend the ``storage`` fixture gave this test."""
+    """``memory`` / ``local`` / ``seaweed`` / ``swift``: which backend the ``storage`` fixture gave this test."""
     return request.node.callspec.params["storage"]
 
 

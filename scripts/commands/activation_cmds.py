@@ -52,9 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    from drctl.run_store import default_state_dir
+    from drctl.paths import state_dir
 
-    return args.state_dir or default_state_dir()
+    return args.state_dir or state_dir()
 
 
 def _printer(json_mode: bool):
@@ -69,7 +69,7 @@ def _printer(json_mode: bool):
 
 
 def _activate(args: argparse.Namespace) -> int:
-    from drctl.activation import Activation, ActivationRequest
+    from drctl.activation.activation import Activation, ActivationRequest
     from drctl.repo.password import read_password
 
     req = ActivationRequest(
@@ -109,7 +109,7 @@ def _print_summary(summary, state_dir: Path) -> None:
 
 
 def _deactivate(args: argparse.Namespace) -> int:
-    from drctl.activation import deactivate
+    from drctl.activation.activation import deactivate
 
     result = deactivate(args.stack, _state_dir(args))
     if args.json:

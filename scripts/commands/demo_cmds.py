@@ -1,4 +1,4 @@
-"""``drctl demo prepare``: the demo client's images and nightly backups (see drctl.demo_prepare)."""
+"""``drctl demo prepare``: the demo client's images and nightly backups (see drctl.demo.prepare)."""
 from __future__ import annotations
 
 import argparse
@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from drctl.demo_prepare import prepare_demo
-    from drctl.run_store import default_state_dir
+    from drctl.demo.prepare import prepare_demo
+    from drctl.paths import state_dir
 
     def progress(who: str, msg: str) -> None:
         if args.json:
@@ -30,7 +30,7 @@ def _prepare(args: argparse.Namespace) -> int:
         else:
             print(f"[{time.strftime('%H:%M:%S')}] {who}: {msg}", file=sys.stderr, flush=True)
 
-    result = prepare_demo(args.state_dir or default_state_dir(), broken=args.broken, progress=progress)
+    result = prepare_demo(args.state_dir or state_dir(), broken=args.broken, progress=progress)
     print(json.dumps(result) if args.json else
           f"demo backups ready in {result['repository']} (password file {result['password_file']})")
     return 0

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from drctl.errors import EXIT_STORAGE, InvalidInput
-from drctl.local_store import LocalStore, LocalStoreInfo, LocalStorePorts, default_state_dir
+from drctl.devstore import LocalStore, LocalStoreInfo, LocalStorePorts, default_state_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,6 +1,6 @@
 """``drctl nca render`` and ``drctl nca test``: the on-site appliance bundle and its proof.
 
-The PSK never comes from argv: it is the stack's Pulumi secret (via ``drctl.stack_config`` when
+The PSK never comes from argv: it is the stack's Pulumi secret (via ``drctl.stack.config`` when
 available) or the environment variable ``DRCTL_VPN_PSK``.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drctl.errors import InvalidInput
-from drctl.plan import Plan
+from drctl.plan.model import Plan
 from drctl.processes import sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def load_inputs(stack: str, site: str, plan_file: str | None = None) -> NcaInput
     The stack file (``stacks/Pulumi.<stack>.yaml``: plan + the ``vpn_psks`` Pulumi secret) when it
     exists; else ``recovery_plans/<stack>.yaml``. The stack's secret is the PSK the cloud side
     uses, so it wins; ``$DRCTL_VPN_PSK`` is only used when the stack has none for the site."""
-    from drctl.stack_config import StackNotFound, load_plan_file, load_stack
+    from drctl.stack.config import StackNotFound, load_plan_file, load_stack
 
     endpoint = os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
     psk: str | None = None
@@ -68,12 +68,12 @@ def load_inputs(stack: str, site: str, plan_file: str | None = None) -> NcaInput
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from drctl.nca import render_bundle, write_bundle
+    from drctl.nca.render import render_bundle, write_bundle
 
     inputs = load_inputs(args.stack, args.site)
     bundle = render_bundle(inputs.plan, args.site, inputs.psk, args.endpoint or inputs.vpn_endpoint_address)
     if "frr.conf" in bundle:
-        from drctl.site_bgp import BgpRenderError, frr_parse_errors
+        from drctl.nca.bgp import BgpRenderError, frr_parse_errors
 
         errors = frr_parse_errors(bundle["frr.conf"])
         if errors is None:
@@ -88,8 +88,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from drctl.nca_lab import LabError, NcaLab, default_target
-    from drctl.nca_netns import cleanup_leftovers, require_tools
+    from drctl.nca.lab import LabError, NcaLab, default_target
+    from drctl.netns import cleanup_leftovers, require_tools
 
     if args.cleanup:
         require_tools()

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate",
         help="check recovery plans (schema and semantic rules), reporting every problem",
-        description="Check each recovery plan against recovery_plans/schema.json and the semantic "
+        description="Check each recovery plan against scripts/plan/schema.json and the semantic "
                     "rules (names, dependencies, addressing, RPO, contacts). Every problem is printed "
                     "on stderr as FILE: path.to.field: message. Exit 0 only if every plan is valid.",
     )
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def validate_files(paths: list[str]) -> list[dict[str, Any]]:
     """One result per file: ``{"file", "ok", "servers", "sites", "problems": [{file, path, message}]}``."""
-    from drctl.plan_checks import PlanInvalid, load_plan  # jsonschema: imported only when validating
+    from drctl.plan.load import PlanInvalid, load_plan  # jsonschema: imported only when validating
 
     results: list[dict[str, Any]] = []
     for path in paths:

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_policy(args: argparse.Namespace) -> int:
-    from drctl.policy_check import check_stack
+    from drctl.stack.policy import check_stack
 
     report, notes = check_stack(args.stack, failover=args.failover, servers=args.servers,
                                 project_dir=args.project_dir)

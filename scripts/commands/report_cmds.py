@@ -13,10 +13,10 @@ import json
 import shutil
 from pathlib import Path
 
-from drctl import report_signing
+from drctl.runs import signing as report_signing
 from drctl.errors import InvalidInput, LocalIOError
-from drctl.report import fmt_duration, fmt_time
-from drctl.run_store import RunStore, StoredRun
+from drctl.runs.report import fmt_duration, fmt_time
+from drctl.runs.store import RunStore, StoredRun
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """``drctl preview STACK`` (the stack's resource graph, offline) and ``drctl stack set-secret``.
 
 ``nca render`` lives in ``nca_cmds`` and ``policy`` in ``policy_cmds``; both read stacks through
-``drctl.stack_config`` and graphs through ``drctl.preview`` like this module.
+``drctl.stack.config`` and graphs through ``drctl.stack.preview`` like this module.
 """
 from __future__ import annotations
 
@@ -66,12 +66,11 @@ def render_tree(graph) -> str:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from drctl.preview import preview_stack
+    from drctl.stack.preview import preview_stack
 
-    from drctl.stack_config import REPO_ROOT
 
     graph = preview_stack(args.stack, failover=True if args.failover else None, servers=args.servers,
-                          project_dir=args.project_dir or REPO_ROOT)
+                          project_dir=args.project_dir)
     if args.json:
         print(json.dumps(graph.to_json(redact=True), indent=2, sort_keys=True))
         for note in graph.notes:
@@ -93,9 +92,9 @@ def _read_secret(prompt: str) -> str:
 
 
 def cmd_set_secret(args: argparse.Namespace) -> int:
-    from drctl.stack_config import REPO_ROOT, set_secret
+    from drctl.stack.config import set_secret
 
     value = _read_secret(f"Value of {args.key} for stack {args.stack}: ")
-    path = set_secret(args.stack, args.key, value, args.project_dir or REPO_ROOT)
+    path = set_secret(args.stack, args.key, value, args.project_dir)
     print(f"{args.key} encrypted into {path}")
     return 0

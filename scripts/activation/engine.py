@@ -1,0 +1,192 @@
+"""The activation engine: restore every in-scope disk at once, start each server when its disks
+are restored and every server it depends on has passed its checks, verify it, record timings.
+
+This module is pure orchestration. The three side effects sit behind callables injected by the
+caller (``drctl.activation.activation``): restoring one disk, starting one server on the target, verifying
+one server. That keeps the ordering rules testable without an object store or a hypervisor.
+
+Rules (issue 4, service description 9.4):
+- restores of all in-scope disks start at once, bounded by ``restore_parallel``;
+- a server boots when (a) all its disks are restored and (b) every in-scope server it depends on
+  is ``ok`` or ``warning``; servers whose conditions are met at the same time boot in parallel;
+- a server whose upstream failed (or was not started) is ``not-started`` with the reason, and
+  independent branches go on;
+- dependencies outside the activation scope (partial activation) are assumed to be running
+  elsewhere and do not block.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from drctl.plan.model import Server
+from drctl.runs.model import CheckResult
+from drctl.activation.verify.checks import outcome_reason, server_outcome, verified_at
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestoredDisk:
+    server: str
+    disk: str
+    path: str
+    point_id: str
+    point_time: datetime
+
+
+@dataclass
+class ServerRun:
+    """What happened to one server during the run (mutable while the run goes on)."""
+
+    server: Server
+    status: str = "pending"  # ok | warning | failed | not-started
+    reason: str = ""
+    restore_started_at: datetime | None = None
+    restore_ended_at: datetime | None = None
+    boot_started_at: datetime | None = None
+    verified_at: datetime | None = None
+    disks: list[RestoredDisk] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return self.status in ("ok", "warning")
+
+
+RestoreFn = Callable[[Server, str], RestoredDisk]
+StartFn = Callable[[Server, Sequence[RestoredDisk]], None]
+VerifyFn = Callable[[Server], Sequence[CheckResult]]
+EventFn = Callable[[str, dict], None]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def dependency_levels(servers: Sequence[Server]) -> dict[str, int]:
+    """Level 0 for servers with no in-scope upstream, else 1 + the deepest upstream level."""
+    names = {s.name for s in servers}
+    by_name = {s.name: s for s in servers}
+    levels: dict[str, int] = {}
+
+    def level(name: str, path: tuple[str, ...] = ()) -> int:
+        if name in levels:
+            return levels[name]
+        if name in path:
+            raise ValueError("dependency cycle: " + " -> ".join(path + (name,)))
+        ups = [d for d in by_name[name].depends_on if d in names]
+        levels[name] = 1 + max((level(d, path + (name,)) for d in ups), default=-1)
+        return levels[name]
+
+    for s in servers:
+        level(s.name)
+    return levels
+
+
+def run_servers(
+    servers: Sequence[Server],
+    *,
+    restore: RestoreFn,
+    start: StartFn,
+    verify: VerifyFn,
+    restore_parallel: int = 4,
+    on_event: EventFn | None = None,
+    now: Callable[[], datetime] = _now,
+    cancel: threading.Event | None = None,
+) -> dict[str, ServerRun]:
+    """Run the activation of ``servers`` (already the in-scope subset, in plan order).
+
+    On Ctrl-C (any exception in the calling thread) ``cancel`` is set, which ``restore`` is
+    expected to honour, and this returns only once no restore is running any more: the caller
+    can then remove the restore directory without a worker writing into it again."""
+    emit = on_event or (lambda kind, data: None)
+    dependency_levels(servers)  # refuses a cycle before anything starts
+    runs = {s.name: ServerRun(server=s) for s in servers}
+    done = {s.name: threading.Event() for s in servers}
+    lock = threading.Lock()
+
+    cancel = cancel or threading.Event()
+    restoring = threading.Condition()  # guards ``in_flight``: restores running right now
+    in_flight = [0]
+
+    def restore_one(s: Server, disk: str) -> RestoredDisk:
+        with restoring:
+            in_flight[0] += 1
+        try:
+            if cancel.is_set():
+                raise RuntimeError("cancelled before it started")
+            run = runs[s.name]
+            with lock:
+                if run.restore_started_at is None:
+                    run.restore_started_at = now()
+            emit("restore-started", {"server": s.name, "disk": disk})
+            result = restore(s, disk)
+            emit("restore-finished", {"server": s.name, "disk": disk, "point": result.point_id})
+            return result
+        finally:
+            with restoring:
+                in_flight[0] -= 1
+                restoring.notify_all()
+
+    def drive(s: Server, disk_futures: list[Future]) -> None:
+        run = runs[s.name]
+        try:
+            try:
+                run.disks = [f.result() for f in disk_futures]
+            except Exception as e:  # the restore error is the server's outcome, reported
+                run.status, run.reason = "failed", f"restore failed: {e}"
+                return
+            finally:
+                run.restore_ended_at = now()
+            for dep in s.depends_on:
+                if dep not in done:
+                    continue  # outside the scope: assumed running elsewhere
+                done[dep].wait()
+                if not runs[dep].available:
+                    run.status = "not-started"
+                    run.reason = f"upstream server {dep} is {runs[dep].status}"
+                    return
+            if cancel.is_set():  # Ctrl-C: the target is being torn down, start nothing more
+                run.status, run.reason = "not-started", "the activation was interrupted"
+                return
+            run.boot_started_at = now()
+            emit("boot-started", {"server": s.name})
+            try:
+                start(s, run.disks)
+                run.checks = list(verify(s))
+            except Exception as e:
+                run.status, run.reason = "failed", f"{type(e).__name__}: {e}"
+                return
+            run.status = server_outcome(run.checks)
+            # When the checks say the server became available; else the moment they gave up.
+            run.verified_at = (verified_at(run.checks) or now()) if run.available else None
+            run.reason = outcome_reason(run.checks) or ""
+        finally:
+            emit("server-finished", {"server": s.name, "status": run.status, "reason": run.reason})
+            done[s.name].set()
+
+    pool = ThreadPoolExecutor(max_workers=max(1, restore_parallel), thread_name_prefix="restore")
+    try:
+        futures = {s.name: [pool.submit(restore_one, s, d.name) for d in s.disks] for s in servers}
+        drivers = [threading.Thread(target=drive, args=(s, futures[s.name]), name=f"server-{s.name}",
+                                    daemon=True) for s in servers]
+        for t in drivers:
+            t.start()
+        for t in drivers:
+            t.join()
+    except BaseException:
+        # Ctrl-C: queued restores are dropped, running ones told to stop and waited for; the
+        # caller tears the target down, which makes any server start still in flight fail
+        # instead of booting into a dead sandbox.
+        cancel.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        with restoring:
+            restoring.wait_for(lambda: in_flight[0] == 0)
+        raise
+    pool.shutdown(wait=True)
+    return runs

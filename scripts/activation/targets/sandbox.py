@@ -1,0 +1,421 @@
+"""The local target's sandbox: restored disks booted with QEMU inside a network namespace of the run.
+
+One namespace ``drsb-<run_id>`` per run holds a bridge per plan subnet that hosts servers; the
+bridge carries the subnet's gateway address, so the namespace itself (where the verification runs)
+reaches the guests on their production IPs. Each NIC of a guest is a tap on its subnet's bridge.
+The namespace has no uplink, no veth, no NAT and forwarding off: nothing leaves it.
+
+Guests boot from a qcow2 overlay on the restored raw disk (the restored file stays as restored),
+with QEMU's software emulator (``-accel tcg``: the host's nested KVM hangs stock kernels, see
+LOCAL.md), the plan's RAM and vCPUs capped by the options, the console on a serial log file.
+
+Everything is torn down by :meth:`Sandbox.teardown` (idempotent), which the context manager calls
+on every exit path, Ctrl-C and SIGTERM included; :func:`cleanup_stale` removes what a killed run
+left behind. Usage::
+
+    with Sandbox(run_id, plan, state_dir=state) as sb:
+        guest = sb.start_server(plan.server("dns01"), restored_raw)
+        sb.wait_ssh(guest, timeout_s=300)
+        sb.exec([sys.executable, "-m", "drctl.activation.verify", "--host-url", sb.ssh_url(guest.server), ...])
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput, ToolMissing
+from drctl.plan.model import Plan, Server
+from drctl.processes import sigterm_as_interrupt
+
+log = logging.getLogger(__name__)
+
+NS_PREFIX = "drsb-"
+OWNER_DIR = Path("/run/drctl-sandbox")  # <namespace>.owner: "pid starttime" of the run owning it
+QEMU = "qemu-system-x86_64"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}$")
+
+# Runs inside the namespace: wait until something answers with an SSH banner on ip:port.
+_PROBE = r"""
+import socket, sys, time
+ip, port, end = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    try:
+        with socket.create_connection((ip, port), timeout=2) as s:
+            s.settimeout(5)
+            if s.recv(16).startswith(b"SSH-"):
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.5)
+sys.exit(1)
+"""
+
+
+class SandboxError(DrctlError):
+    """The local sandbox could not be set up or a guest did not come up."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
+class GuestFailed(SandboxError):
+    """A guest's QEMU process exited or its SSH server never answered."""
+
+
+def guest_mac(server: str, index: int) -> str:
+    """A stable MAC for NIC ``index`` of ``server`` (QEMU's 52:54:00 prefix). The demo images'
+    network configuration matches on it (:mod:`drctl.demo.images`)."""
+    h = hashlib.sha256(f"{server}/{index}".encode()).digest()
+    return f"52:54:00:{h[0]:02x}:{h[1]:02x}:{h[2]:02x}"
+
+
+@dataclass
+class Guest:
+    """One booted server: its QEMU process and what the run report records."""
+
+    server: str
+    ips: tuple[str, ...]
+    process: subprocess.Popen
+    disk: Path
+    serial_log: Path
+    taps: tuple[str, ...]
+    ram_mb: int
+    vcpus: int
+    boot_started_at: datetime
+    ssh_ready_at: datetime | None = None
+    _mono_start: float = field(default_factory=time.monotonic, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def serial_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.serial_log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _run(argv: Sequence[str], what: str, *, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise SandboxError(f"{what} failed ({' '.join(argv)}): {proc.stderr.strip()[-300:]}")
+    return proc
+
+
+def _proc_start(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def list_namespaces(prefix: str = NS_PREFIX) -> list[str]:
+    out = _run(["ip", "netns", "list"], "listing network namespaces").stdout
+    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix)]
+
+
+def _namespace_pids(ns: str) -> list[int]:
+    out = _run(["ip", "netns", "pids", ns], f"listing processes in {ns}", check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def _kill_namespace_processes(ns: str, grace_s: float = 5.0) -> None:
+    pids = _namespace_pids(ns)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < end and (pids := [p for p in pids if _proc_start(p) is not None and
+                                                   not _is_zombie(p)]):
+            time.sleep(0.1)
+        if not pids:
+            return
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def cleanup_stale(prefix: str = NS_PREFIX, *, state_dir: Path | None = None) -> list[str]:
+    """Remove the namespaces (and their QEMU processes, taps, bridges) of runs whose owner process
+    is gone; with ``state_dir``, also their overlays. Live runs are left alone. Returns the names."""
+    removed = []
+    for ns in list_namespaces(prefix):
+        owner = OWNER_DIR / f"{ns}.owner"
+        try:
+            pid_s, start = owner.read_text().split()
+            if _proc_start(int(pid_s)) == start:
+                continue  # its run is alive
+        except (OSError, ValueError):
+            pass
+        log.warning("removing the leftover sandbox namespace %s", ns)
+        _kill_namespace_processes(ns)
+        _run(["ip", "netns", "delete", ns], f"deleting namespace {ns}", check=False)
+        owner.unlink(missing_ok=True)
+        if state_dir is not None:
+            shutil.rmtree(Path(state_dir) / "sandbox" / ns.removeprefix(NS_PREFIX), ignore_errors=True)
+        removed.append(ns)
+    return removed
+
+
+class Sandbox:
+    """The network namespace of one run and the guests booted in it."""
+
+    def __init__(self, run_id: str, plan: Plan, *, state_dir: Path, ram_cap_mb: int | None = None,
+                 vcpu_cap: int | None = None, ssh_identity_file: Path | None = None,
+                 qemu: str = QEMU) -> None:
+        if not _RUN_ID.match(run_id):
+            raise InvalidInput(f"run id {run_id!r} cannot name a namespace (letters, digits, . _ -; max 61)")
+        self.run_id, self.plan = run_id, plan
+        self.namespace = NS_PREFIX + run_id
+        self.state_dir = Path(state_dir).resolve()
+        self.run_dir = self.state_dir / "sandbox" / run_id
+        self.ram_cap_mb, self.vcpu_cap, self.qemu = ram_cap_mb, vcpu_cap, qemu
+        self.ssh_identity_file = Path(ssh_identity_file or self.state_dir / "images" / "ssh" / "id_ed25519")
+        self.guests: dict[str, Guest] = {}
+        self.bridges: dict[str, str] = {}  # subnet ref -> bridge name
+        self._taps = 0
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()  # a guest start and the teardown never interleave
+        self._closing = False
+        self._created = False
+        self._old_sigterm: Any = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Sandbox":
+        if threading.current_thread() is threading.main_thread():
+            self._old_sigterm = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
+        try:
+            self.setup()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.teardown()
+        finally:
+            if self._old_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._old_sigterm)
+                self._old_sigterm = None
+
+    @property
+    def prefix(self) -> list[str]:
+        """Prepend to a command line to run it inside the namespace."""
+        return ["ip", "netns", "exec", self.namespace]
+
+    def setup(self) -> None:
+        """Create the namespace, with one bridge per subnet hosting servers (holding its gateway)."""
+        for tool, pkg in (("ip", "iproute2"), (self.qemu, "qemu-system-x86"), ("qemu-img", "qemu-utils")):
+            if shutil.which(tool) is None:
+                raise ToolMissing(f"{tool} is not installed: apt-get install --no-install-recommends {pkg}")
+        if self.namespace in list_namespaces(self.namespace):
+            raise SandboxError(f"network namespace {self.namespace} already exists: another run uses this id, "
+                               "or a crashed one left it (drctl.activation.targets.sandbox.cleanup_stale removes leftovers)")
+        OWNER_DIR.mkdir(parents=True, exist_ok=True)
+        (OWNER_DIR / f"{self.namespace}.owner").write_text(f"{os.getpid()} {_proc_start(os.getpid())}\n")
+        _run(["ip", "netns", "add", self.namespace], "creating the network namespace")
+        self._created = True
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ns = ["ip", "-n", self.namespace]
+        _run([*ns, "link", "set", "lo", "up"], "bringing up lo")
+        hosted = {nic.subnet for s in self.plan.servers for nic in s.nics}
+        for subnet in self.plan.subnets:
+            if subnet.ref not in hosted:
+                continue
+            br = f"br{len(self.bridges)}"
+            prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
+            _run([*ns, "link", "add", br, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
+                 f"creating the bridge of {subnet.ref}")
+            _run([*ns, "addr", "add", f"{subnet.gateway}/{prefix}", "dev", br], f"addressing the bridge of {subnet.ref}")
+            _run([*ns, "link", "set", br, "up"], f"bringing up the bridge of {subnet.ref}")
+            self.bridges[subnet.ref] = br
+        log.info("sandbox %s: namespace ready with bridges %s", self.namespace, self.bridges)
+
+    def teardown(self) -> None:
+        """Stop every guest (SIGTERM, then SIGKILL), delete taps, bridges, the namespace and the
+        overlays. Safe to call twice; Ctrl-C and SIGTERM are held off until it is done."""
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self._teardown()
+        finally:
+            if main:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _teardown(self) -> None:
+        # A start in flight (another thread) finishes registering its guest first, and none begins
+        # afterwards: else a QEMU launched after the kill below would outlive the run.
+        with self._start_lock:
+            self._closing = True
+        with self._lock:
+            guests = list(self.guests.values())
+        for g in guests:
+            if g.running():
+                g.process.terminate()
+        for g in guests:
+            try:
+                g.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                g.process.kill()
+                g.process.wait(timeout=10)
+        if self._created or self.namespace in list_namespaces(self.namespace):
+            _kill_namespace_processes(self.namespace)  # anything else started in it
+            for g in guests:
+                for tap in g.taps:
+                    _run(["ip", "-n", self.namespace, "link", "del", tap], "deleting a tap", check=False)
+            for br in self.bridges.values():
+                _run(["ip", "-n", self.namespace, "link", "del", br], "deleting a bridge", check=False)
+            _run(["ip", "netns", "delete", self.namespace], "deleting the namespace", check=False)
+        self._created = False
+        (OWNER_DIR / f"{self.namespace}.owner").unlink(missing_ok=True)
+        for g in guests:
+            if g.disk.parent == self.run_dir:
+                g.disk.unlink(missing_ok=True)
+        for leftover in self.run_dir.glob("*.qcow2"):
+            leftover.unlink(missing_ok=True)
+        if guests:
+            log.info("sandbox %s: torn down (%d guests)", self.namespace, len(guests))
+
+    # --- guests ------------------------------------------------------------------------------------
+
+    def ram_mb(self, server: Server) -> int:
+        return min(server.ram_mb, self.ram_cap_mb) if self.ram_cap_mb else server.ram_mb
+
+    def vcpus(self, server: Server) -> int:
+        return min(server.vcpus, self.vcpu_cap) if self.vcpu_cap else server.vcpus
+
+    def start_server(self, server: Server, disk_path: Path, *, disk_format: str = "raw",
+                     overlay: bool = True, data_disks: Sequence[tuple[str, Path]] = ()) -> Guest:
+        """Boot ``server`` from ``disk_path`` (its boot disk), one tap per NIC on its subnet's bridge.
+        ``data_disks`` (name, restored raw file) follow as vdb, vdc... in that order. With
+        ``overlay`` (default) the guest writes to qcow2 overlays in the run directory."""
+        with self._start_lock:
+            if self._closing:
+                raise SandboxError(f"sandbox {self.namespace} is being torn down: {server.name} not started")
+            return self._start_server(server, disk_path, disk_format, overlay, data_disks)
+
+    def _start_server(self, server: Server, disk_path: Path, disk_format: str, overlay: bool,
+                      data_disks: Sequence[tuple[str, Path]]) -> Guest:
+        if not self._created:
+            raise SandboxError(f"sandbox {self.namespace} is not set up (call setup() or use it as a context manager)")
+        if server.name in self.guests:
+            raise SandboxError(f"server {server.name} is already running in sandbox {self.namespace}")
+        drives = [self._drive(server, None, disk_path, disk_format, overlay)]
+        drives += [self._drive(server, name, path, "raw", overlay) for name, path in data_disks]
+        drive = drives[0][0]
+        taps, netargs = [], []
+        for i, nic in enumerate(server.nics):
+            bridge = self.bridges.get(nic.subnet)
+            if bridge is None:
+                raise SandboxError(f"server {server.name}: subnet {nic.subnet} has no bridge in {self.namespace}")
+            with self._lock:
+                tap = f"tap{self._taps}"
+                self._taps += 1
+            ns = ["ip", "-n", self.namespace]
+            _run([*ns, "tuntap", "add", "dev", tap, "mode", "tap"], f"creating a tap for {server.name}")
+            taps.append(tap)
+            _run([*ns, "link", "set", tap, "master", bridge, "up"], f"attaching the tap of {server.name}")
+            netargs += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
+                        "-device", f"virtio-net-pci,netdev=n{i},mac={guest_mac(server.name, i)}"]
+        serial = self.run_dir / f"{server.name}.serial.log"
+        ram, vcpus = self.ram_mb(server), self.vcpus(server)
+        argv = [*self.prefix, self.qemu, "-name", f"{server.name},process=drsb-{server.name}",
+                "-accel", "tcg,tb-size=64", "-m", str(ram), "-smp", str(vcpus),
+                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                # cache=unsafe: the overlay is thrown away at teardown, flushes would only slow the boot
+                *(arg for path, fmt in drives for arg in (
+                    "-drive", f"file={path},if=virtio,format={fmt},cache={'unsafe' if overlay else 'writeback'}")),
+                *netargs, "-serial", f"file:{serial}"]
+        qemu_log = open(self.run_dir / f"{server.name}.qemu.log", "wb")
+        try:
+            started = datetime.now(timezone.utc)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # Ctrl-C reaches us, not QEMU: we stop it in order
+        finally:
+            qemu_log.close()
+        guest = Guest(server=server.name, ips=tuple(n.ip for n in server.nics), process=proc, disk=drive,
+                      serial_log=serial, taps=tuple(taps), ram_mb=ram, vcpus=vcpus, boot_started_at=started)
+        with self._lock:
+            self.guests[server.name] = guest
+        log.info("sandbox %s: %s booting (%d MB, %d vCPU, pid %d)", self.namespace, server.name, ram, vcpus, proc.pid)
+        return guest
+
+    def _drive(self, server: Server, disk: str | None, path: Path, fmt: str, overlay: bool) -> tuple[Path, str]:
+        """(file QEMU opens, its format): the restored disk itself, or a qcow2 overlay on it."""
+        path = Path(path).resolve()
+        what = f"disk {disk} of {server.name}" if disk else f"disk of {server.name}"
+        if not path.is_file():
+            raise SandboxError(f"{what} not found: {path}")
+        if not overlay:
+            return path, fmt
+        drive = self.run_dir / (f"{server.name}-{disk}.qcow2" if disk else f"{server.name}.qcow2")
+        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(path), str(drive)],
+             f"creating the overlay of the {what}")
+        return drive, "qcow2"
+
+    def wait_ssh(self, guest: Guest, deadline: datetime | None = None, *, timeout_s: float | None = None) -> datetime:
+        """Wait until the guest's SSH server answers on its first IP; returns when it did (UTC).
+        Raises :class:`GuestFailed` if QEMU exits or the deadline passes (with the console's tail)."""
+        if deadline is not None:
+            timeout_s = (deadline - datetime.now(timezone.utc)).total_seconds()
+        timeout_s = max(1.0, timeout_s if timeout_s is not None else 300.0)
+        probe = subprocess.Popen([*self.prefix, sys.executable, "-c", _PROBE, guest.ips[0], "22", str(timeout_s)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            while probe.poll() is None:
+                if not guest.running():
+                    raise GuestFailed(f"server {guest.server}: QEMU exited with {guest.process.returncode} while "
+                                      f"booting; console ({guest.serial_log}):\n{guest.serial_tail()}")
+                time.sleep(0.2)
+        finally:
+            if probe.poll() is None:
+                probe.kill()
+                probe.wait()
+        if probe.returncode != 0:
+            raise GuestFailed(f"server {guest.server}: no SSH answer on {guest.ips[0]}:22 within {timeout_s:.0f} s; "
+                              f"console ({guest.serial_log}):\n{guest.serial_tail()}")
+        guest.ssh_ready_at = datetime.now(timezone.utc)
+        log.info("sandbox %s: %s answers SSH after %.1f s", self.namespace, guest.server,
+                 time.monotonic() - guest._mono_start)
+        return guest.ssh_ready_at
+
+    def ssh_url(self, server: Server | str, *, backend: str = "paramiko") -> str:
+        """testinfra host URL of the server, usable from inside the namespace."""
+        name = server if isinstance(server, str) else server.name
+        ip = self.plan.server(name).nics[0].ip
+        return f"{backend}://root@{ip}?ssh_identity_file={self.ssh_identity_file}"
+
+    def exec(self, argv: Sequence[str], *, timeout: float | None = None, input: str | None = None,
+             check: bool = False) -> subprocess.CompletedProcess:
+        """Run a command inside the namespace (text output captured)."""
+        return subprocess.run([*self.prefix, *argv], input=input, capture_output=True, text=True,
+                              timeout=timeout, check=check)
+

@@ -1,0 +1,462 @@
+"""Verification of a restored server: the plan's checks run with testinfra, retried until a deadline.
+
+Each plan check becomes one probe on a testinfra host (``local://``, ``ssh://``, ``paramiko://``...):
+
+=========  ======================================================================================
+port       something listens on the TCP (or UDP) port, on any address unless ``host`` is given
+           (``host.socket.get_listening_sockets()``; ``host.socket("tcp://IP:N").is_listening``)
+service    ``host.service(name).is_running``
+http       ``{url, status=200, contains?}``: status and body, with curl through ``host.run``
+           (testinfra has no http module) or, with ``http_via="verifier"``, from this process
+command    ``host.run(cmd).rc == 0``
+file       ``host.file(path).exists`` (and ``contains`` a text if given)
+=========  ======================================================================================
+
+Failing probes are retried every ``interval`` seconds until they pass or the deadline (the server's
+RTO budget) is reached. Once every critical check has passed, non-critical ones get a short grace
+and are then reported, so a cosmetic check never delays the servers that wait on this one.
+Outcome: ``ok``; ``warning`` when only non-critical checks failed; ``failed``.
+
+Sandbox guests are reachable only inside the run's network namespace, so this module is also a
+CLI run there as a subprocess (see :func:`verify_argv`)::
+
+    python -m drctl.activation.verify --host-url ssh://root@192.168.10.30 --checks-json '[{"port": 8080}]' \\
+        --deadline 2026-02-03T21:01:00Z
+
+It prints one JSON line ``{"outcome", "verified_at", "checks": [...]}`` and exits 0 (ok/warning)
+or 20 (failed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput
+from drctl.runs.model import CheckResult, format_ts, parse_ts, utc_now
+
+log = logging.getLogger(__name__)
+
+KINDS = ("port", "service", "http", "command", "file")
+DETAIL_MAX = 400
+
+
+class VerificationError(DrctlError):
+    """The verification itself could not run (not a failed check)."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One plan check, normalised. ``spec`` is kind-specific (see the module docstring)."""
+
+    kind: str
+    spec: Any
+    critical: bool = True
+
+    def describe(self) -> str:
+        s = self.spec
+        if self.kind == "port":
+            where = f"{s['host']}:" if s.get("host") else ""
+            return f"port {where}{s['port']}" + ("/udp" if s["protocol"] == "udp" else "")
+        if self.kind == "http":
+            text = f"http {s['url']} -> {s['status']}"
+            return text + (f" containing {s['contains']!r}" if s.get("contains") else "")
+        if self.kind == "file":
+            return f"file {s['path']}" + (f" containing {s['contains']!r}" if s.get("contains") else "")
+        return f"{self.kind} {s}"
+
+    def to_plan_dict(self) -> dict[str, Any]:
+        """Back to the plan's form (what ``--checks-json`` takes)."""
+        d: dict[str, Any] = {self.kind: self.spec}
+        if not self.critical:
+            d["critical"] = False
+        return d
+
+
+def check_spec(raw: Mapping[str, Any] | Any) -> CheckSpec:
+    """From a plan check: a mapping like ``{"port": 53, "critical": false}`` or a
+    :class:`drctl.plan.model.Check` (``kind``/``spec``/``critical``)."""
+    if hasattr(raw, "kind") and hasattr(raw, "spec"):
+        kind, spec, critical = raw.kind, raw.spec, bool(getattr(raw, "critical", True))
+    elif isinstance(raw, Mapping):
+        kinds = [k for k in raw if k != "critical"]
+        if len(kinds) != 1 or kinds[0] not in KINDS:
+            raise InvalidInput(f"check {dict(raw)!r}: give exactly one of {', '.join(KINDS)}")
+        kind, spec, critical = kinds[0], raw[kinds[0]], bool(raw.get("critical", True))
+    else:
+        raise InvalidInput(f"check {raw!r}: expected an object like {{\"port\": 80}}")
+    try:
+        return CheckSpec(kind, _normalise(kind, spec), critical)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidInput(f"check {kind} {spec!r}: {e}") from e
+
+
+def _normalise(kind: str, spec: Any) -> Any:
+    if kind == "port":
+        d = spec if isinstance(spec, Mapping) else {"port": spec}
+        port = int(d["port"])
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} out of range")
+        proto = str(d.get("protocol", "tcp"))
+        if proto not in ("tcp", "udp"):
+            raise ValueError(f"protocol {proto!r}: use tcp or udp")
+        return {"port": port, "protocol": proto, "host": d.get("host")}
+    if kind == "http":
+        if not isinstance(spec, Mapping) or "url" not in spec:
+            raise ValueError("give {url, status, contains}")
+        return {"url": str(spec["url"]), "status": int(spec.get("status", 200)),
+                "contains": spec.get("contains")}
+    if kind == "file":
+        d = spec if isinstance(spec, Mapping) else {"path": spec}
+        return {"path": str(d["path"]), "contains": d.get("contains")}
+    if kind in ("service", "command"):
+        if not isinstance(spec, str) or not spec.strip():
+            raise ValueError(f"a {kind} check takes a non-empty string")
+        return spec
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+# --- probes: one attempt each, returning (ok, observed detail) -----------------------------------
+
+def _clip(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 3] + "..."
+
+
+def probe_port(host: Any, s: Mapping[str, Any]) -> tuple[bool, str]:
+    port, proto = s["port"], s["protocol"]
+    if s.get("host"):
+        spec = f"{proto}://{s['host']}:{port}"
+        ok = host.socket(spec).is_listening
+        return ok, f"{spec} {'is listening' if ok else 'is not listening'}"
+    found = []
+    for sock in host.socket.get_listening_sockets():
+        p, _, addr = sock.partition("://")
+        if p == proto and addr.rsplit(":", 1)[-1] == str(port):
+            found.append(sock)
+    if found:
+        return True, "listening on " + ", ".join(sorted(found))
+    return False, f"nothing listens on {proto} port {port}"
+
+
+def probe_service(host: Any, name: str) -> tuple[bool, str]:
+    ok = host.service(name).is_running
+    return ok, f"service {name} is {'running' if ok else 'not running'}"
+
+
+def probe_command(host: Any, cmd: str) -> tuple[bool, str]:
+    r = host.run(cmd)
+    out = _clip((r.stdout or "") + (" " + r.stderr if r.stderr else ""))
+    return r.rc == 0, f"exit {r.rc}" + (f": {out}" if out else "")
+
+
+def probe_file(host: Any, s: Mapping[str, Any]) -> tuple[bool, str]:
+    f = host.file(s["path"])
+    if not f.exists:
+        return False, f"{s['path']} does not exist"
+    if s.get("contains") and not f.contains(s["contains"]):
+        return False, f"{s['path']} exists but does not contain {s['contains']!r}"
+    return True, f"{s['path']} exists" + (f" and contains {s['contains']!r}" if s.get("contains") else "")
+
+
+def _judge_http(s: Mapping[str, Any], status: int | None, body: str) -> tuple[bool, str]:
+    if status != s["status"]:
+        return False, f"HTTP {status} (expected {s['status']}): {_clip(body[:200])}"
+    if s.get("contains") and s["contains"] not in body:
+        return False, f"HTTP {status} but the body lacks {s['contains']!r}: {_clip(body[:200])}"
+    return True, f"HTTP {status}" + (f", body contains {s['contains']!r}" if s.get("contains") else "")
+
+
+def probe_http_on_host(host: Any, s: Mapping[str, Any], timeout: float) -> tuple[bool, str]:
+    marker = "\n__drctl_http_status__:"
+    r = host.run("curl -sS --noproxy '*' --max-time %s -w %s %s",
+                 str(max(1, int(timeout))), marker + "%{http_code}", s["url"])
+    body, _, code = (r.stdout or "").rpartition(marker)
+    if r.rc != 0 and not code.strip().strip("0"):
+        return False, f"curl exit {r.rc}: {_clip(r.stderr or r.stdout)}"
+    return _judge_http(s, int(code.strip() or 0) or None, body)
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def probe_http_from_verifier(s: Mapping[str, Any], timeout: float) -> tuple[bool, str]:
+    try:
+        with _NO_PROXY.open(s["url"], timeout=max(0.5, timeout)) as resp:
+            return _judge_http(s, resp.status, resp.read(65536).decode("utf-8", "replace"))
+    except urllib.error.HTTPError as e:
+        return _judge_http(s, e.code, e.read(65536).decode("utf-8", "replace"))
+    except (urllib.error.URLError, OSError) as e:
+        return False, f"no HTTP answer from {s['url']}: {getattr(e, 'reason', e)}"
+
+
+def probe(host: Any, c: CheckSpec, *, http_via: str = "host", timeout: float = 5.0) -> tuple[bool, str]:
+    if c.kind == "port":
+        return probe_port(host, c.spec)
+    if c.kind == "service":
+        return probe_service(host, c.spec)
+    if c.kind == "command":
+        return probe_command(host, c.spec)
+    if c.kind == "file":
+        return probe_file(host, c.spec)
+    if http_via == "verifier":
+        return probe_http_from_verifier(c.spec, timeout)
+    return probe_http_on_host(host, c.spec, timeout)
+
+
+def _fatal_errors() -> tuple[type[BaseException], ...]:
+    """Errors that retrying cannot fix: a refused login is never retried."""
+    try:
+        import paramiko
+
+        return (paramiko.AuthenticationException,)
+    except ImportError:  # pragma: no cover
+        return ()
+
+
+# --- the retry loop -------------------------------------------------------------------------------
+
+@dataclass
+class _State:
+    spec: CheckSpec
+    attempts: int = 0
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    ok: bool = False
+    detail: str = "not run"
+
+
+def run_checks(
+    host_url: str,
+    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    deadline: datetime,
+    *,
+    interval: float = 1.0,
+    noncritical_grace_s: float = 10.0,
+    http_via: str = "host",
+    host: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[CheckResult]:
+    """Run ``checks`` against the testinfra host ``host_url`` until they all pass or ``deadline``.
+
+    Every check is tried at least once. Results are in the order of ``checks``; a failed one's
+    detail says what was last observed, how many attempts were made and that the deadline passed.
+    ``host`` may be given instead of building it from ``host_url`` (a testinfra host object).
+    """
+    if http_via not in ("host", "verifier"):
+        raise InvalidInput(f"http_via {http_via!r}: use host or verifier")
+    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    if host is None:
+        import testinfra
+
+        try:
+            host = testinfra.get_host(host_url)
+        except Exception as e:  # testinfra raises plain RuntimeError/ValueError for bad URLs
+            raise InvalidInput(f"testinfra host {host_url!r}: {e}") from e
+    mono_deadline = time.monotonic() + (deadline - utc_now()).total_seconds()
+    states = [_State(s) for s in specs]
+    fatal = _fatal_errors()
+    grace_end: float | None = None
+    aborted: str | None = None
+    t0 = time.monotonic()
+
+    while True:
+        for st in states:
+            if st.ok:
+                continue
+            st.attempts += 1
+            now = utc_now()
+            st.started_at = st.started_at or now
+            remaining = max(1.0, mono_deadline - time.monotonic())
+            try:
+                st.ok, st.detail = probe(host, st.spec, http_via=http_via, timeout=min(5.0, remaining))
+            except fatal as e:
+                aborted = f"cannot log in to {host_url}: {e} (not retried)"
+                st.ok, st.detail = False, aborted
+            except Exception as e:  # the guest may not answer yet: recorded, then retried
+                st.ok, st.detail = False, _clip(f"{type(e).__name__}: {e}")
+            st.ended_at = utc_now()
+            log.debug("%s attempt %d: %s %s", st.spec.describe(), st.attempts, st.ok, st.detail)
+            if aborted:
+                break
+        pending = [st for st in states if not st.ok]
+        now_m = time.monotonic()
+        if not pending or aborted or now_m >= mono_deadline:
+            break
+        if not any(st.spec.critical for st in pending):
+            grace_end = grace_end if grace_end is not None else min(mono_deadline, now_m + noncritical_grace_s)
+            if now_m >= grace_end:
+                break
+        end = grace_end if grace_end is not None else mono_deadline
+        sleep(max(0.0, min(interval, end - now_m)))
+
+    elapsed = time.monotonic() - t0
+    results = []
+    for st in states:
+        detail = st.detail
+        if not st.ok:
+            if aborted and st.detail != aborted:
+                detail = f"not run: {aborted}" if st.attempts == 0 else f"{detail}; then {aborted}"
+            elif not aborted:
+                why = "deadline reached" if time.monotonic() >= mono_deadline else "grace for non-critical checks over"
+                detail = f"{detail} (failed after {st.attempts} attempt(s) over {elapsed:.1f} s, {why})"
+        results.append(CheckResult(
+            check=st.spec.describe(), ok=st.ok, detail=detail, critical=st.spec.critical,
+            attempts=st.attempts, started_at=st.started_at, ended_at=st.ended_at,
+        ))
+    return results
+
+
+def server_outcome(results: Sequence[CheckResult]) -> str:
+    """``failed`` if a critical check failed, ``warning`` if only non-critical ones did, else ``ok``."""
+    if any(not r.ok and r.critical for r in results):
+        return "failed"
+    if any(not r.ok for r in results):
+        return "warning"
+    return "ok"
+
+
+def outcome_reason(results: Sequence[CheckResult]) -> str | None:
+    """In words, for ``ServerResult.reason``: which checks failed (None when all passed)."""
+    crit = [r.check for r in results if not r.ok and r.critical]
+    other = [r.check for r in results if not r.ok and not r.critical]
+    if crit:
+        return "critical check(s) failed: " + "; ".join(crit)
+    if other:
+        return "non-critical check(s) failed: " + "; ".join(other)
+    return None
+
+
+def verified_at(results: Sequence[CheckResult]) -> datetime | None:
+    """When the last critical check passed (the server is available), or None if one failed."""
+    if server_outcome(results) == "failed":
+        return None
+    times = [r.ended_at for r in results if r.ok and r.critical and r.ended_at is not None]
+    if not times:  # no critical check: available when the first check answered
+        times = [r.ended_at for r in results if r.ended_at is not None]
+    return max(times) if times else None
+
+
+# --- the same checks as a pytest-testinfra module ------------------------------------------------------
+
+_MODULE = '''"""Checks of server {server} from its recovery plan (generated by drctl; re-run with
+``pytest --hosts=HOST_URL {filename}``). Non-critical checks are expected failures (xfail)."""
+import json
+
+import pytest
+
+from drctl.activation.verify.checks import check_spec, probe
+
+CHECKS = json.loads({checks_json!r})
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param(c, id=check_spec(c).describe(),
+                 marks=() if check_spec(c).critical else pytest.mark.xfail(reason="non-critical", strict=False))
+    for c in CHECKS
+])
+def test_check(host, raw):
+    ok, detail = probe(host, check_spec(raw), http_via={http_via!r})
+    assert ok, detail
+'''
+
+
+def render_testinfra_module(server: str, checks: Iterable[CheckSpec | Mapping[str, Any] | Any], *,
+                     http_via: str = "host", filename: str = "test_server.py") -> str:
+    """A pytest-testinfra test module running ``checks`` (one test each, same probes), for an
+    operator to re-run a server's verification by hand with ``pytest --hosts=...``."""
+    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    return _MODULE.format(server=server, filename=filename, http_via=http_via,
+                          checks_json=json.dumps([s.to_plan_dict() for s in specs]))
+
+
+# --- running it in a namespace as a subprocess ------------------------------------------------------
+
+def verify_argv(host_url: str, checks: Iterable[CheckSpec | Mapping[str, Any] | Any], deadline: datetime, *,
+                prefix: Sequence[str] = (), python: str = sys.executable, http_via: str = "host",
+                interval: float = 1.0, noncritical_grace_s: float = 10.0) -> list[str]:
+    """The command line running these checks in a subprocess, e.g. with
+    ``prefix=["ip", "netns", "exec", NS]`` inside a sandbox namespace."""
+    if urlsplit(host_url).password:
+        raise InvalidInput("the host URL carries a password, which would show in the process list: "
+                           "use a key (ssh_identity_file=...) instead")
+    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    return [*prefix, python, "-m", "drctl.activation.verify", "--host-url", host_url,
+            "--checks-json", json.dumps([s.to_plan_dict() for s in specs]),
+            "--deadline", str(format_ts(deadline)), "--http-via", http_via,
+            "--interval", str(interval), "--grace", str(noncritical_grace_s)]
+
+
+def run_checks_subprocess(host_url: str, checks: Iterable[Any], deadline: datetime, *,
+                          prefix: Sequence[str] = (), margin_s: float = 60.0, **kwargs: Any) -> list[CheckResult]:
+    """:func:`run_checks` in a child process (see :func:`verify_argv`); its JSON back as results."""
+    argv = verify_argv(host_url, checks, deadline, prefix=prefix, **kwargs)
+    budget = max(0.0, (deadline - utc_now()).total_seconds()) + margin_s
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=budget, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise VerificationError(f"verification of {host_url} did not finish within {budget:.0f} s") from e
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if proc.returncode not in (0, EXIT_RUN_FAILED) or not lines:
+        raise VerificationError(
+            f"verification of {host_url} could not run (exit {proc.returncode}): {_clip(proc.stderr)}")
+    doc = json.loads(lines[-1])
+    return [CheckResult.from_dict(c) for c in doc["checks"]]
+
+
+def _deadline_arg(text: str) -> datetime:
+    """An ISO-8601 time, or a number of seconds from now."""
+    try:
+        return utc_now() + timedelta(seconds=float(text))
+    except ValueError:
+        ts = parse_ts(text, "--deadline")
+        assert ts is not None
+        return ts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m drctl.activation.verify", description="Run plan checks with testinfra.")
+    p.add_argument("--host-url", required=True, help="testinfra host, e.g. local:// or ssh://root@IP")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checks-json", help='plan checks as JSON, e.g. \'[{"port": 80}]\'')
+    src.add_argument("--checks-file", help="file holding the plan checks as JSON")
+    p.add_argument("--deadline", required=True, type=_deadline_arg,
+                   help="ISO-8601 time (e.g. 2026-02-03T21:01:00Z) or seconds from now")
+    p.add_argument("--http-via", choices=("host", "verifier"), default="host")
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--grace", type=float, default=10.0, help="seconds left to non-critical checks")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="drctl.activation.verify: %(levelname)s: %(message)s")
+    try:
+        text = args.checks_json
+        if text is None:
+            with open(args.checks_file, encoding="utf-8") as f:
+                text = f.read()
+        try:
+            raw = json.loads(text)
+        except ValueError as e:
+            raise InvalidInput(f"--checks-json: not valid JSON ({e})") from e
+        if not isinstance(raw, list):
+            raise InvalidInput("--checks-json: expected a JSON list of checks")
+        results = run_checks(args.host_url, raw, args.deadline, interval=args.interval,
+                             noncritical_grace_s=args.grace, http_via=args.http_via)
+    except (DrctlError, OSError) as e:
+        print(f"drctl.activation.verify: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 15)
+    outcome = server_outcome(results)
+    print(json.dumps({"outcome": outcome, "verified_at": format_ts(verified_at(results)),
+                      "checks": [r.to_dict() for r in results]}, ensure_ascii=False))
+    return EXIT_RUN_FAILED if outcome == "failed" else 0
+

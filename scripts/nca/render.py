@@ -1,0 +1,327 @@
+"""The NCA appliance bundle: render a site's strongSwan and dnsmasq configuration from the plan.
+
+The NCA is the box installed on a client's site during a test or a real activation: it holds the
+IPsec tunnel to the recovery space and replaces the DHCP and DNS the disaster destroyed
+(service description §10.1). This module is pure: plan + PSK + endpoint address in, file contents
+out. Every problem that would make the appliance fail silently on site (overlapping subnets, a
+short PSK, a DHCP range outside its subnet, an algorithm strongSwan would not parse the way the
+cloud side means it) is refused here, all problems at once, naming site, subnet and field.
+
+Network model: the *recovery subnets* are the plan subnets holding at least one server NIC (they
+are restored in the cloud with the same CIDR); a site's *user LANs* are its subnets with a DHCP
+range and no server (the workstations, served by the NCA, which is their gateway and DNS).
+"""
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from drctl.errors import InvalidInput, LocalIOError
+from drctl.plan.model import Plan, Site, Subnet, VpnSettings
+
+# Interface names of the appliance; the lab (drctl.nca.lab) names its veths the same, so the
+# rendered files run there exactly as rendered.
+LAN_INTERFACE = "lan0"
+WAN_INTERFACE = "wan0"
+LEASE_TIME = "12h"
+DPD_DELAY_S = 30
+MIN_PSK_LENGTH = 20
+MIN_LIFETIME_S = 60
+
+BUNDLE_FILES = ("swanctl.conf", "dnsmasq.conf", "nca.env", "README.txt")
+
+# Plan (Neutron VPNaaS) names -> strongSwan proposal keywords. Anything else is refused.
+ENCRYPTION = {"aes-128": "aes128", "aes-192": "aes192", "aes-256": "aes256"}
+INTEGRITY = {"sha1": "sha1", "sha256": "sha256", "sha384": "sha384", "sha512": "sha512"}
+PFS_GROUPS = {
+    "group2": "modp1024", "group5": "modp1536", "group14": "modp2048", "group15": "modp3072",
+    "group16": "modp4096", "group17": "modp6144", "group18": "modp8192",
+    "group19": "ecp256", "group20": "ecp384", "group21": "ecp521",
+}
+IKE_VERSIONS = {"v1": 1, "v2": 2}
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
+
+
+class NcaRenderError(InvalidInput):
+    """The NCA bundle cannot be rendered from this plan."""
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """A site's VPN parameters as strongSwan keywords (one proposal each, no fallback)."""
+
+    version: int
+    ike_proposal: str
+    esp_proposal: str
+    ike_rekey_s: int
+    ike_over_s: int
+    child_rekey_s: int
+    child_life_s: int
+
+
+@dataclass(frozen=True)
+class UserNet:
+    ref: str
+    tag: str
+    cidr: str
+    gateway: str
+    start: str
+    end: str
+    netmask: str
+    prefixlen: int
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    fqdn: str
+    ip: str
+
+
+def _margin(lifetime_s: int) -> int:
+    # Rekey before the SA expires, like strongSwan's legacy margintime (9 min), at most 10 %.
+    return min(540, max(1, lifetime_s // 10))
+
+
+def proposals_for(vpn: VpnSettings, where: str) -> tuple[Proposals | None, list[str]]:
+    """Map plan algorithm names to strongSwan proposals; returns (proposals, problems)."""
+    problems: list[str] = []
+
+    def pick(table: dict[str, Any], value: str, fld: str) -> Any:
+        key = str(value).strip().lower()
+        if key not in table:
+            problems.append(f"{where}.vpn.{fld}: unknown value {value!r}; use one of "
+                            f"{', '.join(sorted(table))}")
+            return None
+        return table[key]
+
+    version = pick(IKE_VERSIONS, vpn.ike_version, "ike_version")
+    enc = pick(ENCRYPTION, vpn.encryption, "encryption")
+    integ = pick(INTEGRITY, vpn.integrity, "integrity")
+    dh = pick(PFS_GROUPS, vpn.pfs, "pfs")
+    for fld, value in (("ike_lifetime", vpn.ike_lifetime_s), ("ipsec_lifetime", vpn.ipsec_lifetime_s)):
+        if value < MIN_LIFETIME_S:
+            problems.append(f"{where}.vpn.{fld}: {value}s is too short; use at least "
+                            f"{MIN_LIFETIME_S}s (e.g. 8h for IKE, 1h for IPsec)")
+    if problems:
+        return None, problems
+    proposal = f"{enc}-{integ}-{dh}"
+    ike_margin = _margin(vpn.ike_lifetime_s)
+    child_margin = _margin(vpn.ipsec_lifetime_s)
+    return Proposals(
+        version=version, ike_proposal=proposal, esp_proposal=proposal,
+        ike_rekey_s=vpn.ike_lifetime_s - ike_margin, ike_over_s=ike_margin,
+        child_rekey_s=vpn.ipsec_lifetime_s - child_margin, child_life_s=vpn.ipsec_lifetime_s,
+    ), []
+
+
+def find_site(plan: Plan, site_name: str) -> Site:
+    for site in plan.sites:
+        if site.name == site_name:
+            return site
+    known = ", ".join(s.name for s in plan.sites) or "none"
+    raise NcaRenderError(f"site {site_name!r} is not in the plan of client {plan.client.id} "
+                         f"(sites: {known}); pass --site with one of them")
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(str(value))
+    except ValueError:
+        return None
+
+
+def _check_user_net(sn: Subnet, where: str, problems: list[str]) -> UserNet | None:
+    assert sn.dhcp is not None
+    try:
+        net = ipaddress.ip_network(sn.cidr, strict=True)
+    except ValueError as e:
+        problems.append(f"{where}.cidr: {sn.cidr!r} is not a network address ({e}); fix the CIDR")
+        return None
+    bad = len(problems)
+    gw, start, end = _ip(sn.gateway), _ip(sn.dhcp.start), _ip(sn.dhcp.end)
+    for fld, addr, text in (("gateway", gw, sn.gateway), ("dhcp.start", start, sn.dhcp.start),
+                            ("dhcp.end", end, sn.dhcp.end)):
+        if addr is None:
+            problems.append(f"{where}.{fld}: {text!r} is not an IP address")
+        elif addr not in net or addr in (net.network_address, net.broadcast_address):
+            problems.append(f"{where}.{fld}: {text} is outside {sn.cidr} (or is its network/"
+                            f"broadcast address); put it inside the subnet")
+    if len(problems) > bad:
+        return None
+    assert gw is not None and start is not None and end is not None
+    if start > end:
+        problems.append(f"{where}.dhcp: start {start} is after end {end}; swap them")
+    elif start <= gw <= end:
+        problems.append(f"{where}.dhcp: the gateway {gw} (the NCA itself) is inside the DHCP "
+                        f"range {start}-{end}; move the range or the gateway")
+    if len(problems) > bad:
+        return None
+    return UserNet(ref=sn.ref, tag=re.sub(r"[^a-z0-9]", "-", sn.name.lower()), cidr=str(net),
+                   gateway=str(gw), start=str(start), end=str(end), netmask=str(net.netmask),
+                   prefixlen=net.prefixlen)
+
+
+def _network_model(plan: Plan, site: Site, where: str,
+                   problems: list[str]) -> tuple[list[UserNet], list[str]]:
+    rec = plan.recovery_subnets()
+    rec_refs = {sn.ref for sn in rec}
+    servers_on = {}
+    for server in plan.servers:
+        for nic in server.nics:
+            servers_on.setdefault(nic.subnet, []).append(server.name)
+    for sn in site.subnets:
+        if sn.dhcp is not None and sn.ref in rec_refs:
+            problems.append(
+                f"{where}.subnets.{sn.name}.dhcp: {sn.ref} holds servers "
+                f"({', '.join(servers_on[sn.ref])}) and is restored in the recovery space, so the "
+                f"NCA will not serve DHCP on it; remove its dhcp range or move the workstations "
+                f"to a separate users subnet")
+    if not rec:
+        problems.append("servers: no server has a NIC, so there is no recovery subnet to reach "
+                        "through the tunnel; give the servers their nics")
+    users = [sn for sn in site.subnets if sn.dhcp is not None and sn.ref not in rec_refs]
+    if not users and not any(sn.dhcp is not None for sn in site.subnets):
+        problems.append(f"{where}.subnets: no users subnet (a subnet with a dhcp range and no "
+                        f"server); add the workstations' LAN with its dhcp range")
+    nets = []
+    for sn in users:
+        swhere = f"{where}.subnets.{sn.name}"
+        un = _check_user_net(sn, swhere, problems)
+        if un is None:
+            continue
+        for r in rec:
+            if ipaddress.ip_network(r.cidr, strict=False).overlaps(ipaddress.ip_network(un.cidr)):
+                problems.append(f"{swhere}.cidr: {un.cidr} overlaps the recovery subnet {r.ref} "
+                                f"({r.cidr}); the tunnel could not route between them: give the "
+                                f"users' LAN a distinct range")
+        nets.append(un)
+    return nets, [str(ipaddress.ip_network(r.cidr, strict=False)) for r in rec]
+
+
+def _records(plan: Plan, site: Site, where: str, problems: list[str]) -> list[HostRecord]:
+    domain = site.dns_domain
+    labels = domain.split(".") if domain else []
+    if not labels or not all(_LABEL.match(x) for x in labels):
+        problems.append(f"{where}.dns_domain: {domain!r} is not a DNS domain (e.g. demo.lan); set "
+                        f"the site's dns_domain")
+        return []
+    recs = []
+    for server in plan.servers:
+        if not _LABEL.match(server.name):
+            problems.append(f"servers.{server.name}.name: not a valid DNS label (letters, digits, "
+                            f"hyphens); rename the server")
+            continue
+        if server.nics and server.protection != "backup-only":  # backup-only: never restored
+            recs.append(HostRecord(name=server.name, fqdn=f"{server.name}.{domain}",
+                                   ip=server.nics[0].ip))
+    return recs
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
+    )
+
+
+def _context(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str,
+             recovery_vpn_address: str | None, vpn: VpnSettings | None) -> dict[str, Any]:
+    site = find_site(plan, site_name)
+    where = f"sites.{site.name}"
+    problems: list[str] = []
+    if not isinstance(psk, str) or len(psk) < MIN_PSK_LENGTH:
+        problems.append(f"{where}: the VPN pre-shared key has {len(psk or '')} characters; the "
+                        f"policy requires at least {MIN_PSK_LENGTH}: set a longer secret with "
+                        f"`pulumi config set --secret`")
+    if _ip(site.peer_address) is None:
+        problems.append(f"{where}.peer_address: {site.peer_address!r} is not an IP address; give "
+                        f"the site's public address")
+    if _ip(vpn_endpoint_address) is None:
+        problems.append(f"the recovery VPN endpoint address {vpn_endpoint_address!r} is not an IP "
+                        f"address; pass the VPN service's external address")
+    props, bad = proposals_for(vpn or site.vpn, where)
+    problems.extend(bad)
+    nets, rec_cidrs = _network_model(plan, site, where, problems)
+    records = _records(plan, site, where, problems)
+    if problems:
+        raise NcaRenderError(
+            f"cannot render the NCA bundle of site {site.name} (client {plan.client.id}):\n  "
+            + "\n  ".join(problems))
+    remote_id = recovery_vpn_address or vpn_endpoint_address
+    return {
+        "client_id": plan.client.id, "site": site, "vpn": props,
+        "conn_name": f"{plan.client.id}-{site.name}", "child_name": f"{site.name}-recovery",
+        "remote_address": vpn_endpoint_address, "local_id": site.peer_address,
+        "remote_id": remote_id, "local_ts": [n.cidr for n in nets], "remote_ts": rec_cidrs,
+        "user_nets": nets, "lan_addresses": [f"{n.gateway}/{n.prefixlen}" for n in nets],
+        "records": records, "dpd_delay_s": DPD_DELAY_S,
+        "lease_time": LEASE_TIME, "lan_interface": LAN_INTERFACE, "wan_interface": WAN_INTERFACE,
+        "psk_b64": base64.b64encode(psk.encode("utf-8")).decode("ascii"),
+    }
+
+
+def render_bundle(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str, *,
+                  recovery_vpn_address: str | None = None) -> dict[str, str]:
+    """Render the NCA bundle of ``site_name``: ``{filename: content}`` (see ``BUNDLE_FILES``; plus
+    ``frr.conf`` for the site router when the site declares ``mpls``, see :mod:`drctl.nca.bgp`).
+
+    ``vpn_endpoint_address`` is the recovery space's VPN endpoint (the Neutron VPN service's
+    external address), which the appliance connects to. ``recovery_vpn_address`` is that
+    endpoint's IKE identity when it differs from the address (NAT); it defaults to the address.
+    The result contains the PSK: write it with :func:`write_bundle` (mode 0600).
+    Raises :class:`NcaRenderError` (exit 1) listing every problem of the plan.
+    """
+    ctx = _context(plan, site_name, psk, vpn_endpoint_address, recovery_vpn_address, None)
+    env = _env()
+    bundle = {
+        "swanctl.conf": env.get_template("nca-swanctl.conf.j2").render(ctx),
+        "dnsmasq.conf": env.get_template("nca-dnsmasq.conf.j2").render(ctx),
+        "nca.env": env.get_template("nca-env.j2").render(ctx),
+        "README.txt": env.get_template("nca-readme.txt.j2").render(ctx),
+    }
+    if ctx["site"].mpls is not None:  # MPLS BVPN option (10.2): the site router's BGP preferences
+        from drctl.nca.bgp import render_frr
+
+        bundle["frr.conf"] = render_frr(plan, ctx["site"], env)
+    return bundle
+
+
+def render_cloud_endpoint(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str, *,
+                          vpn: VpnSettings | None = None,
+                          recovery_vpn_address: str | None = None) -> str:
+    """The cloud side of the site's tunnel as a strongSwan ``swanctl.conf`` (what Neutron VPNaaS
+    runs from the SiteVpn's policies). ``vpn`` overrides the site's settings: the cloud keeps the
+    stack's declared policy while the appliance may have been rendered from an edited plan."""
+    ctx = _context(plan, site_name, psk, vpn_endpoint_address, recovery_vpn_address, vpn)
+    ctx = dict(ctx, local_address=vpn_endpoint_address, local_id=ctx["remote_id"],
+               remote_id=ctx["site"].peer_address, local_ts=ctx["remote_ts"],
+               remote_ts=ctx["local_ts"])
+    return _env().get_template("nca-cloud-swanctl.conf.j2").render(ctx)
+
+
+def write_bundle(bundle: dict[str, str], out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write the files with mode 0600 (they hold the PSK); the directory is created 0700."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        written = []
+        for name, content in bundle.items():
+            path = out / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(content)
+            os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+            written.append(path)
+        return written
+    except OSError as e:
+        raise LocalIOError(f"cannot write the NCA bundle to {out}: {e.strerror}; choose a "
+                           f"writable --out directory") from e

@@ -1,0 +1,196 @@
+"""Loading and validating recovery plans: YAML, then the JSON Schema, then the semantic rules.
+
+Every problem of a plan is collected and reported at once, each as ``FILE: path.to.field: message``
+(``recovery_plans/x.yaml: servers[2].nics[0].ip: 10.0.0.5 is outside subnet paris/lan (...)``).
+The semantic rules read the raw document, tolerating the shapes the schema already rejected, so a
+file with a schema error still gets its semantic problems reported in the same run.
+
+Public interface: :func:`load_plan` (path -> :class:`~drctl.plan.model.Plan` or :class:`PlanInvalid`),
+:func:`check_document` (already-parsed document -> problems) and :func:`restore_point_gap`.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from drctl.errors import DrctlError, InvalidInput
+from drctl.plan.model import Plan, plan_from_dict
+from drctl.plan.rules import restore_point_gap, semantic_problems  # noqa: F401 (restore_point_gap: public)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.json"  # package data; recovery_plans/schema.json links here
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a plan file; ``where`` is a field path (``servers[2].rpo``) or a line."""
+
+    file: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.where}: {self.message}"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "path": self.where, "message": self.message}
+
+
+class PlanInvalid(InvalidInput):
+    """A recovery plan is invalid; ``problems`` lists every problem found, each naming its field."""
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = tuple(problems)
+        n = len(problems)
+        lines = "\n".join(str(p) for p in problems)
+        super().__init__(
+            f"{file} is not a valid recovery plan ({n} problem{'s' if n != 1 else ''}); "
+            f"fix the fields below and run `drctl validate {file}` again:\n{lines}"
+        )
+
+
+class SchemaMissing(DrctlError):
+    """The plan schema (scripts/plan/schema.json) is not found next to the drctl sources."""
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+class _PlanLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: YAML would keep the last one silently."""
+
+
+def _construct_mapping(loader: _PlanLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_PlanLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
+    """Parse a plan's text; a syntax error becomes a problem located by line and column."""
+    try:
+        return yaml.load(text, Loader=_PlanLoader), []  # noqa: S506 (SafeLoader subclass)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        what = e.problem or e.context or "unreadable YAML"
+        if e.context and e.problem and e.context_mark is not None:
+            what += f" ({e.context} started at line {e.context_mark.line + 1})"
+        return None, [Problem(file, where, f"YAML syntax error: {what}")]
+    except yaml.YAMLError as e:
+        return None, [Problem(file, "YAML", f"YAML syntax error: {e}")]
+
+
+# --------------------------------------------------------------------------------------------
+# Schema
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    try:
+        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SchemaMissing(
+            f"cannot read the plan schema {SCHEMA_PATH}: {e.strerror}; reinstall drctl from the "
+            "repository (`pip install -e .`) so that recovery_plans/ sits beside scripts/"
+        ) from e
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+def field_path(parts: Any) -> str:
+    """``("servers", 2, "nics", 0, "ip")`` -> ``servers[2].nics[0].ip``; empty -> ``(plan)``."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(plan)"
+
+
+def _schema_problems_of(e: jsonschema.ValidationError) -> list[tuple[str, str]]:
+    """One schema error as ``(field path, message)`` pairs, worded for a person editing YAML."""
+    path = list(e.absolute_path)
+    schema = e.schema if isinstance(e.schema, dict) else {}
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        # One line per unknown key, at its own path, with the likely intended name (typos).
+        allowed = list(schema.get("properties", {}))
+        out = []
+        for key in e.instance:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"allowed: {', '.join(allowed)}"
+            out.append((field_path([*path, key]), f"unknown field ({hint})"))
+        return out
+    if e.validator == "required":
+        missing = next((k for k in e.validator_value if isinstance(e.instance, dict) and k not in e.instance), None)
+        if missing is not None:
+            return [(field_path([*path, missing]), "required field is missing")]
+    if e.validator in ("pattern", "format") and "description" in schema:
+        # Patterns read badly as regexes: say what was expected instead.
+        return [(field_path(path), f"{e.instance!r} is not {schema['description']}")]
+    if e.validator == "minItems" and e.validator_value == 1:
+        return [(field_path(path), "must not be empty")]
+    return [(field_path(path), e.message)]
+
+
+def schema_problems(doc: Any) -> list[tuple[str, str]]:
+    """Every schema violation as ``(field path, message)``, in document-path order."""
+    errors = sorted(
+        _validator().iter_errors(doc),
+        key=lambda e: tuple((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.absolute_path),
+    )
+    return [pm for e in errors for pm in _schema_problems_of(e)]
+
+
+# --------------------------------------------------------------------------------------------
+# Semantic rules (over the raw document; anything of the wrong shape is skipped: the schema
+# reports it)
+
+
+def check_document(doc: Any, file: str) -> list[Problem]:
+    """All problems of an already-parsed plan document (schema first, then semantics)."""
+    if not isinstance(doc, dict):
+        kind = "empty" if doc is None else type(doc).__name__
+        return [Problem(file, "(plan)", f"a plan is a YAML mapping (client, contacts, sites, servers), not {kind}")]
+    found = schema_problems(doc) + semantic_problems(doc)
+    return [Problem(file, where, msg) for where, msg in found]
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read, validate and build a plan; raise :class:`PlanInvalid` listing every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise PlanInvalid(file, [Problem(file, "(file)", f"cannot read the plan: {reason}")]) from e
+    doc, problems = parse_yaml(text, file)
+    if not problems:
+        problems = check_document(doc, file)
+    if problems:
+        log.debug("%s: %d problem(s)", file, len(problems))
+        raise PlanInvalid(file, problems)
+    return plan_from_dict(doc)

@@ -1,0 +1,170 @@
+"""Ordering rules of the activation engine, with the three side effects faked at the boundary."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from drctl.activation.engine import RestoredDisk, dependency_levels, run_servers
+from drctl.runs.model import CheckResult as CheckOutcome
+from drctl.plan.model import BackupStep, Check, Disk, Nic, Server
+
+
+def server(name: str, deps: tuple[str, ...] = (), disks: int = 1) -> Server:
+    return Server(
+        name=name, os_family="linux", os_version="12", protection="dr", vcpus=1, ram_mb=256,
+        disks=tuple(Disk(name=f"d{i}", size_gb=1, boot=i == 0) for i in range(disks)),
+        nics=(Nic(subnet="s/lan", ip="10.0.0.1"),), boot_group=1, depends_on=deps,
+        backup=(BackupStep("full", 86400),), rpo_s=86400, rto_s=3600,
+        checks=(Check("port", 22),),
+    )
+
+
+class Recorder:
+    """Records the order of events with a lock; verification result chosen per server."""
+
+    def __init__(self, results: dict[str, list[CheckOutcome]] | None = None, restore_s: float = 0.05):
+        self.events: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.results = results or {}
+        self.restore_s = restore_s
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def restore(self, s: Server, disk: str) -> RestoredDisk:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        time.sleep(self.restore_s)
+        with self.lock:
+            self.in_flight -= 1
+            self.events.append(("restored", f"{s.name}/{disk}"))
+        return RestoredDisk(s.name, disk, f"/tmp/{s.name}-{disk}", "p1", datetime.now(timezone.utc))
+
+    def start(self, s: Server, disks) -> None:
+        with self.lock:
+            self.events.append(("start", s.name))
+
+    def verify(self, s: Server):
+        time.sleep(0.02)
+        with self.lock:
+            self.events.append(("verified", s.name))
+        return self.results.get(s.name, [CheckOutcome("port 22", True, "listening")])
+
+    def index(self, kind: str, name: str) -> int:
+        return self.events.index((kind, name))
+
+
+def test_servers_start_only_after_upstream_verified_and_branches_run_independently():
+    plan = [server("dns"), server("db", ("dns",)), server("app", ("db", "dns")), server("web", ("app",)),
+            server("files")]
+    rec = Recorder(restore_s=0.3)
+    runs = run_servers(plan, restore=rec.restore, start=rec.start, verify=rec.verify, restore_parallel=8)
+    assert {n: r.status for n, r in runs.items()} == dict.fromkeys(["dns", "db", "app", "web", "files"], "ok")
+    assert rec.index("verified", "dns") < rec.index("start", "db")
+    assert rec.index("verified", "db") < rec.index("start", "app")
+    assert rec.index("verified", "app") < rec.index("start", "web")
+    # All restores ran at once (bounded by 8): every disk was restored before the deepest server started.
+    assert rec.max_in_flight == 5
+    for name in ("db", "app", "web"):
+        for dep in plan[[s.name for s in plan].index(name)].depends_on:
+            assert runs[dep].verified_at <= runs[name].boot_started_at
+
+
+def test_failed_upstream_marks_dependants_not_started_and_other_branch_goes_on():
+    plan = [server("dns"), server("db", ("dns",)), server("app", ("db",)), server("files")]
+    rec = Recorder({"db": [CheckOutcome("service postgresql", False, "inactive")]})
+    runs = run_servers(plan, restore=rec.restore, start=rec.start, verify=rec.verify)
+    assert runs["db"].status == "failed" and "service postgresql" in runs["db"].reason
+    assert runs["app"].status == "not-started"
+    assert runs["app"].reason == "upstream server db is failed"
+    assert ("start", "app") not in rec.events
+    assert runs["files"].status == "ok" and runs["dns"].status == "ok"
+
+
+def test_non_critical_failure_is_a_warning_and_does_not_block_dependants():
+    plan = [server("files"), server("app", ("files",))]
+    rec = Recorder({"files": [CheckOutcome("file /srv/x", True, ""),
+                              CheckOutcome("port 445", False, "closed", critical=False)]})
+    runs = run_servers(plan, restore=rec.restore, start=rec.start, verify=rec.verify)
+    assert runs["files"].status == "warning"
+    assert runs["app"].status == "ok"
+
+
+def test_restore_failure_fails_the_server_with_the_reason():
+    plan = [server("db"), server("app", ("db",))]
+    rec = Recorder()
+
+    def restore(s, disk):
+        if s.name == "db":
+            raise RuntimeError("chunk 3f2a missing")
+        return rec.restore(s, disk)
+
+    runs = run_servers(plan, restore=restore, start=rec.start, verify=rec.verify)
+    assert runs["db"].status == "failed" and "chunk 3f2a missing" in runs["db"].reason
+    assert runs["app"].status == "not-started"
+
+
+def test_restore_parallelism_is_bounded():
+    plan = [server(f"s{i}", disks=2) for i in range(5)]
+    rec = Recorder(restore_s=0.3)
+    run_servers(plan, restore=rec.restore, start=rec.start, verify=rec.verify, restore_parallel=3)
+    assert rec.max_in_flight == 3
+
+
+def test_dependency_outside_scope_does_not_block():
+    rec = Recorder()
+    runs = run_servers([server("web", ("app",))], restore=rec.restore, start=rec.start, verify=rec.verify)
+    assert runs["web"].status == "ok"
+
+
+def test_cycle_is_refused_before_anything_runs():
+    rec = Recorder()
+    with pytest.raises(ValueError, match="a -> b -> a"):
+        run_servers([server("a", ("b",)), server("b", ("a",))], restore=rec.restore, start=rec.start,
+                    verify=rec.verify)
+    assert rec.events == []
+
+
+def test_levels():
+    plan = [server("dns"), server("db", ("dns",)), server("app", ("db", "dns")), server("files")]
+    assert dependency_levels(plan) == {"dns": 0, "db": 1, "app": 2, "files": 0}
+
+
+def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped():
+    """After Ctrl-C the caller removes the restore directory: no restore may still be writing."""
+    import _thread
+
+    cancel = threading.Event()
+    state = {"running": 0, "saw_cancel": 0, "calls": 0}
+    lock = threading.Lock()
+
+    def restore(s: Server, disk: str) -> RestoredDisk:
+        with lock:
+            state["running"] += 1
+            state["calls"] += 1
+            first = state["calls"] == 1
+        try:
+            if first:
+                _thread.interrupt_main()  # the operator's Ctrl-C, raised in the caller's thread
+            if cancel.wait(timeout=10):
+                time.sleep(0.2)  # a chunk download still finishing
+                with lock:
+                    state["saw_cancel"] += 1
+                raise RuntimeError("cancelled")
+            return RestoredDisk(s.name, disk, "/tmp/x", "p1", datetime.now(timezone.utc))
+        finally:
+            with lock:
+                state["running"] -= 1
+
+    rec = Recorder()
+    servers = [server(n) for n in ("a", "b", "c", "d", "e")]
+    with pytest.raises(KeyboardInterrupt):
+        run_servers(servers, restore=restore, start=rec.start, verify=rec.verify, restore_parallel=2,
+                    cancel=cancel)
+    assert cancel.is_set()
+    assert state["running"] == 0  # every started restore had stopped before run_servers returned
+    assert state["saw_cancel"] == state["calls"] <= 3  # queued restores never started
+    assert ("start", "a") not in rec.events

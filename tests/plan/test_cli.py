@@ -1,0 +1,87 @@
+"""``drctl validate`` as a user runs it: the installed entry point, stdout/stderr text, exit status."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drctl.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+DRCTL = Path(sys.executable).parent / "drctl"
+BAD = "tests/data/plans"
+
+
+def drctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(DRCTL), *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_shipped_plans_are_valid() -> None:
+    r = drctl("validate", "recovery_plans/demo.yaml", "recovery_plans/acme.yaml")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "recovery_plans/demo.yaml: ok (5 servers, 1 sites)",
+        "recovery_plans/acme.yaml: ok (14 servers, 3 sites)",
+    ]
+    assert r.stderr == ""
+
+
+def test_bad_plans_exit_1_naming_each_problem_without_traceback() -> None:
+    r = drctl("validate", "recovery_plans/demo.yaml", f"{BAD}/cycle.yaml", f"{BAD}/ip_outside_subnet.yaml",
+              f"{BAD}/rpo_unreachable.yaml", f"{BAD}/unknown_dependency.yaml")
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == ["recovery_plans/demo.yaml: ok (5 servers, 1 sites)"]
+    assert r.stderr.splitlines() == [
+        f"{BAD}/cycle.yaml: servers[0].boot.depends_on: dependency cycle a -> b -> c -> a",
+        f"{BAD}/ip_outside_subnet.yaml: servers[2].nics[0].ip: 10.0.0.5 is outside subnet paris/lan (192.168.10.0/24)",
+        f"{BAD}/rpo_unreachable.yaml: servers[0].rpo: 4h cannot be met: the backup schedule leaves up to 1d "
+        "between restore points (most frequent: incremental every 1d); back up more often or raise the RPO",
+        f"{BAD}/unknown_dependency.yaml: servers[1].boot.depends_on: unknown server ghost",
+    ]
+    assert "Traceback" not in r.stderr
+
+
+def test_yaml_syntax_error_names_the_line() -> None:
+    r = drctl("validate", f"{BAD}/yaml_syntax_error.yaml")
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{BAD}/yaml_syntax_error.yaml: line 6, column 8: YAML syntax error: ")
+    assert "Traceback" not in r.stderr
+
+
+def test_json_result_is_machine_readable() -> None:
+    r = drctl("validate", "--json", "recovery_plans/demo.yaml", f"{BAD}/duplicate_ip.yaml")
+    assert r.returncode == 1
+    out = json.loads(r.stdout)
+    assert out["ok"] is False
+    assert out["plans"][0] == {"file": "recovery_plans/demo.yaml", "ok": True, "servers": 5, "sites": 1,
+                               "problems": []}
+    assert out["plans"][1]["ok"] is False
+    assert out["plans"][1]["problems"] == [{
+        "file": f"{BAD}/duplicate_ip.yaml", "path": "servers[1].nics[0].ip",
+        "message": "192.168.10.10 is already used by a (servers[0].nics[0].ip)"}]
+
+
+def test_in_process_main_many_problems(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["validate", str(ROOT / BAD / "many_problems.yaml")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 14  # every problem of the file, one line each
+    assert all(line.startswith(f"{ROOT / BAD}/many_problems.yaml: ") for line in lines)
+    assert f"{ROOT / BAD}/many_problems.yaml: servers[1].flavour: unknown field (did you mean flavor?)" in lines
+
+
+def test_missing_file_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["validate", "does/not/exist.yaml"])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert err == "does/not/exist.yaml: (file): cannot read the plan: No such file or directory\n"
+
+
+def test_no_plan_argument_is_a_usage_error() -> None:
+    r = drctl("validate")
+    assert r.returncode == 2
+    assert "PLAN" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,76 @@
+"""Boundary fakes and helpers for the repository tests: a wrapper that fails after N gets, and
+realistic test images (the in-memory backend itself is :mod:`drctl.storage.memory`).
+
+No tests here; imported by the repository test modules."""
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from drctl.storage.base import StorageUnavailable
+
+MiB = 1024 * 1024
+
+
+class FailingAfter:
+    """Delegates to ``inner`` but every ``get`` of a ``data/`` object after the first ``n`` fails
+    as an unreachable store would."""
+
+    def __init__(self, inner, n: int) -> None:
+        self.inner = inner
+        self.n = n
+        self.data_gets = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def get(self, key: str, byte_range=None) -> bytes:
+        if key.startswith("data/"):
+            with self._lock:
+                self.data_gets += 1
+                fail = self.data_gets > self.n
+            if fail:
+                raise StorageUnavailable(f"simulated outage reading {key}")
+        return self.inner.get(key, byte_range)
+
+
+def make_image(path: Path, size: int, seed: int = 1, chunk: int = MiB) -> Path:
+    """A realistic disk image: ~40 % zero chunks, ~30 % compressible text, ~30 % random, with a
+    few repeated blocks; ``size`` need not be a multiple of ``chunk``."""
+    rng = random.Random(seed)
+    words = [b"kernel", b"systemd", b"nginx", b"GET /index.html", b"postgres", b"\n", b"error", b"ok "]
+    pool = b" ".join(rng.choice(words) for _ in range(2 * chunk // 6))
+    with open(path, "wb") as f:
+        written = 0
+        while written < size:
+            n = min(chunk, size - written)
+            r = rng.random()
+            if r < 0.4:
+                f.seek(n, os.SEEK_CUR)  # sparse zeros
+            elif r < 0.7:
+                off = rng.randrange(0, len(pool) - n) if len(pool) > n else 0
+                tag = f"block {written} seed {seed}\n".encode()  # unique, still compressible
+                f.write((tag + pool[off:off + n])[:n].ljust(n, b"."))
+            else:
+                f.write(rng.randbytes(n))
+            written += n
+        f.truncate(size)
+    return path
+
+
+def mutate(path: Path, fraction: float, chunk: int = MiB, seed: int = 7) -> int:
+    """Overwrite 64 bytes in ``fraction`` of the chunks; returns how many chunks changed."""
+    size = path.stat().st_size
+    n = -(-size // chunk)
+    rng = random.Random(seed)
+    picks = rng.sample(range(n), max(1, round(n * fraction)))
+    with open(path, "r+b") as f:
+        for i in picks:
+            f.seek(i * chunk + rng.randrange(0, min(chunk, size - i * chunk) - 64))
+            f.write(rng.randbytes(64))
+    return len(picks)
