@@ -10,6 +10,7 @@ teardown, report), not how fast QEMU or the store are.
 ``python benchmarks/drill_benchmark.py RUN_ID`` prints a Markdown table for a stored run;
 ``--drill -- <drill args>`` runs ``drctl drill`` first. Target: wall time within 15 % of the path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,8 @@ def table(summary: RunSummary) -> str:
     path_s, path = critical_path(summary)
     overhead = (wall / path_s - 1) if path_s else float("nan")
     rows = [
-        "| figure | value |", "|---|---|",
+        "| figure | value |",
+        "|---|---|",
         f"| run | `{summary.run_id}` ({summary.kind}, {summary.target}, {len(summary.servers)} servers) |",
         f"| critical path (restore + boot + checks along the graph) | {path_s:.1f} s: {' → '.join(path)} |",
         f"| last server available | {last:.1f} s |",
@@ -72,14 +74,19 @@ def table(summary: RunSummary) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python benchmarks/drill_benchmark.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/drill_benchmark.py", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("run_id", nargs="?", help="a stored run (default: run a drill with --drill)")
     p.add_argument("--drill", nargs=argparse.REMAINDER, help="run `drctl drill` with these arguments first")
     args = p.parse_args(argv)
     store = RunStore()
     if args.drill is not None:
-        proc = subprocess.run([sys.executable, "-m", "drctl.cli", "drill", *args.drill, "--json"],
-                              stdout=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "drctl.cli", "drill", *args.drill, "--json"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         summary = RunSummary.from_dict(json.loads(proc.stdout.splitlines()[-1]))
     elif args.run_id:
         summary = store.find(args.run_id).summary

@@ -7,6 +7,7 @@ same data, same S3 server (docs/benchmarks.md).
 Prints progress on stderr and a Markdown table on stdout. Not a test: figures depend on the machine
 and its load, which the table reports (uptime at start and end). Objects written under a fresh prefix
 are deleted at the end, and the embedded store is stopped again if this script started it."""
+
 from __future__ import annotations
 
 import argparse
@@ -54,12 +55,23 @@ def load() -> str:
 
 # -- data --------------------------------------------------------------------------------------
 
+
 def make_image(path: Path, size: int, seed: int = 42, chunk: int = CHUNK) -> None:
     """~40 % zero blocks, ~30 % compressible text (log-like lines), ~30 % random (compressed or
     encrypted data), in 4 MiB blocks; ``size`` need not be a multiple of the block size."""
     rng = random.Random(seed)
-    words = [b"kernel:", b"systemd[1]:", b"nginx", b"GET /index.html HTTP/1.1 200", b"postgres",
-             b"\n", b"error", b"session opened for user", b"Started", b"0x7f3a2c"]
+    words = [
+        b"kernel:",
+        b"systemd[1]:",
+        b"nginx",
+        b"GET /index.html HTTP/1.1 200",
+        b"postgres",
+        b"\n",
+        b"error",
+        b"session opened for user",
+        b"Started",
+        b"0x7f3a2c",
+    ]
     pool = b" ".join(rng.choice(words) for _ in range(chunk // 3))
     with open(path, "wb") as f:
         done = 0
@@ -70,7 +82,7 @@ def make_image(path: Path, size: int, seed: int = 42, chunk: int = CHUNK) -> Non
                 f.seek(n, os.SEEK_CUR)
             elif r < 0.7:
                 off = rng.randrange(0, len(pool) - n)
-                f.write((f"block {done}\n".encode() + pool[off:off + n])[:n])
+                f.write((f"block {done}\n".encode() + pool[off : off + n])[:n])
             else:
                 f.write(rng.randbytes(n))
             done += n
@@ -99,6 +111,7 @@ def sha256_file(path: Path) -> str:
 
 # -- processes ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Child:
     wall_s: float
@@ -110,19 +123,22 @@ class Child:
 # The child's peak RSS must not include ours: wait4 on a direct child reports the parent's RSS at
 # fork time when it is larger (the fork shares our pages until exec). So a tiny launcher spawns the
 # command and reports that grandchild's rusage on its last stderr line.
-_LAUNCH = ("import os, sys\n"
-           "p = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)\n"
-           "_, st, ru = os.wait4(p, 0)\n"
-           "sys.stderr.write(f'\\nRUSAGE {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}\\n')\n"
-           "sys.exit(os.waitstatus_to_exitcode(st))\n")
+_LAUNCH = (
+    "import os, sys\n"
+    "p = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)\n"
+    "_, st, ru = os.wait4(p, 0)\n"
+    "sys.stderr.write(f'\\nRUSAGE {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}\\n')\n"
+    "sys.exit(os.waitstatus_to_exitcode(st))\n"
+)
 
 
 def run(argv: list[str], env: dict[str, str], what: str) -> Child:
     """Run one command; its wall time, its own peak RSS (KiB) and CPU time."""
     t = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.run([sys.executable, "-c", _LAUNCH, *argv], check=False, env=env, stdout=out,
-                           stderr=err, text=True)
+        p = subprocess.run(
+            [sys.executable, "-c", _LAUNCH, *argv], check=False, env=env, stdout=out, stderr=err, text=True
+        )
         wall = time.monotonic() - t
         out.seek(0), err.seek(0)
         *lines, usage = err.read().strip().splitlines() or [""]
@@ -140,6 +156,7 @@ def last_json(text: str) -> dict[str, Any]:
 
 
 # -- the store ---------------------------------------------------------------------------------
+
 
 class Store:
     """The S3 server under test: the embedded SeaweedFS (started if needed) or the env's endpoint."""
@@ -159,13 +176,19 @@ class Store:
             self.started = not store.status(check=False).running
             say(f"embedded SeaweedFS: {'starting' if self.started else 'already running'}")
             info = store.up(buckets=())
-            self.env = {"AWS_ENDPOINT_URL": info.endpoint, "AWS_ACCESS_KEY_ID": info.access_key_id or "",
-                        "AWS_SECRET_ACCESS_KEY": Path(info.secret_file).read_text().strip(),
-                        "AWS_DEFAULT_REGION": "us-east-1", "DRCTL_S3_ADDRESSING": "path"}
+            self.env = {
+                "AWS_ENDPOINT_URL": info.endpoint,
+                "AWS_ACCESS_KEY_ID": info.access_key_id or "",
+                "AWS_SECRET_ACCESS_KEY": Path(info.secret_file).read_text().strip(),
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "DRCTL_S3_ADDRESSING": "path",
+            }
             self._store = store
             self.pid = info.pid
         elif not os.environ.get("AWS_ENDPOINT_URL"):
-            raise SystemExit("benchmark: --store env needs AWS_ENDPOINT_URL and credentials in the environment")
+            raise SystemExit(
+                "benchmark: --store env needs AWS_ENDPOINT_URL and credentials in the environment"
+            )
         os.environ.update(self.env)
         from drctl.storage.s3 import create_bucket, make_client
 
@@ -197,7 +220,7 @@ class Store:
         if self.created_bucket:
             try:
                 S3Storage.from_environment(self.bucket).client.delete_bucket(Bucket=self.bucket)
-            except Exception as e:  # noqa: BLE001 - best effort: report and keep going
+            except Exception as e:
                 say(f"bucket {self.bucket} kept: {e}")
         if self.started:
             self._store.down()
@@ -238,6 +261,7 @@ def stored_keys(url: str, password: str, prefix: str) -> tuple[list[str], int]:
 
 # -- the benchmark -----------------------------------------------------------------------------
 
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -248,8 +272,12 @@ def fmt_runs(xs: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--store", choices=("local", "env"), default="local",
-                    help="local: the embedded SeaweedFS (default); env: the S3 server of AWS_ENDPOINT_URL")
+    ap.add_argument(
+        "--store",
+        choices=("local", "env"),
+        default="local",
+        help="local: the embedded SeaweedFS (default); env: the S3 server of AWS_ENDPOINT_URL",
+    )
     ap.add_argument("--bucket", default="drctl-bench", help="created if missing, deleted if created")
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=3, help="restore measurements, medians reported")
@@ -275,8 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("RESTIC_PASSWORD", None)
     drctl = [sys.executable, "-m", "drctl.cli"]
     restic = None if args.no_restic else shutil.which("restic")
-    restic_repo = ["-r", f"s3:{store.endpoint}/{args.bucket}/{rprefix}",
-                   "-o", f"s3.connections={args.parallel}", "--cache-dir", str(work / "restic-cache")]
+    restic_repo = [
+        "-r",
+        f"s3:{store.endpoint}/{args.bucket}/{rprefix}",
+        "-o",
+        f"s3.connections={args.parallel}",
+        "--cache-dir",
+        str(work / "restic-cache"),
+    ]
     rows: list[Row] = []
     try:
         img = work / "disk.img"
@@ -287,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
 
         say("drctl repo init + backup")
         run(drctl + ["repo", "init", url], env, "drctl repo init")
-        backup = run(drctl + ["backup", url, "--server", "bench", "--disk", "vda", str(img), "--json"],
-                     env, "drctl backup")
+        backup = run(
+            drctl + ["backup", url, "--server", "bench", "--disk", "vda", str(img), "--json"],
+            env,
+            "drctl backup",
+        )
         first = last_json(backup.stdout)
         keys, _ = stored_keys(url, password, prefix)
         r_backup = None
@@ -309,8 +346,14 @@ def main(argv: list[str] | None = None) -> int:
         t_data: list[float] = []
         t_restic: list[float] = []
         rss: list[int] = []
-        cpu: dict[str, list[float]] = {"get": [], "get_server": [], "drctl": [], "drctl_server": [],
-                                       "restic": [], "restic_server": []}
+        cpu: dict[str, list[float]] = {
+            "get": [],
+            "get_server": [],
+            "drctl": [],
+            "drctl_server": [],
+            "restic": [],
+            "restic_server": [],
+        }
         identical = True
         got = 0
         for rnd in range(args.rounds):
@@ -328,8 +371,22 @@ def main(argv: list[str] | None = None) -> int:
                 nonlocal identical
                 out = work / "restored.img"
                 s0 = store.cpu_s()
-                c = run(drctl + ["restore", url, "--server", "bench", "--out", str(out), "--json",
-                                 "--parallel", str(args.parallel)], env, "drctl restore")
+                c = run(
+                    drctl
+                    + [
+                        "restore",
+                        url,
+                        "--server",
+                        "bench",
+                        "--out",
+                        str(out),
+                        "--json",
+                        "--parallel",
+                        str(args.parallel),
+                    ],
+                    env,
+                    "drctl restore",
+                )
                 cpu["drctl_server"].append(store.cpu_s() - s0)
                 cpu["drctl"].append(c.cpu_s)
                 t_cli.append(c.wall_s)
@@ -342,8 +399,11 @@ def main(argv: list[str] | None = None) -> int:
             def do_restic() -> None:
                 target = work / "restic-out"
                 s0 = store.cpu_s()
-                c = run([restic, *restic_repo, "restore", "latest", "--target", str(target)], env,
-                        "restic restore")
+                c = run(
+                    [restic, *restic_repo, "restore", "latest", "--target", str(target)],
+                    env,
+                    "restic restore",
+                )
                 t_restic.append(c.wall_s)
                 cpu["restic"].append(c.cpu_s)
                 cpu["restic_server"].append(store.cpu_s() - s0)
@@ -352,25 +412,35 @@ def main(argv: list[str] | None = None) -> int:
             steps = [("raw GET", do_get), ("drctl restore", do_drctl)]
             if restic:
                 steps.append(("restic restore", do_restic))
-            steps = steps[rnd % len(steps):] + steps[:rnd % len(steps)]  # rotate: no order bias
+            steps = steps[rnd % len(steps) :] + steps[: rnd % len(steps)]  # rotate: no order bias
             for name, step in steps:
                 say(f"round {rnd + 1}/{args.rounds}: {name} (load {load()})")
                 step()
 
         n_mutated = mutate(img, 0.01)
         say(f"changed {n_mutated} of {size // CHUNK} blocks; second drctl backup")
-        second = last_json(run(drctl + ["backup", url, "--server", "bench", "--disk", "vda", str(img),
-                                        "--json"], env, "second drctl backup").stdout)
+        second = last_json(
+            run(
+                drctl + ["backup", url, "--server", "bench", "--disk", "vda", str(img), "--json"],
+                env,
+                "second drctl backup",
+            ).stdout
+        )
 
         one_tput = size / MiB / median(t_cli)
         conc = None
         if args.concurrent:
             say(f"{args.concurrent} restores at once (load {load()})")
             t = time.monotonic()
-            procs = [subprocess.Popen(drctl + ["restore", url, "--server", "bench", "--out",
-                                               str(work / f"c{i}.img")], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                     for i in range(args.concurrent)]
+            procs = [
+                subprocess.Popen(
+                    drctl + ["restore", url, "--server", "bench", "--out", str(work / f"c{i}.img")],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+                for i in range(args.concurrent)
+            ]
             codes = [p.wait() for p in procs]
             t_c = time.monotonic() - t
             for i in range(args.concurrent):
@@ -381,56 +451,94 @@ def main(argv: list[str] | None = None) -> int:
         ratio_data = median(t_get) / median(t_data)
         ratio_cli = median(t_get) / median(t_cli)
         rows += [
-            Row("image", f"{size / MiB:.0f} MiB ({size} bytes, not a multiple of 4 MiB); stored "
-                         f"{first['uploaded_bytes'] / MiB:.0f} MiB in {first['new_chunks']} chunks"),
-            Row("drctl backup (first)", f"{backup.wall_s:.1f} s ({size / MiB / backup.wall_s:.0f} MiB/s of image)"),
-            Row(f"raw parallel boto3 GET of the point's {len(keys)} objects ({args.parallel} threads)",
-                f"{fmt_runs(t_get)}: {got / MiB / median(t_get):.0f} MiB/s"),
-            Row("drctl restore, data phase (summary duration_s)",
-                f"{fmt_runs(t_data)}: {size / MiB / median(t_data):.0f} MiB/s of image; bit-identical: {identical}"),
+            Row(
+                "image",
+                f"{size / MiB:.0f} MiB ({size} bytes, not a multiple of 4 MiB); stored "
+                f"{first['uploaded_bytes'] / MiB:.0f} MiB in {first['new_chunks']} chunks",
+            ),
+            Row(
+                "drctl backup (first)",
+                f"{backup.wall_s:.1f} s ({size / MiB / backup.wall_s:.0f} MiB/s of image)",
+            ),
+            Row(
+                f"raw parallel boto3 GET of the point's {len(keys)} objects ({args.parallel} threads)",
+                f"{fmt_runs(t_get)}: {got / MiB / median(t_get):.0f} MiB/s",
+            ),
+            Row(
+                "drctl restore, data phase (summary duration_s)",
+                f"{fmt_runs(t_data)}: {size / MiB / median(t_data):.0f} MiB/s of image; bit-identical: {identical}",
+            ),
             Row("drctl restore, whole CLI (process start, key derivation, lock, manifest)", fmt_runs(t_cli)),
-            Row("CPU seconds (medians): raw GET client / server; drctl restore / server",
+            Row(
+                "CPU seconds (medians): raw GET client / server; drctl restore / server",
                 f"{median(cpu['get']):.2f} / {median(cpu['get_server']):.2f}; "
-                f"{median(cpu['drctl']):.2f} / {median(cpu['drctl_server']):.2f}"),
-            Row("restore / raw GET throughput (data phase)", f"{ratio_data:.2f}", ">= 0.9", ratio_data >= 0.9),
+                f"{median(cpu['drctl']):.2f} / {median(cpu['drctl_server']):.2f}",
+            ),
+            Row(
+                "restore / raw GET throughput (data phase)", f"{ratio_data:.2f}", ">= 0.9", ratio_data >= 0.9
+            ),
             Row("restore / raw GET throughput (whole CLI)", f"{ratio_cli:.2f}", "(info)"),
-            Row("restore peak RSS (max of the runs)", f"{max(rss) / 1024:.0f} MiB", "<= 256 MiB",
-                max(rss) <= 256 * 1024),
-            Row("second backup after 1 % of the blocks changed",
+            Row(
+                "restore peak RSS (max of the runs)",
+                f"{max(rss) / 1024:.0f} MiB",
+                "<= 256 MiB",
+                max(rss) <= 256 * 1024,
+            ),
+            Row(
+                "second backup after 1 % of the blocks changed",
                 f"{second['uploaded_bytes'] / MiB:.1f} MiB uploaded = "
                 f"{100 * second['uploaded_bytes'] / size:.2f} % of the image ({second['new_chunks']} chunks)",
-                "<= 2 %", second["uploaded_bytes"] <= 0.02 * size),
+                "<= 2 %",
+                second["uploaded_bytes"] <= 0.02 * size,
+            ),
         ]
         if restic and r_backup is not None:
             speedup = median(t_restic) / median(t_cli)
             rows += [
-                Row("restic 0.14 backup (first, same image)", f"{r_backup.wall_s:.1f} s "
-                    f"(drctl/restic time: {backup.wall_s / r_backup.wall_s:.2f})"),
+                Row(
+                    "restic 0.14 backup (first, same image)",
+                    f"{r_backup.wall_s:.1f} s (drctl/restic time: {backup.wall_s / r_backup.wall_s:.2f})",
+                ),
                 Row(f"restic restore (s3.connections={args.parallel}, whole CLI)", fmt_runs(t_restic)),
-                Row("CPU seconds (medians): restic restore / server",
-                    f"{median(cpu['restic']):.2f} / {median(cpu['restic_server']):.2f}"),
-                Row("restore speed-up vs restic (whole CLI, medians)", f"{speedup:.2f}x", ">= 1.5x", speedup >= 1.5),
+                Row(
+                    "CPU seconds (medians): restic restore / server",
+                    f"{median(cpu['restic']):.2f} / {median(cpu['restic_server']):.2f}",
+                ),
+                Row(
+                    "restore speed-up vs restic (whole CLI, medians)",
+                    f"{speedup:.2f}x",
+                    ">= 1.5x",
+                    speedup >= 1.5,
+                ),
             ]
         if restic_note:
             rows.append(Row("restic", restic_note))
         if conc is not None:
             t_c, all_ok = conc
             total = args.concurrent * size / MiB / t_c
-            rows.append(Row(f"{args.concurrent} restores at once: total vs one",
-                            f"{t_c:.1f} s, {total:.0f} MiB/s total vs {one_tput:.0f} MiB/s for one; "
-                            f"all verified: {all_ok}", ">= one", all_ok and total >= one_tput))
+            rows.append(
+                Row(
+                    f"{args.concurrent} restores at once: total vs one",
+                    f"{t_c:.1f} s, {total:.0f} MiB/s total vs {one_tput:.0f} MiB/s for one; "
+                    f"all verified: {all_ok}",
+                    ">= one",
+                    all_ok and total >= one_tput,
+                )
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
         try:
             store.clean([prefix, rprefix])
-        except Exception as e:  # noqa: BLE001 - cleanup must not hide the result or the error
+        except Exception as e:
             say(f"cleanup incomplete: {e}")
 
-    print(f"Machine: {platform.node()}, {cpu_model()}, {os.cpu_count()} CPUs, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-          f"Linux {platform.release()}, Python {platform.python_version()}; store: "
-          f"{'embedded SeaweedFS' if args.store == 'local' else store.endpoint}; "
-          f"load average at start {start_load}, at end {load()}; {time.monotonic() - t_start:.0f} s\n")
+    print(
+        f"Machine: {platform.node()}, {cpu_model()}, {os.cpu_count()} CPUs, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
+        f"Linux {platform.release()}, Python {platform.python_version()}; store: "
+        f"{'embedded SeaweedFS' if args.store == 'local' else store.endpoint}; "
+        f"load average at start {start_load}, at end {load()}; {time.monotonic() - t_start:.0f} s\n"
+    )
     print("| measure | result | target | verdict |\n|---|---|---|---|")
     for row in rows:
         print(row.cells())

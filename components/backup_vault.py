@@ -3,6 +3,7 @@
 Private (no read/write ACL at all), versioned, labelled with client and purpose, protected from
 deletion, and independent of the failover flag: the vault exists before, during and after a disaster.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ PURPOSES = ("backups", "reports")
 
 @dataclass(frozen=True)
 class ContainerSpec:
-    role: str           # child suffix: "<vault>-<role>"
-    name: str           # Swift container / S3 bucket name
+    role: str  # child suffix: "<vault>-<role>"
+    name: str  # Swift container / S3 bucket name
     metadata: dict[str, str]
 
 
@@ -30,8 +31,11 @@ class BackupVaultArgs:
 def vault_containers(args: BackupVaultArgs) -> tuple[ContainerSpec, ...]:
     """The containers of a client's vault: ``<client>-backups`` and ``<client>-reports``."""
     return tuple(
-        ContainerSpec(role=p, name=f"{args.client_id}-{p}",
-                      metadata={"client": args.client_id, "client-name": args.client_name, "purpose": p})
+        ContainerSpec(
+            role=p,
+            name=f"{args.client_id}-{p}",
+            metadata={"client": args.client_id, "client-name": args.client_name, "purpose": p},
+        )
         for p in PURPOSES
     )
 

@@ -4,6 +4,7 @@ that site's SiteVpn, and ``dnsmasq.conf`` for the site's DHCP and DNS.
 The rendering itself is ``drctl.nca.render.render_bundle`` (jinja2, StrictUndefined); this component only
 feeds it the PSK and the VPN endpoint once the engine knows them, and keeps the result secret.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,9 +38,14 @@ class NcaConfig(pulumi.ComponentResource):
         super().__init__(TYPE, name, None, opts)
         self.files: pulumi.Output[dict[str, str]] | None = None
         if render_bundle is None:
-            log.warning("drctl.nca.render is not installed: NCA bundle of site %s not rendered", args.site_name)
+            log.warning(
+                "drctl.nca.render is not installed: NCA bundle of site %s not rendered", args.site_name
+            )
         else:
             plan, site = args.plan, args.site_name
-            self.files = pulumi.Output.secret(pulumi.Output.all(args.psk, args.vpn_endpoint_address).apply(
-                lambda v: render_bundle(plan, site, v[0], v[1])))
+            self.files = pulumi.Output.secret(
+                pulumi.Output.all(args.psk, args.vpn_endpoint_address).apply(
+                    lambda v: render_bundle(plan, site, v[0], v[1])
+                )
+            )
         self.register_outputs({"files": self.files} if self.files is not None else {})

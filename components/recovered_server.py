@@ -8,6 +8,7 @@ the server's security group, and metadata naming client and restore point. It wa
 RecoveredServers of its upstream servers, so the engine creates them in plan order;
 :func:`recovery_order` computes that order.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_openstack as openstack
 
-from drctl.plan.model import Plan, Server
 from drctl.paths import PROJECT
+from drctl.plan.model import Plan, Server
 from drctl.stack.config import StackConfigInvalid
 
 TYPE = "flexrecovery:index:RecoveredServer"
@@ -67,7 +68,8 @@ def restore_image(server: str, images: Mapping[str, str]) -> str:
     if not image:
         raise StackConfigInvalid(
             f"{PROJECT}:activation.images has no restore image for server {server}; restore it first "
-            f"(the activation records the image id there), or leave {server} out of activation.servers")
+            f"(the activation records the image id there), or leave {server} out of activation.servers"
+        )
     return image
 
 
@@ -79,7 +81,8 @@ def restore_data_images(server: Server, data_images: Mapping[str, Mapping[str, s
         raise StackConfigInvalid(
             f"{PROJECT}:activation.data_images.{server.name} has no restore image for disk(s) "
             f"{', '.join(missing)} of server {server.name}; the activation records one per data disk "
-            f"(activation.data_images.{server.name}.<disk>), or leave {server.name} out of activation.servers")
+            f"(activation.data_images.{server.name}.<disk>), or leave {server.name} out of activation.servers"
+        )
     return {d.name: recorded[d.name] for d in server.data_disks}
 
 
@@ -88,7 +91,8 @@ def restore_point_of(restore_point: str) -> str:
     if not restore_point:
         raise StackConfigInvalid(
             f"{PROJECT}:activation.restore_point is empty while failover is on; the activation records "
-            "the restore point (snapshot id) the images come from: set it, or turn failover off")
+            "the restore point (snapshot id) the images come from: set it, or turn failover off"
+        )
     return restore_point
 
 
@@ -99,8 +103,8 @@ class RecoveredServerArgs:
     image_id: str
     flavor_name: str
     restore_point: str
-    networks: Mapping[str, pulumi.Input[str]]   # "site/subnet" -> network id
-    subnets: Mapping[str, pulumi.Input[str]]    # "site/subnet" -> subnet id
+    networks: Mapping[str, pulumi.Input[str]]  # "site/subnet" -> network id
+    subnets: Mapping[str, pulumi.Input[str]]  # "site/subnet" -> subnet id
     security_group_id: pulumi.Input[str]
     key_pair: pulumi.Input[str]
     server_group_id: pulumi.Input[str] | None = None
@@ -112,39 +116,75 @@ class RecoveredServerArgs:
 class RecoveredServer(pulumi.ComponentResource):
     """Children: ``-port-<i>`` per NIC and ``-instance``."""
 
-    def __init__(self, name: str, args: RecoveredServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: RecoveredServerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__(TYPE, name, None, opts)
         server = args.server
         # The component's own depends_on does not hold back its children: pass it on explicitly.
         waits = list((opts.depends_on if opts and isinstance(opts.depends_on, list) else []) or [])
         self.ports = []
         for i, nic in enumerate(server.nics):
-            self.ports.append(openstack.networking.Port(
-                f"{name}-port-{i}", name=f"{args.client_id}-{server.name}-{i}",
-                network_id=args.networks[nic.subnet],
-                fixed_ips=[openstack.networking.PortFixedIpArgs(subnet_id=args.subnets[nic.subnet],
-                                                                 ip_address=nic.ip)],
-                security_group_ids=[args.security_group_id], admin_state_up=True,
-                opts=pulumi.ResourceOptions(parent=self)))
+            self.ports.append(
+                openstack.networking.Port(
+                    f"{name}-port-{i}",
+                    name=f"{args.client_id}-{server.name}-{i}",
+                    network_id=args.networks[nic.subnet],
+                    fixed_ips=[
+                        openstack.networking.PortFixedIpArgs(
+                            subnet_id=args.subnets[nic.subnet], ip_address=nic.ip
+                        )
+                    ],
+                    security_group_ids=[args.security_group_id],
+                    admin_state_up=True,
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+            )
         boot = server.boot_disk
-        metadata = {"client": args.client_id, "server": server.name, "restore_point": args.restore_point,
-                    "class": server.protection, **args.extra_metadata}
+        metadata = {
+            "client": args.client_id,
+            "server": server.name,
+            "restore_point": args.restore_point,
+            "class": server.protection,
+            **args.extra_metadata,
+        }
         self.instance = openstack.compute.Instance(
-            f"{name}-instance", name=server.name, flavor_name=args.flavor_name, image_id=args.image_id,
-            block_devices=[openstack.compute.InstanceBlockDeviceArgs(
-                source_type="image", uuid=args.image_id, destination_type="volume",
-                volume_size=boot.size_gb, boot_index=0, delete_on_termination=True,
-                volume_type=args.boot_volume_type or None)] + [
+            f"{name}-instance",
+            name=server.name,
+            flavor_name=args.flavor_name,
+            image_id=args.image_id,
+            block_devices=[
+                openstack.compute.InstanceBlockDeviceArgs(
+                    source_type="image",
+                    uuid=args.image_id,
+                    destination_type="volume",
+                    volume_size=boot.size_gb,
+                    boot_index=0,
+                    delete_on_termination=True,
+                    volume_type=args.boot_volume_type or None,
+                )
+            ]
+            + [
                 # Data disks: volumes from their restore images, in plan order, never bootable.
                 openstack.compute.InstanceBlockDeviceArgs(
-                    source_type="image", uuid=args.data_images[d.name], destination_type="volume",
-                    volume_size=d.size_gb, boot_index=-1, delete_on_termination=True,
-                    volume_type=args.boot_volume_type or None)
-                for d in server.data_disks],
+                    source_type="image",
+                    uuid=args.data_images[d.name],
+                    destination_type="volume",
+                    volume_size=d.size_gb,
+                    boot_index=-1,
+                    delete_on_termination=True,
+                    volume_type=args.boot_volume_type or None,
+                )
+                for d in server.data_disks
+            ],
             networks=[openstack.compute.InstanceNetworkArgs(port=p.id) for p in self.ports],
-            scheduler_hints=([openstack.compute.InstanceSchedulerHintArgs(group=args.server_group_id)]
-                             if args.server_group_id is not None else None),
-            key_pair=args.key_pair, metadata=metadata,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=waits))
-        self.register_outputs({"id": self.instance.id,
-                               "addresses": [nic.ip for nic in server.nics]})
+            scheduler_hints=(
+                [openstack.compute.InstanceSchedulerHintArgs(group=args.server_group_id)]
+                if args.server_group_id is not None
+                else None
+            ),
+            key_pair=args.key_pair,
+            metadata=metadata,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=waits),
+        )
+        self.register_outputs({"id": self.instance.id, "addresses": [nic.ip for nic in server.nics]})

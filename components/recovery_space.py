@@ -7,6 +7,7 @@ security group per server (default rules deleted; ingress from ``security_rules`
 keypair and the anti-affinity server groups the plan asks for. No server: those are
 ``RecoveredServer``s, created only with the failover flag.
 """
+
 from __future__ import annotations
 
 import re
@@ -60,15 +61,21 @@ class RecoverySpace(pulumi.ComponentResource):
     """Attributes for other components: ``networks``/``subnets`` (by ``site/subnet``), ``router``,
     ``security_groups`` (by server), ``keypair``, ``server_groups`` (by group name)."""
 
-    def __init__(self, name: str, args: RecoverySpaceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self, name: str, args: RecoverySpaceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
         super().__init__(TYPE, name, None, opts)
         plan = args.plan
         client = plan.client.id
         child = pulumi.ResourceOptions(parent=self)
 
         self.router = openstack.networking.Router(
-            f"{name}-router", name=f"{client}-recovery", external_network_id=args.external_network_id,
-            admin_state_up=True, opts=child)
+            f"{name}-router",
+            name=f"{client}-recovery",
+            external_network_id=args.external_network_id,
+            admin_state_up=True,
+            opts=child,
+        )
 
         self.networks: dict[str, openstack.networking.Network] = {}
         self.subnets: dict[str, openstack.networking.Subnet] = {}
@@ -76,16 +83,27 @@ class RecoverySpace(pulumi.ComponentResource):
             ref = slug(sn.ref)
             spec = subnet_spec(sn)
             net = openstack.networking.Network(
-                f"{name}-net-{ref}", name=f"{client}-{ref}", admin_state_up=True, opts=child)
+                f"{name}-net-{ref}", name=f"{client}-{ref}", admin_state_up=True, opts=child
+            )
             subnet = openstack.networking.Subnet(
-                f"{name}-subnet-{ref}", name=f"{client}-{ref}", network_id=net.id, ip_version=4,
-                cidr=spec.cidr, gateway_ip=spec.gateway_ip, enable_dhcp=True,
+                f"{name}-subnet-{ref}",
+                name=f"{client}-{ref}",
+                network_id=net.id,
+                ip_version=4,
+                cidr=spec.cidr,
+                gateway_ip=spec.gateway_ip,
+                enable_dhcp=True,
                 # No plan DHCP range: Neutron's default pool; servers get their fixed IPs anyway.
-                allocation_pools=[openstack.networking.SubnetAllocationPoolArgs(start=a, end=b)
-                                  for a, b in spec.allocation_pools] or None,
-                opts=child)
+                allocation_pools=[
+                    openstack.networking.SubnetAllocationPoolArgs(start=a, end=b)
+                    for a, b in spec.allocation_pools
+                ]
+                or None,
+                opts=child,
+            )
             openstack.networking.RouterInterface(
-                f"{name}-rif-{ref}", router_id=self.router.id, subnet_id=subnet.id, opts=child)
+                f"{name}-rif-{ref}", router_id=self.router.id, subnet_id=subnet.id, opts=child
+            )
             self.networks[sn.ref] = net
             self.subnets[sn.ref] = subnet
 
@@ -93,35 +111,58 @@ class RecoverySpace(pulumi.ComponentResource):
         for server in plan.servers:
             sg_name = f"{name}-sg-{slug(server.name)}"
             sg = openstack.networking.SecGroup(
-                sg_name, name=f"{client}-{server.name}",
+                sg_name,
+                name=f"{client}-{server.name}",
                 description=f"Recovered {server.name} of {plan.client.name}: its services, from the client's networks",
-                delete_default_rules=True, opts=child)
+                delete_default_rules=True,
+                opts=child,
+            )
             rule_opts = pulumi.ResourceOptions(parent=self)
             for rule in ingress_rules(server, plan):
                 openstack.networking.SecGroupRule(
-                    f"{sg_name}-in-{rule.key}", security_group_id=sg.id, direction="ingress",
-                    ethertype="IPv4", protocol=rule.protocol, port_range_min=rule.port_min,
-                    port_range_max=rule.port_max, remote_ip_prefix=rule.remote_ip_prefix, opts=rule_opts)
+                    f"{sg_name}-in-{rule.key}",
+                    security_group_id=sg.id,
+                    direction="ingress",
+                    ethertype="IPv4",
+                    protocol=rule.protocol,
+                    port_range_min=rule.port_min,
+                    port_range_max=rule.port_max,
+                    remote_ip_prefix=rule.remote_ip_prefix,
+                    opts=rule_opts,
+                )
             for prefix in egress_prefixes(plan):
                 openstack.networking.SecGroupRule(
-                    f"{sg_name}-out-{slug(prefix)}", security_group_id=sg.id, direction="egress",
-                    ethertype="IPv4", remote_ip_prefix=prefix, opts=rule_opts)
+                    f"{sg_name}-out-{slug(prefix)}",
+                    security_group_id=sg.id,
+                    direction="egress",
+                    ethertype="IPv4",
+                    remote_ip_prefix=prefix,
+                    opts=rule_opts,
+                )
             self.security_groups[server.name] = sg
 
         self.keypair = openstack.compute.Keypair(
-            f"{name}-keypair", name=f"{client}-operators",
-            public_key=args.admin_ssh_public_key or None, opts=child)
+            f"{name}-keypair",
+            name=f"{client}-operators",
+            public_key=args.admin_ssh_public_key or None,
+            opts=child,
+        )
 
         self.server_groups: dict[str, openstack.compute.ServerGroup] = {
             group: openstack.compute.ServerGroup(
-                f"{name}-group-{slug(group)}", name=f"{client}-{slug(group)}", policies="anti-affinity",
-                opts=child)
+                f"{name}-group-{slug(group)}",
+                name=f"{client}-{slug(group)}",
+                policies="anti-affinity",
+                opts=child,
+            )
             for group in placement_groups(plan)
         }
 
-        self.register_outputs({
-            "router_id": self.router.id,
-            "subnet_ids": {ref: s.id for ref, s in self.subnets.items()},
-            "security_group_ids": {n: sg.id for n, sg in self.security_groups.items()},
-            "keypair": self.keypair.name,
-        })
+        self.register_outputs(
+            {
+                "router_id": self.router.id,
+                "subnet_ids": {ref: s.id for ref, s in self.subnets.items()},
+                "security_group_ids": {n: sg.id for n, sg in self.security_groups.items()},
+                "keypair": self.keypair.name,
+            }
+        )

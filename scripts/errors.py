@@ -22,6 +22,7 @@ Exit codes (documented in the README; restic's where restic has one):
 130   interrupted (Ctrl-C or SIGTERM); nothing half-written is left behind
 ====  ==========================================================
 """
+
 from __future__ import annotations
 
 EXIT_OK = 0

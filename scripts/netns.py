@@ -9,6 +9,7 @@ socket, log) is set in a per-instance ``strongswan.conf`` passed through ``STRON
 The kernels this runs on may lack ESP (``CONFIG_INET_ESP``): charon uses the userspace data path
 (``kernel-libipsec``, Debian ``libcharon-extra-plugins``) over a TUN device.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,10 @@ CHARON = "/usr/lib/ipsec/charon"
 SWANCTL = "swanctl"
 DNSMASQ = "dnsmasq"
 PLUGIN_DIR = Path("/usr/lib/ipsec/plugins")
-_PLUGINS = ("random nonce aes sha1 sha2 hmac gmp kdf pem pkcs1 x509 pubkey "
-            "kernel-libipsec kernel-netlink socket-default vici")
+_PLUGINS = (
+    "random nonce aes sha1 sha2 hmac gmp kdf pem pkcs1 x509 pubkey "
+    "kernel-libipsec kernel-netlink socket-default vici"
+)
 # ECP groups (group19-21) come from the openssl plugin (Debian libstrongswan-standard-plugins).
 OPENSSL_PLUGIN = PLUGIN_DIR / "libstrongswan-openssl.so"
 _STRONGSWAN_CONF = """\
@@ -103,22 +106,28 @@ def require_tools(*, ecp: bool = False) -> None:
         if shutil.which(tool) is None:
             missing.append(pkg)
     if missing:
-        raise LabUnavailable("the NCA lab needs the Debian packages: " + " ".join(missing)
-                             + f" (apt-get install --no-install-recommends {' '.join(missing)})")
+        raise LabUnavailable(
+            "the NCA lab needs the Debian packages: "
+            + " ".join(missing)
+            + f" (apt-get install --no-install-recommends {' '.join(missing)})"
+        )
 
 
-def run(cmd: list[str], *, check: bool = True, timeout: float = 30,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], *, check: bool = True, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run a command, raising :class:`LabError` with its stderr when it fails."""
     log.debug("run: %s", " ".join(cmd))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=env, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired as e:
         raise LabError(f"`{' '.join(cmd[:4])} ...` did not finish within {timeout:.0f}s") from e
     if check and proc.returncode != 0:
-        raise LabError(f"`{' '.join(cmd)}` failed ({proc.returncode}): "
-                       f"{(proc.stderr or proc.stdout).strip()[:500]}")
+        raise LabError(
+            f"`{' '.join(cmd)}` failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[:500]}"
+        )
     return proc
 
 
@@ -147,19 +156,39 @@ class Namespaces:
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         return ns
 
-    def start(self, name: str, ns: str, argv: list[str], *, env: dict[str, str] | None = None,
-              private_run: Path | None = None) -> Process:
+    def start(
+        self,
+        name: str,
+        ns: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        private_run: Path | None = None,
+    ) -> Process:
         """Start a daemon inside ``ns`` (optionally with ``private_run`` bound on /run)."""
         log_path = self.run_dir / f"{name}.out"
         cmd = ["ip", "netns", "exec", ns]
         if private_run is not None:
             private_run.mkdir(parents=True, exist_ok=True)
-            cmd += ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                    'mount --bind "$0" /run && exec "$@"', str(private_run)]
+            cmd += [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                'mount --bind "$0" /run && exec "$@"',
+                str(private_run),
+            ]
         with open(log_path, "wb") as out:
-            popen = subprocess.Popen(cmd + argv, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env={**os.environ, **(env or {})})
+            popen = subprocess.Popen(
+                cmd + argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
         proc = Process(name=name, popen=popen, log_path=log_path)
         self.processes.append(proc)
         return proc
@@ -228,7 +257,7 @@ def cleanup_leftovers(*, all_runs: bool = False, root: Path | None = None) -> li
     owners: dict[str, int] = {}
     dirs: dict[str, Path] = {}
     for d in tmp.glob(f"{PREFIX}*"):
-        run_id = d.name[len(PREFIX):].split("-")[0]
+        run_id = d.name[len(PREFIX) :].split("-")[0]
         dirs[run_id] = d
         try:
             owners[run_id] = int((d / "owner.pid").read_text())
@@ -238,7 +267,7 @@ def cleanup_leftovers(*, all_runs: bool = False, root: Path | None = None) -> li
     for ns in netns_list():
         if not ns.startswith(PREFIX):
             continue
-        run_id = ns[len(PREFIX):].split("-")[0]
+        run_id = ns[len(PREFIX) :].split("-")[0]
         if run_id not in owners and not all_runs:
             continue  # not a run of this directory: never guess about someone else's namespace
         owner = owners.get(run_id, -1)
@@ -258,8 +287,9 @@ def strongswan_conf(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / "strongswan.conf"
     plugins = _PLUGINS + (" openssl" if OPENSSL_PLUGIN.exists() else "")
-    path.write_text(_STRONGSWAN_CONF.format(plugins=plugins, log=directory / "charon.log",
-                                            vici=directory / "charon.vici"))
+    path.write_text(
+        _STRONGSWAN_CONF.format(plugins=plugins, log=directory / "charon.log", vici=directory / "charon.vici")
+    )
     return path
 
 
@@ -267,8 +297,11 @@ def probe(ns: str, *args: str, timeout: float = 20) -> tuple[bool, dict]:
     """Run one :mod:`drctl.nca.probe` action inside ``ns``; (answered, result)."""
     import json
 
-    proc = run(["ip", "netns", "exec", ns, sys.executable, "-m", "drctl.nca.probe", *args],
-               check=False, timeout=timeout)
+    proc = run(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "drctl.nca.probe", *args],
+        check=False,
+        timeout=timeout,
+    )
     try:
         out = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -296,11 +329,25 @@ def check_swanctl_conf(text: str) -> str:
                 raise LabError(f"charon did not start: {proc.log_path.read_text(errors='replace')[-400:]}")
             time.sleep(0.05)
         uri = f"unix://{vici}"
-        load = run([SWANCTL, "--load-all", "--noprompt", "--file", str(run_dir / "charon" / "swanctl.conf"),
-                    "--uri", uri], env=env, check=False)
+        load = run(
+            [
+                SWANCTL,
+                "--load-all",
+                "--noprompt",
+                "--file",
+                str(run_dir / "charon" / "swanctl.conf"),
+                "--uri",
+                uri,
+            ],
+            env=env,
+            check=False,
+        )
         if load.returncode != 0 or "successfully loaded" not in load.stdout:
-            said = [line for line in (load.stdout + load.stderr).splitlines()
-                    if line.strip() and not line.startswith("opening directory")]
+            said = [
+                line
+                for line in (load.stdout + load.stderr).splitlines()
+                if line.strip() and not line.startswith("opening directory")
+            ]
             raise LabError("strongSwan refuses this swanctl.conf: " + " | ".join(said)[-600:])
         return run([SWANCTL, "--list-conns", "--uri", uri], env=env).stdout
     finally:

@@ -1,5 +1,6 @@
 """Process helpers shared by the embedded store, the sandbox and the NCA lab: whether a process is
 alive (a running owner vs a crashed one), and SIGTERM turned into the Ctrl-C clean-up path."""
+
 from __future__ import annotations
 
 import os

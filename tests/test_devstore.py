@@ -1,4 +1,5 @@
 """`drctl local up|down|status`: the embedded SeaweedFS, started for real on its own ports."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,13 @@ def test_up_status_down_round_trip(tmp_path, capsys):
             "s.put('hello', b'world'); print(s.get('hello').decode(), s.lock_support().enforced)\n"
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        out = subprocess.run(["bash", "-c", f'source "{state}/env" && "{sys.executable}" -c "$PROBE"'],
-                             env={**env, "PROBE": probe}, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["bash", "-c", f'source "{state}/env" && "{sys.executable}" -c "$PROBE"'],
+            env={**env, "PROBE": probe},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["world", "True"]
 
@@ -94,8 +100,15 @@ def test_data_survives_a_restart(tmp_path):
         from drctl.storage.s3 import S3Storage, make_client
 
         def open_keep() -> S3Storage:
-            return S3Storage("keep", "", make_client(endpoint_url=store.endpoint, access_key_id=creds["access_key_id"],
-                                                     secret_access_key=creds["secret_access_key"]))
+            return S3Storage(
+                "keep",
+                "",
+                make_client(
+                    endpoint_url=store.endpoint,
+                    access_key_id=creds["access_key_id"],
+                    secret_access_key=creds["secret_access_key"],
+                ),
+            )
 
         open_keep().put("config", b"persisted")
         assert store.down() is True

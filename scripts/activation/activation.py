@@ -6,6 +6,7 @@ What a run leaves behind: a signed report (local and in the client's report cont
 for an activation that is not torn down (``activate``, or ``drill --keep``), a record under
 ``<state>/active/<stack>.json`` that ``deactivate`` uses to return to nominal.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import shutil
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
@@ -34,16 +35,16 @@ EventFn = Callable[[str, dict], None]
 @dataclass(frozen=True)
 class ActivationRequest:
     stack: str
-    mode: str                      # test | disaster
-    target: str                    # local | cloud
+    mode: str  # test | disaster
+    target: str  # local | cloud
     requested_by: str
     servers: tuple[str, ...] | None = None  # None: the stack's scope (dr + backup-tested by default)
-    point: str = "latest"          # latest | point id | ISO time (newest at or before)
+    point: str = "latest"  # latest | point id | ISO time (newest at or before)
     override_window: bool = False
     reason: str | None = None
     yes: bool = False
-    kind: str = "activation"       # activation | drill
-    keep: bool = False             # drill: leave the servers running
+    kind: str = "activation"  # activation | drill
+    keep: bool = False  # drill: leave the servers running
     max_wait_s: int | None = None  # cap on each server's RTO budget (small machines, drills)
     ram_cap_mb: int | None = None
     vcpu_cap: int | None = None
@@ -57,8 +58,10 @@ def resolve_scope(cfg: StackConfig, servers: Sequence[str] | None) -> tuple[Serv
         names = {s.name for s in plan.servers}
         unknown = [s for s in servers if s not in names]
         if unknown:
-            raise InvalidInput(f"--servers: {', '.join(unknown)} not in {cfg.stack}'s plan; "
-                               f"its servers are {', '.join(sorted(names))}")
+            raise InvalidInput(
+                f"--servers: {', '.join(unknown)} not in {cfg.stack}'s plan; "
+                f"its servers are {', '.join(sorted(names))}"
+            )
         wanted = set(servers)
     else:
         wanted = set(cfg.scope())
@@ -86,16 +89,23 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
     if run.status == "not-started" and reason:
         reason = f"not started: {reason}"
     return ServerResult(
-        name=s.name, os=f"{s.os_family}-{s.os_version}" if s.os_version else s.os_family,
-        status=run.status, os_family=s.os_family, depends_on=s.depends_on,
-        restore_started_at=run.restore_started_at, restore_ended_at=run.restore_ended_at,
-        boot_started_at=run.boot_started_at, verified_at=run.verified_at,
+        name=s.name,
+        os=f"{s.os_family}-{s.os_version}" if s.os_version else s.os_family,
+        status=run.status,
+        os_family=s.os_family,
+        depends_on=s.depends_on,
+        restore_started_at=run.restore_started_at,
+        restore_ended_at=run.restore_ended_at,
+        boot_started_at=run.boot_started_at,
+        verified_at=run.verified_at,
         restore_point=point.point_id if point else None,
         restore_point_at=point.point_time if point else None,
         rpo_achieved_s=seconds_between(point.point_time, started_at) if point else None,
-        rpo_target_s=s.rpo_s, rto_target_s=s.rto_s,
+        rpo_target_s=s.rpo_s,
+        rto_target_s=s.rto_s,
         rto_achieved_s=seconds_between(started_at, run.verified_at) if run.verified_at else None,
-        checks=tuple(run.checks), reason=reason,
+        checks=tuple(run.checks),
+        reason=reason,
     )
 
 
@@ -103,9 +113,16 @@ class Activation:
     """One run. ``execute`` does it all; the target is built by ``target_factory`` so tests and
     the CLI choose local (sandbox) or cloud."""
 
-    def __init__(self, req: ActivationRequest, *, password: bytes, state_dir: Path,
-                 on_event: EventFn | None = None, project_dir: Path | None = None,
-                 target_factory: Callable[..., object] | None = None) -> None:
+    def __init__(
+        self,
+        req: ActivationRequest,
+        *,
+        password: bytes,
+        state_dir: Path,
+        on_event: EventFn | None = None,
+        project_dir: Path | None = None,
+        target_factory: Callable[..., object] | None = None,
+    ) -> None:
         self.req, self.password, self.state_dir = req, password, Path(state_dir)
         self.emit = on_event or (lambda kind, data: None)
         self.cfg = load_stack(req.stack, project_dir) if project_dir else load_stack(req.stack)
@@ -125,12 +142,22 @@ class Activation:
         reports = open_storage(self.cfg.settings.reports_url(plan))
         active = self.state_dir / "active" / f"{req.stack}.json"
         if active.exists():
-            raise InvalidInput(f"stack {req.stack} is still activated by run "
-                               f"{json.loads(active.read_text())['run_id']} ({active}); "
-                               f"run `drctl deactivate {req.stack}` first")
+            raise InvalidInput(
+                f"stack {req.stack} is still activated by run "
+                f"{json.loads(active.read_text())['run_id']} ({active}); "
+                f"run `drctl deactivate {req.stack}` first"
+            )
         restore_dir = self.state_dir / "restores" / self.run_id
-        self.emit("run-started", {"run_id": self.run_id, "stack": req.stack, "mode": req.mode, "target": req.target,
-                                  "servers": [s.name for s in self.scope]})
+        self.emit(
+            "run-started",
+            {
+                "run_id": self.run_id,
+                "stack": req.stack,
+                "mode": req.mode,
+                "target": req.target,
+                "servers": [s.name for s in self.scope],
+            },
+        )
 
         def deadline_for(server: Server) -> datetime:
             budget = server.rto_s if req.max_wait_s is None else min(server.rto_s, req.max_wait_s)
@@ -145,8 +172,11 @@ class Activation:
                 runs = run_servers(
                     self.scope,
                     restore=lambda s, d: self._restore(repo, target, restore_dir, s, d),
-                    start=target.start_server, verify=target.verify,
-                    restore_parallel=req.restore_parallel, on_event=self.emit, cancel=self.cancel,
+                    start=target.start_server,
+                    verify=target.verify,
+                    restore_parallel=req.restore_parallel,
+                    on_event=self.emit,
+                    cancel=self.cancel,
                 )
                 reconnection = self._reconnection(target, runs)
             except BaseException:
@@ -159,13 +189,22 @@ class Activation:
                 teardown()
                 shutil.rmtree(restore_dir, ignore_errors=True)
         summary = RunSummary(
-            run_id=self.run_id, stack=req.stack, mode=req.mode, target=req.target, started_at=started,
-            ended_at=utc_now(), servers=tuple(_server_result(runs[s.name], started) for s in self.scope),
-            client_id=plan.client.id, client_name=plan.client.name, client_timezone=plan.client.timezone,
+            run_id=self.run_id,
+            stack=req.stack,
+            mode=req.mode,
+            target=req.target,
+            started_at=started,
+            ended_at=utc_now(),
+            servers=tuple(_server_result(runs[s.name], started) for s in self.scope),
+            client_id=plan.client.id,
+            client_name=plan.client.name,
+            client_timezone=plan.client.timezone,
             requested_by=req.requested_by,
-            override_reason=override, kind=req.kind, reconnection=reconnection,
-            notes=(f"restore point selector: {req.point}",) + (
-                (f"each server's wait was capped at {req.max_wait_s} s",) if req.max_wait_s else ()),
+            override_reason=override,
+            kind=req.kind,
+            reconnection=reconnection,
+            notes=(f"restore point selector: {req.point}",)
+            + ((f"each server's wait was capped at {req.max_wait_s} s",) if req.max_wait_s else ()),
         ).with_availability()
         stored = RunStore(self.state_dir, reports).record(summary)
         self.emit("report", {"path": str(stored.path)})
@@ -186,9 +225,15 @@ class Activation:
     def _restore(self, repo, target, restore_dir: Path, server: Server, disk: str) -> RestoredDisk:
         from drctl.repo.restore import restore_disk
 
-        result = restore_disk(repo, server=server.name, disk=disk, point=self.req.point,
-                              out=restore_dir / f"{server.name}-{disk}.raw", parallel=self.req.chunk_parallel,
-                              cancel=self.cancel)
+        result = restore_disk(
+            repo,
+            server=server.name,
+            disk=disk,
+            point=self.req.point,
+            out=restore_dir / f"{server.name}-{disk}.raw",
+            parallel=self.req.chunk_parallel,
+            cancel=self.cancel,
+        )
         restored = RestoredDisk(server.name, disk, str(result.path), result.point.id, result.point.created)
         target.stage_disk(server, restored)
         return restored
@@ -196,10 +241,17 @@ class Activation:
     def _record_active(self, restore_dir: Path, target) -> None:
         path = self.state_dir / "active" / f"{self.req.stack}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"run_id": self.run_id, "target": self.req.target,
-                                    "restore_dir": str(restore_dir),
-                                    "images": getattr(target, "image_ids", {}),
-                                    "since": datetime.now(timezone.utc).isoformat()}))
+        path.write_text(
+            json.dumps(
+                {
+                    "run_id": self.run_id,
+                    "target": self.req.target,
+                    "restore_dir": str(restore_dir),
+                    "images": getattr(target, "image_ids", {}),
+                    "since": datetime.now(UTC).isoformat(),
+                }
+            )
+        )
 
 
 def _nothing() -> None:
@@ -212,8 +264,13 @@ def default_target_factory(act: Activation, deadline_for):
         from drctl.activation.targets.local import LocalTarget
         from drctl.activation.targets.sandbox import Sandbox
 
-        sandbox = Sandbox(act.run_id, act.plan, state_dir=act.state_dir, ram_cap_mb=act.req.ram_cap_mb,
-                          vcpu_cap=act.req.vcpu_cap)
+        sandbox = Sandbox(
+            act.run_id,
+            act.plan,
+            state_dir=act.state_dir,
+            ram_cap_mb=act.req.ram_cap_mb,
+            vcpu_cap=act.req.vcpu_cap,
+        )
         try:
             sandbox.setup()
         except BaseException:
@@ -223,8 +280,14 @@ def default_target_factory(act: Activation, deadline_for):
     from drctl.activation.targets.cloud import CloudTarget, GlanceImages, NovaServers, PulumiAutomationStack
 
     engine = PulumiAutomationStack(act.req.stack, act.cfg.project_dir)
-    target = CloudTarget(act.req.stack, GlanceImages(), engine, NovaServers(), restore_point=act.req.point,
-                         deadline_for=deadline_for)
+    target = CloudTarget(
+        act.req.stack,
+        GlanceImages(),
+        engine,
+        NovaServers(),
+        restore_point=act.req.point,
+        deadline_for=deadline_for,
+    )
     return target, target.deactivate
 
 
@@ -233,18 +296,26 @@ def deactivate(stack: str, state_dir: Path) -> dict:
     the failover flag set back off by `pulumi up`), restored images deleted."""
     path = Path(state_dir) / "active" / f"{stack}.json"
     if not path.exists():
-        raise InvalidInput(f"stack {stack} has no active run recorded in {path.parent}; nothing to deactivate")
+        raise InvalidInput(
+            f"stack {stack} has no active run recorded in {path.parent}; nothing to deactivate"
+        )
     active = json.loads(path.read_text())
     if active["target"] == "local":
         from drctl.activation.targets.sandbox import NS_PREFIX, cleanup_stale
 
         removed = cleanup_stale(NS_PREFIX + active["run_id"], state_dir=Path(state_dir))
     else:
-        from drctl.activation.targets.cloud import CloudTarget, GlanceImages, NovaServers, PulumiAutomationStack
+        from drctl.activation.targets.cloud import (
+            CloudTarget,
+            GlanceImages,
+            NovaServers,
+            PulumiAutomationStack,
+        )
 
         cfg = load_stack(stack)
-        CloudTarget(stack, GlanceImages(), PulumiAutomationStack(stack, cfg.project_dir),
-                    NovaServers()).deactivate(image_ids=active.get("images", {}))
+        CloudTarget(
+            stack, GlanceImages(), PulumiAutomationStack(stack, cfg.project_dir), NovaServers()
+        ).deactivate(image_ids=active.get("images", {}))
         removed = []
     shutil.rmtree(active["restore_dir"], ignore_errors=True)
     path.unlink()

@@ -14,6 +14,7 @@ Rules (issue 4, service description 9.4):
 - dependencies outside the activation scope (partial activation) are assumed to be running
   elsewhere and do not block.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,11 +22,11 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from drctl.activation.verify.checks import outcome_reason, server_outcome, verified_at
 from drctl.plan.model import Server
 from drctl.runs.model import CheckResult
-from drctl.activation.verify.checks import outcome_reason, server_outcome, verified_at
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ EventFn = Callable[[str, dict], None]
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def dependency_levels(servers: Sequence[Server]) -> dict[str, int]:
@@ -173,8 +174,10 @@ def run_servers(
     pool = ThreadPoolExecutor(max_workers=max(1, restore_parallel), thread_name_prefix="restore")
     try:
         futures = {s.name: [pool.submit(restore_one, s, d.name) for d in s.disks] for s in servers}
-        drivers = [threading.Thread(target=drive, args=(s, futures[s.name]), name=f"server-{s.name}",
-                                    daemon=True) for s in servers]
+        drivers = [
+            threading.Thread(target=drive, args=(s, futures[s.name]), name=f"server-{s.name}", daemon=True)
+            for s in servers
+        ]
         for t in drivers:
             t.start()
         for t in drivers:

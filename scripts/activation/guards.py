@@ -3,6 +3,7 @@
 Pure checks on the plan plus one I/O edge: the activation lock, an object in the client's vault,
 so that two operators (or a cron drill and an operator) cannot activate the same stack at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import logging
 import os
 import socket
 import uuid
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from drctl.errors import EXIT_LOCKED, DrctlError, InvalidInput
@@ -97,14 +98,16 @@ def confirm_disaster(client_id: str, *, yes: bool, ask=input, is_tty: bool | Non
         )
     typed = ask(f"Disaster activation of {client_id}: type the client id to confirm: ")
     if typed.strip() != client_id:
-        raise NotConfirmed(f"confirmation {typed.strip()!r} does not match client id {client_id!r}; nothing was done")
+        raise NotConfirmed(
+            f"confirmation {typed.strip()!r} does not match client id {client_id!r}; nothing was done"
+        )
 
 
 class ActivationLock:
     """An exclusive lock object in the client's vault. Released on every exit path (context
     manager); a lock older than LOCK_STALE_AFTER is taken over with a warning."""
 
-    def __init__(self, storage: Storage, stack: str, run_id: str, *, now=lambda: datetime.now(timezone.utc)):
+    def __init__(self, storage: Storage, stack: str, run_id: str, *, now=lambda: datetime.now(UTC)):
         self.storage, self.stack, self.run_id, self.now = storage, stack, run_id, now
         self.token = uuid.uuid4().hex
 
@@ -121,13 +124,22 @@ class ActivationLock:
                     f"{held['since']} (lock {self.storage.describe()}/{LOCK_KEY}); wait for it, or run "
                     "`drctl deactivate` if that run is dead"
                 )
-            log.warning("taking over stale activation lock of run %s (since %s)", held["run_id"], held["since"])
-        body = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "since": self.now().isoformat(), "token": self.token}
+            log.warning(
+                "taking over stale activation lock of run %s (since %s)", held["run_id"], held["since"]
+            )
+        body = {
+            "run_id": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": self.now().isoformat(),
+            "token": self.token,
+        }
         self.storage.put(LOCK_KEY, json.dumps(body).encode())
         # Read back: if another run wrote in between, the last writer wins and the other backs off.
         if json.loads(self.storage.get(LOCK_KEY)).get("token") != self.token:
-            raise ActivationLocked(f"stack {self.stack}: another activation took the lock at the same moment; retry")
+            raise ActivationLocked(
+                f"stack {self.stack}: another activation took the lock at the same moment; retry"
+            )
         return self
 
     def __exit__(self, *exc) -> None:

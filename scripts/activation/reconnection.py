@@ -13,6 +13,7 @@ One :class:`~drctl.runs.model.SiteReconnection` per site, in plan order, sites o
 A site's failure is a ``failed`` result with its steps, never an exception: the drill still gets
 its report. A site with no recovered server to reach is ``skipped`` with the reason.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,9 @@ def _http_target(server: Server, domain: str) -> ProbeTarget | None:
         if int(check.spec.get("status", 200)) != 200:
             continue
         contains = check.spec.get("contains")
-        return ProbeTarget(server.name, ip, int(m.group(2) or 80), m.group(3) or "/",
-                           str(contains) if contains else None)
+        return ProbeTarget(
+            server.name, ip, int(m.group(2) or 80), m.group(3) or "/", str(contains) if contains else None
+        )
     return None
 
 
@@ -109,8 +111,10 @@ def check_site(cfg: StackConfig, site: Site, namespace: str, available: Iterable
     started = now.replace(microsecond=now.microsecond // 1000 * 1000)  # as stored: milliseconds
     target = choose_target(cfg.plan, site, available)
     if target is None:
-        reason = ("no recovered server is available to reach through the tunnel (no server in "
-                  "scope passed its checks)")
+        reason = (
+            "no recovered server is available to reach through the tunnel (no server in "
+            "scope passed its checks)"
+        )
         log.warning("reconnection of site %s skipped: %s", site.name, reason)
         return SiteReconnection(site=site.name, status="skipped", started_at=started, reason=reason)
     probe = describe_probe(target)
@@ -124,7 +128,9 @@ def check_site(cfg: StackConfig, site: Site, namespace: str, available: Iterable
         # missing. lab.run has already torn its namespaces down (finally).
         error = e.message if isinstance(e, DrctlError) else f"{type(e).__name__}: {e}"
         ok = False
-    steps = [ReconnectionStep(s.step, s.ok, round(s.seconds, 3), s.detail) for s in (lab.steps if lab else ())]
+    steps = [
+        ReconnectionStep(s.step, s.ok, round(s.seconds, 3), s.detail) for s in (lab.steps if lab else ())
+    ]
     if error is not None:
         # "setup" when nothing ran yet; else an error between the lab's steps, before its teardown.
         at = len(steps) - 1 if steps and steps[-1].step == "teardown" else len(steps)
@@ -132,13 +138,31 @@ def check_site(cfg: StackConfig, site: Site, namespace: str, available: Iterable
     failed = next((s for s in steps if not s.ok), None)
     if ok and failed is None:
         log.info("site %s reconnected: %s", site.name, probe)
-        return SiteReconnection(site=site.name, status="ok", target=target.server, target_ip=target.ip,
-                                probe=probe, started_at=started, steps=tuple(steps))
-    reason = (f"step {failed.step!r} failed: {failed.detail}" if failed is not None
-              else "the NCA lab recorded no step")
+        return SiteReconnection(
+            site=site.name,
+            status="ok",
+            target=target.server,
+            target_ip=target.ip,
+            probe=probe,
+            started_at=started,
+            steps=tuple(steps),
+        )
+    reason = (
+        f"step {failed.step!r} failed: {failed.detail}"
+        if failed is not None
+        else "the NCA lab recorded no step"
+    )
     log.warning("reconnection of site %s failed: %s", site.name, reason)
-    return SiteReconnection(site=site.name, status="failed", target=target.server, target_ip=target.ip,
-                            probe=probe, started_at=started, steps=tuple(steps), reason=reason)
+    return SiteReconnection(
+        site=site.name,
+        status="failed",
+        target=target.server,
+        target_ip=target.ip,
+        probe=probe,
+        started_at=started,
+        steps=tuple(steps),
+        reason=reason,
+    )
 
 
 def check_sites(cfg: StackConfig, namespace: str, available: set[str]) -> tuple[SiteReconnection, ...]:

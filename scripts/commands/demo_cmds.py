@@ -1,4 +1,5 @@
 """``drctl demo prepare``: the demo client's images and nightly backups (see drctl.demo.prepare)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,10 +12,19 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="the demo client: build its servers' images and back them up")
     dsub = demo.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
-    p = dsub.add_parser("prepare", help="build (cached) the demo disk images and back them up into the "
-                                        "embedded object store (needs `drctl local up` and its env)")
-    p.add_argument("--break", dest="broken", action="append", default=[], metavar="SERVER",
-                   help="back up SERVER's image with its main service disabled (a failing drill)")
+    p = dsub.add_parser(
+        "prepare",
+        help="build (cached) the demo disk images and back them up into the "
+        "embedded object store (needs `drctl local up` and its env)",
+    )
+    p.add_argument(
+        "--break",
+        dest="broken",
+        action="append",
+        default=[],
+        metavar="SERVER",
+        help="back up SERVER's image with its main service disabled (a failing drill)",
+    )
     p.add_argument("--state-dir", type=Path, help="local state (default .state or $DRCTL_STATE_DIR)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_prepare)
@@ -31,6 +41,9 @@ def _prepare(args: argparse.Namespace) -> int:
             print(f"[{time.strftime('%H:%M:%S')}] {who}: {msg}", file=sys.stderr, flush=True)
 
     result = prepare_demo(args.state_dir or state_dir(), broken=args.broken, progress=progress)
-    print(json.dumps(result) if args.json else
-          f"demo backups ready in {result['repository']} (password file {result['password_file']})")
+    print(
+        json.dumps(result)
+        if args.json
+        else f"demo backups ready in {result['repository']} (password file {result['password_file']})"
+    )
     return 0

@@ -1,4 +1,5 @@
 """``drctl local up|down|status``: the embedded object store (SeaweedFS) for local use and demos."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from drctl.errors import EXIT_STORAGE, InvalidInput
 from drctl.devstore import LocalStore, LocalStoreInfo, LocalStorePorts, default_state_dir
+from drctl.errors import EXIT_STORAGE, InvalidInput
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,13 +18,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = local.add_subparsers(dest="local_action", required=True, metavar="ACTION")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--state-dir", type=Path, default=None,
-                        help="data, keys, pid and log (default: $DRCTL_STATE_DIR/local or .state/local)")
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="data, keys, pid and log (default: $DRCTL_STATE_DIR/local or .state/local)",
+    )
     common.add_argument("--json", action="store_true", help="print JSON instead of shell exports")
 
-    up = actions.add_parser("up", parents=[common], help="start it (idempotent), create the demo buckets, print the env")
-    up.add_argument("--port-base", type=int, default=None,
-                    help="use five consecutive ports from here (S3 first) and each +10000 for gRPC")
+    up = actions.add_parser(
+        "up", parents=[common], help="start it (idempotent), create the demo buckets, print the env"
+    )
+    up.add_argument(
+        "--port-base",
+        type=int,
+        default=None,
+        help="use five consecutive ports from here (S3 first) and each +10000 for gRPC",
+    )
     up.add_argument("--s3-port", type=int, default=None, help="S3 port (default 8333)")
     up.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for S3 to answer")
     up.set_defaults(func=_up)
@@ -54,9 +65,11 @@ def _print_info(info: LocalStoreInfo, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info.to_json(), indent=2))
         return
-    print(f"# local object store {'running' if info.running else 'NOT running'} at {info.endpoint} "
-          f"(state {info.state_dir}, pid {info.pid or '-'}); buckets: {', '.join(info.buckets) or '-'}")
-    print(f"# use it: eval \"$(drctl local status)\"  or  source {info.env_file}")
+    print(
+        f"# local object store {'running' if info.running else 'NOT running'} at {info.endpoint} "
+        f"(state {info.state_dir}, pid {info.pid or '-'}); buckets: {', '.join(info.buckets) or '-'}"
+    )
+    print(f'# use it: eval "$(drctl local status)"  or  source {info.env_file}')
     print(info.shell_exports())
 
 
@@ -79,8 +92,10 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     info = _store(args).status()
     if not info.running and not args.json:
-        print(f"local object store is not running (state {info.state_dir}): start it with `drctl local up`",
-              file=sys.stderr)
+        print(
+            f"local object store is not running (state {info.state_dir}): start it with `drctl local up`",
+            file=sys.stderr,
+        )
         return EXIT_STORAGE
     _print_info(info, args.json)
     return 0 if info.running else EXIT_STORAGE

@@ -3,6 +3,7 @@
 The PSK never comes from argv: it is the stack's Pulumi secret (via ``drctl.stack.config`` when
 available) or the environment variable ``DRCTL_VPN_PSK``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,10 @@ def load_inputs(stack: str, site: str, plan_file: str | None = None) -> NcaInput
     except StackNotFound:
         path = Path("recovery_plans") / f"{stack}.yaml"
         if not path.exists():
-            raise InvalidInput(f"stack {stack!r}: neither stacks/Pulumi.{stack}.yaml nor {path} "
-                               f"exists; check the stack name (run from the repository root)") from None
+            raise InvalidInput(
+                f"stack {stack!r}: neither stacks/Pulumi.{stack}.yaml nor {path} "
+                f"exists; check the stack name (run from the repository root)"
+            ) from None
         plan = load_plan_file(path)
         source = str(path)
     else:
@@ -61,9 +64,11 @@ def load_inputs(stack: str, site: str, plan_file: str | None = None) -> NcaInput
         plan = load_plan_file(Path(plan_file))
     psk = psk or os.environ.get(PSK_ENV)
     if not psk:
-        raise InvalidInput(f"stack {stack!r}, site {site!r}: no VPN pre-shared key; set the stack "
-                           f"secret (`drctl stack set-secret {stack} vpn_psks.{site}`) or export "
-                           f"{PSK_ENV} (never on the command line)")
+        raise InvalidInput(
+            f"stack {stack!r}, site {site!r}: no VPN pre-shared key; set the stack "
+            f"secret (`drctl stack set-secret {stack} vpn_psks.{site}`) or export "
+            f"{PSK_ENV} (never on the command line)"
+        )
     return NcaInputs(plan=plan, psk=psk, vpn_endpoint_address=endpoint, source=source)
 
 
@@ -77,10 +82,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         errors = frr_parse_errors(bundle["frr.conf"])
         if errors is None:
-            log.warning("vtysh (Debian package frr) is not installed: frr.conf was not checked by FRR's parser")
+            log.warning(
+                "vtysh (Debian package frr) is not installed: frr.conf was not checked by FRR's parser"
+            )
         elif errors:
-            raise BgpRenderError(f"FRR's parser refuses the frr.conf rendered for site {args.site} (nothing "
-                                 "was written):\n  " + "\n  ".join(errors))
+            raise BgpRenderError(
+                f"FRR's parser refuses the frr.conf rendered for site {args.site} (nothing "
+                "was written):\n  " + "\n  ".join(errors)
+            )
     written = write_bundle(bundle, args.out)
     for path in written:
         print(path)
@@ -102,9 +111,14 @@ def cmd_test(args: argparse.Namespace) -> int:
     site_plan = load_inputs(args.stack, args.site, args.site_plan).plan if args.site_plan else None
     require_tools()
     cleanup_leftovers()  # namespaces of crashed earlier runs (their owner process is gone)
-    lab = NcaLab(plan=inputs.plan, site_name=args.site, psk=inputs.psk,
-                 vpn_endpoint_address=args.endpoint or inputs.vpn_endpoint_address,
-                 site_plan=site_plan, target=default_target(inputs.plan, args.target))
+    lab = NcaLab(
+        plan=inputs.plan,
+        site_name=args.site,
+        psk=inputs.psk,
+        vpn_endpoint_address=args.endpoint or inputs.vpn_endpoint_address,
+        site_plan=site_plan,
+        target=default_target(inputs.plan, args.target),
+    )
     old = signal.signal(signal.SIGTERM, sigterm_as_interrupt)  # unwinds through the lab's teardown
     old_int = signal.getsignal(signal.SIGINT)
     failure: LabError | None = None
@@ -122,9 +136,13 @@ def cmd_test(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
-    report = {"stack": args.stack, "site": args.site, "ok": failure is None,
-              "failed_step": next((s.step for s in lab.steps if not s.ok), None),
-              "steps": [s.as_dict() for s in lab.steps]}
+    report = {
+        "stack": args.stack,
+        "site": args.site,
+        "ok": failure is None,
+        "failed_step": next((s.step for s in lab.steps if not s.ok), None),
+        "steps": [s.as_dict() for s in lab.steps],
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -144,21 +162,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("stack")
     r.add_argument("--site", required=True)
     r.add_argument("--out", required=True, help="directory for the files (created 0700; files 0600)")
-    r.add_argument("--endpoint", help="the recovery VPN endpoint address (default: stack output, "
-                   f"${ENDPOINT_ENV}, or {DEFAULT_ENDPOINT})")
+    r.add_argument(
+        "--endpoint",
+        help="the recovery VPN endpoint address (default: stack output, "
+        f"${ENDPOINT_ENV}, or {DEFAULT_ENDPOINT})",
+    )
     r.set_defaults(func=cmd_render)
 
-    t = nsub.add_parser("test", help="prove the bundle in network namespaces: tunnel with the "
-                        "declared proposals, DHCP, DNS, ICMP and TCP to a recovered server")
+    t = nsub.add_parser(
+        "test",
+        help="prove the bundle in network namespaces: tunnel with the "
+        "declared proposals, DHCP, DNS, ICMP and TCP to a recovered server",
+    )
     t.add_argument("stack", nargs="?")
     t.add_argument("--site")
     t.add_argument("--json", action="store_true", help="print the steps as JSON")
-    t.add_argument("--target", help="the recovered server to reach (default: the first with an "
-                   "http check, else a port check)")
-    t.add_argument("--site-plan", help="render the appliance's bundle from this plan file instead "
-                   "(the cloud endpoint keeps the stack's policies): tests an edited site")
-    t.add_argument("--endpoint", help=f"the recovery VPN endpoint address inside the lab "
-                   f"(default {DEFAULT_ENDPOINT})")
-    t.add_argument("--cleanup", action="store_true",
-                   help="remove every drnca-* namespace and run directory left behind, then exit")
+    t.add_argument(
+        "--target",
+        help="the recovered server to reach (default: the first with an http check, else a port check)",
+    )
+    t.add_argument(
+        "--site-plan",
+        help="render the appliance's bundle from this plan file instead "
+        "(the cloud endpoint keeps the stack's policies): tests an edited site",
+    )
+    t.add_argument(
+        "--endpoint", help=f"the recovery VPN endpoint address inside the lab (default {DEFAULT_ENDPOINT})"
+    )
+    t.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove every drnca-* namespace and run directory left behind, then exit",
+    )
     t.set_defaults(func=cmd_test)

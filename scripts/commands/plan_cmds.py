@@ -1,4 +1,5 @@
 """``drctl validate PLAN...``: check recovery plans against the schema and the semantic rules."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,12 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "validate",
         help="check recovery plans (schema and semantic rules), reporting every problem",
         description="Check each recovery plan against scripts/plan/schema.json and the semantic "
-                    "rules (names, dependencies, addressing, RPO, contacts). Every problem is printed "
-                    "on stderr as FILE: path.to.field: message. Exit 0 only if every plan is valid.",
+        "rules (names, dependencies, addressing, RPO, contacts). Every problem is printed "
+        "on stderr as FILE: path.to.field: message. Exit 0 only if every plan is valid.",
     )
     p.add_argument("plans", nargs="+", metavar="PLAN", help="recovery plan file (YAML)")
-    p.add_argument("--json", action="store_true",
-                   help='print {"ok": ..., "plans": [{"file", "ok", "servers", "sites", "problems"}]} on stdout')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ok": ..., "plans": [{"file", "ok", "servers", "sites", "problems"}]} on stdout',
+    )
     p.set_defaults(func=run_validate)
 
 
@@ -33,11 +37,25 @@ def validate_files(paths: list[str]) -> list[dict[str, Any]]:
         try:
             plan = load_plan(path)
         except PlanInvalid as e:
-            results.append({"file": path, "ok": False, "servers": None, "sites": None,
-                            "problems": [p.as_dict() for p in e.problems]})
+            results.append(
+                {
+                    "file": path,
+                    "ok": False,
+                    "servers": None,
+                    "sites": None,
+                    "problems": [p.as_dict() for p in e.problems],
+                }
+            )
         else:
-            results.append({"file": path, "ok": True, "servers": len(plan.servers),
-                            "sites": len(plan.sites), "problems": []})
+            results.append(
+                {
+                    "file": path,
+                    "ok": True,
+                    "servers": len(plan.servers),
+                    "sites": len(plan.sites),
+                    "problems": [],
+                }
+            )
     return results
 
 

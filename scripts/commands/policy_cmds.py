@@ -1,4 +1,5 @@
 """``drctl policy STACK``: run the policy pack offline over the stack's preview graph."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,31 +13,48 @@ from drctl.errors import EXIT_INVALID, EXIT_OK, LocalIOError
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``policy`` to the parser."""
     p = sub.add_parser(
-        "policy", help="check a stack against the policy pack, offline",
+        "policy",
+        help="check a stack against the policy pack, offline",
         description="Preview the stack offline (the real program under the SDK's mocks) and run "
-                    "every rule of policies/ over its resources. Prints one line per violation; "
-                    "exits 1 when a mandatory rule fails.")
+        "every rule of policies/ over its resources. Prints one line per violation; "
+        "exits 1 when a mandatory rule fails.",
+    )
     p.add_argument("stack", help="client stack (stacks/Pulumi.<stack>.yaml)")
-    p.add_argument("--failover", action="store_true", default=None,
-                   help="check the stack as during an activation (failover: true)")
-    p.add_argument("--servers", type=lambda s: [x for x in s.split(",") if x],
-                   help="with --failover: only these servers (comma-separated)")
+    p.add_argument(
+        "--failover",
+        action="store_true",
+        default=None,
+        help="check the stack as during an activation (failover: true)",
+    )
+    p.add_argument(
+        "--servers",
+        type=lambda s: [x for x in s.split(",") if x],
+        help="with --failover: only these servers (comma-separated)",
+    )
     p.add_argument("--json", action="store_true", help="print the violations as a JSON list")
-    p.add_argument("--project-dir", type=Path, default=None,
-                   help="the Pulumi project (Pulumi.yaml, stacks/, recovery_plans/); "
-                        "default: this checkout")
-    p.add_argument("--write-pack-config", type=Path, metavar="FILE",
-                   help="also write the policy config this run used (failover flag, the plan's "
-                        "servers and checks) for `pulumi preview --policy-pack policies "
-                        "--policy-pack-config FILE`")
+    p.add_argument(
+        "--project-dir",
+        type=Path,
+        default=None,
+        help="the Pulumi project (Pulumi.yaml, stacks/, recovery_plans/); default: this checkout",
+    )
+    p.add_argument(
+        "--write-pack-config",
+        type=Path,
+        metavar="FILE",
+        help="also write the policy config this run used (failover flag, the plan's "
+        "servers and checks) for `pulumi preview --policy-pack policies "
+        "--policy-pack-config FILE`",
+    )
     p.set_defaults(func=run_policy)
 
 
 def run_policy(args: argparse.Namespace) -> int:
     from drctl.stack.policy import check_stack
 
-    report, notes = check_stack(args.stack, failover=args.failover, servers=args.servers,
-                                project_dir=args.project_dir)
+    report, notes = check_stack(
+        args.stack, failover=args.failover, servers=args.servers, project_dir=args.project_dir
+    )
     if args.write_pack_config:
         write_pack_config(args.write_pack_config, report.config)
     for note in notes:
@@ -49,8 +67,11 @@ def run_policy(args: argparse.Namespace) -> int:
         mandatory = sum(v.level == "mandatory" for v in report.violations)
         advisory = len(report.violations) - mandatory
         verdict = "FAILED" if report.mandatory_failed else "passed"
-        print(f"policy {verdict} for stack {args.stack}: {mandatory} mandatory and "
-              f"{advisory} advisory violation(s)", file=sys.stderr)
+        print(
+            f"policy {verdict} for stack {args.stack}: {mandatory} mandatory and "
+            f"{advisory} advisory violation(s)",
+            file=sys.stderr,
+        )
     return EXIT_INVALID if report.mandatory_failed else EXIT_OK
 
 
@@ -60,5 +81,6 @@ def write_pack_config(path: Path, config: object) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(config, indent=2) + "\n")
     except OSError as e:
-        raise LocalIOError(f"cannot write the policy pack config {path}: {e.strerror}; "
-                           "choose a writable path") from e
+        raise LocalIOError(
+            f"cannot write the policy pack config {path}: {e.strerror}; choose a writable path"
+        ) from e

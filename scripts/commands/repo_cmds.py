@@ -1,5 +1,6 @@
 """Backup repository commands: repo init, key add|list|remove|passwd, backup, snapshots, restore,
 check, forget, prune, unlock. Formats and exit codes: docs/repository-format.md."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,15 +10,20 @@ from typing import Any
 
 from drctl.errors import EXIT_INTEGRITY, EXIT_OK
 
-_PASSWORD_HELP = ("The repository password comes from --password-file, --password-command or "
-                  "DRCTL_PASSWORD (never from the command line).")
+_PASSWORD_HELP = (
+    "The repository password comes from --password-file, --password-command or "
+    "DRCTL_PASSWORD (never from the command line)."
+)
 
 
 def _password_parent() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--password-file", metavar="FILE", help="read the password from the first line of FILE")
-    p.add_argument("--password-command", metavar="CMD",
-                   help="run CMD (no shell) and read the password from its first output line")
+    p.add_argument(
+        "--password-command",
+        metavar="CMD",
+        help="run CMD (no shell) and read the password from its first output line",
+    )
     return p
 
 
@@ -51,6 +57,7 @@ def _progress(args: argparse.Namespace):
 
 # -- handlers ------------------------------------------------------------------------------------
 
+
 def cmd_init(args: argparse.Namespace) -> int:
     from drctl.repo.password import read_password
     from drctl.repo.repository import init_repository
@@ -65,10 +72,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         support = storage.lock_support()
         object_lock = {"retain_days": args.retain, "enforced": support.enforced, "detail": support.detail}
         if not support.enforced:
-            print(f"drctl: warning: {storage.describe()} does not enforce Object Lock ({support.detail}); "
-                  f"backups will be written with a retention date the store ignores", file=sys.stderr)
-    repo = init_repository(storage, password, chunk_size=args.chunk_size * 1024 * 1024,
-                           object_lock=object_lock, label=args.label)
+            print(
+                f"drctl: warning: {storage.describe()} does not enforce Object Lock ({support.detail}); "
+                f"backups will be written with a retention date the store ignores",
+                file=sys.stderr,
+            )
+    repo = init_repository(
+        storage, password, chunk_size=args.chunk_size * 1024 * 1024, object_lock=object_lock, label=args.label
+    )
     print(f"created repository {repo.config.id} at {storage.describe()} (key {repo.key_id})")
     return EXIT_OK
 
@@ -78,8 +89,16 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     keys = repo.list_keys()
     if args.json:
         for k in keys:
-            _emit({"id": k.key_id, "label": k.label, "created": k.created, "host": k.hostname,
-                   "kdf": k.kdf, "current": k.key_id == repo.key_id})
+            _emit(
+                {
+                    "id": k.key_id,
+                    "label": k.label,
+                    "created": k.created,
+                    "host": k.hostname,
+                    "kdf": k.kdf,
+                    "current": k.key_id == repo.key_id,
+                }
+            )
         return EXIT_OK
     for k in keys:
         mark = "*" if k.key_id == repo.key_id else " "
@@ -120,28 +139,51 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from drctl.repo.backup import backup_disk
 
     repo = _open(args)
-    result = backup_disk(repo, args.source, server=args.server, disk=args.disk,
-                         chunk_size=args.chunk_size * 1024 * 1024 if args.chunk_size else None,
-                         backup_type=args.type, retain_days=args.retain, parallel=args.parallel,
-                         progress=_progress(args))
+    result = backup_disk(
+        repo,
+        args.source,
+        server=args.server,
+        disk=args.disk,
+        chunk_size=args.chunk_size * 1024 * 1024 if args.chunk_size else None,
+        backup_type=args.type,
+        retain_days=args.retain,
+        parallel=args.parallel,
+        progress=_progress(args),
+    )
     if result.retention_enforced is False:
-        print(f"drctl: warning: retention until {result.point.retain_until:%Y-%m-%d} was requested but "
-              f"{repo.describe()} does not enforce it: {result.retention_detail}", file=sys.stderr)
+        print(
+            f"drctl: warning: retention until {result.point.retain_until:%Y-%m-%d} was requested but "
+            f"{repo.describe()} does not enforce it: {result.retention_detail}",
+            file=sys.stderr,
+        )
     if args.json:
         _emit(result.summary())
     else:
         print(result.point.id)
-        print(f"drctl: {result.point.server}/{result.point.disk}: {result.chunks} chunks, "
-              f"{result.new_chunks} new, {result.uploaded_bytes} bytes uploaded in "
-              f"{result.duration_s:.1f}s ({result.point.type})", file=sys.stderr)
+        print(
+            f"drctl: {result.point.server}/{result.point.disk}: {result.chunks} chunks, "
+            f"{result.new_chunks} new, {result.uploaded_bytes} bytes uploaded in "
+            f"{result.duration_s:.1f}s ({result.point.type})",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
 def _point_dict(p) -> dict[str, Any]:
-    return {"id": p.id, "server": p.server, "disk": p.disk, "created": p.created.isoformat(),
-            "size": p.size, "chunk_size": p.chunk_size, "type": p.type, "parent": p.parent,
-            "sha256": p.sha256, "chunks": p.stored_chunks, "host": p.host,
-            "retain_until": p.retain_until.isoformat() if p.retain_until else None}
+    return {
+        "id": p.id,
+        "server": p.server,
+        "disk": p.disk,
+        "created": p.created.isoformat(),
+        "size": p.size,
+        "chunk_size": p.chunk_size,
+        "type": p.type,
+        "parent": p.parent,
+        "sha256": p.sha256,
+        "chunks": p.stored_chunks,
+        "host": p.host,
+        "retain_until": p.retain_until.isoformat() if p.retain_until else None,
+    }
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
@@ -154,8 +196,10 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'ID':<10} {'CREATED (UTC)':<20} {'SERVER':<16} {'DISK':<8} {'TYPE':<12} {'SIZE':>12}")
     for p in points:
-        print(f"{p.id[:8]:<10} {p.created:%Y-%m-%d %H:%M:%S}  {p.server:<16} {p.disk:<8} "
-              f"{p.type:<12} {p.size:>12}")
+        print(
+            f"{p.id[:8]:<10} {p.created:%Y-%m-%d %H:%M:%S}  {p.server:<16} {p.disk:<8} "
+            f"{p.type:<12} {p.size:>12}"
+        )
     return EXIT_OK
 
 
@@ -163,15 +207,25 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from drctl.repo.restore import restore_disk
 
     repo = _open(args)
-    result = restore_disk(repo, server=args.server, disk=args.disk, point=args.point, out=args.out,
-                          fmt=args.format, parallel=args.parallel, progress=_progress(args))
+    result = restore_disk(
+        repo,
+        server=args.server,
+        disk=args.disk,
+        point=args.point,
+        out=args.out,
+        fmt=args.format,
+        parallel=args.parallel,
+        progress=_progress(args),
+    )
     if args.json:
         _emit(result.summary())
     else:
-        print(f"restored {result.point.server}/{result.point.disk} point {result.point.id[:8]} "
-              f"({result.point.created.isoformat()}) to {result.path}: sha256 verified, "
-              f"{result.fetched_chunks} chunks fetched, {result.resumed_chunks} resumed, "
-              f"{result.duration_s:.1f}s")
+        print(
+            f"restored {result.point.server}/{result.point.disk} point {result.point.id[:8]} "
+            f"({result.point.created.isoformat()}) to {result.path}: sha256 verified, "
+            f"{result.fetched_chunks} chunks fetched, {result.resumed_chunks} resumed, "
+            f"{result.duration_s:.1f}s"
+        )
     return EXIT_OK
 
 
@@ -185,12 +239,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         for problem in report.problems:
             print(f"problem: {problem}")
-        print(f"{report.points} restore points, {report.chunks_present} chunks present, "
-              f"{report.chunks_read} read and verified, {report.unreferenced} unreferenced: "
-              f"{'no problems' if report.ok else f'{len(report.problems)} problem(s)'}")
+        print(
+            f"{report.points} restore points, {report.chunks_present} chunks present, "
+            f"{report.chunks_read} read and verified, {report.unreferenced} unreferenced: "
+            f"{'no problems' if report.ok else f'{len(report.problems)} problem(s)'}"
+        )
     if not report.ok:
-        print(f"drctl: check found {len(report.problems)} problem(s) in {repo.describe()}; restore "
-              f"points listed above are damaged", file=sys.stderr)
+        print(
+            f"drctl: check found {len(report.problems)} problem(s) in {repo.describe()}; restore "
+            f"points listed above are damaged",
+            file=sys.stderr,
+        )
         return EXIT_INTEGRITY
     return EXIT_OK
 
@@ -198,8 +257,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_forget(args: argparse.Namespace) -> int:
     from drctl.repo.maintenance import KeepPolicy, forget
 
-    policy = KeepPolicy(last=args.keep_last, hourly=args.keep_hourly, daily=args.keep_daily,
-                        weekly=args.keep_weekly, monthly=args.keep_monthly)
+    policy = KeepPolicy(
+        last=args.keep_last,
+        hourly=args.keep_hourly,
+        daily=args.keep_daily,
+        weekly=args.keep_weekly,
+        monthly=args.keep_monthly,
+    )
     from drctl.repo.maintenance import plan_forget
 
     plan_forget([], policy)  # refuse an empty policy before asking for the password
@@ -207,8 +271,14 @@ def cmd_forget(args: argparse.Namespace) -> int:
     kept, removed = forget(repo, policy, server=args.server, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     if args.json:
-        _emit({"type": "summary", "dry_run": args.dry_run, "kept": [p.id for p in kept],
-               "removed": [p.id for p in removed]})
+        _emit(
+            {
+                "type": "summary",
+                "dry_run": args.dry_run,
+                "kept": [p.id for p in kept],
+                "removed": [p.id for p in removed],
+            }
+        )
     else:
         for p in removed:
             print(f"{verb} {p.id[:8]} {p.created:%Y-%m-%d %H:%M:%S} {p.server}/{p.disk}")
@@ -225,8 +295,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         _emit(result.as_dict())
     else:
         verb = "would delete" if args.dry_run else "deleted"
-        print(f"{result.points} points reference {result.referenced_chunks} chunks; {verb} "
-              f"{result.deleted_chunks} unreferenced chunks ({result.deleted_bytes} bytes)")
+        print(
+            f"{result.points} points reference {result.referenced_chunks} chunks; {verb} "
+            f"{result.deleted_chunks} unreferenced chunks ({result.deleted_bytes} bytes)"
+        )
     return EXIT_OK
 
 
@@ -239,6 +311,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the parser."""
@@ -253,7 +326,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     repo = sub.add_parser("repo", help="create an encrypted backup repository")
     repo_sub = repo.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
     p = add(repo_sub, "init", cmd_init, "Create a repository (and its first key).")
-    p.add_argument("--chunk-size", type=int, default=4, metavar="MIB", help="default chunk size (MiB, default 4)")
+    p.add_argument(
+        "--chunk-size", type=int, default=4, metavar="MIB", help="default chunk size (MiB, default 4)"
+    )
     p.add_argument("--retain", type=int, metavar="DAYS", help="default Object Lock retention of backups")
     p.add_argument("--label", default="client", help="label of the first key (default: client)")
 
@@ -261,9 +336,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     key_sub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     p = add(key_sub, "list", cmd_key_list, "List key slots.")
     p.add_argument("--json", action="store_true")
-    for name, func, help_ in (("add", cmd_key_add, "Add a key slot with a new password."),
-                              ("passwd", cmd_key_passwd, "Change the password of the key in use.")):
-        p = add(key_sub, name, func, help_ + " The new one comes from --new-password-file or DRCTL_NEW_PASSWORD.")
+    for name, func, help_ in (
+        ("add", cmd_key_add, "Add a key slot with a new password."),
+        ("passwd", cmd_key_passwd, "Change the password of the key in use."),
+    ):
+        p = add(
+            key_sub, name, func, help_ + " The new one comes from --new-password-file or DRCTL_NEW_PASSWORD."
+        )
         p.add_argument("--new-password-file", metavar="FILE")
         if name == "add":
             p.add_argument("--label", default="escrow", help="e.g. client, escrow (default: escrow)")
@@ -287,7 +366,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add(sub, "restore", cmd_restore, "Restore one server disk, verified, to --out.")
     p.add_argument("--server", required=True)
     p.add_argument("--disk")
-    p.add_argument("--point", default="latest", help="ID (prefix), latest, or an ISO time (newest at or before)")
+    p.add_argument(
+        "--point", default="latest", help="ID (prefix), latest, or an ISO time (newest at or before)"
+    )
     p.add_argument("--out", required=True, metavar="PATH")
     p.add_argument("--format", default="raw", choices=("raw", "qcow2"))
     p.add_argument("--parallel", type=int, default=16, help="downloads in flight (default 16)")

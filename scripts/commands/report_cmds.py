@@ -6,6 +6,7 @@
 - ``drctl report upload RUN_ID --to URL``: (re)send a stored report to a report bucket.
 - ``drctl runs STACK [--json]``: past activations and drills of a stack, oldest first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
-from drctl.runs import signing as report_signing
 from drctl.errors import InvalidInput, LocalIOError
+from drctl.runs import signing as report_signing
 from drctl.runs.report import fmt_duration, fmt_time
 from drctl.runs.store import RunStore, StoredRun
 
@@ -22,15 +23,22 @@ from drctl.runs.store import RunStore, StoredRun
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``report`` and ``runs`` to the parser."""
     p = sub.add_parser(
-        "report", help="show, export, verify or upload a run report",
+        "report",
+        help="show, export, verify or upload a run report",
         description="drctl report RUN_ID [--html PATH] [--json] | drctl report verify RUN_ID|PATH "
-                    "[--public-key FILE] | drctl report upload RUN_ID --to URL",
+        "[--public-key FILE] | drctl report upload RUN_ID --to URL",
     )
     p.add_argument("run", metavar="RUN_ID|verify|upload", help="a run id (or unique prefix), or an action")
-    p.add_argument("target", nargs="?", metavar="RUN_ID|PATH", help="for verify/upload: the run id or run directory")
-    p.add_argument("--html", metavar="PATH", help="write the report page to PATH (after checking its signature)")
+    p.add_argument(
+        "target", nargs="?", metavar="RUN_ID|PATH", help="for verify/upload: the run id or run directory"
+    )
+    p.add_argument(
+        "--html", metavar="PATH", help="write the report page to PATH (after checking its signature)"
+    )
     p.add_argument("--json", action="store_true", help="print the run summary as one JSON line")
-    p.add_argument("--public-key", metavar="FILE", help="verify with this public key (default: the operator's)")
+    p.add_argument(
+        "--public-key", metavar="FILE", help="verify with this public key (default: the operator's)"
+    )
     p.add_argument("--to", metavar="URL", help="for upload: the report bucket, e.g. s3://demo-reports")
     p.add_argument("--state-dir", type=Path, help="state directory (default $DRCTL_STATE_DIR or ./.state)")
     p.set_defaults(func=cmd_report)
@@ -53,7 +61,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.run == "upload":
         return _upload(store, args)
     if args.target:
-        raise InvalidInput(f"unexpected argument {args.target!r}: use `drctl report RUN_ID` or `drctl report verify RUN_ID`")
+        raise InvalidInput(
+            f"unexpected argument {args.target!r}: use `drctl report RUN_ID` or `drctl report verify RUN_ID`"
+        )
     run = store.find(args.run)
     signature = _signature_status(store, run, args)
     if args.html:
@@ -85,7 +95,11 @@ def _verify(store: RunStore, args: argparse.Namespace) -> int:
     if not args.target:
         raise InvalidInput("drctl report verify needs a run id or a run directory")
     candidate = Path(args.target)
-    path = candidate if (candidate / "summary.json").exists() or candidate.is_dir() else store.find(args.target).path
+    path = (
+        candidate
+        if (candidate / "summary.json").exists() or candidate.is_dir()
+        else store.find(args.target).path
+    )
     kid = store.verify(path, _public_key(args))
     print(f"report {path}: signature valid (key {kid}); summary.json and report.html are as signed")
     return 0
@@ -120,8 +134,11 @@ def _describe(run: StoredRun, signature: str) -> str:
         lines.append(f"outside the activation window: {s.override_reason}")
     levels = s.dependency_levels()
     for v in sorted(s.servers, key=lambda v: (levels[v.name], v.name)):
-        what = (f"available after {fmt_duration(v.rto_achieved_s)} (RTO {fmt_duration(v.rto_target_s)})"
-                if v.available else (v.reason or ""))
+        what = (
+            f"available after {fmt_duration(v.rto_achieved_s)} (RTO {fmt_duration(v.rto_target_s)})"
+            if v.available
+            else (v.reason or "")
+        )
         lines.append(f"  {v.name:<14} {v.status:<11} L{levels[v.name]} {what}".rstrip())
         for ch in v.checks:
             if not ch.ok:
@@ -133,24 +150,43 @@ def _describe(run: StoredRun, signature: str) -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     runs = RunStore(args.state_dir).list_runs(args.stack)
     if args.json:
-        print(json.dumps([{
-            "run_id": r.summary.run_id, "kind": r.summary.kind, "mode": r.summary.mode,
-            "target": r.summary.target, "requested_by": r.summary.requested_by,
-            "started_at": r.summary.to_dict()["started_at"], "ended_at": r.summary.to_dict()["ended_at"],
-            "first_available_s": r.summary.first_available_s, "last_available_s": r.summary.last_available_s,
-            "outcome": r.summary.outcome, "counts": r.summary.counts(), "report": str(r.html_path),
-        } for r in runs], ensure_ascii=False))
+        print(
+            json.dumps(
+                [
+                    {
+                        "run_id": r.summary.run_id,
+                        "kind": r.summary.kind,
+                        "mode": r.summary.mode,
+                        "target": r.summary.target,
+                        "requested_by": r.summary.requested_by,
+                        "started_at": r.summary.to_dict()["started_at"],
+                        "ended_at": r.summary.to_dict()["ended_at"],
+                        "first_available_s": r.summary.first_available_s,
+                        "last_available_s": r.summary.last_available_s,
+                        "outcome": r.summary.outcome,
+                        "counts": r.summary.counts(),
+                        "report": str(r.html_path),
+                    }
+                    for r in runs
+                ],
+                ensure_ascii=False,
+            )
+        )
         return 0
     if not runs:
         print(f"no runs of stack {args.stack} yet")
         return 0
-    header = f"{'RUN ID':<24} {'KIND':<10} {'MODE':<8} {'TARGET':<6} {'STARTED (UTC)':<19} {'ENDED (UTC)':<19} " \
-             f"{'FIRST':>10} {'LAST':>10}  OK/WARN/FAIL/NS  OUTCOME"
+    header = (
+        f"{'RUN ID':<24} {'KIND':<10} {'MODE':<8} {'TARGET':<6} {'STARTED (UTC)':<19} {'ENDED (UTC)':<19} "
+        f"{'FIRST':>10} {'LAST':>10}  OK/WARN/FAIL/NS  OUTCOME"
+    )
     print(header)
     for r in runs:
         s, c = r.summary, r.summary.counts()
         ended = s.ended_at.strftime("%Y-%m-%d %H:%M:%S") if s.ended_at else "-"
-        print(f"{s.run_id:<24} {s.kind:<10} {s.mode:<8} {s.target:<6} {s.started_at.strftime('%Y-%m-%d %H:%M:%S'):<19} "
-              f"{ended:<19} {fmt_duration(s.first_available_s):>10} {fmt_duration(s.last_available_s):>10}  "
-              f"{c['ok']}/{c['warning']}/{c['failed']}/{c['not-started']:<9}  {s.outcome}")
+        print(
+            f"{s.run_id:<24} {s.kind:<10} {s.mode:<8} {s.target:<6} {s.started_at.strftime('%Y-%m-%d %H:%M:%S'):<19} "
+            f"{ended:<19} {fmt_duration(s.first_available_s):>10} {fmt_duration(s.last_available_s):>10}  "
+            f"{c['ok']}/{c['warning']}/{c['failed']}/{c['not-started']:<9}  {s.outcome}"
+        )
     return 0

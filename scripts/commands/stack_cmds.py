@@ -3,6 +3,7 @@
 ``nca render`` lives in ``nca_cmds`` and ``policy`` in ``policy_cmds``; both read stacks through
 ``drctl.stack.config`` and graphs through ``drctl.stack.preview`` like this module.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,25 +24,39 @@ def _servers(text: str) -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``preview`` and ``stack set-secret``."""
-    p = sub.add_parser("preview", help="show a stack's resource graph, computed offline (no Pulumi CLI, no cloud)",
-                       description="Run stacks/__main__.py under the Pulumi SDK's mocks with the stack's "
-                                   "config and print the resources it declares.")
+    p = sub.add_parser(
+        "preview",
+        help="show a stack's resource graph, computed offline (no Pulumi CLI, no cloud)",
+        description="Run stacks/__main__.py under the Pulumi SDK's mocks with the stack's "
+        "config and print the resources it declares.",
+    )
     p.add_argument("stack", help="stack name: stacks/Pulumi.<stack>.yaml")
     p.add_argument("--failover", action="store_true", help="as if the stack's failover flag were true")
-    p.add_argument("--servers", type=_servers, metavar="A,B",
-                   help="activation scope (default: activation.servers, else every dr and backup-tested server)")
+    p.add_argument(
+        "--servers",
+        type=_servers,
+        metavar="A,B",
+        help="activation scope (default: activation.servers, else every dr and backup-tested server)",
+    )
     p.add_argument("--json", action="store_true", help="print the graph as JSON (secrets redacted)")
-    p.add_argument("--project-dir", type=Path, default=None, help="directory of Pulumi.yaml (default: this checkout)")
+    p.add_argument(
+        "--project-dir", type=Path, default=None, help="directory of Pulumi.yaml (default: this checkout)"
+    )
     p.set_defaults(func=cmd_preview)
 
     st = sub.add_parser("stack", help="stack file operations")
     st_sub = st.add_subparsers(dest="stack_command", required=True, metavar="SUBCOMMAND")
-    s = st_sub.add_parser("set-secret", help="encrypt a secret into the stack file like `pulumi config set --secret`",
-                          description="Reads the value from stdin (a terminal prompts without echo); never from "
-                                      "the command line. Uses PULUMI_CONFIG_PASSPHRASE(_FILE).")
+    s = st_sub.add_parser(
+        "set-secret",
+        help="encrypt a secret into the stack file like `pulumi config set --secret`",
+        description="Reads the value from stdin (a terminal prompts without echo); never from "
+        "the command line. Uses PULUMI_CONFIG_PASSPHRASE(_FILE).",
+    )
     s.add_argument("stack", help="stack name: stacks/Pulumi.<stack>.yaml")
     s.add_argument("key", help="config key, dotted path allowed: vpn_psks.paris")
-    s.add_argument("--project-dir", type=Path, default=None, help="directory of Pulumi.yaml (default: this checkout)")
+    s.add_argument(
+        "--project-dir", type=Path, default=None, help="directory of Pulumi.yaml (default: this checkout)"
+    )
     s.set_defaults(func=cmd_set_secret)
 
 
@@ -57,7 +72,11 @@ def render_tree(graph) -> str:
         for i, r in enumerate(kids):
             last = i == len(kids) - 1
             flags = " [protected]" if r.protect else ""
-            deps = f"  <- {', '.join(r.depends_on)}" if r.depends_on and r.type.startswith("flexrecovery:") else ""
+            deps = (
+                f"  <- {', '.join(r.depends_on)}"
+                if r.depends_on and r.type.startswith("flexrecovery:")
+                else ""
+            )
             lines.append(f"{prefix}{'└─ ' if last else '├─ '}{r.name}  ({r.type}){flags}{deps}")
             walk(r.name, prefix + ("   " if last else "│  "))
 
@@ -68,9 +87,12 @@ def render_tree(graph) -> str:
 def cmd_preview(args: argparse.Namespace) -> int:
     from drctl.stack.preview import preview_stack
 
-
-    graph = preview_stack(args.stack, failover=True if args.failover else None, servers=args.servers,
-                          project_dir=args.project_dir)
+    graph = preview_stack(
+        args.stack,
+        failover=True if args.failover else None,
+        servers=args.servers,
+        project_dir=args.project_dir,
+    )
     if args.json:
         print(json.dumps(graph.to_json(redact=True), indent=2, sort_keys=True))
         for note in graph.notes:

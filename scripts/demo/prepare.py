@@ -5,6 +5,7 @@ embedded object store. ``drctl demo prepare`` calls this; ``drctl drill demo`` t
 The demo repository's password is generated once into ``<state>/demo/password`` (0600): it
 stands for the key only the client holds. A real client's password never sits on this machine.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,9 @@ def demo_password_file(state_dir: Path) -> Path:
     return path
 
 
-def prepare_demo(state_dir: Path, *, broken: Iterable[str] = (),
-                 progress: Callable[[str, str], None] | None = None) -> dict:
+def prepare_demo(
+    state_dir: Path, *, broken: Iterable[str] = (), progress: Callable[[str, str], None] | None = None
+) -> dict:
     """Images built or reused, then one restore point per server disk; returns what was done."""
     from drctl.demo.images.builder import build_demo_images
     from drctl.repo.backup import backup_disk
@@ -56,5 +58,9 @@ def prepare_demo(state_dir: Path, *, broken: Iterable[str] = (),
         result = backup_disk(repo, images.images[server.name], server=server.name, disk=disk)
         points[server.name] = result.point.id
         say(server.name, f"backed up {disk} as restore point {points[server.name]}")
-    return {"repository": url, "points": points, "broken": sorted(broken),
-            "password_file": str(demo_password_file(state_dir))}
+    return {
+        "repository": url,
+        "points": points,
+        "broken": sorted(broken),
+        "password_file": str(demo_password_file(state_dir)),
+    }

@@ -20,6 +20,7 @@ bgpd, three provider routers in namespaces, accesses taken down one by one). Ren
 (plan in, text out). :func:`frr_parse_errors` is the one I/O function: FRR's own parser
 (``vtysh --dryrun``) on the rendered text; ``drctl nca render`` runs it when FRR is installed.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -58,31 +59,45 @@ class BgpPath:
 def paths(site: Site) -> tuple[BgpPath, ...]:
     """The site's BGP paths to the recovery space, most preferred first."""
     assert site.mpls is not None
-    peers: dict[str, BgpPeer | None] = {"nominal": site.mpls.nominal, "backup": site.mpls.backup,
-                                        "vpn": site.mpls.vpn}
-    return tuple(BgpPath(role, p.neighbor, p.remote_as, pref) for role, pref in PREFERENCE
-                 if (p := peers[role]) is not None)
+    peers: dict[str, BgpPeer | None] = {
+        "nominal": site.mpls.nominal,
+        "backup": site.mpls.backup,
+        "vpn": site.mpls.vpn,
+    }
+    return tuple(
+        BgpPath(role, p.neighbor, p.remote_as, pref)
+        for role, pref in PREFERENCE
+        if (p := peers[role]) is not None
+    )
 
 
 def _problems(plan: Plan, site: Site, chosen: tuple[BgpPath, ...], router_id: str) -> list[str]:
     where = f"sites.{site.name}.mpls"
     problems = []
     seen: dict[str, str] = {}
-    nets = [(sn.ref, ipaddress.ip_network(sn.cidr, strict=False))
-            for sn in (*plan.recovery_subnets(), *site.subnets)]
+    nets = [
+        (sn.ref, ipaddress.ip_network(sn.cidr, strict=False))
+        for sn in (*plan.recovery_subnets(), *site.subnets)
+    ]
     for p in chosen:
         addr = ipaddress.ip_address(p.neighbor)
         if p.neighbor in seen:
-            problems.append(f"{where}.{p.role}.neighbor: {p.neighbor} is also the {seen[p.neighbor]} "
-                            "neighbor; each path needs its own BGP session")
+            problems.append(
+                f"{where}.{p.role}.neighbor: {p.neighbor} is also the {seen[p.neighbor]} "
+                "neighbor; each path needs its own BGP session"
+            )
         seen.setdefault(p.neighbor, p.role)
         inside = [ref for ref, net in nets if addr in net]
         if inside:
-            problems.append(f"{where}.{p.role}.neighbor: {p.neighbor} is inside subnet {inside[0]}; "
-                            "a BGP neighbor sits on the access link, outside the LANs it routes")
+            problems.append(
+                f"{where}.{p.role}.neighbor: {p.neighbor} is inside subnet {inside[0]}; "
+                "a BGP neighbor sits on the access link, outside the LANs it routes"
+            )
     if site.mpls.nominal.remote_as == site.mpls.asn:
-        problems.append(f"{where}.nominal.remote_as: {site.mpls.asn} is the site's own AS; the MPLS "
-                        "provider's PE is an eBGP neighbor with the provider's AS")
+        problems.append(
+            f"{where}.nominal.remote_as: {site.mpls.asn} is the site's own AS; the MPLS "
+            "provider's PE is an eBGP neighbor with the provider's AS"
+        )
     if not plan.recovery_subnets():
         problems.append(f"{where}: the plan has no recovery subnet (no server NIC) to route to")
     try:
@@ -95,19 +110,29 @@ def _problems(plan: Plan, site: Site, chosen: tuple[BgpPath, ...], router_id: st
 def render_frr(plan: Plan, site: Site, env: jinja2.Environment) -> str:
     """``frr.conf`` of the site's router; raises :class:`BgpRenderError` listing every problem."""
     if site.mpls is None:
-        raise BgpRenderError(f"site {site.name} declares no mpls block: nothing to render "
-                             f"(add sites.{site.name}.mpls to the plan for MPLS BVPN reconnection)")
+        raise BgpRenderError(
+            f"site {site.name} declares no mpls block: nothing to render "
+            f"(add sites.{site.name}.mpls to the plan for MPLS BVPN reconnection)"
+        )
     chosen = paths(site)
     recovered = plan.recovery_subnets()
     staying = [sn for sn in site.subnets if sn not in recovered]
     router_id = site.mpls.router_id or (staying or list(site.subnets))[0].gateway
     problems = _problems(plan, site, chosen, router_id)
     if problems:
-        raise BgpRenderError(f"cannot render the BGP configuration of site {site.name} (client "
-                             f"{plan.client.id}):\n  " + "\n  ".join(problems))
+        raise BgpRenderError(
+            f"cannot render the BGP configuration of site {site.name} (client "
+            f"{plan.client.id}):\n  " + "\n  ".join(problems)
+        )
     return env.get_template(TEMPLATE).render(
-        client_id=plan.client.id, site=site, asn=site.mpls.asn, router_id=router_id, paths=chosen,
-        recovery=[sn.cidr for sn in recovered], site_nets=[sn.cidr for sn in staying])
+        client_id=plan.client.id,
+        site=site,
+        asn=site.mpls.asn,
+        router_id=router_id,
+        paths=chosen,
+        recovery=[sn.cidr for sn in recovered],
+        site_nets=[sn.cidr for sn in staying],
+    )
 
 
 def frr_parse_errors(text: str) -> list[str] | None:

@@ -16,6 +16,7 @@ Each step is timed and reported (:class:`Step`); the first failure raises :class
 (exit 20) naming the step. The tunnel must come up with exactly the declared proposals: a peer
 that does not accept them gets NO_PROPOSAL_CHOSEN, which the report names.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -27,19 +28,47 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drctl.nca.render import (LAN_INTERFACE, WAN_INTERFACE, Proposals, find_site, proposals_for,
-                       render_bundle, render_cloud_endpoint, write_bundle)
-from drctl.netns import (DNSMASQ, SWANCTL, CHARON, LabError, Namespaces, new_run, probe, run,
-                             require_tools, strongswan_conf)
-from drctl.nca.swan import (child_alg, established_ike, expected_sa, ike_alg, installed_child,
-                            parse_pretty, ts_text)
+from drctl.nca.render import (
+    LAN_INTERFACE,
+    WAN_INTERFACE,
+    Proposals,
+    find_site,
+    proposals_for,
+    render_bundle,
+    render_cloud_endpoint,
+    write_bundle,
+)
+from drctl.nca.swan import (
+    child_alg,
+    established_ike,
+    expected_sa,
+    ike_alg,
+    installed_child,
+    parse_pretty,
+    ts_text,
+)
+from drctl.netns import (
+    CHARON,
+    DNSMASQ,
+    SWANCTL,
+    LabError,
+    Namespaces,
+    new_run,
+    probe,
+    require_tools,
+    run,
+    strongswan_conf,
+)
 from drctl.plan.model import Plan, VpnSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "198.51.100.1"
-_TROUBLE = re.compile(r"error|fail|not supported|unable|unacceptable|no .* found|giving up|timeout",
-                      re.IGNORECASE)
+_TROUBLE = re.compile(
+    r"error|fail|not supported|unable|unacceptable|no .* found|giving up|timeout", re.IGNORECASE
+)
+
+
 @dataclass(frozen=True)
 class Step:
     step: str
@@ -59,27 +88,30 @@ class ProbeTarget:
     ip: str
     port: int | None = None
     http_path: str | None = None  # None: a TCP connect only
-    contains: str | None = None   # expected in the HTTP body (a real guest; the stand-in skips it)
+    contains: str | None = None  # expected in the HTTP body (a real guest; the stand-in skips it)
 
 
 def default_target(plan: Plan, name: str | None = None) -> ProbeTarget:
     """The server to reach: ``name``, else the first with an http check on its own address,
     else the first with a port check, else the first with a NIC."""
     rec = {sn.ref for sn in plan.recovery_subnets()}
-    servers = [s for s in plan.servers if s.nics and s.nics[0].subnet in rec
-               and s.protection != "backup-only"]
+    servers = [
+        s for s in plan.servers if s.nics and s.nics[0].subnet in rec and s.protection != "backup-only"
+    ]
     if name is not None:
         servers = [s for s in servers if s.name == name]
         if not servers:
-            raise LabError(f"--target {name}: no restorable server of that name with a NIC in a "
-                           f"recovery subnet")
+            raise LabError(
+                f"--target {name}: no restorable server of that name with a NIC in a recovery subnet"
+            )
     for s in servers:
         for c in s.checks:
             if c.kind == "http":
                 m = re.match(r"^http://([^/:]+)(?::(\d+))?(/.*)?$", str(c.spec.get("url", "")))
                 if m and m.group(1) == s.nics[0].ip:
-                    return ProbeTarget(s.name, s.nics[0].ip, int(m.group(2) or 80), m.group(3) or "/",
-                                       c.spec.get("contains"))
+                    return ProbeTarget(
+                        s.name, s.nics[0].ip, int(m.group(2) or 80), m.group(3) or "/", c.spec.get("contains")
+                    )
     for s in servers:
         for c in s.checks:
             if c.kind == "port":
@@ -137,9 +169,13 @@ class NcaLab:
         # Render first: a plan the appliance must refuse fails here with exit 1, before any namespace.
         self.bundle = render_bundle(site_plan, self.site_name, self.psk, self.vpn_endpoint_address)
         cloud_site = find_site(self.plan, self.site_name)
-        self.cloud_conf = render_cloud_endpoint(self.plan, self.site_name, self.psk,
-                                                self.vpn_endpoint_address,
-                                                vpn=self.cloud_vpn or cloud_site.vpn)
+        self.cloud_conf = render_cloud_endpoint(
+            self.plan,
+            self.site_name,
+            self.psk,
+            self.vpn_endpoint_address,
+            vpn=self.cloud_vpn or cloud_site.vpn,
+        )
         self.target = self.target or default_target(self.plan)
         self.users = site_plan.user_subnets(self.site)
         self.recovery = self.plan.recovery_subnets()
@@ -210,8 +246,14 @@ class NcaLab:
         if self.ns is not None:
             start = time.monotonic()
             self.ns.teardown()
-            self.steps.append(Step("teardown", True, time.monotonic() - start,
-                                   f"namespaces {self.ns.name('*')}, daemons and run directory removed"))
+            self.steps.append(
+                Step(
+                    "teardown",
+                    True,
+                    time.monotonic() - start,
+                    f"namespaces {self.ns.name('*')}, daemons and run directory removed",
+                )
+            )
             self.ns = None
 
     # --- steps ----------------------------------------------------------------------------------
@@ -238,19 +280,51 @@ class NcaLab:
             cloud, cloud_link = cloud_ns, f"nca{ns.run_id}"
         self.cloud_ns = cloud
         self.stand_in = cloud_ns is None
-        run(["ip", "link", "add", WAN_INTERFACE, "netns", site, "type", "veth",
-             "peer", "name", cloud_link, "netns", cloud])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                WAN_INTERFACE,
+                "netns",
+                site,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                cloud_link,
+                "netns",
+                cloud,
+            ]
+        )
         if cloud_ns is not None:
             ns.foreign_links.append((cloud, cloud_link))
-        for n, link, addr, other in ((site, WAN_INTERFACE, peer, self.vpn_endpoint_address),
-                                     (cloud, cloud_link, self.vpn_endpoint_address, peer)):
+        for n, link, addr, other in (
+            (site, WAN_INTERFACE, peer, self.vpn_endpoint_address),
+            (cloud, cloud_link, self.vpn_endpoint_address, peer),
+        ):
             # Point-to-point "Internet": /32 addresses with a route to the other end.
             run(["ip", "-n", n, "addr", "add", f"{addr}/32", "dev", link])
             run(["ip", "-n", n, "link", "set", link, "up"])
             run(["ip", "-n", n, "route", "add", f"{other}/32", "dev", link])
             run(["ip", "netns", "exec", n, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
-        run(["ip", "link", "add", LAN_INTERFACE, "netns", site, "type", "veth",
-             "peer", "name", "eth0", "netns", ws])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                LAN_INTERFACE,
+                "netns",
+                site,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ws,
+            ]
+        )
         for un in self.users:
             net = ipaddress.ip_network(un.cidr, strict=False)
             run(["ip", "-n", site, "addr", "add", f"{un.gateway}/{net.prefixlen}", "dev", LAN_INTERFACE])
@@ -281,7 +355,23 @@ class NcaLab:
         if target_net is None:
             raise LabError(f"target {self.target.server} ({self.target.ip}) is in no recovery subnet")
         br, net, gw = target_net
-        run(["ip", "link", "add", "srv0", "netns", cloud, "type", "veth", "peer", "name", "eth0", "netns", srv])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                "srv0",
+                "netns",
+                cloud,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                srv,
+            ]
+        )
         run(["ip", "-n", cloud, "link", "set", "srv0", "master", br, "up"])
         run(["ip", "-n", srv, "addr", "add", f"{self.target.ip}/{net.prefixlen}", "dev", "eth0"])
         run(["ip", "-n", srv, "link", "set", "eth0", "up"])
@@ -289,23 +379,39 @@ class NcaLab:
             www = ns.run_dir / "www"
             www.mkdir()
             (www / "index.html").write_text(f"stand-in for {self.target.server} (drctl nca test)\n")
-            proc = ns.start("stand-in", srv, [sys.executable, "-u", "-m", "http.server",
-                                              str(self.target.port), "--bind", self.target.ip,
-                                              "--directory", str(www)])
-            _wait_for(lambda: "Serving HTTP" in _read(proc.log_path), 5,
-                      f"the stand-in server on {self.target.ip}:{self.target.port} did not start: "
-                      f"{_read(proc.log_path)[-300:]}")
+            proc = ns.start(
+                "stand-in",
+                srv,
+                [
+                    sys.executable,
+                    "-u",
+                    "-m",
+                    "http.server",
+                    str(self.target.port),
+                    "--bind",
+                    self.target.ip,
+                    "--directory",
+                    str(www),
+                ],
+            )
+            _wait_for(
+                lambda: "Serving HTTP" in _read(proc.log_path),
+                5,
+                f"the stand-in server on {self.target.ip}:{self.target.port} did not start: "
+                f"{_read(proc.log_path)[-300:]}",
+            )
         # After the server is up: http.server's reverse lookup at bind time then fails at once
         # (no route) instead of waiting for a resolver that no namespace of ours can reach.
         run(["ip", "-n", srv, "route", "add", "default", "via", gw])
 
     def _check_recovery(self, cloud: str) -> None:
         addrs = run(["ip", "-n", cloud, "-o", "-4", "addr", "show"]).stdout
-        missing = [f"{sn.ref} gateway {sn.gateway}" for sn in self.recovery
-                   if f" {sn.gateway}/" not in addrs]
+        missing = [f"{sn.ref} gateway {sn.gateway}" for sn in self.recovery if f" {sn.gateway}/" not in addrs]
         if missing:
-            raise LabError(f"cloud namespace {cloud} does not route the recovery subnets: missing "
-                           f"{', '.join(missing)} (give each subnet's bridge its gateway address)")
+            raise LabError(
+                f"cloud namespace {cloud} does not route the recovery subnets: missing "
+                f"{', '.join(missing)} (give each subnet's bridge its gateway address)"
+            )
 
     def _charon(self, role: str, ns_name: str, conf_text: str) -> _Charon:
         assert self.ns is not None
@@ -315,10 +421,12 @@ class NcaLab:
         swanctl_conf.write_text(conf_text)
         swanctl_conf.chmod(0o600)
         ch = _Charon(role, ns_name, directory, conf, swanctl_conf)
-        proc = self.ns.start(f"charon-{role}", ns_name, [CHARON], env=ch.env,
-                             private_run=directory / "run")
-        _wait_for(lambda: (directory / "charon.vici").exists() or proc.popen.poll() is not None, 10,
-                  f"charon ({role}) did not open its control socket")
+        proc = self.ns.start(f"charon-{role}", ns_name, [CHARON], env=ch.env, private_run=directory / "run")
+        _wait_for(
+            lambda: (directory / "charon.vici").exists() or proc.popen.poll() is not None,
+            10,
+            f"charon ({role}) did not open its control socket",
+        )
         if proc.popen.poll() is not None:
             raise LabError(f"charon ({role}) exited: {_read(proc.log_path)[-500:]}")
         self.charons[role] = ch
@@ -335,14 +443,28 @@ class NcaLab:
         assert self.ns is not None
         site = self.ns.name("site")
         bundle_dir = self.ns.run_dir / "bundle"
-        proc = self.ns.start("dnsmasq", site, [
-            DNSMASQ, "--keep-in-foreground", "-C", str(bundle_dir / "dnsmasq.conf"),
-            f"--pid-file={self.ns.run_dir / 'dnsmasq.pid'}",
-            f"--dhcp-leasefile={self.ns.run_dir / 'dnsmasq.leases'}",
-            "--user=root", "--group=root", f"--log-facility={self.ns.run_dir / 'dnsmasq.log'}",
-            "--log-dhcp", "--log-queries"])
-        _wait_for(lambda: (self.ns.run_dir / "dnsmasq.pid").exists() or proc.popen.poll() is not None,
-                  10, "dnsmasq did not start")
+        proc = self.ns.start(
+            "dnsmasq",
+            site,
+            [
+                DNSMASQ,
+                "--keep-in-foreground",
+                "-C",
+                str(bundle_dir / "dnsmasq.conf"),
+                f"--pid-file={self.ns.run_dir / 'dnsmasq.pid'}",
+                f"--dhcp-leasefile={self.ns.run_dir / 'dnsmasq.leases'}",
+                "--user=root",
+                "--group=root",
+                f"--log-facility={self.ns.run_dir / 'dnsmasq.log'}",
+                "--log-dhcp",
+                "--log-queries",
+            ],
+        )
+        _wait_for(
+            lambda: (self.ns.run_dir / "dnsmasq.pid").exists() or proc.popen.poll() is not None,
+            10,
+            "dnsmasq did not start",
+        )
         if proc.popen.poll() is not None:
             raise LabError(f"dnsmasq exited with the rendered dnsmasq.conf: {_read(proc.log_path)[-500:]}")
         ch = self._charon("site", site, self.bundle["swanctl.conf"])
@@ -366,8 +488,12 @@ class NcaLab:
                 raise LabError(f"no tunnel within {self.tunnel_timeout_s:.0f}s; {self._diagnose()}")
             time.sleep(0.2)
         want = expected_sa(declared.ike_proposal)
-        got_ike = {role: {k: sa.get(k) for k in want} for role, sa in (("site", site_sa), ("cloud", cloud_sa))}
-        want_esp = {k: v for k, v in expected_sa(declared.esp_proposal).items() if k not in ("prf-alg", "dh-group")}
+        got_ike = {
+            role: {k: sa.get(k) for k in want} for role, sa in (("site", site_sa), ("cloud", cloud_sa))
+        }
+        want_esp = {
+            k: v for k, v in expected_sa(declared.esp_proposal).items() if k not in ("prf-alg", "dh-group")
+        }
         for role, sa in (("site", site_sa), ("cloud", cloud_sa)):
             if got_ike[role] != want:
                 raise LabError(f"{role} IKE SA negotiated {got_ike[role]}, declared {want}")
@@ -376,9 +502,11 @@ class NcaLab:
             if got_esp != want_esp:
                 raise LabError(f"{role} CHILD_SA negotiated {got_esp}, declared {want_esp}")
         child = installed_child(site_sa)
-        return (f"IKEv{site_sa.get('version')} {ike_alg(site_sa)} on both sides as declared "
-                f"({declared.ike_proposal}); CHILD_SA {ts_text(child, 'local-ts')} === "
-                f"{ts_text(child, 'remote-ts')} ESP {child_alg(child)}")
+        return (
+            f"IKEv{site_sa.get('version')} {ike_alg(site_sa)} on both sides as declared "
+            f"({declared.ike_proposal}); CHILD_SA {ts_text(child, 'local-ts')} === "
+            f"{ts_text(child, 'remote-ts')} ESP {child_alg(child)}"
+        )
 
     def _declared(self) -> Proposals:
         props, _ = proposals_for(self.site.vpn, self.site_name)
@@ -387,22 +515,27 @@ class NcaLab:
 
     def _mismatch(self) -> str | None:
         logs = {r: self.charons[r].log_text() for r in ("site", "cloud")}
-        if "NO_PROPOSAL_CHOSEN" not in logs["site"] + logs["cloud"] and \
-                "no acceptable proposal found" not in logs["cloud"]:
+        if (
+            "NO_PROPOSAL_CHOSEN" not in logs["site"] + logs["cloud"]
+            and "no acceptable proposal found" not in logs["cloud"]
+        ):
             return None
         received = re.findall(r"received proposals: (.*)", logs["cloud"])
         configured = re.findall(r"configured proposals: (.*)", logs["cloud"])
-        return ("proposal mismatch (NO_PROPOSAL_CHOSEN): the appliance offers "
-                f"{received[-1] if received else '?'} but the recovery endpoint accepts only "
-                f"{configured[-1] if configured else '?'}; make sites."
-                f"{self.site_name}.vpn match the stack's SiteVpn policies and render the bundle again")
+        return (
+            "proposal mismatch (NO_PROPOSAL_CHOSEN): the appliance offers "
+            f"{received[-1] if received else '?'} but the recovery endpoint accepts only "
+            f"{configured[-1] if configured else '?'}; make sites."
+            f"{self.site_name}.vpn match the stack's SiteVpn policies and render the bundle again"
+        )
 
     def _diagnose(self) -> str:
         """The lines of both charon logs that say what went wrong."""
         found = []
         for role, ch in self.charons.items():
-            bad = [line for line in ch.log_text().splitlines()
-                   if _TROUBLE.search(line) and "vici" not in line]
+            bad = [
+                line for line in ch.log_text().splitlines() if _TROUBLE.search(line) and "vici" not in line
+            ]
             found.append(f"{role} charon: " + (" | ".join(bad[-4:]) if bad else "no error logged"))
         return "; ".join(found)
 
@@ -453,8 +586,10 @@ class NcaLab:
         run(["ip", "-n", ws, "addr", "add", f"{ip}/{lease['prefixlen']}", "dev", "eth0"])
         run(["ip", "-n", ws, "route", "add", "default", "via", lease["router"][0]])
         self.lease = lease
-        return (f"lease {ip}/{lease['prefixlen']} in {lo}-{hi}, router {lease['router'][0]}, "
-                f"DNS {lease['dns'][0]}, domain {lease['domain']}, {lease['lease_s']}s")
+        return (
+            f"lease {ip}/{lease['prefixlen']} in {lo}-{hi}, router {lease['router'][0]}, "
+            f"DNS {lease['dns'][0]}, domain {lease['domain']}, {lease['lease_s']}s"
+        )
 
     def _dns(self) -> str:
         assert self.ns is not None and self.target is not None
@@ -463,8 +598,10 @@ class NcaLab:
         if not answered:
             raise LabError(f"no DNS answer for {fqdn}: {ans.get('error')}")
         if ans["addresses"] != [self.target.ip]:
-            raise LabError(f"{fqdn} resolved to {ans['addresses']} (rcode {ans['rcode']}), "
-                           f"expected its recovery address {self.target.ip}")
+            raise LabError(
+                f"{fqdn} resolved to {ans['addresses']} (rcode {ans['rcode']}), "
+                f"expected its recovery address {self.target.ip}"
+            )
         return f"{fqdn} -> {self.target.ip} via the NCA's DNS {self.lease['dns'][0]}"
 
     def _esp_packets(self) -> int:
@@ -476,14 +613,20 @@ class NcaLab:
         before = self._esp_packets()
         answered, out = probe(self.ns.name("ws"), "ping", "--dest", self.target.ip, "--count", "3")
         if not answered or not out.get("received"):
-            raise LabError(f"{self.target.server} ({self.target.ip}) does not answer ICMP echo "
-                           f"through the tunnel: {out.get('error') or out}")
+            raise LabError(
+                f"{self.target.server} ({self.target.ip}) does not answer ICMP echo "
+                f"through the tunnel: {out.get('error') or out}"
+            )
         through = self._esp_packets() - before
         if through < out["received"]:
-            raise LabError(f"echo replies came back but only {through} ESP packets left the NCA: "
-                           f"the traffic did not go through the tunnel")
-        return (f"{out['received']}/{out['sent']} echo replies from {self.target.ip}, "
-                f"rtt {out['rtt_ms']} ms, {through} ESP packets out")
+            raise LabError(
+                f"echo replies came back but only {through} ESP packets left the NCA: "
+                f"the traffic did not go through the tunnel"
+            )
+        return (
+            f"{out['received']}/{out['sent']} echo replies from {self.target.ip}, "
+            f"rtt {out['rtt_ms']} ms, {through} ESP packets out"
+        )
 
     def _tcp(self) -> str:
         assert self.ns is not None and self.target is not None

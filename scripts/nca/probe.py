@@ -7,6 +7,7 @@ DHCP client, ping or dig in a minimal install, and a few hundred lines of stdlib
 packages: the protocols used are the small, stable subsets every workstation speaks
 (RFC 2131/2132 DISCOVER-OFFER-REQUEST-ACK with the broadcast flag, RFC 1035 A queries, ICMP echo).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,25 @@ class ProbeFailed(Exception):
 
 # --- DHCP ---------------------------------------------------------------------------------------
 
+
 def _dhcp_packet(xid: int, mac: bytes, msg_type: int, extra: list[tuple[int, bytes]]) -> bytes:
-    head = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000,  # broadcast flag
-                       b"\0" * 4, b"\0" * 4, b"\0" * 4, b"\0" * 4, mac.ljust(16, b"\0"),
-                       b"\0" * 64, b"\0" * 128)
+    head = struct.pack(
+        "!BBBBIHH4s4s4s4s16s64s128s",
+        1,
+        1,
+        6,
+        0,
+        xid,
+        0,
+        0x8000,  # broadcast flag
+        b"\0" * 4,
+        b"\0" * 4,
+        b"\0" * 4,
+        b"\0" * 4,
+        mac.ljust(16, b"\0"),
+        b"\0" * 64,
+        b"\0" * 128,
+    )
     opts = [(53, bytes([msg_type])), (61, b"\x01" + mac), (55, bytes([1, 3, 6, 15, 51, 54]))] + extra
     body = b"".join(bytes([code, len(val)]) + val for code, val in opts)
     return head + _DHCP_MAGIC + body + b"\xff"
@@ -57,13 +73,13 @@ def _dhcp_parse(data: bytes) -> tuple[int, str, dict[int, bytes]]:
             i += 1
             continue
         length = data[i + 1]
-        opts[code] = data[i + 2:i + 2 + length]
+        opts[code] = data[i + 2 : i + 2 + length]
         i += 2 + length
     return xid, yiaddr, opts
 
 
 def _ips(raw: bytes) -> list[str]:
-    return [socket.inet_ntoa(raw[i:i + 4]) for i in range(0, len(raw) - 3, 4)]
+    return [socket.inet_ntoa(raw[i : i + 4]) for i in range(0, len(raw) - 3, 4)]
 
 
 def dhcp_lease(iface: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -90,7 +106,7 @@ def dhcp_lease(iface: str, timeout: float = 10.0) -> dict[str, Any]:
                 sock.settimeout(max(0.05, min(resend, deadline) - time.monotonic()))
                 try:
                     data = sock.recv(4096)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 try:
                     rxid, yiaddr, opts = _dhcp_parse(data)
@@ -105,15 +121,18 @@ def dhcp_lease(iface: str, timeout: float = 10.0) -> dict[str, Any]:
 
         offered, offer = exchange(_dhcp_packet(xid, mac, _DISCOVER, []), _OFFER)
         server_id = offer.get(54, b"")
-        ip, ack = exchange(_dhcp_packet(xid, mac, _REQUEST, [(50, socket.inet_aton(offered)),
-                                                             (54, server_id)]), _ACK)
+        ip, ack = exchange(
+            _dhcp_packet(xid, mac, _REQUEST, [(50, socket.inet_aton(offered)), (54, server_id)]), _ACK
+        )
     finally:
         sock.close()
     mask = socket.inet_ntoa(ack[1]) if 1 in ack else "255.255.255.255"
     return {
-        "ip": ip, "netmask": mask,
+        "ip": ip,
+        "netmask": mask,
         "prefixlen": ipaddress.ip_network(f"0.0.0.0/{mask}").prefixlen,
-        "router": _ips(ack.get(3, b"")), "dns": _ips(ack.get(6, b"")),
+        "router": _ips(ack.get(3, b"")),
+        "dns": _ips(ack.get(6, b"")),
         "domain": ack.get(15, b"").decode("ascii", "replace").rstrip("\0"),
         "lease_s": struct.unpack("!I", ack[51])[0] if 51 in ack else None,
         "server": _ips(server_id)[0] if server_id else None,
@@ -121,6 +140,7 @@ def dhcp_lease(iface: str, timeout: float = 10.0) -> dict[str, Any]:
 
 
 # --- DNS ----------------------------------------------------------------------------------------
+
 
 def _skip_name(data: bytes, i: int) -> int:
     while True:
@@ -142,7 +162,7 @@ def dns_query(server: str, name: str, timeout: float = 3.0) -> dict[str, Any]:
         sock.sendto(query, (server, 53))
         try:
             data = sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             raise ProbeFailed(f"no DNS answer from {server} within {timeout:.0f}s") from None
     rid, flags, qd, an = struct.unpack("!HHHH", data[:8])
     if rid != qid:
@@ -153,15 +173,16 @@ def dns_query(server: str, name: str, timeout: float = 3.0) -> dict[str, Any]:
     addresses = []
     for _ in range(an):
         i = _skip_name(data, i)
-        rtype, _cls, _ttl, rdlen = struct.unpack("!HHIH", data[i:i + 10])
+        rtype, _cls, _ttl, rdlen = struct.unpack("!HHIH", data[i : i + 10])
         i += 10
         if rtype == 1 and rdlen == 4:
-            addresses.append(socket.inet_ntoa(data[i:i + 4]))
+            addresses.append(socket.inet_ntoa(data[i : i + 4]))
         i += rdlen
     return {"server": server, "name": name, "rcode": flags & 0xF, "addresses": addresses}
 
 
 # --- ICMP echo ----------------------------------------------------------------------------------
+
 
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
@@ -188,18 +209,18 @@ def ping(dest: str, count: int = 3, timeout: float = 2.0) -> dict[str, Any]:
                 sock.settimeout(left)
                 try:
                     data, addr = sock.recvfrom(2048)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 ihl = (data[0] & 0x0F) * 4
-                rtype, _code, _ck, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+                rtype, _code, _ck, rid, rseq = struct.unpack("!BBHHH", data[ihl : ihl + 8])
                 if rtype == 0 and rid == ident and rseq == seq and addr[0] == dest:
                     rtts.append((time.monotonic() - start) * 1000)
                     break
-    return {"dest": dest, "sent": count, "received": len(rtts),
-            "rtt_ms": [round(r, 2) for r in rtts]}
+    return {"dest": dest, "sent": count, "received": len(rtts), "rtt_ms": [round(r, 2) for r in rtts]}
 
 
 # --- HTTP ---------------------------------------------------------------------------------------
+
 
 def http_get(host: str, port: int, path: str = "/", timeout: float = 5.0) -> dict[str, Any]:
     """A plain HTTP GET (no proxy from the environment: the target is inside the lab)."""
@@ -212,8 +233,11 @@ def http_get(host: str, port: int, path: str = "/", timeout: float = 5.0) -> dic
         raise ProbeFailed(f"HTTP GET http://{host}:{port}{path} failed: {e}") from e
     finally:
         conn.close()
-    return {"url": f"http://{host}:{port}{path}", "status": resp.status,
-            "body": body.decode("utf-8", "replace")[:2000]}
+    return {
+        "url": f"http://{host}:{port}{path}",
+        "status": resp.status,
+        "body": body.decode("utf-8", "replace")[:2000],
+    }
 
 
 def tcp_connect(host: str, port: int, timeout: float = 5.0) -> dict[str, Any]:

@@ -11,6 +11,7 @@ Network model: the *recovery subnets* are the plan subnets holding at least one 
 are restored in the cloud with the same CIDR); a site's *user LANs* are its subnets with a DHCP
 range and no server (the workstations, served by the NCA, which is their gateway and DNS).
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,9 +42,16 @@ BUNDLE_FILES = ("swanctl.conf", "dnsmasq.conf", "nca.env", "README.txt")
 ENCRYPTION = {"aes-128": "aes128", "aes-192": "aes192", "aes-256": "aes256"}
 INTEGRITY = {"sha1": "sha1", "sha256": "sha256", "sha384": "sha384", "sha512": "sha512"}
 PFS_GROUPS = {
-    "group2": "modp1024", "group5": "modp1536", "group14": "modp2048", "group15": "modp3072",
-    "group16": "modp4096", "group17": "modp6144", "group18": "modp8192",
-    "group19": "ecp256", "group20": "ecp384", "group21": "ecp521",
+    "group2": "modp1024",
+    "group5": "modp1536",
+    "group14": "modp2048",
+    "group15": "modp3072",
+    "group16": "modp4096",
+    "group17": "modp6144",
+    "group18": "modp8192",
+    "group19": "ecp256",
+    "group20": "ecp384",
+    "group21": "ecp521",
 }
 IKE_VERSIONS = {"v1": 1, "v2": 2}
 
@@ -98,8 +106,9 @@ def proposals_for(vpn: VpnSettings, where: str) -> tuple[Proposals | None, list[
     def pick(table: dict[str, Any], value: str, fld: str) -> Any:
         key = str(value).strip().lower()
         if key not in table:
-            problems.append(f"{where}.vpn.{fld}: unknown value {value!r}; use one of "
-                            f"{', '.join(sorted(table))}")
+            problems.append(
+                f"{where}.vpn.{fld}: unknown value {value!r}; use one of {', '.join(sorted(table))}"
+            )
             return None
         return table[key]
 
@@ -109,17 +118,23 @@ def proposals_for(vpn: VpnSettings, where: str) -> tuple[Proposals | None, list[
     dh = pick(PFS_GROUPS, vpn.pfs, "pfs")
     for fld, value in (("ike_lifetime", vpn.ike_lifetime_s), ("ipsec_lifetime", vpn.ipsec_lifetime_s)):
         if value < MIN_LIFETIME_S:
-            problems.append(f"{where}.vpn.{fld}: {value}s is too short; use at least "
-                            f"{MIN_LIFETIME_S}s (e.g. 8h for IKE, 1h for IPsec)")
+            problems.append(
+                f"{where}.vpn.{fld}: {value}s is too short; use at least "
+                f"{MIN_LIFETIME_S}s (e.g. 8h for IKE, 1h for IPsec)"
+            )
     if problems:
         return None, problems
     proposal = f"{enc}-{integ}-{dh}"
     ike_margin = _margin(vpn.ike_lifetime_s)
     child_margin = _margin(vpn.ipsec_lifetime_s)
     return Proposals(
-        version=version, ike_proposal=proposal, esp_proposal=proposal,
-        ike_rekey_s=vpn.ike_lifetime_s - ike_margin, ike_over_s=ike_margin,
-        child_rekey_s=vpn.ipsec_lifetime_s - child_margin, child_life_s=vpn.ipsec_lifetime_s,
+        version=version,
+        ike_proposal=proposal,
+        esp_proposal=proposal,
+        ike_rekey_s=vpn.ike_lifetime_s - ike_margin,
+        ike_over_s=ike_margin,
+        child_rekey_s=vpn.ipsec_lifetime_s - child_margin,
+        child_life_s=vpn.ipsec_lifetime_s,
     ), []
 
 
@@ -128,8 +143,10 @@ def find_site(plan: Plan, site_name: str) -> Site:
         if site.name == site_name:
             return site
     known = ", ".join(s.name for s in plan.sites) or "none"
-    raise NcaRenderError(f"site {site_name!r} is not in the plan of client {plan.client.id} "
-                         f"(sites: {known}); pass --site with one of them")
+    raise NcaRenderError(
+        f"site {site_name!r} is not in the plan of client {plan.client.id} "
+        f"(sites: {known}); pass --site with one of them"
+    )
 
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -148,30 +165,45 @@ def _check_user_net(sn: Subnet, where: str, problems: list[str]) -> UserNet | No
         return None
     bad = len(problems)
     gw, start, end = _ip(sn.gateway), _ip(sn.dhcp.start), _ip(sn.dhcp.end)
-    for fld, addr, text in (("gateway", gw, sn.gateway), ("dhcp.start", start, sn.dhcp.start),
-                            ("dhcp.end", end, sn.dhcp.end)):
+    for fld, addr, text in (
+        ("gateway", gw, sn.gateway),
+        ("dhcp.start", start, sn.dhcp.start),
+        ("dhcp.end", end, sn.dhcp.end),
+    ):
         if addr is None:
             problems.append(f"{where}.{fld}: {text!r} is not an IP address")
         elif addr not in net or addr in (net.network_address, net.broadcast_address):
-            problems.append(f"{where}.{fld}: {text} is outside {sn.cidr} (or is its network/"
-                            f"broadcast address); put it inside the subnet")
+            problems.append(
+                f"{where}.{fld}: {text} is outside {sn.cidr} (or is its network/"
+                f"broadcast address); put it inside the subnet"
+            )
     if len(problems) > bad:
         return None
     assert gw is not None and start is not None and end is not None
     if start > end:
         problems.append(f"{where}.dhcp: start {start} is after end {end}; swap them")
     elif start <= gw <= end:
-        problems.append(f"{where}.dhcp: the gateway {gw} (the NCA itself) is inside the DHCP "
-                        f"range {start}-{end}; move the range or the gateway")
+        problems.append(
+            f"{where}.dhcp: the gateway {gw} (the NCA itself) is inside the DHCP "
+            f"range {start}-{end}; move the range or the gateway"
+        )
     if len(problems) > bad:
         return None
-    return UserNet(ref=sn.ref, tag=re.sub(r"[^a-z0-9]", "-", sn.name.lower()), cidr=str(net),
-                   gateway=str(gw), start=str(start), end=str(end), netmask=str(net.netmask),
-                   prefixlen=net.prefixlen)
+    return UserNet(
+        ref=sn.ref,
+        tag=re.sub(r"[^a-z0-9]", "-", sn.name.lower()),
+        cidr=str(net),
+        gateway=str(gw),
+        start=str(start),
+        end=str(end),
+        netmask=str(net.netmask),
+        prefixlen=net.prefixlen,
+    )
 
 
-def _network_model(plan: Plan, site: Site, where: str,
-                   problems: list[str]) -> tuple[list[UserNet], list[str]]:
+def _network_model(
+    plan: Plan, site: Site, where: str, problems: list[str]
+) -> tuple[list[UserNet], list[str]]:
     rec = plan.recovery_subnets()
     rec_refs = {sn.ref for sn in rec}
     servers_on = {}
@@ -184,14 +216,19 @@ def _network_model(plan: Plan, site: Site, where: str,
                 f"{where}.subnets.{sn.name}.dhcp: {sn.ref} holds servers "
                 f"({', '.join(servers_on[sn.ref])}) and is restored in the recovery space, so the "
                 f"NCA will not serve DHCP on it; remove its dhcp range or move the workstations "
-                f"to a separate users subnet")
+                f"to a separate users subnet"
+            )
     if not rec:
-        problems.append("servers: no server has a NIC, so there is no recovery subnet to reach "
-                        "through the tunnel; give the servers their nics")
+        problems.append(
+            "servers: no server has a NIC, so there is no recovery subnet to reach "
+            "through the tunnel; give the servers their nics"
+        )
     users = [sn for sn in site.subnets if sn.dhcp is not None and sn.ref not in rec_refs]
     if not users and not any(sn.dhcp is not None for sn in site.subnets):
-        problems.append(f"{where}.subnets: no users subnet (a subnet with a dhcp range and no "
-                        f"server); add the workstations' LAN with its dhcp range")
+        problems.append(
+            f"{where}.subnets: no users subnet (a subnet with a dhcp range and no "
+            f"server); add the workstations' LAN with its dhcp range"
+        )
     nets = []
     for sn in users:
         swhere = f"{where}.subnets.{sn.name}"
@@ -200,9 +237,11 @@ def _network_model(plan: Plan, site: Site, where: str,
             continue
         for r in rec:
             if ipaddress.ip_network(r.cidr, strict=False).overlaps(ipaddress.ip_network(un.cidr)):
-                problems.append(f"{swhere}.cidr: {un.cidr} overlaps the recovery subnet {r.ref} "
-                                f"({r.cidr}); the tunnel could not route between them: give the "
-                                f"users' LAN a distinct range")
+                problems.append(
+                    f"{swhere}.cidr: {un.cidr} overlaps the recovery subnet {r.ref} "
+                    f"({r.cidr}); the tunnel could not route between them: give the "
+                    f"users' LAN a distinct range"
+                )
         nets.append(un)
     return nets, [str(ipaddress.ip_network(r.cidr, strict=False)) for r in rec]
 
@@ -211,43 +250,61 @@ def _records(plan: Plan, site: Site, where: str, problems: list[str]) -> list[Ho
     domain = site.dns_domain
     labels = domain.split(".") if domain else []
     if not labels or not all(_LABEL.match(x) for x in labels):
-        problems.append(f"{where}.dns_domain: {domain!r} is not a DNS domain (e.g. demo.lan); set "
-                        f"the site's dns_domain")
+        problems.append(
+            f"{where}.dns_domain: {domain!r} is not a DNS domain (e.g. demo.lan); set the site's dns_domain"
+        )
         return []
     recs = []
     for server in plan.servers:
         if not _LABEL.match(server.name):
-            problems.append(f"servers.{server.name}.name: not a valid DNS label (letters, digits, "
-                            f"hyphens); rename the server")
+            problems.append(
+                f"servers.{server.name}.name: not a valid DNS label (letters, digits, "
+                f"hyphens); rename the server"
+            )
             continue
         if server.nics and server.protection != "backup-only":  # backup-only: never restored
-            recs.append(HostRecord(name=server.name, fqdn=f"{server.name}.{domain}",
-                                   ip=server.nics[0].ip))
+            recs.append(HostRecord(name=server.name, fqdn=f"{server.name}.{domain}", ip=server.nics[0].ip))
     return recs
 
 
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")), undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False,
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
     )
 
 
-def _context(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str,
-             recovery_vpn_address: str | None, vpn: VpnSettings | None) -> dict[str, Any]:
+def _context(
+    plan: Plan,
+    site_name: str,
+    psk: str,
+    vpn_endpoint_address: str,
+    recovery_vpn_address: str | None,
+    vpn: VpnSettings | None,
+) -> dict[str, Any]:
     site = find_site(plan, site_name)
     where = f"sites.{site.name}"
     problems: list[str] = []
     if not isinstance(psk, str) or len(psk) < MIN_PSK_LENGTH:
-        problems.append(f"{where}: the VPN pre-shared key has {len(psk or '')} characters; the "
-                        f"policy requires at least {MIN_PSK_LENGTH}: set a longer secret with "
-                        f"`pulumi config set --secret`")
+        problems.append(
+            f"{where}: the VPN pre-shared key has {len(psk or '')} characters; the "
+            f"policy requires at least {MIN_PSK_LENGTH}: set a longer secret with "
+            f"`pulumi config set --secret`"
+        )
     if _ip(site.peer_address) is None:
-        problems.append(f"{where}.peer_address: {site.peer_address!r} is not an IP address; give "
-                        f"the site's public address")
+        problems.append(
+            f"{where}.peer_address: {site.peer_address!r} is not an IP address; give "
+            f"the site's public address"
+        )
     if _ip(vpn_endpoint_address) is None:
-        problems.append(f"the recovery VPN endpoint address {vpn_endpoint_address!r} is not an IP "
-                        f"address; pass the VPN service's external address")
+        problems.append(
+            f"the recovery VPN endpoint address {vpn_endpoint_address!r} is not an IP "
+            f"address; pass the VPN service's external address"
+        )
     props, bad = proposals_for(vpn or site.vpn, where)
     problems.extend(bad)
     nets, rec_cidrs = _network_model(plan, site, where, problems)
@@ -255,22 +312,39 @@ def _context(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str,
     if problems:
         raise NcaRenderError(
             f"cannot render the NCA bundle of site {site.name} (client {plan.client.id}):\n  "
-            + "\n  ".join(problems))
+            + "\n  ".join(problems)
+        )
     remote_id = recovery_vpn_address or vpn_endpoint_address
     return {
-        "client_id": plan.client.id, "site": site, "vpn": props,
-        "conn_name": f"{plan.client.id}-{site.name}", "child_name": f"{site.name}-recovery",
-        "remote_address": vpn_endpoint_address, "local_id": site.peer_address,
-        "remote_id": remote_id, "local_ts": [n.cidr for n in nets], "remote_ts": rec_cidrs,
-        "user_nets": nets, "lan_addresses": [f"{n.gateway}/{n.prefixlen}" for n in nets],
-        "records": records, "dpd_delay_s": DPD_DELAY_S,
-        "lease_time": LEASE_TIME, "lan_interface": LAN_INTERFACE, "wan_interface": WAN_INTERFACE,
+        "client_id": plan.client.id,
+        "site": site,
+        "vpn": props,
+        "conn_name": f"{plan.client.id}-{site.name}",
+        "child_name": f"{site.name}-recovery",
+        "remote_address": vpn_endpoint_address,
+        "local_id": site.peer_address,
+        "remote_id": remote_id,
+        "local_ts": [n.cidr for n in nets],
+        "remote_ts": rec_cidrs,
+        "user_nets": nets,
+        "lan_addresses": [f"{n.gateway}/{n.prefixlen}" for n in nets],
+        "records": records,
+        "dpd_delay_s": DPD_DELAY_S,
+        "lease_time": LEASE_TIME,
+        "lan_interface": LAN_INTERFACE,
+        "wan_interface": WAN_INTERFACE,
         "psk_b64": base64.b64encode(psk.encode("utf-8")).decode("ascii"),
     }
 
 
-def render_bundle(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str, *,
-                  recovery_vpn_address: str | None = None) -> dict[str, str]:
+def render_bundle(
+    plan: Plan,
+    site_name: str,
+    psk: str,
+    vpn_endpoint_address: str,
+    *,
+    recovery_vpn_address: str | None = None,
+) -> dict[str, str]:
     """Render the NCA bundle of ``site_name``: ``{filename: content}`` (see ``BUNDLE_FILES``; plus
     ``frr.conf`` for the site router when the site declares ``mpls``, see :mod:`drctl.nca.bgp`).
 
@@ -295,16 +369,27 @@ def render_bundle(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: st
     return bundle
 
 
-def render_cloud_endpoint(plan: Plan, site_name: str, psk: str, vpn_endpoint_address: str, *,
-                          vpn: VpnSettings | None = None,
-                          recovery_vpn_address: str | None = None) -> str:
+def render_cloud_endpoint(
+    plan: Plan,
+    site_name: str,
+    psk: str,
+    vpn_endpoint_address: str,
+    *,
+    vpn: VpnSettings | None = None,
+    recovery_vpn_address: str | None = None,
+) -> str:
     """The cloud side of the site's tunnel as a strongSwan ``swanctl.conf`` (what Neutron VPNaaS
     runs from the SiteVpn's policies). ``vpn`` overrides the site's settings: the cloud keeps the
     stack's declared policy while the appliance may have been rendered from an edited plan."""
     ctx = _context(plan, site_name, psk, vpn_endpoint_address, recovery_vpn_address, vpn)
-    ctx = dict(ctx, local_address=vpn_endpoint_address, local_id=ctx["remote_id"],
-               remote_id=ctx["site"].peer_address, local_ts=ctx["remote_ts"],
-               remote_ts=ctx["local_ts"])
+    ctx = dict(
+        ctx,
+        local_address=vpn_endpoint_address,
+        local_id=ctx["remote_id"],
+        remote_id=ctx["site"].peer_address,
+        local_ts=ctx["remote_ts"],
+        remote_ts=ctx["local_ts"],
+    )
     return _env().get_template("nca-cloud-swanctl.conf.j2").render(ctx)
 
 
@@ -323,5 +408,6 @@ def write_bundle(bundle: dict[str, str], out_dir: str | os.PathLike[str]) -> lis
             written.append(path)
         return written
     except OSError as e:
-        raise LocalIOError(f"cannot write the NCA bundle to {out}: {e.strerror}; choose a "
-                           f"writable --out directory") from e
+        raise LocalIOError(
+            f"cannot write the NCA bundle to {out}: {e.strerror}; choose a writable --out directory"
+        ) from e

@@ -8,6 +8,7 @@ file with a schema error still gets its semantic problems reported in the same r
 Public interface: :func:`load_plan` (path -> :class:`~drctl.plan.model.Plan` or :class:`PlanInvalid`),
 :func:`check_document` (already-parsed document -> problems) and :func:`restore_point_gap`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -27,7 +28,9 @@ from drctl.plan.rules import restore_point_gap, semantic_problems  # noqa: F401 
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "schema.json"  # package data; recovery_plans/schema.json links here
+SCHEMA_PATH = (
+    Path(__file__).resolve().parent / "schema.json"
+)  # package data; recovery_plans/schema.json links here
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ def _construct_mapping(loader: _PlanLoader, node: yaml.MappingNode, deep: bool =
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None,
+                None,
+                None,
                 f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
                 key_node.start_mark,
             )
@@ -91,7 +95,7 @@ _PlanLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 def parse_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
     """Parse a plan's text; a syntax error becomes a problem located by line and column."""
     try:
-        return yaml.load(text, Loader=_PlanLoader), []  # noqa: S506 (SafeLoader subclass)
+        return yaml.load(text, Loader=_PlanLoader), []
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
@@ -145,7 +149,9 @@ def _schema_problems_of(e: jsonschema.ValidationError) -> list[tuple[str, str]]:
             out.append((field_path([*path, key]), f"unknown field ({hint})"))
         return out
     if e.validator == "required":
-        missing = next((k for k in e.validator_value if isinstance(e.instance, dict) and k not in e.instance), None)
+        missing = next(
+            (k for k in e.validator_value if isinstance(e.instance, dict) and k not in e.instance), None
+        )
         if missing is not None:
             return [(field_path([*path, missing]), "required field is missing")]
     if e.validator in ("pattern", "format") and "description" in schema:
@@ -174,7 +180,11 @@ def check_document(doc: Any, file: str) -> list[Problem]:
     """All problems of an already-parsed plan document (schema first, then semantics)."""
     if not isinstance(doc, dict):
         kind = "empty" if doc is None else type(doc).__name__
-        return [Problem(file, "(plan)", f"a plan is a YAML mapping (client, contacts, sites, servers), not {kind}")]
+        return [
+            Problem(
+                file, "(plan)", f"a plan is a YAML mapping (client, contacts, sites, servers), not {kind}"
+            )
+        ]
     found = schema_problems(doc) + semantic_problems(doc)
     return [Problem(file, where, msg) for where, msg in found]
 

@@ -4,6 +4,7 @@ The JSON Schema (``scripts/plan/schema.json``) is the contract for the document'
 ``drctl.plan.load`` adds the semantic rules. This module only turns an already-valid document
 into typed objects, so every consumer (stack program, components, drill) reads the same model.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -222,51 +223,91 @@ def plan_from_dict(doc: dict[str, Any]) -> Plan:
     """Build the model from a schema-valid document (see ``drctl.plan.load.load_plan``)."""
     c = doc["client"]
     client = Client(
-        id=c["id"], name=c["name"], timezone=c.get("timezone", "Europe/Paris"),
+        id=c["id"],
+        name=c["name"],
+        timezone=c.get("timezone", "Europe/Paris"),
         activation_window=c.get("activation_window", "business-hours"),
     )
     contacts = tuple(
-        Contact(name=x["name"], role=x.get("role", ""), phone=x.get("phone", ""),
-                email=x.get("email", ""), can_activate=bool(x.get("can_activate", False)))
+        Contact(
+            name=x["name"],
+            role=x.get("role", ""),
+            phone=x.get("phone", ""),
+            email=x.get("email", ""),
+            can_activate=bool(x.get("can_activate", False)),
+        )
         for x in doc.get("contacts", [])
     )
     sites = []
     for s in doc.get("sites", []):
         subnets = tuple(
-            Subnet(site=s["name"], name=n["name"], cidr=n["cidr"], gateway=n["gateway"],
-                   dhcp=DhcpRange(**n["dhcp"]) if n.get("dhcp") else None)
+            Subnet(
+                site=s["name"],
+                name=n["name"],
+                cidr=n["cidr"],
+                gateway=n["gateway"],
+                dhcp=DhcpRange(**n["dhcp"]) if n.get("dhcp") else None,
+            )
             for n in s.get("subnets", [])
         )
         v = s.get("vpn") or {}
         vpn = VpnSettings(
-            ike_version=v.get("ike_version", "v2"), encryption=v.get("encryption", "aes-256"),
-            integrity=v.get("integrity", "sha256"), pfs=v.get("pfs", "group14"),
+            ike_version=v.get("ike_version", "v2"),
+            encryption=v.get("encryption", "aes-256"),
+            integrity=v.get("integrity", "sha256"),
+            pfs=v.get("pfs", "group14"),
             ike_lifetime_s=parse_duration(v.get("ike_lifetime", 28800)),
             ipsec_lifetime_s=parse_duration(v.get("ipsec_lifetime", 3600)),
         )
         m = s.get("mpls")
-        mpls = None if not m else Mpls(
-            asn=m["asn"], router_id=m.get("router_id"),
-            nominal=BgpPeer(**m["nominal"]), vpn=BgpPeer(**m["vpn"]),
-            backup=BgpPeer(**m["backup"]) if m.get("backup") else None)
-        sites.append(Site(name=s["name"], peer_address=s["peer_address"],
-                          dns_domain=s.get("dns_domain", ""), subnets=subnets, vpn=vpn, mpls=mpls))
+        mpls = (
+            None
+            if not m
+            else Mpls(
+                asn=m["asn"],
+                router_id=m.get("router_id"),
+                nominal=BgpPeer(**m["nominal"]),
+                vpn=BgpPeer(**m["vpn"]),
+                backup=BgpPeer(**m["backup"]) if m.get("backup") else None,
+            )
+        )
+        sites.append(
+            Site(
+                name=s["name"],
+                peer_address=s["peer_address"],
+                dns_domain=s.get("dns_domain", ""),
+                subnets=subnets,
+                vpn=vpn,
+                mpls=mpls,
+            )
+        )
     servers = []
     for x in doc.get("servers", []):
-        servers.append(Server(
-            name=x["name"], os_family=x["os"]["family"], os_version=str(x["os"].get("version", "")),
-            protection=x["class"], vcpus=x["flavor"]["vcpus"], ram_mb=x["flavor"]["ram_mb"],
-            disks=tuple(Disk(name=d["name"], size_gb=d["size_gb"], boot=bool(d.get("boot", False)))
-                        for d in x["disks"]),
-            nics=tuple(Nic(subnet=n["subnet"], ip=n["ip"]) for n in x.get("nics", [])),
-            boot_group=x.get("boot", {}).get("group", 1),
-            depends_on=tuple(x.get("boot", {}).get("depends_on", [])),
-            backup=tuple(BackupStep(type=b["type"], every_s=parse_duration(b["every"]))
-                         for b in x.get("backup", {}).get("schedule", [])),
-            rpo_s=parse_duration(x["rpo"]), rto_s=parse_duration(x["rto"]),
-            checks=tuple(_check(c) for c in x.get("checks", [])),
-            roles=tuple(x.get("roles", [])),
-            anti_affinity=(x.get("placement") or {}).get("anti_affinity"),
-            description=x.get("description", ""),
-        ))
+        servers.append(
+            Server(
+                name=x["name"],
+                os_family=x["os"]["family"],
+                os_version=str(x["os"].get("version", "")),
+                protection=x["class"],
+                vcpus=x["flavor"]["vcpus"],
+                ram_mb=x["flavor"]["ram_mb"],
+                disks=tuple(
+                    Disk(name=d["name"], size_gb=d["size_gb"], boot=bool(d.get("boot", False)))
+                    for d in x["disks"]
+                ),
+                nics=tuple(Nic(subnet=n["subnet"], ip=n["ip"]) for n in x.get("nics", [])),
+                boot_group=x.get("boot", {}).get("group", 1),
+                depends_on=tuple(x.get("boot", {}).get("depends_on", [])),
+                backup=tuple(
+                    BackupStep(type=b["type"], every_s=parse_duration(b["every"]))
+                    for b in x.get("backup", {}).get("schedule", [])
+                ),
+                rpo_s=parse_duration(x["rpo"]),
+                rto_s=parse_duration(x["rto"]),
+                checks=tuple(_check(c) for c in x.get("checks", [])),
+                roles=tuple(x.get("roles", [])),
+                anti_affinity=(x.get("placement") or {}).get("anti_affinity"),
+                description=x.get("description", ""),
+            )
+        )
     return Plan(client=client, contacts=contacts, sites=tuple(sites), servers=tuple(servers))

@@ -2,6 +2,7 @@
 dependency graph without cycles, addresses inside their subnets and outside DHCP ranges, a backup
 schedule able to meet the RPO, ...). They read the raw document and tolerate shapes the schema
 already rejected, so one run reports every problem. Each rule yields ``(path, message)``."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 CHECK_KINDS = ("port", "service", "http", "command", "file")
 NEUTRON_MIN_LIFETIME_S = 60  # Neutron VPNaaS refuses shorter IKE/IPsec lifetimes
+
 
 def _items(obj: Any, key: str) -> list[tuple[int, dict]]:
     value = obj.get(key) if isinstance(obj, dict) else None
@@ -104,22 +106,37 @@ def _check_client_and_contacts(doc: dict) -> Iterator[tuple[str, str]]:
             yield "client.timezone", f"unknown time zone {tz!r} (use an IANA name such as Europe/Paris)"
     contacts = _items(doc, "contacts")
     if contacts and not any(c.get("can_activate") is True for _, c in contacts):
-        yield "contacts", ("no contact can activate the plan: set can_activate: true on at least one "
-                           "(the Flexible Recovery team calls one of them back before any activation)")
+        yield (
+            "contacts",
+            (
+                "no contact can activate the plan: set can_activate: true on at least one "
+                "(the Flexible Recovery team calls one of them back before any activation)"
+            ),
+        )
     for i, c in contacts:
         if c.get("can_activate") is True and not c.get("phone"):
-            yield f"contacts[{i}].phone", (f"{c.get('name')} can activate the plan but has no phone: "
-                                           "the team calls back by phone before an activation")
+            yield (
+                f"contacts[{i}].phone",
+                (
+                    f"{c.get('name')} can activate the plan but has no phone: "
+                    "the team calls back by phone before an activation"
+                ),
+            )
 
 
-def _unique(items: list[tuple[int, dict]], prefix: str, what: str, scope: str = "") -> Iterator[tuple[str, str]]:
+def _unique(
+    items: list[tuple[int, dict]], prefix: str, what: str, scope: str = ""
+) -> Iterator[tuple[str, str]]:
     first: dict[Any, int] = {}
     for i, x in items:
         name = x.get("name")
         if not isinstance(name, str):
             continue
         if name in first:
-            yield f"{prefix}[{i}].name", f"duplicate {what} name {name}{scope} (first at {prefix}[{first[name]}])"
+            yield (
+                f"{prefix}[{i}].name",
+                f"duplicate {what} name {name}{scope} (first at {prefix}[{first[name]}])",
+            )
         else:
             first[name] = i
 
@@ -169,7 +186,10 @@ def _check_subnet(where: str, ref: str, sn: dict) -> Generator[tuple[str, str], 
         if gw not in net:
             yield f"{where}.gateway", f"{gw} is outside {described}"
         elif net.prefixlen < 31 and gw in (net.network_address, net.broadcast_address):
-            yield f"{where}.gateway", f"{gw} is the {'network' if gw == net.network_address else 'broadcast'} address of {described}"
+            yield (
+                f"{where}.gateway",
+                f"{gw} is the {'network' if gw == net.network_address else 'broadcast'} address of {described}",
+            )
     dhcp = _sub(sn, "dhcp")
     start, end = _ip(dhcp.get("start")), _ip(dhcp.get("end"))
     inside = True
@@ -181,7 +201,10 @@ def _check_subnet(where: str, ref: str, sn: dict) -> Generator[tuple[str, str], 
         if start > end:
             yield f"{where}.dhcp", f"the DHCP range starts after it ends ({start} > {end})"
         elif net.prefixlen < 31 and (start == net.network_address or end == net.broadcast_address):
-            yield f"{where}.dhcp", f"the DHCP range {start}-{end} includes the network or broadcast address of {described}"
+            yield (
+                f"{where}.dhcp",
+                f"the DHCP range {start}-{end} includes the network or broadcast address of {described}",
+            )
         else:
             info = _SubnetInfo(ref, where, net, gw, (start, end))
             if gw is not None and start <= gw <= end:
@@ -194,7 +217,10 @@ def _check_vpn(where: str, vpn: dict) -> Iterator[tuple[str, str]]:
     for key in ("ike_lifetime", "ipsec_lifetime"):
         seconds = _duration(vpn.get(key))
         if seconds is not None and seconds < NEUTRON_MIN_LIFETIME_S:
-            yield f"{where}.{key}", f"{vpn[key]} is shorter than the {NEUTRON_MIN_LIFETIME_S}s minimum of Neutron VPNaaS"
+            yield (
+                f"{where}.{key}",
+                f"{vpn[key]} is shorter than the {NEUTRON_MIN_LIFETIME_S}s minimum of Neutron VPNaaS",
+            )
 
 
 def _check_servers(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple[str, str]]:
@@ -217,9 +243,15 @@ def _check_servers(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple
             kinds = [key for key in c if key in CHECK_KINDS]
             if len(kinds) != 1:
                 found = ", ".join(kinds) if kinds else "none"
-                yield f"{at}.checks[{k}]", f"a check needs exactly one of {', '.join(CHECK_KINDS)} (found: {found})"
+                yield (
+                    f"{at}.checks[{k}]",
+                    f"a check needs exactly one of {', '.join(CHECK_KINDS)} (found: {found})",
+                )
         if s.get("class") == "dr" and not s.get("checks"):
-            yield f"{at}.checks", "a server of class dr needs at least one check (its restore is verified by them)"
+            yield (
+                f"{at}.checks",
+                "a server of class dr needs at least one check (its restore is verified by them)",
+            )
         yield from _check_rpo(at, s)
         group = _sub(s, "placement").get("anti_affinity")
         if isinstance(group, str):
@@ -227,13 +259,20 @@ def _check_servers(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple
     for group, members in groups.items():
         if len(members) < 2:
             i = next(i for i, s in servers if _sub(s, "placement").get("anti_affinity") == group)
-            yield (f"servers[{i}].placement.anti_affinity",
-                   f"anti-affinity group {group} has only {members[0]}: it needs at least two servers")
+            yield (
+                f"servers[{i}].placement.anti_affinity",
+                f"anti-affinity group {group} has only {members[0]}: it needs at least two servers",
+            )
     yield from _check_dependencies(servers)
 
 
-def _check_nic(where: str, server: dict, nic: dict, subnets: dict[str, _SubnetInfo],
-               used: dict[ipaddress.IPv4Address, str]) -> Iterator[tuple[str, str]]:
+def _check_nic(
+    where: str,
+    server: dict,
+    nic: dict,
+    subnets: dict[str, _SubnetInfo],
+    used: dict[ipaddress.IPv4Address, str],
+) -> Iterator[tuple[str, str]]:
     ref = nic.get("subnet")
     info = subnets.get(ref) if isinstance(ref, str) else None
     if isinstance(ref, str) and info is None:
@@ -258,8 +297,13 @@ def _check_nic(where: str, server: dict, nic: dict, subnets: dict[str, _SubnetIn
     elif ip == info.gateway:
         yield f"{where}.ip", f"{ip} is the gateway of {info.describe()}"
     elif info.dhcp and info.dhcp[0] <= ip <= info.dhcp[1]:
-        yield f"{where}.ip", (f"{ip} is in the DHCP range {info.dhcp[0]}-{info.dhcp[1]} of subnet "
-                              f"{info.ref}: give servers addresses outside it")
+        yield (
+            f"{where}.ip",
+            (
+                f"{ip} is in the DHCP range {info.dhcp[0]}-{info.dhcp[1]} of subnet "
+                f"{info.ref}: give servers addresses outside it"
+            ),
+        )
 
 
 def _check_rpo(at: str, s: dict) -> Iterator[tuple[str, str]]:
@@ -269,15 +313,22 @@ def _check_rpo(at: str, s: dict) -> Iterator[tuple[str, str]]:
         return  # the schema reports the malformed step
     gap = restore_point_gap(steps)  # type: ignore[arg-type]
     if gap is None:
-        yield f"{at}.backup.schedule", ("no full backup: incremental, differential and log backups "
-                                        "need a full one to restore from")
+        yield (
+            f"{at}.backup.schedule",
+            ("no full backup: incremental, differential and log backups need a full one to restore from"),
+        )
         return
     rpo = _duration(s.get("rpo"))
     if rpo is not None and gap > rpo:
         kind = next(t for t, e in steps if e == gap)
-        yield f"{at}.rpo", (f"{s['rpo']} cannot be met: the backup schedule leaves up to "
-                            f"{format_duration(gap)} between restore points (most frequent: {kind} every "
-                            f"{format_duration(gap)}); back up more often or raise the RPO")
+        yield (
+            f"{at}.rpo",
+            (
+                f"{s['rpo']} cannot be met: the backup schedule leaves up to "
+                f"{format_duration(gap)} between restore points (most frequent: {kind} every "
+                f"{format_duration(gap)}); back up more often or raise the RPO"
+            ),
+        )
 
 
 def _check_dependencies(servers: list[tuple[int, dict]]) -> Iterator[tuple[str, str]]:
@@ -300,8 +351,13 @@ def _check_dependencies(servers: list[tuple[int, dict]]) -> Iterator[tuple[str, 
                 continue
             dep_group = _sub(first[d], "boot").get("group", 1)
             if isinstance(group, int) and isinstance(dep_group, int) and dep_group > group:
-                yield f"servers[{i}].boot.group", (f"group {group} boots before group {dep_group} of {d}, "
-                                                   f"which {name} depends on (use group {dep_group} or later)")
+                yield (
+                    f"servers[{i}].boot.group",
+                    (
+                        f"group {group} boots before group {dep_group} of {d}, "
+                        f"which {name} depends on (use group {dep_group} or later)"
+                    ),
+                )
         if isinstance(name, str) and index.get(name) == i:
             graph[name] = [d for d in deps if isinstance(d, str) and d in index]
     for cycle in find_cycles(graph, order=list(index)):
@@ -321,7 +377,7 @@ def find_cycles(graph: dict[str, list[str]], order: list[str]) -> list[list[str]
         stack.append(node)
         for nxt in graph.get(node, []):
             if state.get(nxt) == 1:
-                ring = stack[stack.index(nxt):]
+                ring = stack[stack.index(nxt) :]
                 start = min(range(len(ring)), key=lambda k: rank[ring[k]])
                 ring = ring[start:] + ring[:start]
                 found.setdefault(tuple(ring), ring + [ring[0]])

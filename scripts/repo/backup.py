@@ -1,5 +1,6 @@
 """``drctl backup``: one disk image -> deduplicated encrypted chunks + one manifest
 (write order: docs/repository-format.md §3)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +10,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,23 @@ class BackupResult:
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` final line (never anything secret)."""
-        return {"type": "summary", "point": self.point.id, "server": self.point.server,
-                "disk": self.point.disk, "size": self.point.size, "chunks": self.chunks,
-                "new_chunks": self.new_chunks, "uploaded_bytes": self.uploaded_bytes,
-                "duration_s": round(self.duration_s, 3), "backup_type": self.point.type,
-                "parent": self.point.parent, "sha256": self.point.sha256,
-                "retain_until": self.point.retain_until.isoformat() if self.point.retain_until else None,
-                "retention_enforced": self.retention_enforced, "extended_chunks": self.extended_chunks}
+        return {
+            "type": "summary",
+            "point": self.point.id,
+            "server": self.point.server,
+            "disk": self.point.disk,
+            "size": self.point.size,
+            "chunks": self.chunks,
+            "new_chunks": self.new_chunks,
+            "uploaded_bytes": self.uploaded_bytes,
+            "duration_s": round(self.duration_s, 3),
+            "backup_type": self.point.type,
+            "parent": self.point.parent,
+            "sha256": self.point.sha256,
+            "retain_until": self.point.retain_until.isoformat() if self.point.retain_until else None,
+            "retention_enforced": self.retention_enforced,
+            "extended_chunks": self.extended_chunks,
+        }
 
 
 def _parent(points: list[Manifest], server: str, disk: str, backup_type: str) -> tuple[str, str | None]:
@@ -67,8 +78,9 @@ class _Uploader:
     this point's (format §8): otherwise deleting it once the older, shorter retention expired
     would break the newer point that still references it."""
 
-    def __init__(self, repo: Repository, known: set[bytes], retain_until: datetime | None,
-                 extend_reused: bool) -> None:
+    def __init__(
+        self, repo: Repository, known: set[bytes], retain_until: datetime | None, extend_reused: bool
+    ) -> None:
         self.repo = repo
         self.claimed = set(known)
         self.reused = set(known) if extend_reused and retain_until else set()  # still to extend
@@ -101,10 +113,18 @@ class _Uploader:
             raise
 
 
-def backup_disk(repo: Repository, source: str | Path, *, server: str, disk: str,
-                chunk_size: int | None = None, backup_type: str = "auto",
-                retain_days: int | None = None, parallel: int = 8,
-                progress: ProgressSink | None = None) -> BackupResult:
+def backup_disk(
+    repo: Repository,
+    source: str | Path,
+    *,
+    server: str,
+    disk: str,
+    chunk_size: int | None = None,
+    backup_type: str = "auto",
+    retain_days: int | None = None,
+    parallel: int = 8,
+    progress: ProgressSink | None = None,
+) -> BackupResult:
     """Back up one disk image; returns the new restore point. No manifest is written unless every
     chunk was stored and the source kept its size."""
     if not server or not disk:
@@ -122,7 +142,7 @@ def backup_disk(repo: Repository, source: str | Path, *, server: str, disk: str,
         retain_until = enforced = None
         detail = ""
         if retain_days:
-            retain_until = datetime.now(timezone.utc) + timedelta(days=int(retain_days))
+            retain_until = datetime.now(UTC) + timedelta(days=int(retain_days))
             support = repo.storage.lock_support()
             enforced, detail = support.enforced, support.detail
             if not enforced:
@@ -138,7 +158,7 @@ def backup_disk(repo: Repository, source: str | Path, *, server: str, disk: str,
         try:
             for _, data in src.chunks(chunk_size):
                 image_hash.update(data)
-                if data == zero[:len(data)]:
+                if data == zero[: len(data)]:
                     entries.append(None)
                     progress.advance(len(data))
                     continue
@@ -166,16 +186,29 @@ def backup_disk(repo: Repository, source: str | Path, *, server: str, disk: str,
         src.check_unchanged()
         progress.finish()
         manifest = Manifest(
-            id=new_point_id(), repo=repo.config.id, server=server, disk=disk, size=src.size,
-            chunk_size=chunk_size, sha256=image_hash.hexdigest(),
-            created=datetime.now(timezone.utc), type=btype, parent=parent,
-            chunks=encode_chunks(ids), retain_until=retain_until, host=socket.gethostname())
+            id=new_point_id(),
+            repo=repo.config.id,
+            server=server,
+            disk=disk,
+            size=src.size,
+            chunk_size=chunk_size,
+            sha256=image_hash.hexdigest(),
+            created=datetime.now(UTC),
+            type=btype,
+            parent=parent,
+            chunks=encode_chunks(ids),
+            retain_until=retain_until,
+            host=socket.gethostname(),
+        )
         if not lock.still_held():
-            raise RepoLocked(f"the lock of this backup on {repo.describe()} disappeared (stale or "
-                             f"removed by `drctl unlock`), so a prune may have run: no restore point "
-                             f"was written; run the backup again")
+            raise RepoLocked(
+                f"the lock of this backup on {repo.describe()} disappeared (stale or "
+                f"removed by `drctl unlock`), so a prune may have run: no restore point "
+                f"was written; run the backup again"
+            )
         repo.save_point(manifest)
-    result = BackupResult(manifest, len(ids), new_chunks, uploaded, time.monotonic() - t0,
-                          enforced, detail, up.extended)
+    result = BackupResult(
+        manifest, len(ids), new_chunks, uploaded, time.monotonic() - t0, enforced, detail, up.extended
+    )
     log.info("backup of %s/%s: point %s, %d chunks, %d new", server, disk, manifest.id, len(ids), new_chunks)
     return result

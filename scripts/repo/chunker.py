@@ -1,4 +1,5 @@
 """Reading a backup source (a file or a block device) as fixed-size chunks."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,10 @@ class DiskSource:
         try:
             self.fd = os.open(self.path, os.O_RDONLY)
         except OSError as e:
-            raise SourceUnreadable(f"cannot open backup source {self.path}: {e.strerror}; check the "
-                                   f"path and that this user may read it") from e
+            raise SourceUnreadable(
+                f"cannot open backup source {self.path}: {e.strerror}; check the "
+                f"path and that this user may read it"
+            ) from e
         self.size = self.current_size()
 
     def current_size(self) -> int:
@@ -36,20 +39,25 @@ class DiskSource:
             try:
                 data = os.pread(self.fd, want, i * chunk_size)
             except OSError as e:
-                raise SourceUnreadable(f"cannot read backup source {self.path} at offset "
-                                       f"{i * chunk_size}: {e.strerror}") from e
+                raise SourceUnreadable(
+                    f"cannot read backup source {self.path} at offset {i * chunk_size}: {e.strerror}"
+                ) from e
             if len(data) != want:
-                raise SourceChanged(f"backup source {self.path} shrank while it was read (short read "
-                                    f"at offset {i * chunk_size}); no restore point was written. "
-                                    f"Back up a stable snapshot of the disk")
+                raise SourceChanged(
+                    f"backup source {self.path} shrank while it was read (short read "
+                    f"at offset {i * chunk_size}); no restore point was written. "
+                    f"Back up a stable snapshot of the disk"
+                )
             yield i, data
 
     def check_unchanged(self) -> None:
         now = self.current_size()
         if now != self.size:
-            raise SourceChanged(f"backup source {self.path} changed size during the backup ({self.size} "
-                                f"-> {now} bytes); no restore point was written. Back up a stable "
-                                f"snapshot of the disk")
+            raise SourceChanged(
+                f"backup source {self.path} changed size during the backup ({self.size} "
+                f"-> {now} bytes); no restore point was written. Back up a stable "
+                f"snapshot of the disk"
+            )
 
     def close(self) -> None:
         os.close(self.fd)

@@ -1,6 +1,7 @@
 """Pure cryptography of the repository format (docs/repository-format.md §2): KDF, key wrap, chunk
 ids, chunk and manifest sealing. No I/O; every failure to authenticate raises an error of
 :mod:`drctl.repo.errors` naming the object."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,13 @@ class KdfParams:
     def as_dict(self, salt: bytes) -> dict[str, Any]:
         import base64
 
-        return {"name": "scrypt", "n": self.n, "r": self.r, "p": self.p,
-                "salt": base64.b64encode(salt).decode()}
+        return {
+            "name": "scrypt",
+            "n": self.n,
+            "r": self.r,
+            "p": self.p,
+            "salt": base64.b64encode(salt).decode(),
+        }
 
 
 DEFAULT_KDF = KdfParams()
@@ -85,8 +91,9 @@ def canonical_json(obj: Any) -> bytes:
 def derive_kek(password: bytes, salt: bytes, params: KdfParams) -> bytes:
     """Key-encryption key from the password (scrypt, memory-hard)."""
     maxmem = 128 * params.r * params.n * params.p + 16 * 2**20
-    return hashlib.scrypt(password, salt=salt, n=params.n, r=params.r, p=params.p,
-                          maxmem=maxmem, dklen=KEY_LEN)
+    return hashlib.scrypt(
+        password, salt=salt, n=params.n, r=params.r, p=params.p, maxmem=maxmem, dklen=KEY_LEN
+    )
 
 
 def wrap_keys(kek: bytes, keys: MasterKeys, ad: bytes) -> tuple[bytes, bytes]:
@@ -154,8 +161,16 @@ def seal_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes) -
     return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, _chunk_ad(header, repo_id, cid))
 
 
-def open_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, blob: bytes, expected_len: int,
-               key: str, *, verify_id: bool = True) -> bytes:
+def open_chunk(
+    keys: MasterKeys,
+    repo_id: bytes,
+    cid: bytes,
+    blob: bytes,
+    expected_len: int,
+    key: str,
+    *,
+    verify_id: bool = True,
+) -> bytes:
     """Authenticate, decrypt, decompress and (with ``verify_id``) re-identify one stored chunk, all
     before returning any plaintext. Raises ChunkCorrupt naming the chunk id and the object key.
 
@@ -167,13 +182,15 @@ def open_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, blob: bytes, expect
     header = blob[:CHUNK_HEADER_LEN]
     if header[0] != CHUNK_VERSION or header[1] not in (COMP_NONE, COMP_ZSTD):
         raise ChunkCorrupt(cid_hex, key, "unknown header")
-    nonce = blob[CHUNK_HEADER_LEN:CHUNK_HEADER_LEN + NONCE_LEN]
+    nonce = blob[CHUNK_HEADER_LEN : CHUNK_HEADER_LEN + NONCE_LEN]
     try:
-        body = AESGCM(keys.enc_key).decrypt(nonce, blob[CHUNK_HEADER_LEN + NONCE_LEN:],
-                                            _chunk_ad(header, repo_id, cid))
+        body = AESGCM(keys.enc_key).decrypt(
+            nonce, blob[CHUNK_HEADER_LEN + NONCE_LEN :], _chunk_ad(header, repo_id, cid)
+        )
     except InvalidTag:
-        raise ChunkCorrupt(cid_hex, key, "authentication tag does not verify "
-                           "(tampered, truncated or swapped object)") from None
+        raise ChunkCorrupt(
+            cid_hex, key, "authentication tag does not verify (tampered, truncated or swapped object)"
+        ) from None
     if header[1] == COMP_ZSTD:
         try:
             plain = _decompressor().decompress(body, max_output_size=expected_len)
@@ -200,24 +217,25 @@ def seal_manifest(keys: MasterKeys, repo_id: bytes, point_id: str, doc: dict[str
     return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, ad)
 
 
-def open_manifest(keys: MasterKeys, repo_id: bytes, point_id: str, blob: bytes,
-                  key: str) -> dict[str, Any]:
+def open_manifest(keys: MasterKeys, repo_id: bytes, point_id: str, blob: bytes, key: str) -> dict[str, Any]:
     """Authenticate and decode one manifest object; the JSON document."""
     if len(blob) < MANIFEST_HEADER_LEN + NONCE_LEN + TAG_LEN or not blob.startswith(MANIFEST_MAGIC):
         raise ManifestCorrupt(key, "not a drctl manifest or truncated")
     header = blob[:MANIFEST_HEADER_LEN]
     if header[len(MANIFEST_MAGIC)] != 0x01 or header[len(MANIFEST_MAGIC) + 1] != COMP_ZSTD:
         raise ManifestCorrupt(key, "unknown manifest version")
-    owner = header[len(MANIFEST_MAGIC) + 2:]
+    owner = header[len(MANIFEST_MAGIC) + 2 :]
     if owner != repo_id:
         raise ForeignManifest(key, owner.hex(), repo_id.hex())
-    nonce = blob[MANIFEST_HEADER_LEN:MANIFEST_HEADER_LEN + NONCE_LEN]
+    nonce = blob[MANIFEST_HEADER_LEN : MANIFEST_HEADER_LEN + NONCE_LEN]
     ad = MANIFEST_AD_DOMAIN + header + point_id.encode()
     try:
-        body = AESGCM(keys.enc_key).decrypt(nonce, blob[MANIFEST_HEADER_LEN + NONCE_LEN:], ad)
+        body = AESGCM(keys.enc_key).decrypt(nonce, blob[MANIFEST_HEADER_LEN + NONCE_LEN :], ad)
     except InvalidTag:
-        raise ManifestCorrupt(key, "authentication tag does not verify (tampered, truncated, "
-                              "renamed, or from another repository)") from None
+        raise ManifestCorrupt(
+            key,
+            "authentication tag does not verify (tampered, truncated, renamed, or from another repository)",
+        ) from None
     try:
         doc = json.loads(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 30))
     except (zstandard.ZstdError, ValueError) as e:

@@ -1,9 +1,17 @@
 """Errors of the backup repository. Each names the object at fault and the next step; exit codes
 come from :mod:`drctl.errors` (docs/repository-format.md §6)."""
+
 from __future__ import annotations
 
-from drctl.errors import (EXIT_INTEGRITY, EXIT_LOCKED, EXIT_REPO_MISSING, EXIT_WRONG_PASSWORD,
-                          DrctlError, InvalidInput, LocalIOError)
+from drctl.errors import (
+    EXIT_INTEGRITY,
+    EXIT_LOCKED,
+    EXIT_REPO_MISSING,
+    EXIT_WRONG_PASSWORD,
+    DrctlError,
+    InvalidInput,
+    LocalIOError,
+)
 
 
 class RepoMissing(DrctlError):
@@ -39,7 +47,8 @@ class ChunkCorrupt(IntegrityError):
         super().__init__(
             f"chunk {chunk_id} (object {key!r}) is corrupt: {why}. The object was modified in the "
             f"store; restore another point, or run `drctl check REPO --read-data` to list every "
-            f"damaged point")
+            f"damaged point"
+        )
         self.chunk_id = chunk_id
         self.key = key
 
@@ -48,15 +57,18 @@ class ChunkMissing(IntegrityError):
     def __init__(self, chunk_id: str, key: str) -> None:
         super().__init__(
             f"chunk {chunk_id} (object {key!r}) is missing from the repository; restore another "
-            f"point, or run `drctl check REPO` to list every damaged point")
+            f"point, or run `drctl check REPO` to list every damaged point"
+        )
         self.chunk_id = chunk_id
         self.key = key
 
 
 class ManifestCorrupt(IntegrityError):
     def __init__(self, key: str, why: str) -> None:
-        super().__init__(f"restore point manifest {key!r} is corrupt: {why}. Restore another "
-                         f"point; `drctl check REPO` lists every damaged object")
+        super().__init__(
+            f"restore point manifest {key!r} is corrupt: {why}. Restore another "
+            f"point; `drctl check REPO` lists every damaged object"
+        )
         self.key = key
 
 
@@ -65,7 +77,8 @@ class ForeignManifest(IntegrityError):
         super().__init__(
             f"manifest {key!r} belongs to repository {owner[:16]}..., not to this repository "
             f"{expected[:16]}...; it was copied in from elsewhere: delete it, or restore from the "
-            f"repository it came from")
+            f"repository it came from"
+        )
         self.key = key
 
 

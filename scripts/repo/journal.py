@@ -1,5 +1,6 @@
 """The restore journal ``PATH.partial.done``: which chunk indexes of ``PATH.partial`` were verified
 and written. Only a hint for resuming: every listed chunk is re-hashed before it is trusted."""
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,7 @@ class RestoreJournal:
     def add(self, idxs: Iterable[int]) -> None:
         with self._lock:
             self._pending.extend(idxs)
-            due = (len(self._pending) >= FLUSH_EVERY_CHUNKS
-                   or time.monotonic() - self._last >= FLUSH_EVERY_S)
+            due = len(self._pending) >= FLUSH_EVERY_CHUNKS or time.monotonic() - self._last >= FLUSH_EVERY_S
             if due:
                 self._flush_locked()
 

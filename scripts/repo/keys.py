@@ -1,5 +1,6 @@
 """Key slots (``keys/<key-id>``): a password-derived KEK wrapping the repository's master keys
 (docs/repository-format.md §2.2). Pure encoding here; the storage calls live in repository.py."""
+
 from __future__ import annotations
 
 import base64
@@ -8,11 +9,18 @@ import json
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from drctl.repo.crypto import (DEFAULT_KDF, KdfParams, MasterKeys, derive_kek, key_slot_ad,
-                               unwrap_keys, wrap_keys)
+from drctl.repo.crypto import (
+    DEFAULT_KDF,
+    KdfParams,
+    MasterKeys,
+    derive_kek,
+    key_slot_ad,
+    unwrap_keys,
+    wrap_keys,
+)
 from drctl.repo.errors import KeyFileCorrupt
 
 KEYS_PREFIX = "keys/"
@@ -38,8 +46,14 @@ def slot_key(key_id: str) -> str:
     return KEYS_PREFIX + key_id
 
 
-def seal_slot(repo_id: bytes, key_id: str, keys: MasterKeys, password: bytes, label: str,
-              params: KdfParams = DEFAULT_KDF) -> bytes:
+def seal_slot(
+    repo_id: bytes,
+    key_id: str,
+    keys: MasterKeys,
+    password: bytes,
+    label: str,
+    params: KdfParams = DEFAULT_KDF,
+) -> bytes:
     """A new key slot document (JSON bytes) opening ``keys`` with ``password``."""
     salt = os.urandom(SALT_LEN)
     kdf = params.as_dict(salt)
@@ -48,7 +62,7 @@ def seal_slot(repo_id: bytes, key_id: str, keys: MasterKeys, password: bytes, la
     doc = {
         "version": 1,
         "label": label,
-        "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "hostname": socket.gethostname(),
         "kdf": kdf,
         "nonce": base64.b64encode(nonce).decode(),
@@ -72,17 +86,23 @@ def _parse(key_id: str, blob: bytes) -> dict[str, Any]:
             raise ValueError("KDF parameters out of range")
         return doc
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise KeyFileCorrupt(f"key file {slot_key(key_id)!r} is unreadable: {e}; remove it with "
-                             f"`drctl key remove REPO {key_id}` if another key still opens the "
-                             f"repository") from e
+        raise KeyFileCorrupt(
+            f"key file {slot_key(key_id)!r} is unreadable: {e}; remove it with "
+            f"`drctl key remove REPO {key_id}` if another key still opens the "
+            f"repository"
+        ) from e
 
 
 def slot_info(key_id: str, blob: bytes) -> KeySlotInfo:
     doc = _parse(key_id, blob)
     kdf = doc["kdf"]
-    return KeySlotInfo(key_id=key_id, label=str(doc.get("label", "")),
-                       created=str(doc.get("created", "")), hostname=str(doc.get("hostname", "")),
-                       kdf=f"scrypt n={kdf['n']} r={kdf['r']} p={kdf['p']}")
+    return KeySlotInfo(
+        key_id=key_id,
+        label=str(doc.get("label", "")),
+        created=str(doc.get("created", "")),
+        hostname=str(doc.get("hostname", "")),
+        kdf=f"scrypt n={kdf['n']} r={kdf['r']} p={kdf['p']}",
+    )
 
 
 def open_slot(repo_id: bytes, key_id: str, blob: bytes, password: bytes) -> MasterKeys | None:

@@ -1,5 +1,6 @@
 """Repository locks (``locks/<lock-id>``; docs/repository-format.md §2.5): shared for backup and
 restore, exclusive for forget and prune; stale when not refreshed for ``stale_after``."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from drctl.repo.errors import RepoLocked
@@ -35,12 +36,14 @@ class LockInfo:
 
     def describe(self) -> str:
         kind = "exclusive" if self.exclusive else "shared"
-        return (f"{kind} lock {self.key!r} held by {self.operation} (pid {self.pid} on "
-                f"{self.hostname}, refreshed {self.refreshed.isoformat(timespec='seconds')})")
+        return (
+            f"{kind} lock {self.key!r} held by {self.operation} (pid {self.pid} on "
+            f"{self.hostname}, refreshed {self.refreshed.isoformat(timespec='seconds')})"
+        )
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def read_locks(storage: Storage) -> list[LockInfo]:
@@ -49,9 +52,16 @@ def read_locks(storage: Storage) -> list[LockInfo]:
     for obj in storage.list(LOCKS_PREFIX):
         try:
             doc = json.loads(storage.get(obj.key))
-            out.append(LockInfo(obj.key, bool(doc["exclusive"]), str(doc["operation"]),
-                                str(doc["hostname"]), int(doc["pid"]),
-                                datetime.fromisoformat(doc["refreshed"])))
+            out.append(
+                LockInfo(
+                    obj.key,
+                    bool(doc["exclusive"]),
+                    str(doc["operation"]),
+                    str(doc["hostname"]),
+                    int(doc["pid"]),
+                    datetime.fromisoformat(doc["refreshed"]),
+                )
+            )
         except ObjectMissing:
             continue  # released while we listed
         except (ValueError, KeyError, TypeError) as e:
@@ -63,8 +73,15 @@ def read_locks(storage: Storage) -> list[LockInfo]:
 class RepoLock:
     """Context manager holding one lock object, refreshed by a daemon thread."""
 
-    def __init__(self, storage: Storage, *, exclusive: bool, operation: str,
-                 stale_after: timedelta = STALE_AFTER, refresh_every_s: float = REFRESH_EVERY_S) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        exclusive: bool,
+        operation: str,
+        stale_after: timedelta = STALE_AFTER,
+        refresh_every_s: float = REFRESH_EVERY_S,
+    ) -> None:
         self.storage = storage
         self.exclusive = exclusive
         self.operation = operation
@@ -76,22 +93,30 @@ class RepoLock:
         self._thread: threading.Thread | None = None
 
     def _write(self) -> None:
-        doc = {"exclusive": self.exclusive, "operation": self.operation,
-               "hostname": socket.gethostname(), "pid": os.getpid(),
-               "created": self.created.isoformat(), "refreshed": _now().isoformat()}
+        doc = {
+            "exclusive": self.exclusive,
+            "operation": self.operation,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "created": self.created.isoformat(),
+            "refreshed": _now().isoformat(),
+        }
         self.storage.put(self.key, json.dumps(doc).encode())
 
     def _conflicts(self) -> list[LockInfo]:
         now = _now()
-        return [lk for lk in read_locks(self.storage)
-                if lk.key != self.key and not lk.stale(now, self.stale_after)
-                and (self.exclusive or lk.exclusive)]
+        return [
+            lk
+            for lk in read_locks(self.storage)
+            if lk.key != self.key and not lk.stale(now, self.stale_after) and (self.exclusive or lk.exclusive)
+        ]
 
     def _refused(self, conflicts: list[LockInfo]) -> RepoLocked:
         return RepoLocked(
             f"repository {self.storage.describe()} is locked: {conflicts[0].describe()}. Wait for it "
             f"to finish; if that process is gone, the lock goes stale after "
-            f"{int(self.stale_after.total_seconds() // 60)} min, or remove it with `drctl unlock REPO`")
+            f"{int(self.stale_after.total_seconds() // 60)} min, or remove it with `drctl unlock REPO`"
+        )
 
     def acquire(self) -> None:
         conflicts = self._conflicts()
@@ -109,7 +134,7 @@ class RepoLock:
         while not self._stop.wait(self.refresh_every_s):
             try:
                 self._write()
-            except Exception as e:  # noqa: BLE001 - the holder checks still_held() before committing
+            except Exception as e:
                 log.warning("could not refresh lock %s: %s", self.key, e)
 
     def still_held(self) -> bool:
@@ -125,18 +150,20 @@ class RepoLock:
         self.acquire()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             self.release()
-        except Exception as e:  # noqa: BLE001 - do not mask the error that ended the operation
+        except Exception as e:
             if et is None:
                 raise
             log.warning("could not remove lock %s: %s", self.key, e)
 
 
-def remove_locks(storage: Storage, *, all_locks: bool = False,
-                 stale_after: timedelta = STALE_AFTER) -> list[str]:
+def remove_locks(
+    storage: Storage, *, all_locks: bool = False, stale_after: timedelta = STALE_AFTER
+) -> list[str]:
     """``drctl unlock``: remove stale locks (or every lock); the removed keys."""
     now = _now()
     removed = []

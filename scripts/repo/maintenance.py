@@ -2,6 +2,7 @@
 
 Safety rule: prune reads every manifest first and aborts if any cannot be read, then deletes only
 chunks that no manifest references, under an exclusive lock (no backup can be running)."""
+
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # -- check ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class CheckReport:
     points: int = 0
@@ -34,13 +36,20 @@ class CheckReport:
         return not self.problems
 
     def as_dict(self) -> dict[str, object]:
-        return {"type": "summary", "ok": self.ok, "points": self.points,
-                "chunks_present": self.chunks_present, "chunks_read": self.chunks_read,
-                "unreferenced_chunks": self.unreferenced, "problems": self.problems}
+        return {
+            "type": "summary",
+            "ok": self.ok,
+            "points": self.points,
+            "chunks_present": self.chunks_present,
+            "chunks_read": self.chunks_read,
+            "unreferenced_chunks": self.unreferenced,
+            "problems": self.problems,
+        }
 
 
-def check(repo: Repository, *, read_data: bool = False, parallel: int = 8,
-          progress: ProgressSink | None = None) -> CheckReport:
+def check(
+    repo: Repository, *, read_data: bool = False, parallel: int = 8, progress: ProgressSink | None = None
+) -> CheckReport:
     """Every key slot parses, every manifest authenticates, every referenced chunk exists; with
     ``read_data`` every referenced chunk is downloaded, authenticated and re-identified."""
     progress = progress or NullProgress()
@@ -68,7 +77,8 @@ def check(repo: Repository, *, read_data: bool = False, parallel: int = 8,
                 if cid not in present:
                     report.problems.append(
                         f"restore point {p.id} ({p.server}/{p.disk}, {p.created.isoformat()}) needs "
-                        f"chunk {cid.hex()} (object {chunk_key(cid)!r}), which is missing")
+                        f"chunk {cid.hex()} (object {chunk_key(cid)!r}), which is missing"
+                    )
         report.unreferenced = len(present - lengths.keys())
         if read_data:
             todo = [(cid, n) for cid, n in lengths.items() if cid in present]
@@ -79,7 +89,7 @@ def check(repo: Repository, *, read_data: bool = False, parallel: int = 8,
                 try:
                     repo.open_chunk(cid, repo.fetch_chunk(cid), n)
                     return None
-                except (DrctlError) as e:
+                except DrctlError as e:
                     return e.message
                 finally:
                     progress.advance(n)
@@ -94,6 +104,7 @@ def check(repo: Repository, *, read_data: bool = False, parallel: int = 8,
 
 
 # -- forget --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class KeepPolicy:
@@ -117,14 +128,16 @@ def _rules(policy: KeepPolicy) -> list[tuple[int, Callable[[datetime], object]]]
     ]
 
 
-def plan_forget(points: Sequence[Manifest], policy: KeepPolicy,
-                server: str | None = None) -> tuple[list[Manifest], list[Manifest]]:
+def plan_forget(
+    points: Sequence[Manifest], policy: KeepPolicy, server: str | None = None
+) -> tuple[list[Manifest], list[Manifest]]:
     """(kept, removed), per (server, disk) group, restic-style: walking newest to oldest, a rule
     keeps a point whose bucket differs from the last one it kept, up to its count. The newest point
     of each group is always kept. Points of other servers (when ``server`` is given) are kept."""
     if policy.empty():
-        raise InvalidInput("forget needs at least one --keep-* option (it would otherwise remove "
-                           "every restore point)")
+        raise InvalidInput(
+            "forget needs at least one --keep-* option (it would otherwise remove every restore point)"
+        )
     kept: list[Manifest] = []
     removed: list[Manifest] = []
     groups: dict[tuple[str, str], list[Manifest]] = {}
@@ -148,8 +161,9 @@ def plan_forget(points: Sequence[Manifest], policy: KeepPolicy,
     return kept, removed
 
 
-def forget(repo: Repository, policy: KeepPolicy, *, server: str | None = None,
-           dry_run: bool = False) -> tuple[list[Manifest], list[Manifest]]:
+def forget(
+    repo: Repository, policy: KeepPolicy, *, server: str | None = None, dry_run: bool = False
+) -> tuple[list[Manifest], list[Manifest]]:
     """Delete the manifests the policy does not keep (chunks stay until ``prune``)."""
     with repo.lock(exclusive=True, operation="forget"):
         kept, removed = plan_forget(repo.load_points(), policy, server)
@@ -162,6 +176,7 @@ def forget(repo: Repository, policy: KeepPolicy, *, server: str | None = None,
 
 # -- prune ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PruneResult:
     points: int
@@ -171,9 +186,14 @@ class PruneResult:
     dry_run: bool
 
     def as_dict(self) -> dict[str, object]:
-        return {"type": "summary", "points": self.points, "referenced_chunks": self.referenced_chunks,
-                "deleted_chunks": self.deleted_chunks, "deleted_bytes": self.deleted_bytes,
-                "dry_run": self.dry_run}
+        return {
+            "type": "summary",
+            "points": self.points,
+            "referenced_chunks": self.referenced_chunks,
+            "deleted_chunks": self.deleted_chunks,
+            "deleted_bytes": self.deleted_bytes,
+            "dry_run": self.dry_run,
+        }
 
 
 def prune(repo: Repository, *, dry_run: bool = False, parallel: int = 8) -> PruneResult:

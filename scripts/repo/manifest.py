@@ -1,11 +1,12 @@
 """Restore-point manifests (docs/repository-format.md §2.4) and point selection. Pure."""
+
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from drctl.errors import InvalidInput
@@ -34,7 +35,7 @@ def new_point_id() -> str:
 
 
 def utc_iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -43,7 +44,7 @@ def parse_time(text: str) -> datetime:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as e:
         raise InvalidInput(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-01T10:00:00Z)") from e
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def chunk_count(size: int, chunk_size: int) -> int:
@@ -107,10 +108,18 @@ class Manifest:
 
     def to_doc(self) -> dict[str, Any]:
         return {
-            "version": 1, "id": self.id, "repo": self.repo, "server": self.server,
-            "disk": self.disk, "size": self.size, "chunk_size": self.chunk_size,
-            "sha256": self.sha256, "created": utc_iso(self.created), "type": self.type,
-            "parent": self.parent, "host": self.host,
+            "version": 1,
+            "id": self.id,
+            "repo": self.repo,
+            "server": self.server,
+            "disk": self.disk,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "sha256": self.sha256,
+            "created": utc_iso(self.created),
+            "type": self.type,
+            "parent": self.parent,
+            "host": self.host,
             "retain_until": utc_iso(self.retain_until) if self.retain_until else None,
             "chunks": [e if isinstance(e, int) else e.hex() for e in self.chunks],
         }
@@ -147,9 +156,17 @@ def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: st
             if not isinstance(doc[field], str) or not doc[field]:
                 raise ValueError(f"bad {field}")
         return Manifest(
-            id=point_id, repo=repo_hex, server=doc["server"], disk=doc["disk"], size=size,
-            chunk_size=chunk_size, sha256=doc["sha256"], created=parse_time(doc["created"]),
-            type=doc["type"], parent=doc.get("parent"), chunks=tuple(entries),
+            id=point_id,
+            repo=repo_hex,
+            server=doc["server"],
+            disk=doc["disk"],
+            size=size,
+            chunk_size=chunk_size,
+            sha256=doc["sha256"],
+            created=parse_time(doc["created"]),
+            type=doc["type"],
+            parent=doc.get("parent"),
+            chunks=tuple(entries),
             retain_until=parse_time(doc["retain_until"]) if doc.get("retain_until") else None,
             host=str(doc.get("host", "")),
         )
@@ -157,14 +174,17 @@ def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: st
         raise ManifestCorrupt(key, f"authenticated but inconsistent: {e}") from e
 
 
-def select_point(points: Sequence[Manifest], server: str, disk: str | None,
-                 selector: str = "latest") -> Manifest:
+def select_point(
+    points: Sequence[Manifest], server: str, disk: str | None, selector: str = "latest"
+) -> Manifest:
     """The point to restore: ``latest``, an id prefix, or an ISO time (newest at or before it)."""
     mine = [p for p in points if p.server == server]
     if not mine:
         known = sorted({p.server for p in points})
-        raise InvalidInput(f"no restore point for server {server!r}; servers in this repository: "
-                           f"{', '.join(known) or 'none'} (see `drctl snapshots REPO`)")
+        raise InvalidInput(
+            f"no restore point for server {server!r}; servers in this repository: "
+            f"{', '.join(known) or 'none'} (see `drctl snapshots REPO`)"
+        )
     if disk is not None:
         disks = sorted({p.disk for p in mine})
         mine = [p for p in mine if p.disk == disk]
@@ -173,18 +193,24 @@ def select_point(points: Sequence[Manifest], server: str, disk: str | None,
     if selector not in ("latest",) and re.fullmatch(r"[0-9a-f]{4,32}", selector):
         hits = [p for p in mine if p.id.startswith(selector)]
         if len(hits) != 1:
-            raise InvalidInput(f"point {selector!r} matches {len(hits)} restore points of server "
-                               f"{server!r}; give more of its id (see `drctl snapshots REPO`)")
+            raise InvalidInput(
+                f"point {selector!r} matches {len(hits)} restore points of server "
+                f"{server!r}; give more of its id (see `drctl snapshots REPO`)"
+            )
         return hits[0]
     if disk is None and len({p.disk for p in mine}) > 1:
-        raise InvalidInput(f"server {server!r} has several disks ({', '.join(sorted({p.disk for p in mine}))}); "
-                           f"choose one with --disk")
+        raise InvalidInput(
+            f"server {server!r} has several disks ({', '.join(sorted({p.disk for p in mine}))}); "
+            f"choose one with --disk"
+        )
     if selector == "latest":
         return max(mine, key=lambda p: p.created)
     at = parse_time(selector)
     before = [p for p in mine if p.created <= at]
     if not before:
         oldest = min(mine, key=lambda p: p.created)
-        raise InvalidInput(f"no restore point of server {server!r} at or before {utc_iso(at)}; the "
-                           f"oldest is {utc_iso(oldest.created)}")
+        raise InvalidInput(
+            f"no restore point of server {server!r} at or before {utc_iso(at)}; the "
+            f"oldest is {utc_iso(oldest.created)}"
+        )
     return max(before, key=lambda p: p.created)

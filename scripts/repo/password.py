@@ -1,5 +1,6 @@
 """Where passwords come from: a file, a command, an environment variable or a terminal prompt.
 Never from argv, never logged (docs/repository-format.md §7)."""
+
 from __future__ import annotations
 
 import getpass
@@ -36,8 +37,10 @@ def _from_command(command: str) -> bytes:
         raise InvalidInput(f"--password-command {argv[0]!r} could not run: {e}") from e
     if proc.returncode != 0:
         # stderr of the helper may be shown; its stdout (the password) never is.
-        raise InvalidInput(f"--password-command {argv[0]!r} failed with exit code {proc.returncode}: "
-                           f"{proc.stderr.decode(errors='replace').strip()[:200]}")
+        raise InvalidInput(
+            f"--password-command {argv[0]!r} failed with exit code {proc.returncode}: "
+            f"{proc.stderr.decode(errors='replace').strip()[:200]}"
+        )
     lines = proc.stdout.splitlines()
     if not lines or not lines[0]:
         raise InvalidInput(f"--password-command {argv[0]!r} printed no password")
@@ -53,8 +56,9 @@ def _prompt(prompt: str, confirm: bool) -> bytes | None:
     return first.encode()
 
 
-def read_password(password_file: str | None = None, password_command: str | None = None,
-                  *, confirm: bool = False) -> bytes:
+def read_password(
+    password_file: str | None = None, password_command: str | None = None, *, confirm: bool = False
+) -> bytes:
     """The repository password: --password-file, else --password-command, else $DRCTL_PASSWORD,
     else a prompt on a terminal."""
     if password_file:
@@ -67,8 +71,10 @@ def read_password(password_file: str | None = None, password_command: str | None
     got = _prompt("repository password: ", confirm)
     if got:
         return got
-    raise InvalidInput(f"no password given: set {PASSWORD_ENV}, or use --password-file or "
-                       f"--password-command (never on the command line)")
+    raise InvalidInput(
+        f"no password given: set {PASSWORD_ENV}, or use --password-file or "
+        f"--password-command (never on the command line)"
+    )
 
 
 def read_new_password(new_password_file: str | None = None) -> bytes:

@@ -1,5 +1,6 @@
 """Progress of long work: a callback the library calls, and the two renderings the CLI uses (a bar
 on a terminal, JSON lines with ``--json``). Library code only ever calls a :class:`ProgressSink`."""
+
 from __future__ import annotations
 
 import json
@@ -74,9 +75,14 @@ class _Rated:
         elapsed = max(time.monotonic() - self.t0, 1e-6)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate > 0 and self.total else None
-        return {"phase": self.phase, "bytes_done": self.done, "bytes_total": self.total,
-                "rate_bytes_s": round(rate), "eta_s": round(eta, 1) if eta is not None else None,
-                "elapsed_s": round(elapsed, 2)}
+        return {
+            "phase": self.phase,
+            "bytes_done": self.done,
+            "bytes_total": self.total,
+            "rate_bytes_s": round(rate),
+            "eta_s": round(eta, 1) if eta is not None else None,
+            "elapsed_s": round(elapsed, 2),
+        }
 
     def _emit(self, final: bool) -> None:
         raise NotImplementedError
@@ -108,9 +114,11 @@ class TerminalProgress(_Rated):
         frac = min(s["bytes_done"] / s["bytes_total"], 1.0) if s["bytes_total"] else 1.0
         bar = "#" * int(frac * self.width)
         eta = f"ETA {s['eta_s']:.0f}s" if s["eta_s"] is not None and not final else f"{s['elapsed_s']:.1f}s"
-        line = (f"\r{s['phase']:<8} [{bar:<{self.width}}] {frac * 100:5.1f}% "
-                f"{human_bytes(s['bytes_done'])}/{human_bytes(s['bytes_total'])} "
-                f"{human_bytes(s['rate_bytes_s'])}/s {eta}   ")
+        line = (
+            f"\r{s['phase']:<8} [{bar:<{self.width}}] {frac * 100:5.1f}% "
+            f"{human_bytes(s['bytes_done'])}/{human_bytes(s['bytes_total'])} "
+            f"{human_bytes(s['rate_bytes_s'])}/s {eta}   "
+        )
         self.out.write(line + ("\n" if final else ""))
         self.out.flush()
 

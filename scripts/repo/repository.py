@@ -1,5 +1,6 @@
 """Opening and creating a repository, and its object-level reads and writes (config, key slots,
 manifests, chunks). docs/repository-format.md §2-§3."""
+
 from __future__ import annotations
 
 import hmac
@@ -8,17 +9,24 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from drctl.errors import InvalidInput
 from drctl.repo import crypto
 from drctl.repo.crypto import DEFAULT_KDF, KdfParams, MasterKeys
-from drctl.repo.errors import (ChunkMissing, KeyFileCorrupt, RepoExists, RepoMissing, WrongPassword)
+from drctl.repo.errors import ChunkMissing, KeyFileCorrupt, RepoExists, RepoMissing, WrongPassword
 from drctl.repo.keys import KEYS_PREFIX, KeySlotInfo, new_key_id, open_slot, seal_slot, slot_info, slot_key
 from drctl.repo.locks import RepoLock
-from drctl.repo.manifest import (DATA_PREFIX, SNAPSHOTS_PREFIX, Manifest, chunk_key,
-                                 manifest_from_doc, point_key, utc_iso)
+from drctl.repo.manifest import (
+    DATA_PREFIX,
+    SNAPSHOTS_PREFIX,
+    Manifest,
+    chunk_key,
+    manifest_from_doc,
+    point_key,
+    utc_iso,
+)
 from drctl.storage.base import BucketMissing, ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
@@ -42,8 +50,13 @@ class RepoConfig:
         return bytes.fromhex(self.id)
 
     def body(self) -> dict[str, Any]:
-        return {"version": self.version, "id": self.id, "chunk_size": self.chunk_size,
-                "created": self.created, "object_lock": self.object_lock}
+        return {
+            "version": self.version,
+            "id": self.id,
+            "chunk_size": self.chunk_size,
+            "created": self.created,
+            "object_lock": self.object_lock,
+        }
 
 
 def read_config(storage: Storage) -> tuple[RepoConfig, str]:
@@ -52,12 +65,19 @@ def read_config(storage: Storage) -> tuple[RepoConfig, str]:
     try:
         raw = storage.get(CONFIG_KEY)
     except (ObjectMissing, BucketMissing) as e:
-        raise RepoMissing(f"no repository at {where} (no {CONFIG_KEY!r} object); create one with "
-                          f"`drctl repo init {where}` or check the location") from e
+        raise RepoMissing(
+            f"no repository at {where} (no {CONFIG_KEY!r} object); create one with "
+            f"`drctl repo init {where}` or check the location"
+        ) from e
     try:
         doc = json.loads(raw)
-        cfg = RepoConfig(id=doc["id"], chunk_size=int(doc["chunk_size"]), created=doc["created"],
-                         object_lock=doc.get("object_lock"), version=doc["version"])
+        cfg = RepoConfig(
+            id=doc["id"],
+            chunk_size=int(doc["chunk_size"]),
+            created=doc["created"],
+            object_lock=doc.get("object_lock"),
+            version=doc["version"],
+        )
         if cfg.version != 1 or len(cfg.repo_id) != 32:
             raise ValueError("unknown version or bad id")
         return cfg, str(doc["mac"])
@@ -118,13 +138,14 @@ class Repository:
             raise ChunkMissing(cid.hex(), key) from e
 
     def open_chunk(self, cid: bytes, blob: bytes, length: int, *, verify_id: bool = True) -> bytes:
-        return crypto.open_chunk(self.keys, self.repo_id, cid, blob, length, chunk_key(cid),
-                                 verify_id=verify_id)
+        return crypto.open_chunk(
+            self.keys, self.repo_id, cid, blob, length, chunk_key(cid), verify_id=verify_id
+        )
 
     # -- manifests -----------------------------------------------------------------------------
 
     def point_ids(self) -> list[str]:
-        return [o.key[len(SNAPSHOTS_PREFIX):] for o in self.storage.list(SNAPSHOTS_PREFIX)]
+        return [o.key[len(SNAPSHOTS_PREFIX) :] for o in self.storage.list(SNAPSHOTS_PREFIX)]
 
     def load_point(self, point_id: str) -> Manifest:
         key = point_key(point_id)
@@ -147,8 +168,10 @@ class Repository:
     # -- key slots -----------------------------------------------------------------------------
 
     def list_keys(self) -> list[KeySlotInfo]:
-        return [slot_info(o.key[len(KEYS_PREFIX):], self.storage.get(o.key))
-                for o in self.storage.list(KEYS_PREFIX)]
+        return [
+            slot_info(o.key[len(KEYS_PREFIX) :], self.storage.get(o.key))
+            for o in self.storage.list(KEYS_PREFIX)
+        ]
 
     def add_key(self, password: bytes, label: str, kdf: KdfParams = DEFAULT_KDF) -> str:
         _require_password(password)
@@ -157,8 +180,10 @@ class Repository:
         self.storage.put(slot_key(key_id), blob)
         # Read it back and open it before anyone relies on it.
         if open_slot(self.repo_id, key_id, self.storage.get(slot_key(key_id)), password) != self.keys:
-            raise KeyFileCorrupt(f"key file {slot_key(key_id)!r} did not read back correctly; "
-                                 f"remove it with `drctl key remove`")
+            raise KeyFileCorrupt(
+                f"key file {slot_key(key_id)!r} did not read back correctly; "
+                f"remove it with `drctl key remove`"
+            )
         log.info("added key slot %s (%s)", key_id, label)
         return key_id
 
@@ -169,11 +194,15 @@ class Repository:
             raise InvalidInput(f"key {key_id!r} matches {len(matches)} key slots; see `drctl key list REPO`")
         target = matches[0]
         if len(ids) == 1:
-            raise InvalidInput(f"key {target} is the last key of the repository: removing it would make "
-                               f"every backup unrecoverable; add another key first")
+            raise InvalidInput(
+                f"key {target} is the last key of the repository: removing it would make "
+                f"every backup unrecoverable; add another key first"
+            )
         if target == self.key_id:
-            raise InvalidInput(f"key {target} is the one this password opened; to change its password "
-                               f"use `drctl key passwd`, or remove it using another key's password")
+            raise InvalidInput(
+                f"key {target} is the one this password opened; to change its password "
+                f"use `drctl key passwd`, or remove it using another key's password"
+            )
         self.storage.delete(slot_key(target))
 
     def change_password(self, new_password: bytes, kdf: KdfParams = DEFAULT_KDF) -> str:
@@ -193,7 +222,7 @@ def _require_password(password: bytes) -> None:
 def open_repository(storage: Storage, password: bytes) -> Repository:
     """Open with the first key slot the password opens; WrongPassword if none does."""
     cfg, mac = read_config(storage)
-    slots = [o.key[len(KEYS_PREFIX):] for o in storage.list(KEYS_PREFIX)]
+    slots = [o.key[len(KEYS_PREFIX) :] for o in storage.list(KEYS_PREFIX)]
     for key_id in slots:
         try:
             blob = storage.get(slot_key(key_id))
@@ -203,18 +232,27 @@ def open_repository(storage: Storage, password: bytes) -> Repository:
             continue
         if keys is not None:
             if not hmac.compare_digest(crypto.config_mac(keys, cfg.body()), mac):
-                raise KeyFileCorrupt(f"repository config {storage.describe()}/{CONFIG_KEY} fails its "
-                                     f"MAC: it was modified; restore it from a copy of the repository")
+                raise KeyFileCorrupt(
+                    f"repository config {storage.describe()}/{CONFIG_KEY} fails its "
+                    f"MAC: it was modified; restore it from a copy of the repository"
+                )
             return Repository(storage, cfg, keys, key_id)
     raise WrongPassword(
         f"no key of repository {storage.describe()} opens with this password ({len(slots)} key "
         f"file(s) tried): check DRCTL_PASSWORD / --password-file / --password-command (or the key "
-        f"files were modified)")
+        f"files were modified)"
+    )
 
 
-def init_repository(storage: Storage, password: bytes, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                    object_lock: dict[str, Any] | None = None, label: str = "client",
-                    kdf: KdfParams = DEFAULT_KDF) -> Repository:
+def init_repository(
+    storage: Storage,
+    password: bytes,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    object_lock: dict[str, Any] | None = None,
+    label: str = "client",
+    kdf: KdfParams = DEFAULT_KDF,
+) -> Repository:
     """Create a new repository: a key slot first, then ``config`` (its existence = the repository)."""
     _require_password(password)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
@@ -224,8 +262,12 @@ def init_repository(storage: Storage, password: bytes, *, chunk_size: int = DEFA
         raise RepoExists(f"a repository already exists at {storage.describe()}; open it instead")
     except ObjectMissing:
         pass
-    cfg = RepoConfig(id=os.urandom(32).hex(), chunk_size=chunk_size,
-                     created=utc_iso(datetime.now(timezone.utc)), object_lock=object_lock)
+    cfg = RepoConfig(
+        id=os.urandom(32).hex(),
+        chunk_size=chunk_size,
+        created=utc_iso(datetime.now(UTC)),
+        object_lock=object_lock,
+    )
     keys = MasterKeys.generate()
     repo = Repository(storage, cfg, keys, "")
     repo.key_id = repo.add_key(password, label, kdf)

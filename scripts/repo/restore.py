@@ -5,6 +5,7 @@ Downloads run on one pool; authentication + decompression + positioned writes on
 per CPU); a hasher thread takes the verified plaintext in image order (zero runs from a zero block);
 a journal thread records written chunks. A chunk holds a slot of the window (``window_size``) from
 its download until it is hashed, so at most that many chunks are in memory at once."""
+
 from __future__ import annotations
 
 import ctypes
@@ -65,16 +66,34 @@ class RestoreResult:
     duration_s: float
 
     def summary(self) -> dict[str, object]:
-        return {"type": "summary", "point": self.point.id, "server": self.point.server,
-                "disk": self.point.disk, "size": self.point.size, "path": str(self.path),
-                "format": self.format, "sha256": self.point.sha256,
-                "fetched_chunks": self.fetched_chunks, "fetched_bytes": self.fetched_bytes,
-                "resumed_chunks": self.resumed_chunks, "duration_s": round(self.duration_s, 3)}
+        return {
+            "type": "summary",
+            "point": self.point.id,
+            "server": self.point.server,
+            "disk": self.point.disk,
+            "size": self.point.size,
+            "path": str(self.path),
+            "format": self.format,
+            "sha256": self.point.sha256,
+            "fetched_chunks": self.fetched_chunks,
+            "fetched_bytes": self.fetched_bytes,
+            "resumed_chunks": self.resumed_chunks,
+            "duration_s": round(self.duration_s, 3),
+        }
 
 
-def restore_disk(repo: Repository, *, server: str, out: str | os.PathLike[str], disk: str | None = None,
-                 point: str = "latest", fmt: str = "raw", parallel: int = 16,
-                 progress: ProgressSink | None = None, cancel: threading.Event | None = None) -> RestoreResult:
+def restore_disk(
+    repo: Repository,
+    *,
+    server: str,
+    out: str | os.PathLike[str],
+    disk: str | None = None,
+    point: str = "latest",
+    fmt: str = "raw",
+    parallel: int = 16,
+    progress: ProgressSink | None = None,
+    cancel: threading.Event | None = None,
+) -> RestoreResult:
     """Restore one disk of ``server`` to ``out``; the public entry the activation calls.
 
     ``point`` is ``latest``, a point id (prefix) or an ISO time (newest at or before it). A file
@@ -83,14 +102,17 @@ def restore_disk(repo: Repository, *, server: str, out: str | os.PathLike[str], 
     stops the restore within one chunk download: it raises :class:`Cancelled`."""
     with repo.lock(exclusive=False, operation="restore"):
         manifest = select_point(repo.load_points(), server, disk, point)
-        return restore_point(repo, manifest, Path(out), fmt=fmt, parallel=parallel, progress=progress,
-                             cancel=cancel)
+        return restore_point(
+            repo, manifest, Path(out), fmt=fmt, parallel=parallel, progress=progress, cancel=cancel
+        )
 
 
 def _os_error(e: OSError, path: Path, what: str) -> Exception:
     if e.errno == errno.ENOSPC:
-        return DiskFull(f"local disk full while {what} {path}: free space (or choose another --out) "
-                        f"and run the same restore again: it resumes from the verified chunks")
+        return DiskFull(
+            f"local disk full while {what} {path}: free space (or choose another --out) "
+            f"and run the same restore again: it resumes from the verified chunks"
+        )
     return OutputError(f"cannot {what} {path}: {e.strerror}; check the path and its permissions")
 
 
@@ -100,8 +122,9 @@ class _Writer:
     holds one slot of ``window`` from its download until the hasher has consumed its plaintext, so
     memory is bounded by ``window`` chunks."""
 
-    def __init__(self, fd: int, m: Manifest, journal: RestoreJournal, progress: ProgressSink,
-                 path: Path, window: int) -> None:
+    def __init__(
+        self, fd: int, m: Manifest, journal: RestoreJournal, progress: ProgressSink, path: Path, window: int
+    ) -> None:
         self.fd, self.m, self.journal, self.progress, self.path = fd, m, journal, progress, path
         self.n = chunk_count(m.size, m.chunk_size)
         self.done = bytearray(self.n)
@@ -219,15 +242,17 @@ def _verify_resumed(repo: Repository, fd: int, m: Manifest, candidates: set[int]
 
     todo = sorted(i for i in candidates if 0 <= i < len(ids))
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as ex:
-        return [i for i, good in zip(todo, ex.map(ok, todo)) if good]
+        return [i for i, good in zip(todo, ex.map(ok, todo), strict=False) if good]
 
 
 def _prepare_output(out: Path, fmt: str) -> tuple[Path, Path]:
     if fmt not in FORMATS:
         raise InvalidInput(f"output format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "qcow2" and shutil.which("qemu-img") is None:
-        raise ToolMissing("--format qcow2 needs `qemu-img` (Debian package qemu-utils); install it "
-                          "or restore with --format raw")
+        raise ToolMissing(
+            "--format qcow2 needs `qemu-img` (Debian package qemu-utils); install it "
+            "or restore with --format raw"
+        )
     if out.exists():
         raise InvalidInput(f"output {out} already exists: remove it or choose another --out")
     if not out.parent.is_dir():
@@ -236,8 +261,16 @@ def _prepare_output(out: Path, fmt: str) -> tuple[Path, Path]:
     return partial, partial.with_name(partial.name + ".done")
 
 
-def restore_point(repo: Repository, m: Manifest, out: Path, *, fmt: str = "raw", parallel: int = 16,
-                  progress: ProgressSink | None = None, cancel: threading.Event | None = None) -> RestoreResult:
+def restore_point(
+    repo: Repository,
+    m: Manifest,
+    out: Path,
+    *,
+    fmt: str = "raw",
+    parallel: int = 16,
+    progress: ProgressSink | None = None,
+    cancel: threading.Event | None = None,
+) -> RestoreResult:
     """Restore the given point to ``out`` (the caller holds a shared lock)."""
     t0 = time.monotonic()
     progress = progress or NullProgress()
@@ -269,7 +302,8 @@ def restore_point(repo: Repository, m: Manifest, out: Path, *, fmt: str = "raw",
             journal.remove()
             raise ImageMismatch(
                 f"restored image of {m.server}/{m.disk} point {m.id} has sha256 {digest}, the manifest "
-                f"says {m.sha256}: the partial file was deleted; run `drctl check REPO --read-data`")
+                f"says {m.sha256}: the partial file was deleted; run `drctl check REPO --read-data`"
+            )
         os.fsync(fd)
     except OSError as e:
         raise _os_error(e, partial, "writing") from e
@@ -290,8 +324,14 @@ def window_size(parallel: int, chunk_size: int) -> int:
     return max(2, min(want, INFLIGHT_BUDGET // chunk_size))
 
 
-def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
-               parallel: int, cancel: threading.Event | None = None) -> tuple[int, int, str | None]:
+def _fetch_all(
+    repo: Repository,
+    m: Manifest,
+    w: _Writer,
+    skip: set[int],
+    parallel: int,
+    cancel: threading.Event | None = None,
+) -> tuple[int, int, str | None]:
     """Download, authenticate and write every chunk not yet verified; also runs the hasher."""
     by_id: dict[bytes, list[int]] = {}
     for i, cid in m.iter_chunks():
@@ -302,8 +342,9 @@ def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
     counters = {"chunks": 0, "bytes": 0}
     count_lock = threading.Lock()
     result: list[str | None] = [None]
-    hasher = threading.Thread(target=lambda: result.__setitem__(0, w.hash_in_order()),
-                              name="restore-hash", daemon=True)
+    hasher = threading.Thread(
+        target=lambda: result.__setitem__(0, w.hash_in_order()), name="restore-hash", daemon=True
+    )
     hasher.start()
     journaler = threading.Thread(target=w.journal_loop, name="restore-journal", daemon=True)
     journaler.start()
@@ -317,15 +358,16 @@ def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
                 return
             # The tag binds the chunk id; the final image sha256 covers the rest (format §4).
             # A memoryview: the ciphertext is never copied before decryption.
-            plain = repo.open_chunk(cid, memoryview(blob), chunk_length(idxs[0], m.size, m.chunk_size),
-                                    verify_id=False)
+            plain = repo.open_chunk(
+                cid, memoryview(blob), chunk_length(idxs[0], m.size, m.chunk_size), verify_id=False
+            )
             w.write(plain, idxs)
             with count_lock:
                 counters["chunks"] += 1
                 counters["bytes"] += len(blob)
             del blob
             w.publish(plain, idxs)  # the hasher frees the slot once it has hashed ``plain``
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+        except BaseException as e:
             w.fail(e)
             w.window.release()
 
@@ -336,15 +378,19 @@ def _fetch_all(repo: Repository, m: Manifest, w: _Writer, skip: set[int],
                 return
             blob = repo.fetch_chunk(cid)
             decoders.submit(decode, cid, idxs, blob)
-        except BaseException as e:  # noqa: BLE001 - includes the decoder pool shut down after an error
+        except BaseException as e:
             w.fail(e)
             w.window.release()
 
     try:
         for cid, idxs in by_id.items():
             if cancel is not None and cancel.is_set():
-                w.fail(Cancelled(f"restore of {m.server}/{m.disk} cancelled; the verified chunks are kept "
-                                 f"in {w.path} for a resume"))
+                w.fail(
+                    Cancelled(
+                        f"restore of {m.server}/{m.disk} cancelled; the verified chunks are kept "
+                        f"in {w.path} for a resume"
+                    )
+                )
             if not w.acquire_slot():
                 break
             downloads.submit(fetch, cid, idxs)
@@ -369,12 +415,18 @@ def _finish(partial: Path, out: Path, fmt: str) -> None:
     try:
         if fmt == "qcow2":
             tmp = out.with_name(out.name + ".qcow2.partial")
-            proc = subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2",
-                                   str(partial), str(tmp)], check=False, capture_output=True, text=True)
+            proc = subprocess.run(
+                ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(partial), str(tmp)],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 tmp.unlink(missing_ok=True)
-                raise OutputError(f"qemu-img convert to {tmp} failed: {proc.stderr.strip()}; the "
-                                  f"verified raw image is kept at {partial}")
+                raise OutputError(
+                    f"qemu-img convert to {tmp} failed: {proc.stderr.strip()}; the "
+                    f"verified raw image is kept at {partial}"
+                )
             os.replace(tmp, out)
             partial.unlink()
         else:

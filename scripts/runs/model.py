@@ -17,6 +17,7 @@ Times are measured from the run's start: a server is *available* when all its cr
 passed (``verified_at``); ``rto_achieved_s = verified_at - started_at``; the achieved RPO is the age of
 the restore point when the run started.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,6 +39,7 @@ class SummaryInvalid(InvalidInput):
 
 
 # --- timestamps -------------------------------------------------------------------------------
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -81,31 +83,39 @@ def new_run_id(now: datetime | None = None) -> str:
 
 # --- the model --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CheckResult:
     """The outcome of one plan check on one server, after its retries."""
 
-    check: str                           # what was checked, e.g. "port 5432", "service nginx"
+    check: str  # what was checked, e.g. "port 5432", "service nginx"
     ok: bool
-    detail: str                          # what was observed (output, status, reason)
+    detail: str  # what was observed (output, status, reason)
     critical: bool = True
     attempts: int = 1
-    started_at: datetime | None = None   # first attempt
-    ended_at: datetime | None = None     # the passing attempt, or the last one
+    started_at: datetime | None = None  # first attempt
+    ended_at: datetime | None = None  # the passing attempt, or the last one
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "check": self.check, "ok": self.ok, "detail": self.detail,
-            "critical": self.critical, "attempts": self.attempts,
-            "started_at": format_ts(self.started_at), "ended_at": format_ts(self.ended_at),
+            "check": self.check,
+            "ok": self.ok,
+            "detail": self.detail,
+            "critical": self.critical,
+            "attempts": self.attempts,
+            "started_at": format_ts(self.started_at),
+            "ended_at": format_ts(self.ended_at),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "check") -> CheckResult:
         try:
             return cls(
-                check=str(d["check"]), ok=bool(d["ok"]), detail=str(d.get("detail", "")),
-                critical=bool(d.get("critical", True)), attempts=int(d.get("attempts", 1)),
+                check=str(d["check"]),
+                ok=bool(d["ok"]),
+                detail=str(d.get("detail", "")),
+                critical=bool(d.get("critical", True)),
+                attempts=int(d.get("attempts", 1)),
                 started_at=parse_ts(d.get("started_at"), f"{where}.started_at"),
                 ended_at=parse_ts(d.get("ended_at"), f"{where}.ended_at"),
             )
@@ -118,23 +128,23 @@ class ServerResult:
     """What happened to one server of the scope during a run."""
 
     name: str
-    os: str                              # e.g. "debian-12", "windows-2019"
-    status: str                          # ok | warning | failed | not-started
-    os_family: str = "linux"             # linux | windows
+    os: str  # e.g. "debian-12", "windows-2019"
+    status: str  # ok | warning | failed | not-started
+    os_family: str = "linux"  # linux | windows
     depends_on: tuple[str, ...] = ()
     restore_started_at: datetime | None = None
     restore_ended_at: datetime | None = None
     boot_started_at: datetime | None = None
-    boot_ended_at: datetime | None = None   # guest answered (optional; else the first passing check)
-    verified_at: datetime | None = None     # every critical check passed
-    restore_point: str | None = None        # snapshot id used
+    boot_ended_at: datetime | None = None  # guest answered (optional; else the first passing check)
+    verified_at: datetime | None = None  # every critical check passed
+    restore_point: str | None = None  # snapshot id used
     restore_point_at: datetime | None = None  # when that snapshot was taken
     rpo_achieved_s: float | None = None
     rpo_target_s: int | None = None
     rto_target_s: int | None = None
     rto_achieved_s: float | None = None
     checks: tuple[CheckResult, ...] = ()
-    reason: str | None = None               # why failed / not started, in words
+    reason: str | None = None  # why failed / not started, in words
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -171,7 +181,9 @@ class ServerResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "os": self.os, "status": self.status,
+            "name": self.name,
+            "os": self.os,
+            "status": self.status,
             "restore_started_at": format_ts(self.restore_started_at),
             "restore_ended_at": format_ts(self.restore_ended_at),
             "boot_started_at": format_ts(self.boot_started_at),
@@ -196,7 +208,9 @@ class ServerResult:
             name = str(d["name"])
             w = f"{where} {name!r}"
             return cls(
-                name=name, os=str(d.get("os", "")), status=str(d["status"]),
+                name=name,
+                os=str(d.get("os", "")),
+                status=str(d["status"]),
                 os_family=str(d.get("os_family", "linux")),
                 depends_on=tuple(str(x) for x in d.get("depends_on", ())),
                 restore_started_at=parse_ts(d.get("restore_started_at"), f"{w}.restore_started_at"),
@@ -210,8 +224,9 @@ class ServerResult:
                 rpo_target_s=_opt_int(d.get("rpo_target_s")),
                 rto_target_s=_opt_int(d.get("rto_target_s")),
                 rto_achieved_s=_opt_float(d.get("rto_achieved_s")),
-                checks=tuple(CheckResult.from_dict(c, f"{w} check {i}")
-                             for i, c in enumerate(d.get("checks", []))),
+                checks=tuple(
+                    CheckResult.from_dict(c, f"{w} check {i}") for i, c in enumerate(d.get("checks", []))
+                ),
                 reason=d.get("reason"),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -225,20 +240,28 @@ RECONNECTION_STATUSES = ("ok", "failed", "skipped")
 class ReconnectionStep:
     """One timed step of a site's reconnection test (tunnel, DHCP, DNS, ICMP, TCP, ...)."""
 
-    step: str                            # the NCA lab's step id, e.g. "tunnel", "dhcp"
+    step: str  # the NCA lab's step id, e.g. "tunnel", "dhcp"
     ok: bool
     seconds: float
-    detail: str                          # what was observed, or why it failed
+    detail: str  # what was observed, or why it failed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "ok": self.ok, "seconds": round(float(self.seconds), 3),
-                "detail": self.detail}
+        return {
+            "step": self.step,
+            "ok": self.ok,
+            "seconds": round(float(self.seconds), 3),
+            "detail": self.detail,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "step") -> ReconnectionStep:
         try:
-            return cls(step=str(d["step"]), ok=bool(d["ok"]), seconds=float(d.get("seconds", 0.0)),
-                       detail=str(d.get("detail", "")))
+            return cls(
+                step=str(d["step"]),
+                ok=bool(d["ok"]),
+                seconds=float(d.get("seconds", 0.0)),
+                detail=str(d.get("detail", "")),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
 
@@ -253,18 +276,20 @@ class SiteReconnection:
     (nothing to reach: ``reason`` says why; no step ran)."""
 
     site: str
-    status: str                          # ok | failed | skipped
-    target: str | None = None            # the recovered server the workstation had to reach
+    status: str  # ok | failed | skipped
+    target: str | None = None  # the recovered server the workstation had to reach
     target_ip: str | None = None
-    probe: str = ""                      # what was checked on it, e.g. "GET http://.../ containing '...'"
+    probe: str = ""  # what was checked on it, e.g. "GET http://.../ containing '...'"
     started_at: datetime | None = None
     steps: tuple[ReconnectionStep, ...] = ()
     reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in RECONNECTION_STATUSES:
-            raise SummaryInvalid(f"reconnection of site {self.site!r}: status {self.status!r} is not "
-                                 f"one of {RECONNECTION_STATUSES}")
+            raise SummaryInvalid(
+                f"reconnection of site {self.site!r}: status {self.status!r} is not "
+                f"one of {RECONNECTION_STATUSES}"
+            )
 
     @property
     def ok(self) -> bool:
@@ -280,10 +305,16 @@ class SiteReconnection:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "site": self.site, "status": self.status, "ok": self.ok,
-            "target": self.target, "target_ip": self.target_ip, "probe": self.probe,
-            "started_at": format_ts(self.started_at), "seconds": self.seconds,
-            "reason": self.reason, "steps": [s.to_dict() for s in self.steps],
+            "site": self.site,
+            "status": self.status,
+            "ok": self.ok,
+            "target": self.target,
+            "target_ip": self.target_ip,
+            "probe": self.probe,
+            "started_at": format_ts(self.started_at),
+            "seconds": self.seconds,
+            "reason": self.reason,
+            "steps": [s.to_dict() for s in self.steps],
         }
 
     @classmethod
@@ -292,11 +323,15 @@ class SiteReconnection:
             site = str(d["site"])
             w = f"{where} site {site!r}"
             return cls(
-                site=site, status=str(d["status"]), target=d.get("target"),
-                target_ip=d.get("target_ip"), probe=str(d.get("probe", "")),
+                site=site,
+                status=str(d["status"]),
+                target=d.get("target"),
+                target_ip=d.get("target_ip"),
+                probe=str(d.get("probe", "")),
                 started_at=parse_ts(d.get("started_at"), f"{w}.started_at"),
-                steps=tuple(ReconnectionStep.from_dict(s, f"{w} step {i}")
-                            for i, s in enumerate(d.get("steps", []))),
+                steps=tuple(
+                    ReconnectionStep.from_dict(s, f"{w} step {i}") for i, s in enumerate(d.get("steps", []))
+                ),
                 reason=d.get("reason"),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -316,10 +351,10 @@ class RunSummary:
     servers: tuple[ServerResult, ...]
     client_id: str = ""
     client_name: str = ""
-    client_timezone: str = ""            # the plan's IANA zone: the report shows local times too
+    client_timezone: str = ""  # the plan's IANA zone: the report shows local times too
     requested_by: str = ""
-    override_reason: str | None = None   # activation outside the plan's window, and why
-    kind: str = "activation"             # activation | drill
+    override_reason: str | None = None  # activation outside the plan's window, and why
+    kind: str = "activation"  # activation | drill
     first_available_s: float | None = None
     last_available_s: float | None = None
     notes: tuple[str, ...] = field(default=())
@@ -372,15 +407,19 @@ class RunSummary:
         """Fill ``first_available_s`` / ``last_available_s`` (and each server's achieved RTO when
         missing) from the servers' ``verified_at``."""
         servers = tuple(
-            s if s.rto_achieved_s is not None or not s.available
+            s
+            if s.rto_achieved_s is not None or not s.available
             else replace(s, rto_achieved_s=seconds_between(self.started_at, s.verified_at))
             for s in self.servers
         )
         times = [seconds_between(self.started_at, s.verified_at) for s in servers if s.available]
         times = [t for t in times if t is not None]
-        return replace(self, servers=servers,
-                       first_available_s=min(times) if times else None,
-                       last_available_s=max(times) if times else None)
+        return replace(
+            self,
+            servers=servers,
+            first_available_s=min(times) if times else None,
+            last_available_s=max(times) if times else None,
+        )
 
     def dependency_levels(self) -> dict[str, int]:
         """0 for servers with no upstream in this run, else 1 + the deepest upstream's level."""
@@ -390,18 +429,25 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "stack": self.stack, "mode": self.mode, "target": self.target,
-            "started_at": format_ts(self.started_at), "ended_at": format_ts(self.ended_at),
+            "run_id": self.run_id,
+            "stack": self.stack,
+            "mode": self.mode,
+            "target": self.target,
+            "started_at": format_ts(self.started_at),
+            "ended_at": format_ts(self.ended_at),
             "first_available_s": _opt_float(self.first_available_s),
             "last_available_s": _opt_float(self.last_available_s),
             "servers": [s.to_dict() for s in self.servers],
             # extra keys
             "schema_version": SCHEMA_VERSION,
             "kind": self.kind,
-            "client_id": self.client_id, "client_name": self.client_name,
+            "client_id": self.client_id,
+            "client_name": self.client_name,
             "client_timezone": self.client_timezone,
-            "requested_by": self.requested_by, "override_reason": self.override_reason,
-            "outcome": self.outcome, "counts": self.counts(),
+            "requested_by": self.requested_by,
+            "override_reason": self.override_reason,
+            "outcome": self.outcome,
+            "counts": self.counts(),
             "notes": list(self.notes),
             "reconnection": [r.to_dict() for r in self.reconnection],
             "reconnection_ok": self.reconnection_ok,
@@ -423,12 +469,17 @@ class RunSummary:
             started = parse_ts(d["started_at"], "started_at")
             assert started is not None
             return cls(
-                run_id=str(d["run_id"]), stack=str(d["stack"]), mode=str(d["mode"]),
-                target=str(d["target"]), started_at=started,
+                run_id=str(d["run_id"]),
+                stack=str(d["stack"]),
+                mode=str(d["mode"]),
+                target=str(d["target"]),
+                started_at=started,
                 ended_at=parse_ts(d.get("ended_at"), "ended_at"),
-                servers=tuple(ServerResult.from_dict(s, f"servers[{i}]")
-                              for i, s in enumerate(d.get("servers", []))),
-                client_id=str(d.get("client_id", "")), client_name=str(d.get("client_name", "")),
+                servers=tuple(
+                    ServerResult.from_dict(s, f"servers[{i}]") for i, s in enumerate(d.get("servers", []))
+                ),
+                client_id=str(d.get("client_id", "")),
+                client_name=str(d.get("client_name", "")),
                 client_timezone=str(d.get("client_timezone", "")),
                 requested_by=str(d.get("requested_by", "")),
                 override_reason=d.get("override_reason"),
@@ -436,8 +487,10 @@ class RunSummary:
                 first_available_s=_opt_float(d.get("first_available_s")),
                 last_available_s=_opt_float(d.get("last_available_s")),
                 notes=tuple(str(n) for n in d.get("notes", ())),
-                reconnection=tuple(SiteReconnection.from_dict(r, f"reconnection[{i}]")
-                                   for i, r in enumerate(d.get("reconnection", []))),
+                reconnection=tuple(
+                    SiteReconnection.from_dict(r, f"reconnection[{i}]")
+                    for i, r in enumerate(d.get("reconnection", []))
+                ),
             )
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise SummaryInvalid(f"run summary: missing or bad field ({e})") from e
@@ -453,7 +506,7 @@ class RunSummary:
 
 def dependency_levels(edges: Iterable[tuple[str, Iterable[str]]]) -> dict[str, int]:
     """Level of each node; upstreams outside the set are ignored; a cycle raises SummaryInvalid."""
-    deps = {name: [u for u in ups] for name, ups in edges}
+    deps = {name: list(ups) for name, ups in edges}
     levels: dict[str, int] = {}
 
     def level(name: str, trail: tuple[str, ...]) -> int:

@@ -8,6 +8,7 @@ The timeline's geometry is computed here (:func:`timeline_layout`, pure) and onl
 template: one row per server ordered by dependency level, bars for restore, boot and checks on one
 time axis, and an arrow from each upstream server's verification to the start of its dependants.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 1
 
 
 # --- formatting ----------------------------------------------------------------------------------
+
 
 def fmt_duration(seconds: float | None) -> str:
     """``45 s``, ``12 min 05 s``, ``2 h 05 min``, ``1 d 03 h``; an em dash when unknown."""
@@ -73,9 +75,10 @@ def fmt_offset(seconds: float) -> str:
 
 # --- timeline layout ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Bar:
-    kind: str        # restore | boot | checks-ok | checks-warning | checks-failed | no-answer
+    kind: str  # restore | boot | checks-ok | checks-warning | checks-failed | no-answer
     x: float
     w: float
     title: str
@@ -86,10 +89,10 @@ class Row:
     name: str
     level: int
     status: str
-    y: float                         # top of the row
+    y: float  # top of the row
     bars: tuple[Bar, ...]
-    verified_x: float | None         # marker where the server became available
-    end_x: float | None              # where its last bar ends
+    verified_x: float | None  # marker where the server became available
+    end_x: float | None  # where its last bar ends
     note: str = ""
 
     @property
@@ -105,7 +108,7 @@ class Arrow:
     y1: float
     x2: float
     y2: float
-    kind: str        # "started-after" (upstream verified, then dependant booted) | "blocked"
+    kind: str  # "started-after" (upstream verified, then dependant booted) | "blocked"
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Timeline:
     rows: tuple[Row, ...]
     arrows: tuple[Arrow, ...]
     ticks: tuple[tuple[float, str], ...]
-    marks: tuple[tuple[float, str], ...] = field(default=())   # first / last available
+    marks: tuple[tuple[float, str], ...] = field(default=())  # first / last available
     span_s: float = 0.0
 
 
@@ -138,9 +141,13 @@ def timeline_layout(summary: RunSummary) -> Timeline:
         if a is None or b is None:
             return None
         xa, xb = x(a), x(b)
-        return Bar(kind, xa, max(MIN_BAR_W, round(xb - xa, 2)),
-                   f"{what}: {fmt_offset((a - t0).total_seconds())} \u2192 {fmt_offset((b - t0).total_seconds())}"
-                   f" ({fmt_duration((b - a).total_seconds())})")
+        return Bar(
+            kind,
+            xa,
+            max(MIN_BAR_W, round(xb - xa, 2)),
+            f"{what}: {fmt_offset((a - t0).total_seconds())} \u2192 {fmt_offset((b - t0).total_seconds())}"
+            f" ({fmt_duration((b - a).total_seconds())})",
+        )
 
     levels = summary.dependency_levels()
     order = sorted(summary.servers, key=lambda s: (levels[s.name], s.name))
@@ -162,11 +169,18 @@ def timeline_layout(summary: RunSummary) -> Timeline:
         if s.status == "not-started":
             note = s.reason or "not started"
             note = note if note.lower().startswith("not started") else f"not started: {note}"
-        rows.append(Row(
-            name=s.name, level=levels[s.name], status=s.status, y=AXIS_H + i * ROW_H, bars=kept,
-            verified_x=x(s.verified_at) if s.verified_at is not None else None,
-            end_x=max((b.x + b.w for b in kept), default=None), note=note,
-        ))
+        rows.append(
+            Row(
+                name=s.name,
+                level=levels[s.name],
+                status=s.status,
+                y=AXIS_H + i * ROW_H,
+                bars=kept,
+                verified_x=x(s.verified_at) if s.verified_at is not None else None,
+                end_x=max((b.x + b.w for b in kept), default=None),
+                note=note,
+            )
+        )
 
     by_name = {r.name: r for r in rows}
     servers = {s.name: s for s in summary.servers}
@@ -178,21 +192,33 @@ def timeline_layout(summary: RunSummary) -> Timeline:
             if u is None:
                 continue
             if u.verified_x is not None and s.boot_started_at is not None:
-                arrows.append(Arrow(up_name, r.name, u.verified_x, u.mid, x(s.boot_started_at), r.mid,
-                                    "started-after"))
+                arrows.append(
+                    Arrow(up_name, r.name, u.verified_x, u.mid, x(s.boot_started_at), r.mid, "started-after")
+                )
             elif s.status == "not-started" and u.end_x is not None:
                 arrows.append(Arrow(up_name, r.name, u.end_x, u.mid, u.end_x, r.mid, "blocked"))
 
     step = next((st for st in TICK_STEPS_S if span / st <= 10), TICK_STEPS_S[-1])
-    ticks = tuple((round(LABEL_W + k * step / span * CHART_W, 2), fmt_offset(k * step))
-                  for k in range(int(span // step) + 1))
+    ticks = tuple(
+        (round(LABEL_W + k * step / span * CHART_W, 2), fmt_offset(k * step))
+        for k in range(int(span // step) + 1)
+    )
     marks = []
-    for label, val in (("first available", summary.first_available_s),
-                       ("last available", summary.last_available_s)):
+    for label, val in (
+        ("first available", summary.first_available_s),
+        ("last available", summary.last_available_s),
+    ):
         if val is not None:
             marks.append((round(LABEL_W + val / span * CHART_W, 2), label))
-    return Timeline(width=LABEL_W + CHART_W + RIGHT_PAD, height=AXIS_H + len(rows) * ROW_H + 12,
-                    rows=tuple(rows), arrows=tuple(arrows), ticks=ticks, marks=tuple(marks), span_s=span)
+    return Timeline(
+        width=LABEL_W + CHART_W + RIGHT_PAD,
+        height=AXIS_H + len(rows) * ROW_H + 12,
+        rows=tuple(rows),
+        arrows=tuple(arrows),
+        ticks=ticks,
+        marks=tuple(marks),
+        span_s=span,
+    )
 
 
 # --- network and user reconnection ------------------------------------------------------------------
@@ -220,7 +246,7 @@ _STEP_LABELS = dict(LAB_STEPS)
 class StepRow:
     step: str
     label: str
-    state: str               # ok | failed | not-run
+    state: str  # ok | failed | not-run
     seconds: float | None
     detail: str
 
@@ -239,12 +265,17 @@ def fmt_seconds(seconds: float | None) -> str:
 def reconnection_rows(site: SiteReconnection) -> tuple[StepRow, ...]:
     """The site's steps as run, then (when a step failed) the lab steps that never ran, shown as
     "not run" before the teardown: a reader sees what was not proven."""
-    rows = [StepRow(s.step, _STEP_LABELS.get(s.step, s.step), "ok" if s.ok else "failed", s.seconds, s.detail)
-            for s in site.steps]
+    rows = [
+        StepRow(s.step, _STEP_LABELS.get(s.step, s.step), "ok" if s.ok else "failed", s.seconds, s.detail)
+        for s in site.steps
+    ]
     if site.status == "failed":
         done = {s.step for s in site.steps}
-        missing = [StepRow(step, label, "not-run", None, "not run: an earlier step failed")
-                   for step, label in LAB_STEPS if step not in done and step not in ("setup", "lab-error", "teardown")]
+        missing = [
+            StepRow(step, label, "not-run", None, "not run: an earlier step failed")
+            for step, label in LAB_STEPS
+            if step not in done and step not in ("setup", "lab-error", "teardown")
+        ]
         cut = next((i for i, r in enumerate(rows) if r.step == "teardown"), len(rows))
         rows[cut:cut] = missing
     return tuple(rows)
@@ -252,10 +283,14 @@ def reconnection_rows(site: SiteReconnection) -> tuple[StepRow, ...]:
 
 # --- page ------------------------------------------------------------------------------------------
 
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
         keep_trailing_newline=True,
     )
     env.filters.update(duration=fmt_duration, time=fmt_time, seconds=fmt_seconds, local=fmt_local)
@@ -266,13 +301,29 @@ def render_html(summary: RunSummary) -> str:
     """The report page. Deterministic: the same summary gives the same bytes (they are signed)."""
     levels = summary.dependency_levels()
     servers = sorted(summary.servers, key=lambda s: (levels[s.name], s.name))
-    ages = {s.name: s.rpo_achieved_s if s.rpo_achieved_s is not None
-            else seconds_between(s.restore_point_at, summary.started_at) for s in servers}
-    return _environment().get_template(TEMPLATE).render(
-        s=summary, servers=servers, levels=levels, rpo_ages=ages, counts=summary.counts(),
-        families=summary.os_families(), timeline=timeline_layout(summary),
-        duration=seconds_between(summary.started_at, summary.ended_at),
-        bar_h=BAR_H, row_h=ROW_H, axis_h=AXIS_H, label_w=LABEL_W,
-        sites=[(r, reconnection_rows(r)) for r in summary.reconnection],
-        site_counts=summary.reconnection_counts(),
+    ages = {
+        s.name: s.rpo_achieved_s
+        if s.rpo_achieved_s is not None
+        else seconds_between(s.restore_point_at, summary.started_at)
+        for s in servers
+    }
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            s=summary,
+            servers=servers,
+            levels=levels,
+            rpo_ages=ages,
+            counts=summary.counts(),
+            families=summary.os_families(),
+            timeline=timeline_layout(summary),
+            duration=seconds_between(summary.started_at, summary.ended_at),
+            bar_h=BAR_H,
+            row_h=ROW_H,
+            axis_h=AXIS_H,
+            label_w=LABEL_W,
+            sites=[(r, reconnection_rows(r)) for r in summary.reconnection],
+            site_counts=summary.reconnection_counts(),
+        )
     )

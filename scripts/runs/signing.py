@@ -13,6 +13,7 @@ which file changed) and the signature in hex. It is read strictly: any byte chan
 ``summary.json`` or in ``report.html`` makes :func:`verify` raise :class:`ReportTampered` (exit 13)
 naming the file. Verification uses the operator's public key, never the one a report carries.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,6 +61,7 @@ class ReportFiles:
 
 # --- keys ---------------------------------------------------------------------------------------
 
+
 def default_key_path(state_dir: Path) -> Path:
     env = os.environ.get(KEY_ENV)
     return Path(env).expanduser() if env else Path(state_dir) / "keys" / "report-signing.key"
@@ -86,8 +88,9 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
@@ -96,9 +99,13 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         return load_private_key(path)
     except OSError as e:
         raise LocalIOError(f"cannot create the report-signing key {path}: {e}") from e
-    log.warning("generated a new report-signing key %s (mode 0600, key id %s); its public key is %s: "
-                "keep a copy of both, reports signed with it verify only with that public key",
-                path, key_id(key.public_key()), public_key_path(path))
+    log.warning(
+        "generated a new report-signing key %s (mode 0600, key id %s); its public key is %s: "
+        "keep a copy of both, reports signed with it verify only with that public key",
+        path,
+        key_id(key.public_key()),
+        public_key_path(path),
+    )
     return key
 
 
@@ -107,8 +114,10 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SigningKeyUnsafe(f"report-signing key {path} is accessible to other users "
-                                   f"(mode {stat.S_IMODE(mode):o}): run `chmod 600 {path}`")
+            raise SigningKeyUnsafe(
+                f"report-signing key {path} is accessible to other users "
+                f"(mode {stat.S_IMODE(mode):o}): run `chmod 600 {path}`"
+            )
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as e:
         raise LocalIOError(f"cannot read the report-signing key {path}: {e}") from e
@@ -140,8 +149,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 # --- sign / verify ---------------------------------------------------------------------------------
 
+
 def signed_message(summary: bytes, html: bytes) -> bytes:
-    return (_DOMAIN + len(summary).to_bytes(8, "big") + summary + len(html).to_bytes(8, "big") + html)
+    return _DOMAIN + len(summary).to_bytes(8, "big") + summary + len(html).to_bytes(8, "big") + html
 
 
 def _encode_sig(doc: dict[str, str]) -> bytes:
@@ -151,18 +161,22 @@ def _encode_sig(doc: dict[str, str]) -> bytes:
 def sign(summary: bytes, html: bytes, key: Ed25519PrivateKey) -> bytes:
     """The content of ``report.sig`` for these two files."""
     sig = key.sign(signed_message(summary, html))
-    return _encode_sig({
-        "format": SIG_FORMAT,
-        "key_id": key_id(key.public_key()),
-        "summary_sha256": hashlib.sha256(summary).hexdigest(),
-        "report_sha256": hashlib.sha256(html).hexdigest(),
-        "signature": sig.hex(),
-    })
+    return _encode_sig(
+        {
+            "format": SIG_FORMAT,
+            "key_id": key_id(key.public_key()),
+            "summary_sha256": hashlib.sha256(summary).hexdigest(),
+            "report_sha256": hashlib.sha256(html).hexdigest(),
+            "signature": sig.hex(),
+        }
+    )
 
 
 def _parse_sig(files: ReportFiles) -> tuple[dict[str, str], bytes]:
-    damaged = ReportTampered(f"{files.signature_name} is damaged or was edited: it is not a "
-                             f"{SIG_FORMAT} document; the report cannot be trusted")
+    damaged = ReportTampered(
+        f"{files.signature_name} is damaged or was edited: it is not a "
+        f"{SIG_FORMAT} document; the report cannot be trusted"
+    )
     try:
         doc = json.loads(files.signature.decode("ascii"))
         fields = ("format", "key_id", "summary_sha256", "report_sha256", "signature")
@@ -184,9 +198,11 @@ def verify(files: ReportFiles, public: Ed25519PublicKey) -> str:
     doc, sig = _parse_sig(files)
     kid = key_id(public)
     if doc["key_id"] != kid:
-        raise ReportTampered(f"{files.signature_name} was made with key {doc['key_id']}, not with the "
-                             f"operator's key {kid}: the report cannot be trusted (or verify with "
-                             f"--public-key of the key that signed it)")
+        raise ReportTampered(
+            f"{files.signature_name} was made with key {doc['key_id']}, not with the "
+            f"operator's key {kid}: the report cannot be trusted (or verify with "
+            f"--public-key of the key that signed it)"
+        )
     changed = []
     if hashlib.sha256(files.summary).hexdigest() != doc["summary_sha256"]:
         changed.append(files.summary_name)
@@ -198,9 +214,13 @@ def verify(files: ReportFiles, public: Ed25519PublicKey) -> str:
         pass
     else:
         if changed:  # the files are as signed, but the digests in report.sig were edited
-            raise ReportTampered(f"{files.signature_name} was edited: its digests do not match the signed files")
+            raise ReportTampered(
+                f"{files.signature_name} was edited: its digests do not match the signed files"
+            )
         return kid
     if changed:
-        raise ReportTampered(f"{' and '.join(changed)} changed after the report was signed "
-                             f"(signature in {files.signature_name} does not match)")
+        raise ReportTampered(
+            f"{' and '.join(changed)} changed after the report was signed "
+            f"(signature in {files.signature_name} does not match)"
+        )
     raise ReportTampered(f"the signature in {files.signature_name} is not valid for this report")

@@ -11,6 +11,7 @@ A run directory is written whole (temporary directory, then rename), so a listin
 half-written run. The upload goes through the :class:`drctl.storage.base.Storage` interface given
 to the constructor (``drctl.storage.open_storage(url)`` builds one for the client's bucket).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,10 +26,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from drctl import paths
-from drctl.runs import signing as report_signing
 from drctl.errors import InvalidInput, LocalIOError
-from drctl.runs.report import render_html
+from drctl.runs import signing as report_signing
 from drctl.runs.model import RunSummary
+from drctl.runs.report import render_html
 from drctl.storage.base import Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,9 @@ class RunStore:
     """Stores, lists, finds and verifies runs. ``storage`` (optional) is the client's report
     bucket; ``prefix`` is where runs go in it."""
 
-    def __init__(self, state_dir: Path | None = None, storage: Storage | None = None, *,
-                 prefix: str = "reports") -> None:
+    def __init__(
+        self, state_dir: Path | None = None, storage: Storage | None = None, *, prefix: str = "reports"
+    ) -> None:
         self.state_dir = Path(state_dir) if state_dir is not None else paths.state_dir()
         self.storage = storage
         self.prefix = prefix.strip("/")
@@ -112,7 +114,9 @@ class RunStore:
         try:
             parent.mkdir(parents=True, exist_ok=True)
             if final.exists():
-                raise InvalidInput(f"run {summary.run_id} is already stored at {final}; run ids are never reused")
+                raise InvalidInput(
+                    f"run {summary.run_id} is already stored at {final}; run ids are never reused"
+                )
             tmp = Path(tempfile.mkdtemp(prefix=f".{summary.run_id}.", dir=parent))
             try:
                 for name, data in files.items():
@@ -129,8 +133,9 @@ class RunStore:
         log.info("stored run %s at %s", summary.run_id, final)
         return final
 
-    def upload(self, summary: RunSummary, files: dict[str, bytes] | None = None,
-               local_path: Path | None = None) -> list[str]:
+    def upload(
+        self, summary: RunSummary, files: dict[str, bytes] | None = None, local_path: Path | None = None
+    ) -> list[str]:
         """Put the run's files in the report bucket; returns the keys written."""
         if self.storage is None:
             raise InvalidInput("no report bucket configured for this store")
@@ -139,7 +144,11 @@ class RunStore:
             files = {n: (stored.path / n).read_bytes() for n in FILES}
             local_path = stored.path
         keys = []
-        base = f"{self.prefix}/{summary.stack}/{summary.run_id}" if self.prefix else f"{summary.stack}/{summary.run_id}"
+        base = (
+            f"{self.prefix}/{summary.stack}/{summary.run_id}"
+            if self.prefix
+            else f"{summary.stack}/{summary.run_id}"
+        )
         # The signature last: a reader who sees report.sig sees the files it covers.
         for name in (SUMMARY, HTML, SIGNATURE):
             key = f"{base}/{name}"
@@ -149,7 +158,8 @@ class RunStore:
                 raise ReportUploadFailed(
                     f"report of run {summary.run_id} is stored locally at {local_path}, but uploading "
                     f"{key} to {self.storage.describe()} failed: {e.message}. Fix the bucket access and "
-                    f"run `drctl report upload {summary.run_id}`") from e
+                    f"run `drctl report upload {summary.run_id}`"
+                ) from e
             keys.append(key)
         log.info("uploaded run %s to %s/%s", summary.run_id, self.storage.describe(), base)
         return keys
@@ -186,7 +196,9 @@ class RunStore:
             return self._load(exact[0])
         matches = []
         if self.runs_dir.is_dir():
-            matches = sorted(p for p in self.runs_dir.glob(f"*/{run_id}*") if p.is_dir() and not p.name.startswith("."))
+            matches = sorted(
+                p for p in self.runs_dir.glob(f"*/{run_id}*") if p.is_dir() and not p.name.startswith(".")
+            )
         if len(matches) == 1:
             return self._load(matches[0])
         if len(matches) > 1:
@@ -204,18 +216,25 @@ class RunStore:
             elif kp.exists():
                 public = report_signing.load_private_key(kp).public_key()
             else:
-                raise InvalidInput(f"no report-verification key: neither {pub} nor {kp} exists; "
-                                   f"give --public-key FILE")
+                raise InvalidInput(
+                    f"no report-verification key: neither {pub} nor {kp} exists; give --public-key FILE"
+                )
         data = {}
         for name in FILES:
             try:
                 data[name] = (path / name).read_bytes()
             except FileNotFoundError as e:
-                raise report_signing.ReportTampered(f"{path / name} is missing: the report is incomplete") from e
+                raise report_signing.ReportTampered(
+                    f"{path / name} is missing: the report is incomplete"
+                ) from e
             except OSError as e:
                 raise LocalIOError(f"cannot read {path / name}: {e}") from e
         files = report_signing.ReportFiles(
-            data[SUMMARY], data[HTML], data[SIGNATURE],
-            str(path / SUMMARY), str(path / HTML), str(path / SIGNATURE))
+            data[SUMMARY],
+            data[HTML],
+            data[SIGNATURE],
+            str(path / SUMMARY),
+            str(path / HTML),
+            str(path / SIGNATURE),
+        )
         return report_signing.verify(files, public)
-

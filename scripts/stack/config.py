@@ -12,6 +12,7 @@ Passphrase lookup (same order as the Pulumi CLI, plus one documented shortcut): 
 variable ``PULUMI_CONFIG_PASSPHRASE``, else the file named by ``PULUMI_CONFIG_PASSPHRASE_FILE``,
 else -- only when neither is set -- ``stacks/<stack>.passphrase`` (shipped for the demo stacks only).
 """
+
 from __future__ import annotations
 
 import json
@@ -89,7 +90,7 @@ class StackSettings:
     admin_ssh_public_key: str = ""
     boot_volume_type: str = ""
     backup_repository: str = ""  # empty: s3://<client>-backups/repo (the BackupVault's container)
-    report_location: str = ""    # empty: s3://<client>-reports (the BackupVault's report container)
+    report_location: str = ""  # empty: s3://<client>-reports (the BackupVault's report container)
 
     def repository_url(self, plan: Plan) -> str:
         """Where the client's encrypted backups are: the vault's backup container by default."""
@@ -139,22 +140,30 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
     """Typed settings from config values (keys without the ``flexible-recovery:`` prefix).
 
     Missing optional keys take the defaults of ``Pulumi.yaml``; ``where`` names the source in errors."""
-    v = {k: _decode(k, SETTING_TYPES[k], x, where) for k, x in values.items()
-         if k in SETTING_TYPES and x is not None}
+    v = {
+        k: _decode(k, SETTING_TYPES[k], x, where)
+        for k, x in values.items()
+        if k in SETTING_TYPES and x is not None
+    }
     if not v.get("plan"):
-        raise StackConfigInvalid(f"{where}: {PROJECT}:plan is required (the client's recovery plan, "
-                                 "e.g. recovery_plans/<client>.yaml)")
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:plan is required (the client's recovery plan, "
+            "e.g. recovery_plans/<client>.yaml)"
+        )
     flavors = []
     for i, f in enumerate(v.get("flavor_map") or []):
         try:
             flavors.append(Flavor(name=str(f["name"]), vcpus=int(f["vcpus"]), ram_mb=int(f["ram_mb"])))
         except (KeyError, TypeError, ValueError) as e:
             raise StackConfigInvalid(
-                f"{where}: {PROJECT}:flavor_map[{i}]: each entry needs name, vcpus and ram_mb") from e
+                f"{where}: {PROJECT}:flavor_map[{i}]: each entry needs name, vcpus and ram_mb"
+            ) from e
     act = v.get("activation") or {}
     if not isinstance(act, dict):
-        raise StackConfigInvalid(f"{where}: {PROJECT}:activation: expected an object "
-                                 "{servers: [...], images: {server: image id}, restore_point: ...}")
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:activation: expected an object "
+            "{servers: [...], images: {server: image id}, restore_point: ...}"
+        )
     servers = act.get("servers")
     images = act.get("images") or {}
     if servers is not None and not (isinstance(servers, list) and all(isinstance(s, str) for s in servers)):
@@ -163,8 +172,10 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         raise StackConfigInvalid(f"{where}: {PROJECT}:activation.images: expected server: image id pairs")
     data_images = act.get("data_images") or {}
     if not (isinstance(data_images, dict) and all(isinstance(d, dict) for d in data_images.values())):
-        raise StackConfigInvalid(f"{where}: {PROJECT}:activation.data_images: expected "
-                                 "{server: {disk: image id}} (the images of the servers' non-boot disks)")
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:activation.data_images: expected "
+            "{server: {disk: image id}} (the images of the servers' non-boot disks)"
+        )
     activation = Activation(
         # An empty list means "not chosen": the default scope, like an absent one.
         servers=tuple(servers) if servers else None,
@@ -173,9 +184,12 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         restore_point=str(act.get("restore_point") or ""),
     )
     return StackSettings(
-        plan=v["plan"], region=v.get("region") or "RegionOne",
-        external_network=v.get("external_network") or "public", flavors=tuple(flavors),
-        failover=bool(v.get("failover", False)), activation=activation,
+        plan=v["plan"],
+        region=v.get("region") or "RegionOne",
+        external_network=v.get("external_network") or "public",
+        flavors=tuple(flavors),
+        failover=bool(v.get("failover", False)),
+        activation=activation,
         admin_ssh_public_key=v.get("admin_ssh_public_key") or "",
         boot_volume_type=v.get("boot_volume_type") or "",
         backup_repository=v.get("backup_repository") or "",
@@ -188,8 +202,10 @@ def check_settings(settings: StackSettings, plan: Plan, *, where: str) -> None:
     names = {s.name for s in plan.servers}
     unknown = [s for s in (settings.activation.servers or ()) if s not in names]
     if unknown:
-        raise StackConfigInvalid(f"{where}: {PROJECT}:activation.servers: unknown server(s) "
-                                 f"{', '.join(unknown)}; the plan has {', '.join(sorted(names))}")
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:activation.servers: unknown server(s) "
+            f"{', '.join(unknown)}; the plan has {', '.join(sorted(names))}"
+        )
     for name in settings.scope(plan):
         choose_flavor(plan.server(name), settings.flavors)
 
@@ -209,6 +225,7 @@ def load_plan_file(path: Path) -> Plan:
 
 
 # --- stack files -----------------------------------------------------------------------------------
+
 
 def stack_file(stack: str, project_dir: Path | None = None) -> Path:
     project_dir = project_dir or paths.project_dir()
@@ -250,20 +267,24 @@ def read_passphrase(stack: str, project_dir: Path | None = None) -> str:
     path = Path(file_var) if file_var else local
     if not file_var and not local.exists():
         raise StackConfigInvalid(
-            f"stack {stack}: no passphrase; set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE")
+            f"stack {stack}: no passphrase; set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE"
+        )
     try:
         return path.read_text().strip()
     except OSError as e:
         raise StackConfigInvalid(f"{path}: cannot read the passphrase file ({e.strerror})") from e
 
 
-def open_stack_secrets(stack: str, doc: Mapping[str, Any], path: Path,
-                       project_dir: Path | None = None) -> StackCrypter:
+def open_stack_secrets(
+    stack: str, doc: Mapping[str, Any], path: Path, project_dir: Path | None = None
+) -> StackCrypter:
     project_dir = project_dir or paths.project_dir()
     salt = doc.get("encryptionsalt")
     if not salt:
-        raise StackConfigInvalid(f"{path}: holds secure values but no encryptionsalt; "
-                                 "set the secrets again with `drctl stack set-secret`")
+        raise StackConfigInvalid(
+            f"{path}: holds secure values but no encryptionsalt; "
+            "set the secrets again with `drctl stack set-secret`"
+        )
     return open_encryption_salt(read_passphrase(stack, project_dir), salt, where=str(path))
 
 
@@ -315,7 +336,8 @@ class StackConfig:
         except KeyError:
             raise StackConfigInvalid(
                 f"{self.path}: {PROJECT}:vpn_psks has no key for site {site}; "
-                f"set one with `drctl stack set-secret {self.stack} vpn_psks.{site}`") from None
+                f"set one with `drctl stack set-secret {self.stack} vpn_psks.{site}`"
+            ) from None
 
 
 def load_stack(stack: str, project_dir: Path | None = None) -> StackConfig:
@@ -331,7 +353,7 @@ def load_stack(stack: str, project_dir: Path | None = None) -> StackConfig:
     for full_key, raw in (doc.get("config") or {}).items():
         if not str(full_key).startswith(prefix):
             continue  # provider keys such as openstack:insecure are the CLI's business
-        key = str(full_key)[len(prefix):]
+        key = str(full_key)[len(prefix) :]
         if _has_secure(raw):
             crypter = crypter or open_stack_secrets(stack, doc, path, project_dir)
             raw = _reveal(raw, crypter, f"{path}: {full_key}")
@@ -344,20 +366,30 @@ def load_stack(stack: str, project_dir: Path | None = None) -> StackConfig:
     check_settings(settings, plan, where=where)
     psks_raw = values.get("vpn_psks") or {}
     if psks_raw and "vpn_psks" not in secret_keys:
-        raise StackConfigInvalid(f"{where}: {PROJECT}:vpn_psks must hold secrets (`secure:` values); "
-                                 f"set them with `drctl stack set-secret {stack} vpn_psks.<site>`")
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:vpn_psks must hold secrets (`secure:` values); "
+            f"set them with `drctl stack set-secret {stack} vpn_psks.<site>`"
+        )
     if not isinstance(psks_raw, dict):
         raise StackConfigInvalid(f"{where}: {PROJECT}:vpn_psks: expected site: psk pairs")
-    return StackConfig(stack=stack, path=path, project_dir=project_dir, settings=settings, plan=plan,
-                       values=values, secret_keys=frozenset(secret_keys),
-                       psks={str(k): str(x) for k, x in psks_raw.items()})
+    return StackConfig(
+        stack=stack,
+        path=path,
+        project_dir=project_dir,
+        settings=settings,
+        plan=plan,
+        values=values,
+        secret_keys=frozenset(secret_keys),
+        psks={str(k): str(x) for k, x in psks_raw.items()},
+    )
 
 
 # --- writing secrets (what `pulumi config set --secret [--path]` does) ------------------------------
 
+
 def _split_key(key: str) -> tuple[str, list[str]]:
     """``vpn_psks.paris`` or ``flexible-recovery:vpn_psks.paris`` -> (full top key, nested path)."""
-    bare = key[len(PROJECT) + 1:] if key.startswith(f"{PROJECT}:") else key
+    bare = key[len(PROJECT) + 1 :] if key.startswith(f"{PROJECT}:") else key
     if ":" in bare or not bare:
         raise StackConfigInvalid(f"config key {key!r}: only keys of project {PROJECT} can be set here")
     parts = bare.split(".")

@@ -7,6 +7,7 @@ same objects from :class:`drctl.stack.preview.PreviewResource` records and calls
 ``validate``, so a rule behaves alike under ``pulumi preview --policy-pack policies`` and under
 ``drctl policy``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,11 +33,11 @@ from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY, deser
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
+from drctl.paths import PROJECT
 from drctl.policies import dr_rules
 
 log = logging.getLogger(__name__)
 
-from drctl.paths import PROJECT
 STACK_TYPE = "pulumi:pulumi:Stack"
 
 
@@ -65,8 +66,13 @@ class Violation:
         return f"{self.level.upper()} {self.policy}: {self.resource}: {self.message}"
 
     def to_dict(self) -> dict[str, str]:
-        return {"policy": self.policy, "level": self.level, "resource": self.resource,
-                "type": self.resource_type, "message": self.message}
+        return {
+            "policy": self.policy,
+            "level": self.level,
+            "resource": self.resource,
+            "type": self.resource_type,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -108,9 +114,13 @@ def _options(r: GraphResource, parent_urn: str | None) -> PolicyResourceOptions:
     secret_keys = sorted(k for k, v in r.inputs.items() if _is_secret(v))
     declared = list(getattr(r, "additional_secret_outputs", None) or [])
     return PolicyResourceOptions(
-        protect=bool(r.protect), ignore_changes=[], delete_before_replace=None, aliases=[],
+        protect=bool(r.protect),
+        ignore_changes=[],
+        delete_before_replace=None,
+        aliases=[],
         custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
-        additional_secret_outputs=sorted(set(secret_keys) | set(declared)), parent=parent_urn,
+        additional_secret_outputs=sorted(set(secret_keys) | set(declared)),
+        parent=parent_urn,
     )
 
 
@@ -150,14 +160,16 @@ def check_resources(
     for r in resources:
         parent_urn = urns.get(r.parent) if r.parent else None
         policy_resources[r.name] = PolicyResource(
-            r.type, _props(r), urns[r.name], r.name, _options(r, parent_urn), None, None, [], {})
+            r.type, _props(r), urns[r.name], r.name, _options(r, parent_urn), None, None, [], {}
+        )
     for r in resources:
         pr = policy_resources[r.name]
         pr.parent = policy_resources.get(r.parent) if r.parent else None
         pr.dependencies = [policy_resources[d] for d in r.depends_on if d in policy_resources]
         prop_deps = getattr(r, "property_dependencies", None) or {}
         pr.property_dependencies = {
-            k: [policy_resources[d] for d in v if d in policy_resources] for k, v in prop_deps.items()}
+            k: [policy_resources[d] for d in v if d in policy_resources] for k, v in prop_deps.items()
+        }
 
     violations: list[Violation] = []
     not_applicable: list[tuple[str, str]] = []
@@ -165,25 +177,32 @@ def check_resources(
         level = policy.enforcement_level or EnforcementLevel.ADVISORY
         if level == EnforcementLevel.DISABLED:
             continue
-        level_name = "mandatory" if level in (EnforcementLevel.MANDATORY,
-                                               EnforcementLevel.REMEDIATE) else "advisory"
+        level_name = (
+            "mandatory" if level in (EnforcementLevel.MANDATORY, EnforcementLevel.REMEDIATE) else "advisory"
+        )
         policy_config = dict(config.get(policy.name, {}))
 
-        def collect(resource: str, message: str) -> None:
-            violations.append(Violation(policy.name, level_name, resource,
-                                        types.get(resource, STACK_TYPE), message))
+        def collect(resource: str, message: str, policy: Any = policy, level_name: str = level_name) -> None:
+            violations.append(
+                Violation(policy.name, level_name, resource, types.get(resource, STACK_TYPE), message)
+            )
 
-        def unknown(resource: str, e: UnknownValueError) -> None:
+        def unknown(resource: str, e: UnknownValueError, policy: Any = policy) -> None:
             # The engine reports this as an advisory diagnostic and goes on.
-            violations.append(Violation(policy.name, "advisory", resource,
-                                        types.get(resource, STACK_TYPE),
-                                        f"can't run during preview: {e.message}"))
+            violations.append(
+                Violation(
+                    policy.name,
+                    "advisory",
+                    resource,
+                    types.get(resource, STACK_TYPE),
+                    f"can't run during preview: {e.message}",
+                )
+            )
 
         if isinstance(policy, ResourceValidationPolicy):
             for r in resources:
                 pr = policy_resources[r.name]
-                args = ResourceValidationArgs(r.type, pr.props, pr.urn, r.name, pr.opts, None,
-                                              policy_config)
+                args = ResourceValidationArgs(r.type, pr.props, pr.urn, r.name, pr.opts, None, policy_config)
                 try:
                     _run(policy, args, lambda msg, _urn=None, _n=r.name: collect(_n, msg))
                 except UnknownValueError as e:
@@ -200,8 +219,9 @@ def check_resources(
                 not_applicable.append((policy.name, e.reason or ""))
     for name, reason in not_applicable:
         log.info("policy %s not applicable: %s", name, reason)
-    return PolicyReport(stack=stack, violations=tuple(violations),
-                        not_applicable=tuple(not_applicable), config=dict(config))
+    return PolicyReport(
+        stack=stack, violations=tuple(violations), not_applicable=tuple(not_applicable), config=dict(config)
+    )
 
 
 def policy_config(*, failover: bool, servers: Iterable[Any] = ()) -> dict[str, dict[str, Any]]:
@@ -212,22 +232,30 @@ def policy_config(*, failover: bool, servers: Iterable[Any] = ()) -> dict[str, d
     """
     return {
         "recovered-server-only-in-failover": {"failover": bool(failover)},
-        "dr-servers-have-checks": {"servers": [
-            {"name": s.name, "serverClass": s.protection,
-             "checks": [c.describe() for c in s.checks]} for s in servers]},
+        "dr-servers-have-checks": {
+            "servers": [
+                {"name": s.name, "serverClass": s.protection, "checks": [c.describe() for c in s.checks]}
+                for s in servers
+            ]
+        },
     }
 
 
-def check_stack(stack: str, *, failover: bool | None = None, servers: Sequence[str] | None = None,
-                project_dir: Path | None = None) -> tuple[PolicyReport, tuple[str, ...]]:
+def check_stack(
+    stack: str,
+    *,
+    failover: bool | None = None,
+    servers: Sequence[str] | None = None,
+    project_dir: Path | None = None,
+) -> tuple[PolicyReport, tuple[str, ...]]:
     """Preview ``stack`` offline and run every rule over its graph.
 
     ``failover``/``servers`` override the stack file as in ``drctl preview``. Returns the report
     and the preview's notes (placeholders it supplied). Stack and plan errors propagate as the
     :class:`drctl.errors.DrctlError` that names the file."""
-    from drctl.stack.preview import preview_stack
     from drctl import paths
     from drctl.stack.config import load_stack
+    from drctl.stack.preview import preview_stack
 
     project_dir = project_dir or paths.project_dir()
     cfg = load_stack(stack, project_dir)

@@ -13,6 +13,7 @@ program, the golden snapshots and the policy pack are exercised. What the mocks 
   ``activation.restore_point`` is empty) and says so in :attr:`PreviewGraph.notes`. A real
   ``pulumi up`` in that state stops with a config error naming the server / the restore point.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -69,10 +70,10 @@ def unwrap(value: Any) -> Any:
 class PreviewResource:
     """One resource registration as the engine would receive it."""
 
-    type: str                 # type token, e.g. openstack:networking/secGroupRule:SecGroupRule
-    name: str                 # logical name (unique in the stack)
-    inputs: dict[str, Any]    # camelCase wire names; secrets still wrapped in Pulumi's signature dict
-    parent: str | None        # parent's logical name; None for children of the stack
+    type: str  # type token, e.g. openstack:networking/secGroupRule:SecGroupRule
+    name: str  # logical name (unique in the stack)
+    inputs: dict[str, Any]  # camelCase wire names; secrets still wrapped in Pulumi's signature dict
+    parent: str | None  # parent's logical name; None for children of the stack
     depends_on: tuple[str, ...]  # names of every resource this one waits for (explicit and through inputs)
     protect: bool
     additional_secret_outputs: tuple[str, ...] = ()  # what the real policy pack sees as secret
@@ -103,8 +104,13 @@ class PreviewGraph:
         return {
             "stack": self.stack,
             "resources": [
-                {"type": r.type, "name": r.name, "inputs": clean(r.inputs), "parent": r.parent,
-                 "depends_on": list(r.depends_on)}
+                {
+                    "type": r.type,
+                    "name": r.name,
+                    "inputs": clean(r.inputs),
+                    "parent": r.parent,
+                    "depends_on": list(r.depends_on),
+                }
                 for r in self.resources
             ],
         }
@@ -113,7 +119,6 @@ class PreviewGraph:
 def _mock_classes():
     """Built lazily: importing pulumi costs ~1 s, and most drctl commands never need it."""
     import pulumi
-
     from pulumi.runtime.mocks import MockMonitor
 
     class OfflineMocks(pulumi.runtime.Mocks):
@@ -138,7 +143,7 @@ def _mock_classes():
             self.records: list[PreviewResource] = []
             self._names: dict[str, str] = {}  # urn -> logical name
 
-        def RegisterResource(self, request):  # noqa: N802 (gRPC name)
+        def RegisterResource(self, request):
             from pulumi.runtime import rpc
             from pulumi.runtime.sync_await import _ensure_event_loop
 
@@ -148,18 +153,25 @@ def _mock_classes():
             _ensure_event_loop()
             inputs = rpc.deserialize_properties(request.object, keep_unknowns=True)
             deps: list[str] = []
-            for urn in [*request.dependencies,
-                        *(u for pd in request.propertyDependencies.values() for u in pd.urns)]:
+            for urn in [
+                *request.dependencies,
+                *(u for pd in request.propertyDependencies.values() for u in pd.urns),
+            ]:
                 name = self._names.get(urn)
                 if name and name not in deps:
                     deps.append(name)
             self._names[response.urn] = request.name
-            self.records.append(PreviewResource(
-                type=request.type, name=request.name, inputs=_plain(inputs),
-                parent=self._names.get(request.parent), depends_on=tuple(sorted(deps)),
-                protect=bool(request.protect),
-                additional_secret_outputs=tuple(request.additionalSecretOutputs),
-            ))
+            self.records.append(
+                PreviewResource(
+                    type=request.type,
+                    name=request.name,
+                    inputs=_plain(inputs),
+                    parent=self._names.get(request.parent),
+                    depends_on=tuple(sorted(deps)),
+                    protect=bool(request.protect),
+                    additional_secret_outputs=tuple(request.additionalSecretOutputs),
+                )
+            )
             return response
 
     return OfflineMocks, RecordingMonitor
@@ -176,8 +188,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def program_config(cfg: StackConfig, *, failover: bool | None,
-                   servers: Sequence[str] | None) -> tuple[dict[str, str], list[str], list[str]]:
+def program_config(
+    cfg: StackConfig, *, failover: bool | None, servers: Sequence[str] | None
+) -> tuple[dict[str, str], list[str], list[str]]:
     """The ``<project>:<key>`` strings the CLI would hand the program, with the preview's overrides.
 
     Returns (config, secret keys, notes)."""
@@ -191,15 +204,21 @@ def program_config(cfg: StackConfig, *, failover: bool | None,
     if effective_failover:
         images = dict(activation.get("images") or {})
         wanted = activation.get("servers") or None
-        scope = ([s.name for s in cfg.plan.servers if s.name in set(wanted)] if wanted
-                 else list(cfg.plan.default_scope()))
+        scope = (
+            [s.name for s in cfg.plan.servers if s.name in set(wanted)]
+            if wanted
+            else list(cfg.plan.default_scope())
+        )
         missing = [s for s in scope if s not in images]
         for name in missing:
             images[name] = f"preview-image-{name}"
         if missing:
-            notes.append("no restore image recorded for " + ", ".join(missing) +
-                         "; the preview uses placeholder ids preview-image-<server> "
-                         "(a real `pulumi up` stops until activation.images names them)")
+            notes.append(
+                "no restore image recorded for "
+                + ", ".join(missing)
+                + "; the preview uses placeholder ids preview-image-<server> "
+                "(a real `pulumi up` stops until activation.images names them)"
+            )
         activation["images"] = images
         data_images = {k: dict(v) for k, v in (activation.get("data_images") or {}).items()}
         placeholders = []
@@ -210,8 +229,11 @@ def program_config(cfg: StackConfig, *, failover: bool | None,
                     recorded[disk.name] = f"preview-image-{name}-{disk.name}"
                     placeholders.append(f"{name}/{disk.name}")
         if placeholders:
-            notes.append("no restore image recorded for data disk(s) " + ", ".join(placeholders) +
-                         "; the preview uses placeholder ids preview-image-<server>-<disk>")
+            notes.append(
+                "no restore image recorded for data disk(s) "
+                + ", ".join(placeholders)
+                + "; the preview uses placeholder ids preview-image-<server>-<disk>"
+            )
         activation["data_images"] = {k: v for k, v in data_images.items() if v}
         if not activation.get("restore_point"):
             activation["restore_point"] = PREVIEW_RESTORE_POINT
@@ -229,8 +251,9 @@ def program_config(cfg: StackConfig, *, failover: bool | None,
     return config, [f"{PROJECT}:{k}" for k in sorted(cfg.secret_keys)], notes
 
 
-def _run_program(stack: str, program: Path, config: dict[str, str],
-                 secret_keys: list[str]) -> tuple[list[PreviewResource], dict[str, Any]]:
+def _run_program(
+    stack: str, program: Path, config: dict[str, str], secret_keys: list[str]
+) -> tuple[list[PreviewResource], dict[str, Any]]:
     import pulumi
     from pulumi.runtime.settings import SETTINGS
     from pulumi.runtime.stack import run_pulumi_func
@@ -258,8 +281,13 @@ def _run_program(stack: str, program: Path, config: dict[str, str],
     return monitor.records, outputs
 
 
-def preview_stack(stack: str, *, failover: bool | None = None, servers: Sequence[str] | None = None,
-                  project_dir: Path | None = None) -> PreviewGraph:
+def preview_stack(
+    stack: str,
+    *,
+    failover: bool | None = None,
+    servers: Sequence[str] | None = None,
+    project_dir: Path | None = None,
+) -> PreviewGraph:
     """Run ``stacks/__main__.py`` offline for ``stack`` and return the resource graph.
 
     ``failover`` and ``servers`` override the stack file's ``failover`` and ``activation.servers``.
@@ -271,7 +299,8 @@ def preview_stack(stack: str, *, failover: bool | None = None, servers: Sequence
     # Each run in an empty context: the SDK keeps its settings, config and root stack in context
     # variables, so previews never see each other's resources.
     records, outputs = contextvars.Context().run(
-        _run_program, stack, project_dir / PROGRAM, config, secret_keys)
+        _run_program, stack, project_dir / PROGRAM, config, secret_keys
+    )
     for note in notes:
         log.info("preview %s: %s", stack, note)
     # Registration order depends on when each Output resolves: sort by name for stable snapshots.

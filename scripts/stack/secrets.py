@@ -12,6 +12,7 @@ Format (checked against pulumi/pulumi ``pkg/secrets/passphrase/manager.go`` and
 - the passphrase comes from ``PULUMI_CONFIG_PASSPHRASE`` (even empty), else from the file named by
   ``PULUMI_CONFIG_PASSPHRASE_FILE`` (surrounding whitespace stripped).
 """
+
 from __future__ import annotations
 
 import base64

@@ -3,6 +3,7 @@
 Use :func:`open_storage` with a repository location; it returns the stacked backend
 (``RetryingStorage`` over ``S3Storage`` for ``s3://``, ``LocalDirStorage`` for a path).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,9 @@ __all__ = [
 ]
 
 
-def open_storage(url: str, *, retry_attempts: int | None = None, retry_budget: float | None = None) -> Storage:
+def open_storage(
+    url: str, *, retry_attempts: int | None = None, retry_budget: float | None = None
+) -> Storage:
     """Open the repository location ``url``.
 
     - ``s3://bucket[/prefix]``: S3 (endpoint and credentials from the standard AWS variables and
@@ -63,7 +66,9 @@ def open_storage(url: str, *, retry_attempts: int | None = None, retry_budget: f
             raise InvalidInput(f"repository {url!r}: only local file:// URLs are supported (file:///path)")
         path = unquote(parsed.path)
     elif "://" in url:
-        raise InvalidInput(f"repository {url!r}: unknown scheme; use s3://BUCKET[/PREFIX] or a directory path")
+        raise InvalidInput(
+            f"repository {url!r}: unknown scheme; use s3://BUCKET[/PREFIX] or a directory path"
+        )
     else:
         path = url
     if not path:

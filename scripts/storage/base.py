@@ -4,6 +4,7 @@ Keys are ``/``-separated relative names (``keys/<id>``, ``data/<2 hex>/<id>``, .
 are stacked as small wrappers (retry over S3) in the spirit of restic. Backends never interpret
 data: encryption and integrity live above them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

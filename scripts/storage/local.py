@@ -4,6 +4,7 @@ Writes go to a temporary file in the same directory, are fsync'ed, then renamed 
 name (and the directory fsync'ed), so a reader sees either the old object or the whole new one,
 never a partial one. A local directory has no Object Lock: ``lock_support`` says so.
 """
+
 from __future__ import annotations
 
 import errno
@@ -119,7 +120,7 @@ class LocalDirStorage:
         base_dir = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
         if not base_dir.is_dir():
             return iter(())
-        for dirpath, dirnames, filenames in os.walk(base_dir):
+        for dirpath, _dirnames, filenames in os.walk(base_dir):
             rel_dir = os.path.relpath(dirpath, self.root)
             rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
             for name in filenames:

@@ -30,7 +30,7 @@ class MemoryStorage:
             if key not in self.objects:
                 raise ObjectMissing(key, self.name)
             data = self.objects[key]
-        return data if byte_range is None else data[byte_range[0]:byte_range[1]]
+        return data if byte_range is None else data[byte_range[0] : byte_range[1]]
 
     def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ Only :class:`StorageUnavailable` is retried (network, timeouts, 5xx, throttling)
 missing objects and buckets are answers, not blips: they pass through at once. Integrity is
 checked above the storage layer, so it never reaches here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,7 +60,7 @@ class RetryingStorage:
 
     def _delay(self, attempt: int) -> float:
         """Equal jitter: uniform in [cap/2, cap], cap = min(max_delay, base_delay * 2**attempt)."""
-        cap = min(self.max_delay, self.base_delay * (2 ** attempt))
+        cap = min(self.max_delay, self.base_delay * (2**attempt))
         return self._rng.uniform(cap / 2, cap)
 
     def _call(self, what: str, key: str, fn: Callable[[], T]) -> T:
@@ -76,7 +77,13 @@ class RetryingStorage:
                     ) from e
                 log.info(
                     "%s %s on %s failed (%s); retry %d/%d in %.2fs",
-                    what, key, self.inner.describe(), e.message, tries, self.attempts - 1, delay,
+                    what,
+                    key,
+                    self.inner.describe(),
+                    e.message,
+                    tries,
+                    self.attempts - 1,
+                    delay,
                 )
                 self._sleep(delay)
                 slept += delay

@@ -9,6 +9,7 @@ botocore errors are translated here, where they enter: missing object/bucket, ac
 and unavailable (network, timeouts, 5xx, throttling: the only ones the retry wrapper retries).
 botocore's own retries are off so that :mod:`drctl.storage.retry` holds the one retry budget.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,7 +18,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -43,12 +44,27 @@ ADDRESSING_ENV = "DRCTL_S3_ADDRESSING"
 
 _MISSING_KEY = {"NoSuchKey", "NotFound", "404"}
 _DENIED = {
-    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
-    "ExpiredToken", "InvalidToken", "InvalidClientTokenId", "AccountProblem", "403", "401",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AllAccessDisabled",
+    "ExpiredToken",
+    "InvalidToken",
+    "InvalidClientTokenId",
+    "AccountProblem",
+    "403",
+    "401",
 }
 _TRANSIENT = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestLimitExceeded",
+    "TooManyRequests",
 }
 
 
@@ -110,7 +126,9 @@ def make_client(
             s3={"addressing_style": addressing_style},
         )
         client = session.client(
-            "s3", region_name=session.region_name or "us-east-1", config=config,
+            "s3",
+            region_name=session.region_name or "us-east-1",
+            config=config,
             **({"endpoint_url": endpoint_url} if endpoint_url else {}),
         )
         client.meta.events.register("before-call.s3.DeleteObjects", _add_content_md5)
@@ -229,7 +247,9 @@ class S3Storage:
             if _status(e) == 404 or _code(e) in ("NoSuchBucket", "404", "NotFound"):
                 raise _translate(
                     bce.ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket"),
-                    self.describe(), self.endpoint, bucket=self.bucket,
+                    self.describe(),
+                    self.endpoint,
+                    bucket=self.bucket,
                 ) from e
             raise self._err(e) from e
         except bce.BotoCoreError as e:
@@ -300,7 +320,7 @@ class S3Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
                 self._bucket_seen = True
                 for obj in page.get("Contents", ()):
-                    yield ObjectInfo(key=obj["Key"][len(base):], size=int(obj["Size"]))
+                    yield ObjectInfo(key=obj["Key"][len(base) :], size=int(obj["Size"]))
         except bce.ClientError as e:
             raise self._err(e) from e
         except bce.BotoCoreError as e:
@@ -319,7 +339,7 @@ class S3Storage:
     def delete_many(self, keys: list[str]) -> None:
         """Bulk delete (DeleteObjects, 1000 keys a request); missing keys are not an error."""
         for i in range(0, len(keys), 1000):
-            batch = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
+            batch = [{"Key": self._key(k)} for k in keys[i : i + 1000]]
             try:
                 resp = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
@@ -340,54 +360,71 @@ class S3Storage:
         """Write a probe with a short retention, read the retention back, then try to delete
         that very version: only a store that reports the lock AND refuses the delete enforces it."""
         key = self._key(f"lock-probe/{uuid.uuid4().hex}")
-        until = (datetime.now(timezone.utc) + timedelta(seconds=60)).replace(microsecond=0)
+        until = (datetime.now(UTC) + timedelta(seconds=60)).replace(microsecond=0)
         where = self.describe()
         try:
             put = self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=b"drctl object lock probe",
-                ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until,
+                Bucket=self.bucket,
+                Key=key,
+                Body=b"drctl object lock probe",
+                ObjectLockMode="COMPLIANCE",
+                ObjectLockRetainUntilDate=until,
             )
         except bce.ClientError as e:
             if _code(e) in ("InvalidRequest", "InvalidArgument", "NotImplemented"):
-                return LockSupport(False, f"{where}: the store refused Object Lock retention ({_code(e)}): "
-                                          "the bucket was not created with Object Lock")
+                return LockSupport(
+                    False,
+                    f"{where}: the store refused Object Lock retention ({_code(e)}): "
+                    "the bucket was not created with Object Lock",
+                )
             raise self._err(e) from e
         except bce.BotoCoreError as e:
             raise self._err(e) from e
         version = put.get("VersionId")
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key, **({"VersionId": version} if version else {}))
+            head = self.client.head_object(
+                Bucket=self.bucket, Key=key, **({"VersionId": version} if version else {})
+            )
         except (bce.ClientError, bce.BotoCoreError) as e:
             raise self._err(e, key) from e
         mode = head.get("ObjectLockMode")
         got_until = head.get("ObjectLockRetainUntilDate")
         if mode != "COMPLIANCE" or got_until is None or abs((got_until - until).total_seconds()) > 1:
             self._delete_quietly(key, version)
-            return LockSupport(False, f"{where}: Object Lock accepted but not recorded (read back mode={mode!r}, "
-                                      f"until={got_until}): the store ignores it, retention is NOT enforced")
+            return LockSupport(
+                False,
+                f"{where}: Object Lock accepted but not recorded (read back mode={mode!r}, "
+                f"until={got_until}): the store ignores it, retention is NOT enforced",
+            )
         if not version:
             self._delete_quietly(key, None)
-            return LockSupport(False, f"{where}: retention is reported but the bucket keeps no versions: "
-                                      "not enforced")
+            return LockSupport(
+                False, f"{where}: retention is reported but the bucket keeps no versions: not enforced"
+            )
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
         except bce.ClientError as e:
             if _code(e) in _DENIED or _status(e) == 403:
                 # The locked version stays until `until` (60 s); the key only holds the probe.
                 self.client.delete_object(Bucket=self.bucket, Key=key)  # a delete marker hides it
-                return LockSupport(True, f"{where}: Object Lock enforced (COMPLIANCE retention read back, "
-                                         "deleting the locked version was refused)")
+                return LockSupport(
+                    True,
+                    f"{where}: Object Lock enforced (COMPLIANCE retention read back, "
+                    "deleting the locked version was refused)",
+                )
             raise self._err(e, key) from e
         except bce.BotoCoreError as e:
             raise self._err(e, key) from e
-        return LockSupport(False, f"{where}: the store reports retention but deleted the locked version: "
-                                  "NOT enforced")
+        return LockSupport(
+            False, f"{where}: the store reports retention but deleted the locked version: NOT enforced"
+        )
 
     def extend_retention(self, key: str, until: datetime) -> None:
         mode = os.environ.get(LOCK_MODE_ENV, "COMPLIANCE").upper()
         try:
-            self.client.put_object_retention(Bucket=self.bucket, Key=self._key(key),
-                                             Retention={"Mode": mode, "RetainUntilDate": until})
+            self.client.put_object_retention(
+                Bucket=self.bucket, Key=self._key(key), Retention={"Mode": mode, "RetainUntilDate": until}
+            )
         except bce.ClientError as e:
             if _code(e) in _DENIED or _status(e) == 403:
                 # Stores refuse to shorten a retention: fine when the object is kept longer already.
@@ -407,6 +444,8 @@ class S3Storage:
 
     def _delete_quietly(self, key: str, version: str | None) -> None:
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=key, **({"VersionId": version} if version else {}))
+            self.client.delete_object(
+                Bucket=self.bucket, Key=key, **({"VersionId": version} if version else {})
+            )
         except (bce.ClientError, bce.BotoCoreError) as e:
             log.info("could not remove lock probe %s from %s: %s", key, self.describe(), e)

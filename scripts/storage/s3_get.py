@@ -13,11 +13,11 @@ system's); never with verification turned off. Otherwise :func:`lean_getter` ret
 Errors come back as the botocore exceptions ``drctl.storage.s3`` already translates, so the
 messages and the retry decisions are the same on both paths.
 """
+
 from __future__ import annotations
 
 import http.client
 import os
-import socket
 import ssl
 import threading
 import xml.etree.ElementTree as ET
@@ -57,13 +57,21 @@ def lean_getter(client: Any, addressing_style: str) -> LeanGetter | None:
     credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
     if credentials is None or not hasattr(credentials, "get_frozen_credentials"):
         return None
-    return LeanGetter(url.scheme, url.hostname, url.port, client.meta.region_name or "us-east-1", credentials,
-                      tls)
+    return LeanGetter(
+        url.scheme, url.hostname, url.port, client.meta.region_name or "us-east-1", credentials, tls
+    )
 
 
 class LeanGetter:
-    def __init__(self, scheme: str, host: str, port: int | None, region: str, credentials: Any,
-                 tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        port: int | None,
+        region: str,
+        credentials: Any,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.scheme, self.host, self.port, self.region = scheme, host, port, region
         self.credentials, self.tls = credentials, tls
         default_port = 443 if scheme == "https" else 80
@@ -109,7 +117,7 @@ class LeanGetter:
                 self._drop_connection()
                 if attempt == 2:
                     raise bce.EndpointConnectionError(endpoint_url=endpoint, error=e) from e
-            except socket.timeout as e:
+            except TimeoutError as e:
                 self._drop_connection()
                 raise bce.ReadTimeoutError(endpoint_url=endpoint, error=e) from e
             except (OSError, http.client.HTTPException) as e:
@@ -141,5 +149,7 @@ def _client_error(status: int, body: bytes) -> bce.ClientError:
         message = root.findtext("Message") or ""
     except ET.ParseError:
         pass
-    return bce.ClientError({"Error": {"Code": code, "Message": message},
-                            "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+    return bce.ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetObject",
+    )

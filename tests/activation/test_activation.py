@@ -1,6 +1,7 @@
 """A whole activation on a real encrypted repository (local directory store) and real restores,
 with the target (hypervisor or cloud) faked at its interface: guards, order, report, lock,
 clean-up. The QEMU sandbox itself is exercised by the drill test."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from tests.conftest import demo_project
 
 from drctl.activation.activation import Activation, ActivationRequest, deactivate
 from drctl.activation.guards import LOCK_KEY, NotAuthorised
@@ -20,6 +20,7 @@ from drctl.repo.repository import init_repository
 from drctl.runs.model import CheckResult, utc_now
 from drctl.runs.store import RunStore
 from drctl.storage.local import LocalDirStorage
+from tests.conftest import demo_project
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = b"correct horse battery staple"
@@ -28,8 +29,9 @@ PASSWORD = b"correct horse battery staple"
 @pytest.fixture
 def project(tmp_path):
     """A copy of the project whose demo stack points at local-directory vault containers."""
-    proj = demo_project(tmp_path, repository=str(tmp_path / "vault" / "repo"),
-                        reports=str(tmp_path / "vault" / "reports"))
+    proj = demo_project(
+        tmp_path, repository=str(tmp_path / "vault" / "repo"), reports=str(tmp_path / "vault" / "reports")
+    )
     repo_store = LocalDirStorage(tmp_path / "vault" / "repo")
     repo_store.create()
     LocalDirStorage(tmp_path / "vault" / "reports").create()
@@ -62,17 +64,24 @@ class FakeTarget:
     def verify(self, server):
         ok = server.name not in self.broken
         now = utc_now()
-        return [CheckResult(c.describe(), ok, "fine" if ok else "service inactive", c.critical, 1, now, now)
-                for c in server.checks]
+        return [
+            CheckResult(c.describe(), ok, "fine" if ok else "service inactive", c.critical, 1, now, now)
+            for c in server.checks
+        ]
 
 
 def run(project, req_kwargs, target):
     proj, tmp, _ = project
     req = ActivationRequest(stack="demo", target="local", requested_by="Alice Martin", **req_kwargs)
     events = []
-    act = Activation(req, password=PASSWORD, state_dir=tmp / "state", project_dir=proj,
-                     on_event=lambda k, d: events.append((k, d)),
-                     target_factory=lambda a, deadline_for: (target, lambda: setattr(target, "torn_down", True)))
+    act = Activation(
+        req,
+        password=PASSWORD,
+        state_dir=tmp / "state",
+        project_dir=proj,
+        on_event=lambda k, d: events.append((k, d)),
+        target_factory=lambda a, deadline_for: (target, lambda: setattr(target, "torn_down", True)),
+    )
     return act, act.execute(), events
 
 
@@ -81,7 +90,8 @@ def test_drill_restores_boots_in_order_reports_and_cleans_up(project):
     target = FakeTarget(images)
     act, summary, events = run(project, {"mode": "test", "kind": "drill"}, target)
     assert {s.name: s.status for s in summary.servers} == dict.fromkeys(
-        ["dns01", "db01", "app01", "files01", "web01"], "ok")
+        ["dns01", "db01", "app01", "files01", "web01"], "ok"
+    )
     order = target.started
     assert order.index("dns01") < order.index("db01") < order.index("app01") < order.index("web01")
     assert summary.first_available_s <= summary.last_available_s
@@ -91,7 +101,9 @@ def test_drill_restores_boots_in_order_reports_and_cleans_up(project):
     store = RunStore(tmp / "state")
     stored = store.find(summary.run_id)
     store.verify(stored.path)
-    uploaded = sorted(p.name for p in (tmp / "vault" / "reports" / "reports" / "demo" / summary.run_id).iterdir())
+    uploaded = sorted(
+        p.name for p in (tmp / "vault" / "reports" / "reports" / "demo" / summary.run_id).iterdir()
+    )
     assert uploaded == ["report.html", "report.sig", "summary.json"]
     assert not (tmp / "vault" / "reports" / LOCK_KEY).exists()
     # A drill tears down and deletes the restored images.
@@ -105,8 +117,13 @@ def test_failed_server_stops_its_branch_only(project):
     target = FakeTarget(images, broken={"db01"})
     _, summary, _ = run(project, {"mode": "test", "kind": "drill"}, target)
     status = {s.name: s.status for s in summary.servers}
-    assert status == {"dns01": "ok", "db01": "failed", "app01": "not-started", "files01": "ok",
-                      "web01": "not-started"}
+    assert status == {
+        "dns01": "ok",
+        "db01": "failed",
+        "app01": "not-started",
+        "files01": "ok",
+        "web01": "not-started",
+    }
     assert summary.server("app01").reason == "not started: upstream server db01 is failed"
     assert "app01" not in target.started and "web01" not in target.started
 
@@ -114,8 +131,16 @@ def test_failed_server_stops_its_branch_only(project):
 def test_partial_activation_keeps_running_until_deactivated(project):
     proj, tmp, images = project
     target = FakeTarget(images)
-    _, summary, _ = run(project, {"mode": "test", "servers": ("web01",), "override_window": True,
-                                  "reason": "test outside hours agreed"}, target)
+    _, summary, _ = run(
+        project,
+        {
+            "mode": "test",
+            "servers": ("web01",),
+            "override_window": True,
+            "reason": "test outside hours agreed",
+        },
+        target,
+    )
     assert [s.name for s in summary.servers] == ["web01"]
     assert target.started == ["web01"] and not target.torn_down
     active = json.loads((tmp / "state" / "active" / "demo.json").read_text())
@@ -128,9 +153,16 @@ def test_partial_activation_keeps_running_until_deactivated(project):
 def test_unauthorised_requester_restores_nothing(project):
     proj, tmp, images = project
     target = FakeTarget(images)
-    req = ActivationRequest(stack="demo", mode="test", target="local", requested_by="Bruno Petit", kind="drill")
-    act = Activation(req, password=PASSWORD, state_dir=tmp / "state", project_dir=proj,
-                     target_factory=lambda a, d: (target, lambda: None))
+    req = ActivationRequest(
+        stack="demo", mode="test", target="local", requested_by="Bruno Petit", kind="drill"
+    )
+    act = Activation(
+        req,
+        password=PASSWORD,
+        state_dir=tmp / "state",
+        project_dir=proj,
+        target_factory=lambda a, d: (target, lambda: None),
+    )
     with pytest.raises(NotAuthorised, match="may not activate"):
         act.execute()
     assert target.started == [] and not (tmp / "state" / "restores").exists()
@@ -138,12 +170,21 @@ def test_unauthorised_requester_restores_nothing(project):
 
 def test_a_second_activation_waits_for_deactivation(project):
     proj, tmp, images = project
-    _, first, _ = run(project, {"mode": "test", "servers": ("dns01",), "override_window": True,
-                                "reason": "agreed"}, FakeTarget(images))
+    _, first, _ = run(
+        project,
+        {"mode": "test", "servers": ("dns01",), "override_window": True, "reason": "agreed"},
+        FakeTarget(images),
+    )
     with pytest.raises(InvalidInput, match=f"still activated by run {first.run_id}.*drctl deactivate demo"):
-        run(project, {"mode": "test", "servers": ("dns01",), "override_window": True, "reason": "agreed"},
-            FakeTarget(images))
+        run(
+            project,
+            {"mode": "test", "servers": ("dns01",), "override_window": True, "reason": "agreed"},
+            FakeTarget(images),
+        )
     deactivate("demo", tmp / "state")
-    _, second, _ = run(project, {"mode": "test", "servers": ("dns01",), "override_window": True,
-                                 "reason": "agreed"}, FakeTarget(images))
+    _, second, _ = run(
+        project,
+        {"mode": "test", "servers": ("dns01",), "override_window": True, "reason": "agreed"},
+        FakeTarget(images),
+    )
     assert second.server("dns01").status == "ok"

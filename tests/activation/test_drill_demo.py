@@ -3,6 +3,7 @@ into an encrypted repository on the real SeaweedFS, then `drctl drill` restores 
 under QEMU in a sandbox namespace, verifies every plan check and writes the signed report.
 
 Slow (guests under software emulation); part of the suite all the same, CI runs it."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,17 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tests.conftest import demo_project
 
 from drctl.demo.images.builder import build_demo_images, default_images_dir
 from drctl.plan.load import load_plan
 from drctl.repo.backup import backup_disk
 from drctl.repo.repository import init_repository
 from drctl.storage.s3 import S3Storage, create_bucket
+from tests.conftest import demo_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,7 +47,7 @@ def demo_vault(seaweed_server, tmp_path_factory):
     for s in plan.servers:
         points[s.name] = backup_disk(repo, images.images[s.name], server=s.name, disk="system").point
     time.sleep(1.1)
-    good_until = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    good_until = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     time.sleep(1.1)  # the broken point is strictly newer: `latest` picks it, `good_until` does not
     broken_point = backup_disk(repo, broken.images["db01"], server="db01", disk="system").point
     (tmp / "password").write_text(PASSWORD + "\n")
@@ -55,24 +56,50 @@ def demo_vault(seaweed_server, tmp_path_factory):
     # The sandbox logs in with the key baked into the images.
     (tmp / "state").mkdir()
     os.symlink(default_images_dir(), tmp / "state" / "images")
-    return {"project": demo_project(tmp, repository=f"s3://{bucket}/repo", reports=f"s3://{bucket}-reports"), "tmp": tmp, "env": env, "points": points,
-            "broken_point": broken_point, "good_until": good_until, "plan": plan, "client": client,
-            "reports_bucket": f"{bucket}-reports"}
+    return {
+        "project": demo_project(tmp, repository=f"s3://{bucket}/repo", reports=f"s3://{bucket}-reports"),
+        "tmp": tmp,
+        "env": env,
+        "points": points,
+        "broken_point": broken_point,
+        "good_until": good_until,
+        "plan": plan,
+        "client": client,
+        "reports_bucket": f"{bucket}-reports",
+    }
 
 
 def _drill(v, *extra: str, timeout: int = 1500) -> tuple[int, list[dict], str]:
-    argv = [DRCTL, "drill", "demo", "--target", "local", "--requested-by", "Alice Martin",
-            "--password-file", str(v["tmp"] / "password"), "--project-dir", str(v["project"]),
-            "--max-wait", "420", "--json", *extra]
+    argv = [
+        DRCTL,
+        "drill",
+        "demo",
+        "--target",
+        "local",
+        "--requested-by",
+        "Alice Martin",
+        "--password-file",
+        str(v["tmp"] / "password"),
+        "--project-dir",
+        str(v["project"]),
+        "--max-wait",
+        "420",
+        "--json",
+        *extra,
+    ]
     proc = subprocess.run(argv, env=v["env"], capture_output=True, text=True, timeout=timeout)
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
     return proc.returncode, lines, proc.stderr
 
 
 def _nothing_left(run_id: str) -> None:
-    assert f"drsb-{run_id}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert (
+        f"drsb-{run_id}" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    )
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert run_id not in ps, [line for line in ps.splitlines() if run_id in line]  # QEMU args name the run dir
+    assert run_id not in ps, [
+        line for line in ps.splitlines() if run_id in line
+    ]  # QEMU args name the run dir
 
 
 def _ts(text: str) -> datetime:
@@ -98,8 +125,9 @@ def test_demo_drill_every_server_ok_in_dependency_order(demo_vault):
     assert any("catalogue from db01" in name and c["ok"] for name, c in web_checks.items())
     assert 0 < summary["first_available_s"] <= summary["last_available_s"]
     # The signed report is stored and verifies; nothing of the run is left.
-    verify = subprocess.run([DRCTL, "report", "verify", summary["run_id"]], env=v["env"],
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        [DRCTL, "report", "verify", summary["run_id"]], env=v["env"], capture_output=True, text=True
+    )
     assert verify.returncode == 0, verify.stderr
     _nothing_left(summary["run_id"])
     assert not (v["tmp"] / "state" / "restores" / summary["run_id"]).exists()
@@ -114,10 +142,28 @@ def _sigint_default() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_drill_leaves_nothing_behind(demo_vault, signum):
     v = demo_vault
-    argv = [DRCTL, "drill", "demo", "--target", "local", "--requested-by", "Alice Martin",
-            "--password-file", str(v["tmp"] / "password"), "--project-dir", str(v["project"]), "--json"]
-    proc = subprocess.Popen(argv, env=v["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_sigint_default)
+    argv = [
+        DRCTL,
+        "drill",
+        "demo",
+        "--target",
+        "local",
+        "--requested-by",
+        "Alice Martin",
+        "--password-file",
+        str(v["tmp"] / "password"),
+        "--project-dir",
+        str(v["project"]),
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env=v["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_default,
+    )
     run_id = None
     for line in proc.stdout:
         event = json.loads(line)
@@ -141,8 +187,13 @@ def test_demo_drill_with_a_broken_database_fails_its_branch_only(demo_vault):
     summary = lines[-1] if lines else {}
     assert "servers" in summary, f"exit {code}; stderr: {err[-3000:]}"
     status = {s["name"]: s["status"] for s in summary["servers"]}
-    assert status == {"dns01": "ok", "db01": "failed", "app01": "not-started", "files01": "ok",
-                      "web01": "not-started"}, err[-3000:]
+    assert status == {
+        "dns01": "ok",
+        "db01": "failed",
+        "app01": "not-started",
+        "files01": "ok",
+        "web01": "not-started",
+    }, err[-3000:]
     assert code == 20
     app = next(s for s in summary["servers"] if s["name"] == "app01")
     assert "upstream server db01 is failed" in app["reason"]

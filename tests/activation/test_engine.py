@@ -1,23 +1,33 @@
 """Ordering rules of the activation engine, with the three side effects faked at the boundary."""
+
 from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from drctl.activation.engine import RestoredDisk, dependency_levels, run_servers
-from drctl.runs.model import CheckResult as CheckOutcome
 from drctl.plan.model import BackupStep, Check, Disk, Nic, Server
+from drctl.runs.model import CheckResult as CheckOutcome
 
 
 def server(name: str, deps: tuple[str, ...] = (), disks: int = 1) -> Server:
     return Server(
-        name=name, os_family="linux", os_version="12", protection="dr", vcpus=1, ram_mb=256,
+        name=name,
+        os_family="linux",
+        os_version="12",
+        protection="dr",
+        vcpus=1,
+        ram_mb=256,
         disks=tuple(Disk(name=f"d{i}", size_gb=1, boot=i == 0) for i in range(disks)),
-        nics=(Nic(subnet="s/lan", ip="10.0.0.1"),), boot_group=1, depends_on=deps,
-        backup=(BackupStep("full", 86400),), rpo_s=86400, rto_s=3600,
+        nics=(Nic(subnet="s/lan", ip="10.0.0.1"),),
+        boot_group=1,
+        depends_on=deps,
+        backup=(BackupStep("full", 86400),),
+        rpo_s=86400,
+        rto_s=3600,
         checks=(Check("port", 22),),
     )
 
@@ -41,7 +51,7 @@ class Recorder:
         with self.lock:
             self.in_flight -= 1
             self.events.append(("restored", f"{s.name}/{disk}"))
-        return RestoredDisk(s.name, disk, f"/tmp/{s.name}-{disk}", "p1", datetime.now(timezone.utc))
+        return RestoredDisk(s.name, disk, f"/tmp/{s.name}-{disk}", "p1", datetime.now(UTC))
 
     def start(self, s: Server, disks) -> None:
         with self.lock:
@@ -58,8 +68,13 @@ class Recorder:
 
 
 def test_servers_start_only_after_upstream_verified_and_branches_run_independently():
-    plan = [server("dns"), server("db", ("dns",)), server("app", ("db", "dns")), server("web", ("app",)),
-            server("files")]
+    plan = [
+        server("dns"),
+        server("db", ("dns",)),
+        server("app", ("db", "dns")),
+        server("web", ("app",)),
+        server("files"),
+    ]
     rec = Recorder(restore_s=0.3)
     runs = run_servers(plan, restore=rec.restore, start=rec.start, verify=rec.verify, restore_parallel=8)
     assert {n: r.status for n, r in runs.items()} == dict.fromkeys(["dns", "db", "app", "web", "files"], "ok")
@@ -86,8 +101,14 @@ def test_failed_upstream_marks_dependants_not_started_and_other_branch_goes_on()
 
 def test_non_critical_failure_is_a_warning_and_does_not_block_dependants():
     plan = [server("files"), server("app", ("files",))]
-    rec = Recorder({"files": [CheckOutcome("file /srv/x", True, ""),
-                              CheckOutcome("port 445", False, "closed", critical=False)]})
+    rec = Recorder(
+        {
+            "files": [
+                CheckOutcome("file /srv/x", True, ""),
+                CheckOutcome("port 445", False, "closed", critical=False),
+            ]
+        }
+    )
     runs = run_servers(plan, restore=rec.restore, start=rec.start, verify=rec.verify)
     assert runs["files"].status == "warning"
     assert runs["app"].status == "ok"
@@ -123,8 +144,12 @@ def test_dependency_outside_scope_does_not_block():
 def test_cycle_is_refused_before_anything_runs():
     rec = Recorder()
     with pytest.raises(ValueError, match="a -> b -> a"):
-        run_servers([server("a", ("b",)), server("b", ("a",))], restore=rec.restore, start=rec.start,
-                    verify=rec.verify)
+        run_servers(
+            [server("a", ("b",)), server("b", ("a",))],
+            restore=rec.restore,
+            start=rec.start,
+            verify=rec.verify,
+        )
     assert rec.events == []
 
 
@@ -154,7 +179,7 @@ def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped
                 with lock:
                     state["saw_cancel"] += 1
                 raise RuntimeError("cancelled")
-            return RestoredDisk(s.name, disk, "/tmp/x", "p1", datetime.now(timezone.utc))
+            return RestoredDisk(s.name, disk, "/tmp/x", "p1", datetime.now(UTC))
         finally:
             with lock:
                 state["running"] -= 1
@@ -162,8 +187,9 @@ def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped
     rec = Recorder()
     servers = [server(n) for n in ("a", "b", "c", "d", "e")]
     with pytest.raises(KeyboardInterrupt):
-        run_servers(servers, restore=restore, start=rec.start, verify=rec.verify, restore_parallel=2,
-                    cancel=cancel)
+        run_servers(
+            servers, restore=restore, start=rec.start, verify=rec.verify, restore_parallel=2, cancel=cancel
+        )
     assert cancel.is_set()
     assert state["running"] == 0  # every started restore had stopped before run_servers returned
     assert state["saw_cancel"] == state["calls"] <= 3  # queued restores never started

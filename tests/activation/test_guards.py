@@ -1,14 +1,22 @@
 """Who may activate, when, confirmation, and the activation lock (on a real local directory store)."""
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from drctl.activation.guards import (
-    LOCK_KEY, ActivationLock, ActivationLocked, NotAuthorised, NotConfirmed, OutsideWindow,
-    authorised_contact, check_window, confirm_disaster,
+    LOCK_KEY,
+    ActivationLock,
+    ActivationLocked,
+    NotAuthorised,
+    NotConfirmed,
+    OutsideWindow,
+    authorised_contact,
+    check_window,
+    confirm_disaster,
 )
 from drctl.plan.model import Client, Contact, Plan
 from drctl.storage.local import LocalDirStorage
@@ -17,9 +25,12 @@ from drctl.storage.local import LocalDirStorage
 def plan(window: str = "business-hours") -> Plan:
     return Plan(
         client=Client(id="demo", name="Demo SARL", timezone="Europe/Paris", activation_window=window),
-        contacts=(Contact("Alice Martin", email="alice@demo.example", can_activate=True),
-                  Contact("Bruno Petit", can_activate=False)),
-        sites=(), servers=(),
+        contacts=(
+            Contact("Alice Martin", email="alice@demo.example", can_activate=True),
+            Contact("Bruno Petit", can_activate=False),
+        ),
+        sites=(),
+        servers=(),
     )
 
 
@@ -32,9 +43,9 @@ def test_only_contacts_who_can_activate():
 
 
 # 2026-11-26 is a Thursday; Paris is UTC+1 in November.
-THURSDAY_10H_PARIS = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
-THURSDAY_19H_PARIS = datetime(2026, 11, 26, 18, 0, tzinfo=timezone.utc)
-SATURDAY_11H_PARIS = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
+THURSDAY_10H_PARIS = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+THURSDAY_19H_PARIS = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
+SATURDAY_11H_PARIS = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
 
 def test_business_hours_in_the_client_time_zone():
@@ -43,7 +54,10 @@ def test_business_hours_in_the_client_time_zone():
         check_window(plan(), THURSDAY_19H_PARIS, override=False, reason=None)
     with pytest.raises(OutsideWindow, match="--override-window --reason"):
         check_window(plan(), SATURDAY_11H_PARIS, override=True, reason="  ")
-    assert check_window(plan(), SATURDAY_11H_PARIS, override=True, reason="agreed with Alice") == "agreed with Alice"
+    assert (
+        check_window(plan(), SATURDAY_11H_PARIS, override=True, reason="agreed with Alice")
+        == "agreed with Alice"
+    )
     assert check_window(plan("24x7"), SATURDAY_11H_PARIS, override=False, reason=None) is None
 
 
@@ -60,22 +74,25 @@ def test_lock_excludes_a_second_activation_and_is_released_on_error(tmp_path):
     store = LocalDirStorage(tmp_path)
     store.create()
     with ActivationLock(store, "demo", "run-1"):
-        with pytest.raises(ActivationLocked, match="by run run-1") as e:
-            with ActivationLock(store, "demo", "run-2"):
-                pass
+        with (
+            pytest.raises(ActivationLocked, match="by run run-1") as e,
+            ActivationLock(store, "demo", "run-2"),
+        ):
+            pass
         assert e.value.exit_code == 11
     assert not store.exists(LOCK_KEY)
-    with pytest.raises(RuntimeError):
-        with ActivationLock(store, "demo", "run-3"):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), ActivationLock(store, "demo", "run-3"):
+        raise RuntimeError("boom")
     assert not store.exists(LOCK_KEY)
 
 
 def test_stale_lock_is_taken_over(tmp_path):
     store = LocalDirStorage(tmp_path)
     store.create()
-    old = datetime.now(timezone.utc) - timedelta(days=1)
-    store.put(LOCK_KEY, json.dumps({"run_id": "dead", "host": "h", "since": old.isoformat(), "token": "x"}).encode())
+    old = datetime.now(UTC) - timedelta(days=1)
+    store.put(
+        LOCK_KEY, json.dumps({"run_id": "dead", "host": "h", "since": old.isoformat(), "token": "x"}).encode()
+    )
     with ActivationLock(store, "demo", "run-4"):
         assert json.loads(store.get(LOCK_KEY))["run_id"] == "run-4"
     assert not store.exists(LOCK_KEY)

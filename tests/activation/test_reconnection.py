@@ -6,6 +6,7 @@ namespace at app01's production address 192.168.10.30 serving its page on 8080.
 The lab tests need root, strongswan-charon, strongswan-swanctl, libcharon-extra-plugins,
 dnsmasq-base and iproute2: they FAIL without them unless DRCTL_ALLOW_SKIP=1.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,19 +17,30 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.support.sandbox_standin import need_lab, sandbox_standin
-from tests.runs.fixtures import demo_summary
 
+from drctl.activation.reconnection import check_sites, choose_target, describe_probe, sites_with_users
 from drctl.netns import PREFIX, netns_list, run
 from drctl.plan.model import plan_from_dict
-from drctl.activation.reconnection import check_sites, choose_target, describe_probe, sites_with_users
 from drctl.runs.model import RunSummary
 from drctl.stack.config import load_stack
+from tests.runs.fixtures import demo_summary
+from tests.support.sandbox_standin import need_lab, sandbox_standin
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = "catalogue from db01"   # what app01's http check in recovery_plans/demo.yaml expects
-LAB_STEPS = ["bundle-check", "namespaces", "cloud-endpoint", "nca-start", "tunnel", "pfs-rekey",
-             "dhcp", "dns", "icmp", "tcp", "teardown"]
+PAGE = "catalogue from db01"  # what app01's http check in recovery_plans/demo.yaml expects
+LAB_STEPS = [
+    "bundle-check",
+    "namespaces",
+    "cloud-endpoint",
+    "nca-start",
+    "tunnel",
+    "pfs-rekey",
+    "dhcp",
+    "dns",
+    "icmp",
+    "tcp",
+    "teardown",
+]
 ALL_DEMO = {"dns01", "db01", "app01", "files01", "web01"}
 
 
@@ -37,6 +49,7 @@ def lab_namespaces() -> set[str]:
 
 
 # --- end to end, real lab -----------------------------------------------------------------------
+
 
 @pytest.mark.integration
 def test_drill_reconnects_paris_then_reports_a_wrong_page_as_failed(tmp_path: Path) -> None:
@@ -80,15 +93,21 @@ def test_drill_reconnects_paris_then_reports_a_wrong_page_as_failed(tmp_path: Pa
         assert failed.status == "failed"
         assert [s.step for s in failed.steps if not s.ok] == ["tcp"]
         assert [s.step for s in failed.steps] == LAB_STEPS
-        assert failed.reason == f"step 'tcp' failed: GET http://192.168.10.30:8080/: the page does not contain '{PAGE}'"
-        summary = replace(demo_summary(servers=tuple(replace(s, status="ok") for s in demo_summary().servers)),
-                          reconnection=(failed,))
+        assert (
+            failed.reason
+            == f"step 'tcp' failed: GET http://192.168.10.30:8080/: the page does not contain '{PAGE}'"
+        )
+        summary = replace(
+            demo_summary(servers=tuple(replace(s, status="ok") for s in demo_summary().servers)),
+            reconnection=(failed,),
+        )
         assert summary.counts()["failed"] == 0 and not summary.reconnection_ok and summary.outcome == "failed"
         assert lab_namespaces() == before
     assert lab_namespaces() == before
 
 
 # --- no lab run ---------------------------------------------------------------------------------
+
 
 def test_no_server_available_skips_the_site_with_the_reason() -> None:
     before = lab_namespaces()
@@ -138,14 +157,17 @@ def demo_plan(edit=None):
     return plan_from_dict(doc)
 
 
-@pytest.mark.parametrize(("available", "expected"), [
-    # app01's http check is on its own address and expects 200 with the catalogue text.
-    (ALL_DEMO, f"app01: GET http://192.168.10.30:8080/ containing '{PAGE}'"),
-    # app01 down: web01's page (which app01 builds) is the next http check.
-    ({"dns01", "db01", "files01", "web01"}, f"web01: GET http://192.168.10.50:80/ containing '{PAGE}'"),
-    # no http check left: the first port check in plan order (dns01's port 53).
-    ({"dns01", "files01"}, "dns01: TCP 192.168.10.10:53"),
-])
+@pytest.mark.parametrize(
+    ("available", "expected"),
+    [
+        # app01's http check is on its own address and expects 200 with the catalogue text.
+        (ALL_DEMO, f"app01: GET http://192.168.10.30:8080/ containing '{PAGE}'"),
+        # app01 down: web01's page (which app01 builds) is the next http check.
+        ({"dns01", "db01", "files01", "web01"}, f"web01: GET http://192.168.10.50:80/ containing '{PAGE}'"),
+        # no http check left: the first port check in plan order (dns01's port 53).
+        ({"dns01", "files01"}, "dns01: TCP 192.168.10.10:53"),
+    ],
+)
 def test_target_prefers_an_http_page_then_a_port(available: set[str], expected: str) -> None:
     plan = demo_plan()
     assert describe_probe(choose_target(plan, plan.sites[0], available)) == expected
@@ -155,6 +177,7 @@ def test_target_without_checks_is_reached_by_name_and_icmp_only() -> None:
     def no_checks(doc):
         for s in doc["servers"]:
             s["checks"] = []
+
     plan = demo_plan(no_checks)
     t = choose_target(plan, plan.sites[0], {"db01"})
     assert (t.server, t.ip, t.port) == ("db01", "192.168.10.20", None)
@@ -163,8 +186,15 @@ def test_target_without_checks_is_reached_by_name_and_icmp_only() -> None:
 
 def test_a_site_without_a_users_lan_is_not_tested() -> None:
     def add_dc_site(doc):
-        doc["sites"].append({"name": "dc2", "peer_address": "198.51.100.77", "dns_domain": "demo.lan",
-                             "subnets": [{"name": "servers", "cidr": "192.168.30.0/24", "gateway": "192.168.30.1"}]})
+        doc["sites"].append(
+            {
+                "name": "dc2",
+                "peer_address": "198.51.100.77",
+                "dns_domain": "demo.lan",
+                "subnets": [{"name": "servers", "cidr": "192.168.30.0/24", "gateway": "192.168.30.1"}],
+            }
+        )
+
     plan = demo_plan(add_dc_site)
     assert [s.name for s in plan.sites] == ["paris", "dc2"]
     assert [s.name for s in sites_with_users(plan)] == ["paris"]

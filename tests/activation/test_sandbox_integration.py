@@ -5,6 +5,7 @@ extlinux and the Debian mirror; without them these tests FAIL unless DRCTL_ALLOW
 The images live in the shared cache ($DRCTL_STATE_DIR/images, else .state/images): CI builds
 them once (``python -m drctl.demo.images build``), every later run reuses them.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,13 +16,14 @@ import sys
 import textwrap
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 
+from drctl.activation.targets.sandbox import NS_PREFIX, OWNER_DIR, Sandbox, cleanup_stale, list_namespaces
 from drctl.demo.images import build_demo_images
 from drctl.plan.load import load_plan
-from drctl.activation.targets.sandbox import NS_PREFIX, OWNER_DIR, Sandbox, cleanup_stale, list_namespaces
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +62,11 @@ PG_PROBE = textwrap.dedent(r"""
 
 
 def _require_tools() -> None:
-    missing = [t for t in ("ip", "qemu-system-x86_64", "qemu-img", "mmdebstrap", "extlinux", "mkfs.ext4")
-               if shutil.which(t) is None]
+    missing = [
+        t
+        for t in ("ip", "qemu-system-x86_64", "qemu-img", "mmdebstrap", "extlinux", "mkfs.ext4")
+        if shutil.which(t) is None
+    ]
     reason = None
     if os.geteuid() != 0:
         reason = "the sandbox needs root (network namespaces, taps, loop mounts)"
@@ -137,8 +142,10 @@ def test_two_guests_boot_answer_on_their_production_ips_and_leave_nothing(plan, 
             sb.wait_ssh(g, timeout_s=BOOT_TIMEOUT_S)
             assert g.ssh_ready_at > g.boot_started_at
         # From inside the namespace, as the verification runs: dns01 resolves db01 by name ...
-        answer = _poll(lambda: sb.exec([sys.executable, "-c", DNS_QUERY, "db01.demo.lan", dns.nics[0].ip],
-                                       timeout=30), 120)
+        answer = _poll(
+            lambda: sb.exec([sys.executable, "-c", DNS_QUERY, "db01.demo.lan", dns.nics[0].ip], timeout=30),
+            120,
+        )
         assert answer.stdout.split() == [db.nics[0].ip], answer.stderr
         # ... and db01's PostgreSQL answers on its production address (port of the plan's check).
         assert any(c.kind == "port" and c.spec == 5432 for c in db.checks)
@@ -161,10 +168,10 @@ def test_two_guests_boot_answer_on_their_production_ips_and_leave_nothing(plan, 
 def test_data_disks_are_attached_after_the_boot_disk_through_overlays(plan, images, tmp_path):
     """A server with a data disk (a database volume, a file share) sees it as vdb, with its content,
     and the guest's writes go to the overlay, never into the restored file."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    from drctl.plan.model import Check
     from drctl.activation.verify.checks import run_checks_subprocess
+    from drctl.plan.model import Check
 
     dns = plan.server("dns01")
     marker = b"drctl-data-disk-marker"
@@ -178,11 +185,14 @@ def test_data_disks_are_attached_after_the_boot_disk_through_overlays(plan, imag
         g = sb.start_server(dns, images.images["dns01"], data_disks=[("data", data)])
         assert (sb.run_dir / "dns01-data.qcow2").exists()
         sb.wait_ssh(g, timeout_s=BOOT_TIMEOUT_S)
-        checks = [Check("command", "test $(cat /sys/block/vdb/size) -eq 131072"),
-                  Check("command", f"head -c {len(marker)} /dev/vdb | grep -q {marker.decode()}"),
-                  Check("command", "echo overwritten | dd of=/dev/vdb conv=fsync status=none")]
-        results = run_checks_subprocess(sb.ssh_url(dns), checks,
-                                        datetime.now(timezone.utc) + timedelta(seconds=120), prefix=sb.prefix)
+        checks = [
+            Check("command", "test $(cat /sys/block/vdb/size) -eq 131072"),
+            Check("command", f"head -c {len(marker)} /dev/vdb | grep -q {marker.decode()}"),
+            Check("command", "echo overwritten | dd of=/dev/vdb conv=fsync status=none"),
+        ]
+        results = run_checks_subprocess(
+            sb.ssh_url(dns), checks, datetime.now(UTC) + timedelta(seconds=120), prefix=sb.prefix
+        )
         assert [r.ok for r in results] == [True, True, True], [r.detail for r in results]
         pid = g.pid
     _assert_nothing_left(sb.namespace, sb.run_dir, [pid])
@@ -207,8 +217,12 @@ CHILD = textwrap.dedent("""
 
 
 def _start_child(plan_path: Path, run_id: str, state: Path, disk: Path) -> tuple[subprocess.Popen, int, Path]:
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(plan_path), run_id, str(state), str(disk)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(plan_path), run_id, str(state), str(disk)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = child.stdout.readline().split()
     assert line, child.stderr.read()
     return child, int(line[0]), Path(line[1])

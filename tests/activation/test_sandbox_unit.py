@@ -1,14 +1,16 @@
 """Sandbox parts that need no namespace: MACs, resource caps, run ids, URLs."""
+
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 
+from drctl.activation.targets.sandbox import NS_PREFIX, Sandbox, SandboxError, guest_mac
 from drctl.errors import InvalidInput
 from drctl.plan.load import load_plan
-from drctl.activation.targets.sandbox import NS_PREFIX, Sandbox, SandboxError, guest_mac
 
 PLAN = load_plan(Path(__file__).resolve().parents[2] / "recovery_plans" / "demo.yaml")
 
@@ -22,7 +24,10 @@ def test_guest_macs_are_stable_distinct_and_in_qemus_local_range():
 
 def test_ram_and_vcpus_come_from_the_plan_capped_by_the_options(tmp_path):
     db = PLAN.server("db01")  # 512 MB, 1 vCPU in the plan
-    assert (Sandbox("r1", PLAN, state_dir=tmp_path).ram_mb(db), Sandbox("r1", PLAN, state_dir=tmp_path).vcpus(db)) == (512, 1)
+    assert (
+        Sandbox("r1", PLAN, state_dir=tmp_path).ram_mb(db),
+        Sandbox("r1", PLAN, state_dir=tmp_path).vcpus(db),
+    ) == (512, 1)
     capped = Sandbox("r1", PLAN, state_dir=tmp_path, ram_cap_mb=384, vcpu_cap=1)
     assert capped.ram_mb(db) == 384 and capped.ram_mb(PLAN.server("dns01")) == 256
 
@@ -53,7 +58,7 @@ def test_teardown_waits_for_a_start_in_flight_and_no_start_follows_it(tmp_path):
     import subprocess
     import threading
     import time
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from drctl.activation.targets.sandbox import Guest
 
@@ -61,15 +66,25 @@ def test_teardown_waits_for_a_start_in_flight_and_no_start_follows_it(tmp_path):
         def _start_server(self, server, disk_path, disk_format, overlay, data_disks):
             time.sleep(0.5)  # overlay, taps... the teardown begins meanwhile
             proc = subprocess.Popen(["sleep", "60"])
-            guest = Guest(server=server.name, ips=(), process=proc, disk=tmp_path / "x.qcow2",
-                          serial_log=tmp_path / "serial", taps=(), ram_mb=1, vcpus=1,
-                          boot_started_at=datetime.now(timezone.utc))
+            guest = Guest(
+                server=server.name,
+                ips=(),
+                process=proc,
+                disk=tmp_path / "x.qcow2",
+                serial_log=tmp_path / "serial",
+                taps=(),
+                ram_mb=1,
+                vcpus=1,
+                boot_started_at=datetime.now(UTC),
+            )
             self.guests[server.name] = guest
             return guest
 
     sb = SlowStart("r3", PLAN, state_dir=tmp_path)
     started: list[Guest] = []
-    t = threading.Thread(target=lambda: started.append(sb.start_server(PLAN.server("dns01"), tmp_path / "d.raw")))
+    t = threading.Thread(
+        target=lambda: started.append(sb.start_server(PLAN.server("dns01"), tmp_path / "d.raw"))
+    )
     t.start()
     time.sleep(0.1)
     sb.teardown()

@@ -1,4 +1,5 @@
 """Plan checks run with testinfra against real local things (local:// host), with retries."""
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drctl.errors import InvalidInput
-from drctl.plan.model import plan_from_dict
-from drctl.runs.model import utc_now
 from drctl.activation.verify.checks import (
     VerificationError,
     check_spec,
@@ -24,6 +22,9 @@ from drctl.activation.verify.checks import (
     server_outcome,
     verified_at,
 )
+from drctl.errors import InvalidInput
+from drctl.plan.model import plan_from_dict
+from drctl.runs.model import utc_now
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,8 +52,12 @@ def web(tmp_path):
     root.mkdir()
     (root / "index.html").write_text("<h1>catalogue from db01</h1>\n")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_listening(port)
         yield port
@@ -62,10 +67,12 @@ def web(tmp_path):
 
 
 def listen_later(port: int, delay: float) -> subprocess.Popen:
-    code = ("import socket, time\n"
-            f"time.sleep({delay})\n"
-            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-            f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)\n")
+    code = (
+        "import socket, time\n"
+        f"time.sleep({delay})\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)\n"
+    )
     return subprocess.Popen([sys.executable, "-c", code])
 
 
@@ -107,10 +114,16 @@ def test_every_kind_passes_against_real_local_things(web, tmp_path):
 def test_wrong_status_or_body_fails_with_what_was_seen(web):
     url = f"http://127.0.0.1:{web}/"
     for via in ("host", "verifier"):
-        res = run_checks("local://", [
-            {"http": {"url": url + "missing", "status": 200}},
-            {"http": {"url": url, "status": 200, "contains": "orders from db02"}},
-        ], deadline_in(1.0), interval=0.3, http_via=via)
+        res = run_checks(
+            "local://",
+            [
+                {"http": {"url": url + "missing", "status": 200}},
+                {"http": {"url": url, "status": 200, "contains": "orders from db02"}},
+            ],
+            deadline_in(1.0),
+            interval=0.3,
+            http_via=via,
+        )
         assert "HTTP 404 (expected 200)" in res[0].detail
         assert "HTTP 200 but the body lacks 'orders from db02'" in res[1].detail
         assert server_outcome(res) == "failed" and verified_at(res) is None
@@ -153,8 +166,13 @@ def test_a_port_that_never_listens_fails_at_the_deadline_with_detail():
 def test_only_a_non_critical_failure_gives_a_warning_without_waiting_for_the_deadline(tmp_path):
     port = free_port()
     t0 = time.monotonic()
-    res = run_checks("local://", [{"command": "echo ready"}, {"port": port, "critical": False}],
-                     deadline_in(60), interval=0.2, noncritical_grace_s=1.0)
+    res = run_checks(
+        "local://",
+        [{"command": "echo ready"}, {"port": port, "critical": False}],
+        deadline_in(60),
+        interval=0.2,
+        noncritical_grace_s=1.0,
+    )
     waited = time.monotonic() - t0
     assert waited < 5, "a non-critical check must not hold the server until its RTO deadline"
     assert res[0].ok and res[0].detail == "exit 0: ready"
@@ -175,10 +193,12 @@ def test_service_check_reports_a_stopped_service():
     assert res[0].detail.startswith("service drctl-no-such-service is not running")
 
 
-@pytest.mark.skipif(not Path("/run/systemd/system").is_dir(),
-                    reason="this machine does not run systemd (PID 1 is not systemd), so testinfra's service "
-                           "module cannot see a running service on local://; the sandbox tests run service "
-                           "checks against real guests")
+@pytest.mark.skipif(
+    not Path("/run/systemd/system").is_dir(),
+    reason="this machine does not run systemd (PID 1 is not systemd), so testinfra's service "
+    "module cannot see a running service on local://; the sandbox tests run service "
+    "checks against real guests",
+)
 def test_service_check_sees_a_running_service():  # pragma: no cover - needs systemd
     res = run_checks("local://", [{"service": "systemd-journald"}], deadline_in(5))
     assert res[0].ok
@@ -186,8 +206,11 @@ def test_service_check_sees_a_running_service():  # pragma: no cover - needs sys
 
 def test_cli_in_a_subprocess_as_the_sandbox_runs_it(web, tmp_path):
     port = free_port()
-    checks = [{"port": web}, {"http": {"url": f"http://127.0.0.1:{web}/", "contains": "catalogue"}},
-              {"port": port, "critical": False}]
+    checks = [
+        {"port": web},
+        {"http": {"url": f"http://127.0.0.1:{web}/", "contains": "catalogue"}},
+        {"port": port, "critical": False},
+    ]
     res = run_checks_subprocess("local://", checks, deadline_in(20), interval=0.2, noncritical_grace_s=0.5)
     assert [r.ok for r in res] == [True, True, False]
     assert server_outcome(res) == "warning"
@@ -197,12 +220,37 @@ def test_cli_in_a_subprocess_as_the_sandbox_runs_it(web, tmp_path):
         run_checks_subprocess("local://", [{"port": web}], deadline_in(1), python="/bin/false")
     with pytest.raises(InvalidInput, match="password"):
         run_checks_subprocess("paramiko://root:hunter2@192.168.10.30", [{"port": 22}], deadline_in(1))
-    bad = subprocess.run([sys.executable, "-m", "drctl.activation.verify", "--host-url", "local://",
-                          "--checks-json", '[{"port": 99999}]', "--deadline", "1"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drctl.activation.verify",
+            "--host-url",
+            "local://",
+            "--checks-json",
+            '[{"port": 99999}]',
+            "--deadline",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "port 99999 out of range" in bad.stderr
-    out = subprocess.run([sys.executable, "-m", "drctl.activation.verify", "--host-url", "local://",
-                          "--checks-json", f'[{{"port": {port}}}]', "--deadline", "0.5"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drctl.activation.verify",
+            "--host-url",
+            "local://",
+            "--checks-json",
+            f'[{{"port": {port}}}]',
+            "--deadline",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 20 and '"outcome": "failed"' in out.stdout
 
 
@@ -210,15 +258,26 @@ def test_plan_checks_become_check_specs():
     plan = plan_from_dict(yaml.safe_load((ROOT / "recovery_plans" / "demo.yaml").read_text()))
     files = [check_spec(c) for c in plan.server("files01").checks]
     assert [(c.describe(), c.critical) for c in files] == [
-        ("file /srv/share/README.txt", True), ("service smbd", True), ("port 445", False)]
+        ("file /srv/share/README.txt", True),
+        ("service smbd", True),
+        ("port 445", False),
+    ]
     web = [check_spec(c).describe() for c in plan.server("web01").checks]
     assert web[2] == "http http://192.168.10.50/ -> 200 containing 'catalogue from db01'"
-    for bad in ({"port": 70000}, {"port": 1, "file": "/x"}, {"ping": "x"}, {"service": ""},
-                {"http": "http://x/"}, {"port": {"port": 22, "protocol": "sctp"}}):
+    for bad in (
+        {"port": 70000},
+        {"port": 1, "file": "/x"},
+        {"ping": "x"},
+        {"service": ""},
+        {"http": "http://x/"},
+        {"port": {"port": 22, "protocol": "sctp"}},
+    ):
         with pytest.raises(InvalidInput):
             check_spec(bad)
-    assert check_spec({"port": 53, "critical": False}).to_plan_dict() == \
-        {"port": {"port": 53, "protocol": "tcp", "host": None}, "critical": False}
+    assert check_spec({"port": 53, "critical": False}).to_plan_dict() == {
+        "port": {"port": 53, "protocol": "tcp", "host": None},
+        "critical": False,
+    }
 
 
 def test_bad_host_url_is_an_input_error():
@@ -231,7 +290,9 @@ def test_no_proxy_is_used_for_local_http(web, monkeypatch):
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     for via in ("host", "verifier"):
-        res = run_checks("local://", [{"http": {"url": f"http://127.0.0.1:{web}/"}}], deadline_in(5), http_via=via)
+        res = run_checks(
+            "local://", [{"http": {"url": f"http://127.0.0.1:{web}/"}}], deadline_in(5), http_via=via
+        )
         assert res[0].ok, (via, res[0].detail)
 
 
@@ -240,18 +301,40 @@ def test_generated_testinfra_module_runs_under_pytest(web, tmp_path):
 
     closed = free_port()
     module = tmp_path / "test_app01.py"
-    module.write_text(render_testinfra_module("app01", [
-        {"port": web},
-        {"http": {"url": f"http://127.0.0.1:{web}/", "status": 200, "contains": "catalogue from db01"}},
-        {"port": closed, "critical": False},
-    ], filename=module.name))
-    ok = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=local://",
-                         str(module)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    module.write_text(
+        render_testinfra_module(
+            "app01",
+            [
+                {"port": web},
+                {
+                    "http": {
+                        "url": f"http://127.0.0.1:{web}/",
+                        "status": 200,
+                        "contains": "catalogue from db01",
+                    }
+                },
+                {"port": closed, "critical": False},
+            ],
+            filename=module.name,
+        )
+    )
+    ok = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=local://", str(module)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stdout[-3000:]
     assert "2 passed, 1 xfailed" in ok.stdout
     module.write_text(render_testinfra_module("app01", [{"port": closed}], filename=module.name))
-    bad = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=local://",
-                          str(module)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hosts=local://", str(module)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert bad.returncode == 1 and f"nothing listens on tcp port {closed}" in bad.stdout
 
 
@@ -276,13 +359,22 @@ def netns():
 def test_checks_run_inside_a_network_namespace_as_the_sandbox_does(netns, tmp_path):
     (tmp_path / "index.html").write_text("catalogue from db01\n")
     port = free_port()
-    server = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-m", "http.server", str(port),
-                               "--bind", "127.0.0.1"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         checks = [{"port": port}, {"http": {"url": f"http://127.0.0.1:{port}/", "contains": "catalogue"}}]
-        inside = run_checks_subprocess("local://", checks, deadline_in(20), interval=0.2,
-                                       prefix=["ip", "netns", "exec", netns], http_via="verifier")
+        inside = run_checks_subprocess(
+            "local://",
+            checks,
+            deadline_in(20),
+            interval=0.2,
+            prefix=["ip", "netns", "exec", netns],
+            http_via="verifier",
+        )
         assert [r.ok for r in inside] == [True, True], [r.detail for r in inside]
         # the same server is invisible from the host's own network
         outside = run_checks("local://", checks, deadline_in(0.5), interval=0.2, http_via="verifier")

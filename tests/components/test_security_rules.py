@@ -1,4 +1,5 @@
 """Pure helpers of the components: security rules, subnets, tunnel, vault, recovery order."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,7 +47,11 @@ def test_rules_come_from_checks_and_roles_and_only_from_client_networks(demo):
 def test_public_web_opens_only_80_and_443_to_the_world(demo):
     web = demo.server("web01")
     public = dataclasses.replace(web, roles=(*web.roles, "public-web"))
-    world = {(r.protocol, r.port_min, r.port_max) for r in ingress_rules(public, demo) if r.remote_ip_prefix == WORLD}
+    world = {
+        (r.protocol, r.port_min, r.port_max)
+        for r in ingress_rules(public, demo)
+        if r.remote_ip_prefix == WORLD
+    }
     assert world == {("tcp", 80, 80), ("tcp", 443, 443)}
     assert not [r for r in ingress_rules(web, demo) if r.remote_ip_prefix == WORLD]
 
@@ -81,13 +86,20 @@ def test_tunnel_peer_is_the_sites_user_lans_with_the_plan_algorithms(demo):
     spec = tunnel_spec(demo, site)
     assert spec.peer_cidrs == tuple(sn.cidr for sn in demo.user_subnets(site))
     assert spec.peer_cidrs and not set(spec.peer_cidrs) & {sn.cidr for sn in demo.recovery_subnets()}
-    assert (spec.ike_version, spec.encryption, spec.integrity, spec.pfs) == ("v2", "aes-256", "sha256", "group14")
+    assert (spec.ike_version, spec.encryption, spec.integrity, spec.pfs) == (
+        "v2",
+        "aes-256",
+        "sha256",
+        "group14",
+    )
 
 
 def test_a_site_whose_only_dhcp_subnet_holds_servers_is_refused(demo):
     site = demo.sites[0]
     lan = next(sn for sn in site.subnets if sn.ref in {r.ref for r in demo.recovery_subnets()})
-    mixed = dataclasses.replace(site, subnets=(dataclasses.replace(lan, dhcp=site.subnets[-1].dhcp or lan.dhcp),))
+    mixed = dataclasses.replace(
+        site, subnets=(dataclasses.replace(lan, dhcp=site.subnets[-1].dhcp or lan.dhcp),)
+    )
     plan = dataclasses.replace(demo, sites=(mixed,))
     with pytest.raises(StackConfigInvalid, match="sites.paris: no user LAN"):
         tunnel_spec(plan, mixed)

@@ -5,6 +5,7 @@ checks run with the product's verifier (``drctl.activation.verify``, testinfra o
 namespace, exactly as a drill runs them. Slow (five guests under software emulation: ~1-3 min
 on 2 cores); the images come from the shared cache. Needs what test_sandbox_integration needs.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,11 +14,11 @@ from datetime import timedelta
 
 import pytest
 
+from drctl.activation.targets.sandbox import Sandbox
+from drctl.activation.verify.checks import run_checks_subprocess, server_outcome
 from drctl.demo.images import build_demo_images
 from drctl.plan.load import load_plan
 from drctl.runs.model import utc_now
-from drctl.activation.targets.sandbox import Sandbox
-from drctl.activation.verify.checks import run_checks_subprocess, server_outcome
 from tests.activation.test_sandbox_integration import BOOT_TIMEOUT_S, PLAN_PATH, _require_tools
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,8 +32,15 @@ def plan():
 
 def _verify(sb: Sandbox, server) -> list:
     deadline = utc_now() + timedelta(seconds=CHECK_BUDGET_S)
-    return run_checks_subprocess(sb.ssh_url(server), server.checks, deadline, prefix=sb.prefix,
-                                 python=sys.executable, interval=2.0, noncritical_grace_s=20.0)
+    return run_checks_subprocess(
+        sb.ssh_url(server),
+        server.checks,
+        deadline,
+        prefix=sb.prefix,
+        python=sys.executable,
+        interval=2.0,
+        noncritical_grace_s=20.0,
+    )
 
 
 def test_every_check_of_the_demo_plan_passes_on_its_image(plan, tmp_path):
@@ -40,8 +48,9 @@ def test_every_check_of_the_demo_plan_passes_on_its_image(plan, tmp_path):
     images = build_demo_images(plan)
     order = sorted(plan.servers, key=lambda s: s.boot_group)
     outcomes = {}
-    with Sandbox("c" + uuid.uuid4().hex[:10], plan, state_dir=tmp_path,
-                 ssh_identity_file=images.ssh_identity_file) as sb:
+    with Sandbox(
+        "c" + uuid.uuid4().hex[:10], plan, state_dir=tmp_path, ssh_identity_file=images.ssh_identity_file
+    ) as sb:
         guests = {s.name: sb.start_server(s, images.images[s.name]) for s in order}
         for s in order:
             sb.wait_ssh(guests[s.name], timeout_s=BOOT_TIMEOUT_S)
@@ -56,8 +65,9 @@ def test_a_broken_image_fails_its_service_check(plan, tmp_path):
     images = build_demo_images(plan, servers=["db01"], broken=["db01"])
     assert "-broken-" in images.images["db01"].name
     db = plan.server("db01")
-    with Sandbox("b" + uuid.uuid4().hex[:10], plan, state_dir=tmp_path,
-                 ssh_identity_file=images.ssh_identity_file) as sb:
+    with Sandbox(
+        "b" + uuid.uuid4().hex[:10], plan, state_dir=tmp_path, ssh_identity_file=images.ssh_identity_file
+    ) as sb:
         guest = sb.start_server(db, images.images["db01"])
         sb.wait_ssh(guest, timeout_s=BOOT_TIMEOUT_S)  # the server itself boots ...
         deadline = utc_now() + timedelta(seconds=20)  # ... but PostgreSQL never comes: no long wait

@@ -1,4 +1,5 @@
 """Pure parts of the demo image builder: what goes into each server's disk, the MBR, cache keys."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from drctl.activation.targets.sandbox import guest_mac
 from drctl.demo.images import builder, disk, roles, rootfs
 from drctl.plan.load import load_plan
-from drctl.activation.targets.sandbox import guest_mac
 
 PLAN_PATH = Path(__file__).resolve().parents[2] / "recovery_plans" / "demo.yaml"
 
@@ -113,8 +114,9 @@ def test_image_key_follows_the_server_entry_and_the_variant(plan):
     assert k != builder.image_key(plan, db, broken=True, credentials="c")
     assert k != builder.image_key(plan, db, broken=False, credentials="other")
     bigger = dataclasses.replace(db, ram_mb=1024)
-    assert k != builder.image_key(dataclasses.replace(plan, servers=(bigger,) + plan.servers[1:]), bigger,
-                                  broken=False, credentials="c")
+    assert k != builder.image_key(
+        dataclasses.replace(plan, servers=(bigger,) + plan.servers[1:]), bigger, broken=False, credentials="c"
+    )
     assert builder.image_name("db01", k, True) == f"db01-broken-{k}.raw"
 
 
@@ -131,9 +133,12 @@ def test_apt_mirrors_come_from_deb822_and_one_line_sources(tmp_path):
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(
         "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n\n"
-        "Types: deb\nURIs: http://mirror.example/debian-security/\nSuites: bookworm-security\n")
-    assert rootfs.apt_mirrors(tmp_path) == {"debian": "http://mirror.example/debian",
-                                            "debian-security": "http://mirror.example/debian-security"}
+        "Types: deb\nURIs: http://mirror.example/debian-security/\nSuites: bookworm-security\n"
+    )
+    assert rootfs.apt_mirrors(tmp_path) == {
+        "debian": "http://mirror.example/debian",
+        "debian-security": "http://mirror.example/debian-security",
+    }
     (tmp_path / "sources.list.d" / "debian.sources").unlink()
     (tmp_path / "sources.list").write_text("deb [arch=amd64] http://other.example/debian bookworm main\n")
     assert rootfs.apt_mirrors(tmp_path)["debian"] == "http://other.example/debian"
@@ -141,11 +146,18 @@ def test_apt_mirrors_come_from_deb822_and_one_line_sources(tmp_path):
 
 
 def test_mmdebstrap_command_takes_the_three_bookworm_suites_and_every_role_package():
-    argv = rootfs.mmdebstrap_argv(Path("/x"), {"debian": "http://m/debian", "debian-security": "http://m/sec"})
-    assert argv[-3:] == ["deb http://m/debian bookworm main", "deb http://m/debian bookworm-updates main",
-                         "deb http://m/sec bookworm-security main"]
+    argv = rootfs.mmdebstrap_argv(
+        Path("/x"), {"debian": "http://m/debian", "debian-security": "http://m/sec"}
+    )
+    assert argv[-3:] == [
+        "deb http://m/debian bookworm main",
+        "deb http://m/debian bookworm-updates main",
+        "deb http://m/sec bookworm-security main",
+    ]
     include = next(a for a in argv if a.startswith("--include=")).split("=", 1)[1].split(",")
-    assert {"postgresql-15", "dnsmasq", "samba", "nginx-light", "python3-psycopg2", "dropbear"} <= set(include)
+    assert {"postgresql-15", "dnsmasq", "samba", "nginx-light", "python3-psycopg2", "dropbear"} <= set(
+        include
+    )
 
 
 def test_ssh_key_is_private_and_reused(tmp_path):
@@ -154,5 +166,6 @@ def test_ssh_key_is_private_and_reused(tmp_path):
     assert pub.startswith("ssh-ed25519 ")
     assert builder.ensure_ssh_key(tmp_path) == (priv, pub)
     import paramiko
+
     key = paramiko.Ed25519Key.from_private_key_file(str(priv))
     assert pub.split()[1] == key.get_base64()

@@ -1,5 +1,6 @@
 """The site router's BGP configuration for MPLS BVPN reconnection (service description 10.2):
 rendered from the plan, checked by FRR's own parser, refused at render time when it cannot work."""
+
 from __future__ import annotations
 
 import copy
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.conftest import server_missing
 
+from drctl.nca.bgp import BgpRenderError, frr_parse_errors
 from drctl.nca.render import render_bundle
 from drctl.plan.load import load_plan
-from drctl.nca.bgp import BgpRenderError, frr_parse_errors
+from tests.conftest import server_missing
 
 REPO = Path(__file__).resolve().parents[2]
 ACME = REPO / "recovery_plans" / "acme.yaml"
@@ -64,8 +65,13 @@ def test_recovery_routes_preferred_nominal_then_backup_then_vpn(tmp_path):
     frr = render_bundle(plan, "lyon", PSK, "203.0.113.99")["frr.conf"]
     weight = dict(re.findall(r"neighbor (\S+) weight (\d+)", frr))
     in_map = dict(re.findall(r"neighbor (\S+) route-map (\S+) in", frr))
-    local_pref = dict(re.findall(r"route-map (\S+) permit 10\n match ip address prefix-list DR-RECOVERY\n"
-                                 r" set local-preference (\d+)", frr))
+    local_pref = dict(
+        re.findall(
+            r"route-map (\S+) permit 10\n match ip address prefix-list DR-RECOVERY\n"
+            r" set local-preference (\d+)",
+            frr,
+        )
+    )
     mpls = plan.sites[0].mpls
     order = [mpls.nominal.neighbor, mpls.backup.neighbor, mpls.vpn.neighbor]
     assert [int(weight[n]) for n in order] == [300, 200, 100]
@@ -91,9 +97,10 @@ def test_a_site_without_mpls_gets_no_router_config():
 
 def test_sessions_that_cannot_work_are_refused_at_render_time_all_at_once(tmp_path):
     def edit(m):
-        m["backup"]["neighbor"] = m["nominal"]["neighbor"]   # one session for two paths
-        m["vpn"]["neighbor"] = "10.10.10.200"               # inside a recovery subnet
-        m["nominal"]["remote_as"] = m["asn"]                  # the provider in the site's AS
+        m["backup"]["neighbor"] = m["nominal"]["neighbor"]  # one session for two paths
+        m["vpn"]["neighbor"] = "10.10.10.200"  # inside a recovery subnet
+        m["nominal"]["remote_as"] = m["asn"]  # the provider in the site's AS
+
     plan = _plan_with(tmp_path, edit)
     with pytest.raises(BgpRenderError) as e:
         render_bundle(plan, "lyon", PSK, "203.0.113.99")
@@ -110,8 +117,9 @@ def test_schema_names_a_bad_asn(tmp_path):
     bad["sites"][0]["mpls"]["asn"] = 0
     path = tmp_path / "acme.yaml"
     path.write_text(yaml.safe_dump(bad))
-    p = subprocess.run([str(Path(sys.executable).parent / "drctl"), "validate", str(path)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [str(Path(sys.executable).parent / "drctl"), "validate", str(path)], capture_output=True, text=True
+    )
     assert p.returncode == 1 and re.search(r"sites[.\[]0\]?\.mpls\.asn", p.stderr), p.stderr
 
 
@@ -159,14 +167,25 @@ class BgpLab:
             pe = self.ns(role)
             self._namespace(pe)
             ce_addr = str(ipaddress.ip_address(peer.neighbor) + 1)
-            self.sh("ip", "link", "add", f"ce{i}", "netns", ce, "type", "veth", "peer", "name", "pe", "netns", pe)
+            self.sh(
+                "ip", "link", "add", f"ce{i}", "netns", ce, "type", "veth", "peer", "name", "pe", "netns", pe
+            )
             self.sh("ip", "-n", ce, "addr", "add", f"{ce_addr}/24", "dev", f"ce{i}")
             self.sh("ip", "-n", ce, "link", "set", f"ce{i}", "up")
             self.sh("ip", "-n", pe, "addr", "add", f"{peer.neighbor}/24", "dev", "pe")
             self.sh("ip", "-n", pe, "link", "set", "pe", "up")
             networks = "\n".join(f"  network {c}" for c in self.recovery)
-            self._daemons(pe, PE_CONF.format(name=pe, asn=peer.remote_as, addr=peer.neighbor, ce=ce_addr,
-                                             site_asn=self.mpls.asn, networks=networks))
+            self._daemons(
+                pe,
+                PE_CONF.format(
+                    name=pe,
+                    asn=peer.remote_as,
+                    addr=peer.neighbor,
+                    ce=ce_addr,
+                    site_asn=self.mpls.asn,
+                    networks=networks,
+                ),
+            )
         self._daemons(ce, self.frr_conf)
 
     def _namespace(self, ns: str) -> None:
@@ -182,8 +201,20 @@ class BgpLab:
         path.write_text(conf)
         path.chmod(0o644)
         for daemon, cfg in (("zebra", "/dev/null"), ("bgpd", str(path))):
-            self.sh("ip", "netns", "exec", ns, f"/usr/lib/frr/{daemon}", "-d", "-N", ns, "-f", cfg,
-                    "-i", f"/var/run/frr/{ns}/{daemon}.pid")
+            self.sh(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                f"/usr/lib/frr/{daemon}",
+                "-d",
+                "-N",
+                ns,
+                "-f",
+                cfg,
+                "-i",
+                f"/var/run/frr/{ns}/{daemon}.pid",
+            )
 
     def link(self, role: str, up: bool) -> None:
         self.sh("ip", "-n", self.ns(role), "link", "set", "pe", "up" if up else "down")

@@ -1,4 +1,5 @@
 """``drctl nca render``: files written private, the PSK only from the stack or the environment."""
+
 from __future__ import annotations
 
 import base64
@@ -20,12 +21,15 @@ def at_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DRCTL_VPN_ENDPOINT", raising=False)
 
 
-def test_render_writes_private_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_writes_private_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("DRCTL_VPN_PSK", PSK)
     out = tmp_path / "nca-paris"
-    assert main(["nca", "render", "demo", "--site", "paris", "--out", str(out),
-                 "--endpoint", "198.51.100.77"]) == 0
+    assert (
+        main(["nca", "render", "demo", "--site", "paris", "--out", str(out), "--endpoint", "198.51.100.77"])
+        == 0
+    )
     names = sorted(p.name for p in out.iterdir())
     assert names == ["README.txt", "dnsmasq.conf", "nca.env", "swanctl.conf"]
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
@@ -41,12 +45,14 @@ def test_render_writes_private_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert str(out / "swanctl.conf") in printed.out
 
 
-def test_render_without_stack_takes_plan_and_env_psk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_without_stack_takes_plan_and_env_psk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A client with a plan but no stack file yet: recovery_plans/<stack>.yaml + $DRCTL_VPN_PSK.
     (tmp_path / "recovery_plans").mkdir()
     (tmp_path / "recovery_plans" / "nostack.yaml").write_text(
-        (ROOT / "recovery_plans" / "demo.yaml").read_text())
+        (ROOT / "recovery_plans" / "demo.yaml").read_text()
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DRCTL_VPN_PSK", raising=False)
     code = main(["nca", "render", "nostack", "--site", "paris", "--out", str(tmp_path / "x")])
@@ -59,11 +65,13 @@ def test_render_without_stack_takes_plan_and_env_psk(tmp_path: Path, monkeypatch
     assert (tmp_path / "x" / "swanctl.conf").exists()
 
 
-def test_render_refusal_is_exit_1_with_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_refusal_is_exit_1_with_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "recovery_plans").mkdir()
     (tmp_path / "recovery_plans" / "nostack.yaml").write_text(
-        (ROOT / "recovery_plans" / "demo.yaml").read_text())
+        (ROOT / "recovery_plans" / "demo.yaml").read_text()
+    )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DRCTL_VPN_PSK", "too-short")
     code = main(["nca", "render", "nostack", "--site", "paris", "--out", str(tmp_path / "x")])

@@ -4,6 +4,7 @@ bundle, and the namespace lab end to end (success, proposal mismatch, interrupti
 Needs root, strongswan-charon, strongswan-swanctl, libcharon-extra-plugins, dnsmasq-base and
 iproute2: the tests FAIL without them unless DRCTL_ALLOW_SKIP=1.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,14 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.sandbox_standin import need_lab, sandbox_standin
 import yaml
 
-from drctl.nca.render import NcaRenderError, render_bundle, render_cloud_endpoint
 from drctl.nca.lab import LabError, NcaLab
-from drctl.netns import (PREFIX, check_swanctl_conf, cleanup_leftovers,
-                             netns_list, run)
+from drctl.nca.render import NcaRenderError, render_bundle, render_cloud_endpoint
+from drctl.netns import PREFIX, check_swanctl_conf, cleanup_leftovers, netns_list, run
 from drctl.plan.model import plan_from_dict
+from tests.support.sandbox_standin import need_lab, sandbox_standin
 
 pytestmark = pytest.mark.integration
 
@@ -76,8 +76,9 @@ def test_daemons_parse_every_rendered_bundle(tmp_path: Path, client: str, site: 
 
 def test_strongswan_parse_check_refuses_a_broken_config() -> None:
     bundle = render_bundle(plan_from_dict(load_doc("demo")), "paris", PSK, ENDPOINT)
-    broken = bundle["swanctl.conf"].replace("proposals = aes256-sha256-modp2048",
-                                            "proposals = aes256-sha257-modp2048", 1)
+    broken = bundle["swanctl.conf"].replace(
+        "proposals = aes256-sha256-modp2048", "proposals = aes256-sha257-modp2048", 1
+    )
     with pytest.raises(LabError, match="invalid value for: proposals"):
         check_swanctl_conf(broken)
 
@@ -94,8 +95,19 @@ def test_lab_demo_paris_end_to_end() -> None:
         pids = [p.popen.pid for p in lab.ns.processes]
         lab.probe_all()
     steps = {s.step: s for s in lab.steps}
-    assert [s.step for s in lab.steps] == ["bundle-check", "namespaces", "cloud-endpoint", "nca-start",
-                                           "tunnel", "pfs-rekey", "dhcp", "dns", "icmp", "tcp", "teardown"]
+    assert [s.step for s in lab.steps] == [
+        "bundle-check",
+        "namespaces",
+        "cloud-endpoint",
+        "nca-start",
+        "tunnel",
+        "pfs-rekey",
+        "dhcp",
+        "dns",
+        "icmp",
+        "tcp",
+        "teardown",
+    ]
     assert all(s.ok for s in lab.steps), [s.as_dict() for s in lab.steps]
     # Exactly the declared proposals (aes-256/sha256/group14), seen in charon's own SA listing.
     assert "AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048 on both sides" in steps["tunnel"].detail
@@ -135,8 +147,15 @@ def test_lab_proposal_mismatch_fails_naming_it() -> None:
 
 def drctl(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "DRCTL_VPN_PSK": PSK}
-    return subprocess.Popen([sys.executable, "-m", "drctl.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "drctl.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def test_cli_json_and_mismatch_exit_code(tmp_path: Path) -> None:
@@ -196,15 +215,20 @@ def test_lab_attaches_to_an_existing_cloud_namespace(tmp_path: Path) -> None:
 
     with sandbox_standin(tmp_path, "catalogue from db01", tag="l") as (sandbox, _):
         links_before = run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n")
-        lab = NcaLab(plan=plan_from_dict(load_doc("demo")), site_name="paris", psk=PSK,
-                     target=ProbeTarget("app01", "192.168.10.30", 8080, "/", "catalogue from db01"))
+        lab = NcaLab(
+            plan=plan_from_dict(load_doc("demo")),
+            site_name="paris",
+            psk=PSK,
+            target=ProbeTarget("app01", "192.168.10.30", 8080, "/", "catalogue from db01"),
+        )
         with lab:
             lab.start(cloud_ns=sandbox)
             assert f"{lab.ns.name('cloud')}" not in netns_list()
             lab.probe_all()
         assert all(s.ok for s in lab.steps), [s.as_dict() for s in lab.steps]
-        assert {s.step: s.detail for s in lab.steps}["tcp"] == \
-            "GET http://192.168.10.30:8080/ -> 200, page contains 'catalogue from db01'"
+        assert {s.step: s.detail for s in lab.steps}[
+            "tcp"
+        ] == "GET http://192.168.10.30:8080/ -> 200, page contains 'catalogue from db01'"
         # The sandbox is still there, with its own links only, and no IPsec routing left behind.
         assert sandbox in netns_list()
         assert run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n") == links_before
@@ -228,8 +252,9 @@ def test_lab_pfs_group_mismatch_fails() -> None:
     policies): a site on group15 against a cloud on group14 must fail, not fall back."""
     doc = copy.deepcopy(load_doc("demo"))
     doc["sites"][0]["vpn"] = {"pfs": "group15"}
-    lab = NcaLab(plan=plan_from_dict(load_doc("demo")), site_name="paris", psk=PSK,
-                 site_plan=plan_from_dict(doc))
+    lab = NcaLab(
+        plan=plan_from_dict(load_doc("demo")), site_name="paris", psk=PSK, site_plan=plan_from_dict(doc)
+    )
     with pytest.raises(LabError) as e, lab:
         lab.start()
         lab.probe_all()

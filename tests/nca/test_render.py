@@ -1,4 +1,5 @@
 """NCA bundle rendering (pure): what the appliance gets, and every plan it must refuse."""
+
 from __future__ import annotations
 
 import base64
@@ -11,8 +12,7 @@ import jinja2
 import pytest
 import yaml
 
-from drctl.nca.render import (NcaRenderError, _env, render_bundle, render_cloud_endpoint,
-                       write_bundle)
+from drctl.nca.render import NcaRenderError, _env, render_bundle, render_cloud_endpoint, write_bundle
 from drctl.plan.model import plan_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,9 @@ def test_psk_with_quotes_and_braces_survives(demo_doc: dict) -> None:
 def test_dnsmasq_serves_users_lan_and_recovered_names(demo_doc: dict) -> None:
     conf = render_bundle(plan_of(demo_doc), "paris", PSK, ENDPOINT)["dnsmasq.conf"]
     assert lines(conf, "interface=") == ["interface=lan0"]
-    assert lines(conf, "dhcp-range=") == ["dhcp-range=set:users,192.168.20.100,192.168.20.199,255.255.255.0,12h"]
+    assert lines(conf, "dhcp-range=") == [
+        "dhcp-range=set:users,192.168.20.100,192.168.20.199,255.255.255.0,12h"
+    ]
     assert "dhcp-option=tag:users,option:router,192.168.20.1" in conf
     assert "dhcp-option=tag:users,option:dns-server,192.168.20.1" in conf
     assert lines(conf, "domain=") == ["domain=demo.lan"]
@@ -100,7 +102,9 @@ def test_dnsmasq_serves_users_lan_and_recovered_names(demo_doc: dict) -> None:
 
 def test_env_and_readme_name_the_addresses(demo_doc: dict) -> None:
     bundle = render_bundle(plan_of(demo_doc), "paris", PSK, ENDPOINT)
-    env = dict(line.split("=", 1) for line in bundle["nca.env"].splitlines() if line and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1) for line in bundle["nca.env"].splitlines() if line and not line.startswith("#")
+    )
     assert env["NCA_PUBLIC_ADDRESS"] == "203.0.113.10"
     assert env["NCA_VPN_ENDPOINT"] == ENDPOINT
     assert env["NCA_LAN_ADDRESSES"] == '"192.168.20.1/24"'
@@ -109,8 +113,9 @@ def test_env_and_readme_name_the_addresses(demo_doc: dict) -> None:
 
 
 def test_recovery_vpn_address_is_the_remote_identity(demo_doc: dict) -> None:
-    conf = render_bundle(plan_of(demo_doc), "paris", PSK, ENDPOINT,
-                         recovery_vpn_address="192.0.2.7")["swanctl.conf"]
+    conf = render_bundle(plan_of(demo_doc), "paris", PSK, ENDPOINT, recovery_vpn_address="192.0.2.7")[
+        "swanctl.conf"
+    ]
     assert setting(conf, "remote_addrs") == [ENDPOINT]
     assert setting(conf, "id") == ["203.0.113.10", "192.0.2.7"]
 
@@ -121,14 +126,17 @@ def test_network_model(demo_doc: dict) -> None:
     assert [sn.ref for sn in plan.user_subnets(plan.sites[0])] == ["paris/users"]
 
 
-@pytest.mark.parametrize(("vpn", "proposal"), [
-    ({"encryption": "aes-128", "integrity": "sha1", "pfs": "group5"}, "aes128-sha1-modp1536"),
-    ({"encryption": "aes-192", "integrity": "sha384", "pfs": "group15"}, "aes192-sha384-modp3072"),
-    ({"encryption": "aes-256", "integrity": "sha512", "pfs": "group16"}, "aes256-sha512-modp4096"),
-    ({"pfs": "group19"}, "aes256-sha256-ecp256"),
-    ({"pfs": "group20"}, "aes256-sha256-ecp384"),
-    ({"pfs": "group21"}, "aes256-sha256-ecp521"),
-])
+@pytest.mark.parametrize(
+    ("vpn", "proposal"),
+    [
+        ({"encryption": "aes-128", "integrity": "sha1", "pfs": "group5"}, "aes128-sha1-modp1536"),
+        ({"encryption": "aes-192", "integrity": "sha384", "pfs": "group15"}, "aes192-sha384-modp3072"),
+        ({"encryption": "aes-256", "integrity": "sha512", "pfs": "group16"}, "aes256-sha512-modp4096"),
+        ({"pfs": "group19"}, "aes256-sha256-ecp256"),
+        ({"pfs": "group20"}, "aes256-sha256-ecp384"),
+        ({"pfs": "group21"}, "aes256-sha256-ecp521"),
+    ],
+)
 def test_algorithm_names_map_to_strongswan_keywords(demo_doc: dict, vpn: dict, proposal: str) -> None:
     doc = copy.deepcopy(demo_doc)
     doc["sites"][0]["vpn"] = vpn
@@ -148,6 +156,7 @@ def test_cloud_endpoint_mirrors_the_site(demo_doc: dict) -> None:
 
 
 # --- refusals ----------------------------------------------------------------------------------
+
 
 def refused(doc: dict, psk: str = PSK, endpoint: str = ENDPOINT, site: str = "paris") -> str:
     with pytest.raises(NcaRenderError) as e:
@@ -169,8 +178,11 @@ def test_short_psk_refused(demo_doc: dict) -> None:
 def test_users_lan_overlapping_a_recovery_subnet_refused(demo_doc: dict) -> None:
     doc = copy.deepcopy(demo_doc)
     sn = users_subnet(doc)
-    sn.update(cidr="192.168.10.128/25", gateway="192.168.10.129",
-              dhcp={"start": "192.168.10.200", "end": "192.168.10.250"})
+    sn.update(
+        cidr="192.168.10.128/25",
+        gateway="192.168.10.129",
+        dhcp={"start": "192.168.10.200", "end": "192.168.10.250"},
+    )
     msg = refused(doc)
     assert "sites.paris.subnets.users.cidr" in msg
     assert "overlaps the recovery subnet paris/lan (192.168.10.0/24)" in msg
@@ -200,10 +212,17 @@ def test_dhcp_on_a_server_subnet_refused(demo_doc: dict) -> None:
     assert "separate users subnet" in msg
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("encryption", "aes-256-gcm"), ("encryption", "blowfish"), ("integrity", "md5"),
-    ("pfs", "group24"), ("pfs", "modp2048"), ("ike_version", "v3"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("encryption", "aes-256-gcm"),
+        ("encryption", "blowfish"),
+        ("integrity", "md5"),
+        ("pfs", "group24"),
+        ("pfs", "modp2048"),
+        ("ike_version", "v3"),
+    ],
+)
 def test_unknown_algorithm_refused(demo_doc: dict, field: str, value: str) -> None:
     doc = copy.deepcopy(demo_doc)
     doc["sites"][0]["vpn"] = {field: value}
@@ -275,5 +294,9 @@ list-sas reply {
     child = installed_child(ike)
     assert child["packets-out"] == "3" and child["local-ts"] == ["192.168.20.0/24"]
     assert expected_sa("aes128-sha384-ecp256") == {
-        "encr-alg": "AES_CBC", "encr-keysize": "128", "integ-alg": "HMAC_SHA2_384_192",
-        "prf-alg": "PRF_HMAC_SHA2_384", "dh-group": "ECP_256"}
+        "encr-alg": "AES_CBC",
+        "encr-keysize": "128",
+        "integ-alg": "HMAC_SHA2_384_192",
+        "prf-alg": "PRF_HMAC_SHA2_384",
+        "dh-group": "ECP_256",
+    }

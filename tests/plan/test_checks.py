@@ -1,5 +1,6 @@
 """Semantic and schema checks of recovery plans: each bad plan yields exactly the problem a user
 must read, with the field path; several problems come out together."""
+
 from __future__ import annotations
 
 import copy
@@ -35,24 +36,31 @@ FIXTURES = {
     "cycle.yaml": ["servers[0].boot.depends_on: dependency cycle a -> b -> c -> a"],
     "unknown_dependency.yaml": ["servers[1].boot.depends_on: unknown server ghost"],
     "ip_outside_subnet.yaml": [
-        "servers[2].nics[0].ip: 10.0.0.5 is outside subnet paris/lan (192.168.10.0/24)"],
+        "servers[2].nics[0].ip: 10.0.0.5 is outside subnet paris/lan (192.168.10.0/24)"
+    ],
     "ip_in_dhcp_range.yaml": [
         "servers[1].nics[0].ip: 192.168.10.150 is in the DHCP range 192.168.10.100-192.168.10.199 "
-        "of subnet paris/lan: give servers addresses outside it"],
+        "of subnet paris/lan: give servers addresses outside it"
+    ],
     "duplicate_ip.yaml": [
-        "servers[1].nics[0].ip: 192.168.10.10 is already used by a (servers[0].nics[0].ip)"],
+        "servers[1].nics[0].ip: 192.168.10.10 is already used by a (servers[0].nics[0].ip)"
+    ],
     "rpo_unreachable.yaml": [
         "servers[0].rpo: 4h cannot be met: the backup schedule leaves up to 1d between restore points "
-        "(most frequent: incremental every 1d); back up more often or raise the RPO"],
+        "(most frequent: incremental every 1d); back up more often or raise the RPO"
+    ],
     "overlapping_subnets.yaml": [
-        "sites[1].subnets[0].cidr: 192.168.10.128/25 overlaps subnet paris/lan (192.168.10.0/24)"],
+        "sites[1].subnets[0].cidr: 192.168.10.128/25 overlaps subnet paris/lan (192.168.10.0/24)"
+    ],
     "no_activating_contact.yaml": [
         "contacts: no contact can activate the plan: set can_activate: true on at least one "
-        "(the Flexible Recovery team calls one of them back before any activation)"],
+        "(the Flexible Recovery team calls one of them back before any activation)"
+    ],
     "schema_type_error.yaml": ["servers[0].flavor.vcpus: 'two' is not of type 'integer'"],
     "yaml_syntax_error.yaml": [
         "line 6, column 8: YAML syntax error: expected ',' or '}', but got ':' "
-        "(while parsing a flow mapping started at line 5)"],
+        "(while parsing a flow mapping started at line 5)"
+    ],
 }
 
 
@@ -97,6 +105,7 @@ def test_every_problem_of_one_file_is_reported_together() -> None:
 
 # ---- one field changed in the (valid) demo plan ---------------------------------------------
 
+
 def _mutations() -> list[tuple[str, Any, list[str]]]:
     def gw_outside(d):
         d["sites"][0]["subnets"][0]["gateway"] = "192.168.11.1"
@@ -117,12 +126,22 @@ def _mutations() -> list[tuple[str, Any, list[str]]]:
         d["sites"][0]["subnets"][1]["name"] = "lan"
 
     def dup_site(d):
-        d["sites"].append({"name": "paris", "peer_address": "198.51.100.7",
-                           "subnets": [{"name": "lan", "cidr": "10.9.0.0/24", "gateway": "10.9.0.1"}]})
+        d["sites"].append(
+            {
+                "name": "paris",
+                "peer_address": "198.51.100.7",
+                "subnets": [{"name": "lan", "cidr": "10.9.0.0/24", "gateway": "10.9.0.1"}],
+            }
+        )
 
     def same_peer(d):
-        d["sites"].append({"name": "lyon", "peer_address": "203.0.113.10",
-                           "subnets": [{"name": "lan", "cidr": "10.9.0.0/24", "gateway": "10.9.0.1"}]})
+        d["sites"].append(
+            {
+                "name": "lyon",
+                "peer_address": "203.0.113.10",
+                "subnets": [{"name": "lan", "cidr": "10.9.0.0/24", "gateway": "10.9.0.1"}],
+            }
+        )
 
     def group_too_early(d):
         server(d, "web01")["boot"]["group"] = 2
@@ -164,33 +183,127 @@ def _mutations() -> list[tuple[str, Any, list[str]]]:
         d["sites"][0]["vpn"] = {"ipsec_lifetime": "30s"}
 
     def vpn_weak_but_known(d):  # the policy pack, not the plan check, stops weak values
-        d["sites"][0]["vpn"] = {"ike_version": "v1", "encryption": "aes-128", "integrity": "sha1", "pfs": "group5"}
+        d["sites"][0]["vpn"] = {
+            "ike_version": "v1",
+            "encryption": "aes-128",
+            "integrity": "sha1",
+            "pfs": "group5",
+        }
 
     def bad_ip_text(d):
         server(d, "db01")["nics"][0]["ip"] = "192.168.10.300"
 
     return [
-        ("gateway-outside", gw_outside, ["sites[0].subnets[0].gateway: 192.168.11.1 is outside subnet paris/lan (192.168.10.0/24)"]),
-        ("dhcp-outside", dhcp_end_outside, ["sites[0].subnets[1].dhcp.end: 192.168.21.10 is outside subnet paris/users (192.168.20.0/24)"]),
-        ("gateway-in-dhcp", gateway_in_dhcp, ["sites[0].subnets[1].gateway: 192.168.20.150 is in the DHCP range 192.168.20.100-192.168.20.199"]),
-        ("host-bits", cidr_host_bits, ["sites[0].subnets[1].cidr: 192.168.20.5/24 has host bits set: the network is 192.168.20.0/24"]),
+        (
+            "gateway-outside",
+            gw_outside,
+            ["sites[0].subnets[0].gateway: 192.168.11.1 is outside subnet paris/lan (192.168.10.0/24)"],
+        ),
+        (
+            "dhcp-outside",
+            dhcp_end_outside,
+            ["sites[0].subnets[1].dhcp.end: 192.168.21.10 is outside subnet paris/users (192.168.20.0/24)"],
+        ),
+        (
+            "gateway-in-dhcp",
+            gateway_in_dhcp,
+            [
+                "sites[0].subnets[1].gateway: 192.168.20.150 is in the DHCP range 192.168.20.100-192.168.20.199"
+            ],
+        ),
+        (
+            "host-bits",
+            cidr_host_bits,
+            ["sites[0].subnets[1].cidr: 192.168.20.5/24 has host bits set: the network is 192.168.20.0/24"],
+        ),
         ("dup-server", dup_server, ["servers[4].name: duplicate server name db01 (first at servers[1])"]),
-        ("dup-subnet", dup_subnet, ["sites[0].subnets[1].name: duplicate subnet name lan in site paris (first at sites[0].subnets[0])"]),
+        (
+            "dup-subnet",
+            dup_subnet,
+            [
+                "sites[0].subnets[1].name: duplicate subnet name lan in site paris (first at sites[0].subnets[0])"
+            ],
+        ),
         ("dup-site", dup_site, ["sites[1].name: duplicate site name paris (first at sites[0])"]),
-        ("same-peer", same_peer, ["sites[1].peer_address: 203.0.113.10 is already the peer address of site paris"]),
-        ("group-too-early", group_too_early, ["servers[4].boot.group: group 2 boots before group 3 of app01, which web01 depends on (use group 3 or later)"]),
+        (
+            "same-peer",
+            same_peer,
+            ["sites[1].peer_address: 203.0.113.10 is already the peer address of site paris"],
+        ),
+        (
+            "group-too-early",
+            group_too_early,
+            [
+                "servers[4].boot.group: group 2 boots before group 3 of app01, which web01 depends on (use group 3 or later)"
+            ],
+        ),
         ("self-dependency", self_dep, ["servers[3].boot.depends_on: dependency cycle files01 -> files01"]),
-        ("network-ip", network_ip, ["servers[4].nics[0].ip: 192.168.10.0 is the network address of subnet paris/lan (192.168.10.0/24)"]),
-        ("broadcast-ip", broadcast_ip, ["servers[4].nics[0].ip: 192.168.10.255 is the broadcast address of subnet paris/lan (192.168.10.0/24)"]),
-        ("no-boot-disk", no_boot_disk, ["servers[1].disks: no boot disk: mark exactly one disk with boot: true"]),
-        ("dr-no-checks", dr_without_checks, ["servers[2].checks: a server of class dr needs at least one check (its restore is verified by them)"]),
+        (
+            "network-ip",
+            network_ip,
+            [
+                "servers[4].nics[0].ip: 192.168.10.0 is the network address of subnet paris/lan (192.168.10.0/24)"
+            ],
+        ),
+        (
+            "broadcast-ip",
+            broadcast_ip,
+            [
+                "servers[4].nics[0].ip: 192.168.10.255 is the broadcast address of subnet paris/lan (192.168.10.0/24)"
+            ],
+        ),
+        (
+            "no-boot-disk",
+            no_boot_disk,
+            ["servers[1].disks: no boot disk: mark exactly one disk with boot: true"],
+        ),
+        (
+            "dr-no-checks",
+            dr_without_checks,
+            [
+                "servers[2].checks: a server of class dr needs at least one check (its restore is verified by them)"
+            ],
+        ),
         ("tested-no-checks", tested_without_checks, []),
-        ("anti-affinity-alone", lonely_anti_affinity, ["servers[0].placement.anti_affinity: anti-affinity group dns has only dns01: it needs at least two servers"]),
-        ("typo", typo, ["servers[1].rpo: required field is missing", "servers[1].rpo_: unknown field (did you mean rpo?)"]),
-        ("duration", bad_duration, ["servers[1].rto: '2 hours' is not a duration such as 30s, 15m, 24h, 7d or 1w"]),
-        ("activator-no-phone", activator_without_phone, ["contacts[0].phone: Alice Martin can activate the plan but has no phone: the team calls back by phone before an activation"]),
-        ("vpn-unknown", vpn_unknown, ["sites[0].vpn.pfs: 'group1' is not one of ['group2', 'group5', 'group14', 'group15', 'group16', 'group17', 'group18', 'group19', 'group20', 'group21', 'group22', 'group23', 'group24', 'group25', 'group26', 'group27', 'group28', 'group29', 'group30', 'group31']"]),
-        ("vpn-lifetime", vpn_short_lifetime, ["sites[0].vpn.ipsec_lifetime: 30s is shorter than the 60s minimum of Neutron VPNaaS"]),
+        (
+            "anti-affinity-alone",
+            lonely_anti_affinity,
+            [
+                "servers[0].placement.anti_affinity: anti-affinity group dns has only dns01: it needs at least two servers"
+            ],
+        ),
+        (
+            "typo",
+            typo,
+            [
+                "servers[1].rpo: required field is missing",
+                "servers[1].rpo_: unknown field (did you mean rpo?)",
+            ],
+        ),
+        (
+            "duration",
+            bad_duration,
+            ["servers[1].rto: '2 hours' is not a duration such as 30s, 15m, 24h, 7d or 1w"],
+        ),
+        (
+            "activator-no-phone",
+            activator_without_phone,
+            [
+                "contacts[0].phone: Alice Martin can activate the plan but has no phone: the team calls back by phone before an activation"
+            ],
+        ),
+        (
+            "vpn-unknown",
+            vpn_unknown,
+            [
+                "sites[0].vpn.pfs: 'group1' is not one of ['group2', 'group5', 'group14', 'group15', 'group16', 'group17', 'group18', 'group19', 'group20', 'group21', 'group22', 'group23', 'group24', 'group25', 'group26', 'group27', 'group28', 'group29', 'group30', 'group31']"
+            ],
+        ),
+        (
+            "vpn-lifetime",
+            vpn_short_lifetime,
+            ["sites[0].vpn.ipsec_lifetime: 30s is shorter than the 60s minimum of Neutron VPNaaS"],
+        ),
         ("vpn-weak-known", vpn_weak_but_known, []),
         ("bad-ip-text", bad_ip_text, ["servers[1].nics[0].ip: '192.168.10.300' is not an IPv4 address"]),
     ]
@@ -210,6 +323,7 @@ def test_demo_has_no_problem_before_mutation() -> None:
 
 # ---- parsing edge cases ----------------------------------------------------------------------
 
+
 def test_duplicate_yaml_key_is_reported_with_both_lines(tmp_path: Path) -> None:
     text = DEMO.read_text().replace("    rpo: 15m\n", "    rpo: 15m\n    rpo: 1h\n", 1)
     line = text.splitlines().index("    rpo: 1h") + 1
@@ -218,7 +332,8 @@ def test_duplicate_yaml_key_is_reported_with_both_lines(tmp_path: Path) -> None:
     with pytest.raises(PlanInvalid) as exc:
         load_plan(f)
     assert [str(p) for p in exc.value.problems] == [
-        f"{f}: line {line}, column 5: YAML syntax error: duplicate key 'rpo' (first at line {line - 1})"]
+        f"{f}: line {line}, column 5: YAML syntax error: duplicate key 'rpo' (first at line {line - 1})"
+    ]
 
 
 @pytest.mark.parametrize("text, kind", [("", "empty"), ("- a\n- b\n", "list")])
@@ -228,14 +343,17 @@ def test_a_plan_must_be_a_mapping(tmp_path: Path, text: str, kind: str) -> None:
     with pytest.raises(PlanInvalid) as exc:
         load_plan(f)
     assert [p.message for p in exc.value.problems] == [
-        f"a plan is a YAML mapping (client, contacts, sites, servers), not {kind}"]
+        f"a plan is a YAML mapping (client, contacts, sites, servers), not {kind}"
+    ]
 
 
 def test_missing_file_is_an_invalid_input_naming_the_file(tmp_path: Path) -> None:
     f = tmp_path / "nope.yaml"
     with pytest.raises(PlanInvalid) as exc:
         load_plan(f)
-    assert [str(p) for p in exc.value.problems] == [f"{f}: (file): cannot read the plan: No such file or directory"]
+    assert [str(p) for p in exc.value.problems] == [
+        f"{f}: (file): cannot read the plan: No such file or directory"
+    ]
 
 
 # ---- the RPO rule ----------------------------------------------------------------------------
@@ -243,14 +361,17 @@ def test_missing_file_is_an_invalid_input_naming_the_file(tmp_path: Path) -> Non
 H, D = 3600, 86400
 
 
-@pytest.mark.parametrize("steps, gap", [
-    ([("full", 7 * D), ("incremental", D)], D),                       # nightly incrementals
-    ([("full", D), ("log", 15 * 60)], 15 * 60),                        # logs every 15 min
-    ([("full", 7 * D), ("incremental", D), ("differential", H), ("log", 15 * 60)], 15 * 60),
-    ([("full", 7 * D)], 7 * D),                                        # fulls only
-    ([("full", D), ("incremental", 7 * D)], D),                        # the full is the most frequent
-    ([("incremental", D), ("log", 900)], None),                        # nothing to restore from
-])
+@pytest.mark.parametrize(
+    "steps, gap",
+    [
+        ([("full", 7 * D), ("incremental", D)], D),  # nightly incrementals
+        ([("full", D), ("log", 15 * 60)], 15 * 60),  # logs every 15 min
+        ([("full", 7 * D), ("incremental", D), ("differential", H), ("log", 15 * 60)], 15 * 60),
+        ([("full", 7 * D)], 7 * D),  # fulls only
+        ([("full", D), ("incremental", 7 * D)], D),  # the full is the most frequent
+        ([("incremental", D), ("log", 900)], None),  # nothing to restore from
+    ],
+)
 def test_restore_point_gap(steps, gap) -> None:
     assert restore_point_gap(steps) == gap
 
@@ -260,13 +381,17 @@ def test_rpo_equal_to_the_gap_is_met() -> None:
     server(doc, "dns01")["rpo"] = "1d"  # full 7d + incremental 1d: a restore point every day
     assert problems_of(doc) == []
     server(doc, "dns01")["rpo"] = "23h"
-    assert problems_of(doc) == ["servers[0].rpo: 23h cannot be met: the backup schedule leaves up to 1d "
-                                "between restore points (most frequent: incremental every 1d); back up "
-                                "more often or raise the RPO"]
+    assert problems_of(doc) == [
+        "servers[0].rpo: 23h cannot be met: the backup schedule leaves up to 1d "
+        "between restore points (most frequent: incremental every 1d); back up "
+        "more often or raise the RPO"
+    ]
 
 
 def test_dhcp_range_may_not_take_the_broadcast_address() -> None:
     doc = demo_doc()
     doc["sites"][0]["subnets"][1]["dhcp"]["end"] = "192.168.20.255"
-    assert problems_of(doc) == ["sites[0].subnets[1].dhcp: the DHCP range 192.168.20.100-192.168.20.255 includes "
-                                "the network or broadcast address of subnet paris/users (192.168.20.0/24)"]
+    assert problems_of(doc) == [
+        "sites[0].subnets[1].dhcp: the DHCP range 192.168.20.100-192.168.20.255 includes "
+        "the network or broadcast address of subnet paris/users (192.168.20.0/24)"
+    ]

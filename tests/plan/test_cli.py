@@ -1,4 +1,5 @@
 """``drctl validate`` as a user runs it: the installed entry point, stdout/stderr text, exit status."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,14 @@ def test_shipped_plans_are_valid() -> None:
 
 
 def test_bad_plans_exit_1_naming_each_problem_without_traceback() -> None:
-    r = drctl("validate", "recovery_plans/demo.yaml", f"{BAD}/cycle.yaml", f"{BAD}/ip_outside_subnet.yaml",
-              f"{BAD}/rpo_unreachable.yaml", f"{BAD}/unknown_dependency.yaml")
+    r = drctl(
+        "validate",
+        "recovery_plans/demo.yaml",
+        f"{BAD}/cycle.yaml",
+        f"{BAD}/ip_outside_subnet.yaml",
+        f"{BAD}/rpo_unreachable.yaml",
+        f"{BAD}/unknown_dependency.yaml",
+    )
     assert r.returncode == 1
     assert r.stdout.splitlines() == ["recovery_plans/demo.yaml: ok (5 servers, 1 sites)"]
     assert r.stderr.splitlines() == [
@@ -56,12 +63,21 @@ def test_json_result_is_machine_readable() -> None:
     assert r.returncode == 1
     out = json.loads(r.stdout)
     assert out["ok"] is False
-    assert out["plans"][0] == {"file": "recovery_plans/demo.yaml", "ok": True, "servers": 5, "sites": 1,
-                               "problems": []}
+    assert out["plans"][0] == {
+        "file": "recovery_plans/demo.yaml",
+        "ok": True,
+        "servers": 5,
+        "sites": 1,
+        "problems": [],
+    }
     assert out["plans"][1]["ok"] is False
-    assert out["plans"][1]["problems"] == [{
-        "file": f"{BAD}/duplicate_ip.yaml", "path": "servers[1].nics[0].ip",
-        "message": "192.168.10.10 is already used by a (servers[0].nics[0].ip)"}]
+    assert out["plans"][1]["problems"] == [
+        {
+            "file": f"{BAD}/duplicate_ip.yaml",
+            "path": "servers[1].nics[0].ip",
+            "message": "192.168.10.10 is already used by a (servers[0].nics[0].ip)",
+        }
+    ]
 
 
 def test_in_process_main_many_problems(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,7 +87,9 @@ def test_in_process_main_many_problems(capsys: pytest.CaptureFixture[str]) -> No
     lines = err.splitlines()
     assert len(lines) == 14  # every problem of the file, one line each
     assert all(line.startswith(f"{ROOT / BAD}/many_problems.yaml: ") for line in lines)
-    assert f"{ROOT / BAD}/many_problems.yaml: servers[1].flavour: unknown field (did you mean flavor?)" in lines
+    assert (
+        f"{ROOT / BAD}/many_problems.yaml: servers[1].flavour: unknown field (did you mean flavor?)" in lines
+    )
 
 
 def test_missing_file_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,5 @@
 """The shipped plans hold what the service asks of them, read through the model others build on."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import jsonschema
 
-from drctl.plan.model import Plan
 from drctl.plan.load import SCHEMA_PATH, load_plan
+from drctl.plan.model import Plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,13 +35,22 @@ def test_demo_is_five_small_linux_servers_at_stable_addresses() -> None:
     plan = load_plan(ROOT / "recovery_plans" / "demo.yaml")
     assert plan.client.id == "demo" and plan.client.name == "Demo SARL"
     assert {s.name: s.nics[0].ip for s in plan.servers} == {
-        "dns01": "192.168.10.10", "db01": "192.168.10.20", "app01": "192.168.10.30",
-        "files01": "192.168.10.40", "web01": "192.168.10.50"}
+        "dns01": "192.168.10.10",
+        "db01": "192.168.10.20",
+        "app01": "192.168.10.30",
+        "files01": "192.168.10.40",
+        "web01": "192.168.10.50",
+    }
     for s in plan.servers:
         assert s.os_family == "linux" and s.vcpus == 1 and 256 <= s.ram_mb <= 512
         assert [d.boot for d in s.disks] == [True] and 1 <= s.boot_disk.size_gb <= 2
     assert {s.name: s.protection for s in plan.servers} == {
-        "dns01": "dr", "db01": "dr", "app01": "dr", "files01": "backup-tested", "web01": "dr"}
+        "dns01": "dr",
+        "db01": "dr",
+        "app01": "dr",
+        "files01": "backup-tested",
+        "web01": "dr",
+    }
     assert plan.server("web01").depends_on == ("app01",)
     assert set(plan.server("app01").depends_on) == {"db01", "dns01"}
     assert plan.server("db01").depends_on == ("dns01",)
@@ -72,7 +82,12 @@ def test_acme_covers_the_larger_client_case() -> None:
     assert [s.name for s in plan.servers if s.anti_affinity == "domain-controllers"] == ["dc01", "dc02"]
     # Lille's override is parsed into the model and still strong.
     lille = next(s for s in plan.sites if s.name == "lille").vpn
-    assert (lille.ike_version, lille.encryption, lille.integrity, lille.pfs) == ("v2", "aes-256", "sha384", "group19")
+    assert (lille.ike_version, lille.encryption, lille.integrity, lille.pfs) == (
+        "v2",
+        "aes-256",
+        "sha384",
+        "group19",
+    )
     assert (lille.ike_lifetime_s, lille.ipsec_lifetime_s) == (8 * 3600, 3600)
     lyon = next(s for s in plan.sites if s.name == "lyon").vpn
     assert lyon.pfs == "group14" and lyon.encryption == "aes-256"

@@ -1,5 +1,6 @@
 """The pack entry `pulumi preview --policy-pack policies` runs: it builds the PolicyPack from the
 rules module alone, even where drctl is not installed, without us starting its gRPC server."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ print(json.dumps(seen))
 
 
 def test_pack_builds_every_rule_without_drctl(tmp_path):
-    out = subprocess.run([sys.executable, "-c", PROBE, str(PACK_DIR / "__main__.py")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(PACK_DIR / "__main__.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
     assert seen["name"] == "flexible-recovery"

@@ -3,6 +3,7 @@
 The resources are hand-built in the shape the offline preview records (camelCase inputs, secrets
 wrapped, parents and dependencies by name) and go through the same runner as ``drctl policy``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from drctl.stack.policy import Violation, check_resources, policy_config
 from drctl.plan.model import Check, Server
+from drctl.stack.policy import Violation, check_resources, policy_config
 
 SECRET = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -39,32 +40,80 @@ def nominal() -> list[Res]:
     """A compliant nominal-mode stack: vault, recovery space with one group, one site VPN."""
     return [
         Res("flexrecovery:index:BackupVault", "demo-vault"),
-        Res("openstack:objectstorage/container:Container", "demo-vault-backups",
+        Res(
+            "openstack:objectstorage/container:Container",
+            "demo-vault-backups",
             {"name": "demo-backups", "versioning": True, "metadata": {"client": "demo"}},
-            parent="demo-vault", protect=True),
+            parent="demo-vault",
+            protect=True,
+        ),
         Res("flexrecovery:index:RecoverySpace", "demo-space"),
-        Res("openstack:networking/secGroup:SecGroup", "demo-space-sg-dns01",
-            {"name": "demo-dns01", "deleteDefaultRules": True}, parent="demo-space"),
-        Res("openstack:networking/secGroupRule:SecGroupRule", "demo-space-sg-dns01-tcp-22",
-            {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
-             "portRangeMin": 22, "portRangeMax": 22, "remoteIpPrefix": "192.168.10.0/24",
-             "securityGroupId": UNKNOWN_STRING},
-            parent="demo-space", depends_on=("demo-space-sg-dns01",)),
-        Res("openstack:networking/secGroupRule:SecGroupRule", "demo-space-sg-dns01-https",
-            {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
-             "portRangeMin": 443, "portRangeMax": 443, "remoteIpPrefix": "0.0.0.0/0",
-             "securityGroupId": UNKNOWN_STRING},
-            parent="demo-space", depends_on=("demo-space-sg-dns01",)),
+        Res(
+            "openstack:networking/secGroup:SecGroup",
+            "demo-space-sg-dns01",
+            {"name": "demo-dns01", "deleteDefaultRules": True},
+            parent="demo-space",
+        ),
+        Res(
+            "openstack:networking/secGroupRule:SecGroupRule",
+            "demo-space-sg-dns01-tcp-22",
+            {
+                "direction": "ingress",
+                "ethertype": "IPv4",
+                "protocol": "tcp",
+                "portRangeMin": 22,
+                "portRangeMax": 22,
+                "remoteIpPrefix": "192.168.10.0/24",
+                "securityGroupId": UNKNOWN_STRING,
+            },
+            parent="demo-space",
+            depends_on=("demo-space-sg-dns01",),
+        ),
+        Res(
+            "openstack:networking/secGroupRule:SecGroupRule",
+            "demo-space-sg-dns01-https",
+            {
+                "direction": "ingress",
+                "ethertype": "IPv4",
+                "protocol": "tcp",
+                "portRangeMin": 443,
+                "portRangeMax": 443,
+                "remoteIpPrefix": "0.0.0.0/0",
+                "securityGroupId": UNKNOWN_STRING,
+            },
+            parent="demo-space",
+            depends_on=("demo-space-sg-dns01",),
+        ),
         Res("flexrecovery:index:SiteVpn", "demo-vpn-paris"),
-        Res("openstack:vpnaas/ikePolicy:IkePolicy", "demo-vpn-paris-ike",
-            {"ikeVersion": "v2", "encryptionAlgorithm": "aes-256", "authAlgorithm": "sha256",
-             "pfs": "group14"}, parent="demo-vpn-paris"),
-        Res("openstack:vpnaas/ipSecPolicy:IpSecPolicy", "demo-vpn-paris-ipsec",
-            {"encryptionAlgorithm": "aes-256", "authAlgorithm": "sha256", "pfs": "group14",
-             "transformProtocol": "esp"}, parent="demo-vpn-paris"),
-        Res("openstack:vpnaas/siteConnection:SiteConnection", "demo-vpn-paris-conn",
+        Res(
+            "openstack:vpnaas/ikePolicy:IkePolicy",
+            "demo-vpn-paris-ike",
+            {
+                "ikeVersion": "v2",
+                "encryptionAlgorithm": "aes-256",
+                "authAlgorithm": "sha256",
+                "pfs": "group14",
+            },
+            parent="demo-vpn-paris",
+        ),
+        Res(
+            "openstack:vpnaas/ipSecPolicy:IpSecPolicy",
+            "demo-vpn-paris-ipsec",
+            {
+                "encryptionAlgorithm": "aes-256",
+                "authAlgorithm": "sha256",
+                "pfs": "group14",
+                "transformProtocol": "esp",
+            },
+            parent="demo-vpn-paris",
+        ),
+        Res(
+            "openstack:vpnaas/siteConnection:SiteConnection",
+            "demo-vpn-paris-conn",
             {"psk": secret(PSK), "peerAddress": "203.0.113.10", "ikepolicyId": UNKNOWN_STRING},
-            parent="demo-vpn-paris", depends_on=("demo-vpn-paris-ike", "demo-vpn-paris-ipsec")),
+            parent="demo-vpn-paris",
+            depends_on=("demo-vpn-paris-ike", "demo-vpn-paris-ipsec"),
+        ),
     ]
 
 
@@ -72,28 +121,55 @@ def failover() -> list[Res]:
     """The nominal stack plus one recovered server, as an activation declares it."""
     return nominal() + [
         Res("flexrecovery:index:RecoveredServer", "demo-dns01", parent="demo-space"),
-        Res("openstack:compute/instance:Instance", "demo-dns01-instance",
-            {"imageId": "img-dns01-20261120", "flavorName": "s1.small",
-             "metadata": {"client": "demo", "restore_point": "2026-11-20T02:00:00Z"}},
-            parent="demo-dns01"),
+        Res(
+            "openstack:compute/instance:Instance",
+            "demo-dns01-instance",
+            {
+                "imageId": "img-dns01-20261120",
+                "flavorName": "s1.small",
+                "metadata": {"client": "demo", "restore_point": "2026-11-20T02:00:00Z"},
+            },
+            parent="demo-dns01",
+        ),
     ]
 
 
 def servers(checks: tuple[Check, ...] = (Check("port", 53),)) -> list[Server]:
-    return [Server(name="dns01", os_family="linux", os_version="12", protection="dr", vcpus=1,
-                   ram_mb=1024, disks=(), nics=(), boot_group=1, depends_on=(), backup=(),
-                   rpo_s=86400, rto_s=14400, checks=checks)]
+    return [
+        Server(
+            name="dns01",
+            os_family="linux",
+            os_version="12",
+            protection="dr",
+            vcpus=1,
+            ram_mb=1024,
+            disks=(),
+            nics=(),
+            boot_group=1,
+            depends_on=(),
+            backup=(),
+            rpo_s=86400,
+            rto_s=14400,
+            checks=checks,
+        )
+    ]
 
 
-def run(resources: list[Res], *, fail_over: bool = False,
-        plan_servers: list[Server] | None = None) -> list[Violation]:
-    config = policy_config(failover=fail_over,
-                           servers=servers() if plan_servers is None else plan_servers)
+def run(
+    resources: list[Res], *, fail_over: bool = False, plan_servers: list[Server] | None = None
+) -> list[Violation]:
+    config = policy_config(failover=fail_over, servers=servers() if plan_servers is None else plan_servers)
     return list(check_resources(resources, stack="demo", config=config).violations)
 
 
-def change(resources: list[Res], name: str, *, inputs: dict[str, Any] | None = None,
-           drop: tuple[str, ...] = (), **fields: Any) -> list[Res]:
+def change(
+    resources: list[Res],
+    name: str,
+    *,
+    inputs: dict[str, Any] | None = None,
+    drop: tuple[str, ...] = (),
+    **fields: Any,
+) -> list[Res]:
     """The same graph with one resource changed: inputs merged/dropped or fields replaced."""
     out = []
     hit = False
@@ -119,17 +195,19 @@ def test_compliant_stacks_pass_every_rule():
 
 # --- backup containers ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("acl", [".r:*", ".r:*,.rlistings", "*:*", ".r:example.com"])
 def test_public_container_read_acl(acl):
     v = only(run(change(nominal(), "demo-vault-backups", inputs={"containerRead": acl})))
-    assert (v.policy, v.level, v.resource) == ("backup-containers-private", "mandatory",
-                                               "demo-vault-backups")
+    assert (v.policy, v.level, v.resource) == ("backup-containers-private", "mandatory", "demo-vault-backups")
     assert "containerRead" in v.message and "remove containerRead" in v.message
 
 
 def test_container_read_acl_for_a_named_project_user_passes():
-    assert run(change(nominal(), "demo-vault-backups",
-                      inputs={"containerRead": "demo-project:backup-reader"})) == []
+    assert (
+        run(change(nominal(), "demo-vault-backups", inputs={"containerRead": "demo-project:backup-reader"}))
+        == []
+    )
 
 
 def test_world_writable_container():
@@ -146,8 +224,12 @@ def test_unversioned_container(edit):
 
 
 def test_legacy_versioning_counts_as_versioned():
-    res = change(nominal(), "demo-vault-backups", drop=("versioning",),
-                 inputs={"versioningLegacy": {"type": "versions", "location": "demo-old"}})
+    res = change(
+        nominal(),
+        "demo-vault-backups",
+        drop=("versioning",),
+        inputs={"versioningLegacy": {"type": "versions", "location": "demo-old"}},
+    )
     assert run(res) == []
 
 
@@ -168,17 +250,26 @@ def test_force_destroy_container():
 SSH_RULE = "demo-space-sg-dns01-tcp-22"
 
 
-@pytest.mark.parametrize("inputs, shown", [
-    ({"remoteIpPrefix": "0.0.0.0/0"}, "22 (SSH)"),
-    ({"remoteIpPrefix": "::/0", "ethertype": "IPv6"}, "22 (SSH)"),
-    ({"portRangeMin": 3389, "portRangeMax": 3389, "remoteIpPrefix": "0.0.0.0/0"}, "3389 (RDP)"),
-    ({"portRangeMin": 5000, "portRangeMax": 6000, "remoteIpPrefix": "0.0.0.0/0"},
-     "5432 (PostgreSQL), 5985 (WinRM), 5986 (WinRM)"),
-    ({"portRangeMin": 1433, "portRangeMax": 1433, "protocol": None, "remoteIpPrefix": "0.0.0.0/0"},
-     "1433 (SQL Server)"),
-    ({"portRangeMin": 3306, "portRangeMax": 3306, "protocol": "udp", "remoteIpPrefix": "0.0.0.0/0"},
-     "3306 (MySQL)"),
-])
+@pytest.mark.parametrize(
+    "inputs, shown",
+    [
+        ({"remoteIpPrefix": "0.0.0.0/0"}, "22 (SSH)"),
+        ({"remoteIpPrefix": "::/0", "ethertype": "IPv6"}, "22 (SSH)"),
+        ({"portRangeMin": 3389, "portRangeMax": 3389, "remoteIpPrefix": "0.0.0.0/0"}, "3389 (RDP)"),
+        (
+            {"portRangeMin": 5000, "portRangeMax": 6000, "remoteIpPrefix": "0.0.0.0/0"},
+            "5432 (PostgreSQL), 5985 (WinRM), 5986 (WinRM)",
+        ),
+        (
+            {"portRangeMin": 1433, "portRangeMax": 1433, "protocol": None, "remoteIpPrefix": "0.0.0.0/0"},
+            "1433 (SQL Server)",
+        ),
+        (
+            {"portRangeMin": 3306, "portRangeMax": 3306, "protocol": "udp", "remoteIpPrefix": "0.0.0.0/0"},
+            "3306 (MySQL)",
+        ),
+    ],
+)
 def test_admin_port_open_to_world(inputs, shown):
     v = only(run(change(nominal(), SSH_RULE, inputs=inputs)))
     assert (v.policy, v.level, v.resource) == ("no-admin-ports-open-to-world", "mandatory", SSH_RULE)
@@ -193,17 +284,28 @@ def test_rule_without_remote_means_the_whole_internet():
 
 
 def test_all_ports_open_to_world_lists_every_admin_port():
-    v = only(run(change(nominal(), SSH_RULE, drop=("portRangeMin", "portRangeMax", "protocol"),
-                        inputs={"remoteIpPrefix": "0.0.0.0/0"})))
+    v = only(
+        run(
+            change(
+                nominal(),
+                SSH_RULE,
+                drop=("portRangeMin", "portRangeMax", "protocol"),
+                inputs={"remoteIpPrefix": "0.0.0.0/0"},
+            )
+        )
+    )
     assert "22 (SSH), 1433 (SQL Server), 3306 (MySQL), 3389 (RDP), 5432 (PostgreSQL)" in v.message
 
 
-@pytest.mark.parametrize("inputs", [
-    {"remoteIpPrefix": "0.0.0.0/0", "direction": "egress"},
-    {"remoteIpPrefix": "0.0.0.0/0", "protocol": "icmp", "portRangeMin": None, "portRangeMax": None},
-    {"remoteIpPrefix": None, "remoteGroupId": UNKNOWN_STRING},
-    {"remoteIpPrefix": "203.0.113.0/24"},
-])
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"remoteIpPrefix": "0.0.0.0/0", "direction": "egress"},
+        {"remoteIpPrefix": "0.0.0.0/0", "protocol": "icmp", "portRangeMin": None, "portRangeMax": None},
+        {"remoteIpPrefix": None, "remoteGroupId": UNKNOWN_STRING},
+        {"remoteIpPrefix": "203.0.113.0/24"},
+    ],
+)
 def test_admin_port_rules_that_are_not_open_to_world_pass(inputs):
     assert run(change(nominal(), SSH_RULE, inputs=inputs)) == []
 
@@ -219,7 +321,8 @@ def test_rule_on_a_stack_group_named_default():
     vs = run(change(nominal(), "demo-space-sg-dns01", inputs={"name": "default"}))
     assert {(x.policy, x.resource) for x in vs} == {
         ("no-rules-on-default-security-group", SSH_RULE),
-        ("no-rules-on-default-security-group", "demo-space-sg-dns01-https")}
+        ("no-rules-on-default-security-group", "demo-space-sg-dns01-https"),
+    }
     assert all("named 'default'" in x.message for x in vs)
 
 
@@ -228,16 +331,19 @@ def test_rule_on_a_stack_group_named_default():
 IKE, IPSEC, CONN = "demo-vpn-paris-ike", "demo-vpn-paris-ipsec", "demo-vpn-paris-conn"
 
 
-@pytest.mark.parametrize("name, inputs, expected", [
-    (IKE, {"ikeVersion": "v1"}, "ikeVersion is v1; set ike_version='v2'"),
-    (IKE, {"encryptionAlgorithm": "aes-128"}, "encryptionAlgorithm is aes-128;"),
-    (IKE, {"authAlgorithm": "sha1"}, "authAlgorithm is sha1; SHA-1 and weaker are refused"),
-    (IKE, {"pfs": "group5"}, "pfs is group5; set pfs='group14' or higher"),
-    (IPSEC, {"encryptionAlgorithm": "3des"}, "encryptionAlgorithm is 3des;"),
-    (IPSEC, {"authAlgorithm": "sha1"}, "authAlgorithm is sha1;"),
-    (IPSEC, {"pfs": "group2"}, "pfs is group2;"),
-    (IPSEC, {"transformProtocol": "ah"}, "transformProtocol is 'ah'"),
-])
+@pytest.mark.parametrize(
+    "name, inputs, expected",
+    [
+        (IKE, {"ikeVersion": "v1"}, "ikeVersion is v1; set ike_version='v2'"),
+        (IKE, {"encryptionAlgorithm": "aes-128"}, "encryptionAlgorithm is aes-128;"),
+        (IKE, {"authAlgorithm": "sha1"}, "authAlgorithm is sha1; SHA-1 and weaker are refused"),
+        (IKE, {"pfs": "group5"}, "pfs is group5; set pfs='group14' or higher"),
+        (IPSEC, {"encryptionAlgorithm": "3des"}, "encryptionAlgorithm is 3des;"),
+        (IPSEC, {"authAlgorithm": "sha1"}, "authAlgorithm is sha1;"),
+        (IPSEC, {"pfs": "group2"}, "pfs is group2;"),
+        (IPSEC, {"transformProtocol": "ah"}, "transformProtocol is 'ah'"),
+    ],
+)
 def test_weak_vpn_parameter(name, inputs, expected):
     v = only(run(change(nominal(), name, inputs=inputs)))
     assert (v.policy, v.level, v.resource) == ("vpn-strong-crypto", "mandatory", name)
@@ -248,14 +354,20 @@ def test_unset_vpn_parameters_are_the_weak_defaults_each_reported():
     vs = run(change(nominal(), IKE, drop=("ikeVersion", "encryptionAlgorithm", "authAlgorithm", "pfs")))
     assert [(v.policy, v.resource) for v in vs] == [("vpn-strong-crypto", IKE)] * 4
     assert [v.message.split(";")[0] for v in vs] == [
-        "ikeVersion is unset (defaults to v1)", "encryptionAlgorithm is unset (defaults to aes-128)",
-        "authAlgorithm is unset (defaults to sha1)", "pfs is unset (defaults to group5)"]
+        "ikeVersion is unset (defaults to v1)",
+        "encryptionAlgorithm is unset (defaults to aes-128)",
+        "authAlgorithm is unset (defaults to sha1)",
+        "pfs is unset (defaults to group5)",
+    ]
 
 
-@pytest.mark.parametrize("inputs", [
-    {"encryptionAlgorithm": "aes-256-gcm-16", "authAlgorithm": "sha512", "pfs": "group21"},
-    {"authAlgorithm": "sha384", "pfs": "group31"},
-])
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"encryptionAlgorithm": "aes-256-gcm-16", "authAlgorithm": "sha512", "pfs": "group21"},
+        {"authAlgorithm": "sha384", "pfs": "group31"},
+    ],
+)
 def test_stronger_vpn_parameters_pass(inputs):
     assert run(change(nominal(), IKE, inputs=inputs)) == []
 
@@ -291,8 +403,7 @@ INSTANCE = "demo-dns01-instance"
 
 def test_instance_while_failover_flag_is_false():
     v = only(run(failover(), fail_over=False))
-    assert (v.policy, v.level, v.resource) == ("recovered-server-only-in-failover", "mandatory",
-                                               INSTANCE)
+    assert (v.policy, v.level, v.resource) == ("recovered-server-only-in-failover", "mandatory", INSTANCE)
     assert "failover flag is false" in v.message
 
 
@@ -309,23 +420,38 @@ def test_instance_without_image():
 
 
 def test_instance_booted_from_an_image_volume_passes():
-    res = change(failover(), INSTANCE, drop=("imageId",), inputs={"blockDevices": [
-        {"sourceType": "image", "uuid": "img-dns01", "destinationType": "volume", "bootIndex": 0}]})
+    res = change(
+        failover(),
+        INSTANCE,
+        drop=("imageId",),
+        inputs={
+            "blockDevices": [
+                {"sourceType": "image", "uuid": "img-dns01", "destinationType": "volume", "bootIndex": 0}
+            ]
+        },
+    )
     assert run(res, fail_over=True) == []
 
 
 def test_instance_with_a_blank_data_volume():
-    res = change(failover(), INSTANCE, drop=("imageId",), inputs={"blockDevices": [
-        {"sourceType": "image", "uuid": "img-dns01", "destinationType": "volume", "bootIndex": 0},
-        {"sourceType": "blank", "destinationType": "volume", "bootIndex": -1, "volumeSize": 50}]})
+    res = change(
+        failover(),
+        INSTANCE,
+        drop=("imageId",),
+        inputs={
+            "blockDevices": [
+                {"sourceType": "image", "uuid": "img-dns01", "destinationType": "volume", "bootIndex": 0},
+                {"sourceType": "blank", "destinationType": "volume", "bootIndex": -1, "volumeSize": 50},
+            ]
+        },
+    )
     v = only(run(res, fail_over=True))
     assert (v.policy, v.resource) == ("recovered-server-only-in-failover", INSTANCE)
     assert "block device 1 is not created from a restore image" in v.message
 
 
 def test_instance_without_restore_point():
-    v = only(run(change(failover(), INSTANCE, inputs={"metadata": {"client": "demo"}}),
-                 fail_over=True))
+    v = only(run(change(failover(), INSTANCE, inputs={"metadata": {"client": "demo"}}), fail_over=True))
     assert (v.policy, v.resource) == ("recovered-server-only-in-failover", INSTANCE)
     assert "restore_point is empty" in v.message
 
@@ -344,8 +470,7 @@ def test_backup_only_server_without_checks_passes():
 def test_dr_checks_read_from_a_component_when_no_config_is_given():
     res = failover()
     res = change(res, "demo-dns01", inputs={"serverClass": "dr", "checks": []})
-    vs = check_resources(res, stack="demo",
-                         config={"recovered-server-only-in-failover": {"failover": True}})
+    vs = check_resources(res, stack="demo", config={"recovered-server-only-in-failover": {"failover": True}})
     v = only(list(vs.violations))
     assert (v.policy, v.resource) == ("dr-servers-have-checks", "demo-dns01")
 
@@ -364,9 +489,15 @@ class DeclaredRes(Res):
 def test_psk_declared_secret_through_additional_secret_outputs_passes():
     """The Pulumi engine hands the analyzer secrets already unwrapped: under the real pack a PSK
     counts as secret only when the resource declares additional_secret_outputs=['psk']."""
-    res = [DeclaredRes(**{**dataclasses.asdict(r), "inputs": {**r.inputs, "psk": PSK}},
-                       additional_secret_outputs=("psk",)) if r.name == CONN else r
-           for r in nominal()]
+    res = [
+        DeclaredRes(
+            **{**dataclasses.asdict(r), "inputs": {**r.inputs, "psk": PSK}},
+            additional_secret_outputs=("psk",),
+        )
+        if r.name == CONN
+        else r
+        for r in nominal()
+    ]
     assert run(res) == []
 
 
@@ -376,8 +507,14 @@ def test_psk_as_the_real_engine_shows_it_without_declaration():
     from drctl.policies.dr_rules import vpn_psk_secret
 
     opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [], None)
-    args = ResourceValidationArgs("openstack:vpnaas/siteConnection:SiteConnection", {"psk": PSK},
-                                  "urn:pulumi:demo::flexible-recovery::x::conn", "conn", opts, None)
+    args = ResourceValidationArgs(
+        "openstack:vpnaas/siteConnection:SiteConnection",
+        {"psk": PSK},
+        "urn:pulumi:demo::flexible-recovery::x::conn",
+        "conn",
+        opts,
+        None,
+    )
     seen: list[str] = []
     vpn_psk_secret(args, lambda msg, urn=None: seen.append(msg))
     assert len(seen) == 1 and "not a secret" in seen[0]

@@ -2,13 +2,12 @@
 realistic test images (the in-memory backend itself is :mod:`drctl.storage.memory`).
 
 No tests here; imported by the repository test modules."""
+
 from __future__ import annotations
 
 import os
 import random
 import threading
-from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 
 from drctl.storage.base import StorageUnavailable
@@ -55,7 +54,7 @@ def make_image(path: Path, size: int, seed: int = 1, chunk: int = MiB) -> Path:
             elif r < 0.7:
                 off = rng.randrange(0, len(pool) - n) if len(pool) > n else 0
                 tag = f"block {written} seed {seed}\n".encode()  # unique, still compressible
-                f.write((tag + pool[off:off + n])[:n].ljust(n, b"."))
+                f.write((tag + pool[off : off + n])[:n].ljust(n, b"."))
             else:
                 f.write(rng.randbytes(n))
             written += n

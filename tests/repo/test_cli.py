@@ -1,12 +1,13 @@
 """The repository commands as a user runs them: exit codes, messages without tracebacks, JSON
 output, and the password never in argv or output."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,14 +18,21 @@ from tests.repo.fakes import MiB, make_image
 PASSWORD = "Tr0ub4dor&3-cli-secret"
 
 
-def drctl(*args: str, env: dict[str, str] | None = None, password: str | None = PASSWORD,
-          cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def drctl(
+    *args: str, env: dict[str, str] | None = None, password: str | None = PASSWORD, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("DRCTL_")}
     if password is not None:
         full["DRCTL_PASSWORD"] = password
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "drctl.cli", *args], capture_output=True, text=True,
-                          env=full, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "drctl.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
@@ -51,7 +59,9 @@ def test_backup_restore_snapshots_and_json(repo_dir, tmp_path):
     assert {line["type"] for line in lines[:-1]} == {"progress"}
     summary = lines[-1]
     assert summary["type"] == "summary" and summary["new_chunks"] == 0 and summary["uploaded_bytes"] == 0
-    assert {"point", "server", "disk", "size", "chunks", "new_chunks", "uploaded_bytes", "duration_s"} <= set(summary)
+    assert {"point", "server", "disk", "size", "chunks", "new_chunks", "uploaded_bytes", "duration_s"} <= set(
+        summary
+    )
     assert summary["size"] == img.stat().st_size
     s = drctl("snapshots", str(repo_dir), "--json")
     ids = [json.loads(line)["id"] for line in s.stdout.splitlines()]
@@ -62,8 +72,10 @@ def test_backup_restore_snapshots_and_json(repo_dir, tmp_path):
     assert r.returncode == 0 and out.read_bytes() == img.read_bytes()
     again = drctl("restore", str(repo_dir), "--server", "web", "--out", str(out))
     assert again.returncode == 1 and "already exists" in again.stderr
-    future = datetime.now(timezone.utc).replace(year=2000).isoformat()
-    early = drctl("restore", str(repo_dir), "--server", "web", "--point", future, "--out", str(tmp_path / "o2"))
+    future = datetime.now(UTC).replace(year=2000).isoformat()
+    early = drctl(
+        "restore", str(repo_dir), "--server", "web", "--point", future, "--out", str(tmp_path / "o2")
+    )
     assert early.returncode == 1 and "no restore point" in early.stderr
 
 
@@ -77,9 +89,19 @@ def test_error_exit_codes_without_tracebacks(repo_dir, tmp_path):
     missing = drctl("snapshots", str(tmp_path / "nowhere"))
     assert missing.returncode == 10 and "repo init" in missing.stderr
     (repo_dir / "locks" / "x").parent.mkdir(exist_ok=True)
-    now = datetime.now(timezone.utc).isoformat()
-    (repo_dir / "locks" / "live").write_text(json.dumps(
-        {"exclusive": True, "operation": "prune", "hostname": "other", "pid": 42, "created": now, "refreshed": now}))
+    now = datetime.now(UTC).isoformat()
+    (repo_dir / "locks" / "live").write_text(
+        json.dumps(
+            {
+                "exclusive": True,
+                "operation": "prune",
+                "hostname": "other",
+                "pid": 42,
+                "created": now,
+                "refreshed": now,
+            }
+        )
+    )
     locked = drctl("restore", str(repo_dir), "--server", "web", "--out", str(tmp_path / "l.img"))
     assert locked.returncode == 11 and "prune" in locked.stderr and "drctl unlock" in locked.stderr
     assert drctl("unlock", str(repo_dir), "--all").returncode == 0
@@ -119,14 +141,18 @@ def test_keys_from_cli_and_password_never_in_argv(repo_dir, tmp_path):
     client = next(k["id"] for k in keys if k["label"] == "client")
     escrow = next(k["id"] for k in keys if k["label"] == "escrow")
     assert PASSWORD not in ps_dump.read_text() and "ps -eo args" in ps_dump.read_text()
-    passwd = drctl("key", "passwd", str(repo_dir), *cmd, env={"DRCTL_NEW_PASSWORD": "changed-pw-1"}, password=None)
+    passwd = drctl(
+        "key", "passwd", str(repo_dir), *cmd, env={"DRCTL_NEW_PASSWORD": "changed-pw-1"}, password=None
+    )
     assert passwd.returncode == 0, passwd.stderr
     assert drctl("snapshots", str(repo_dir)).returncode == 12  # the old password is gone
     assert drctl("snapshots", str(repo_dir), password="changed-pw-1").returncode == 0
     rm = drctl("key", "remove", str(repo_dir), escrow, password="changed-pw-1")
     assert rm.returncode == 0, rm.stderr
-    last = [json.loads(x)["id"] for x in drctl("key", "list", str(repo_dir), "--json",
-                                                password="changed-pw-1").stdout.splitlines()]
+    last = [
+        json.loads(x)["id"]
+        for x in drctl("key", "list", str(repo_dir), "--json", password="changed-pw-1").stdout.splitlines()
+    ]
     assert len(last) == 1 and last[0] != client
     refuse = drctl("key", "remove", str(repo_dir), last[0], password="changed-pw-1")
     assert refuse.returncode == 1 and "last key" in refuse.stderr

@@ -1,4 +1,5 @@
 """Crypto of the repository format: known-answer vectors and "flip every byte" loops."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,8 @@ FAST_KDF = KdfParams(n=2**10, r=8, p=1)  # only to keep byte-flip loops fast; de
 def test_chunk_id_is_hmac_sha256_rfc4231_case_1():
     keys = MasterKeys(enc_key=bytes(32), id_key=b"\x0b" * 20)
     assert crypto.chunk_id(keys, b"Hi There").hex() == (
-        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
+        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+    )
 
 
 def test_kek_is_scrypt_rfc7914_vector():

@@ -1,9 +1,10 @@
 """check, forget, prune, locks and key slots against the in-memory store."""
+
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -36,7 +37,9 @@ def test_forget_then_prune_frees_only_unreferenced_chunks(repo, tmp_path):
     forget(repo, KeepPolicy(last=1))
     assert not repo.storage.exists(point_key(first.point.id))
     dry = prune(repo, dry_run=True)
-    assert dry.deleted_chunks == len(only_first) and all(repo.storage.exists(chunk_key(c)) for c in only_first)
+    assert dry.deleted_chunks == len(only_first) and all(
+        repo.storage.exists(chunk_key(c)) for c in only_first
+    )
     done = prune(repo)
     assert done.deleted_chunks == len(only_first)
     assert not any(repo.storage.exists(chunk_key(c)) for c in only_first)
@@ -82,16 +85,26 @@ def test_shared_locks_coexist_and_exclusive_is_refused_with_exit_11(repo, tmp_pa
         with pytest.raises(RepoLocked) as e:
             prune(repo)
         assert e.value.exit_code == 11 and "restore" in e.value.message
-    with RepoLock(repo.storage, exclusive=True, operation="prune"):
-        with pytest.raises(RepoLocked, match="prune"):
-            backup_disk(repo, img, server="web", disk="vda")
+    with RepoLock(repo.storage, exclusive=True, operation="prune"), pytest.raises(RepoLocked, match="prune"):
+        backup_disk(repo, img, server="web", disk="vda")
     assert list(repo.storage.list("locks/")) == []
 
 
 def test_stale_lock_is_ignored_and_removed_by_unlock(repo):
-    old = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
-    repo.storage.put("locks/dead", json.dumps({"exclusive": True, "operation": "prune", "hostname": "h",
-                                               "pid": 1, "created": old, "refreshed": old}).encode())
+    old = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    repo.storage.put(
+        "locks/dead",
+        json.dumps(
+            {
+                "exclusive": True,
+                "operation": "prune",
+                "hostname": "h",
+                "pid": 1,
+                "created": old,
+                "refreshed": old,
+            }
+        ).encode(),
+    )
     assert prune(repo).deleted_chunks == 0  # not blocked by the stale lock
     assert remove_locks(repo.storage) == ["locks/dead"]
 

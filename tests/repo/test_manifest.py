@@ -1,7 +1,8 @@
 """Pure parts: manifest run encoding and validation, point selection, the forget policy."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,21 +12,52 @@ from drctl.repo.maintenance import KeepPolicy, plan_forget
 from drctl.repo.manifest import Manifest, encode_chunks, manifest_from_doc, select_point
 
 A, B = b"\xaa" * 32, b"\xbb" * 32
-T0 = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)  # a Monday
+T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)  # a Monday
 
 
 def point(pid: str, created: datetime, server: str = "web", disk: str = "vda") -> Manifest:
-    return Manifest(id=pid, repo="r" * 64, server=server, disk=disk, size=10, chunk_size=4,
-                    sha256="0" * 64, created=created, type="full", parent=None, chunks=(A, 2))
+    return Manifest(
+        id=pid,
+        repo="r" * 64,
+        server=server,
+        disk=disk,
+        size=10,
+        chunk_size=4,
+        sha256="0" * 64,
+        created=created,
+        type="full",
+        parent=None,
+        chunks=(A, 2),
+    )
 
 
 def test_zero_chunks_become_runs_and_expand_back_in_order():
     entries = encode_chunks([None, None, A, None, B, B, None, None, None])
     assert entries == (2, A, 1, B, B, 3)
-    m = Manifest(id="p", repo="r", server="s", disk="d", size=9 * 4 - 1, chunk_size=4, sha256="0" * 64,
-                 created=T0, type="full", parent=None, chunks=entries)
-    assert list(m.iter_chunks()) == [(0, None), (1, None), (2, A), (3, None), (4, B), (5, B),
-                                     (6, None), (7, None), (8, None)]
+    m = Manifest(
+        id="p",
+        repo="r",
+        server="s",
+        disk="d",
+        size=9 * 4 - 1,
+        chunk_size=4,
+        sha256="0" * 64,
+        created=T0,
+        type="full",
+        parent=None,
+        chunks=entries,
+    )
+    assert list(m.iter_chunks()) == [
+        (0, None),
+        (1, None),
+        (2, A),
+        (3, None),
+        (4, B),
+        (5, B),
+        (6, None),
+        (7, None),
+        (8, None),
+    ]
     assert m.chunk_ids() == {A, B} and m.stored_chunks == 3
 
 
@@ -43,8 +75,12 @@ def test_manifest_doc_round_trip_and_inconsistent_chunk_count_refused():
 
 
 def test_select_point_latest_prefix_and_time():
-    pts = [point("aaaa1111", T0), point("bbbb2222", T0 + timedelta(hours=1)),
-           point("cccc3333", T0 + timedelta(hours=2)), point("dddd4444", T0, server="db")]
+    pts = [
+        point("aaaa1111", T0),
+        point("bbbb2222", T0 + timedelta(hours=1)),
+        point("cccc3333", T0 + timedelta(hours=2)),
+        point("dddd4444", T0, server="db"),
+    ]
     assert select_point(pts, "web", None).id == "cccc3333"
     assert select_point(pts, "web", "vda", "bbbb").id == "bbbb2222"
     assert select_point(pts, "web", None, "2026-11-02T11:30:00Z").id == "bbbb2222"

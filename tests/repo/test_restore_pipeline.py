@@ -1,6 +1,7 @@
 """The restore pipeline under a tiny window: chunks completing out of order, a chunk repeated far
 apart, zero runs, and a failure mid-way must give a bit-identical image (or a clean error) without
 ever holding more than the window's chunks or hanging. No timings here (docs/benchmarks.md)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-import drctl.repo.restore as restore_mod
 import pytest
+
+import drctl.repo.restore as restore_mod
 from drctl.repo.backup import backup_disk
 from drctl.repo.errors import ChunkMissing
 from drctl.repo.manifest import chunk_key
@@ -70,7 +72,7 @@ def run_with_deadline(fn, seconds: float = 60):
     def target():
         try:
             box["result"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the test thread
+        except BaseException as e:
             box["error"] = e
 
     t = threading.Thread(target=target, daemon=True)

@@ -1,6 +1,7 @@
 """Backup -> restore round trips on the in-memory store and on LocalDirStorage: bit-identical,
 sparse, deduplicated, resumable, with the corruption cases ending in integrity errors and no file
 at the output path."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,7 @@ from drctl.repo.restore import restore_disk
 from drctl.storage.base import StorageUnavailable
 from drctl.storage.local import LocalDirStorage
 from drctl.storage.memory import MemoryStorage
-from tests.repo.fakes import MiB, FailingAfter, make_image, mutate
+from tests.repo.fakes import FailingAfter, MiB, make_image, mutate
 
 SIZE = 24 * MiB + 54321  # not a multiple of the chunk size
 
@@ -53,7 +54,7 @@ def test_round_trip_is_bit_identical_and_sparse(repo, image, tmp_path):
     assert res.point.size == SIZE and res.point.sha256 == sha(image)
     zero_chunks = sum(1 for _, cid in res.point.iter_chunks() if cid is None)
     assert zero_chunks >= 5  # make_image puts ~40 % zero chunks
-    stored = [k for k in (o.key for o in repo.storage.list("data/"))]
+    stored = [o.key for o in repo.storage.list("data/")]
     assert len(stored) == res.new_chunks == len(res.point.chunk_ids())
 
     out = tmp_path / "restored.img"
@@ -87,8 +88,11 @@ def test_qcow2_output_holds_the_same_image(repo, image, tmp_path):
     backup_disk(repo, image, server="web", disk="vda")
     out = tmp_path / "web.qcow2"
     restore_disk(repo, server="web", out=out, fmt="qcow2")
-    info = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(image), str(out)],
-                          capture_output=True, text=True)
+    info = subprocess.run(
+        ["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(image), str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert info.returncode == 0, info.stdout + info.stderr
     assert not out.with_name("web.qcow2.partial").exists()
 
@@ -254,6 +258,7 @@ class LockingMemoryStorage(MemoryStorage):
 
     def lock_support(self):
         from drctl.storage.base import LockSupport
+
         return LockSupport(enforced=True, detail="test store: enforced")
 
 

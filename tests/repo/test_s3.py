@@ -1,5 +1,6 @@
 """The repository on the real object stores: SeaweedFS (Object Lock enforced) and Swift with s3api
 (a container made through the Swift API, as the stack declares it; Object Lock ignored)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,9 @@ def drctl(target, *args: str, env: dict[str, str] | None = None) -> subprocess.C
     full.update(target.env if target else {})
     full["DRCTL_PASSWORD"] = PASSWORD
     full.update(env or {})
-    p = subprocess.run([sys.executable, "-m", "drctl.cli", *args], capture_output=True, text=True,
-                       env=full, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "drctl.cli", *args], capture_output=True, text=True, env=full, timeout=300
+    )
     assert "Traceback" not in p.stderr and PASSWORD not in p.stdout + p.stderr, p.stderr
     return p
 
@@ -76,8 +78,9 @@ def test_reused_chunks_get_the_retention_of_the_newer_point_on_seaweedfs(seaweed
     img = make_image(tmp_path / "disk.img", 8 * MiB + 11, seed=5)
     first = drctl(seaweed_s3, "backup", url, "--server", "s", "--disk", "vda", str(img), "--json")
     assert first.returncode == 0, first.stderr
-    second = drctl(seaweed_s3, "backup", url, "--server", "s", "--disk", "vda", str(img), "--json",
-                   "--retain", "3")
+    second = drctl(
+        seaweed_s3, "backup", url, "--server", "s", "--disk", "vda", str(img), "--json", "--retain", "3"
+    )
     assert second.returncode == 0, second.stderr
     s1, s2 = (json.loads(p.stdout.splitlines()[-1]) for p in (first, second))
     assert s2["new_chunks"] == 0 and s2["extended_chunks"] == s1["new_chunks"] > 0
@@ -88,8 +91,9 @@ def test_reused_chunks_get_the_retention_of_the_newer_point_on_seaweedfs(seaweed
         assert abs((head["ObjectLockRetainUntilDate"] - until2).total_seconds()) <= 1, obj["Key"]
     # A later backup with a shorter retention leaves the longer one in place (stores refuse to
     # shorten; that refusal is not an error).
-    third = drctl(seaweed_s3, "backup", url, "--server", "s", "--disk", "vda", str(img), "--json",
-                  "--retain", "1")
+    third = drctl(
+        seaweed_s3, "backup", url, "--server", "s", "--disk", "vda", str(img), "--json", "--retain", "1"
+    )
     assert third.returncode == 0, third.stderr
     key = s3.list_objects_v2(Bucket=seaweed_s3.bucket, Prefix="clients/lock/data/")["Contents"][0]["Key"]
     kept = s3.head_object(Bucket=seaweed_s3.bucket, Key=key)["ObjectLockRetainUntilDate"]
@@ -101,8 +105,12 @@ def test_swift_container_as_bucket_round_trip_reports_ignored_lock(swift_contain
 
 
 def test_unreachable_store_is_exit_14(tmp_path):
-    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     p = drctl(None, "snapshots", "s3://nobucket/x", env=env)
     assert p.returncode == 14, p.stderr
     assert "127.0.0.1:9" in p.stderr or "nobucket" in p.stderr

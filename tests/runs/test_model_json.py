@@ -1,4 +1,5 @@
 """RunSummary <-> JSON: the issue's --json shape, ISO-8601 UTC times, derived figures."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from tests.runs.fixtures import T0, at, demo_summary
 
 from drctl.runs.model import (
     CheckResult,
@@ -16,11 +16,33 @@ from drctl.runs.model import (
     format_ts,
     new_run_id,
 )
+from tests.runs.fixtures import T0, at, demo_summary
 
-ISSUE_TOP_KEYS = ["run_id", "stack", "mode", "target", "started_at", "ended_at", "first_available_s",
-                  "last_available_s", "servers"]
-ISSUE_SERVER_KEYS = ["name", "os", "status", "restore_started_at", "restore_ended_at", "boot_started_at",
-                     "verified_at", "restore_point", "rpo_achieved_s", "rto_target_s", "rto_achieved_s", "checks"]
+ISSUE_TOP_KEYS = [
+    "run_id",
+    "stack",
+    "mode",
+    "target",
+    "started_at",
+    "ended_at",
+    "first_available_s",
+    "last_available_s",
+    "servers",
+]
+ISSUE_SERVER_KEYS = [
+    "name",
+    "os",
+    "status",
+    "restore_started_at",
+    "restore_ended_at",
+    "boot_started_at",
+    "verified_at",
+    "restore_point",
+    "rpo_achieved_s",
+    "rto_target_s",
+    "rto_achieved_s",
+    "checks",
+]
 
 
 def test_json_starts_with_the_issue_keys_in_order_and_uses_utc_z_times():
@@ -121,15 +143,17 @@ def test_unknown_keys_are_ignored_for_forward_compatibility():
 def test_dependency_cycle_is_reported():
     a = ServerResult(name="a", os="", status="ok", depends_on=("b",))
     b = ServerResult(name="b", os="", status="ok", depends_on=("a",))
-    s = RunSummary(run_id="r", stack="x", mode="test", target="local", started_at=T0, ended_at=None,
-                   servers=(a, b))
+    s = RunSummary(
+        run_id="r", stack="x", mode="test", target="local", started_at=T0, ended_at=None, servers=(a, b)
+    )
     with pytest.raises(SummaryInvalid, match="cycle"):
         s.dependency_levels()
 
 
 def test_check_result_round_trip_and_run_ids_sort_by_time():
-    c = CheckResult("port 80", False, "nothing listens", critical=False, attempts=3,
-                    started_at=at(1), ended_at=at(4))
+    c = CheckResult(
+        "port 80", False, "nothing listens", critical=False, attempts=3, started_at=at(1), ended_at=at(4)
+    )
     assert CheckResult.from_dict(c.to_dict()) == c
     r1 = new_run_id(datetime(2026, 1, 1, tzinfo=UTC))
     r2 = new_run_id(datetime(2026, 1, 2, tzinfo=UTC))
@@ -137,6 +161,7 @@ def test_check_result_round_trip_and_run_ids_sort_by_time():
 
 
 # --- network and user reconnection (issue 5) ---------------------------------------------------
+
 
 def test_reconnection_is_an_extra_key_and_round_trips():
     from tests.runs.reconnection_fixtures import lyon_skipped, paris_failed, paris_ok
@@ -149,7 +174,12 @@ def test_reconnection_is_an_extra_key_and_round_trips():
     assert (paris["site"], paris["status"], paris["ok"], paris["target"]) == ("paris", "ok", True, "app01")
     assert paris["started_at"] == "2026-02-03T17:07:45Z"
     assert paris["seconds"] == 14.25  # the fixture's eleven steps
-    assert paris["steps"][4] == {"step": "tunnel", "ok": True, "seconds": 2.5, "detail": paris["steps"][4]["detail"]}
+    assert paris["steps"][4] == {
+        "step": "tunnel",
+        "ok": True,
+        "seconds": 2.5,
+        "detail": paris["steps"][4]["detail"],
+    }
     assert (lyon["status"], lyon["steps"], lyon["reason"][:2]) == ("skipped", [], "no")
     assert doc["reconnection_ok"] is True
     again = RunSummary.from_json(s.to_json())

@@ -1,4 +1,5 @@
 """Report signatures: round trip, every byte flipped is caught (exit 13, file named), key handling."""
+
 from __future__ import annotations
 
 import os
@@ -9,12 +10,12 @@ from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tests.runs.fixtures import demo_summary
 
 from drctl.runs import signing as report_signing
 from drctl.runs.report import render_html
 from drctl.runs.signing import ReportFiles, ReportTampered, sign, verify
 from drctl.runs.store import RunStore
+from tests.runs.fixtures import demo_summary
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +28,13 @@ def signed():
 
 def test_round_trip(signed):
     key, summary, html, sig = signed
-    assert verify(ReportFiles(summary, html, sig), key.public_key()) == report_signing.key_id(key.public_key())
+    assert verify(ReportFiles(summary, html, sig), key.public_key()) == report_signing.key_id(
+        key.public_key()
+    )
 
 
 def _flip(data: bytes, i: int) -> bytes:
-    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
 
 
 def _failures(make, n: int, pub) -> list[str]:
@@ -62,10 +65,12 @@ def test_every_flipped_byte_of_summary_or_html_is_caught_and_the_file_named():
 def test_flipped_bytes_across_the_full_report_are_caught(signed):
     key, summary, html, sig = signed
     pub = key.public_key()
-    for data, name, make in ((summary, "summary.json", lambda d: ReportFiles(d, html, sig)),
-                             (html, "report.html", lambda d: ReportFiles(summary, d, sig))):
+    for data, name, make in (
+        (summary, "summary.json", lambda d: ReportFiles(d, html, sig)),
+        (html, "report.html", lambda d: ReportFiles(summary, d, sig)),
+    ):
         idx = range(0, len(data), 37)
-        msgs = _failures(lambda k: make(_flip(data, idx[k])), len(idx), pub)
+        msgs = _failures(lambda k, make=make, data=data, idx=idx: make(_flip(data, idx[k])), len(idx), pub)
         assert len(msgs) == len(idx) and all(m.startswith(name) for m in msgs)
 
 
@@ -115,8 +120,9 @@ def test_key_file_from_the_environment(tmp_path, monkeypatch):
 
 
 def _drctl(*args, env):
-    return subprocess.run([sys.executable, "-m", "drctl.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "drctl.cli", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_cli_verify_passes_then_exits_13_naming_the_tampered_file(tmp_path):

@@ -1,4 +1,5 @@
 """RunStore: runs stored locally and in the report bucket; `drctl report` and `drctl runs`."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from tests.runs.fixtures import T0, demo_summary
 
 from drctl.errors import InvalidInput
 from drctl.runs.store import ReportUploadFailed, RunNotFound, RunStore
 from drctl.storage import StorageUnavailable, open_storage
 from drctl.storage.base import LockSupport
+from tests.runs.fixtures import T0, demo_summary
 
 
 def test_record_writes_three_files_locally_and_in_the_bucket(tmp_path):
@@ -74,19 +75,27 @@ def test_upload_failure_keeps_the_local_copy_and_says_how_to_resend(tmp_path):
     # re-sent later to a bucket that works
     bucket = tmp_path / "b"
     bucket.mkdir()
-    keys = RunStore(tmp_path / "state", open_storage(str(bucket))).upload(store.find("20260203T170100Z").summary)
+    keys = RunStore(tmp_path / "state", open_storage(str(bucket))).upload(
+        store.find("20260203T170100Z").summary
+    )
     assert keys[-1] == "reports/demo/20260203T170100Z-3f9a1c/report.sig"
     assert (bucket / keys[0]).read_bytes() == (local / "summary.json").read_bytes()
 
 
 def test_list_and_find(tmp_path):
     store = RunStore(tmp_path / "state")
-    older = demo_summary(run_id="20260101T090000Z-aaaaaa", started_at=T0 - timedelta(days=33),
-                         ended_at=T0 - timedelta(days=33) + timedelta(minutes=5))
+    older = demo_summary(
+        run_id="20260101T090000Z-aaaaaa",
+        started_at=T0 - timedelta(days=33),
+        ended_at=T0 - timedelta(days=33) + timedelta(minutes=5),
+    )
     store.record(demo_summary())
     store.record(older)
     store.record(demo_summary(run_id="20260203T180000Z-bbbbbb", stack="acme"))
-    assert [r.summary.run_id for r in store.list_runs("demo")] == ["20260101T090000Z-aaaaaa", "20260203T170100Z-3f9a1c"]
+    assert [r.summary.run_id for r in store.list_runs("demo")] == [
+        "20260101T090000Z-aaaaaa",
+        "20260203T170100Z-3f9a1c",
+    ]
     assert store.list_runs("nobody") == []
     assert store.find("20260203T180000Z-bbbbbb").summary.stack == "acme"
     with pytest.raises(InvalidInput, match="ambiguous"):
@@ -100,15 +109,23 @@ def test_list_and_find(tmp_path):
 def _drctl(tmp_path, *args):
     env = {**os.environ, "DRCTL_STATE_DIR": str(tmp_path / "state")}
     env.pop("DRCTL_REPORT_KEY_FILE", None)
-    return subprocess.run([sys.executable, "-m", "drctl.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=60, cwd=tmp_path)
+    return subprocess.run(
+        [sys.executable, "-m", "drctl.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=tmp_path,
+    )
 
 
 def test_cli_report_and_runs(tmp_path):
     store = RunStore(tmp_path / "state")
     store.record(demo_summary())
-    ok_run = replace(demo_summary(run_id="20260210T080000Z-cccccc", override_reason=None),
-                     servers=demo_summary().servers[:3])
+    ok_run = replace(
+        demo_summary(run_id="20260210T080000Z-cccccc", override_reason=None),
+        servers=demo_summary().servers[:3],
+    )
     store.record(ok_run)
 
     text = _drctl(tmp_path, "report", "20260203T170100Z-3f9a1c")
@@ -125,8 +142,9 @@ def test_cli_report_and_runs(tmp_path):
 
     html = _drctl(tmp_path, "report", "20260203T170100Z", "--html", "out/r.html")
     assert html.returncode == 0, html.stderr
-    assert (tmp_path / "out" / "r.html").read_bytes() == \
-        (tmp_path / "state/runs/demo/20260203T170100Z-3f9a1c/report.html").read_bytes()
+    assert (tmp_path / "out" / "r.html").read_bytes() == (
+        tmp_path / "state/runs/demo/20260203T170100Z-3f9a1c/report.html"
+    ).read_bytes()
 
     runs = _drctl(tmp_path, "runs", "demo")
     lines = runs.stdout.splitlines()

@@ -1,22 +1,44 @@
 """Stack settings: Pulumi.yaml declarations, parsing, flavor choice, scope and config errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 import pytest
+import yaml
 
 from drctl.plan.model import Server
 from drctl.stack.config import (
-    SECRET_SETTINGS, SETTING_TYPES, Flavor, StackConfigInvalid, check_settings, choose_flavor,
-    load_stack, parse_settings)
+    SECRET_SETTINGS,
+    SETTING_TYPES,
+    Flavor,
+    StackConfigInvalid,
+    check_settings,
+    choose_flavor,
+    load_stack,
+    parse_settings,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _server(vcpus: int, ram_mb: int) -> Server:
-    return Server(name="x1", os_family="linux", os_version="12", protection="dr", vcpus=vcpus, ram_mb=ram_mb,
-                  disks=(), nics=(), boot_group=1, depends_on=(), backup=(), rpo_s=1, rto_s=1, checks=())
+    return Server(
+        name="x1",
+        os_family="linux",
+        os_version="12",
+        protection="dr",
+        vcpus=vcpus,
+        ram_mb=ram_mb,
+        disks=(),
+        nics=(),
+        boot_group=1,
+        depends_on=(),
+        backup=(),
+        rpo_s=1,
+        rto_s=1,
+        checks=(),
+    )
 
 
 def test_pulumi_yaml_declares_exactly_the_settings_the_program_reads():
@@ -42,8 +64,13 @@ def test_smallest_fitting_flavor_by_ram_then_vcpus():
 
 
 def test_settings_take_pulumi_strings_and_defaults():
-    s = parse_settings({"plan": "recovery_plans/demo.yaml", "failover": "true",
-                        "activation": '{"servers": ["web01"], "images": {"web01": "img-1"}}'})
+    s = parse_settings(
+        {
+            "plan": "recovery_plans/demo.yaml",
+            "failover": "true",
+            "activation": '{"servers": ["web01"], "images": {"web01": "img-1"}}',
+        }
+    )
     assert s.failover is True and s.region == "RegionOne" and s.external_network == "public"
     assert s.activation.servers == ("web01",) and s.activation.images == {"web01": "img-1"}
     assert s.activation.data_images == {}
@@ -71,7 +98,9 @@ def test_scope_defaults_to_dr_and_backup_tested_in_plan_order():
 def test_unknown_server_in_scope_is_a_config_error_listing_the_plan():
     cfg = load_stack("demo")
     s = parse_settings({"plan": "x", "activation": {"servers": ["web01", "nope"]}}, where="Pulumi.demo.yaml")
-    with pytest.raises(StackConfigInvalid, match=r"activation.servers: unknown server\(s\) nope; the plan has app01"):
+    with pytest.raises(
+        StackConfigInvalid, match=r"activation.servers: unknown server\(s\) nope; the plan has app01"
+    ):
         check_settings(s, cfg.plan, where="Pulumi.demo.yaml")
 
 

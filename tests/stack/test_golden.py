@@ -3,6 +3,7 @@
 Regenerate after an intended change with ``UPDATE_GOLDEN=1 .venv/bin/pytest tests/stack/test_golden.py``
 and review the diff: every changed line is a change a real `pulumi up` would make.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ A passing stack, then the same project copied with one change a user could make 
 override in the plan, or a flat-script RDP rule open to the world in the program -- and the
 exact violation, through the same code path as ``drctl policy``.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,14 @@ def project_copy(tmp_path: Path) -> Path:
 
 def drctl(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
-    return subprocess.run([sys.executable, "-m", "drctl.cli", *args], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "drctl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def test_demo_stack_passes_every_rule_in_nominal_mode():
@@ -51,8 +58,10 @@ def record_activation(project: Path, stack: str, restore_point: str) -> list[str
     doc = yaml.safe_load(path.read_text())
     scope = list(load_stack(stack, project).scope())
     doc["config"]["flexible-recovery:activation"] = {
-        "servers": [], "restore_point": restore_point,
-        "images": {s: f"img-{s}-20261120" for s in scope}}
+        "servers": [],
+        "restore_point": restore_point,
+        "images": {s: f"img-{s}-20261120" for s in scope},
+    }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return scope
 
@@ -72,24 +81,32 @@ def test_demo_failover_instances_without_a_restore_point_fail(tmp_path):
     program) is refused. The graph is the real failover preview with that one field blanked."""
     import dataclasses
 
+    from drctl.stack.config import load_stack
     from drctl.stack.policy import check_resources, policy_config
     from drctl.stack.preview import preview_stack
-    from drctl.stack.config import load_stack
 
     project = project_copy(tmp_path)
     scope = record_activation(project, "demo", "2026-11-20T02:00:00Z")
     graph = preview_stack("demo", failover=True, project_dir=project)
     resources = [
-        dataclasses.replace(r, inputs={**r.inputs, "metadata": {
-            k: v for k, v in r.inputs["metadata"].items() if k != "restore_point"}})
-        if r.type == "openstack:compute/instance:Instance" else r
-        for r in graph.resources]
+        dataclasses.replace(
+            r,
+            inputs={
+                **r.inputs,
+                "metadata": {k: v for k, v in r.inputs["metadata"].items() if k != "restore_point"},
+            },
+        )
+        if r.type == "openstack:compute/instance:Instance"
+        else r
+        for r in graph.resources
+    ]
     config = policy_config(failover=True, servers=load_stack("demo", project).plan.servers)
 
     report = check_resources(resources, stack="demo", config=config)
 
     assert sorted((v.policy, v.resource) for v in report.violations) == sorted(
-        ("recovered-server-only-in-failover", f"srv-{s}-instance") for s in scope)
+        ("recovered-server-only-in-failover", f"srv-{s}-instance") for s in scope
+    )
     assert all("restore_point is empty" in v.message for v in report.violations)
 
 
@@ -101,9 +118,9 @@ def test_demo_failover_preview_without_recorded_images_passes_with_a_note():
 
 def test_instances_with_the_failover_flag_off_fail(tmp_path):
     """The rule sees the flag through its config: a graph with instances under failover=false."""
+    from drctl.stack.config import load_stack
     from drctl.stack.policy import check_resources, policy_config
     from drctl.stack.preview import preview_stack
-    from drctl.stack.config import load_stack
 
     project = project_copy(tmp_path)
     record_activation(project, "demo", "2026-11-20T02:00:00Z")
@@ -113,7 +130,8 @@ def test_instances_with_the_failover_flag_off_fail(tmp_path):
     report = check_resources(graph.resources, stack="demo", config=config)
 
     assert [(v.policy, v.resource) for v in report.violations] == [
-        ("recovered-server-only-in-failover", "srv-dns01-instance")]
+        ("recovered-server-only-in-failover", "srv-dns01-instance")
+    ]
     assert "failover flag is false" in report.violations[0].message
 
 
@@ -126,8 +144,10 @@ def test_weak_vpn_override_in_the_plan_fails(tmp_path):
 
     report, _ = check_stack("demo", project_dir=project)
 
-    found = sorted((v.policy, v.level, v.resource_type.rsplit(":", 1)[-1], v.message.split(";")[0])
-                   for v in report.violations)
+    found = sorted(
+        (v.policy, v.level, v.resource_type.rsplit(":", 1)[-1], v.message.split(";")[0])
+        for v in report.violations
+    )
     assert found == [
         ("vpn-strong-crypto", "mandatory", "IkePolicy", "authAlgorithm is sha1"),
         ("vpn-strong-crypto", "mandatory", "IkePolicy", "encryptionAlgorithm is aes-128"),
@@ -144,14 +164,14 @@ def test_weak_vpn_override_in_the_plan_fails(tmp_path):
     assert all(line.startswith("MANDATORY vpn-strong-crypto: ") for line in lines)
 
 
-RDP_TO_THE_WORLD = '''
+RDP_TO_THE_WORLD = """
 # A flat-script shortcut: a jump host's RDP opened to the Internet.
 import pulumi_openstack as _os
 _jump = _os.networking.SecGroup("demo-jump", name="demo-jump", delete_default_rules=True)
 _os.networking.SecGroupRule("demo-jump-rdp", direction="ingress", ethertype="IPv4",
                             protocol="tcp", port_range_min=3389, port_range_max=3389,
                             remote_ip_prefix="0.0.0.0/0", security_group_id=_jump.id)
-'''
+"""
 
 
 def test_rdp_rule_open_to_the_world_fails(tmp_path):
@@ -162,12 +182,16 @@ def test_rdp_rule_open_to_the_world_fails(tmp_path):
     out = drctl("policy", "demo", "--project-dir", str(project), "--json")
 
     assert out.returncode == 1, out.stderr
-    assert json.loads(out.stdout) == [{
-        "policy": "no-admin-ports-open-to-world", "level": "mandatory", "resource": "demo-jump-rdp",
-        "type": "openstack:networking/secGroupRule:SecGroupRule",
-        "message": "ingress from 0.0.0.0/0 opens 3389 (RDP); restrict remoteIpPrefix to the "
-                   "client's site subnets (reached through the VPN) or use remoteGroupId.",
-    }]
+    assert json.loads(out.stdout) == [
+        {
+            "policy": "no-admin-ports-open-to-world",
+            "level": "mandatory",
+            "resource": "demo-jump-rdp",
+            "type": "openstack:networking/secGroupRule:SecGroupRule",
+            "message": "ingress from 0.0.0.0/0 opens 3389 (RDP); restrict remoteIpPrefix to the "
+            "client's site subnets (reached through the VPN) or use remoteGroupId.",
+        }
+    ]
 
 
 def test_psk_printed_nowhere(tmp_path):

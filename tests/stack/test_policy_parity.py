@@ -2,6 +2,7 @@
 gRPC server of ``PolicyPack`` wraps, but never started here) gets the demo stack's resources as
 protobuf ``AnalyzeRequest`` / ``AnalyzeStackRequest`` messages, and must find exactly what
 ``drctl policy`` finds offline over the same graph."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,22 +13,22 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 
 from drctl.policies import dr_rules
+from drctl.stack.config import load_stack
 from drctl.stack.policy import check_resources, policy_config
 from drctl.stack.preview import PreviewResource, preview_stack
-from drctl.stack.config import load_stack
 
 LEVELS = {proto.ADVISORY: "advisory", proto.MANDATORY: "mandatory"}
 
 
 def engine_violations(resources: list[PreviewResource], config: dict) -> set[tuple[str, str, str, str]]:
-    servicer = _PolicyAnalyzerServicer("flexible-recovery", "0.1.0", dr_rules.all_policies(),
-                                       EnforcementLevel.MANDATORY)
+    servicer = _PolicyAnalyzerServicer(
+        "flexible-recovery", "0.1.0", dr_rules.all_policies(), EnforcementLevel.MANDATORY
+    )
     policy_config_msgs = {}
     for name, props in config.items():
         s = struct_pb2.Struct()
         s.update(props)
-        policy_config_msgs[name] = proto.PolicyConfig(
-            enforcementLevel=proto.MANDATORY, properties=s)
+        policy_config_msgs[name] = proto.PolicyConfig(enforcementLevel=proto.MANDATORY, properties=s)
     servicer.Configure(proto.ConfigureAnalyzerRequest(policyConfig=policy_config_msgs), None)
 
     urns = {r.name: f"urn:pulumi:demo::flexible-recovery::{r.type}::{r.name}" for r in resources}
@@ -38,8 +39,9 @@ def engine_violations(resources: list[PreviewResource], config: dict) -> set[tup
         # SiteVpn is expected to declare additional_secret_outputs=["psk"]; the preview does not
         # record options other than protect, so this stands in for that declaration.
         secret = ["psk"] if r.type == dr_rules.SITE_CONNECTION else []
-        return proto.AnalyzerResourceOptions(protect=r.protect, additionalSecretOutputs=secret,
-                                             parent=urns.get(r.parent or "", ""))
+        return proto.AnalyzerResourceOptions(
+            protect=r.protect, additionalSecretOutputs=secret, parent=urns.get(r.parent or "", "")
+        )
 
     def collect(resource: str, response: proto.AnalyzeResponse) -> None:
         for d in response.diagnostics:
@@ -49,16 +51,31 @@ def engine_violations(resources: list[PreviewResource], config: dict) -> set[tup
     for r in resources:
         props = struct_pb2.Struct()
         props.update(r.inputs)
-        collect(r.name, servicer.Analyze(proto.AnalyzeRequest(
-            type=r.type, properties=props, urn=urns[r.name], name=r.name, options=options(r)), None))
+        collect(
+            r.name,
+            servicer.Analyze(
+                proto.AnalyzeRequest(
+                    type=r.type, properties=props, urn=urns[r.name], name=r.name, options=options(r)
+                ),
+                None,
+            ),
+        )
 
     stack_resources = []
     for r in resources:
         props = struct_pb2.Struct()
         props.update(r.inputs)
-        stack_resources.append(proto.AnalyzerResource(
-            type=r.type, properties=props, urn=urns[r.name], name=r.name, options=options(r),
-            parent=urns.get(r.parent or "", ""), dependencies=[urns[d] for d in r.depends_on]))
+        stack_resources.append(
+            proto.AnalyzerResource(
+                type=r.type,
+                properties=props,
+                urn=urns[r.name],
+                name=r.name,
+                options=options(r),
+                parent=urns.get(r.parent or "", ""),
+                dependencies=[urns[d] for d in r.depends_on],
+            )
+        )
     collect("demo", servicer.AnalyzeStack(proto.AnalyzeStackRequest(resources=stack_resources), None))
     return out
 
@@ -72,16 +89,24 @@ def weakened(resources: list[PreviewResource]) -> list[PreviewResource]:
     """Four mistakes at once: a public backup container, RDP to the world, SHA-1 in IKE, and a
     rule added to a group the stack does not create."""
     out = []
-    icmp = next(r.name for r in resources
-                if r.type == dr_rules.SEC_GROUP_RULE and r.inputs.get("protocol") == "icmp")
+    icmp = next(
+        r.name for r in resources if r.type == dr_rules.SEC_GROUP_RULE and r.inputs.get("protocol") == "icmp"
+    )
     for r in resources:
         if r.type == dr_rules.CONTAINER and r.inputs.get("name") == "demo-backups":
             r = dataclasses.replace(r, inputs={**r.inputs, "containerRead": ".r:*"})
         elif r.type == dr_rules.IKE_POLICY:
             r = dataclasses.replace(r, inputs={**r.inputs, "authAlgorithm": "sha1"})
         elif r.type == dr_rules.SEC_GROUP_RULE and r.inputs.get("portRangeMin") == 22:
-            r = dataclasses.replace(r, inputs={**r.inputs, "portRangeMin": 3389,
-                                               "portRangeMax": 3389, "remoteIpPrefix": "0.0.0.0/0"})
+            r = dataclasses.replace(
+                r,
+                inputs={
+                    **r.inputs,
+                    "portRangeMin": 3389,
+                    "portRangeMax": 3389,
+                    "remoteIpPrefix": "0.0.0.0/0",
+                },
+            )
         elif r.name == icmp:
             r = dataclasses.replace(r, depends_on=(), inputs={**r.inputs, "securityGroupId": "shared-sg"})
         out.append(r)
@@ -102,6 +127,10 @@ def test_engine_and_offline_runner_agree_on_the_demo_stack():
     # rule on a foreign group (a stack rule: blamed by URN), and each of demo's ten SSH rules
     # (two client subnets x five servers) now RDP to the world.
     assert sorted((p, level) for p, level, _, _ in engine) == sorted(
-        [("backup-containers-private", "mandatory"), ("vpn-strong-crypto", "mandatory"),
-         ("no-rules-on-default-security-group", "mandatory")]
-        + [("no-admin-ports-open-to-world", "mandatory")] * 10)
+        [
+            ("backup-containers-private", "mandatory"),
+            ("vpn-strong-crypto", "mandatory"),
+            ("no-rules-on-default-security-group", "mandatory"),
+        ]
+        + [("no-admin-ports-open-to-world", "mandatory")] * 10
+    )

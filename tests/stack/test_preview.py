@@ -1,14 +1,14 @@
 """The program under the mock runtime: what `drctl preview` shows a user, checked against the plan."""
+
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import pytest
 
-from drctl.stack.preview import SECRET_SIG_KEY, _run_program, is_secret, preview_stack, program_config
 from drctl.stack.config import StackConfigInvalid, load_stack
+from drctl.stack.preview import SECRET_SIG_KEY, _run_program, is_secret, preview_stack, program_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,8 +46,12 @@ def _server_of(resource_name: str) -> str:
 
 def test_nominal_mode_has_vault_space_vpn_and_no_instance(nominal):
     types = {r.type for r in nominal.resources}
-    assert {"flexrecovery:index:BackupVault", "flexrecovery:index:RecoverySpace",
-            "flexrecovery:index:SiteVpn", "openstack:vpnaas/siteConnection:SiteConnection"} <= types
+    assert {
+        "flexrecovery:index:BackupVault",
+        "flexrecovery:index:RecoverySpace",
+        "flexrecovery:index:SiteVpn",
+        "openstack:vpnaas/siteConnection:SiteConnection",
+    } <= types
     assert nominal.of_type(INSTANCE) == []
     assert not nominal.of_type("flexrecovery:index:RecoveredServer")
 
@@ -103,7 +107,9 @@ def test_recovery_subnets_have_the_plan_cidr_gateway_and_pool(nominal, cfg):
         sn = cfg.plan.subnet(ref)
         got = by_cidr[sn.cidr].inputs
         assert got["gatewayIp"] == sn.gateway
-        assert got.get("allocationPools", []) == ([{"start": sn.dhcp.start, "end": sn.dhcp.end}] if sn.dhcp else [])
+        assert got.get("allocationPools", []) == (
+            [{"start": sn.dhcp.start, "end": sn.dhcp.end}] if sn.dhcp else []
+        )
 
 
 def test_rules_only_on_own_groups_and_nothing_admin_open_to_the_world(nominal):
@@ -117,8 +123,12 @@ def test_rules_only_on_own_groups_and_nothing_admin_open_to_the_world(nominal):
 
 def test_vpn_is_strong_explicit_and_its_psk_a_secret(nominal, cfg):
     ike = nominal.get("vpn-paris-ike").inputs
-    assert (ike["ikeVersion"], ike["encryptionAlgorithm"], ike["authAlgorithm"], ike["pfs"]) == \
-        ("v2", "aes-256", "sha256", "group14")
+    assert (ike["ikeVersion"], ike["encryptionAlgorithm"], ike["authAlgorithm"], ike["pfs"]) == (
+        "v2",
+        "aes-256",
+        "sha256",
+        "group14",
+    )
     conn = nominal.get("vpn-paris-connection").inputs
     assert is_secret(conn["psk"]) and conn["psk"]["value"] == cfg.psk("paris")
     assert conn["dpds"] == [{"action": "restart", "interval": 30, "timeout": 120}]
@@ -147,7 +157,9 @@ def test_real_run_without_a_recorded_image_stops_naming_the_server(cfg):
     import contextvars
 
     program = REPO_ROOT / "stacks/__main__.py"
-    config["flexible-recovery:activation"] = json.dumps({"servers": ["db01"], "images": {}, "restore_point": "snap1"})
+    config["flexible-recovery:activation"] = json.dumps(
+        {"servers": ["db01"], "images": {}, "restore_point": "snap1"}
+    )
     with pytest.raises(StackConfigInvalid, match="no restore image for server db01"):
         contextvars.Context().run(_run_program, "demo", program, config, secret_keys)
     config["flexible-recovery:activation"] = json.dumps({"servers": ["db01"], "images": {"db01": "img"}})
@@ -167,7 +179,9 @@ def test_data_disks_become_volumes_from_their_recorded_images_after_the_boot_vol
     program = REPO_ROOT / "stacks/__main__.py"
     activation = {"servers": ["pg01"], "images": {"pg01": "img-boot"}, "restore_point": "snap1"}
     config["flexible-recovery:activation"] = json.dumps(activation)
-    with pytest.raises(StackConfigInvalid, match=f"no restore image for disk\\(s\\) {data_disks[0].name} of server pg01"):
+    with pytest.raises(
+        StackConfigInvalid, match=f"no restore image for disk\\(s\\) {data_disks[0].name} of server pg01"
+    ):
         contextvars.Context().run(_run_program, "acme", program, config, secret_keys)
     activation["data_images"] = {"pg01": {d.name: f"img-{d.name}" for d in data_disks}}
     config["flexible-recovery:activation"] = json.dumps(activation)
@@ -175,5 +189,6 @@ def test_data_disks_become_volumes_from_their_recorded_images_after_the_boot_vol
     (inst,) = [r for r in records if r.type == INSTANCE]
     devices = inst.inputs["blockDevices"]
     assert [(d["uuid"], d["bootIndex"], d["volumeSize"]) for d in devices] == (
-        [("img-boot", 0, pg.boot_disk.size_gb)] + [(f"img-{d.name}", -1, d.size_gb) for d in data_disks])
+        [("img-boot", 0, pg.boot_disk.size_gb)] + [(f"img-{d.name}", -1, d.size_gb) for d in data_disks]
+    )
     assert all(d["destinationType"] == "volume" and d["deleteOnTermination"] for d in devices)

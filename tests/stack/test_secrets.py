@@ -1,4 +1,5 @@
 """Stack-file secrets: Pulumi's passphrase format, set-secret, and the wrong-passphrase path."""
+
 from __future__ import annotations
 
 import base64
@@ -13,8 +14,7 @@ import yaml
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drctl.stack.config import StackConfigInvalid, load_stack, set_secret
-from drctl.stack.secrets import (
-    SecretValueInvalid, WrongPassphrase, new_encryption_salt, open_encryption_salt)
+from drctl.stack.secrets import SecretValueInvalid, WrongPassphrase, new_encryption_salt, open_encryption_salt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,8 +82,10 @@ def test_set_secret_round_trip_keeps_other_secrets(project, monkeypatch):
 def test_set_secret_creates_the_salt_of_a_stack_without_one(project, monkeypatch):
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "fresh stack passphrase")
     path = project / "stacks/Pulumi.newco.yaml"
-    path.write_text("config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
-                    "  flexible-recovery:flavor_map: [{name: f1, vcpus: 8, ram_mb: 65536}]\n")
+    path.write_text(
+        "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+        "  flexible-recovery:flavor_map: [{name: f1, vcpus: 8, ram_mb: 65536}]\n"
+    )
     set_secret("newco", "vpn_psks.paris", "p" * 32, project)
     doc = yaml.safe_load(path.read_text())
     assert doc["encryptionsalt"].startswith("v1:")
@@ -113,7 +115,9 @@ def run_drctl(*args: str, env: dict[str, str] | None = None, stdin: str = "") ->
 
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
     full_env.update(env or {})
-    return subprocess.run([DRCTL, *args], input=stdin, capture_output=True, text=True, env=full_env, timeout=120)
+    return subprocess.run(
+        [DRCTL, *args], input=stdin, capture_output=True, text=True, env=full_env, timeout=120
+    )
 
 
 def test_wrong_passphrase_exits_1_naming_the_stack_file():
@@ -125,7 +129,9 @@ def test_wrong_passphrase_exits_1_naming_the_stack_file():
 
 def test_cli_set_secret_reads_stdin_and_never_echoes(project):
     secret = "from-stdin-0123456789-abcdefghijkl"
-    r = run_drctl("stack", "set-secret", "demo", "vpn_psks.paris", "--project-dir", str(project), stdin=secret + "\n")
+    r = run_drctl(
+        "stack", "set-secret", "demo", "vpn_psks.paris", "--project-dir", str(project), stdin=secret + "\n"
+    )
     assert r.returncode == 0, r.stderr
     assert secret not in r.stdout + r.stderr
     assert load_stack("demo", project).psk("paris") == secret

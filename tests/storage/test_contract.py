@@ -3,6 +3,7 @@
 Every test here runs three times through the ``storage`` fixture (tests/conftest.py). The
 S3 servers are real processes on 127.0.0.1; a missing server fails the test (see conftest).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -110,7 +111,7 @@ def test_large_object_round_trips_and_ranges(storage):
     got = storage.get("data/big")
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
     mid = 11 * 1024 * 1024
-    assert storage.get("data/big", (mid, mid + 4 * 1024 * 1024)) == payload[mid:mid + 4 * 1024 * 1024]
+    assert storage.get("data/big", (mid, mid + 4 * 1024 * 1024)) == payload[mid : mid + 4 * 1024 * 1024]
     assert [(o.key, o.size) for o in storage.list("data/")] == [("data/big", len(payload))]
 
 
@@ -120,7 +121,7 @@ def test_concurrent_puts_all_land(storage):
         list(pool.map(lambda kv: storage.put(*kv), blobs.items()))
     assert {o.key: o.size for o in storage.list("data/")} == {k: len(v) for k, v in blobs.items()}
     with ThreadPoolExecutor(max_workers=16) as pool:
-        got = dict(zip(blobs, pool.map(storage.get, blobs)))
+        got = dict(zip(blobs, pool.map(storage.get, blobs), strict=False))
     assert got == blobs
 
 

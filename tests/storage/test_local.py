@@ -1,4 +1,5 @@
 """What is particular to the local-directory backend and to ``open_storage`` locations."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,7 +27,9 @@ def test_put_leaves_no_temporary_files_and_keys_map_to_files(tmp_path):
     store = LocalDirStorage(tmp_path)
     store.put("data/ab/abcdef", b"chunk")
     store.put("data/ab/abcdef", b"chunk2")
-    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["data/ab/abcdef"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [
+        "data/ab/abcdef"
+    ]
     assert (tmp_path / "data/ab/abcdef").read_bytes() == b"chunk2"
 
 

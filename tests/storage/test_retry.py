@@ -1,4 +1,5 @@
 """RetryingStorage against a boundary fake that fails N times before answering."""
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,7 @@ class FlakyStore:
         if key not in self.objects:
             raise ObjectMissing(key, "s3://fake")
         data = self.objects[key]
-        return data if byte_range is None else data[byte_range[0]:byte_range[1]]
+        return data if byte_range is None else data[byte_range[0] : byte_range[1]]
 
     def put(self, key, data, *, retain_until=None):
         self._maybe_fail()
@@ -83,7 +84,7 @@ def test_backoff_grows_exponentially_with_jitter_inside_the_cap():
     # Retry n waits within [cap/2, cap] with cap = min(0.5, 0.1 * 2**n): 0.1, 0.2, 0.4, 0.5, 0.5.
     caps = [0.1, 0.2, 0.4, 0.5, 0.5]
     assert len(sleeps) == 5
-    for delay, cap in zip(sleeps, caps):
+    for delay, cap in zip(sleeps, caps, strict=False):
         assert cap / 2 <= delay <= cap
     assert inner.objects == {"k": b"v"}
 

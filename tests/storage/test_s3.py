@@ -1,10 +1,11 @@
 """The S3 backend against the real servers: errors as a user meets them, Object Lock, and the
 Swift container <-> S3 bucket identity the stack relies on."""
+
 from __future__ import annotations
 
 import logging
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +13,6 @@ from drctl.errors import EXIT_REPO_MISSING, EXIT_STORAGE
 from drctl.storage import BucketMissing, StorageAccessDenied, StorageUnavailable, open_storage
 from drctl.storage.retry import RetryingStorage
 from drctl.storage.s3 import RetentionRejected, S3Storage, make_client
-
 from tests.conftest import S3Server, swift_request
 
 pytestmark = pytest.mark.integration
@@ -48,8 +48,9 @@ def test_unreachable_endpoint_is_unavailable_after_the_retry_budget(monkeypatch,
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     monkeypatch.setenv("DRCTL_S3_LEAN_GET", lean)
     sleeps: list[float] = []
-    store = RetryingStorage(S3Storage.from_environment("demo-backups", "repo"), attempts=3, budget_seconds=5,
-                            sleep=sleeps.append)
+    store = RetryingStorage(
+        S3Storage.from_environment("demo-backups", "repo"), attempts=3, budget_seconds=5, sleep=sleeps.append
+    )
     assert (store.inner._lean is not None) is (lean == "1")
     with pytest.raises(StorageUnavailable) as exc:
         store.get("config")
@@ -64,8 +65,12 @@ def test_missing_bucket_is_repository_missing(request, server_fixture, monkeypat
     for k, v in server.env.items():
         monkeypatch.setenv(k, v)
     store = open_storage("s3://no-such-bucket-drctl/repo")
-    for op in (lambda: store.get("config"), lambda: store.exists("config"),
-               lambda: store.put("config", b"x"), lambda: list(store.list("keys/"))):
+    for op in (
+        lambda: store.get("config"),
+        lambda: store.exists("config"),
+        lambda: store.put("config", b"x"),
+        lambda: list(store.list("keys/")),
+    ):
         with pytest.raises(BucketMissing) as exc:
             op()
         assert exc.value.exit_code == EXIT_REPO_MISSING
@@ -74,7 +79,7 @@ def test_missing_bucket_is_repository_missing(request, server_fixture, monkeypat
 
 def test_retention_is_written_and_read_back_on_a_lock_bucket(seaweed_s3, monkeypatch):
     monkeypatch.setenv("DRCTL_S3_LOCK_MODE", "GOVERNANCE")
-    until = (datetime.now(timezone.utc) + timedelta(seconds=30)).replace(microsecond=0)
+    until = (datetime.now(UTC) + timedelta(seconds=30)).replace(microsecond=0)
     seaweed_s3.storage("repo").put("snapshots/s1", b"manifest", retain_until=until)
     head = seaweed_s3.client().head_object(Bucket=seaweed_s3.bucket, Key="repo/snapshots/s1")
     assert head["ObjectLockMode"] == "GOVERNANCE"
@@ -84,7 +89,7 @@ def test_retention_is_written_and_read_back_on_a_lock_bucket(seaweed_s3, monkeyp
 def test_retention_on_a_bucket_without_object_lock_is_refused_clearly(seaweed_s3_plain):
     store = seaweed_s3_plain.storage("repo")
     with pytest.raises(RetentionRejected) as exc:
-        store.put("snapshots/s1", b"m", retain_until=datetime.now(timezone.utc) + timedelta(seconds=30))
+        store.put("snapshots/s1", b"m", retain_until=datetime.now(UTC) + timedelta(seconds=30))
     assert "Object Lock" in exc.value.message and "snapshots/s1" in exc.value.message
     assert store.lock_support().enforced is False
 
@@ -92,7 +97,7 @@ def test_retention_on_a_bucket_without_object_lock_is_refused_clearly(seaweed_s3
 def test_swift_ignores_object_lock_and_we_notice(swift_s3):
     store = swift_s3.storage("repo")
     # Swift answers 200 to a PUT with retention...
-    store.put("snapshots/s1", b"m", retain_until=datetime.now(timezone.utc) + timedelta(days=1))
+    store.put("snapshots/s1", b"m", retain_until=datetime.now(UTC) + timedelta(days=1))
     # ...but nothing is recorded, and lock_support says so.
     head = swift_s3.client().head_object(Bucket=swift_s3.bucket, Key="repo/snapshots/s1")
     assert "ObjectLockMode" not in head

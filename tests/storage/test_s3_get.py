@@ -1,5 +1,6 @@
 """When the restore's lean GET is used instead of botocore, and how its errors read (the transport
 itself is exercised against SeaweedFS and Swift by the storage contract and S3 tests)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,19 @@ from drctl.storage.s3_get import _client_error, lean_getter
 
 @pytest.fixture
 def env(monkeypatch):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
-                "AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "DRCTL_S3_LEAN_GET", "AWS_PROFILE"):
+    for var in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "AWS_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "DRCTL_S3_LEAN_GET",
+        "AWS_PROFILE",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
@@ -46,8 +58,9 @@ def test_https_verifies_with_botocores_ca_bundle_and_never_without_verification(
     env.delenv("AWS_CA_BUNDLE")
     import boto3
 
-    insecure = boto3.session.Session().client("s3", endpoint_url="https://s3.example.invalid", verify=False,
-                                               region_name="us-east-1")
+    insecure = boto3.session.Session().client(
+        "s3", endpoint_url="https://s3.example.invalid", verify=False, region_name="us-east-1"
+    )
     assert lean_getter(insecure, "path") is None
 
 
@@ -56,7 +69,9 @@ def test_virtual_hosted_addressing_keeps_botocore(env):
 
 
 def test_s3_error_bodies_become_the_codes_the_backend_translates():
-    e = _client_error(404, b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code><Message>gone</Message></Error>")
+    e = _client_error(
+        404, b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code><Message>gone</Message></Error>"
+    )
     assert e.response["Error"] == {"Code": "NoSuchKey", "Message": "gone"}
     assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert _client_error(503, b"not xml").response["Error"]["Code"] == "503"

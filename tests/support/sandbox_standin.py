@@ -1,5 +1,6 @@
 """Shared helpers of the NCA lab and reconnection tests (not a test module: imported by them): the
 lab-tools guard and a namespace standing in for a drill's sandbox."""
+
 from __future__ import annotations
 
 import os
@@ -44,18 +45,66 @@ def sandbox_standin(tmp_path: Path, page: str, tag: str = "r") -> Iterator[tuple
         run(["ip", "-n", sandbox, "link", "add", "br-lan", "type", "bridge"])
         run(["ip", "-n", sandbox, "addr", "add", "192.168.10.1/24", "dev", "br-lan"])
         run(["ip", "-n", sandbox, "link", "set", "br-lan", "up"])
-        run(["ip", "link", "add", "tap-app01", "netns", sandbox, "type", "veth", "peer", "name", "eth0",
-             "netns", guest])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                "tap-app01",
+                "netns",
+                sandbox,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                guest,
+            ]
+        )
         run(["ip", "-n", sandbox, "link", "set", "tap-app01", "master", "br-lan", "up"])
         run(["ip", "-n", guest, "addr", "add", "192.168.10.30/24", "dev", "eth0"])
         run(["ip", "-n", guest, "link", "set", "eth0", "up"])
         err = (tmp_path / "http.err").open("w")
-        server = subprocess.Popen(["ip", "netns", "exec", guest, sys.executable, "-m", "http.server", "8080",
-                                   "--bind", "192.168.10.30", "--directory", str(www)],
-                                  stdout=subprocess.DEVNULL, stderr=err)
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                guest,
+                sys.executable,
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "192.168.10.30",
+                "--directory",
+                str(www),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         deadline = time.monotonic() + 15
-        while run(["ip", "netns", "exec", guest, sys.executable, "-m", "drctl.nca.probe", "tcp",
-                   "--host", "192.168.10.30", "--port", "8080"], check=False).returncode != 0:
+        while (
+            run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    guest,
+                    sys.executable,
+                    "-m",
+                    "drctl.nca.probe",
+                    "tcp",
+                    "--host",
+                    "192.168.10.30",
+                    "--port",
+                    "8080",
+                ],
+                check=False,
+            ).returncode
+            != 0
+        ):
             assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "http.err").read_text()
             time.sleep(0.1)
         # Like the demo guests: a default route through the subnet's gateway (added after the bind,

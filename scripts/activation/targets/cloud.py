@@ -15,6 +15,7 @@ materialised only when its upstream servers passed their checks (the engine call
 :meth:`CloudTarget.start_server` at that moment). Concurrent calls are merged into one
 ``pulumi up`` because a stack takes one update at a time.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,12 +23,13 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from drctl.activation.engine import RestoredDisk
-from drctl.errors import DrctlError, EXIT_STORAGE, ToolMissing
+from drctl.errors import EXIT_STORAGE, DrctlError, ToolMissing
+from drctl.paths import PROJECT
 from drctl.plan.model import Server
 from drctl.runs.model import CheckResult
 
@@ -48,8 +50,15 @@ class ImageService(Protocol):
 
 
 class StackEngine(Protocol):
-    def apply(self, *, failover: bool, servers: Sequence[str], images: Mapping[str, str],
-              data_images: Mapping[str, Mapping[str, str]], restore_point: str) -> Mapping[str, object]:
+    def apply(
+        self,
+        *,
+        failover: bool,
+        servers: Sequence[str],
+        images: Mapping[str, str],
+        data_images: Mapping[str, Mapping[str, str]],
+        restore_point: str,
+    ) -> Mapping[str, object]:
         """Write the activation block into the stack config and run ``pulumi up``."""
 
 
@@ -60,21 +69,30 @@ class ServerWaiter(Protocol):
 class CloudTarget:
     name = "cloud"
 
-    def __init__(self, stack: str, images: ImageService, engine: StackEngine, waiter: ServerWaiter,
-                 *, restore_point: str = "latest", deadline_for: Callable[[Server], datetime] | None = None,
-                 ssh_identity_file: str | None = None) -> None:
+    def __init__(
+        self,
+        stack: str,
+        images: ImageService,
+        engine: StackEngine,
+        waiter: ServerWaiter,
+        *,
+        restore_point: str = "latest",
+        deadline_for: Callable[[Server], datetime] | None = None,
+        ssh_identity_file: str | None = None,
+    ) -> None:
         self.stack, self.images, self.engine, self.waiter = stack, images, engine, waiter
         self.restore_point = restore_point
-        self.deadline_for = deadline_for or (lambda s: datetime.now(timezone.utc) + timedelta(seconds=s.rto_s))
+        self.deadline_for = deadline_for or (lambda s: datetime.now(UTC) + timedelta(seconds=s.rto_s))
         # The operators reach recovered servers through the site VPN (or a bastion): checks run
         # over SSH to the server's production address with the operators' key.
-        self.ssh_identity_file = ssh_identity_file or os.environ.get("DRCTL_CLOUD_SSH_KEY",
-                                                                     str(Path.home() / ".ssh" / "id_ed25519"))
+        self.ssh_identity_file = ssh_identity_file or os.environ.get(
+            "DRCTL_CLOUD_SSH_KEY", str(Path.home() / ".ssh" / "id_ed25519")
+        )
         self._image_ids: dict[str, str] = {}  # server -> image of its boot disk
         self._data_image_ids: dict[str, dict[str, str]] = {}  # server -> disk -> image
         self._scope: list[str] = []
         self._applied: set[str] = set()
-        self._lock = threading.Lock()   # guards the dicts
+        self._lock = threading.Lock()  # guards the dicts
         self._up_lock = threading.Lock()  # one `pulumi up` at a time
         self._outputs: Mapping[str, object] = {}
 
@@ -82,12 +100,21 @@ class CloudTarget:
         """Upload one restored disk of ``server`` as an image: the boot disk's becomes the instance's
         boot volume, each data disk's a volume attached after it (plan order)."""
         boot = disk.disk == server.boot_disk.name
-        name = f"{self.stack}-{server.name}-{disk.point_id}" if boot else \
-            f"{self.stack}-{server.name}-{disk.disk}-{disk.point_id}"
+        name = (
+            f"{self.stack}-{server.name}-{disk.point_id}"
+            if boot
+            else f"{self.stack}-{server.name}-{disk.disk}-{disk.point_id}"
+        )
         image_id = self.images.upload(
-            name, Path(disk.path), disk_format="raw",
-            properties={"drctl_stack": self.stack, "drctl_server": server.name, "drctl_disk": disk.disk,
-                        "drctl_restore_point": disk.point_id},
+            name,
+            Path(disk.path),
+            disk_format="raw",
+            properties={
+                "drctl_stack": self.stack,
+                "drctl_server": server.name,
+                "drctl_disk": disk.disk,
+                "drctl_restore_point": disk.point_id,
+            },
         )
         with self._lock:
             if boot:
@@ -102,8 +129,10 @@ class CloudTarget:
             staged = self._data_image_ids.get(server.name, {})
             missing = [d.name for d in server.data_disks if d.name not in staged]
             if missing:
-                raise CloudError(f"no uploaded image for disk(s) {', '.join(missing)} of server {server.name}: "
-                                 "every disk is restored and staged before the server starts")
+                raise CloudError(
+                    f"no uploaded image for disk(s) {', '.join(missing)} of server {server.name}: "
+                    "every disk is restored and staged before the server starts"
+                )
             if server.name not in self._scope:
                 self._scope.append(server.name)
         with self._up_lock:
@@ -112,13 +141,20 @@ class CloudTarget:
                     scope, images = list(self._scope), dict(self._image_ids)
                     data_images = {s: dict(d) for s, d in self._data_image_ids.items() if s in scope and d}
                 log.info("pulumi up for stack %s, servers in scope: %s", self.stack, ", ".join(scope))
-                self._outputs = self.engine.apply(failover=True, servers=scope, images=images,
-                                                  data_images=data_images, restore_point=self.restore_point)
+                self._outputs = self.engine.apply(
+                    failover=True,
+                    servers=scope,
+                    images=images,
+                    data_images=data_images,
+                    restore_point=self.restore_point,
+                )
                 self._applied.update(scope)
         ids = self._outputs.get("recovered_servers", {})
         if not isinstance(ids, Mapping) or server.name not in ids:
-            raise CloudError(f"stack {self.stack} did not export an instance for {server.name} "
-                             "(output recovered_servers); check `pulumi stack output`")
+            raise CloudError(
+                f"stack {self.stack} did not export an instance for {server.name} "
+                "(output recovered_servers); check `pulumi stack output`"
+            )
         self.waiter.wait_active(str(ids[server.name]), timeout_s=server.rto_s)
 
     def verify(self, server: Server) -> list[CheckResult]:
@@ -132,8 +168,10 @@ class CloudTarget:
         """Every image this run uploaded (``server`` for boot disks, ``server/disk`` for data
         disks): what the activation records and ``deactivate`` deletes."""
         with self._lock:
-            return {**self._image_ids, **{f"{s}/{d}": i for s, disks in self._data_image_ids.items()
-                                          for d, i in disks.items()}}
+            return {
+                **self._image_ids,
+                **{f"{s}/{d}": i for s, disks in self._data_image_ids.items() for d, i in disks.items()},
+            }
 
     def deactivate(self, image_ids: Mapping[str, str] | None = None) -> None:
         """Back to nominal: failover off (the engine removes the servers and nothing else), then
@@ -159,8 +197,14 @@ class GlanceImages:
         import openstack.exceptions
 
         try:
-            image = self.conn.image.create_image(name=name, filename=str(path), disk_format=disk_format,
-                                                 container_format="bare", wait=True, **properties)
+            image = self.conn.image.create_image(
+                name=name,
+                filename=str(path),
+                disk_format=disk_format,
+                container_format="bare",
+                wait=True,
+                **properties,
+            )
             image = self.conn.image.wait_for_status(image, "active", failures=["killed"], wait=3600)
         except openstack.exceptions.SDKException as e:
             raise CloudError(f"uploading image {name} from {path} failed: {e}") from e
@@ -193,37 +237,62 @@ class NovaServers:
 class PulumiAutomationStack:
     """StackEngine over the Automation API; needs the Pulumi CLI on PATH."""
 
-
     def __init__(self, stack: str, work_dir: Path) -> None:
         if shutil.which("pulumi") is None:
-            raise ToolMissing("the cloud target needs the Pulumi CLI (https://www.pulumi.com/docs/install/) "
-                              "on PATH; use --target local to drill without a cloud")
+            raise ToolMissing(
+                "the cloud target needs the Pulumi CLI (https://www.pulumi.com/docs/install/) "
+                "on PATH; use --target local to drill without a cloud"
+            )
         from pulumi import automation as auto
 
         self.auto = auto
         self.stack = auto.create_or_select_stack(stack_name=stack, work_dir=str(work_dir))
 
-    def apply(self, *, failover: bool, servers: Sequence[str], images: Mapping[str, str],
-              data_images: Mapping[str, Mapping[str, str]], restore_point: str) -> Mapping[str, object]:
+    def apply(
+        self,
+        *,
+        failover: bool,
+        servers: Sequence[str],
+        images: Mapping[str, str],
+        data_images: Mapping[str, Mapping[str, str]],
+        restore_point: str,
+    ) -> Mapping[str, object]:
         cv = self.auto.ConfigValue
         try:  # start from a clean activation block: a shorter scope must not keep old entries
             self.stack.remove_config(f"{PROJECT}:activation", path=True)
         except self.auto.errors.CommandError:
             pass  # no activation block yet
-        self.stack.set_all_config(activation_config(PROJECT, failover=failover, servers=servers,
-                                                    images=images, data_images=data_images,
-                                                    restore_point=restore_point,
-                                                    value=lambda v: cv(value=v)), path=True)
+        self.stack.set_all_config(
+            activation_config(
+                PROJECT,
+                failover=failover,
+                servers=servers,
+                images=images,
+                data_images=data_images,
+                restore_point=restore_point,
+                value=lambda v: cv(value=v),
+            ),
+            path=True,
+        )
         self.stack.up(on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
         return {k: v.value for k, v in self.stack.outputs().items()}
 
 
-def activation_config(project: str, *, failover: bool, servers: Sequence[str], images: Mapping[str, str],
-                      restore_point: str, data_images: Mapping[str, Mapping[str, str]] | None = None,
-                      value=lambda v: v) -> dict:
+def activation_config(
+    project: str,
+    *,
+    failover: bool,
+    servers: Sequence[str],
+    images: Mapping[str, str],
+    restore_point: str,
+    data_images: Mapping[str, Mapping[str, str]] | None = None,
+    value=lambda v: v,
+) -> dict:
     """The stack-config entries (path syntax) an activation writes: what the stack program reads."""
-    cfg = {f"{project}:failover": value("true" if failover else "false"),
-           f"{project}:activation.restore_point": value(restore_point)}
+    cfg = {
+        f"{project}:failover": value("true" if failover else "false"),
+        f"{project}:activation.restore_point": value(restore_point),
+    }
     for i, name in enumerate(servers):
         cfg[f"{project}:activation.servers[{i}]"] = value(name)
     for name, image_id in images.items():

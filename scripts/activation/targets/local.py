@@ -2,6 +2,7 @@
 sandbox (one network namespace, one bridge per plan subnet, production IPs), and each server's
 checks run from inside that namespace. This is also how ``backup-tested`` servers get their
 yearly restore test without cloud cost."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -9,10 +10,10 @@ from datetime import datetime
 from pathlib import Path
 
 from drctl.activation.engine import RestoredDisk
-from drctl.plan.model import Server
-from drctl.runs.model import CheckResult
 from drctl.activation.targets.sandbox import Sandbox
 from drctl.activation.verify.checks import run_checks_subprocess
+from drctl.plan.model import Server
+from drctl.runs.model import CheckResult
 
 
 class LocalTarget:
@@ -37,5 +38,6 @@ class LocalTarget:
         self.sandbox.wait_ssh(guest, self.deadline_for(server))
 
     def verify(self, server: Server) -> list[CheckResult]:
-        return run_checks_subprocess(self.sandbox.ssh_url(server), server.checks, self.deadline_for(server),
-                                     prefix=self.sandbox.prefix)
+        return run_checks_subprocess(
+            self.sandbox.ssh_url(server), server.checks, self.deadline_for(server), prefix=self.sandbox.prefix
+        )

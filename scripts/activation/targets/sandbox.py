@@ -18,6 +18,7 @@ left behind. Usage::
         sb.wait_ssh(guest, timeout_s=300)
         sb.exec([sys.executable, "-m", "drctl.activation.verify", "--host-url", sb.ssh_url(guest.server), ...])
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,7 +34,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,9 @@ def _proc_start(pid: int) -> str | None:
 
 def list_namespaces(prefix: str = NS_PREFIX) -> list[str]:
     out = _run(["ip", "netns", "list"], "listing network namespaces").stdout
-    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix)]
+    return [
+        line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix)
+    ]
 
 
 def _namespace_pids(ns: str) -> list[int]:
@@ -146,8 +149,9 @@ def _kill_namespace_processes(ns: str, grace_s: float = 5.0) -> None:
             except ProcessLookupError:
                 pass
         end = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < end and (pids := [p for p in pids if _proc_start(p) is not None and
-                                                   not _is_zombie(p)]):
+        while time.monotonic() < end and (
+            pids := [p for p in pids if _proc_start(p) is not None and not _is_zombie(p)]
+        ):
             time.sleep(0.1)
         if not pids:
             return
@@ -185,9 +189,17 @@ def cleanup_stale(prefix: str = NS_PREFIX, *, state_dir: Path | None = None) -> 
 class Sandbox:
     """The network namespace of one run and the guests booted in it."""
 
-    def __init__(self, run_id: str, plan: Plan, *, state_dir: Path, ram_cap_mb: int | None = None,
-                 vcpu_cap: int | None = None, ssh_identity_file: Path | None = None,
-                 qemu: str = QEMU) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        plan: Plan,
+        *,
+        state_dir: Path,
+        ram_cap_mb: int | None = None,
+        vcpu_cap: int | None = None,
+        ssh_identity_file: Path | None = None,
+        qemu: str = QEMU,
+    ) -> None:
         if not _RUN_ID.match(run_id):
             raise InvalidInput(f"run id {run_id!r} cannot name a namespace (letters, digits, . _ -; max 61)")
         self.run_id, self.plan = run_id, plan
@@ -207,7 +219,7 @@ class Sandbox:
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         if threading.current_thread() is threading.main_thread():
             self._old_sigterm = signal.signal(signal.SIGTERM, sigterm_as_interrupt)
         try:
@@ -236,8 +248,10 @@ class Sandbox:
             if shutil.which(tool) is None:
                 raise ToolMissing(f"{tool} is not installed: apt-get install --no-install-recommends {pkg}")
         if self.namespace in list_namespaces(self.namespace):
-            raise SandboxError(f"network namespace {self.namespace} already exists: another run uses this id, "
-                               "or a crashed one left it (drctl.activation.targets.sandbox.cleanup_stale removes leftovers)")
+            raise SandboxError(
+                f"network namespace {self.namespace} already exists: another run uses this id, "
+                "or a crashed one left it (drctl.activation.targets.sandbox.cleanup_stale removes leftovers)"
+            )
         OWNER_DIR.mkdir(parents=True, exist_ok=True)
         (OWNER_DIR / f"{self.namespace}.owner").write_text(f"{os.getpid()} {_proc_start(os.getpid())}\n")
         _run(["ip", "netns", "add", self.namespace], "creating the network namespace")
@@ -251,9 +265,14 @@ class Sandbox:
                 continue
             br = f"br{len(self.bridges)}"
             prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
-            _run([*ns, "link", "add", br, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
-                 f"creating the bridge of {subnet.ref}")
-            _run([*ns, "addr", "add", f"{subnet.gateway}/{prefix}", "dev", br], f"addressing the bridge of {subnet.ref}")
+            _run(
+                [*ns, "link", "add", br, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
+                f"creating the bridge of {subnet.ref}",
+            )
+            _run(
+                [*ns, "addr", "add", f"{subnet.gateway}/{prefix}", "dev", br],
+                f"addressing the bridge of {subnet.ref}",
+            )
             _run([*ns, "link", "set", br, "up"], f"bringing up the bridge of {subnet.ref}")
             self.bridges[subnet.ref] = br
         log.info("sandbox %s: namespace ready with bridges %s", self.namespace, self.bridges)
@@ -312,8 +331,15 @@ class Sandbox:
     def vcpus(self, server: Server) -> int:
         return min(server.vcpus, self.vcpu_cap) if self.vcpu_cap else server.vcpus
 
-    def start_server(self, server: Server, disk_path: Path, *, disk_format: str = "raw",
-                     overlay: bool = True, data_disks: Sequence[tuple[str, Path]] = ()) -> Guest:
+    def start_server(
+        self,
+        server: Server,
+        disk_path: Path,
+        *,
+        disk_format: str = "raw",
+        overlay: bool = True,
+        data_disks: Sequence[tuple[str, Path]] = (),
+    ) -> Guest:
         """Boot ``server`` from ``disk_path`` (its boot disk), one tap per NIC on its subnet's bridge.
         ``data_disks`` (name, restored raw file) follow as vdb, vdc... in that order. With
         ``overlay`` (default) the guest writes to qcow2 overlays in the run directory."""
@@ -322,10 +348,18 @@ class Sandbox:
                 raise SandboxError(f"sandbox {self.namespace} is being torn down: {server.name} not started")
             return self._start_server(server, disk_path, disk_format, overlay, data_disks)
 
-    def _start_server(self, server: Server, disk_path: Path, disk_format: str, overlay: bool,
-                      data_disks: Sequence[tuple[str, Path]]) -> Guest:
+    def _start_server(
+        self,
+        server: Server,
+        disk_path: Path,
+        disk_format: str,
+        overlay: bool,
+        data_disks: Sequence[tuple[str, Path]],
+    ) -> Guest:
         if not self._created:
-            raise SandboxError(f"sandbox {self.namespace} is not set up (call setup() or use it as a context manager)")
+            raise SandboxError(
+                f"sandbox {self.namespace} is not set up (call setup() or use it as a context manager)"
+            )
         if server.name in self.guests:
             raise SandboxError(f"server {server.name} is already running in sandbox {self.namespace}")
         drives = [self._drive(server, None, disk_path, disk_format, overlay)]
@@ -335,7 +369,9 @@ class Sandbox:
         for i, nic in enumerate(server.nics):
             bridge = self.bridges.get(nic.subnet)
             if bridge is None:
-                raise SandboxError(f"server {server.name}: subnet {nic.subnet} has no bridge in {self.namespace}")
+                raise SandboxError(
+                    f"server {server.name}: subnet {nic.subnet} has no bridge in {self.namespace}"
+                )
             with self._lock:
                 tap = f"tap{self._taps}"
                 self._taps += 1
@@ -343,32 +379,81 @@ class Sandbox:
             _run([*ns, "tuntap", "add", "dev", tap, "mode", "tap"], f"creating a tap for {server.name}")
             taps.append(tap)
             _run([*ns, "link", "set", tap, "master", bridge, "up"], f"attaching the tap of {server.name}")
-            netargs += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
-                        "-device", f"virtio-net-pci,netdev=n{i},mac={guest_mac(server.name, i)}"]
+            netargs += [
+                "-netdev",
+                f"tap,id=n{i},ifname={tap},script=no,downscript=no",
+                "-device",
+                f"virtio-net-pci,netdev=n{i},mac={guest_mac(server.name, i)}",
+            ]
         serial = self.run_dir / f"{server.name}.serial.log"
         ram, vcpus = self.ram_mb(server), self.vcpus(server)
-        argv = [*self.prefix, self.qemu, "-name", f"{server.name},process=drsb-{server.name}",
-                "-accel", "tcg,tb-size=64", "-m", str(ram), "-smp", str(vcpus),
-                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                # cache=unsafe: the overlay is thrown away at teardown, flushes would only slow the boot
-                *(arg for path, fmt in drives for arg in (
-                    "-drive", f"file={path},if=virtio,format={fmt},cache={'unsafe' if overlay else 'writeback'}")),
-                *netargs, "-serial", f"file:{serial}"]
-        qemu_log = open(self.run_dir / f"{server.name}.qemu.log", "wb")
+        argv = [
+            *self.prefix,
+            self.qemu,
+            "-name",
+            f"{server.name},process=drsb-{server.name}",
+            "-accel",
+            "tcg,tb-size=64",
+            "-m",
+            str(ram),
+            "-smp",
+            str(vcpus),
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            # cache=unsafe: the overlay is thrown away at teardown, flushes would only slow the boot
+            *(
+                arg
+                for path, fmt in drives
+                for arg in (
+                    "-drive",
+                    f"file={path},if=virtio,format={fmt},cache={'unsafe' if overlay else 'writeback'}",
+                )
+            ),
+            *netargs,
+            "-serial",
+            f"file:{serial}",
+        ]
+        qemu_log = open(self.run_dir / f"{server.name}.qemu.log", "wb")  # noqa: SIM115 (closed after Popen)
         try:
-            started = datetime.now(timezone.utc)
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # Ctrl-C reaches us, not QEMU: we stop it in order
+            started = datetime.now(UTC)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=qemu_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # Ctrl-C reaches us, not QEMU: we stop it in order
         finally:
             qemu_log.close()
-        guest = Guest(server=server.name, ips=tuple(n.ip for n in server.nics), process=proc, disk=drive,
-                      serial_log=serial, taps=tuple(taps), ram_mb=ram, vcpus=vcpus, boot_started_at=started)
+        guest = Guest(
+            server=server.name,
+            ips=tuple(n.ip for n in server.nics),
+            process=proc,
+            disk=drive,
+            serial_log=serial,
+            taps=tuple(taps),
+            ram_mb=ram,
+            vcpus=vcpus,
+            boot_started_at=started,
+        )
         with self._lock:
             self.guests[server.name] = guest
-        log.info("sandbox %s: %s booting (%d MB, %d vCPU, pid %d)", self.namespace, server.name, ram, vcpus, proc.pid)
+        log.info(
+            "sandbox %s: %s booting (%d MB, %d vCPU, pid %d)",
+            self.namespace,
+            server.name,
+            ram,
+            vcpus,
+            proc.pid,
+        )
         return guest
 
-    def _drive(self, server: Server, disk: str | None, path: Path, fmt: str, overlay: bool) -> tuple[Path, str]:
+    def _drive(
+        self, server: Server, disk: str | None, path: Path, fmt: str, overlay: bool
+    ) -> tuple[Path, str]:
         """(file QEMU opens, its format): the restored disk itself, or a qcow2 overlay on it."""
         path = Path(path).resolve()
         what = f"disk {disk} of {server.name}" if disk else f"disk of {server.name}"
@@ -377,34 +462,50 @@ class Sandbox:
         if not overlay:
             return path, fmt
         drive = self.run_dir / (f"{server.name}-{disk}.qcow2" if disk else f"{server.name}.qcow2")
-        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(path), str(drive)],
-             f"creating the overlay of the {what}")
+        _run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(path), str(drive)],
+            f"creating the overlay of the {what}",
+        )
         return drive, "qcow2"
 
-    def wait_ssh(self, guest: Guest, deadline: datetime | None = None, *, timeout_s: float | None = None) -> datetime:
+    def wait_ssh(
+        self, guest: Guest, deadline: datetime | None = None, *, timeout_s: float | None = None
+    ) -> datetime:
         """Wait until the guest's SSH server answers on its first IP; returns when it did (UTC).
         Raises :class:`GuestFailed` if QEMU exits or the deadline passes (with the console's tail)."""
         if deadline is not None:
-            timeout_s = (deadline - datetime.now(timezone.utc)).total_seconds()
+            timeout_s = (deadline - datetime.now(UTC)).total_seconds()
         timeout_s = max(1.0, timeout_s if timeout_s is not None else 300.0)
-        probe = subprocess.Popen([*self.prefix, sys.executable, "-c", _PROBE, guest.ips[0], "22", str(timeout_s)],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        probe = subprocess.Popen(
+            [*self.prefix, sys.executable, "-c", _PROBE, guest.ips[0], "22", str(timeout_s)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             while probe.poll() is None:
                 if not guest.running():
-                    raise GuestFailed(f"server {guest.server}: QEMU exited with {guest.process.returncode} while "
-                                      f"booting; console ({guest.serial_log}):\n{guest.serial_tail()}")
+                    raise GuestFailed(
+                        f"server {guest.server}: QEMU exited with {guest.process.returncode} while "
+                        f"booting; console ({guest.serial_log}):\n{guest.serial_tail()}"
+                    )
                 time.sleep(0.2)
         finally:
             if probe.poll() is None:
                 probe.kill()
                 probe.wait()
         if probe.returncode != 0:
-            raise GuestFailed(f"server {guest.server}: no SSH answer on {guest.ips[0]}:22 within {timeout_s:.0f} s; "
-                              f"console ({guest.serial_log}):\n{guest.serial_tail()}")
-        guest.ssh_ready_at = datetime.now(timezone.utc)
-        log.info("sandbox %s: %s answers SSH after %.1f s", self.namespace, guest.server,
-                 time.monotonic() - guest._mono_start)
+            raise GuestFailed(
+                f"server {guest.server}: no SSH answer on {guest.ips[0]}:22 within {timeout_s:.0f} s; "
+                f"console ({guest.serial_log}):\n{guest.serial_tail()}"
+            )
+        guest.ssh_ready_at = datetime.now(UTC)
+        log.info(
+            "sandbox %s: %s answers SSH after %.1f s",
+            self.namespace,
+            guest.server,
+            time.monotonic() - guest._mono_start,
+        )
         return guest.ssh_ready_at
 
     def ssh_url(self, server: Server | str, *, backend: str = "paramiko") -> str:
@@ -413,9 +514,15 @@ class Sandbox:
         ip = self.plan.server(name).nics[0].ip
         return f"{backend}://root@{ip}?ssh_identity_file={self.ssh_identity_file}"
 
-    def exec(self, argv: Sequence[str], *, timeout: float | None = None, input: str | None = None,
-             check: bool = False) -> subprocess.CompletedProcess:
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        input: str | None = None,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess:
         """Run a command inside the namespace (text output captured)."""
-        return subprocess.run([*self.prefix, *argv], input=input, capture_output=True, text=True,
-                              timeout=timeout, check=check)
-
+        return subprocess.run(
+            [*self.prefix, *argv], input=input, capture_output=True, text=True, timeout=timeout, check=check
+        )

@@ -26,6 +26,7 @@ CLI run there as a subprocess (see :func:`verify_argv`)::
 It prints one JSON line ``{"outcome", "verified_at", "checks": [...]}`` and exits 0 (ok/warning)
 or 20 (failed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,7 +97,7 @@ def check_spec(raw: Mapping[str, Any] | Any) -> CheckSpec:
             raise InvalidInput(f"check {dict(raw)!r}: give exactly one of {', '.join(KINDS)}")
         kind, spec, critical = kinds[0], raw[kinds[0]], bool(raw.get("critical", True))
     else:
-        raise InvalidInput(f"check {raw!r}: expected an object like {{\"port\": 80}}")
+        raise InvalidInput(f'check {raw!r}: expected an object like {{"port": 80}}')
     try:
         return CheckSpec(kind, _normalise(kind, spec), critical)
     except (KeyError, TypeError, ValueError) as e:
@@ -116,8 +117,11 @@ def _normalise(kind: str, spec: Any) -> Any:
     if kind == "http":
         if not isinstance(spec, Mapping) or "url" not in spec:
             raise ValueError("give {url, status, contains}")
-        return {"url": str(spec["url"]), "status": int(spec.get("status", 200)),
-                "contains": spec.get("contains")}
+        return {
+            "url": str(spec["url"]),
+            "status": int(spec.get("status", 200)),
+            "contains": spec.get("contains"),
+        }
     if kind == "file":
         d = spec if isinstance(spec, Mapping) else {"path": spec}
         return {"path": str(d["path"]), "contains": d.get("contains")}
@@ -129,6 +133,7 @@ def _normalise(kind: str, spec: Any) -> Any:
 
 
 # --- probes: one attempt each, returning (ok, observed detail) -----------------------------------
+
 
 def _clip(text: str) -> str:
     text = " ".join(str(text).split())
@@ -181,8 +186,12 @@ def _judge_http(s: Mapping[str, Any], status: int | None, body: str) -> tuple[bo
 
 def probe_http_on_host(host: Any, s: Mapping[str, Any], timeout: float) -> tuple[bool, str]:
     marker = "\n__drctl_http_status__:"
-    r = host.run("curl -sS --noproxy '*' --max-time %s -w %s %s",
-                 str(max(1, int(timeout))), marker + "%{http_code}", s["url"])
+    r = host.run(
+        "curl -sS --noproxy '*' --max-time %s -w %s %s",
+        str(max(1, int(timeout))),
+        marker + "%{http_code}",
+        s["url"],
+    )
     body, _, code = (r.stdout or "").rpartition(marker)
     if r.rc != 0 and not code.strip().strip("0"):
         return False, f"curl exit {r.rc}: {_clip(r.stderr or r.stdout)}"
@@ -227,6 +236,7 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
 
 
 # --- the retry loop -------------------------------------------------------------------------------
+
 
 @dataclass
 class _State:
@@ -296,7 +306,9 @@ def run_checks(
         if not pending or aborted or now_m >= mono_deadline:
             break
         if not any(st.spec.critical for st in pending):
-            grace_end = grace_end if grace_end is not None else min(mono_deadline, now_m + noncritical_grace_s)
+            grace_end = (
+                grace_end if grace_end is not None else min(mono_deadline, now_m + noncritical_grace_s)
+            )
             if now_m >= grace_end:
                 break
         end = grace_end if grace_end is not None else mono_deadline
@@ -310,12 +322,23 @@ def run_checks(
             if aborted and st.detail != aborted:
                 detail = f"not run: {aborted}" if st.attempts == 0 else f"{detail}; then {aborted}"
             elif not aborted:
-                why = "deadline reached" if time.monotonic() >= mono_deadline else "grace for non-critical checks over"
+                why = (
+                    "deadline reached"
+                    if time.monotonic() >= mono_deadline
+                    else "grace for non-critical checks over"
+                )
                 detail = f"{detail} (failed after {st.attempts} attempt(s) over {elapsed:.1f} s, {why})"
-        results.append(CheckResult(
-            check=st.spec.describe(), ok=st.ok, detail=detail, critical=st.spec.critical,
-            attempts=st.attempts, started_at=st.started_at, ended_at=st.ended_at,
-        ))
+        results.append(
+            CheckResult(
+                check=st.spec.describe(),
+                ok=st.ok,
+                detail=detail,
+                critical=st.spec.critical,
+                attempts=st.attempts,
+                started_at=st.started_at,
+                ended_at=st.ended_at,
+            )
+        )
     return results
 
 
@@ -373,34 +396,75 @@ def test_check(host, raw):
 '''
 
 
-def render_testinfra_module(server: str, checks: Iterable[CheckSpec | Mapping[str, Any] | Any], *,
-                     http_via: str = "host", filename: str = "test_server.py") -> str:
+def render_testinfra_module(
+    server: str,
+    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    *,
+    http_via: str = "host",
+    filename: str = "test_server.py",
+) -> str:
     """A pytest-testinfra test module running ``checks`` (one test each, same probes), for an
     operator to re-run a server's verification by hand with ``pytest --hosts=...``."""
     specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
-    return _MODULE.format(server=server, filename=filename, http_via=http_via,
-                          checks_json=json.dumps([s.to_plan_dict() for s in specs]))
+    return _MODULE.format(
+        server=server,
+        filename=filename,
+        http_via=http_via,
+        checks_json=json.dumps([s.to_plan_dict() for s in specs]),
+    )
 
 
 # --- running it in a namespace as a subprocess ------------------------------------------------------
 
-def verify_argv(host_url: str, checks: Iterable[CheckSpec | Mapping[str, Any] | Any], deadline: datetime, *,
-                prefix: Sequence[str] = (), python: str = sys.executable, http_via: str = "host",
-                interval: float = 1.0, noncritical_grace_s: float = 10.0) -> list[str]:
+
+def verify_argv(
+    host_url: str,
+    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    deadline: datetime,
+    *,
+    prefix: Sequence[str] = (),
+    python: str = sys.executable,
+    http_via: str = "host",
+    interval: float = 1.0,
+    noncritical_grace_s: float = 10.0,
+) -> list[str]:
     """The command line running these checks in a subprocess, e.g. with
     ``prefix=["ip", "netns", "exec", NS]`` inside a sandbox namespace."""
     if urlsplit(host_url).password:
-        raise InvalidInput("the host URL carries a password, which would show in the process list: "
-                           "use a key (ssh_identity_file=...) instead")
+        raise InvalidInput(
+            "the host URL carries a password, which would show in the process list: "
+            "use a key (ssh_identity_file=...) instead"
+        )
     specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
-    return [*prefix, python, "-m", "drctl.activation.verify", "--host-url", host_url,
-            "--checks-json", json.dumps([s.to_plan_dict() for s in specs]),
-            "--deadline", str(format_ts(deadline)), "--http-via", http_via,
-            "--interval", str(interval), "--grace", str(noncritical_grace_s)]
+    return [
+        *prefix,
+        python,
+        "-m",
+        "drctl.activation.verify",
+        "--host-url",
+        host_url,
+        "--checks-json",
+        json.dumps([s.to_plan_dict() for s in specs]),
+        "--deadline",
+        str(format_ts(deadline)),
+        "--http-via",
+        http_via,
+        "--interval",
+        str(interval),
+        "--grace",
+        str(noncritical_grace_s),
+    ]
 
 
-def run_checks_subprocess(host_url: str, checks: Iterable[Any], deadline: datetime, *,
-                          prefix: Sequence[str] = (), margin_s: float = 60.0, **kwargs: Any) -> list[CheckResult]:
+def run_checks_subprocess(
+    host_url: str,
+    checks: Iterable[Any],
+    deadline: datetime,
+    *,
+    prefix: Sequence[str] = (),
+    margin_s: float = 60.0,
+    **kwargs: Any,
+) -> list[CheckResult]:
     """:func:`run_checks` in a child process (see :func:`verify_argv`); its JSON back as results."""
     argv = verify_argv(host_url, checks, deadline, prefix=prefix, **kwargs)
     budget = max(0.0, (deadline - utc_now()).total_seconds()) + margin_s
@@ -411,7 +475,8 @@ def run_checks_subprocess(host_url: str, checks: Iterable[Any], deadline: dateti
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode not in (0, EXIT_RUN_FAILED) or not lines:
         raise VerificationError(
-            f"verification of {host_url} could not run (exit {proc.returncode}): {_clip(proc.stderr)}")
+            f"verification of {host_url} could not run (exit {proc.returncode}): {_clip(proc.stderr)}"
+        )
     doc = json.loads(lines[-1])
     return [CheckResult.from_dict(c) for c in doc["checks"]]
 
@@ -427,13 +492,19 @@ def _deadline_arg(text: str) -> datetime:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m drctl.activation.verify", description="Run plan checks with testinfra.")
+    p = argparse.ArgumentParser(
+        prog="python -m drctl.activation.verify", description="Run plan checks with testinfra."
+    )
     p.add_argument("--host-url", required=True, help="testinfra host, e.g. local:// or ssh://root@IP")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checks-json", help='plan checks as JSON, e.g. \'[{"port": 80}]\'')
+    src.add_argument("--checks-json", help="plan checks as JSON, e.g. '[{\"port\": 80}]'")
     src.add_argument("--checks-file", help="file holding the plan checks as JSON")
-    p.add_argument("--deadline", required=True, type=_deadline_arg,
-                   help="ISO-8601 time (e.g. 2026-02-03T21:01:00Z) or seconds from now")
+    p.add_argument(
+        "--deadline",
+        required=True,
+        type=_deadline_arg,
+        help="ISO-8601 time (e.g. 2026-02-03T21:01:00Z) or seconds from now",
+    )
     p.add_argument("--http-via", choices=("host", "verifier"), default="host")
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--grace", type=float, default=10.0, help="seconds left to non-critical checks")
@@ -450,13 +521,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InvalidInput(f"--checks-json: not valid JSON ({e})") from e
         if not isinstance(raw, list):
             raise InvalidInput("--checks-json: expected a JSON list of checks")
-        results = run_checks(args.host_url, raw, args.deadline, interval=args.interval,
-                             noncritical_grace_s=args.grace, http_via=args.http_via)
+        results = run_checks(
+            args.host_url,
+            raw,
+            args.deadline,
+            interval=args.interval,
+            noncritical_grace_s=args.grace,
+            http_via=args.http_via,
+        )
     except (DrctlError, OSError) as e:
         print(f"drctl.activation.verify: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 15)
     outcome = server_outcome(results)
-    print(json.dumps({"outcome": outcome, "verified_at": format_ts(verified_at(results)),
-                      "checks": [r.to_dict() for r in results]}, ensure_ascii=False))
+    print(
+        json.dumps(
+            {
+                "outcome": outcome,
+                "verified_at": format_ts(verified_at(results)),
+                "checks": [r.to_dict() for r in results],
+            },
+            ensure_ascii=False,
+        )
+    )
     return EXIT_RUN_FAILED if outcome == "failed" else 0
-

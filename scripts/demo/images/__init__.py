@@ -10,6 +10,7 @@ Public interface::
 Command line: ``python -m drctl.demo.images build [--plan PATH] [--break SERVER] [--json]``.
 Building needs root, mmdebstrap, extlinux and the Debian mirror apt is configured with.
 """
+
 from drctl.demo.images.builder import BUILDER_VERSION, DemoImages, build_demo_images, default_images_dir
 from drctl.demo.images.rootfs import ImageBuildFailed
 

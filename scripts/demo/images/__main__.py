@@ -1,4 +1,5 @@
 """``python -m drctl.demo.images build``: build (or reuse) the demo servers' disk images."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,21 @@ DEFAULT_PLAN = paths.project_dir() / "recovery_plans" / "demo.yaml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drctl.demo.images",
-                                     description="Build the demo servers' disk images (cached).")
+    parser = argparse.ArgumentParser(
+        prog="python -m drctl.demo.images", description="Build the demo servers' disk images (cached)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build what is missing from the cache and print the image paths")
     b.add_argument("--plan", type=Path, default=DEFAULT_PLAN, help="recovery plan (default: the demo plan)")
     b.add_argument("--server", action="append", dest="servers", help="only this server (repeatable)")
-    b.add_argument("--break", action="append", dest="broken", default=[], metavar="SERVER",
-                   help="build SERVER with its main service masked (repeatable)")
+    b.add_argument(
+        "--break",
+        action="append",
+        dest="broken",
+        default=[],
+        metavar="SERVER",
+        help="build SERVER with its main service masked (repeatable)",
+    )
     b.add_argument("--images-dir", type=Path, default=None, help=f"cache (default: {default_images_dir()})")
     b.add_argument("--json", action="store_true", help="progress and result as JSON lines")
     args = parser.parse_args(argv)
@@ -38,19 +46,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         from drctl.plan.load import load_plan
+
         plan = load_plan(args.plan)
         t0 = time.monotonic()
-        result = build_demo_images(plan, images_dir=args.images_dir, servers=args.servers, broken=args.broken,
-                                   progress=progress)
+        result = build_demo_images(
+            plan, images_dir=args.images_dir, servers=args.servers, broken=args.broken, progress=progress
+        )
     except DrctlError as e:
         print(f"drctl: {e.message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("drctl: interrupted; partial images were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
-    summary = {"images": {k: str(v) for k, v in result.images.items()},
-               "ssh_identity_file": str(result.ssh_identity_file), "built": list(result.built),
-               "cached": list(result.cached), "seconds": result.seconds, "total_s": round(time.monotonic() - t0, 1)}
+    summary = {
+        "images": {k: str(v) for k, v in result.images.items()},
+        "ssh_identity_file": str(result.ssh_identity_file),
+        "built": list(result.built),
+        "cached": list(result.cached),
+        "seconds": result.seconds,
+        "total_s": round(time.monotonic() - t0, 1),
+    }
     if args.json:
         print(json.dumps(summary), flush=True)
     else:

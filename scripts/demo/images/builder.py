@@ -13,6 +13,7 @@ credentials' fingerprints and :data:`BUILDER_VERSION`: an image is rebuilt only 
 A lock file serialises concurrent builds of the same cache; outdated images and bases are deleted
 once unused for an hour. Change :data:`BUILDER_VERSION` with any change to what goes into a disk.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,12 +35,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drctl import paths
+from drctl.activation.targets.sandbox import guest_mac
 from drctl.demo.images import disk, rootfs
 from drctl.demo.images.roles import GuestFile, GuestSetup, RoleError, guest_setup
 from drctl.demo.images.rootfs import ImageBuildFailed
 from drctl.errors import InvalidInput
 from drctl.plan.model import Plan, Server
-from drctl.activation.targets.sandbox import guest_mac
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,15 @@ def ensure_ssh_key(images_dir: Path) -> tuple[Path, str]:
     pub = priv.with_name("id_ed25519.pub")
     if not (priv.exists() and pub.exists()):
         key = Ed25519PrivateKey.generate()
-        _write_private(priv, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                               serialization.NoEncryption()))
-        line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        _write_private(
+            priv,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            ),
+        )
+        line = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
         pub.write_bytes(line + b" drctl-demo\n")
     os.chmod(priv, 0o600)
     return priv, pub.read_text().strip()
@@ -100,10 +107,17 @@ def server_macs(server: Server) -> list[str]:
 def image_key(plan: Plan, server: Server, *, broken: bool, credentials: str) -> str:
     """Hash of everything that decides the content of ``server``'s disk."""
     context = {
-        "builder": BUILDER_VERSION, "base": rootfs.base_key(), "server": dataclasses.asdict(server),
-        "client": [plan.client.id, plan.client.name], "sites": dataclasses.asdict(plan)["sites"],
-        "neighbours": [[s.name, list(s.roles), [dataclasses.asdict(n) for n in s.nics]] for s in plan.servers],
-        "macs": server_macs(server), "credentials": credentials, "broken": broken,
+        "builder": BUILDER_VERSION,
+        "base": rootfs.base_key(),
+        "server": dataclasses.asdict(server),
+        "client": [plan.client.id, plan.client.name],
+        "sites": dataclasses.asdict(plan)["sites"],
+        "neighbours": [
+            [s.name, list(s.roles), [dataclasses.asdict(n) for n in s.nics]] for s in plan.servers
+        ],
+        "macs": server_macs(server),
+        "credentials": credentials,
+        "broken": broken,
     }
     return hashlib.sha256(json.dumps(context, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -121,14 +135,21 @@ def _owner_ids(root: Path, user: str) -> tuple[int, int]:
 
 
 def _chroot(root: Path, argv: list[str], what: str, input: str | None = None) -> str:
-    proc = subprocess.run(["chroot", str(root), *argv], input=input, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["chroot", str(root), *argv], input=input, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
-        raise ImageBuildFailed(f"{what} failed in the image (exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
+        raise ImageBuildFailed(
+            f"{what} failed in the image (exit {proc.returncode}): {proc.stderr.strip()[-400:]}"
+        )
     return proc.stdout + proc.stderr
 
 
 def _unit_exists(root: Path, unit: str) -> bool:
-    return any((root / d / unit).exists() for d in ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system"))
+    return any(
+        (root / d / unit).exists()
+        for d in ("etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system")
+    )
 
 
 def apply_setup(root: Path, setup: GuestSetup, authorized_key: str) -> None:
@@ -149,13 +170,30 @@ def apply_setup(root: Path, setup: GuestSetup, authorized_key: str) -> None:
     if setup.mask:
         _chroot(root, ["systemctl", "mask", *setup.mask], "systemctl mask")
     for kind in ("ed25519", "ecdsa"):
-        _chroot(root, ["dropbearkey", "-t", kind, "-f", f"/etc/dropbear/dropbear_{kind}_host_key"],
-                "dropbearkey")
+        _chroot(
+            root, ["dropbearkey", "-t", kind, "-f", f"/etc/dropbear/dropbear_{kind}_host_key"], "dropbearkey"
+        )
     for database, statements in setup.sql:
-        out = _chroot(root, ["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/postgres", "--single",
-                             "-D", "/var/lib/postgresql/15/main", "-c", "config_file=/etc/postgresql/15/main/postgresql.conf",
-                             "-c", "dynamic_shared_memory_type=mmap", database],
-                      "loading the demo database", input=statements)
+        out = _chroot(
+            root,
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                "/usr/lib/postgresql/15/bin/postgres",
+                "--single",
+                "-D",
+                "/var/lib/postgresql/15/main",
+                "-c",
+                "config_file=/etc/postgresql/15/main/postgresql.conf",
+                "-c",
+                "dynamic_shared_memory_type=mmap",
+                database,
+            ],
+            "loading the demo database",
+            input=statements,
+        )
         if re.search(r"\b(ERROR|FATAL):", out):
             raise ImageBuildFailed(f"loading the demo database {database} failed: {out.strip()[-400:]}")
 
@@ -164,7 +202,7 @@ class _CacheLock:
     def __init__(self, images_dir: Path) -> None:
         self.path = images_dir / ".lock"
 
-    def __enter__(self) -> "_CacheLock":
+    def __enter__(self) -> _CacheLock:
         self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
@@ -210,8 +248,14 @@ def ensure_base(images_dir: Path, progress: Progress) -> Path:
     return target
 
 
-def build_demo_images(plan: Plan, *, images_dir: Path | None = None, servers: Iterable[str] | None = None,
-                      broken: Iterable[str] = (), progress: Progress | None = None) -> DemoImages:
+def build_demo_images(
+    plan: Plan,
+    *,
+    images_dir: Path | None = None,
+    servers: Iterable[str] | None = None,
+    broken: Iterable[str] = (),
+    progress: Progress | None = None,
+) -> DemoImages:
     """Make sure every (selected) server of ``plan`` has its raw disk in the cache; build what is missing.
 
     ``broken`` names servers to build with their main service masked (the "broken image" drill).
@@ -223,7 +267,9 @@ def build_demo_images(plan: Plan, *, images_dir: Path | None = None, servers: It
     broken_set = set(broken)
     unknown = [n for n in [*names, *broken_set] if n not in {s.name for s in plan.servers}]
     if unknown:
-        raise InvalidInput(f"no server named {', '.join(sorted(set(unknown)))} in the plan of client {plan.client.id}")
+        raise InvalidInput(
+            f"no server named {', '.join(sorted(set(unknown)))} in the plan of client {plan.client.id}"
+        )
     images: dict[str, Path] = {}
     built: list[str] = []
     cached: list[str] = []
@@ -236,8 +282,9 @@ def build_demo_images(plan: Plan, *, images_dir: Path | None = None, servers: It
         for name in names:
             server = plan.server(name)
             is_broken = name in broken_set
-            path = images_dir / image_name(name, image_key(plan, server, broken=is_broken, credentials=credentials),
-                                           is_broken)
+            path = images_dir / image_name(
+                name, image_key(plan, server, broken=is_broken, credentials=credentials), is_broken
+            )
             images[name] = path
             if path.exists():
                 os.utime(path)  # marks it in use (see PRUNE_AFTER_S)
@@ -255,11 +302,14 @@ def build_demo_images(plan: Plan, *, images_dir: Path | None = None, servers: It
                 seconds[server.name] = round(time.monotonic() - t0, 1)
                 built.append(server.name)
                 say(server.name, f"built {path.name} in {seconds[server.name]:.0f} s")
-    return DemoImages(images=images, ssh_identity_file=identity, built=tuple(built), cached=tuple(cached),
-                      seconds=seconds)
+    return DemoImages(
+        images=images, ssh_identity_file=identity, built=tuple(built), cached=tuple(cached), seconds=seconds
+    )
 
 
-def _build_one(plan: Plan, server: Server, base: Path, path: Path, broken: bool, pub: str, password: str) -> None:
+def _build_one(
+    plan: Plan, server: Server, base: Path, path: Path, broken: bool, pub: str, password: str
+) -> None:
     try:
         setup = guest_setup(plan, server, macs=server_macs(server), db_password=password, broken=broken)
     except RoleError as e:
@@ -269,13 +319,16 @@ def _build_one(plan: Plan, server: Server, base: Path, path: Path, broken: bool,
     shutil.rmtree(work, ignore_errors=True)
     try:
         work.mkdir()
-        subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(work / "rootfs")], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["cp", "-a", "--reflink=auto", str(base), str(work / "rootfs")], check=True, capture_output=True
+        )
         apply_setup(work / "rootfs", setup, pub)
         disk.make_bootable_disk(work / "rootfs", partial, server.boot_disk.size_gb * 1024**3)
         os.replace(partial, path)
     except subprocess.CalledProcessError as e:
-        raise ImageBuildFailed(f"copying the base for {server.name} failed: {e.stderr.decode(errors='replace')[-300:]}") from e
+        raise ImageBuildFailed(
+            f"copying the base for {server.name} failed: {e.stderr.decode(errors='replace')[-300:]}"
+        ) from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
         partial.unlink(missing_ok=True)

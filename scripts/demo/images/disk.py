@@ -3,6 +3,7 @@
 The raw file has the plan's disk size but is sparse (only the content is written). The kernel boots
 from the disk itself (SeaBIOS -> MBR -> extlinux), with the console on the serial port.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,9 @@ def mbr(boot_code: bytes, start_lba: int, sectors: int) -> bytes:
 def _run(argv: list[str], what: str, **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
     if proc.returncode != 0:
-        raise ImageBuildFailed(f"{what} failed ({' '.join(argv[:2])}..., exit {proc.returncode}): "
-                               f"{proc.stderr.strip()[-400:]}")
+        raise ImageBuildFailed(
+            f"{what} failed ({' '.join(argv[:2])}..., exit {proc.returncode}): {proc.stderr.strip()[-400:]}"
+        )
     return proc
 
 
@@ -48,14 +50,18 @@ def check_tools() -> Path:
     for path in MBR_CANDIDATES:
         if path.exists():
             return path
-    raise ToolMissing("extlinux's mbr.bin is missing: apt-get install --no-install-recommends extlinux syslinux-common")
+    raise ToolMissing(
+        "extlinux's mbr.bin is missing: apt-get install --no-install-recommends extlinux syslinux-common"
+    )
 
 
 @contextlib.contextmanager
 def mounted_partition(raw: Path, size: int) -> Iterator[Path]:
     """Loop-mount the partition of ``raw``; always detached again, also on errors and Ctrl-C."""
-    dev = _run(["losetup", "--find", "--show", "--offset", str(PART_OFFSET), "--sizelimit", str(size),
-                str(raw)], "losetup").stdout.strip()
+    dev = _run(
+        ["losetup", "--find", "--show", "--offset", str(PART_OFFSET), "--sizelimit", str(size), str(raw)],
+        "losetup",
+    ).stdout.strip()
     mnt = Path(tempfile.mkdtemp(prefix="drctl-img-"))
     mounted = False
     try:
@@ -71,12 +77,21 @@ def mounted_partition(raw: Path, size: int) -> Iterator[Path]:
 
 
 def extlinux_conf(kernel: str, initrd: str) -> str:
-    return "\n".join([
-        "DEFAULT linux", "PROMPT 0", "TIMEOUT 1", "SERIAL 0 115200", "",
-        "LABEL linux", f"  LINUX /boot/{kernel}", f"  INITRD /boot/{initrd}",
-        # No predictable-name lookups or splash: boot time matters under software emulation.
-        "  APPEND root=/dev/vda1 rw console=ttyS0,115200 quiet mitigations=off systemd.show_status=auto", "",
-    ])
+    return "\n".join(
+        [
+            "DEFAULT linux",
+            "PROMPT 0",
+            "TIMEOUT 1",
+            "SERIAL 0 115200",
+            "",
+            "LABEL linux",
+            f"  LINUX /boot/{kernel}",
+            f"  INITRD /boot/{initrd}",
+            # No predictable-name lookups or splash: boot time matters under software emulation.
+            "  APPEND root=/dev/vda1 rw console=ttyS0,115200 quiet mitigations=off systemd.show_status=auto",
+            "",
+        ]
+    )
 
 
 def make_bootable_disk(rootfs: Path, raw: Path, size_bytes: int) -> None:
@@ -87,14 +102,31 @@ def make_bootable_disk(rootfs: Path, raw: Path, size_bytes: int) -> None:
     raw.unlink(missing_ok=True)
     with open(raw, "wb") as f:
         f.truncate(size_bytes)
-    _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-E", f"offset={PART_OFFSET}", "-d", str(rootfs),
-          str(raw), f"{fs_size // 1024}k"], "mkfs.ext4 -d")
+    _run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            "root",
+            "-E",
+            f"offset={PART_OFFSET}",
+            "-d",
+            str(rootfs),
+            str(raw),
+            f"{fs_size // 1024}k",
+        ],
+        "mkfs.ext4 -d",
+    )
     with mounted_partition(raw, fs_size) as mnt:
         # extlinux cannot read the sparse files mkfs.ext4 -d writes: rewrite what it loads.
         for name in (kernel, initrd):
             src = mnt / "boot" / name
             tmp = src.with_name(name + ".tmp")
-            _run(["cp", "--sparse=never", "--preserve=mode,timestamps", str(src), str(tmp)], "copying the kernel")
+            _run(
+                ["cp", "--sparse=never", "--preserve=mode,timestamps", str(src), str(tmp)],
+                "copying the kernel",
+            )
             os.replace(tmp, src)
         ext = mnt / "boot" / "extlinux"
         ext.mkdir(exist_ok=True)

@@ -16,6 +16,7 @@ web    nginx on :80 proxying to the ``app`` server's :8080
 ssh    dropbear (enabled on every server: the verification logs in with the run's key)
 =====  ===============================================================================
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,9 +51,16 @@ ROLE_UNITS = {
 }
 # Enabled by packages or Debian defaults but useless (and slow under emulation) in a demo guest.
 ALWAYS_DISABLED = (
-    "nmbd.service", "samba-ad-dc.service", "e2scrub_reap.service", "apt-daily.timer",
-    "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer", "fstrim.timer",
-    "systemd-networkd-wait-online.service", "remote-fs.target",
+    "nmbd.service",
+    "samba-ad-dc.service",
+    "e2scrub_reap.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "systemd-networkd-wait-online.service",
+    "remote-fs.target",
 )
 BASE_UNITS = ("systemd-networkd.service", "dropbear.service")
 # Not needed by the roles nor by the verification (systemctl talks to PID 1 over its private
@@ -106,9 +114,11 @@ def _role_server(plan: Plan, role: str, near: Server) -> Server:
     raise RoleError(f"server {near.name} needs a server with role {role!r} in the plan; none has it")
 
 
-def _networkd(server: Server, plan: Plan, macs: list[str], dns_ip: str | None, domain: str) -> list[GuestFile]:
+def _networkd(
+    server: Server, plan: Plan, macs: list[str], dns_ip: str | None, domain: str
+) -> list[GuestFile]:
     files = []
-    for i, (nic, mac) in enumerate(zip(server.nics, macs)):
+    for i, (nic, mac) in enumerate(zip(server.nics, macs, strict=False)):
         subnet = plan.subnet(nic.subnet)
         prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
         # One NIC: match any Ethernet name, so the disk also comes up where the MAC differs (a cloud
@@ -128,13 +138,24 @@ def _networkd(server: Server, plan: Plan, macs: list[str], dns_ip: str | None, d
 def _dns_files(plan: Plan, server: Server, domain: str) -> list[GuestFile]:
     site = site_of(plan, server)
     refs = {sn.ref for sn in site.subnets}
-    records = [f"host-record={s.name}.{domain},{s.name},{s.nics[0].ip}"
-               for s in plan.servers if s.nics and s.nics[0].subnet in refs]
-    conf = "\n".join([
-        "# demo.lan answered here only: no upstream resolver (the sandbox has no way out).",
-        "no-resolv", "no-hosts", "no-poll", f"domain={domain}", f"local=/{domain}/",
-        "expand-hosts", *records, "",
-    ])
+    records = [
+        f"host-record={s.name}.{domain},{s.name},{s.nics[0].ip}"
+        for s in plan.servers
+        if s.nics and s.nics[0].subnet in refs
+    ]
+    conf = "\n".join(
+        [
+            "# demo.lan answered here only: no upstream resolver (the sandbox has no way out).",
+            "no-resolv",
+            "no-hosts",
+            "no-poll",
+            f"domain={domain}",
+            f"local=/{domain}/",
+            "expand-hosts",
+            *records,
+            "",
+        ]
+    )
     return [GuestFile("/etc/dnsmasq.conf", conf)]
 
 
@@ -142,23 +163,38 @@ def _sql_files(plan: Plan, server: Server, db_password: str) -> tuple[list[Guest
     cidrs = sorted({plan.subnet(n.subnet).cidr for s in plan.servers for n in s.nics})
     hba = ["local all postgres peer", "local all all peer", "host all all 127.0.0.1/32 scram-sha-256"]
     hba += [f"host {DB_NAME} {DB_USER} {c} scram-sha-256" for c in cidrs]
-    conf = "\n".join([
-        "# Small settings: the demo database runs in 512 MB under software emulation.",
-        "listen_addresses = '*'", "shared_buffers = 16MB", "max_connections = 20",
-        "work_mem = 1MB", "maintenance_work_mem = 8MB", "jit = off", "max_wal_size = 64MB",
-        "min_wal_size = 32MB", "",
-    ])
-    files = [GuestFile("/etc/postgresql/15/main/conf.d/demo.conf", conf),
-             GuestFile("/etc/postgresql/15/main/pg_hba.conf", "\n".join(hba) + "\n", 0o640, "postgres")]
+    conf = "\n".join(
+        [
+            "# Small settings: the demo database runs in 512 MB under software emulation.",
+            "listen_addresses = '*'",
+            "shared_buffers = 16MB",
+            "max_connections = 20",
+            "work_mem = 1MB",
+            "maintenance_work_mem = 8MB",
+            "jit = off",
+            "max_wal_size = 64MB",
+            "min_wal_size = 32MB",
+            "",
+        ]
+    )
+    files = [
+        GuestFile("/etc/postgresql/15/main/conf.d/demo.conf", conf),
+        GuestFile("/etc/postgresql/15/main/pg_hba.conf", "\n".join(hba) + "\n", 0o640, "postgres"),
+    ]
     pw = db_password.replace("'", "''")
     sql = [
-        ("postgres", f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{pw}';\n"
-                     f"CREATE DATABASE {DB_NAME} OWNER {DB_USER};\n"),
-        (DB_NAME, "CREATE TABLE banner (id integer PRIMARY KEY, text text NOT NULL);\n"
-                  f"INSERT INTO banner VALUES (1, '{CATALOGUE_BANNER}');\n"
-                  "CREATE TABLE item (sku text PRIMARY KEY, label text NOT NULL);\n"
-                  "INSERT INTO item VALUES ('A-100', 'Chaise'), ('A-200', 'Table'), ('A-300', 'Lampe');\n"
-                  f"ALTER TABLE banner OWNER TO {DB_USER};\nALTER TABLE item OWNER TO {DB_USER};\n"),
+        (
+            "postgres",
+            f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{pw}';\nCREATE DATABASE {DB_NAME} OWNER {DB_USER};\n",
+        ),
+        (
+            DB_NAME,
+            "CREATE TABLE banner (id integer PRIMARY KEY, text text NOT NULL);\n"
+            f"INSERT INTO banner VALUES (1, '{CATALOGUE_BANNER}');\n"
+            "CREATE TABLE item (sku text PRIMARY KEY, label text NOT NULL);\n"
+            "INSERT INTO item VALUES ('A-100', 'Chaise'), ('A-200', 'Table'), ('A-300', 'Lampe');\n"
+            f"ALTER TABLE banner OWNER TO {DB_USER};\nALTER TABLE item OWNER TO {DB_USER};\n",
+        ),
     ]
     return files, sql
 
@@ -221,8 +257,9 @@ WantedBy=multi-user.target
 def _app_files(plan: Plan, server: Server, domain: str, db_password: str) -> list[GuestFile]:
     db = _role_server(plan, "sql", server)
     host = f"{db.name}.{domain}" if domain else db.nics[0].ip
-    db_json = ('{"host": "%s", "port": 5432, "dbname": "%s", "user": "%s", "password": "%s"}\n'
-               % (host, DB_NAME, DB_USER, db_password.replace("\\", "\\\\").replace('"', '\\"')))
+    db_json = '{{"host": "{}", "port": 5432, "dbname": "{}", "user": "{}", "password": "{}"}}\n'.format(
+        host, DB_NAME, DB_USER, db_password.replace("\\", "\\\\").replace('"', '\\"')
+    )
     return [
         GuestFile("/opt/catalogue-app/app.py", APP_SOURCE.replace("@PORT@", str(APP_PORT))),
         GuestFile("/etc/catalogue-app/db.json", db_json, 0o600, "catalogue"),
@@ -231,13 +268,27 @@ def _app_files(plan: Plan, server: Server, domain: str, db_password: str) -> lis
 
 
 def _smb_files(plan: Plan, server: Server) -> list[GuestFile]:
-    conf = "\n".join([
-        "[global]", "   workgroup = DEMO", f"   netbios name = {server.name.upper()}",
-        "   server role = standalone server", "   disable netbios = yes", "   smb ports = 445",
-        "   map to guest = bad user", "   load printers = no", "   printcap name = /dev/null",
-        "   log file = /var/log/samba/log.%m", "   max log size = 1000", "",
-        "[share]", "   path = /srv/share", "   read only = yes", "   guest ok = yes", "",
-    ])
+    conf = "\n".join(
+        [
+            "[global]",
+            "   workgroup = DEMO",
+            f"   netbios name = {server.name.upper()}",
+            "   server role = standalone server",
+            "   disable netbios = yes",
+            "   smb ports = 445",
+            "   map to guest = bad user",
+            "   load printers = no",
+            "   printcap name = /dev/null",
+            "   log file = /var/log/samba/log.%m",
+            "   max log size = 1000",
+            "",
+            "[share]",
+            "   path = /srv/share",
+            "   read only = yes",
+            "   guest ok = yes",
+            "",
+        ]
+    )
     readme = f"Shared files of {plan.client.name}, served by {server.name} (Samba).\n"
     return [GuestFile("/etc/samba/smb.conf", conf), GuestFile("/srv/share/README.txt", readme)]
 
@@ -246,11 +297,20 @@ def _web_files(plan: Plan, server: Server) -> list[GuestFile]:
     app = _role_server(plan, "app", server)
     # The address, not the name: nginx resolves upstreams once at start and would refuse to start
     # if DNS were not answering yet.
-    site = "\n".join([
-        "server {", "    listen 80 default_server;", "    server_name _;", "    location / {",
-        f"        proxy_pass http://{app.nics[0].ip}:{APP_PORT};", "        proxy_connect_timeout 5s;",
-        "        proxy_set_header Host $host;", "    }", "}", "",
-    ])
+    site = "\n".join(
+        [
+            "server {",
+            "    listen 80 default_server;",
+            "    server_name _;",
+            "    location / {",
+            f"        proxy_pass http://{app.nics[0].ip}:{APP_PORT};",
+            "        proxy_connect_timeout 5s;",
+            "        proxy_set_header Host $host;",
+            "    }",
+            "}",
+            "",
+        ]
+    )
     return [GuestFile("/etc/nginx/sites-available/default", site)]
 
 
@@ -260,8 +320,9 @@ def machine_id(plan: Plan, server: Server) -> str:
     return hashlib.sha256(f"{plan.client.id}/{server.name}".encode()).hexdigest()[:32]
 
 
-def guest_setup(plan: Plan, server: Server, *, macs: list[str], db_password: str,
-                broken: bool = False) -> GuestSetup:
+def guest_setup(
+    plan: Plan, server: Server, *, macs: list[str], db_password: str, broken: bool = False
+) -> GuestSetup:
     """The configuration of ``server``'s disk. ``macs`` are its NICs' MAC addresses (in the sandbox,
     :func:`drctl.activation.targets.sandbox.guest_mac`); ``broken`` masks the main unit of its first non-ssh role."""
     if not server.nics:
@@ -276,11 +337,16 @@ def guest_setup(plan: Plan, server: Server, *, macs: list[str], db_password: str
     fqdn = f"{server.name}.{domain}" if domain else server.name
     files = [
         GuestFile("/etc/hostname", server.name + "\n"),
-        GuestFile("/etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {fqdn} {server.name}\n"
-                                f"{server.nics[0].ip} {fqdn} {server.name}\n"),
+        GuestFile(
+            "/etc/hosts",
+            f"127.0.0.1 localhost\n127.0.1.1 {fqdn} {server.name}\n"
+            f"{server.nics[0].ip} {fqdn} {server.name}\n",
+        ),
         GuestFile("/etc/fstab", "/dev/vda1 / ext4 errors=remount-ro 0 1\n"),
         GuestFile("/etc/machine-id", machine_id(plan, server) + "\n", 0o444),
-        GuestFile("/etc/systemd/journald.conf.d/volatile.conf", "[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n"),
+        GuestFile(
+            "/etc/systemd/journald.conf.d/volatile.conf", "[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n"
+        ),
         GuestFile("/etc/default/dropbear", 'DROPBEAR_EXTRA_ARGS="-s"\n'),  # keys only, no passwords
         *_networkd(server, plan, macs, dns_ip, domain),
     ]
@@ -302,6 +368,14 @@ def guest_setup(plan: Plan, server: Server, *, macs: list[str], db_password: str
     if broken:
         main_roles = [r for r in roles if r != "ssh"] or ["ssh"]
         mask = (*mask, MAIN_UNIT[main_roles[0]])
-    return GuestSetup(hostname=server.name, fqdn=fqdn, files=tuple(files), enable=enable,
-                      disable=(*ALWAYS_DISABLED, *others), mask=mask, sql=tuple(sql),
-                      machine_id=machine_id(plan, server), roles=roles)
+    return GuestSetup(
+        hostname=server.name,
+        fqdn=fqdn,
+        files=tuple(files),
+        enable=enable,
+        disable=(*ALWAYS_DISABLED, *others),
+        mask=mask,
+        sql=tuple(sql),
+        machine_id=machine_id(plan, server),
+        roles=roles,
+    )
