@@ -24,13 +24,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from drctl import paths
 from drctl.errors import EXIT_STORAGE, DrctlError, ToolMissing
-from drctl.processes import process_alive
+from drctl.processes import WaitTimedOut, process_alive, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,7 @@ HOST = "127.0.0.1"
 REGION = "us-east-1"
 GRPC_OFFSET = 10000  # SeaweedFS's convention; we pass the gRPC ports explicitly anyway
 DEFAULT_BUCKETS: tuple[tuple[str, bool], ...] = (("demo-backups", True), ("demo-reports", False))
+KILL_WAIT = 30.0  # seconds a SIGKILLed server gets to disappear (more means the kernel is stuck on it)
 
 
 class LocalStoreError(DrctlError):
@@ -300,9 +300,9 @@ class LocalStore:
         import botocore.exceptions as bce
 
         client = self._client(access, secret)
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
+        last: list[Exception] = []
+
+        def answers() -> bool:
             proc = getattr(self, "_proc", None)
             if proc is not None and proc.poll() is not None:
                 raise LocalStoreError(
@@ -311,13 +311,18 @@ class LocalStore:
                 )
             try:
                 client.list_buckets()
-                return
+                return True
             except (bce.BotoCoreError, bce.ClientError) as e:
-                last = e
-                time.sleep(0.1)
-        raise LocalStoreError(
-            f"the local store did not answer on {self.endpoint} within {timeout:.0f} s ({last}); see {self.log_file}"
-        )
+                last[:] = [e]
+                return False
+
+        try:
+            wait_until(answers, timeout, f"the local store to answer on {self.endpoint}", interval=0.1)
+        except WaitTimedOut as e:
+            raise LocalStoreError(
+                f"the local store did not answer on {self.endpoint} within {timeout:.0f} s "
+                f"({last[0] if last else 'no answer'}); see {self.log_file}"
+            ) from e
 
     def _create_buckets(self, access: str, secret: str, buckets: tuple[tuple[str, bool], ...]) -> None:
         from drctl.storage.s3 import create_bucket
@@ -357,14 +362,16 @@ class LocalStore:
             self.pid_file.unlink(missing_ok=True)
             return False
         self._signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._reap(pid):
-            time.sleep(0.1)
-        if self._reap(pid):
+
+        def gone() -> bool:
+            return not self._reap(pid)
+
+        try:
+            wait_until(gone, timeout, f"weed mini (pid {pid}) to stop", interval=0.1)
+        except WaitTimedOut:
             log.warning("weed mini (pid %d) ignored SIGTERM for %.0f s: killing it", pid, timeout)
             self._signal(pid, signal.SIGKILL)
-            while self._reap(pid):
-                time.sleep(0.05)
+            wait_until(gone, KILL_WAIT, f"weed mini (pid {pid}) to die after SIGKILL", error=LocalStoreError)
         self.pid_file.unlink(missing_ok=True)
         log.info("stopped weed mini (pid %d)", pid)
         return True

@@ -17,7 +17,9 @@ from drctl.devstore import LocalStore, LocalStoreError, LocalStorePorts
 
 pytestmark = pytest.mark.integration
 
-PORT_BASE = 18633  # away from the defaults (8333...) and from the test fixture's (18533...)
+# Away from the defaults (8333...) and from the test fixture's ports, inside the block of 100 that
+# DRCTL_TEST_SEAWEED_PORT_BASE gives each concurrent test session (18533 by default).
+PORT_BASE = int(os.environ.get("DRCTL_TEST_SEAWEED_PORT_BASE", "18533")) + 50
 
 
 def _listeners(pid: int) -> list[str]:

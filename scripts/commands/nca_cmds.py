@@ -98,7 +98,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from drctl.nca.lab import LabError, NcaLab, default_target
-    from drctl.netns import cleanup_leftovers, require_tools
+    from drctl.nca.labrun import cleanup_leftovers, require_tools
 
     if args.cleanup:
         require_tools()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import jinja2
 
 from drctl.errors import InvalidInput
 from drctl.plan.model import BgpPeer, Plan, Site
+from drctl.processes import run
 
 # Role, then the weight and local-preference of the routes learned on that path.
 PREFERENCE = (("nominal", 300), ("backup", 200), ("vpn", 100))
@@ -145,7 +145,12 @@ def frr_parse_errors(text: str) -> list[str] | None:
     with tempfile.TemporaryDirectory(prefix="drctl-frr-") as tmp:
         conf = Path(tmp) / "frr.conf"
         conf.write_text(text)
-        p = subprocess.run([vtysh, "--dryrun", "-f", str(conf)], capture_output=True, text=True, timeout=60)
+        p = run(
+            [vtysh, "--dryrun", "-f", str(conf)],
+            what="FRR's parse check (vtysh --dryrun)",
+            timeout=60,
+            check=False,
+        )
     errors = [line.strip() for line in (p.stdout + p.stderr).splitlines() if "%" in line]
     if p.returncode != 0 and not errors:
         errors = [f"vtysh --dryrun exited with status {p.returncode}"]

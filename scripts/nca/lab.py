@@ -28,6 +28,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drctl.nca.labrun import (
+    CHARON,
+    COMMAND_TIMEOUT,
+    DNSMASQ,
+    LabError,
+    Namespaces,
+    lab_netns,
+    new_run,
+    probe,
+    read_log,
+    require_tools,
+    strongswan_conf,
+    swanctl,
+    wait_for_charon,
+)
 from drctl.nca.render import (
     LAN_INTERFACE,
     WAN_INTERFACE,
@@ -47,19 +62,9 @@ from drctl.nca.swan import (
     parse_pretty,
     ts_text,
 )
-from drctl.netns import (
-    CHARON,
-    DNSMASQ,
-    SWANCTL,
-    LabError,
-    Namespaces,
-    new_run,
-    probe,
-    require_tools,
-    run,
-    strongswan_conf,
-)
+from drctl.netns import Netns, add_veth, list_namespaces
 from drctl.plan.model import Plan, VpnSettings
+from drctl.processes import WaitTimedOut, run, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +143,7 @@ class _Charon:
         return {"STRONGSWAN_CONF": str(self.conf), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
     def swanctl(self, *args: str, check: bool = True) -> str:
-        return run([SWANCTL, *args, "--uri", self.uri], env=self.env, check=check).stdout
+        return swanctl(list(args), self.uri, self.env, check=check).stdout
 
     def log_text(self) -> str:
         try:
@@ -181,7 +186,7 @@ class NcaLab:
         self.recovery = self.plan.recovery_subnets()
         self.ns: Namespaces | None = None
         self.charons: dict[str, _Charon] = {}
-        self.cloud_ns: str | None = None
+        self.cloud: Netns | None = None  # where the VPN endpoint runs (ours, or the sandbox's)
         self.stand_in = True
         self.lease: dict = {}
 
@@ -261,7 +266,13 @@ class NcaLab:
         assert self.ns is not None
         bundle_dir = self.ns.run_dir / "bundle"
         write_bundle(self.bundle, bundle_dir)
-        out = run([DNSMASQ, "--test", "-C", str(bundle_dir / "dnsmasq.conf")], check=False)
+        out = run(
+            [DNSMASQ, "--test", "-C", str(bundle_dir / "dnsmasq.conf")],
+            what="dnsmasq --test",
+            check=False,
+            timeout=COMMAND_TIMEOUT,
+            error=LabError,
+        )
         if out.returncode != 0:
             raise LabError(f"dnsmasq refuses the rendered dnsmasq.conf: {(out.stderr or out.stdout).strip()}")
         return "dnsmasq --test: syntax check OK"
@@ -275,28 +286,12 @@ class NcaLab:
             cloud = ns.add("cloud")
             cloud_link = WAN_INTERFACE
         else:
-            if cloud_ns not in netns_names():
+            if cloud_ns not in list_namespaces(cloud_ns, error=LabError):
                 raise LabError(f"cloud namespace {cloud_ns!r} does not exist")
-            cloud, cloud_link = cloud_ns, f"nca{ns.run_id}"
-        self.cloud_ns = cloud
+            cloud, cloud_link = lab_netns(cloud_ns), f"nca{ns.run_id}"
+        self.cloud = cloud
         self.stand_in = cloud_ns is None
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                WAN_INTERFACE,
-                "netns",
-                site,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                cloud_link,
-                "netns",
-                cloud,
-            ]
-        )
+        add_veth(site, WAN_INTERFACE, cloud, cloud_link)
         if cloud_ns is not None:
             ns.foreign_links.append((cloud, cloud_link))
         for n, link, addr, other in (
@@ -304,32 +299,16 @@ class NcaLab:
             (cloud, cloud_link, self.vpn_endpoint_address, peer),
         ):
             # Point-to-point "Internet": /32 addresses with a route to the other end.
-            run(["ip", "-n", n, "addr", "add", f"{addr}/32", "dev", link])
-            run(["ip", "-n", n, "link", "set", link, "up"])
-            run(["ip", "-n", n, "route", "add", f"{other}/32", "dev", link])
-            run(["ip", "netns", "exec", n, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                LAN_INTERFACE,
-                "netns",
-                site,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ws,
-            ]
-        )
+            n.ip("addr", "add", f"{addr}/32", "dev", link)
+            n.ip("link", "set", link, "up")
+            n.ip("route", "add", f"{other}/32", "dev", link)
+            n.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], timeout=COMMAND_TIMEOUT)
+        add_veth(site, LAN_INTERFACE, ws, "eth0")
         for un in self.users:
             net = ipaddress.ip_network(un.cidr, strict=False)
-            run(["ip", "-n", site, "addr", "add", f"{un.gateway}/{net.prefixlen}", "dev", LAN_INTERFACE])
-        run(["ip", "-n", site, "link", "set", LAN_INTERFACE, "up"])
-        run(["ip", "-n", ws, "link", "set", "eth0", "up"])
+            site.ip("addr", "add", f"{un.gateway}/{net.prefixlen}", "dev", LAN_INTERFACE)
+        site.ip("link", "set", LAN_INTERFACE, "up")
+        ws.ip("link", "set", "eth0", "up")
         if cloud_ns is None:
             self._build_recovery(cloud)
         else:
@@ -337,7 +316,7 @@ class NcaLab:
         roles = "site, ws, " + ("cloud, srv" if cloud_ns is None else f"attached cloud {cloud_ns}")
         return f"run {ns.run_id}: {roles}"
 
-    def _build_recovery(self, cloud: str) -> None:
+    def _build_recovery(self, cloud: Netns) -> None:
         """The recovery subnets as bridges (gateway on each, like the Neutron router) and a
         stand-in server namespace on the target's subnet."""
         ns = self.ns
@@ -347,34 +326,18 @@ class NcaLab:
         for i, sn in enumerate(self.recovery):
             net = ipaddress.ip_network(sn.cidr, strict=False)
             br = f"br{i}"
-            run(["ip", "-n", cloud, "link", "add", br, "type", "bridge"])
-            run(["ip", "-n", cloud, "addr", "add", f"{sn.gateway}/{net.prefixlen}", "dev", br])
-            run(["ip", "-n", cloud, "link", "set", br, "up"])
+            cloud.add_bridge(
+                br, f"{sn.gateway}/{net.prefixlen}", what=f"the bridge of recovery subnet {sn.ref}"
+            )
             if ipaddress.ip_address(self.target.ip) in net:
                 target_net = (br, net, sn.gateway)
         if target_net is None:
             raise LabError(f"target {self.target.server} ({self.target.ip}) is in no recovery subnet")
         br, net, gw = target_net
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                "srv0",
-                "netns",
-                cloud,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                srv,
-            ]
-        )
-        run(["ip", "-n", cloud, "link", "set", "srv0", "master", br, "up"])
-        run(["ip", "-n", srv, "addr", "add", f"{self.target.ip}/{net.prefixlen}", "dev", "eth0"])
-        run(["ip", "-n", srv, "link", "set", "eth0", "up"])
+        add_veth(cloud, "srv0", srv, "eth0")
+        cloud.ip("link", "set", "srv0", "master", br, "up")
+        srv.ip("addr", "add", f"{self.target.ip}/{net.prefixlen}", "dev", "eth0")
+        srv.ip("link", "set", "eth0", "up")
         if self.target.port:
             www = ns.run_dir / "www"
             www.mkdir()
@@ -394,54 +357,51 @@ class NcaLab:
                     str(www),
                 ],
             )
-            _wait_for(
-                lambda: "Serving HTTP" in _read(proc.log_path),
-                5,
-                f"the stand-in server on {self.target.ip}:{self.target.port} did not start: "
-                f"{_read(proc.log_path)[-300:]}",
-            )
+            try:
+                wait_until(
+                    lambda: "Serving HTTP" in read_log(proc.log_path),
+                    5,
+                    f"the stand-in server on {self.target.ip}:{self.target.port}",
+                    interval=0.05,
+                )
+            except WaitTimedOut as e:
+                raise LabError(f"{e.message}: {read_log(proc.log_path)[-300:]}") from e
         # After the server is up: http.server's reverse lookup at bind time then fails at once
         # (no route) instead of waiting for a resolver that no namespace of ours can reach.
-        run(["ip", "-n", srv, "route", "add", "default", "via", gw])
+        srv.ip("route", "add", "default", "via", gw)
 
-    def _check_recovery(self, cloud: str) -> None:
-        addrs = run(["ip", "-n", cloud, "-o", "-4", "addr", "show"]).stdout
+    def _check_recovery(self, cloud: Netns) -> None:
+        addrs = cloud.ip("-o", "-4", "addr", "show").stdout
         missing = [f"{sn.ref} gateway {sn.gateway}" for sn in self.recovery if f" {sn.gateway}/" not in addrs]
         if missing:
             raise LabError(
-                f"cloud namespace {cloud} does not route the recovery subnets: missing "
+                f"cloud namespace {cloud.name} does not route the recovery subnets: missing "
                 f"{', '.join(missing)} (give each subnet's bridge its gateway address)"
             )
 
-    def _charon(self, role: str, ns_name: str, conf_text: str) -> _Charon:
+    def _charon(self, role: str, ns: Netns, conf_text: str) -> _Charon:
         assert self.ns is not None
         directory = self.ns.run_dir / role
         conf = strongswan_conf(directory)
         swanctl_conf = directory / "swanctl.conf"
         swanctl_conf.write_text(conf_text)
         swanctl_conf.chmod(0o600)
-        ch = _Charon(role, ns_name, directory, conf, swanctl_conf)
-        proc = self.ns.start(f"charon-{role}", ns_name, [CHARON], env=ch.env, private_run=directory / "run")
-        _wait_for(
-            lambda: (directory / "charon.vici").exists() or proc.popen.poll() is not None,
-            10,
-            f"charon ({role}) did not open its control socket",
-        )
-        if proc.popen.poll() is not None:
-            raise LabError(f"charon ({role}) exited: {_read(proc.log_path)[-500:]}")
+        ch = _Charon(role, ns.name, directory, conf, swanctl_conf)
+        proc = self.ns.start(f"charon-{role}", ns, [CHARON], env=ch.env, private_run=directory / "run")
+        wait_for_charon(proc, directory / "charon.vici", f"charon ({role})")
         self.charons[role] = ch
         return ch
 
     def _start_cloud(self) -> str:
-        assert self.cloud_ns is not None
+        assert self.cloud is not None
         text = self.cloud_conf.replace("        version =", "        encap = yes\n        version =", 1)
-        ch = self._charon("cloud", self.cloud_ns, text)
+        ch = self._charon("cloud", self.cloud, text)
         out = ch.swanctl("--load-all", "--noprompt", "--file", str(ch.swanctl_conf))
         return _loaded(out, "cloud")
 
     def _start_site(self) -> str:
         assert self.ns is not None
-        site = self.ns.name("site")
+        site = lab_netns(self.ns.name("site"))
         bundle_dir = self.ns.run_dir / "bundle"
         proc = self.ns.start(
             "dnsmasq",
@@ -460,13 +420,16 @@ class NcaLab:
                 "--log-queries",
             ],
         )
-        _wait_for(
-            lambda: (self.ns.run_dir / "dnsmasq.pid").exists() or proc.popen.poll() is not None,
+        pid_file = self.ns.run_dir / "dnsmasq.pid"
+        wait_until(
+            lambda: pid_file.exists() or proc.popen.poll() is not None,
             10,
-            "dnsmasq did not start",
+            "dnsmasq to start (its pid file)",
+            interval=0.05,
+            error=LabError,
         )
         if proc.popen.poll() is not None:
-            raise LabError(f"dnsmasq exited with the rendered dnsmasq.conf: {_read(proc.log_path)[-500:]}")
+            raise LabError(f"dnsmasq exited with the rendered dnsmasq.conf: {read_log(proc.log_path)[-500:]}")
         ch = self._charon("site", site, self.bundle["swanctl.conf"])
         out = ch.swanctl("--load-all", "--noprompt", "--file", str(ch.swanctl_conf))
         return "dnsmasq running; " + _loaded(out, "site")
@@ -476,17 +439,22 @@ class NcaLab:
 
     def _tunnel(self) -> str:
         declared = self._declared()
-        deadline = time.monotonic() + self.tunnel_timeout_s
-        while True:
+
+        def established() -> tuple[dict, dict] | None:
             site_sa, cloud_sa = established_ike(self._sas("site")), established_ike(self._sas("cloud"))
             if installed_child(site_sa) and installed_child(cloud_sa):
-                break
+                return site_sa, cloud_sa
             mismatch = self._mismatch()
             if mismatch:
                 raise LabError(mismatch)
-            if time.monotonic() > deadline:
-                raise LabError(f"no tunnel within {self.tunnel_timeout_s:.0f}s; {self._diagnose()}")
-            time.sleep(0.2)
+            return None
+
+        try:
+            site_sa, cloud_sa = wait_until(
+                established, self.tunnel_timeout_s, f"the tunnel of site {self.site_name}", interval=0.2
+            )
+        except WaitTimedOut as e:
+            raise LabError(f"no tunnel: {e.message}; {self._diagnose()}") from e
         want = expected_sa(declared.ike_proposal)
         got_ike = {
             role: {k: sa.get(k) for k in want} for role, sa in (("site", site_sa), ("cloud", cloud_sa))
@@ -545,17 +513,20 @@ class NcaLab:
         site = self.charons["site"]
         before = installed_child(established_ike(self._sas("site"))).get("uniqueid")
         site.swanctl("--rekey", "--child", f"{self.site_name}-recovery")
-        deadline = time.monotonic() + 10
-        while True:
+
+        def rekeyed() -> dict | None:
             child = installed_child(established_ike(self._sas("site")))
             if child and child.get("uniqueid") != before and child.get("state") == "INSTALLED":
-                break
+                return child
             mismatch = self._mismatch()
             if mismatch:
                 raise LabError("PFS " + mismatch)
-            if time.monotonic() > deadline:
-                raise LabError(f"the CHILD_SA was not rekeyed within 10s; {self._diagnose()}")
-            time.sleep(0.2)
+            return None
+
+        try:
+            child = wait_until(rekeyed, 10, "the CHILD_SA to be rekeyed", interval=0.2)
+        except WaitTimedOut as e:
+            raise LabError(f"the CHILD_SA was not rekeyed: {e.message}; {self._diagnose()}") from e
         got = child.get("dh-group")
         if got != want:
             raise LabError(f"rekeyed CHILD_SA used PFS group {got}, declared {want}")
@@ -563,7 +534,7 @@ class NcaLab:
 
     def _dhcp(self) -> str:
         assert self.ns is not None
-        ws = self.ns.name("ws")
+        ws = lab_netns(self.ns.name("ws"))
         answered, lease = probe(ws, "dhcp", "--iface", "eth0", "--timeout", "15")
         if not answered:
             raise LabError(f"no DHCP lease from the NCA: {lease.get('error')}")
@@ -583,8 +554,8 @@ class NcaLab:
             problems.append(f"domain {lease['domain']!r} instead of {self.site.dns_domain!r}")
         if problems:
             raise LabError("wrong lease: " + "; ".join(problems))
-        run(["ip", "-n", ws, "addr", "add", f"{ip}/{lease['prefixlen']}", "dev", "eth0"])
-        run(["ip", "-n", ws, "route", "add", "default", "via", lease["router"][0]])
+        ws.ip("addr", "add", f"{ip}/{lease['prefixlen']}", "dev", "eth0")
+        ws.ip("route", "add", "default", "via", lease["router"][0])
         self.lease = lease
         return (
             f"lease {ip}/{lease['prefixlen']} in {lo}-{hi}, router {lease['router'][0]}, "
@@ -594,7 +565,9 @@ class NcaLab:
     def _dns(self) -> str:
         assert self.ns is not None and self.target is not None
         fqdn = f"{self.target.server}.{self.site.dns_domain}"
-        answered, ans = probe(self.ns.name("ws"), "dns", "--server", self.lease["dns"][0], "--name", fqdn)
+        answered, ans = probe(
+            lab_netns(self.ns.name("ws")), "dns", "--server", self.lease["dns"][0], "--name", fqdn
+        )
         if not answered:
             raise LabError(f"no DNS answer for {fqdn}: {ans.get('error')}")
         if ans["addresses"] != [self.target.ip]:
@@ -611,7 +584,7 @@ class NcaLab:
     def _icmp(self) -> str:
         assert self.ns is not None and self.target is not None
         before = self._esp_packets()
-        answered, out = probe(self.ns.name("ws"), "ping", "--dest", self.target.ip, "--count", "3")
+        answered, out = probe(lab_netns(self.ns.name("ws")), "ping", "--dest", self.target.ip, "--count", "3")
         if not answered or not out.get("received"):
             raise LabError(
                 f"{self.target.server} ({self.target.ip}) does not answer ICMP echo "
@@ -633,7 +606,7 @@ class NcaLab:
         t = self.target
         if t.port is None:
             return f"{t.server} declares no TCP service: skipped"
-        ws = self.ns.name("ws")
+        ws = lab_netns(self.ns.name("ws"))
         if t.http_path is None:
             answered, out = probe(ws, "tcp", "--host", t.ip, "--port", str(t.port))
             if not answered:
@@ -651,29 +624,8 @@ class NcaLab:
         return f"GET {out['url']} -> {out['status']}"
 
 
-def netns_names() -> list[str]:
-    from drctl.netns import netns_list
-
-    return netns_list()
-
-
 def _loaded(out: str, role: str) -> str:
     m = re.search(r"successfully loaded (\d+) connections", out)
     if not m or m.group(1) == "0":
         raise LabError(f"swanctl ({role}) loaded no connection: {out.strip()[-400:]}")
     return f"{role}: swanctl loaded {m.group(1)} connection(s)"
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _wait_for(cond: Callable[[], bool], timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise LabError(message)
-        time.sleep(0.05)

@@ -16,7 +16,6 @@ import logging
 import os
 import queue
 import shutil
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drctl.errors import Cancelled, InvalidInput, ToolMissing
+from drctl.processes import CommandFailed, run
 from drctl.repo.crypto import chunk_id
 from drctl.repo.errors import DiskFull, ImageMismatch, OutputError
 from drctl.repo.journal import RestoreJournal
@@ -415,18 +415,15 @@ def _finish(partial: Path, out: Path, fmt: str) -> None:
     try:
         if fmt == "qcow2":
             tmp = out.with_name(out.name + ".qcow2.partial")
-            proc = subprocess.run(
-                ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(partial), str(tmp)],
-                check=False,
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                tmp.unlink(missing_ok=True)
-                raise OutputError(
-                    f"qemu-img convert to {tmp} failed: {proc.stderr.strip()}; the "
-                    f"verified raw image is kept at {partial}"
+            try:
+                run(
+                    ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(partial), str(tmp)],
+                    what=f"qemu-img convert to {tmp}",
+                    timeout=None,  # as long as writing the whole image takes
                 )
+            except CommandFailed as e:
+                tmp.unlink(missing_ok=True)
+                raise OutputError(f"{e.message}; the verified raw image is kept at {partial}") from e
             os.replace(tmp, out)
             partial.unlink()
         else:

@@ -19,8 +19,10 @@ import pytest
 import yaml
 
 from drctl.activation.reconnection import check_sites, choose_target, describe_probe, sites_with_users
-from drctl.netns import PREFIX, netns_list, run
+from drctl.nca.labrun import PREFIX
+from drctl.netns import list_namespaces
 from drctl.plan.model import plan_from_dict
+from drctl.processes import run
 from drctl.runs.model import RunSummary
 from drctl.stack.config import load_stack
 from tests.runs.fixtures import demo_summary
@@ -45,7 +47,7 @@ ALL_DEMO = {"dns01", "db01", "app01", "files01", "web01"}
 
 
 def lab_namespaces() -> set[str]:
-    return {ns for ns in netns_list() if ns.startswith(PREFIX)}
+    return {ns for ns in list_namespaces() if ns.startswith(PREFIX)}
 
 
 # --- end to end, real lab -----------------------------------------------------------------------
@@ -57,7 +59,7 @@ def test_drill_reconnects_paris_then_reports_a_wrong_page_as_failed(tmp_path: Pa
     cfg = load_stack("demo")
     before = lab_namespaces()
     with sandbox_standin(tmp_path, f"<h1>Demo catalogue</h1><p>{PAGE}</p>") as (sandbox, index):
-        links = run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n")
+        links = run(["ip", "-n", sandbox, "-o", "link"], timeout=30).stdout.count("\n")
         started = time.monotonic()
         result = check_sites(cfg, sandbox, ALL_DEMO)
         took = time.monotonic() - started
@@ -78,7 +80,7 @@ def test_drill_reconnects_paris_then_reports_a_wrong_page_as_failed(tmp_path: Pa
         assert detail["tcp"] == f"GET http://192.168.10.30:8080/ -> 200, page contains '{PAGE}'"
         assert 0 < paris.seconds <= took + 0.5
         # The sandbox is left as found; the lab's own namespaces are gone.
-        assert run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n") == links
+        assert run(["ip", "-n", sandbox, "-o", "link"], timeout=30).stdout.count("\n") == links
         assert lab_namespaces() == before
 
         summary = replace(demo_summary(), reconnection=result)
@@ -137,16 +139,16 @@ def test_a_missing_psk_fails_the_site_naming_the_secret_to_set() -> None:
 def test_a_namespace_without_the_recovery_gateways_fails_at_the_namespaces_step() -> None:
     need_lab()
     bare = f"drtest-{os.getpid()}-rbare"
-    run(["ip", "netns", "add", bare])
+    run(["ip", "netns", "add", bare], timeout=30)
     try:
         before = lab_namespaces()
         r = check_sites(load_stack("demo"), bare, ALL_DEMO)[0]
         assert r.status == "failed"
         assert [s.step for s in r.steps] == ["bundle-check", "namespaces", "teardown"]
         assert "missing paris/lan gateway 192.168.10.1" in r.reason
-        assert lab_namespaces() == before and bare in netns_list()
+        assert lab_namespaces() == before and bare in list_namespaces()
     finally:
-        run(["ip", "netns", "del", bare], check=False)
+        run(["ip", "netns", "del", bare], check=False, timeout=30)
 
 
 def demo_plan(edit=None):

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from drctl.activation.targets.sandbox import NS_PREFIX, OWNER_DIR, Sandbox, cleanup_stale, list_namespaces
+from drctl.activation.targets.sandbox import NS_PREFIX, OWNER_DIR, Sandbox, cleanup_stale
 from drctl.demo.images import build_demo_images
+from drctl.netns import list_namespaces
 from drctl.plan.load import load_plan
 
 pytestmark = pytest.mark.integration
@@ -262,3 +263,40 @@ def test_cleanup_stale_leaves_a_live_run_alone(plan, tmp_path):
     with Sandbox(_run_id(), plan, state_dir=tmp_path) as sb:
         assert cleanup_stale(sb.namespace) == []  # owned by this (live) process
         assert sb.namespace in list_namespaces()
+
+
+def test_waiting_for_ssh_ends_at_once_when_qemu_exits_and_names_the_budget_otherwise(plan, tmp_path):
+    """The SSH wait without a guest: a stand-in for QEMU that exits ends it at once with its
+    status; one that runs but never answers ends it when the budget is spent."""
+    from datetime import datetime
+
+    from drctl.activation.targets.sandbox import Guest, GuestFailed
+
+    _require_tools()
+    with Sandbox(_run_id(), plan, state_dir=tmp_path) as sb:
+
+        def guest(argv: list[str]) -> Guest:
+            serial = tmp_path / "serial.log"
+            serial.write_text("Booting the kernel\nKernel panic - not syncing\n")
+            return Guest(
+                server="dns01",
+                ips=("192.168.10.10",),  # nothing answers there: no guest in this namespace
+                process=subprocess.Popen(argv),
+                disk=tmp_path / "none.qcow2",
+                serial_log=serial,
+                taps=(),
+                ram_mb=1,
+                vcpus=1,
+                boot_started_at=datetime.now(UTC),
+            )
+
+        started = time.monotonic()
+        with pytest.raises(GuestFailed, match="QEMU exited with 3 while booting") as e:
+            sb.wait_ssh(guest(["sh", "-c", "sleep 0.5; exit 3"]), timeout_s=120)
+        assert time.monotonic() - started < 30 and "Kernel panic" in e.value.message
+        silent = guest(["sleep", "60"])
+        with pytest.raises(GuestFailed, match=r"no SSH answer on 192\.168\.10\.10:22 within 2 s"):
+            sb.wait_ssh(silent, timeout_s=2)
+        assert silent.running()  # the wait gave up; stopping the guest is the teardown's job
+        silent.process.kill()
+        silent.process.wait()

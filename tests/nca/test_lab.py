@@ -20,9 +20,11 @@ import pytest
 import yaml
 
 from drctl.nca.lab import LabError, NcaLab
+from drctl.nca.labrun import PREFIX, check_swanctl_conf, cleanup_leftovers
 from drctl.nca.render import NcaRenderError, render_bundle, render_cloud_endpoint
-from drctl.netns import PREFIX, check_swanctl_conf, cleanup_leftovers, netns_list, run
+from drctl.netns import list_namespaces
 from drctl.plan.model import plan_from_dict
+from drctl.processes import run
 from tests.support.sandbox_standin import need_lab, sandbox_standin
 
 pytestmark = pytest.mark.integration
@@ -42,7 +44,7 @@ def load_doc(name: str) -> dict:
 
 
 def our_namespaces() -> set[str]:
-    return {ns for ns in netns_list() if ns.startswith(PREFIX)}
+    return {ns for ns in list_namespaces() if ns.startswith(PREFIX)}
 
 
 def renderable_sites() -> list[tuple[str, str]]:
@@ -64,7 +66,7 @@ def test_daemons_parse_every_rendered_bundle(tmp_path: Path, client: str, site: 
     bundle = render_bundle(plan, site, PSK, ENDPOINT)
     conf = tmp_path / "dnsmasq.conf"
     conf.write_text(bundle["dnsmasq.conf"])
-    test = run(["dnsmasq", "--test", "-C", str(conf)], check=False)
+    test = run(["dnsmasq", "--test", "-C", str(conf)], check=False, timeout=30)
     assert test.returncode == 0, test.stderr
     assert "syntax check OK" in test.stderr + test.stdout
     listed = check_swanctl_conf(bundle["swanctl.conf"])
@@ -196,16 +198,16 @@ def test_cleanup_removes_leftovers_of_dead_runs_only(tmp_path: Path) -> None:
         d = tmp_path / f"{PREFIX}{run_id}-x"
         d.mkdir()
         (d / "owner.pid").write_text(str(owner))
-        run(["ip", "netns", "add", f"{PREFIX}{run_id}-site"])
+        run(["ip", "netns", "add", f"{PREFIX}{run_id}-site"], timeout=30)
     try:
         removed = cleanup_leftovers(root=tmp_path)
         assert removed == [f"{PREFIX}dead00-site"]
-        assert f"{PREFIX}live00-site" in netns_list()
+        assert f"{PREFIX}live00-site" in list_namespaces()
         assert not (tmp_path / f"{PREFIX}dead00-x").exists()
         assert (tmp_path / f"{PREFIX}live00-x").exists()
     finally:
         for run_id in ("dead00", "live00"):
-            run(["ip", "netns", "del", f"{PREFIX}{run_id}-site"], check=False)
+            run(["ip", "netns", "del", f"{PREFIX}{run_id}-site"], check=False, timeout=30)
 
 
 def test_lab_attaches_to_an_existing_cloud_namespace(tmp_path: Path) -> None:
@@ -214,7 +216,7 @@ def test_lab_attaches_to_an_existing_cloud_namespace(tmp_path: Path) -> None:
     from drctl.nca.lab import ProbeTarget
 
     with sandbox_standin(tmp_path, "catalogue from db01", tag="l") as (sandbox, _):
-        links_before = run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n")
+        links_before = run(["ip", "-n", sandbox, "-o", "link"], timeout=30).stdout.count("\n")
         lab = NcaLab(
             plan=plan_from_dict(load_doc("demo")),
             site_name="paris",
@@ -223,28 +225,28 @@ def test_lab_attaches_to_an_existing_cloud_namespace(tmp_path: Path) -> None:
         )
         with lab:
             lab.start(cloud_ns=sandbox)
-            assert f"{lab.ns.name('cloud')}" not in netns_list()
+            assert f"{lab.ns.name('cloud')}" not in list_namespaces()
             lab.probe_all()
         assert all(s.ok for s in lab.steps), [s.as_dict() for s in lab.steps]
         assert {s.step: s.detail for s in lab.steps}[
             "tcp"
         ] == "GET http://192.168.10.30:8080/ -> 200, page contains 'catalogue from db01'"
         # The sandbox is still there, with its own links only, and no IPsec routing left behind.
-        assert sandbox in netns_list()
-        assert run(["ip", "-n", sandbox, "-o", "link"]).stdout.count("\n") == links_before
-        assert "lookup 220" not in run(["ip", "-n", sandbox, "rule"]).stdout
+        assert sandbox in list_namespaces()
+        assert run(["ip", "-n", sandbox, "-o", "link"], timeout=30).stdout.count("\n") == links_before
+        assert "lookup 220" not in run(["ip", "-n", sandbox, "rule"], timeout=30).stdout
 
 
 def test_lab_refuses_a_cloud_namespace_without_the_gateways() -> None:
     sandbox = f"drtest-{os.getpid()}-bare"
-    run(["ip", "netns", "add", sandbox])
+    run(["ip", "netns", "add", sandbox], timeout=30)
     try:
         lab = NcaLab(plan=plan_from_dict(load_doc("demo")), site_name="paris", psk=PSK)
         with pytest.raises(LabError, match=r"missing paris/lan gateway 192\.168\.10\.1"), lab:
             lab.start(cloud_ns=sandbox)
-        assert sandbox in netns_list()
+        assert sandbox in list_namespaces()
     finally:
-        run(["ip", "netns", "del", sandbox], check=False)
+        run(["ip", "netns", "del", sandbox], check=False, timeout=30)
 
 
 def test_lab_pfs_group_mismatch_fails() -> None:

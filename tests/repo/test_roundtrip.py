@@ -14,7 +14,14 @@ import pytest
 
 from drctl.errors import Cancelled
 from drctl.repo.backup import backup_disk
-from drctl.repo.errors import ChunkCorrupt, ChunkMissing, ForeignManifest, SourceChanged, WrongPassword
+from drctl.repo.errors import (
+    ChunkCorrupt,
+    ChunkMissing,
+    ForeignManifest,
+    OutputError,
+    SourceChanged,
+    WrongPassword,
+)
 from drctl.repo.manifest import chunk_key, point_key
 from drctl.repo.repository import init_repository, open_repository
 from drctl.repo.restore import restore_disk
@@ -95,6 +102,21 @@ def test_qcow2_output_holds_the_same_image(repo, image, tmp_path):
     )
     assert info.returncode == 0, info.stdout + info.stderr
     assert not out.with_name("web.qcow2.partial").exists()
+
+
+def test_a_failed_qcow2_conversion_names_qemu_img_and_keeps_the_verified_image(repo, image, tmp_path):
+    backup_disk(repo, image, server="web", disk="vda")
+    out = tmp_path / "web.qcow2"
+    # qemu-img cannot create its output: the name it writes to points into a missing directory.
+    out.with_name("web.qcow2.qcow2.partial").symlink_to(tmp_path / "missing" / "x")
+    with pytest.raises(OutputError) as e:
+        restore_disk(repo, server="web", out=out, fmt="qcow2")
+    assert e.value.exit_code == 15
+    assert "qemu-img convert to" in e.value.message and "qemu-img exited with status 1" in e.value.message
+    kept = out.with_name("web.qcow2.partial")
+    assert f"the verified raw image is kept at {kept}" in e.value.message
+    assert sha(kept) == sha(image) and not out.exists()
+    assert not out.with_name("web.qcow2.qcow2.partial").is_symlink()
 
 
 def _restore_fails(repo, tmp_path, exc, **kw):

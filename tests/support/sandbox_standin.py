@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from drctl.netns import LabUnavailable, require_tools, run
+from drctl.nca.labrun import LabUnavailable, require_tools
+from drctl.netns import Netns, add_veth
+from drctl.processes import wait_until
 
 
 def need_lab() -> None:
@@ -38,40 +39,19 @@ def sandbox_standin(tmp_path: Path, page: str, tag: str = "r") -> Iterator[tuple
     index = www / "index.html"
     index.write_text(page + "\n")
     server = None
+    sbx, g = Netns(sandbox), Netns(guest)
     try:
-        for ns in (sandbox, guest):
-            run(["ip", "netns", "add", ns])
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        run(["ip", "-n", sandbox, "link", "add", "br-lan", "type", "bridge"])
-        run(["ip", "-n", sandbox, "addr", "add", "192.168.10.1/24", "dev", "br-lan"])
-        run(["ip", "-n", sandbox, "link", "set", "br-lan", "up"])
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                "tap-app01",
-                "netns",
-                sandbox,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                guest,
-            ]
-        )
-        run(["ip", "-n", sandbox, "link", "set", "tap-app01", "master", "br-lan", "up"])
-        run(["ip", "-n", guest, "addr", "add", "192.168.10.30/24", "dev", "eth0"])
-        run(["ip", "-n", guest, "link", "set", "eth0", "up"])
+        for ns in (sbx, g):
+            ns.create()
+        sbx.add_bridge("br-lan", "192.168.10.1/24")
+        add_veth(sbx, "tap-app01", g, "eth0")
+        sbx.ip("link", "set", "tap-app01", "master", "br-lan", "up")
+        g.ip("addr", "add", "192.168.10.30/24", "dev", "eth0")
+        g.ip("link", "set", "eth0", "up")
         err = (tmp_path / "http.err").open("w")
         server = subprocess.Popen(
             [
-                "ip",
-                "netns",
-                "exec",
-                guest,
+                *g.exec_prefix,
                 sys.executable,
                 "-m",
                 "http.server",
@@ -84,36 +64,24 @@ def sandbox_standin(tmp_path: Path, page: str, tag: str = "r") -> Iterator[tuple
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
-        deadline = time.monotonic() + 15
-        while (
-            run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    guest,
-                    sys.executable,
-                    "-m",
-                    "drctl.nca.probe",
-                    "tcp",
-                    "--host",
-                    "192.168.10.30",
-                    "--port",
-                    "8080",
-                ],
+
+        def serving() -> bool:
+            assert server is not None and server.poll() is None, (tmp_path / "http.err").read_text()
+            probe = g.run(
+                [sys.executable, "-m", "drctl.nca.probe", "tcp", "--host", "192.168.10.30", "--port", "8080"],
                 check=False,
-            ).returncode
-            != 0
-        ):
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "http.err").read_text()
-            time.sleep(0.1)
+                timeout=30,
+            )
+            return probe.returncode == 0
+
+        wait_until(serving, 15, "the stand-in web server of app01")
         # Like the demo guests: a default route through the subnet's gateway (added after the bind,
         # so http.server's reverse lookup fails fast instead of waiting for a resolver).
-        run(["ip", "-n", guest, "route", "add", "default", "via", "192.168.10.1"])
+        g.ip("route", "add", "default", "via", "192.168.10.1")
         yield sandbox, index
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=5)
-        for ns in (guest, sandbox):
-            run(["ip", "netns", "del", ns], check=False)
+        for ns in (g, sbx):
+            ns.delete()

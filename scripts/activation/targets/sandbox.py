@@ -3,7 +3,9 @@
 One namespace ``drsb-<run_id>`` per run holds a bridge per plan subnet that hosts servers; the
 bridge carries the subnet's gateway address, so the namespace itself (where the verification runs)
 reaches the guests on their production IPs. Each NIC of a guest is a tap on its subnet's bridge.
-The namespace has no uplink, no veth, no NAT and forwarding off: nothing leaves it.
+The namespace has no uplink, no veth, no NAT and forwarding off: nothing leaves it. Namespace,
+bridges, taps and the processes inside are made and removed with :mod:`drctl.netns` (as the NCA
+lab's are).
 
 Guests boot from a qcow2 overlay on the restored raw disk (the restored file stays as restored),
 with QEMU's software emulator (``-accel tcg``: the host's nested KVM hangs stock kernels, see
@@ -39,17 +41,20 @@ from pathlib import Path
 from typing import Any
 
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput, ToolMissing
+from drctl.netns import Netns, list_namespaces
 from drctl.plan.model import Plan, Server
-from drctl.processes import sigterm_as_interrupt
+from drctl.processes import WaitTimedOut, run, sigterm_as_interrupt, wait_until
 
 log = logging.getLogger(__name__)
 
 NS_PREFIX = "drsb-"
 OWNER_DIR = Path("/run/drctl-sandbox")  # <namespace>.owner: "pid starttime" of the run owning it
 QEMU = "qemu-system-x86_64"
+PROBE_MARGIN_S = 60.0  # beyond its own budget, for the probe's last attempt and a slow Python start
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,60}$")
 
-# Runs inside the namespace: wait until something answers with an SSH banner on ip:port.
+# Runs inside the namespace: wait until something answers with an SSH banner on ip:port. (One
+# process for the whole wait: a Python start per attempt is too slow on a busy 2-core host.)
 _PROBE = r"""
 import socket, sys, time
 ip, port, end = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
@@ -114,13 +119,6 @@ class Guest:
         return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _run(argv: Sequence[str], what: str, *, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise SandboxError(f"{what} failed ({' '.join(argv)}): {proc.stderr.strip()[-300:]}")
-    return proc
-
-
 def _proc_start(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -128,47 +126,11 @@ def _proc_start(pid: int) -> str | None:
         return None
 
 
-def list_namespaces(prefix: str = NS_PREFIX) -> list[str]:
-    out = _run(["ip", "netns", "list"], "listing network namespaces").stdout
-    return [
-        line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix)
-    ]
-
-
-def _namespace_pids(ns: str) -> list[int]:
-    out = _run(["ip", "netns", "pids", ns], f"listing processes in {ns}", check=False).stdout
-    return [int(p) for p in out.split() if p.isdigit()]
-
-
-def _kill_namespace_processes(ns: str, grace_s: float = 5.0) -> None:
-    pids = _namespace_pids(ns)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        end = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < end and (
-            pids := [p for p in pids if _proc_start(p) is not None and not _is_zombie(p)]
-        ):
-            time.sleep(0.1)
-        if not pids:
-            return
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def cleanup_stale(prefix: str = NS_PREFIX, *, state_dir: Path | None = None) -> list[str]:
     """Remove the namespaces (and their QEMU processes, taps, bridges) of runs whose owner process
     is gone; with ``state_dir``, also their overlays. Live runs are left alone. Returns the names."""
     removed = []
-    for ns in list_namespaces(prefix):
+    for ns in list_namespaces(prefix, error=SandboxError):
         owner = OWNER_DIR / f"{ns}.owner"
         try:
             pid_s, start = owner.read_text().split()
@@ -177,8 +139,7 @@ def cleanup_stale(prefix: str = NS_PREFIX, *, state_dir: Path | None = None) -> 
         except (OSError, ValueError):
             pass
         log.warning("removing the leftover sandbox namespace %s", ns)
-        _kill_namespace_processes(ns)
-        _run(["ip", "netns", "delete", ns], f"deleting namespace {ns}", check=False)
+        Netns(ns, SandboxError).remove()
         owner.unlink(missing_ok=True)
         if state_dir is not None:
             shutil.rmtree(Path(state_dir) / "sandbox" / ns.removeprefix(NS_PREFIX), ignore_errors=True)
@@ -204,6 +165,7 @@ class Sandbox:
             raise InvalidInput(f"run id {run_id!r} cannot name a namespace (letters, digits, . _ -; max 61)")
         self.run_id, self.plan = run_id, plan
         self.namespace = NS_PREFIX + run_id
+        self.netns = Netns(self.namespace, SandboxError)
         self.state_dir = Path(state_dir).resolve()
         self.run_dir = self.state_dir / "sandbox" / run_id
         self.ram_cap_mb, self.vcpu_cap, self.qemu = ram_cap_mb, vcpu_cap, qemu
@@ -240,40 +202,32 @@ class Sandbox:
     @property
     def prefix(self) -> list[str]:
         """Prepend to a command line to run it inside the namespace."""
-        return ["ip", "netns", "exec", self.namespace]
+        return self.netns.exec_prefix
 
     def setup(self) -> None:
         """Create the namespace, with one bridge per subnet hosting servers (holding its gateway)."""
         for tool, pkg in (("ip", "iproute2"), (self.qemu, "qemu-system-x86"), ("qemu-img", "qemu-utils")):
             if shutil.which(tool) is None:
                 raise ToolMissing(f"{tool} is not installed: apt-get install --no-install-recommends {pkg}")
-        if self.namespace in list_namespaces(self.namespace):
+        if self.netns.exists():
             raise SandboxError(
                 f"network namespace {self.namespace} already exists: another run uses this id, "
                 "or a crashed one left it (drctl.activation.targets.sandbox.cleanup_stale removes leftovers)"
             )
         OWNER_DIR.mkdir(parents=True, exist_ok=True)
         (OWNER_DIR / f"{self.namespace}.owner").write_text(f"{os.getpid()} {_proc_start(os.getpid())}\n")
-        _run(["ip", "netns", "add", self.namespace], "creating the network namespace")
+        self.netns.create()
         self._created = True
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        ns = ["ip", "-n", self.namespace]
-        _run([*ns, "link", "set", "lo", "up"], "bringing up lo")
         hosted = {nic.subnet for s in self.plan.servers for nic in s.nics}
         for subnet in self.plan.subnets:
             if subnet.ref not in hosted:
                 continue
             br = f"br{len(self.bridges)}"
             prefix = ipaddress.ip_network(subnet.cidr, strict=False).prefixlen
-            _run(
-                [*ns, "link", "add", br, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
-                f"creating the bridge of {subnet.ref}",
+            self.netns.add_bridge(
+                br, f"{subnet.gateway}/{prefix}", what=f"creating the bridge of {subnet.ref}"
             )
-            _run(
-                [*ns, "addr", "add", f"{subnet.gateway}/{prefix}", "dev", br],
-                f"addressing the bridge of {subnet.ref}",
-            )
-            _run([*ns, "link", "set", br, "up"], f"bringing up the bridge of {subnet.ref}")
             self.bridges[subnet.ref] = br
         log.info("sandbox %s: namespace ready with bridges %s", self.namespace, self.bridges)
 
@@ -305,14 +259,14 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 g.process.kill()
                 g.process.wait(timeout=10)
-        if self._created or self.namespace in list_namespaces(self.namespace):
-            _kill_namespace_processes(self.namespace)  # anything else started in it
+        if self._created or self.netns.exists():
+            self.netns.kill_processes()  # anything else started in it
             for g in guests:
                 for tap in g.taps:
-                    _run(["ip", "-n", self.namespace, "link", "del", tap], "deleting a tap", check=False)
+                    self.netns.delete_link(tap)
             for br in self.bridges.values():
-                _run(["ip", "-n", self.namespace, "link", "del", br], "deleting a bridge", check=False)
-            _run(["ip", "netns", "delete", self.namespace], "deleting the namespace", check=False)
+                self.netns.delete_link(br)
+            self.netns.delete()
         self._created = False
         (OWNER_DIR / f"{self.namespace}.owner").unlink(missing_ok=True)
         for g in guests:
@@ -375,10 +329,8 @@ class Sandbox:
             with self._lock:
                 tap = f"tap{self._taps}"
                 self._taps += 1
-            ns = ["ip", "-n", self.namespace]
-            _run([*ns, "tuntap", "add", "dev", tap, "mode", "tap"], f"creating a tap for {server.name}")
+            self.netns.add_tap(tap, bridge, what=f"creating a tap for {server.name}")
             taps.append(tap)
-            _run([*ns, "link", "set", tap, "master", bridge, "up"], f"attaching the tap of {server.name}")
             netargs += [
                 "-netdev",
                 f"tap,id=n{i},ifname={tap},script=no,downscript=no",
@@ -388,7 +340,6 @@ class Sandbox:
         serial = self.run_dir / f"{server.name}.serial.log"
         ram, vcpus = self.ram_mb(server), self.vcpus(server)
         argv = [
-            *self.prefix,
             self.qemu,
             "-name",
             f"{server.name},process=drsb-{server.name}",
@@ -416,18 +367,9 @@ class Sandbox:
             "-serial",
             f"file:{serial}",
         ]
-        qemu_log = open(self.run_dir / f"{server.name}.qemu.log", "wb")  # noqa: SIM115 (closed after Popen)
-        try:
-            started = datetime.now(UTC)
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=qemu_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # Ctrl-C reaches us, not QEMU: we stop it in order
-        finally:
-            qemu_log.close()
+        started = datetime.now(UTC)
+        # Its own session: Ctrl-C reaches us, not QEMU; we stop it in order.
+        proc = self.netns.spawn(argv, log_path=self.run_dir / f"{server.name}.qemu.log")
         guest = Guest(
             server=server.name,
             ips=tuple(n.ip for n in server.nics),
@@ -462,9 +404,11 @@ class Sandbox:
         if not overlay:
             return path, fmt
         drive = self.run_dir / (f"{server.name}-{disk}.qcow2" if disk else f"{server.name}.qcow2")
-        _run(
+        run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(path), str(drive)],
-            f"creating the overlay of the {what}",
+            what=f"creating the overlay of the {what}",
+            timeout=60,
+            error=SandboxError,
         )
         return drive, "qcow2"
 
@@ -476,29 +420,36 @@ class Sandbox:
         if deadline is not None:
             timeout_s = (deadline - datetime.now(UTC)).total_seconds()
         timeout_s = max(1.0, timeout_s if timeout_s is not None else 300.0)
-        probe = subprocess.Popen(
-            [*self.prefix, sys.executable, "-c", _PROBE, guest.ips[0], "22", str(timeout_s)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        no_answer = (
+            f"server {guest.server}: no SSH answer on {guest.ips[0]}:22 within {timeout_s:.0f} s; "
+            f"console ({guest.serial_log}):\n"
         )
+        probe = self.netns.spawn(
+            [sys.executable, "-c", _PROBE, guest.ips[0], "22", str(timeout_s)], log_path=None
+        )
+
+        def probe_done() -> bool:
+            if probe.poll() is not None:
+                return True
+            if not guest.running():
+                raise GuestFailed(
+                    f"server {guest.server}: QEMU exited with {guest.process.returncode} while "
+                    f"booting; console ({guest.serial_log}):\n{guest.serial_tail()}"
+                )
+            return False
+
         try:
-            while probe.poll() is None:
-                if not guest.running():
-                    raise GuestFailed(
-                        f"server {guest.server}: QEMU exited with {guest.process.returncode} while "
-                        f"booting; console ({guest.serial_log}):\n{guest.serial_tail()}"
-                    )
-                time.sleep(0.2)
+            wait_until(
+                probe_done, timeout_s + PROBE_MARGIN_S, f"the SSH probe of {guest.server}", interval=0.2
+            )
+        except WaitTimedOut as e:
+            raise GuestFailed(no_answer + guest.serial_tail()) from e
         finally:
             if probe.poll() is None:
                 probe.kill()
                 probe.wait()
         if probe.returncode != 0:
-            raise GuestFailed(
-                f"server {guest.server}: no SSH answer on {guest.ips[0]}:22 within {timeout_s:.0f} s; "
-                f"console ({guest.serial_log}):\n{guest.serial_tail()}"
-            )
+            raise GuestFailed(no_answer + guest.serial_tail())
         guest.ssh_ready_at = datetime.now(UTC)
         log.info(
             "sandbox %s: %s answers SSH after %.1f s",
@@ -521,8 +472,7 @@ class Sandbox:
         timeout: float | None = None,
         input: str | None = None,
         check: bool = False,
-    ) -> subprocess.CompletedProcess:
-        """Run a command inside the namespace (text output captured)."""
-        return subprocess.run(
-            [*self.prefix, *argv], input=input, capture_output=True, text=True, timeout=timeout, check=check
-        )
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace (text output captured); with ``check`` a failure, and
+        always a timeout, raises :class:`SandboxError`."""
+        return self.netns.run(argv, input=input, timeout=timeout, check=check)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
 import urllib.error
@@ -44,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput
+from drctl.processes import run
 from drctl.runs.model import CheckResult, format_ts, parse_ts, utc_now
 
 log = logging.getLogger(__name__)
@@ -468,10 +468,7 @@ def run_checks_subprocess(
     """:func:`run_checks` in a child process (see :func:`verify_argv`); its JSON back as results."""
     argv = verify_argv(host_url, checks, deadline, prefix=prefix, **kwargs)
     budget = max(0.0, (deadline - utc_now()).total_seconds()) + margin_s
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=budget, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise VerificationError(f"verification of {host_url} did not finish within {budget:.0f} s") from e
+    proc = run(argv, what=f"verification of {host_url}", timeout=budget, check=False, error=VerificationError)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode not in (0, EXIT_RUN_FAILED) or not lines:
         raise VerificationError(

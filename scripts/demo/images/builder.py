@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,10 +40,12 @@ from drctl.demo.images.roles import GuestFile, GuestSetup, RoleError, guest_setu
 from drctl.demo.images.rootfs import ImageBuildFailed
 from drctl.errors import InvalidInput
 from drctl.plan.model import Plan, Server
+from drctl.processes import run
 
 log = logging.getLogger(__name__)
 
 BUILDER_VERSION = "4"
+CHROOT_TIMEOUT = 600.0  # seconds for one command in the image (systemctl, dropbearkey, postgres --single)
 Progress = Callable[[str, str], None]  # (subject: "base" or a server name, message)
 
 
@@ -135,13 +136,13 @@ def _owner_ids(root: Path, user: str) -> tuple[int, int]:
 
 
 def _chroot(root: Path, argv: list[str], what: str, input: str | None = None) -> str:
-    proc = subprocess.run(
-        ["chroot", str(root), *argv], input=input, capture_output=True, text=True, check=False
+    proc = run(
+        ["chroot", str(root), *argv],
+        what=f"{what} in the image",
+        input=input,
+        timeout=CHROOT_TIMEOUT,
+        error=ImageBuildFailed,
     )
-    if proc.returncode != 0:
-        raise ImageBuildFailed(
-            f"{what} failed in the image (exit {proc.returncode}): {proc.stderr.strip()[-400:]}"
-        )
     return proc.stdout + proc.stderr
 
 
@@ -319,16 +320,15 @@ def _build_one(
     shutil.rmtree(work, ignore_errors=True)
     try:
         work.mkdir()
-        subprocess.run(
-            ["cp", "-a", "--reflink=auto", str(base), str(work / "rootfs")], check=True, capture_output=True
+        run(
+            ["cp", "-a", "--reflink=auto", str(base), str(work / "rootfs")],
+            what=f"copying the base for {server.name}",
+            timeout=None,
+            error=ImageBuildFailed,
         )
         apply_setup(work / "rootfs", setup, pub)
         disk.make_bootable_disk(work / "rootfs", partial, server.boot_disk.size_gb * 1024**3)
         os.replace(partial, path)
-    except subprocess.CalledProcessError as e:
-        raise ImageBuildFailed(
-            f"copying the base for {server.name} failed: {e.stderr.decode(errors='replace')[-300:]}"
-        ) from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
         partial.unlink(missing_ok=True)

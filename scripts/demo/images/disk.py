@@ -11,19 +11,20 @@ import logging
 import os
 import shutil
 import struct
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from drctl.demo.images.rootfs import ImageBuildFailed, kernel_files
 from drctl.errors import ToolMissing
+from drctl.processes import run
 
 log = logging.getLogger(__name__)
 
 PART_OFFSET = 1024 * 1024  # the partition starts at 1 MiB (sector 2048)
 MBR_CANDIDATES = (Path("/usr/lib/EXTLINUX/mbr.bin"), Path("/usr/lib/syslinux/mbr/mbr.bin"))
 TOOLS = {"mkfs.ext4": "e2fsprogs", "losetup": "mount", "extlinux": "extlinux"}
+QUICK = 120.0  # seconds for a mount, loop or boot-loader step (copies and mkfs take what they take)
 
 
 def mbr(boot_code: bytes, start_lba: int, sectors: int) -> bytes:
@@ -31,15 +32,6 @@ def mbr(boot_code: bytes, start_lba: int, sectors: int) -> bytes:
     (type 0x83) from ``start_lba`` over ``sectors``. CHS fields hold the LBA-only marker."""
     entry = struct.pack("<B3sB3sII", 0x80, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", start_lba, sectors)
     return boot_code[:440].ljust(440, b"\0") + b"\0" * 6 + entry + b"\0" * 48 + b"\x55\xaa"
-
-
-def _run(argv: list[str], what: str, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
-    if proc.returncode != 0:
-        raise ImageBuildFailed(
-            f"{what} failed ({' '.join(argv[:2])}..., exit {proc.returncode}): {proc.stderr.strip()[-400:]}"
-        )
-    return proc
 
 
 def check_tools() -> Path:
@@ -58,20 +50,28 @@ def check_tools() -> Path:
 @contextlib.contextmanager
 def mounted_partition(raw: Path, size: int) -> Iterator[Path]:
     """Loop-mount the partition of ``raw``; always detached again, also on errors and Ctrl-C."""
-    dev = _run(
+    dev = run(
         ["losetup", "--find", "--show", "--offset", str(PART_OFFSET), "--sizelimit", str(size), str(raw)],
-        "losetup",
+        what=f"attaching {raw} to a loop device",
+        timeout=QUICK,
+        error=ImageBuildFailed,
     ).stdout.strip()
     mnt = Path(tempfile.mkdtemp(prefix="drctl-img-"))
     mounted = False
     try:
-        _run(["mount", "-t", "ext4", dev, str(mnt)], f"mounting {raw}")
+        run(
+            ["mount", "-t", "ext4", dev, str(mnt)],
+            what=f"mounting {raw}",
+            timeout=QUICK,
+            error=ImageBuildFailed,
+        )
         mounted = True
         yield mnt
     finally:
+        # No time limit here: an exception from the clean-up would hide the one that led to it.
         if mounted:
-            subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
-        subprocess.run(["losetup", "--detach", dev], capture_output=True, check=False)
+            run(["umount", str(mnt)], timeout=None, check=False)
+        run(["losetup", "--detach", dev], timeout=None, check=False)
         with contextlib.suppress(OSError):
             mnt.rmdir()
 
@@ -102,7 +102,7 @@ def make_bootable_disk(rootfs: Path, raw: Path, size_bytes: int) -> None:
     raw.unlink(missing_ok=True)
     with open(raw, "wb") as f:
         f.truncate(size_bytes)
-    _run(
+    run(
         [
             "mkfs.ext4",
             "-q",
@@ -116,24 +116,33 @@ def make_bootable_disk(rootfs: Path, raw: Path, size_bytes: int) -> None:
             str(raw),
             f"{fs_size // 1024}k",
         ],
-        "mkfs.ext4 -d",
+        what=f"writing the root filesystem into {raw} (mkfs.ext4 -d)",
+        timeout=None,
+        error=ImageBuildFailed,
     )
     with mounted_partition(raw, fs_size) as mnt:
         # extlinux cannot read the sparse files mkfs.ext4 -d writes: rewrite what it loads.
         for name in (kernel, initrd):
             src = mnt / "boot" / name
             tmp = src.with_name(name + ".tmp")
-            _run(
+            run(
                 ["cp", "--sparse=never", "--preserve=mode,timestamps", str(src), str(tmp)],
-                "copying the kernel",
+                what="copying the kernel",
+                timeout=None,
+                error=ImageBuildFailed,
             )
             os.replace(tmp, src)
         ext = mnt / "boot" / "extlinux"
         ext.mkdir(exist_ok=True)
         (ext / "extlinux.conf").write_text(extlinux_conf(kernel, initrd))
-        _run(["extlinux", "--install", str(ext)], "extlinux --install")
+        run(
+            ["extlinux", "--install", str(ext)],
+            what="extlinux --install",
+            timeout=QUICK,
+            error=ImageBuildFailed,
+        )
         # Give the replaced blocks back so the raw file stays sparse (best effort: only size is at stake).
-        trim = subprocess.run(["fstrim", str(mnt)], capture_output=True, text=True, check=False)
+        trim = run(["fstrim", str(mnt)], timeout=QUICK, check=False)
         if trim.returncode != 0:
             log.warning("fstrim on %s failed (the image is only larger): %s", raw, trim.stderr.strip())
     with open(raw, "r+b") as f:

@@ -11,10 +11,10 @@ import hashlib
 import logging
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from drctl.errors import EXIT_LOCAL_IO, DrctlError, ToolMissing
+from drctl.processes import run
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +144,8 @@ def build_base_rootfs(target: Path, *, log_path: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     argv = mmdebstrap_argv(partial, apt_mirrors())
     log.info("building the base root filesystem with mmdebstrap (log: %s)", log_path)
-    with open(log_path, "wb") as out:
-        proc = subprocess.run(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False
-        )
+    # No time limit: a first build downloads the Debian packages (minutes, mirror-dependent).
+    proc = run(argv, what="mmdebstrap", log_path=log_path, timeout=None, check=False)
     if proc.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
         tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
