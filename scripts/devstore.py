@@ -310,7 +310,14 @@ class LocalStore:
                     + self._log_tail()
                 )
             try:
-                client.list_buckets()
+                # Answering is not enough after a restart: the volume server registers with the
+                # master a moment later, and until then a GET of stored data fails. Ready means one
+                # stored object of every bucket reads back.
+                buckets = client.list_buckets().get("Buckets", [])
+                for bucket in buckets if proc is not None else ():
+                    listed = client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1).get("Contents", [])
+                    if listed:
+                        client.get_object(Bucket=bucket["Name"], Key=listed[0]["Key"])["Body"].read()
                 return True
             except (bce.BotoCoreError, bce.ClientError) as e:
                 last[:] = [e]
