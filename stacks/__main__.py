@@ -101,8 +101,7 @@ for site in plan.sites:
         ),
         pulumi.ResourceOptions(depends_on=[vpn]),
     )
-    if nca.files is not None:
-        bundles[site.name] = nca.files
+    bundles[site.name] = nca.files
 
 recovered: dict[str, RecoveredServer] = {}
 if settings.failover:

@@ -27,6 +27,7 @@ import yaml
 from drctl import paths
 from drctl.errors import InvalidInput
 from drctl.paths import PROJECT
+from drctl.plan.load import load_plan
 from drctl.plan.model import Plan, Server
 from drctl.stack.secrets import StackCrypter, open_encryption_salt
 
@@ -211,16 +212,7 @@ def check_settings(settings: StackSettings, plan: Plan, *, where: str) -> None:
 
 
 def load_plan_file(path: Path) -> Plan:
-    """The plan through ``drctl.plan.load`` (schema + semantic checks) when it is available."""
-    try:
-        from drctl.plan.load import load_plan
-    except ImportError:  # plan checks not landed yet: build the model without them
-        from drctl.plan.model import plan_from_dict
-
-        try:
-            return plan_from_dict(yaml.safe_load(path.read_text()))
-        except OSError as e:
-            raise StackConfigInvalid(f"{path}: cannot read the plan ({e.strerror})") from e
+    """The plan through ``drctl.plan.load``: schema and semantic checks, every problem reported."""
     return load_plan(path)
 
 

@@ -227,12 +227,9 @@ def probe(host: Any, c: CheckSpec, *, http_via: str = "host", timeout: float = 5
 
 def _fatal_errors() -> tuple[type[BaseException], ...]:
     """Errors that retrying cannot fix: a refused login is never retried."""
-    try:
-        import paramiko
+    import paramiko
 
-        return (paramiko.AuthenticationException,)
-    except ImportError:  # pragma: no cover
-        return ()
+    return (paramiko.AuthenticationException,)
 
 
 # --- the retry loop -------------------------------------------------------------------------------
