@@ -1,7 +1,8 @@
 """The record of one activation or drill: frozen dataclasses and their JSON form.
 
 The JSON form is the contract printed by ``drctl activate --json`` (last line), stored as
-``summary.json`` next to each report and signed. Its first keys are exactly those of issue 4::
+``summary.json`` next to each report and signed. Its first keys, in this order, are the ones the
+README documents for ``--json``::
 
     {"run_id", "stack", "mode", "target", "started_at", "ended_at", "first_available_s",
      "last_available_s", "servers": [{"name", "os", "status", "restore_started_at",
@@ -358,7 +359,7 @@ class RunSummary:
     first_available_s: float | None = None
     last_available_s: float | None = None
     notes: tuple[str, ...] = field(default=())
-    reconnection: tuple[SiteReconnection, ...] = field(default=())  # per site, drills only (issue 5)
+    reconnection: tuple[SiteReconnection, ...] = field(default=())  # per site, drills only
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -458,7 +459,7 @@ class RunSummary:
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes stored as ``summary.json`` and signed: deterministic for a given
-        summary (issue key order, 2-space indent, UTF-8, trailing newline)."""
+        summary (documented key order, 2-space indent, UTF-8, trailing newline)."""
         return (self.to_json(indent=2) + "\n").encode("utf-8")
 
     @classmethod
