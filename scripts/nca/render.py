@@ -269,7 +269,7 @@ def _records(plan: Plan, site: Site, where: str, problems: list[str]) -> list[Ho
 
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        loader=jinja2.PackageLoader("drctl.nca", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
