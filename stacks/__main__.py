@@ -22,13 +22,13 @@ from drctl.components.recovered_server import (
 )
 from drctl.components.recovery_space import RecoverySpace, RecoverySpaceArgs
 from drctl.components.site_vpn import SiteVpn, SiteVpnArgs
-from drctl.stack.config import (
+from drctl.stack.config import load_plan_file
+from drctl.stack.settings import (
     SECRET_SETTINGS,
     SETTING_TYPES,
     StackConfigInvalid,
     check_settings,
     choose_flavor,
-    load_plan_file,
     parse_settings,
 )
 

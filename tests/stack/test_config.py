@@ -1,4 +1,4 @@
-"""Stack settings: Pulumi.yaml declarations, parsing, flavor choice, scope and config errors."""
+"""Stack settings and stack files: Pulumi.yaml declarations, parsing, flavor choice, scope, config errors."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import yaml
 
 from drctl.plan.load import PlanInvalid
 from drctl.plan.model import Server
-from drctl.stack.config import (
+from drctl.stack.config import load_stack
+from drctl.stack.settings import (
     SECRET_SETTINGS,
     SETTING_TYPES,
     Flavor,
     StackConfigInvalid,
     check_settings,
     choose_flavor,
-    load_stack,
     parse_settings,
 )
 
