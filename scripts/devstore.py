@@ -320,7 +320,7 @@ class LocalStore:
         )
 
     def _create_buckets(self, access: str, secret: str, buckets: tuple[tuple[str, bool], ...]) -> None:
-        from drctl.storage.s3 import create_bucket
+        from drctl.storage.s3_client import create_bucket
 
         client = self._client(access, secret, timeout=10.0)
         for name, lock in buckets:
