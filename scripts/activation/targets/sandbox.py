@@ -6,8 +6,8 @@ reaches the guests on their production IPs. Each NIC of a guest is a tap on its 
 The namespace has no uplink, no veth, no NAT and forwarding off: nothing leaves it.
 
 Guests boot from a qcow2 overlay on the restored raw disk (the restored file stays as restored),
-with QEMU's software emulator (``-accel tcg``: the host's nested KVM hangs stock kernels, see
-LOCAL.md), the plan's RAM and vCPUs capped by the options, the console on a serial log file.
+with QEMU's software emulator (``-accel tcg``: the host's nested KVM hangs stock kernels), the
+plan's RAM and vCPUs capped by the options, the console on a serial log file.
 
 Everything is torn down by :meth:`Sandbox.teardown` (idempotent), which the context manager calls
 on every exit path, Ctrl-C and SIGTERM included; :func:`cleanup_stale` removes what a killed run
