@@ -1,4 +1,4 @@
-"""Drill wall time vs its critical path (issue 4's benchmark).
+"""Drill wall time vs its critical path: what the orchestration adds to what the graph forces.
 
 The critical path is what the dependency graph forces even with unlimited parallelism: a server
 can be available at the earliest when its own restore has ended and every upstream server is

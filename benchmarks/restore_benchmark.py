@@ -190,7 +190,7 @@ class Store:
                 "benchmark: --store env needs AWS_ENDPOINT_URL and credentials in the environment"
             )
         os.environ.update(self.env)
-        from drctl.storage.s3 import create_bucket, make_client
+        from drctl.storage.s3_client import create_bucket, make_client
 
         client = make_client()
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}

@@ -19,7 +19,7 @@ import pulumi_openstack as openstack
 
 from drctl.paths import PROJECT
 from drctl.plan.model import Plan, Server
-from drctl.stack.config import StackConfigInvalid
+from drctl.stack.settings import StackConfigInvalid
 
 TYPE = "flexrecovery:index:RecoveredServer"
 

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_openstack as openstack
 
 from drctl.plan.model import Plan, Site, VpnSettings
-from drctl.stack.config import StackConfigInvalid
+from drctl.stack.settings import StackConfigInvalid
 
 TYPE = "flexrecovery:index:SiteVpn"
 DPD_ACTION = "restart"

@@ -11,6 +11,11 @@ State directory layout::
     weed.pid     the server's pid      env        shell exports, incl. the secret (0600)
     weed.log     server log            ports.json the ports it was started with
     secret_access_key  the generated secret alone (0600), so printed env can `$(cat ...)` it
+
+Size: one module over 400 lines on purpose. Everything here serves one lifecycle (ports,
+credentials, the ``weed mini`` process, its buckets and the files a user sources) and each step
+writes or reads the state the others use; a split would separate a file from the code that
+creates, protects (0600) and removes it.
 """
 
 from __future__ import annotations
@@ -332,7 +337,7 @@ class LocalStore:
             ) from e
 
     def _create_buckets(self, access: str, secret: str, buckets: tuple[tuple[str, bool], ...]) -> None:
-        from drctl.storage.s3 import create_bucket
+        from drctl.storage.s3_client import create_bucket
 
         client = self._client(access, secret, timeout=10.0)
         for name, lock in buckets:

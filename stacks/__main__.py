@@ -22,13 +22,13 @@ from drctl.components.recovered_server import (
 )
 from drctl.components.recovery_space import RecoverySpace, RecoverySpaceArgs
 from drctl.components.site_vpn import SiteVpn, SiteVpnArgs
-from drctl.stack.config import (
+from drctl.stack.config import load_plan_file
+from drctl.stack.settings import (
     SECRET_SETTINGS,
     SETTING_TYPES,
     StackConfigInvalid,
     check_settings,
     choose_flavor,
-    load_plan_file,
     parse_settings,
 )
 
@@ -101,8 +101,7 @@ for site in plan.sites:
         ),
         pulumi.ResourceOptions(depends_on=[vpn]),
     )
-    if nca.files is not None:
-        bundles[site.name] = nca.files
+    bundles[site.name] = nca.files
 
 recovered: dict[str, RecoveredServer] = {}
 if settings.failover:

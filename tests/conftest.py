@@ -42,7 +42,8 @@ from drctl.devstore import LocalStore, LocalStorePorts
 from drctl.storage.local import LocalDirStorage
 from drctl.storage.memory import MemoryStorage
 from drctl.storage.retry import RetryingStorage
-from drctl.storage.s3 import S3Storage, create_bucket, make_client
+from drctl.storage.s3 import S3Storage
+from drctl.storage.s3_client import create_bucket, make_client
 
 REPO = Path(__file__).resolve().parent.parent
 SEAWEED_TEST_STATE = REPO / ".state" / "test-seaweed"

@@ -99,7 +99,8 @@ def test_data_survives_a_restart(tmp_path):
     try:
         store.up(buckets=(("keep", False),))
         creds = json.loads((tmp_path / "local" / "credentials.json").read_text())
-        from drctl.storage.s3 import S3Storage, make_client
+        from drctl.storage.s3 import S3Storage
+        from drctl.storage.s3_client import make_client
 
         def open_keep() -> S3Storage:
             return S3Storage(

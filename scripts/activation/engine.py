@@ -5,7 +5,7 @@ This module is pure orchestration. The three side effects sit behind callables i
 caller (``drctl.activation.activation``): restoring one disk, starting one server on the target, verifying
 one server. That keeps the ordering rules testable without an object store or a hypervisor.
 
-Rules (issue 4, service description 9.4):
+Rules (service description 9.4):
 - restores of all in-scope disks start at once, bounded by ``restore_parallel``;
 - a server boots when (a) all its disks are restored and (b) every in-scope server it depends on
   is ``ok`` or ``warning``; servers whose conditions are met at the same time boot in parallel;

@@ -1,4 +1,4 @@
-"""Network and user reconnection of a drill, per site (service description 8.1 and 10.1, issue 5).
+"""Network and user reconnection of a drill, per site (service description 8.1 and 10.1).
 
 A DR test covers the servers, the recovery network and the VPN that reconnects the client's sites.
 After every server of a local drill has been verified, and before the sandbox is torn down, each

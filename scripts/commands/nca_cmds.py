@@ -1,7 +1,7 @@
 """``drctl nca render`` and ``drctl nca test``: the on-site appliance bundle and its proof.
 
-The PSK never comes from argv: it is the stack's Pulumi secret (via ``drctl.stack.config`` when
-available) or the environment variable ``DRCTL_VPN_PSK``.
+The PSK never comes from argv: it is the stack's Pulumi secret (read by ``drctl.stack.config``) or
+the environment variable ``DRCTL_VPN_PSK``.
 """
 
 from __future__ import annotations

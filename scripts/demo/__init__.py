@@ -1,1 +1,1 @@
-"""demo"""
+"""The demo client: its servers' disk images (``images``) and their nightly backups (``prepare``)."""

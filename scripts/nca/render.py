@@ -7,17 +7,15 @@ out. Every problem that would make the appliance fail silently on site (overlapp
 short PSK, a DHCP range outside its subnet, an algorithm strongSwan would not parse the way the
 cloud side means it) is refused here, all problems at once, naming site, subnet and field.
 
-Network model: the *recovery subnets* are the plan subnets holding at least one server NIC (they
-are restored in the cloud with the same CIDR); a site's *user LANs* are its subnets with a DHCP
-range and no server (the workstations, served by the NCA, which is their gateway and DNS).
+The site's network as the appliance sees it (recovery subnets, user LANs, DNS records) and its
+checks are :mod:`drctl.nca.network`; this module maps the VPN settings to strongSwan proposals,
+fills the templates and writes the bundle.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,8 @@ from typing import Any
 import jinja2
 
 from drctl.errors import InvalidInput, LocalIOError
-from drctl.plan.model import Plan, Site, Subnet, VpnSettings
+from drctl.nca.network import host_records, ip_or_none, network_model
+from drctl.plan.model import Plan, Site, VpnSettings
 
 # Interface names of the appliance; the lab (drctl.nca.lab) names its veths the same, so the
 # rendered files run there exactly as rendered.
@@ -55,8 +54,6 @@ PFS_GROUPS = {
 }
 IKE_VERSIONS = {"v1": 1, "v2": 2}
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
-
 
 class NcaRenderError(InvalidInput):
     """The NCA bundle cannot be rendered from this plan."""
@@ -73,25 +70,6 @@ class Proposals:
     ike_over_s: int
     child_rekey_s: int
     child_life_s: int
-
-
-@dataclass(frozen=True)
-class UserNet:
-    ref: str
-    tag: str
-    cidr: str
-    gateway: str
-    start: str
-    end: str
-    netmask: str
-    prefixlen: int
-
-
-@dataclass(frozen=True)
-class HostRecord:
-    name: str
-    fqdn: str
-    ip: str
 
 
 def _margin(lifetime_s: int) -> int:
@@ -149,127 +127,9 @@ def find_site(plan: Plan, site_name: str) -> Site:
     )
 
 
-def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(str(value))
-    except ValueError:
-        return None
-
-
-def _check_user_net(sn: Subnet, where: str, problems: list[str]) -> UserNet | None:
-    assert sn.dhcp is not None
-    try:
-        net = ipaddress.ip_network(sn.cidr, strict=True)
-    except ValueError as e:
-        problems.append(f"{where}.cidr: {sn.cidr!r} is not a network address ({e}); fix the CIDR")
-        return None
-    bad = len(problems)
-    gw, start, end = _ip(sn.gateway), _ip(sn.dhcp.start), _ip(sn.dhcp.end)
-    for fld, addr, text in (
-        ("gateway", gw, sn.gateway),
-        ("dhcp.start", start, sn.dhcp.start),
-        ("dhcp.end", end, sn.dhcp.end),
-    ):
-        if addr is None:
-            problems.append(f"{where}.{fld}: {text!r} is not an IP address")
-        elif addr not in net or addr in (net.network_address, net.broadcast_address):
-            problems.append(
-                f"{where}.{fld}: {text} is outside {sn.cidr} (or is its network/"
-                f"broadcast address); put it inside the subnet"
-            )
-    if len(problems) > bad:
-        return None
-    assert gw is not None and start is not None and end is not None
-    if start > end:
-        problems.append(f"{where}.dhcp: start {start} is after end {end}; swap them")
-    elif start <= gw <= end:
-        problems.append(
-            f"{where}.dhcp: the gateway {gw} (the NCA itself) is inside the DHCP "
-            f"range {start}-{end}; move the range or the gateway"
-        )
-    if len(problems) > bad:
-        return None
-    return UserNet(
-        ref=sn.ref,
-        tag=re.sub(r"[^a-z0-9]", "-", sn.name.lower()),
-        cidr=str(net),
-        gateway=str(gw),
-        start=str(start),
-        end=str(end),
-        netmask=str(net.netmask),
-        prefixlen=net.prefixlen,
-    )
-
-
-def _network_model(
-    plan: Plan, site: Site, where: str, problems: list[str]
-) -> tuple[list[UserNet], list[str]]:
-    rec = plan.recovery_subnets()
-    rec_refs = {sn.ref for sn in rec}
-    servers_on = {}
-    for server in plan.servers:
-        for nic in server.nics:
-            servers_on.setdefault(nic.subnet, []).append(server.name)
-    for sn in site.subnets:
-        if sn.dhcp is not None and sn.ref in rec_refs:
-            problems.append(
-                f"{where}.subnets.{sn.name}.dhcp: {sn.ref} holds servers "
-                f"({', '.join(servers_on[sn.ref])}) and is restored in the recovery space, so the "
-                f"NCA will not serve DHCP on it; remove its dhcp range or move the workstations "
-                f"to a separate users subnet"
-            )
-    if not rec:
-        problems.append(
-            "servers: no server has a NIC, so there is no recovery subnet to reach "
-            "through the tunnel; give the servers their nics"
-        )
-    users = [sn for sn in site.subnets if sn.dhcp is not None and sn.ref not in rec_refs]
-    if not users and not any(sn.dhcp is not None for sn in site.subnets):
-        problems.append(
-            f"{where}.subnets: no users subnet (a subnet with a dhcp range and no "
-            f"server); add the workstations' LAN with its dhcp range"
-        )
-    nets = []
-    for sn in users:
-        swhere = f"{where}.subnets.{sn.name}"
-        un = _check_user_net(sn, swhere, problems)
-        if un is None:
-            continue
-        for r in rec:
-            if ipaddress.ip_network(r.cidr, strict=False).overlaps(ipaddress.ip_network(un.cidr)):
-                problems.append(
-                    f"{swhere}.cidr: {un.cidr} overlaps the recovery subnet {r.ref} "
-                    f"({r.cidr}); the tunnel could not route between them: give the "
-                    f"users' LAN a distinct range"
-                )
-        nets.append(un)
-    return nets, [str(ipaddress.ip_network(r.cidr, strict=False)) for r in rec]
-
-
-def _records(plan: Plan, site: Site, where: str, problems: list[str]) -> list[HostRecord]:
-    domain = site.dns_domain
-    labels = domain.split(".") if domain else []
-    if not labels or not all(_LABEL.match(x) for x in labels):
-        problems.append(
-            f"{where}.dns_domain: {domain!r} is not a DNS domain (e.g. demo.lan); set the site's dns_domain"
-        )
-        return []
-    recs = []
-    for server in plan.servers:
-        if not _LABEL.match(server.name):
-            problems.append(
-                f"servers.{server.name}.name: not a valid DNS label (letters, digits, "
-                f"hyphens); rename the server"
-            )
-            continue
-        if server.nics and server.protection != "backup-only":  # backup-only: never restored
-            recs.append(HostRecord(name=server.name, fqdn=f"{server.name}.{domain}", ip=server.nics[0].ip))
-    return recs
-
-
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+        loader=jinja2.PackageLoader("drctl.nca", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -295,20 +155,20 @@ def _context(
             f"policy requires at least {MIN_PSK_LENGTH}: set a longer secret with "
             f"`pulumi config set --secret`"
         )
-    if _ip(site.peer_address) is None:
+    if ip_or_none(site.peer_address) is None:
         problems.append(
             f"{where}.peer_address: {site.peer_address!r} is not an IP address; give "
             f"the site's public address"
         )
-    if _ip(vpn_endpoint_address) is None:
+    if ip_or_none(vpn_endpoint_address) is None:
         problems.append(
             f"the recovery VPN endpoint address {vpn_endpoint_address!r} is not an IP "
             f"address; pass the VPN service's external address"
         )
     props, bad = proposals_for(vpn or site.vpn, where)
     problems.extend(bad)
-    nets, rec_cidrs = _network_model(plan, site, where, problems)
-    records = _records(plan, site, where, problems)
+    nets, rec_cidrs = network_model(plan, site, where, problems)
+    records = host_records(plan, site, where, problems)
     if problems:
         raise NcaRenderError(
             f"cannot render the NCA bundle of site {site.name} (client {plan.client.id}):\n  "

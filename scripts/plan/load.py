@@ -12,6 +12,7 @@ Public interface: :func:`load_plan` (path -> :class:`~drctl.plan.model.Plan` or 
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import json
 import logging
 from dataclasses import dataclass
@@ -28,9 +29,8 @@ from drctl.plan.rules import restore_point_gap, semantic_problems  # noqa: F401 
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = (
-    Path(__file__).resolve().parent / "schema.json"
-)  # package data; recovery_plans/schema.json links here
+# Package data of drctl.plan (pyproject.toml); recovery_plans/schema.json links to it in the checkout.
+SCHEMA_PATH = importlib.resources.files("drctl.plan") / "schema.json"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class PlanInvalid(InvalidInput):
 
 
 class SchemaMissing(DrctlError):
-    """The plan schema (scripts/plan/schema.json) is not found next to the drctl sources."""
+    """The plan schema (package data ``drctl/plan/schema.json``) is missing from the installation."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,8 +117,8 @@ def _validator() -> jsonschema.Draft202012Validator:
         schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     except OSError as e:
         raise SchemaMissing(
-            f"cannot read the plan schema {SCHEMA_PATH}: {e.strerror}; reinstall drctl from the "
-            "repository (`pip install -e .`) so that recovery_plans/ sits beside scripts/"
+            f"cannot read the plan schema {SCHEMA_PATH}: {e.strerror}; the drctl installation is "
+            "incomplete: reinstall it from the repository (`pip install .`)"
         ) from e
     return jsonschema.Draft202012Validator(
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER

@@ -1,7 +1,8 @@
 """The record of one activation or drill: frozen dataclasses and their JSON form.
 
 The JSON form is the contract printed by ``drctl activate --json`` (last line), stored as
-``summary.json`` next to each report and signed. Its first keys are exactly those of issue 4::
+``summary.json`` next to each report and signed. Its first keys, in this order, are the ones the
+README documents for ``--json``::
 
     {"run_id", "stack", "mode", "target", "started_at", "ended_at", "first_available_s",
      "last_available_s", "servers": [{"name", "os", "status", "restore_started_at",
@@ -16,6 +17,10 @@ ignore keys they do not know, so the form can grow without breaking older report
 Times are measured from the run's start: a server is *available* when all its critical checks have
 passed (``verified_at``); ``rto_achieved_s = verified_at - started_at``; the achieved RPO is the age of
 the restore point when the run started.
+
+Size: one module over 400 lines on purpose. It is the whole signed JSON contract: each record
+type keeps its fields, its ``to_dict`` and its ``from_dict`` together, so a key cannot be added to
+one without the other, and the run-wide figures derived from the records live beside them.
 """
 
 from __future__ import annotations
@@ -358,7 +363,7 @@ class RunSummary:
     first_available_s: float | None = None
     last_available_s: float | None = None
     notes: tuple[str, ...] = field(default=())
-    reconnection: tuple[SiteReconnection, ...] = field(default=())  # per site, drills only (issue 5)
+    reconnection: tuple[SiteReconnection, ...] = field(default=())  # per site, drills only
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -458,7 +463,7 @@ class RunSummary:
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes stored as ``summary.json`` and signed: deterministic for a given
-        summary (issue key order, 2-space indent, UTF-8, trailing newline)."""
+        summary (documented key order, 2-space indent, UTF-8, trailing newline)."""
         return (self.to_json(indent=2) + "\n").encode("utf-8")
 
     @classmethod

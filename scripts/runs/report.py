@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
 from drctl.runs.model import RunSummary, ServerResult, SiteReconnection, seconds_between
 
-TEMPLATE_DIR = Path(__file__).parent / "templates"
-TEMPLATE = "report.html.j2"
+TEMPLATE = "report.html.j2"  # package data of drctl.runs, under templates/
 
 # Timeline geometry (SVG user units; the SVG scales to the page width).
 LABEL_W = 170
@@ -286,7 +284,7 @@ def reconnection_rows(site: SiteReconnection) -> tuple[StepRow, ...]:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.PackageLoader("drctl.runs", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

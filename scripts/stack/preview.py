@@ -1,8 +1,8 @@
 """Offline preview: run the real Pulumi program (``stacks/__main__.py``) under the SDK's mock
 runtime with a stack's configuration, and record the resource graph the engine would receive.
 
-The Pulumi CLI and the OpenStack provider cannot run here (BRIEF section 1), so this is how the
-program, the golden snapshots and the policy pack are exercised. What the mocks stand in for:
+The Pulumi CLI and the OpenStack provider need a cloud and its credentials, so offline this is how
+the program, the golden snapshots and the policy pack are exercised. What the mocks stand in for:
 
 - every resource gets the id ``<name>-id`` and echoes its inputs as outputs;
 - ``openstack:networking/getNetwork:getNetwork`` returns ``ext-<name>-id`` for any name;

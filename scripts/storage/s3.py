@@ -1,19 +1,14 @@
-"""S3 backend (boto3): AWS S3, Flexible Engine OBS, Swift's s3api, SeaweedFS, MinIO...
+"""S3 backend: a repository's objects under ``prefix/`` in one bucket of any S3 store (AWS S3,
+Flexible Engine OBS, Swift's s3api, SeaweedFS, MinIO...).
 
-Endpoint and credentials come from the standard chain (``AWS_ENDPOINT_URL`` /
-``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE`` and the config files).
-``DRCTL_S3_ADDRESSING`` = ``path`` | ``virtual`` | ``auto`` picks the addressing style; when the
-endpoint is not AWS it defaults to ``path`` (what Swift, SeaweedFS and most private stores want).
-
-botocore errors are translated here, where they enter: missing object/bucket, access refused,
-and unavailable (network, timeouts, 5xx, throttling: the only ones the retry wrapper retries).
-botocore's own retries are off so that :mod:`drctl.storage.retry` holds the one retry budget.
+The client, its configuration and the translation of botocore errors are
+:mod:`drctl.storage.s3_client`; GETs on the restore's hot path go through
+:mod:`drctl.storage.s3_get`. Object Lock: retention on put, read back by :meth:`S3Storage.lock_support`
+to tell a store that enforces it from one that ignores it.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import os
 import uuid
@@ -21,189 +16,27 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import botocore.exceptions as bce
-from botocore.config import Config
 
-from drctl.storage.base import (
-    BucketMissing,
-    LockSupport,
-    ObjectInfo,
-    ObjectMissing,
-    StorageAccessDenied,
-    StorageError,
-    StorageUnavailable,
+from drctl.storage.base import LockSupport, ObjectInfo, StorageError
+from drctl.storage.s3_client import (
+    DENIED_CODES,
+    MISSING_KEY_CODES,
+    create_bucket,
+    error_code,
+    http_status,
+    make_client,
+    translate_error,
 )
 from drctl.storage.s3_get import lean_getter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_CONNECTIONS = 64  # parallel restore keeps this many GETs in flight
 LOCK_MODE_ENV = "DRCTL_S3_LOCK_MODE"  # COMPLIANCE (default) or GOVERNANCE
-ADDRESSING_ENV = "DRCTL_S3_ADDRESSING"
-
-_MISSING_KEY = {"NoSuchKey", "NotFound", "404"}
-_DENIED = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AllAccessDisabled",
-    "ExpiredToken",
-    "InvalidToken",
-    "InvalidClientTokenId",
-    "AccountProblem",
-    "403",
-    "401",
-}
-_TRANSIENT = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "RequestLimitExceeded",
-    "TooManyRequests",
-}
 
 
 class RetentionRejected(StorageError):
     """The store refused an object written with Object Lock retention."""
-
-
-def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
-    """Swift's s3api requires Content-MD5 on DeleteObjects; botocore >= 1.36 sends a CRC32
-    checksum instead. Adding the MD5 is harmless for stores that do not need it."""
-    body = params.get("body") or b""
-    if isinstance(body, str):
-        body = body.encode()
-    params["headers"]["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
-
-
-def _quiet_wire_loggers() -> None:
-    # botocore/urllib3 at DEBUG log request headers (Authorization signatures): `drctl -vv`
-    # must not put those in a log. Our own modules keep their verbosity.
-    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
-        lg = logging.getLogger(name)
-        if lg.getEffectiveLevel() < logging.INFO:
-            lg.setLevel(logging.INFO)
-
-
-def make_client(
-    *,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    addressing: str | None = None,
-    endpoint_url: str | None = None,
-    access_key_id: str | None = None,
-    secret_access_key: str | None = None,
-    region: str | None = None,
-) -> Any:
-    """A boto3 S3 client tuned for many parallel GETs. Endpoint, credentials and region come from
-    the standard chain unless given (tests talk to several servers from one process)."""
-    _quiet_wire_loggers()
-    session = boto3.session.Session(
-        aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key, region_name=region
-    )
-    explicit_endpoint = (
-        endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    )
-    style = (addressing or os.environ.get(ADDRESSING_ENV) or "").strip().lower() or None
-    if style not in (None, "path", "virtual", "auto"):
-        raise StorageError(f"{ADDRESSING_ENV}={style!r} is not one of path, virtual, auto")
-
-    def build(addressing_style: str) -> Any:
-        config = Config(
-            max_pool_connections=max_connections,
-            connect_timeout=5,
-            read_timeout=60,
-            tcp_keepalive=True,
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            # Checksums only where the API requires them: Swift's s3api and OBS do not know the
-            # new CRC trailers, and the repository authenticates every chunk itself.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            s3={"addressing_style": addressing_style},
-        )
-        client = session.client(
-            "s3",
-            region_name=session.region_name or "us-east-1",
-            config=config,
-            **({"endpoint_url": endpoint_url} if endpoint_url else {}),
-        )
-        client.meta.events.register("before-call.s3.DeleteObjects", _add_content_md5)
-        return client
-
-    if style is not None:
-        return build(style)
-    if explicit_endpoint:
-        return build("path")
-    client = build("auto")
-    # An endpoint from a config profile: not AWS -> path-style, like the env-var case.
-    if "amazonaws.com" not in (client.meta.endpoint_url or ""):
-        client = build("path")
-    return client
-
-
-def create_bucket(client: Any, bucket: str, *, object_lock: bool = False) -> None:
-    """Create ``bucket`` (with Object Lock enabled if asked); an existing one of ours is fine."""
-    kwargs: dict[str, Any] = {"Bucket": bucket}
-    if object_lock:
-        kwargs["ObjectLockEnabledForBucket"] = True
-    region = client.meta.region_name
-    if region and region != "us-east-1" and "amazonaws.com" in (client.meta.endpoint_url or ""):
-        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
-        client.create_bucket(**kwargs)
-    except bce.ClientError as e:
-        if _code(e) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            return
-        raise _translate(e, f"s3://{bucket}", client.meta.endpoint_url, bucket=bucket) from e
-    except bce.BotoCoreError as e:
-        raise _translate(e, f"s3://{bucket}", client.meta.endpoint_url, bucket=bucket) from e
-
-
-def _code(e: bce.ClientError) -> str:
-    return str(e.response.get("Error", {}).get("Code", ""))
-
-
-def _status(e: bce.ClientError) -> int:
-    return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-
-
-def _translate(
-    e: Exception, where: str, endpoint: str | None, *, bucket: str, key: str | None = None
-) -> StorageError:
-    """One botocore error -> the matching StorageError, with a message naming the object."""
-    at = f" at {endpoint}" if endpoint else ""
-    if isinstance(e, bce.ClientError):
-        code, status = _code(e), _status(e)
-        msg = e.response.get("Error", {}).get("Message", "") or code
-        if code == "NoSuchBucket":
-            return BucketMissing(
-                f"bucket {bucket!r} does not exist{at}: create the repository with `drctl repo init {where}`"
-            )
-        if key is not None and (code in _MISSING_KEY or status == 404):
-            return ObjectMissing(key, where)
-        if code in _DENIED or status in (401, 403):
-            return StorageAccessDenied(
-                f"{where}{at} refused access ({code}: {msg}): check the credentials "
-                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket policy"
-            )
-        if code in _TRANSIENT or status >= 500 or status == 429:
-            return StorageUnavailable(f"{where}{at} is unavailable ({code or status}: {msg}); retry later")
-        return StorageError(f"{where}{at} rejected the request ({code or status}: {msg})")
-    if isinstance(e, (bce.NoCredentialsError, bce.PartialCredentialsError)):
-        return StorageAccessDenied(
-            f"no usable S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(or AWS_PROFILE); for the local store, `source .state/local/env`"
-        )
-    if isinstance(e, (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError)):
-        return StorageUnavailable(
-            f"cannot reach the object store{at} for {where} ({type(e).__name__}): is the server up? "
-            "For the local store run `drctl local status`; otherwise check AWS_ENDPOINT_URL"
-        )
-    return StorageError(f"S3 request to {where}{at} failed: {e}")
 
 
 class S3Storage:
@@ -235,7 +68,7 @@ class S3Storage:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _err(self, e: Exception, key: str | None = None) -> StorageError:
-        return _translate(e, self.describe(), self.endpoint, bucket=self.bucket, key=key)
+        return translate_error(e, self.describe(), self.endpoint, bucket=self.bucket, key=key)
 
     def _check_bucket(self) -> None:
         """A bare 404 (HEAD has no body) does not say whether the bucket or the key is missing."""
@@ -244,8 +77,8 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except bce.ClientError as e:
-            if _status(e) == 404 or _code(e) in ("NoSuchBucket", "404", "NotFound"):
-                raise _translate(
+            if http_status(e) == 404 or error_code(e) in ("NoSuchBucket", "404", "NotFound"):
+                raise translate_error(
                     bce.ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket"),
                     self.describe(),
                     self.endpoint,
@@ -289,10 +122,10 @@ class S3Storage:
         try:
             self.client.put_object(**kwargs)
         except bce.ClientError as e:
-            if retain_until is not None and _code(e) in ("InvalidRequest", "InvalidArgument"):
+            if retain_until is not None and error_code(e) in ("InvalidRequest", "InvalidArgument"):
                 raise RetentionRejected(
                     f"{self.describe()} refused {key!r} with Object Lock retention "
-                    f"({_code(e)}: {e.response.get('Error', {}).get('Message', '')}): the bucket has "
+                    f"({error_code(e)}: {e.response.get('Error', {}).get('Message', '')}): the bucket has "
                     "no Object Lock; recreate it with Object Lock or back up without retention"
                 ) from e
             raise self._err(e) from e
@@ -304,7 +137,7 @@ class S3Storage:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except bce.ClientError as e:
-            if _status(e) == 404 or _code(e) in _MISSING_KEY:
+            if http_status(e) == 404 or error_code(e) in MISSING_KEY_CODES:
                 self._check_bucket()
                 return False
             raise self._err(e) from e
@@ -330,7 +163,9 @@ class S3Storage:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except bce.ClientError as e:
-            if _code(e) in ("NoSuchKey", "NotFound") or (_status(e) == 404 and _code(e) != "NoSuchBucket"):
+            if error_code(e) in ("NoSuchKey", "NotFound") or (
+                http_status(e) == 404 and error_code(e) != "NoSuchBucket"
+            ):
                 return
             raise self._err(e) from e
         except bce.BotoCoreError as e:
@@ -371,10 +206,10 @@ class S3Storage:
                 ObjectLockRetainUntilDate=until,
             )
         except bce.ClientError as e:
-            if _code(e) in ("InvalidRequest", "InvalidArgument", "NotImplemented"):
+            if error_code(e) in ("InvalidRequest", "InvalidArgument", "NotImplemented"):
                 return LockSupport(
                     False,
-                    f"{where}: the store refused Object Lock retention ({_code(e)}): "
+                    f"{where}: the store refused Object Lock retention ({error_code(e)}): "
                     "the bucket was not created with Object Lock",
                 )
             raise self._err(e) from e
@@ -404,7 +239,7 @@ class S3Storage:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
         except bce.ClientError as e:
-            if _code(e) in _DENIED or _status(e) == 403:
+            if error_code(e) in DENIED_CODES or http_status(e) == 403:
                 # The locked version stays until `until` (60 s); the key only holds the probe.
                 self.client.delete_object(Bucket=self.bucket, Key=key)  # a delete marker hides it
                 return LockSupport(
@@ -426,7 +261,7 @@ class S3Storage:
                 Bucket=self.bucket, Key=self._key(key), Retention={"Mode": mode, "RetainUntilDate": until}
             )
         except bce.ClientError as e:
-            if _code(e) in _DENIED or _status(e) == 403:
+            if error_code(e) in DENIED_CODES or http_status(e) == 403:
                 # Stores refuse to shorten a retention: fine when the object is kept longer already.
                 current = self._retained_until(key)
                 if current is not None and current >= until:

@@ -20,7 +20,8 @@ from drctl.demo.images.builder import build_demo_images, default_images_dir
 from drctl.plan.load import load_plan
 from drctl.repo.backup import backup_disk
 from drctl.repo.repository import init_repository
-from drctl.storage.s3 import S3Storage, create_bucket
+from drctl.storage.s3 import S3Storage
+from drctl.storage.s3_client import create_bucket
 from tests.conftest import demo_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""The drill's network and user reconnection (issue 5): drctl.activation.reconnection.check_sites with the
+"""The drill's network and user reconnection: drctl.activation.reconnection.check_sites with the
 demo stack's real config and PSK, the real NCA lab (strongSwan, dnsmasq) attached to a namespace
 standing in for the sandbox: a bridge holding paris/lan's gateway 192.168.10.1/24, and a "guest"
 namespace at app01's production address 192.168.10.30 serving its page on 8080.

@@ -55,7 +55,7 @@ def renderable_sites() -> list[tuple[str, str]]:
             try:
                 render_bundle(plan, site.name, PSK, ENDPOINT)
             except NcaRenderError:
-                continue  # refused plans are covered by test_nca_render
+                continue  # refused plans are covered by tests/nca/test_render.py
             out.append((client, site.name))
     return out
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import drctl.repo.restore as restore_mod
+import drctl.repo.restore_pipeline as pipeline
 from drctl.repo.backup import backup_disk
 from drctl.repo.errors import ChunkMissing
 from drctl.repo.manifest import chunk_key
@@ -62,8 +62,8 @@ def image_with_repeats(path: Path) -> Path:
 
 @pytest.fixture
 def small_window(monkeypatch):
-    monkeypatch.setattr(restore_mod, "INFLIGHT_BUDGET", 2 * CS)  # window of 2 chunks
-    assert restore_mod.window_size(16, CS) == 2
+    monkeypatch.setattr(pipeline, "INFLIGHT_BUDGET", 2 * CS)  # window of 2 chunks
+    assert pipeline.window_size(16, CS) == 2
 
 
 def run_with_deadline(fn, seconds: float = 60):

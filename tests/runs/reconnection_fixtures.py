@@ -1,5 +1,5 @@
 """Reconnection results built by hand for the model and report tests (no code under test computes
-them): the demo firm's site paris, tested 6 min 45 s into the run of test_report_fixtures.
+them): the demo firm's site paris, tested 6 min 45 s into the run of tests/runs/fixtures.py.
 
 ok:      every lab step passed; the workstation got 192.168.20.100 and app01's page through the
          tunnel; the steps add up to 14.25 s.

@@ -1,4 +1,4 @@
-"""RunSummary <-> JSON: the issue's --json shape, ISO-8601 UTC times, derived figures."""
+"""RunSummary <-> JSON: the documented --json shape, ISO-8601 UTC times, derived figures."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from drctl.runs.model import (
 )
 from tests.runs.fixtures import T0, at, demo_summary
 
-ISSUE_TOP_KEYS = [
+SUMMARY_TOP_KEYS = [
     "run_id",
     "stack",
     "mode",
@@ -29,7 +29,7 @@ ISSUE_TOP_KEYS = [
     "last_available_s",
     "servers",
 ]
-ISSUE_SERVER_KEYS = [
+SUMMARY_SERVER_KEYS = [
     "name",
     "os",
     "status",
@@ -45,11 +45,11 @@ ISSUE_SERVER_KEYS = [
 ]
 
 
-def test_json_starts_with_the_issue_keys_in_order_and_uses_utc_z_times():
+def test_json_starts_with_the_documented_keys_in_order_and_uses_utc_z_times():
     doc = json.loads(demo_summary().to_json())
-    assert list(doc)[: len(ISSUE_TOP_KEYS)] == ISSUE_TOP_KEYS
+    assert list(doc)[: len(SUMMARY_TOP_KEYS)] == SUMMARY_TOP_KEYS
     for server in doc["servers"]:
-        assert list(server)[: len(ISSUE_SERVER_KEYS)] == ISSUE_SERVER_KEYS
+        assert list(server)[: len(SUMMARY_SERVER_KEYS)] == SUMMARY_SERVER_KEYS
         for c in server["checks"]:
             assert list(c)[:3] == ["check", "ok", "detail"]
     assert doc["started_at"] == "2026-02-03T17:01:00Z"
@@ -160,7 +160,7 @@ def test_check_result_round_trip_and_run_ids_sort_by_time():
     assert r1 < r2 and r1.startswith("20260101T000000Z-")
 
 
-# --- network and user reconnection (issue 5) ---------------------------------------------------
+# --- network and user reconnection ---------------------------------------------------------------
 
 
 def test_reconnection_is_an_extra_key_and_round_trips():
@@ -168,7 +168,7 @@ def test_reconnection_is_an_extra_key_and_round_trips():
 
     s = replace(demo_summary(), reconnection=(paris_ok(), lyon_skipped()))
     doc = json.loads(s.to_json())
-    assert list(doc)[: len(ISSUE_TOP_KEYS)] == ISSUE_TOP_KEYS  # the issue's keys stay first
+    assert list(doc)[: len(SUMMARY_TOP_KEYS)] == SUMMARY_TOP_KEYS  # the documented keys stay first
     paris, lyon = doc["reconnection"]
     assert list(paris)[:3] == ["site", "status", "ok"]
     assert (paris["site"], paris["status"], paris["ok"], paris["target"]) == ("paris", "ok", True, "app01")

@@ -297,7 +297,7 @@ def test_a_run_where_no_server_came_up_shows_dashes_not_numbers():
     assert ids["count-not-started"] == "1" and ids["count-ok"] == "0"
 
 
-# --- network and user reconnection (issue 5) -----------------------------------------------------
+# --- network and user reconnection ---------------------------------------------------------------
 
 
 def test_reconnection_section_per_site_and_in_the_summary():

@@ -1,4 +1,4 @@
-"""Stack settings: Pulumi.yaml declarations, parsing, flavor choice, scope and config errors."""
+"""Stack settings and stack files: Pulumi.yaml declarations, parsing, flavor choice, scope, config errors."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from drctl.plan.load import PlanInvalid
 from drctl.plan.model import Server
-from drctl.stack.config import (
+from drctl.stack.config import load_stack
+from drctl.stack.settings import (
     SECRET_SETTINGS,
     SETTING_TYPES,
     Flavor,
     StackConfigInvalid,
     check_settings,
     choose_flavor,
-    load_stack,
     parse_settings,
 )
 
@@ -109,3 +110,19 @@ def test_every_shipped_stack_has_a_flavor_for_every_server():
         cfg = load_stack(stack)
         for server in cfg.plan.servers:
             choose_flavor(server, cfg.settings.flavors)
+
+
+def test_a_stack_whose_plan_breaks_the_schema_is_refused_naming_the_field(tmp_path):
+    """The stack loader always runs the plan's schema and semantic checks: the Pulumi program and
+    every stack command see the same verdict as ``drctl validate``, never an unchecked plan."""
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "recovery_plans").mkdir()
+    for name in ("Pulumi.yaml", "stacks/Pulumi.demo.yaml", "stacks/demo.passphrase"):
+        (tmp_path / name).write_bytes((REPO_ROOT / name).read_bytes())
+    plan = yaml.safe_load((REPO_ROOT / "recovery_plans/demo.yaml").read_text())
+    plan["servers"][0]["class"] = "gold"
+    (tmp_path / "recovery_plans/demo.yaml").write_text(yaml.safe_dump(plan))
+    with pytest.raises(PlanInvalid) as e:
+        load_stack("demo", tmp_path)
+    assert str(tmp_path / "recovery_plans/demo.yaml") in str(e.value)
+    assert "servers[0].class" in str(e.value)

@@ -144,7 +144,6 @@ def test_no_secret_reaches_the_json_output(failover, cfg):
 
 
 def test_nca_bundle_is_a_secret_stack_output(nominal, cfg):
-    pytest.importorskip("drctl.nca.render")
     bundles = nominal.outputs["nca_bundles"]
     assert is_secret(bundles)
     files = bundles["value"]["paris"]

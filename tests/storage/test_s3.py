@@ -12,7 +12,8 @@ import pytest
 from drctl.errors import EXIT_REPO_MISSING, EXIT_STORAGE
 from drctl.storage import BucketMissing, StorageAccessDenied, StorageUnavailable, open_storage
 from drctl.storage.retry import RetryingStorage
-from drctl.storage.s3 import RetentionRejected, S3Storage, make_client
+from drctl.storage.s3 import RetentionRejected, S3Storage
+from drctl.storage.s3_client import make_client
 from tests.conftest import S3Server, swift_request
 
 pytestmark = pytest.mark.integration

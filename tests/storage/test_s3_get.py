@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from drctl.storage.s3 import make_client
+from drctl.storage.s3_client import make_client
 from drctl.storage.s3_get import _client_error, lean_getter
 
 

@@ -1,0 +1,192 @@
+"""A stack's settings, typed: what ``Pulumi.yaml`` declares and a stack file or ``pulumi.Config`` holds.
+
+:func:`parse_settings` turns config values (key without the ``flexible-recovery:`` prefix -> value)
+into a :class:`StackSettings`; the Pulumi program calls it with what ``pulumi.Config`` returns and
+:func:`drctl.stack.config.load_stack` with what it read from the stack file, so both see the same
+model. :func:`check_settings` is the cross-check between a stack and its plan (scope, flavors).
+Pure: no file, no secret, no engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from drctl.errors import InvalidInput
+from drctl.paths import PROJECT
+from drctl.plan.model import Plan, Server
+
+# The typed keys of Pulumi.yaml's ``config:`` (a test keeps both in step). "object" keys carry no
+# type in Pulumi.yaml: the project file format only types string/integer/boolean/array.
+SETTING_TYPES: dict[str, str] = {
+    "plan": "string",
+    "region": "string",
+    "external_network": "string",
+    "flavor_map": "object",
+    "failover": "boolean",
+    "activation": "object",
+    "vpn_psks": "object",
+    "admin_ssh_public_key": "string",
+    "boot_volume_type": "string",
+    "backup_repository": "string",
+    "report_location": "string",
+}
+SECRET_SETTINGS = frozenset({"vpn_psks"})
+
+
+class StackConfigInvalid(InvalidInput):
+    """The stack configuration is invalid."""
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """One entry of ``flavor_map``: a cloud flavor and its size."""
+
+    name: str
+    vcpus: int
+    ram_mb: int
+
+
+@dataclass(frozen=True)
+class Activation:
+    """The ``activation`` block: which servers a failover restores, from which images."""
+
+    servers: tuple[str, ...] | None = None  # None: the plan's default scope (dr + backup-tested)
+    images: Mapping[str, str] = field(default_factory=dict)  # server -> image of its boot disk
+    data_images: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # server -> disk -> image
+    restore_point: str = ""
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Every non-secret setting of a stack, typed."""
+
+    plan: str
+    region: str = "RegionOne"
+    external_network: str = "public"
+    flavors: tuple[Flavor, ...] = ()
+    failover: bool = False
+    activation: Activation = field(default_factory=Activation)
+    admin_ssh_public_key: str = ""
+    boot_volume_type: str = ""
+    backup_repository: str = ""  # empty: s3://<client>-backups/repo (the BackupVault's container)
+    report_location: str = ""  # empty: s3://<client>-reports (the BackupVault's report container)
+
+    def repository_url(self, plan: Plan) -> str:
+        """Where the client's encrypted backups are: the vault's backup container by default."""
+        return self.backup_repository or f"s3://{plan.client.id}-backups/repo"
+
+    def reports_url(self, plan: Plan) -> str:
+        return self.report_location or f"s3://{plan.client.id}-reports"
+
+    def scope(self, plan: Plan) -> tuple[str, ...]:
+        """The servers a failover restores, in plan order."""
+        wanted = self.activation.servers
+        if wanted is None:
+            return plan.default_scope()
+        return tuple(s.name for s in plan.servers if s.name in set(wanted))
+
+
+def choose_flavor(server: Server, flavors: Sequence[Flavor]) -> Flavor:
+    """The smallest flavor (RAM first, then vCPUs) that fits the server's plan flavor."""
+    fitting = [f for f in flavors if f.vcpus >= server.vcpus and f.ram_mb >= server.ram_mb]
+    if not fitting:
+        raise StackConfigInvalid(
+            f"flavor_map: no flavor fits server {server.name} ({server.vcpus} vCPU, {server.ram_mb} MB); "
+            "add a flavor at least that large to the stack's flavor_map"
+        )
+    return min(fitting, key=lambda f: (f.ram_mb, f.vcpus, f.name))
+
+
+def _decode(key: str, kind: str, value: Any, where: str) -> Any:
+    """Pulumi hands config to programs as strings (objects JSON-encoded); files hold YAML values."""
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+        raise StackConfigInvalid(f"{where}: {PROJECT}:{key}: expected true or false, got {value!r}")
+    if kind == "object" and isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise StackConfigInvalid(f"{where}: {PROJECT}:{key}: not a valid object ({e})") from e
+    if kind == "string" and not isinstance(value, str):
+        raise StackConfigInvalid(f"{where}: {PROJECT}:{key}: expected a string, got {value!r}")
+    return value
+
+
+def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") -> StackSettings:
+    """Typed settings from config values (keys without the ``flexible-recovery:`` prefix).
+
+    Missing optional keys take the defaults of ``Pulumi.yaml``; ``where`` names the source in errors."""
+    v = {
+        k: _decode(k, SETTING_TYPES[k], x, where)
+        for k, x in values.items()
+        if k in SETTING_TYPES and x is not None
+    }
+    if not v.get("plan"):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:plan is required (the client's recovery plan, "
+            "e.g. recovery_plans/<client>.yaml)"
+        )
+    flavors = []
+    for i, f in enumerate(v.get("flavor_map") or []):
+        try:
+            flavors.append(Flavor(name=str(f["name"]), vcpus=int(f["vcpus"]), ram_mb=int(f["ram_mb"])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise StackConfigInvalid(
+                f"{where}: {PROJECT}:flavor_map[{i}]: each entry needs name, vcpus and ram_mb"
+            ) from e
+    act = v.get("activation") or {}
+    if not isinstance(act, dict):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:activation: expected an object "
+            "{servers: [...], images: {server: image id}, restore_point: ...}"
+        )
+    servers = act.get("servers")
+    images = act.get("images") or {}
+    if servers is not None and not (isinstance(servers, list) and all(isinstance(s, str) for s in servers)):
+        raise StackConfigInvalid(f"{where}: {PROJECT}:activation.servers: expected a list of server names")
+    if not isinstance(images, dict):
+        raise StackConfigInvalid(f"{where}: {PROJECT}:activation.images: expected server: image id pairs")
+    data_images = act.get("data_images") or {}
+    if not (isinstance(data_images, dict) and all(isinstance(d, dict) for d in data_images.values())):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:activation.data_images: expected "
+            "{server: {disk: image id}} (the images of the servers' non-boot disks)"
+        )
+    activation = Activation(
+        # An empty list means "not chosen": the default scope, like an absent one.
+        servers=tuple(servers) if servers else None,
+        images={str(k): str(x) for k, x in images.items()},
+        data_images={str(k): {str(d): str(i) for d, i in v.items()} for k, v in data_images.items()},
+        restore_point=str(act.get("restore_point") or ""),
+    )
+    return StackSettings(
+        plan=v["plan"],
+        region=v.get("region") or "RegionOne",
+        external_network=v.get("external_network") or "public",
+        flavors=tuple(flavors),
+        failover=bool(v.get("failover", False)),
+        activation=activation,
+        admin_ssh_public_key=v.get("admin_ssh_public_key") or "",
+        boot_volume_type=v.get("boot_volume_type") or "",
+        backup_repository=v.get("backup_repository") or "",
+        report_location=v.get("report_location") or "",
+    )
+
+
+def check_settings(settings: StackSettings, plan: Plan, *, where: str) -> None:
+    """Cross-checks between a stack and its plan that do not need the engine."""
+    names = {s.name for s in plan.servers}
+    unknown = [s for s in (settings.activation.servers or ()) if s not in names]
+    if unknown:
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:activation.servers: unknown server(s) "
+            f"{', '.join(unknown)}; the plan has {', '.join(sorted(names))}"
+        )
+    for name in settings.scope(plan):
+        choose_flavor(plan.server(name), settings.flavors)
