@@ -443,6 +443,7 @@ class NcaLab:
         assert self.ns is not None
         site = self.ns.name("site")
         bundle_dir = self.ns.run_dir / "bundle"
+        pid_file = self.ns.run_dir / "dnsmasq.pid"
         proc = self.ns.start(
             "dnsmasq",
             site,
@@ -451,7 +452,7 @@ class NcaLab:
                 "--keep-in-foreground",
                 "-C",
                 str(bundle_dir / "dnsmasq.conf"),
-                f"--pid-file={self.ns.run_dir / 'dnsmasq.pid'}",
+                f"--pid-file={pid_file}",
                 f"--dhcp-leasefile={self.ns.run_dir / 'dnsmasq.leases'}",
                 "--user=root",
                 "--group=root",
@@ -461,7 +462,7 @@ class NcaLab:
             ],
         )
         _wait_for(
-            lambda: (self.ns.run_dir / "dnsmasq.pid").exists() or proc.popen.poll() is not None,
+            lambda: pid_file.exists() or proc.popen.poll() is not None,
             10,
             "dnsmasq did not start",
         )
@@ -573,7 +574,8 @@ class NcaLab:
             raise LabError(f"lease {ip} is in no users subnet of site {self.site_name}")
         lo, hi = ipaddress.ip_address(net.dhcp.start), ipaddress.ip_address(net.dhcp.end)
         problems = []
-        if not lo <= ip <= hi:
+        # One address family (the lease is inside the subnet, as is its range): integers order them.
+        if not int(lo) <= int(ip) <= int(hi):
             problems.append(f"address {ip} outside the range {lo}-{hi}")
         if lease["router"] != [net.gateway]:
             problems.append(f"router {lease['router']} instead of [{net.gateway}]")

@@ -180,9 +180,10 @@ def _check_user_net(sn: Subnet, where: str, problems: list[str]) -> UserNet | No
     if len(problems) > bad:
         return None
     assert gw is not None and start is not None and end is not None
-    if start > end:
+    # One address family (each is inside net), so their integers order them.
+    if int(start) > int(end):
         problems.append(f"{where}.dhcp: start {start} is after end {end}; swap them")
-    elif start <= gw <= end:
+    elif int(start) <= int(gw) <= int(end):
         problems.append(
             f"{where}.dhcp: the gateway {gw} (the NCA itself) is inside the DHCP "
             f"range {start}-{end}; move the range or the gateway"
@@ -206,7 +207,7 @@ def _network_model(
 ) -> tuple[list[UserNet], list[str]]:
     rec = plan.recovery_subnets()
     rec_refs = {sn.ref for sn in rec}
-    servers_on = {}
+    servers_on: dict[str, list[str]] = {}
     for server in plan.servers:
         for nic in server.nics:
             servers_on.setdefault(nic.subnet, []).append(server.name)
