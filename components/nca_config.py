@@ -7,19 +7,13 @@ feeds it the PSK and the VPN endpoint once the engine knows them, and keeps the 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import pulumi
 
+from drctl.nca.render import render_bundle
 from drctl.plan.model import Plan
 
-try:  # the renderer lands with the NCA issue; until then the component exports nothing
-    from drctl.nca.render import render_bundle
-except ImportError:  # pragma: no cover - exercised only before drctl.nca.render exists
-    render_bundle = None
-
-log = logging.getLogger(__name__)
 TYPE = "flexrecovery:index:NcaConfig"
 
 
@@ -32,20 +26,14 @@ class NcaConfigArgs:
 
 
 class NcaConfig(pulumi.ComponentResource):
-    """``files`` is a secret Output of {filename: content}, or None when no renderer is installed."""
+    """``files`` is a secret Output of {filename: content}."""
 
     def __init__(self, name: str, args: NcaConfigArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(TYPE, name, None, opts)
-        self.files: pulumi.Output[dict[str, str]] | None = None
-        if render_bundle is None:
-            log.warning(
-                "drctl.nca.render is not installed: NCA bundle of site %s not rendered", args.site_name
+        plan, site = args.plan, args.site_name
+        self.files: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
+            pulumi.Output.all(args.psk, args.vpn_endpoint_address).apply(
+                lambda v: render_bundle(plan, site, v[0], v[1])
             )
-        else:
-            plan, site = args.plan, args.site_name
-            self.files = pulumi.Output.secret(
-                pulumi.Output.all(args.psk, args.vpn_endpoint_address).apply(
-                    lambda v: render_bundle(plan, site, v[0], v[1])
-                )
-            )
-        self.register_outputs({"files": self.files} if self.files is not None else {})
+        )
+        self.register_outputs({"files": self.files})
