@@ -181,7 +181,7 @@ def _tail(path: Path, lines: int = 5) -> str:
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float,
     what: str,
     *,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
 from drctl.activation.guards import ActivationLock, authorised_contact, check_window, confirm_disaster
@@ -121,7 +122,7 @@ class Activation:
         state_dir: Path,
         on_event: EventFn | None = None,
         project_dir: Path | None = None,
-        target_factory: Callable[..., object] | None = None,
+        target_factory: Callable[..., tuple[Any, Callable[[], None]]] | None = None,
     ) -> None:
         self.req, self.password, self.state_dir = req, password, Path(state_dir)
         self.emit = on_event or (lambda kind, data: None)

@@ -72,6 +72,7 @@ def paths(site: Site) -> tuple[BgpPath, ...]:
 
 
 def _problems(plan: Plan, site: Site, chosen: tuple[BgpPath, ...], router_id: str) -> list[str]:
+    assert site.mpls is not None
     where = f"sites.{site.name}.mpls"
     problems = []
     seen: dict[str, str] = {}

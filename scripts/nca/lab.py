@@ -407,6 +407,7 @@ class NcaLab:
         assert self.ns is not None
         site = lab_netns(self.ns.name("site"))
         bundle_dir = self.ns.run_dir / "bundle"
+        pid_file = self.ns.run_dir / "dnsmasq.pid"
         proc = self.ns.start(
             "dnsmasq",
             site,
@@ -415,7 +416,7 @@ class NcaLab:
                 "--keep-in-foreground",
                 "-C",
                 str(bundle_dir / "dnsmasq.conf"),
-                f"--pid-file={self.ns.run_dir / 'dnsmasq.pid'}",
+                f"--pid-file={pid_file}",
                 f"--dhcp-leasefile={self.ns.run_dir / 'dnsmasq.leases'}",
                 "--user=root",
                 "--group=root",
@@ -548,7 +549,8 @@ class NcaLab:
             raise LabError(f"lease {ip} is in no users subnet of site {self.site_name}")
         lo, hi = ipaddress.ip_address(net.dhcp.start), ipaddress.ip_address(net.dhcp.end)
         problems = []
-        if not lo <= ip <= hi:
+        # One address family (the lease is inside the subnet, as is its range): integers order them.
+        if not int(lo) <= int(ip) <= int(hi):
             problems.append(f"address {ip} outside the range {lo}-{hi}")
         if lease["router"] != [net.gateway]:
             problems.append(f"router {lease['router']} instead of [{net.gateway}]")

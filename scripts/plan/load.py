@@ -148,7 +148,7 @@ def _schema_problems_of(e: jsonschema.ValidationError) -> list[tuple[str, str]]:
             hint = f"did you mean {close[0]}?" if close else f"allowed: {', '.join(allowed)}"
             out.append((field_path([*path, key]), f"unknown field ({hint})"))
         return out
-    if e.validator == "required":
+    if e.validator == "required" and isinstance(e.validator_value, list):
         missing = next(
             (k for k in e.validator_value if isinstance(e.instance, dict) and k not in e.instance), None
         )

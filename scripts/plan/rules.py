@@ -341,7 +341,8 @@ def _check_dependencies(servers: list[tuple[int, dict]]) -> Iterator[tuple[str, 
     for i, s in servers:
         name = s.get("name")
         boot = _sub(s, "boot")
-        deps = boot.get("depends_on") if isinstance(boot.get("depends_on"), list) else []
+        raw_deps = boot.get("depends_on")
+        deps: list[Any] = raw_deps if isinstance(raw_deps, list) else []
         group = boot.get("group", 1)
         for d in deps:
             if not isinstance(d, str):

@@ -103,6 +103,7 @@ class _Uploader:
             return cid, 0
         try:
             if extend:
+                assert self.retain_until is not None  # reused chunks exist only with a retention
                 self.repo.extend_chunk_retention(cid, self.retain_until)
                 with self.claim_lock:
                     self.extended += 1
@@ -164,18 +165,22 @@ def backup_disk(
                     continue
                 slots.acquire()
                 fut = pool.submit(up.process, data)
-                n = len(data)
-                fut.add_done_callback(lambda f, n=n: (slots.release(), progress.advance(n)))
+
+                def chunk_done(_: Future[tuple[bytes, int]], n: int = len(data)) -> None:
+                    slots.release()
+                    progress.advance(n)
+
+                fut.add_done_callback(chunk_done)
                 entries.append(fut)
                 if up.failed.is_set():
                     break  # the error is raised below from its future
             ids: list[bytes | None] = []
             new_chunks = uploaded = 0
-            for fut in entries:
-                if fut is None:
+            for entry in entries:
+                if entry is None:
                     ids.append(None)
                     continue
-                cid, nbytes = fut.result()
+                cid, nbytes = entry.result()
                 ids.append(cid)
                 if nbytes:
                     new_chunks += 1

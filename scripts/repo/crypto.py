@@ -145,7 +145,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def _chunk_ad(header: bytes, repo_id: bytes, cid: bytes) -> bytes:
+def _chunk_ad(header: bytes | bytearray | memoryview, repo_id: bytes, cid: bytes) -> bytes:
     return CHUNK_AD_DOMAIN + header + repo_id + cid
 
 
@@ -165,7 +165,7 @@ def open_chunk(
     keys: MasterKeys,
     repo_id: bytes,
     cid: bytes,
-    blob: bytes,
+    blob: bytes | bytearray | memoryview,
     expected_len: int,
     key: str,
     *,
@@ -217,7 +217,9 @@ def seal_manifest(keys: MasterKeys, repo_id: bytes, point_id: str, doc: dict[str
     return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, ad)
 
 
-def open_manifest(keys: MasterKeys, repo_id: bytes, point_id: str, blob: bytes, key: str) -> dict[str, Any]:
+def open_manifest(
+    keys: MasterKeys, repo_id: bytes, point_id: str, blob: bytes | bytearray, key: str
+) -> dict[str, Any]:
     """Authenticate and decode one manifest object; the JSON document."""
     if len(blob) < MANIFEST_HEADER_LEN + NONCE_LEN + TAG_LEN or not blob.startswith(MANIFEST_MAGIC):
         raise ManifestCorrupt(key, "not a drctl manifest or truncated")

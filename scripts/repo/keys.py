@@ -71,7 +71,7 @@ def seal_slot(
     return json.dumps(doc, indent=1).encode()
 
 
-def _parse(key_id: str, blob: bytes) -> dict[str, Any]:
+def _parse(key_id: str, blob: bytes | bytearray) -> dict[str, Any]:
     try:
         doc = json.loads(blob)
         if not isinstance(doc, dict) or doc.get("version") != 1:
@@ -93,7 +93,7 @@ def _parse(key_id: str, blob: bytes) -> dict[str, Any]:
         ) from e
 
 
-def slot_info(key_id: str, blob: bytes) -> KeySlotInfo:
+def slot_info(key_id: str, blob: bytes | bytearray) -> KeySlotInfo:
     doc = _parse(key_id, blob)
     kdf = doc["kdf"]
     return KeySlotInfo(
@@ -105,7 +105,7 @@ def slot_info(key_id: str, blob: bytes) -> KeySlotInfo:
     )
 
 
-def open_slot(repo_id: bytes, key_id: str, blob: bytes, password: bytes) -> MasterKeys | None:
+def open_slot(repo_id: bytes, key_id: str, blob: bytes | bytearray, password: bytes) -> MasterKeys | None:
     """The master keys if ``password`` opens this slot, else None (wrong password or a tampered
     slot: AES-GCM cannot tell them apart). Raises KeyFileCorrupt if the file is not a slot at all."""
     doc = _parse(key_id, blob)

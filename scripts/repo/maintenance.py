@@ -128,6 +128,16 @@ def _rules(policy: KeepPolicy) -> list[tuple[int, Callable[[datetime], object]]]
     ]
 
 
+@dataclass
+class _RuleWalk:
+    """One keep rule while walking a group newest to oldest: how many points it may still keep,
+    its bucket function and the bucket of the last point it kept."""
+
+    left: int
+    bucket: Callable[[datetime], object]
+    last: object = None
+
+
 def plan_forget(
     points: Sequence[Manifest], policy: KeepPolicy, server: str | None = None
 ) -> tuple[list[Manifest], list[Manifest]]:
@@ -148,14 +158,13 @@ def plan_forget(
             groups.setdefault((p.server, p.disk), []).append(p)
     for group in groups.values():
         group.sort(key=lambda p: p.created, reverse=True)
-        rules = [[n, bucket, None] for n, bucket in _rules(policy) if n > 0]
+        rules = [_RuleWalk(n, bucket) for n, bucket in _rules(policy) if n > 0]
         for i, p in enumerate(group):
             keep = i == 0
             for rule in rules:
-                n, bucket, last = rule
-                b = bucket(p.created)
-                if n > 0 and b != last:
-                    rule[0], rule[2] = n - 1, b
+                b = rule.bucket(p.created)
+                if rule.left > 0 and b != rule.last:
+                    rule.left, rule.last = rule.left - 1, b
                     keep = True
             (kept if keep else removed).append(p)
     return kept, removed

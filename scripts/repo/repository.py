@@ -130,14 +130,16 @@ class Repository:
         except ObjectMissing as e:
             raise ChunkMissing(cid.hex(), key) from e
 
-    def fetch_chunk(self, cid: bytes) -> bytes:
+    def fetch_chunk(self, cid: bytes) -> bytes | bytearray:
         key = chunk_key(cid)
         try:
             return self.storage.get(key)
         except ObjectMissing as e:
             raise ChunkMissing(cid.hex(), key) from e
 
-    def open_chunk(self, cid: bytes, blob: bytes, length: int, *, verify_id: bool = True) -> bytes:
+    def open_chunk(
+        self, cid: bytes, blob: bytes | bytearray | memoryview, length: int, *, verify_id: bool = True
+    ) -> bytes:
         return crypto.open_chunk(
             self.keys, self.repo_id, cid, blob, length, chunk_key(cid), verify_id=verify_id
         )

@@ -204,7 +204,7 @@ def fetch_all(
     downloads = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="restore-get")
     decoders = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="restore-dec")
 
-    def decode(cid: bytes, idxs: list[int], blob: bytes) -> None:
+    def decode(cid: bytes, idxs: list[int], blob: bytes | bytearray) -> None:
         try:
             if w.error is not None:
                 w.window.release()

@@ -417,8 +417,8 @@ class RunSummary:
             else replace(s, rto_achieved_s=seconds_between(self.started_at, s.verified_at))
             for s in self.servers
         )
-        times = [seconds_between(self.started_at, s.verified_at) for s in servers if s.available]
-        times = [t for t in times if t is not None]
+        known = [seconds_between(self.started_at, s.verified_at) for s in servers if s.available]
+        times = [t for t in known if t is not None]
         return replace(
             self,
             servers=servers,

@@ -27,6 +27,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from drctl.errors import EXIT_INTEGRITY, DrctlError, InvalidInput, LocalIOError
 
@@ -135,6 +136,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
         data = path.read_bytes()
     except OSError as e:
         raise LocalIOError(f"cannot read the report-verification key {path}: {e}") from e
+    pub: PublicKeyTypes
     try:
         if b"PRIVATE KEY" in data:
             pub = load_private_key(path).public_key()

@@ -227,7 +227,9 @@ def _dump_stack_document(path: Path, doc: dict[str, Any]) -> None:
             if not line.startswith("#"):
                 break
             header.append(line)
-    ordered = {k: doc[k] for k in ("secretsprovider", "encryptedkey", "encryptionsalt") if k in doc}
+    ordered: dict[str, Any] = {
+        k: doc[k] for k in ("secretsprovider", "encryptedkey", "encryptionsalt") if k in doc
+    }
     ordered.update({k: v for k, v in doc.items() if k not in ordered})
     body = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False, width=100)
     tmp = path.with_name(path.name + ".tmp")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from pulumi_policy import (
     PolicyCustomTimeouts,
     PolicyResource,
     PolicyResourceOptions,
+    ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     StackValidationArgs,
@@ -44,12 +45,18 @@ STACK_TYPE = "pulumi:pulumi:Stack"
 class GraphResource(Protocol):
     """What the runner reads of a preview resource (``drctl.stack.preview.PreviewResource``)."""
 
-    type: str
-    name: str
-    inputs: Mapping[str, Any]
-    parent: str | None
-    depends_on: Sequence[str]
-    protect: bool
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def inputs(self) -> Mapping[str, Any]: ...
+    @property
+    def parent(self) -> str | None: ...
+    @property
+    def depends_on(self) -> Sequence[str]: ...
+    @property
+    def protect(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,9 @@ def _props(r: GraphResource) -> Mapping[str, Any]:
     return unknown_checking_proxy(deserialize_properties(dict(r.inputs)))
 
 
-def _run(policy: Policy, args: Any, report: Callable[[str, str | None], None]) -> None:
+def _run(
+    policy: ResourceValidationPolicy | StackValidationPolicy, args: Any, report: ReportViolation
+) -> None:
     result = policy.validate(args, report)
     if inspect.isawaitable(result):
         asyncio.run(_await(result))
@@ -203,16 +212,24 @@ def check_resources(
             for r in resources:
                 pr = policy_resources[r.name]
                 args = ResourceValidationArgs(r.type, pr.props, pr.urn, r.name, pr.opts, None, policy_config)
+
+                def report(message: str, urn: str | None = None, name: str = r.name) -> None:
+                    collect(name, message)
+
                 try:
-                    _run(policy, args, lambda msg, _urn=None, _n=r.name: collect(_n, msg))
+                    _run(policy, args, report)
                 except UnknownValueError as e:
                     unknown(r.name, e)
                 except _NotApplicableError as e:
                     not_applicable.append((policy.name, e.reason or ""))
         elif isinstance(policy, StackValidationPolicy):
-            args = StackValidationArgs(list(policy_resources.values()), policy_config)
+            stack_args = StackValidationArgs(list(policy_resources.values()), policy_config)
+
+            def report_stack(message: str, urn: str | None = None) -> None:
+                collect(names.get(urn or "", stack), message)
+
             try:
-                _run(policy, args, lambda msg, urn=None: collect(names.get(urn or "", stack), msg))
+                _run(policy, stack_args, report_stack)
             except UnknownValueError as e:
                 unknown(stack, e)
             except _NotApplicableError as e:

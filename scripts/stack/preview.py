@@ -266,7 +266,11 @@ def _run_program(
     pulumi.runtime.set_all_config(config, secret_keys)
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+
+    def run_program() -> None:
+        runpy.run_path(str(program), run_name="__main__")
+
+    _sync_await(run_pulumi_func(run_program))
 
     async def resolve_outputs() -> dict[str, Any]:
         root = pulumi.runtime.get_root_resource()

@@ -51,15 +51,14 @@ def open_storage(
         if not bucket:
             raise InvalidInput(f"repository {url!r} has no bucket: use s3://BUCKET[/PREFIX]")
         prefix = parsed.path.strip("/")
-        from drctl.storage.retry import RetryingStorage
+        from drctl.storage.retry import DEFAULT_ATTEMPTS, DEFAULT_BUDGET_SECONDS, RetryingStorage
         from drctl.storage.s3 import S3Storage
 
-        kwargs = {}
-        if retry_attempts is not None:
-            kwargs["attempts"] = retry_attempts
-        if retry_budget is not None:
-            kwargs["budget_seconds"] = retry_budget
-        return RetryingStorage(S3Storage.from_environment(bucket, prefix), **kwargs)
+        return RetryingStorage(
+            S3Storage.from_environment(bucket, prefix),
+            attempts=DEFAULT_ATTEMPTS if retry_attempts is None else retry_attempts,
+            budget_seconds=DEFAULT_BUDGET_SECONDS if retry_budget is None else retry_budget,
+        )
     if url.startswith("file://"):
         parsed = urlparse(url)
         if parsed.netloc not in ("", "localhost"):

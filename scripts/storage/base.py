@@ -7,7 +7,7 @@ data: encryption and integrity live above them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -63,7 +63,7 @@ class Storage(Protocol):
     def describe(self) -> str:
         """Where this is, for messages: ``s3://bucket/prefix`` or a directory path."""
 
-    def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
+    def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes | bytearray:
         """Whole object, or bytes ``[start, end)`` (bytes-like: a large body may come back as a
         bytearray, never copied). Raises ObjectMissing."""
 
@@ -79,7 +79,7 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove; deleting a missing object is not an error."""
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: Sequence[str]) -> None:
         """Remove several objects (one bulk request where the store has one)."""
 
     def create(self, *, object_lock: bool = False) -> None:

@@ -11,7 +11,7 @@ import errno
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -146,7 +146,7 @@ class LocalDirStorage:
         except OSError as e:
             raise self._io_error("delete", path, e) from e
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: Sequence[str]) -> None:
         for key in keys:
             self.delete(key)
 

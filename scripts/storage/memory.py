@@ -4,7 +4,7 @@ tools that need a throw-away repository. It runs the same contract suite as the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from drctl.storage.base import LockSupport, ObjectInfo, ObjectMissing
@@ -51,7 +51,7 @@ class MemoryStorage:
         with self._lock:
             self.objects.pop(key, None)
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: Sequence[str]) -> None:
         with self._lock:
             for key in keys:
                 self.objects.pop(key, None)

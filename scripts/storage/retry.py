@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -89,7 +89,7 @@ class RetryingStorage:
                 slept += delay
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
+    def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes | bytearray:
         return self._call("get", key, lambda: self.inner.get(key, byte_range))
 
     def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
@@ -106,7 +106,7 @@ class RetryingStorage:
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.inner.delete(key))
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: Sequence[str]) -> None:
         """Bulk delete where the backend has it (S3 DeleteObjects), else one by one."""
         bulk = getattr(self.inner, "delete_many", None)
         if bulk is None:

@@ -94,7 +94,7 @@ class LeanGetter:
             conn.close()
             self._local.conn = None
 
-    def get(self, bucket: str, key: str, byte_range: tuple[int, int] | None = None) -> bytes:
+    def get(self, bucket: str, key: str, byte_range: tuple[int, int] | None = None) -> bytes | bytearray:
         """The object's bytes (``[start, end)`` if given). Raises bce.ClientError for an S3 error
         response and bce.EndpointConnectionError / bce.ReadTimeoutError for transport failures."""
         path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
@@ -126,7 +126,7 @@ class LeanGetter:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _read_body(resp: http.client.HTTPResponse) -> bytes:
+def _read_body(resp: http.client.HTTPResponse) -> bytes | bytearray:
     length = resp.getheader("Content-Length")
     if length is None:
         return resp.read()

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from drctl.activation.engine import RestoredDisk
 from drctl.errors import EXIT_STORAGE, DrctlError, ToolMissing
@@ -196,6 +196,8 @@ class GlanceImages:
     def upload(self, name: str, path: Path, *, disk_format: str, properties: Mapping[str, str]) -> str:
         import openstack.exceptions
 
+        # create_image's extra keywords (typed Any) become image properties.
+        extra: dict[str, Any] = dict(properties)
         try:
             image = self.conn.image.create_image(
                 name=name,
@@ -203,7 +205,7 @@ class GlanceImages:
                 disk_format=disk_format,
                 container_format="bare",
                 wait=True,
-                **properties,
+                **extra,
             )
             image = self.conn.image.wait_for_status(image, "active", failures=["killed"], wait=3600)
         except openstack.exceptions.SDKException as e:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from drctl import paths
 from drctl.demo.images.builder import build_demo_images, default_images_dir
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("drctl: interrupted; partial images were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
-    summary = {
+    summary: dict[str, Any] = {
         "images": {k: str(v) for k, v in result.images.items()},
         "ssh_identity_file": str(result.ssh_identity_file),
         "built": list(result.built),
