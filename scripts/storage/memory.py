@@ -4,7 +4,7 @@ tools that need a throw-away repository. It runs the same contract suite as the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from drctl.storage.base import LockSupport, ObjectInfo, ObjectMissing
@@ -39,8 +39,17 @@ class MemoryStorage:
             if retain_until:
                 self.retention[key] = retain_until
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        with self._lock:
+            if key in self.objects:
+                return False
+            self.puts += 1
+            self.objects[key] = bytes(data)
+            return True
+
     def exists(self, key: str) -> bool:
-        return key in self.objects
+        with self._lock:
+            return key in self.objects
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self._lock:
@@ -51,8 +60,18 @@ class MemoryStorage:
         with self._lock:
             self.objects.pop(key, None)
 
+    def delete_many(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self.objects.pop(key, None)
+
+    def create(self, *, object_lock: bool = False) -> None:
+        """Nothing to create: the dict exists. ``object_lock`` is accepted for symmetry."""
+
     def lock_support(self) -> LockSupport:
-        return LockSupport(enforced=False, detail="in-memory test storage: no object lock")
+        return LockSupport(
+            enforced=False, detail="in-memory storage has no object lock: retention is not enforced"
+        )
 
     def extend_retention(self, key: str, until: datetime) -> None:
         with self._lock:
