@@ -19,7 +19,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
-from drctl.activation.guards import ActivationLock, authorised_contact, check_window, confirm_disaster
+from drctl.activation.guards import (
+    ActivationLock,
+    authorised_contact,
+    check_not_active,
+    check_window,
+    confirm_disaster,
+)
 from drctl.errors import InvalidInput
 from drctl.plan.model import Plan, Server
 from drctl.runs.model import RunSummary, ServerResult, new_run_id, seconds_between, utc_now
@@ -140,13 +146,6 @@ class Activation:
         override = check_guards(req, plan, started)
         repo = open_repository(open_storage(self.cfg.settings.repository_url(plan)), self.password)
         reports = open_storage(self.cfg.settings.reports_url(plan))
-        active = self.state_dir / "active" / f"{req.stack}.json"
-        if active.exists():
-            raise InvalidInput(
-                f"stack {req.stack} is still activated by run "
-                f"{json.loads(active.read_text())['run_id']} ({active}); "
-                f"run `drctl deactivate {req.stack}` first"
-            )
         restore_dir = self.state_dir / "restores" / self.run_id
         self.emit(
             "run-started",
@@ -165,6 +164,7 @@ class Activation:
 
         keep_running = req.kind == "activation" or req.keep
         with ActivationLock(reports, req.stack, self.run_id):
+            check_not_active(self.state_dir, req.stack)
             restore_dir.mkdir(parents=True, exist_ok=True)
             teardown = _nothing
             try:
