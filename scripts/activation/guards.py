@@ -106,6 +106,26 @@ def confirm_disaster(client_id: str, *, yes: bool, ask=input, is_tty: bool | Non
         )
 
 
+def confirm_discard(client_id: str, run_id: str, *, yes: bool, ask=input, is_tty: bool | None = None) -> None:
+    """Deleting a disaster activation's servers (and the data written on them) needs the client
+    id typed on a terminal, or --yes given together with --discard-disaster-changes."""
+    if yes:
+        return
+    if not (os.isatty(0) if is_tty is None else is_tty):
+        raise NotConfirmed(
+            f"discarding the changes of disaster run {run_id} of {client_id} needs confirmation: run it "
+            "on a terminal, or add --yes to --discard-disaster-changes"
+        )
+    typed = ask(
+        f"Deactivating {client_id} deletes its recovered servers and the production data written on them "
+        f"since run {run_id}; there is no failback. Type the client id to confirm: "
+    )
+    if typed.strip() != client_id:
+        raise NotConfirmed(
+            f"confirmation {typed.strip()!r} does not match client id {client_id!r}; nothing was deleted"
+        )
+
+
 @dataclass(frozen=True)
 class HeldLock:
     """What the lock object says about the run holding it."""

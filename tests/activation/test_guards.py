@@ -19,6 +19,7 @@ from drctl.activation.guards import (
     check_not_active,
     check_window,
     confirm_disaster,
+    confirm_discard,
 )
 from drctl.errors import InvalidInput
 from drctl.plan.model import Client, Contact, Plan
@@ -156,6 +157,17 @@ def test_a_stale_lock_being_taken_over_by_another_run_is_left_to_it(tmp_path):
     with ActivationLock(store, "demo", "run-8"):
         assert json.loads(store.get(LOCK_KEY))["run_id"] == "run-8"
     assert [o.key for o in store.list()] == []  # no marker left behind
+
+
+def test_discarding_disaster_changes_needs_the_client_id_typed_or_yes():
+    confirm_discard("demo", "r1", yes=True, is_tty=False)
+    with pytest.raises(NotConfirmed, match="add --yes to --discard-disaster-changes"):
+        confirm_discard("demo", "r1", yes=False, is_tty=False)
+    prompts = []
+    with pytest.raises(NotConfirmed, match="'dem' does not match client id 'demo'; nothing was deleted"):
+        confirm_discard("demo", "r1", yes=False, is_tty=True, ask=lambda p: prompts.append(p) or "dem")
+    assert "no failback" in prompts[0] and "run r1" in prompts[0]
+    confirm_discard("demo", "r1", yes=False, is_tty=True, ask=lambda p: "demo\n")
 
 
 def test_already_active_is_refused_naming_the_run_and_the_next_step(tmp_path):
