@@ -1,7 +1,8 @@
 """Who may activate, when, and only once at a time (service description 9.1 and 9.3).
 
-Pure checks on the plan plus one I/O edge: the activation lock, an object in the client's vault,
-so that two operators (or a cron drill and an operator) cannot activate the same stack at once.
+Pure checks on the plan plus one I/O edge: the activation lock, an object in the client's report
+container, so that two operators (or a cron drill and an operator) cannot activate the same stack
+at once.
 """
 
 from __future__ import annotations
