@@ -1,10 +1,11 @@
 """Activation and drill of a client's stack (service description 8 and 9): guards, parallel
 restore from the encrypted repository, dependency-ordered start on a target, verification,
-a signed report. ``drctl activate``, ``drctl drill`` and ``drctl deactivate`` call into here.
+a signed report. ``drctl activate`` and ``drctl drill`` call into here.
 
 What a run leaves behind: a signed report (local and in the client's report container) and,
 for an activation that is not torn down (``activate``, or ``drill --keep``), a record under
-``<state>/active/<stack>.json`` that ``deactivate`` uses to return to nominal.
+``<state>/active/<stack>.json`` that ``deactivate`` (:mod:`drctl.activation.deactivation`) uses to
+return to nominal.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
-from drctl.activation.guards import ActivationLock, authorised_contact, check_window, confirm_disaster
+from drctl.activation.guards import (
+    ActivationLock,
+    authorised_contact,
+    check_not_active,
+    check_window,
+    confirm_disaster,
+)
 from drctl.errors import InvalidInput
 from drctl.plan.model import Plan, Server
 from drctl.runs.model import RunSummary, ServerResult, new_run_id, seconds_between, utc_now
@@ -141,13 +148,6 @@ class Activation:
         override = check_guards(req, plan, started)
         repo = open_repository(open_storage(self.cfg.settings.repository_url(plan)), self.password)
         reports = open_storage(self.cfg.settings.reports_url(plan))
-        active = self.state_dir / "active" / f"{req.stack}.json"
-        if active.exists():
-            raise InvalidInput(
-                f"stack {req.stack} is still activated by run "
-                f"{json.loads(active.read_text())['run_id']} ({active}); "
-                f"run `drctl deactivate {req.stack}` first"
-            )
         restore_dir = self.state_dir / "restores" / self.run_id
         self.emit(
             "run-started",
@@ -166,6 +166,7 @@ class Activation:
 
         keep_running = req.kind == "activation" or req.keep
         with ActivationLock(reports, req.stack, self.run_id):
+            check_not_active(self.state_dir, req.stack)
             restore_dir.mkdir(parents=True, exist_ok=True)
             teardown = _nothing
             try:
@@ -247,6 +248,9 @@ class Activation:
                 {
                     "run_id": self.run_id,
                     "target": self.req.target,
+                    "mode": self.req.mode,
+                    "kind": self.req.kind,
+                    "requested_by": self.req.requested_by,
                     "restore_dir": str(restore_dir),
                     "images": getattr(target, "image_ids", {}),
                     "since": datetime.now(UTC).isoformat(),
@@ -290,34 +294,3 @@ def default_target_factory(act: Activation, deadline_for):
         deadline_for=deadline_for,
     )
     return target, target.deactivate
-
-
-def deactivate(stack: str, state_dir: Path) -> dict:
-    """Return a stack to nominal: local sandboxes of its active run removed (or, for the cloud,
-    the failover flag set back off by `pulumi up`), restored images deleted."""
-    path = Path(state_dir) / "active" / f"{stack}.json"
-    if not path.exists():
-        raise InvalidInput(
-            f"stack {stack} has no active run recorded in {path.parent}; nothing to deactivate"
-        )
-    active = json.loads(path.read_text())
-    if active["target"] == "local":
-        from drctl.activation.targets.sandbox import NS_PREFIX, cleanup_stale
-
-        removed = cleanup_stale(NS_PREFIX + active["run_id"], state_dir=Path(state_dir))
-    else:
-        from drctl.activation.targets.cloud import (
-            CloudTarget,
-            GlanceImages,
-            NovaServers,
-            PulumiAutomationStack,
-        )
-
-        cfg = load_stack(stack)
-        CloudTarget(
-            stack, GlanceImages(), PulumiAutomationStack(stack, cfg.project_dir), NovaServers()
-        ).deactivate(image_ids=active.get("images", {}))
-        removed = []
-    shutil.rmtree(active["restore_dir"], ignore_errors=True)
-    path.unlink()
-    return {"stack": stack, "run_id": active["run_id"], "target": active["target"], "removed": removed}

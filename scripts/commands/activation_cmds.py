@@ -64,11 +64,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", action="store_true", help="leave the servers running (then `drctl deactivate`)")
     p.set_defaults(func=_activate, kind="drill", mode="test", yes=False)
 
-    p = sub.add_parser("deactivate", help="return a stack to nominal (servers removed)")
+    p = sub.add_parser(
+        "deactivate",
+        help="return a stack to nominal (servers removed)",
+        description="Return a stack to nominal: the servers of its active run are removed. After a "
+        "disaster activation they hold the production data written since, and drctl has no failback "
+        "yet: it refuses unless --discard-disaster-changes (with --requested-by, --reason and a typed "
+        "confirmation, recorded in the run).",
+    )
     p.add_argument("stack", metavar="STACK")
+    p.add_argument(
+        "--discard-disaster-changes",
+        action="store_true",
+        help="after a disaster activation: delete the servers and the data written on them since",
+    )
+    p.add_argument("--requested-by", metavar="NAME", help="plan contact allowed to activate (recorded)")
+    p.add_argument("--reason", help="why the changes may be discarded (recorded in the run)")
+    p.add_argument(
+        "--yes", action="store_true", help="with --discard-disaster-changes: skip the typed confirmation"
+    )
     p.add_argument("--state-dir", type=Path)
+    p.add_argument("--project-dir", type=Path, help="Pulumi project holding stacks/ (default: this checkout)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_deactivate)
+    p.set_defaults(func=_deactivate, parser=p)
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -155,11 +173,26 @@ def _print_summary(summary, state_dir: Path) -> None:
 
 
 def _deactivate(args: argparse.Namespace) -> int:
-    from drctl.activation.activation import deactivate
+    from drctl.activation.deactivation import DiscardApproval, deactivate
 
-    result = deactivate(args.stack, _state_dir(args))
+    discard = None
+    if args.discard_disaster_changes:
+        missing = [
+            opt for opt, v in (("--requested-by", args.requested_by), ("--reason", args.reason)) if not v
+        ]
+        if missing:
+            args.parser.error(
+                f"--discard-disaster-changes needs {' and '.join(missing)} (recorded in the run)"
+            )
+        discard = DiscardApproval(requested_by=args.requested_by, reason=args.reason, yes=args.yes)
+    elif args.yes or args.requested_by or args.reason:
+        args.parser.error("--yes, --requested-by and --reason only go with --discard-disaster-changes")
+    result = deactivate(args.stack, _state_dir(args), project_dir=args.project_dir, discard=discard)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{args.stack}: back to nominal (run {result['run_id']}, target {result['target']})")
+        if "discarded" in result:
+            d = result["discarded"]
+            print(f"  disaster changes discarded by {d['requested_by']} at {d['at']}: {d['reason']}")
     return EXIT_OK

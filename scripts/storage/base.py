@@ -43,6 +43,10 @@ class BucketMissing(StorageError):
     exit_code = EXIT_REPO_MISSING
 
 
+class KeyContended(StorageError):
+    """Several writers kept racing to create the same object; none could be sure to be alone."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -70,6 +74,15 @@ class Storage(Protocol):
     def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         """Write atomically (readers never see a partial object). ``retain_until`` asks for
         Object Lock retention where the store supports it."""
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` with ``data`` only if no object has that key: True when this call created
+        it, False when an object was already there (and nothing was written). Of several callers
+        racing for one key, exactly one gets True, also across processes and hosts. Raises
+        KeyContended when a store without conditional writes kept seeing other writers.
+
+        A retried request can return False for an object an earlier attempt of the same call
+        created: callers that must know put a unique token in ``data`` and read it back."""
 
     def exists(self, key: str) -> bool: ...
 

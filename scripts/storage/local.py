@@ -55,6 +55,14 @@ class LocalDirStorage:
             raise ValueError(f"invalid object key {key!r}")
         return self.root.joinpath(*parts)
 
+    def _collision(self, key: str) -> StorageError:
+        # S3 keys are flat; here "a" and "a/b" cannot both exist (the repository layout never
+        # asks for that).
+        return StorageError(
+            f"cannot store {key!r} in {self.root}: it collides with another key used as a directory "
+            "(a local repository cannot hold both 'x' and 'x/...')"
+        )
+
     def _io_error(self, what: str, path: Path, e: OSError) -> LocalIOError:
         hint = "free some space" if e.errno == errno.ENOSPC else "check the path and its permissions"
         return LocalIOError(f"cannot {what} {path}: {e.strerror or e}; {hint}")
@@ -100,12 +108,36 @@ class LocalDirStorage:
                 raise
             _fsync_dir(path.parent)
         except (IsADirectoryError, NotADirectoryError, FileExistsError) as e:
-            # S3 keys are flat; here "a" and "a/b" cannot both exist (the repository layout never
-            # asks for that).
-            raise StorageError(
-                f"cannot store {key!r} in {self.root}: it collides with another key used as a directory "
-                "(a local repository cannot hold both 'x' and 'x/...')"
-            ) from e
+            raise self._collision(key) from e
+        except OSError as e:
+            raise self._io_error("write", path, e) from e
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """The data goes to a temporary file first, which is then hard-linked to the final name:
+        ``link`` fails when the name exists (like ``O_CREAT | O_EXCL``) and, unlike an exclusive
+        open, never shows a reader an empty or partial object, even after a crash."""
+        self._check_root()
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    if path.is_file():
+                        return False
+                    raise IsADirectoryError(errno.EISDIR, "is a directory", str(path)) from None
+            finally:
+                os.unlink(tmp)
+            _fsync_dir(path.parent)
+            return True
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as e:
+            raise self._collision(key) from e
         except OSError as e:
             raise self._io_error("write", path, e) from e
 

@@ -39,8 +39,17 @@ class MemoryStorage:
             if retain_until:
                 self.retention[key] = retain_until
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        with self._lock:
+            if key in self.objects:
+                return False
+            self.puts += 1
+            self.objects[key] = bytes(data)
+            return True
+
     def exists(self, key: str) -> bool:
-        return key in self.objects
+        with self._lock:
+            return key in self.objects
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self._lock:
@@ -56,8 +65,13 @@ class MemoryStorage:
             for key in keys:
                 self.objects.pop(key, None)
 
+    def create(self, *, object_lock: bool = False) -> None:
+        """Nothing to create: the dict exists. ``object_lock`` is accepted for symmetry."""
+
     def lock_support(self) -> LockSupport:
-        return LockSupport(enforced=False, detail="in-memory storage: object lock not supported")
+        return LockSupport(
+            enforced=False, detail="in-memory storage has no object lock: retention is not enforced"
+        )
 
     def extend_retention(self, key: str, until: datetime) -> None:
         with self._lock:

@@ -95,6 +95,9 @@ class RetryingStorage:
     def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
         self._call("put", key, lambda: self.inner.put(key, data, retain_until=retain_until))
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._call("create", key, lambda: self.inner.put_if_absent(key, data))
+
     def exists(self, key: str) -> bool:
         return self._call("exists", key, lambda: self.inner.exists(key))
 

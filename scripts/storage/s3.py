@@ -18,7 +18,9 @@ from typing import Any
 
 import botocore.exceptions as bce
 
+from drctl.storage import s3_conditional
 from drctl.storage.base import LockSupport, ObjectInfo, StorageError
+from drctl.storage.claim import put_if_absent_by_claim
 from drctl.storage.s3_client import (
     DENIED_CODES,
     MISSING_KEY_CODES,
@@ -49,6 +51,7 @@ class S3Storage:
         self.endpoint: str = client.meta.endpoint_url
         self._bucket_seen = False
         self._lean = lean_getter(client, (client.meta.config.s3 or {}).get("addressing_style", ""))
+        self._conditional_put: s3_conditional.ConditionalPutSupport | None = None
 
     @classmethod
     def from_environment(cls, bucket: str, prefix: str = "", **client_kwargs: Any) -> S3Storage:
@@ -132,6 +135,32 @@ class S3Storage:
         except bce.BotoCoreError as e:
             raise self._err(e) from e
         self._bucket_seen = True
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """A conditional put (``If-None-Match: *``) where the store honours it, as a probe showed
+        once per instance (:meth:`conditional_put_support`); otherwise the write-then-list
+        protocol of :mod:`drctl.storage.claim`."""
+        if not self.conditional_put_support().honoured:
+            return put_if_absent_by_claim(self, key, data)
+        try:
+            created = s3_conditional.put_if_none_match(
+                self.client, self.bucket, self._key(key), data, self.describe()
+            )
+        except (bce.ClientError, bce.BotoCoreError) as e:
+            raise self._err(e, key) from e
+        self._bucket_seen = True
+        return created
+
+    def conditional_put_support(self) -> s3_conditional.ConditionalPutSupport:
+        """Whether this store honours conditional writes: probed once, then remembered."""
+        if self._conditional_put is None:
+            key = self._key(f"put-if-absent-probe/{uuid.uuid4().hex}")
+            try:
+                self._conditional_put = s3_conditional.probe(self.client, self.bucket, key, self.describe())
+            except (bce.ClientError, bce.BotoCoreError) as e:
+                raise self._err(e, key) from e
+            log.info("%s", self._conditional_put.detail)
+        return self._conditional_put
 
     def exists(self, key: str) -> bool:
         try:

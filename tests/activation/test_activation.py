@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from drctl.activation.activation import Activation, ActivationRequest, deactivate
+from drctl.activation.activation import Activation, ActivationRequest
+from drctl.activation.deactivation import deactivate
 from drctl.activation.guards import LOCK_KEY, NotAuthorised
 from drctl.errors import InvalidInput
 from drctl.repo.backup import backup_disk

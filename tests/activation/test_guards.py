@@ -11,13 +11,17 @@ from drctl.activation.guards import (
     LOCK_KEY,
     ActivationLock,
     ActivationLocked,
+    HeldLock,
     NotAuthorised,
     NotConfirmed,
     OutsideWindow,
     authorised_contact,
+    check_not_active,
     check_window,
     confirm_disaster,
+    confirm_discard,
 )
+from drctl.errors import InvalidInput
 from drctl.plan.model import Client, Contact, Plan
 from drctl.storage.local import LocalDirStorage
 
@@ -96,3 +100,82 @@ def test_stale_lock_is_taken_over(tmp_path):
     with ActivationLock(store, "demo", "run-4"):
         assert json.loads(store.get(LOCK_KEY))["run_id"] == "run-4"
     assert not store.exists(LOCK_KEY)
+
+
+def test_an_unreadable_lock_is_never_taken_over_nor_removed(tmp_path):
+    store = LocalDirStorage(tmp_path)
+    store.create()
+    store.put(LOCK_KEY, b"{not json")
+    with pytest.raises(ActivationLocked) as e, ActivationLock(store, "demo", "run-5"):
+        pass
+    assert e.value.exit_code == 11
+    assert f"{tmp_path}/{LOCK_KEY} is unreadable" in e.value.message
+    assert "if no run of demo is going on, delete that object" in e.value.message
+    assert store.get(LOCK_KEY) == b"{not json"
+
+
+class LostAnswer:
+    """A store whose first create succeeds but whose answer is lost, so the retried request
+    finds the object (the retry wrapper's view): put_if_absent says False for our own write."""
+
+    def __init__(self, inner):
+        self.inner, self.lost = inner, False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def put_if_absent(self, key, data):
+        created = self.inner.put_if_absent(key, data)
+        if created and not self.lost:
+            self.lost = True
+            return False
+        return created
+
+
+def test_a_lock_created_by_our_own_retried_request_is_ours(tmp_path):
+    store = LocalDirStorage(tmp_path)
+    store.create()
+    with ActivationLock(LostAnswer(store), "demo", "run-6"):
+        assert json.loads(store.get(LOCK_KEY))["run_id"] == "run-6"
+    assert not store.exists(LOCK_KEY)
+
+
+def test_a_stale_lock_being_taken_over_by_another_run_is_left_to_it(tmp_path):
+    store = LocalDirStorage(tmp_path)
+    store.create()
+    old = datetime.now(UTC) - timedelta(days=1)
+    stale = {"run_id": "dead", "host": "h", "since": old.isoformat(), "token": "x"}
+    store.put(LOCK_KEY, json.dumps(stale).encode())
+    marker = HeldLock.parse(store.get(LOCK_KEY)).takeover_marker
+    store.put(marker, b"another run's token")
+    with pytest.raises(ActivationLocked, match="another run is taking over the stale lock of run dead") as e:
+        ActivationLock(store, "demo", "run-7").__enter__()
+    assert marker in e.value.message  # what to delete if that run died half-way
+    assert json.loads(store.get(LOCK_KEY))["run_id"] == "dead"
+    # Once that run is done, the marker goes and the stale lock is taken over as usual.
+    store.delete(marker)
+    with ActivationLock(store, "demo", "run-8"):
+        assert json.loads(store.get(LOCK_KEY))["run_id"] == "run-8"
+    assert [o.key for o in store.list()] == []  # no marker left behind
+
+
+def test_discarding_disaster_changes_needs_the_client_id_typed_or_yes():
+    confirm_discard("demo", "r1", yes=True, is_tty=False)
+    with pytest.raises(NotConfirmed, match="add --yes to --discard-disaster-changes"):
+        confirm_discard("demo", "r1", yes=False, is_tty=False)
+    prompts = []
+    with pytest.raises(NotConfirmed, match="'dem' does not match client id 'demo'; nothing was deleted"):
+        confirm_discard("demo", "r1", yes=False, is_tty=True, ask=lambda p: prompts.append(p) or "dem")
+    assert "no failback" in prompts[0] and "run r1" in prompts[0]
+    confirm_discard("demo", "r1", yes=False, is_tty=True, ask=lambda p: "demo\n")
+
+
+def test_already_active_is_refused_naming_the_run_and_the_next_step(tmp_path):
+    check_not_active(tmp_path, "demo")
+    (tmp_path / "active").mkdir()
+    (tmp_path / "active" / "demo.json").write_text(json.dumps({"run_id": "r9"}))
+    with pytest.raises(InvalidInput, match="still activated by run r9 .*drctl deactivate demo"):
+        check_not_active(tmp_path, "demo")
+    (tmp_path / "active" / "demo.json").write_text("{")
+    with pytest.raises(InvalidInput, match="unreadable activation record .*remove that file"):
+        check_not_active(tmp_path, "demo")

@@ -135,3 +135,31 @@ def test_lock_support_is_read_back_not_assumed(storage, storage_kind):
         assert "not" in support.detail.lower()
     # The probe leaves nothing visible behind in the repository's listing.
     assert list(storage.list()) == []
+
+
+def test_put_if_absent_creates_once_and_never_overwrites(storage):
+    assert storage.put_if_absent("locks/activation.json", b"first") is True
+    assert storage.put_if_absent("locks/activation.json", b"second") is False
+    assert storage.get("locks/activation.json") == b"first"
+    storage.delete("locks/activation.json")
+    assert storage.put_if_absent("locks/activation.json", b"third") is True
+    assert storage.get("locks/activation.json") == b"third"
+    # No probe, claim or temporary object is left in the listing.
+    assert [o.key for o in storage.list()] == ["locks/activation.json"]
+
+
+def test_put_if_absent_has_exactly_one_winner_among_concurrent_writers(storage):
+    writers = 6
+    for round_ in range(3):
+        key = f"locks/race-{round_}"
+        gate = threading.Barrier(writers)
+
+        def write(i: int, key: str = key, gate: threading.Barrier = gate) -> bool:
+            gate.wait()
+            return storage.put_if_absent(key, f"writer {i}".encode())
+
+        with ThreadPoolExecutor(max_workers=writers) as pool:
+            won = list(pool.map(write, range(writers)))
+        assert won.count(True) == 1, won
+        assert storage.get(key) == f"writer {won.index(True)}".encode()
+    assert [o.key for o in storage.list("locks/")] == [f"locks/race-{i}" for i in range(3)]

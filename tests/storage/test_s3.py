@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -104,6 +106,47 @@ def test_swift_ignores_object_lock_and_we_notice(swift_s3):
     assert "ObjectLockMode" not in head
     support = store.lock_support()
     assert support.enforced is False and "NOT enforced" in support.detail
+
+
+def test_conditional_writes_are_probed_not_assumed(seaweed_s3, swift_s3):
+    """SeaweedFS honours If-None-Match (412 on the second write); Swift's s3api does not
+    implement it, and create-if-absent there falls back to the write-then-list protocol."""
+    seaweed = seaweed_s3.storage("reports")
+    support = seaweed.conditional_put_support()
+    assert support.honoured is True, support.detail
+    swift = swift_s3.storage("reports")
+    support = swift.conditional_put_support()
+    assert support.honoured is False and "NotImplemented" in support.detail
+    for store in (seaweed, swift):
+        assert store.put_if_absent("locks/activation.json", b"first") is True
+        assert store.put_if_absent("locks/activation.json", b"second") is False
+        assert store.get("locks/activation.json") == b"first"
+        assert [o.key for o in store.list()] == ["locks/activation.json"]  # no probe, no claim left
+
+
+def _drop_if_none_match(request, **_):
+    """A proxy or store that loses the condition on its way: the PUT arrives unconditional."""
+    if "If-None-Match" in request.headers:
+        del request.headers["If-None-Match"]
+
+
+def test_a_store_that_ignores_the_condition_is_detected_and_still_has_one_winner(seaweed_s3):
+    client = seaweed_s3.client()
+    client.meta.events.register("before-sign.s3.PutObject", _drop_if_none_match)
+    store = S3Storage(seaweed_s3.bucket, "reports", client)
+    support = store.conditional_put_support()
+    assert support.honoured is False and "ignores the condition" in support.detail
+    gate = threading.Barrier(4)
+
+    def write(i):
+        gate.wait()
+        return store.put_if_absent("locks/activation.json", f"writer {i}".encode())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        won = list(pool.map(write, range(4)))
+    assert won.count(True) == 1
+    assert store.get("locks/activation.json") == f"writer {won.index(True)}".encode()
+    assert [o.key for o in store.list()] == ["locks/activation.json"]
 
 
 def test_swift_container_made_with_the_swift_api_is_the_s3_bucket(swift_container):

@@ -25,21 +25,18 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from drctl.activation.engine import RestoredDisk
-from drctl.errors import EXIT_STORAGE, DrctlError, ToolMissing
+from drctl.activation.targets.cloud_errors import CloudError, openstack_error, pulumi_error
+from drctl.errors import ToolMissing
 from drctl.paths import PROJECT
 from drctl.plan.model import Server
 from drctl.runs.model import CheckResult
 
 log = logging.getLogger(__name__)
 
-
-class CloudError(DrctlError):
-    """The cloud refused or failed an operation."""
-
-    exit_code = EXIT_STORAGE
+T = TypeVar("T")
 
 
 class ImageService(Protocol):
@@ -185,17 +182,31 @@ class CloudTarget:
             self._data_image_ids.clear()
 
 
+def _openstack_errors() -> tuple[type[Exception], ...]:
+    """What openstacksdk raises: its own errors and keystoneauth's (connection, auth, catalog)."""
+    import keystoneauth1.exceptions
+    import openstack.exceptions
+
+    return (openstack.exceptions.SDKException, keystoneauth1.exceptions.ClientException)
+
+
+def _connect(cloud: str | None) -> Any:
+    import openstack
+
+    try:
+        return openstack.connect(cloud=cloud)
+    except _openstack_errors() as e:
+        raise openstack_error(e, f"connecting to cloud {cloud or '(from OS_* variables)'}") from e
+
+
 class GlanceImages:
-    """ImageService over openstacksdk (clouds.yaml / OS_CLOUD)."""
+    """ImageService over openstacksdk (clouds.yaml / OS_CLOUD). ``conn`` is an openstacksdk
+    Connection (default: from the environment)."""
 
-    def __init__(self, cloud: str | None = None) -> None:
-        import openstack
-
-        self.conn = openstack.connect(cloud=cloud)
+    def __init__(self, cloud: str | None = None, *, conn: Any = None) -> None:
+        self.conn = conn if conn is not None else _connect(cloud)
 
     def upload(self, name: str, path: Path, *, disk_format: str, properties: Mapping[str, str]) -> str:
-        import openstack.exceptions
-
         # create_image's extra keywords (typed Any) become image properties.
         extra: dict[str, Any] = dict(properties)
         try:
@@ -208,47 +219,59 @@ class GlanceImages:
                 **extra,
             )
             image = self.conn.image.wait_for_status(image, "active", failures=["killed"], wait=3600)
-        except openstack.exceptions.SDKException as e:
-            raise CloudError(f"uploading image {name} from {path} failed: {e}") from e
+        except _openstack_errors() as e:
+            raise openstack_error(e, f"uploading image {name} from {path}") from e
         return image.id
 
     def delete(self, image_id: str) -> None:
-        self.conn.image.delete_image(image_id, ignore_missing=True)
+        try:
+            self.conn.image.delete_image(image_id, ignore_missing=True)
+        except _openstack_errors() as e:
+            raise openstack_error(e, f"deleting image {image_id}") from e
 
 
 class NovaServers:
-    """ServerWaiter over openstacksdk."""
+    """ServerWaiter over openstacksdk. ``conn`` as for :class:`GlanceImages`."""
 
-    def __init__(self, cloud: str | None = None) -> None:
-        import openstack
-
-        self.conn = openstack.connect(cloud=cloud)
+    def __init__(self, cloud: str | None = None, *, conn: Any = None) -> None:
+        self.conn = conn if conn is not None else _connect(cloud)
 
     def wait_active(self, server_id: str, *, timeout_s: int) -> None:
-        import openstack.exceptions
-
         try:
             server = self.conn.compute.get_server(server_id)
             self.conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=timeout_s)
-        except openstack.exceptions.ResourceTimeout as e:
-            raise CloudError(f"server {server_id} not ACTIVE after {timeout_s}s (its RTO): {e}") from e
-        except openstack.exceptions.SDKException as e:
-            raise CloudError(f"server {server_id} failed to start: {e}") from e
+        except _openstack_errors() as e:
+            raise openstack_error(
+                e, f"waiting up to {timeout_s}s (its RTO) for server {server_id} to be ACTIVE"
+            ) from e
 
 
 class PulumiAutomationStack:
-    """StackEngine over the Automation API; needs the Pulumi CLI on PATH."""
+    """StackEngine over the Automation API; needs the Pulumi CLI on PATH. ``workspace_stack`` is
+    an automation ``Stack`` (default: created or selected in ``work_dir``)."""
 
-    def __init__(self, stack: str, work_dir: Path) -> None:
+    def __init__(self, stack: str, work_dir: Path, *, workspace_stack: Any = None) -> None:
+        from pulumi import automation as auto
+
+        self.name = stack
+        self.auto = auto
+        if workspace_stack is not None:
+            self.stack = workspace_stack
+            return
         if shutil.which("pulumi") is None:
             raise ToolMissing(
                 "the cloud target needs the Pulumi CLI (https://www.pulumi.com/docs/install/) "
                 "on PATH; use --target local to drill without a cloud"
             )
-        from pulumi import automation as auto
+        self.stack = self._run(
+            "stack select", lambda: auto.create_or_select_stack(stack_name=stack, work_dir=str(work_dir))
+        )
 
-        self.auto = auto
-        self.stack = auto.create_or_select_stack(stack_name=stack, work_dir=str(work_dir))
+    def _run(self, step: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except (self.auto.errors.CommandError, self.auto.errors.InvalidVersionError, FileNotFoundError) as e:
+            raise pulumi_error(e, self.name, step) from e
 
     def apply(
         self,
@@ -260,24 +283,23 @@ class PulumiAutomationStack:
         restore_point: str,
     ) -> Mapping[str, object]:
         cv = self.auto.ConfigValue
-        try:  # start from a clean activation block: a shorter scope must not keep old entries
-            self.stack.remove_config(f"{PROJECT}:activation", path=True)
-        except self.auto.errors.CommandError:
-            pass  # no activation block yet
-        self.stack.set_all_config(
-            activation_config(
-                PROJECT,
-                failover=failover,
-                servers=servers,
-                images=images,
-                data_images=data_images,
-                restore_point=restore_point,
-                value=lambda v: cv(value=v),
-            ),
-            path=True,
+        block = f"{PROJECT}:activation"
+        # Start from a clean activation block: a shorter scope must not keep old entries.
+        if block in self._run("config", self.stack.get_all_config):
+            self._run("config rm", lambda: self.stack.remove_config(block, path=True))
+        config = activation_config(
+            PROJECT,
+            failover=failover,
+            servers=servers,
+            images=images,
+            data_images=data_images,
+            restore_point=restore_point,
+            value=lambda v: cv(value=v),
         )
-        self.stack.up(on_output=lambda line: log.info("pulumi: %s", line.rstrip()))
-        return {k: v.value for k, v in self.stack.outputs().items()}
+        self._run("config set-all", lambda: self.stack.set_all_config(config, path=True))
+        self._run("up", lambda: self.stack.up(on_output=lambda line: log.info("pulumi: %s", line.rstrip())))
+        outputs = self._run("stack output", self.stack.outputs)
+        return {k: v.value for k, v in outputs.items()}
 
 
 def activation_config(
