@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from drctl.errors import EXIT_INTERRUPTED, DrctlError
+from drctl.errors import EXIT_INTERRUPTED, DrctlError, exit_code_table
 from drctl.processes import sigterm_as_interrupt
 
 # Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drctl",
         description="Flexible Recovery operator CLI: recovery plans, per-client stacks, encrypted backups.",
+        epilog=exit_code_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
