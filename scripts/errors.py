@@ -3,7 +3,8 @@
 Every failure a user can cause or meet is a subclass of :class:`DrctlError`. Its message names the
 object at fault (plan file and field, bucket/key, chunk id, server, stack) and the next step; its
 ``exit_code`` is what the CLI returns. The CLI prints ``drctl: <message>`` on stderr and never a
-traceback for these. Third-party errors are translated where they enter (``raise X(...) from e``).
+traceback for these (with ``--json`` also an ``error`` event, see :mod:`drctl.events`).
+Third-party errors are translated where they enter (``raise X(...) from e``).
 
 The exit codes and their meaning are :data:`EXIT_CODES` below (restic's where restic has one):
 ``drctl --help`` ends with that table and the README repeats it. The whole tree, each class with

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -35,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--html", metavar="PATH", help="write the report page to PATH (after checking its signature)"
     )
-    p.add_argument("--json", action="store_true", help="print the run summary as one JSON line")
+    p.add_argument(
+        "--json", action="store_true", help="JSON lines on stdout: a result event (the run summary)"
+    )
     p.add_argument(
         "--public-key", metavar="FILE", help="verify with this public key (default: the operator's)"
     )
@@ -45,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("runs", help="list the past activations and drills of a stack")
     r.add_argument("stack", metavar="STACK")
-    r.add_argument("--json", action="store_true", help="print the list as one JSON line")
+    r.add_argument(
+        "--json", action="store_true", help='JSON lines on stdout: a result event {"stack", "runs"}'
+    )
     r.add_argument("--state-dir", type=Path, help="state directory (default $DRCTL_STATE_DIR or ./.state)")
     r.set_defaults(func=cmd_runs)
 
@@ -76,7 +79,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise LocalIOError(f"cannot write the report page to {dest}: {e}") from e
         print(f"report of run {run.summary.run_id} written to {dest} ({signature})")
     if args.json:
-        print(run.summary.to_json())
+        args.events.result(run.summary.to_dict())
     elif not args.html:
         print(_describe(run, signature))
     return 0
@@ -150,9 +153,10 @@ def _describe(run: StoredRun, signature: str) -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     runs = RunStore(args.state_dir).list_runs(args.stack)
     if args.json:
-        print(
-            json.dumps(
-                [
+        args.events.result(
+            {
+                "stack": args.stack,
+                "runs": [
                     {
                         "run_id": r.summary.run_id,
                         "kind": r.summary.kind,
@@ -169,8 +173,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     }
                     for r in runs
                 ],
-                ensure_ascii=False,
-            )
+            }
         )
         return 0
     if not runs:

@@ -16,6 +16,7 @@ from drctl.runs.store import ReportUploadFailed, RunNotFound, RunStore
 from drctl.storage import StorageUnavailable, open_storage
 from drctl.storage.base import LockSupport
 from tests.runs.fixtures import T0, demo_summary
+from tests.support.events import error_of, result_of
 
 
 def test_record_writes_three_files_locally_and_in_the_bucket(tmp_path):
@@ -137,8 +138,9 @@ def test_cli_report_and_runs(tmp_path):
     assert "not started: upstream server app01 failed its checks" in out
 
     js = _drctl(tmp_path, "report", "20260203T170100Z-3f9a1c", "--json")
-    doc = json.loads(js.stdout.strip().splitlines()[-1])
+    doc = result_of(js.stdout)
     assert doc["first_available_s"] == 62.0 and doc["servers"][4]["status"] == "not-started"
+    assert doc == demo_summary().to_dict()  # the summary's keys and values, unchanged
 
     html = _drctl(tmp_path, "report", "20260203T170100Z", "--html", "out/r.html")
     assert html.returncode == 0, html.stderr
@@ -152,9 +154,11 @@ def test_cli_report_and_runs(tmp_path):
     assert lines[1].startswith("20260203T170100Z-3f9a1c") and lines[1].rstrip().endswith("failed")
     assert "2/1/1/1" in lines[1] and "1 min 02 s" in lines[1] and "3 min 00 s" in lines[1]
     assert lines[2].startswith("20260210T080000Z-cccccc") and lines[2].rstrip().endswith("warning")
-    listed = json.loads(_drctl(tmp_path, "runs", "demo", "--json").stdout.splitlines()[-1])
+    listed = result_of(_drctl(tmp_path, "runs", "demo", "--json").stdout)["runs"]
     assert [r["run_id"] for r in listed] == ["20260203T170100Z-3f9a1c", "20260210T080000Z-cccccc"]
     assert listed[1]["counts"] == {"ok": 2, "warning": 1, "failed": 0, "not-started": 0}
 
     missing = _drctl(tmp_path, "report", "20990101T000000Z-000000")
     assert missing.returncode == 1 and "drctl: no run" in missing.stderr and "Traceback" not in missing.stderr
+    missing_js = _drctl(tmp_path, "report", "20990101T000000Z-000000", "--json")
+    assert error_of(missing_js.stdout)["error"] == "RunNotFound" and missing_js.returncode == 1
