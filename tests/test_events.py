@@ -73,6 +73,19 @@ def test_lines_from_many_threads_never_interleave():
     assert len(read_events(out.getvalue())) == 8 * 200 + 1
 
 
+def test_the_disaster_confirmation_prompts_on_stderr_so_stdout_stays_json(capsys, monkeypatch):
+    from drctl.activation.guards import NotConfirmed, confirm_disaster
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("demo\n"))
+    confirm_disaster("demo", yes=False, is_tty=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "type the client id to confirm" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("dmeo\n"))
+    with pytest.raises(NotConfirmed, match="does not match"):
+        confirm_disaster("demo", yes=False, is_tty=True)
+    assert capsys.readouterr().out == ""
+
+
 # -- documentation ---------------------------------------------------------------------------------
 
 
