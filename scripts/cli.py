@@ -26,7 +26,7 @@ COMMAND_MODULES = (
     "drctl.commands.policy_cmds",  # policy
     "drctl.commands.nca_cmds",  # nca render|test
     "drctl.commands.activation_cmds",  # activate, drill, deactivate
-    "drctl.commands.report_cmds",  # report, report verify, runs
+    "drctl.commands.report_cmds",  # report show|verify|upload|export, runs
     "drctl.commands.demo_cmds",  # demo prepare
 )
 
