@@ -63,8 +63,8 @@ def _json_default(value: object) -> object:
         return str(value)
     if isinstance(value, datetime):
         return utc_timestamp(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
     raise TypeError(f"event field of type {type(value).__name__} is not JSON")
 
 

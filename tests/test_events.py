@@ -222,3 +222,15 @@ def test_preview_result_is_the_graph_on_one_line():
     assert "[secret]" in out.stdout  # the VPN pre-shared keys, redacted
     for psk in load_stack("demo").psks.values():
         assert psk not in out.stdout + out.stderr
+
+
+def test_the_image_builder_entry_point_speaks_the_same_schema(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "drctl.demo.images", "build", "--plan", str(tmp_path / "none.yaml"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    error = read_events(out.stdout)[-1]
+    assert out.returncode == error["exit_code"] == 1 and error["error"] == "PlanInvalid"
+    assert f"drctl: {error['message']}" in out.stderr
