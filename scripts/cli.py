@@ -1,5 +1,9 @@
 """Entry point of ``drctl``: builds the argument parser from the command modules and is the one
-place that turns a :class:`DrctlError` into a message and an exit code."""
+place that turns a :class:`DrctlError` into a message and an exit code.
+
+A command run with ``--json`` gets ``args.events``, the :class:`~drctl.events.EventStream` it
+writes its events and its ``result`` to; when an error stops it first, the ``error`` event is
+written here. Without ``--json``, ``args.events`` is None."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from drctl.errors import EXIT_INTERRUPTED, DrctlError
+from drctl.errors import EXIT_INTERRUPTED, DrctlError, exit_code_table
+from drctl.events import EventStream
 from drctl.processes import sigterm_as_interrupt
 
 # Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
@@ -21,7 +26,7 @@ COMMAND_MODULES = (
     "drctl.commands.policy_cmds",  # policy
     "drctl.commands.nca_cmds",  # nca render|test
     "drctl.commands.activation_cmds",  # activate, drill, deactivate
-    "drctl.commands.report_cmds",  # report, report verify, runs
+    "drctl.commands.report_cmds",  # report show|verify|upload|export, runs
     "drctl.commands.demo_cmds",  # demo prepare
 )
 
@@ -32,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drctl",
         description="Flexible Recovery operator CLI: recovery plans, per-client stacks, encrypted backups.",
+        epilog="With --json a command writes JSON lines on stdout, the last one its result or its\n"
+        'error (README, "Machine-readable output").\n\n' + exit_code_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,13 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="drctl: %(levelname)s: %(name)s: %(message)s",
     )
+    events = EventStream() if getattr(args, "json", False) else None
+    args.events = events
     try:
         return int(args.func(args) or 0)
     except DrctlError as e:
         print(f"drctl: {e.message}", file=sys.stderr)
+        if events is not None:
+            events.error(e.exit_code, type(e).__name__, e.message)
         return e.exit_code
     except KeyboardInterrupt:
-        print("drctl: interrupted; nothing half-written was left behind", file=sys.stderr)
+        message = "interrupted; nothing half-written was left behind"
+        print(f"drctl: {message}", file=sys.stderr)
+        if events is not None:
+            events.error(EXIT_INTERRUPTED, "Interrupted", message)
         return EXIT_INTERRUPTED
 
 

@@ -3,24 +3,64 @@
 Every failure a user can cause or meet is a subclass of :class:`DrctlError`. Its message names the
 object at fault (plan file and field, bucket/key, chunk id, server, stack) and the next step; its
 ``exit_code`` is what the CLI returns. The CLI prints ``drctl: <message>`` on stderr and never a
-traceback for these. Third-party errors are translated where they enter (``raise X(...) from e``).
+traceback for these (with ``--json`` also an ``error`` event, see :mod:`drctl.events`).
+Third-party errors are translated where they enter (``raise X(...) from e``).
 
-Exit codes (documented in the README; restic's where restic has one):
+The exit codes and their meaning are :data:`EXIT_CODES` below (restic's where restic has one):
+``drctl --help`` ends with that table and the README repeats it. The whole tree, each class with
+its exit code and module (a test keeps this list complete and exact)::
 
-====  ==========================================================
-0     success
-1     invalid input: a plan, stack config or policy violation (the report says which)
-2     usage error (bad arguments; argparse)
-10    repository does not exist
-11    repository is locked by another process / activation
-12    wrong password (no key slot opens with it)
-13    integrity failure: tampered, truncated, swapped or missing data
-14    storage unreachable or refusing access (network, credentials)
-15    local I/O failure (disk full, output path unusable)
-16    an external tool or service the command needs is missing
-20    an activation, drill or check ran and at least one server failed
-130   interrupted (Ctrl-C or SIGTERM); nothing half-written is left behind
-====  ==========================================================
+    DrctlError (1) errors: the root; a bare one is an invalid input
+        InvalidInput (1) errors: the input is invalid
+            PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
+            StackConfigInvalid (1) stack.config: the stack file is invalid
+            StackNotFound (1) stack.config: no stack file for this stack
+            SecretValueInvalid (1) stack.secrets: a ``secure:`` value is malformed or was altered
+            NcaRenderError (1) nca.render: the NCA bundle cannot be rendered from this plan
+            BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
+            NotAuthorised (1) activation.guards: the requester may not activate
+            OutsideWindow (1) activation.guards: outside the activation window, no override
+            NotConfirmed (1) activation.guards: a disaster activation was not confirmed
+            RepoExists (1) repo.errors: a repository already exists here
+            RunNotFound (1) runs.store: no stored run has this id
+            SummaryInvalid (1) runs.model: a run summary document is malformed
+        SchemaMissing (1) plan.load: the plan schema is not installed with drctl
+        WrongPassphrase (1) stack.secrets: the passphrase does not open the stack's secrets
+        RepoMissing (10) repo.errors: no repository here
+        RepoLocked (11) repo.errors: the repository is locked by another process
+        ActivationLocked (11) activation.guards: another activation of this stack is running
+        WrongPassword (12) repo.errors: no key slot opens with this password
+        IntegrityError (13) repo.errors: repository data failed authentication or verification
+            ChunkCorrupt (13) repo.errors: a chunk object fails its checks
+            ChunkMissing (13) repo.errors: a referenced chunk object is missing
+            ManifestCorrupt (13) repo.errors: a restore point's manifest fails its checks
+            ForeignManifest (13) repo.errors: a manifest copied in from another repository
+            KeyFileCorrupt (13) repo.errors: a key slot or the config fails its MAC
+            ImageMismatch (13) repo.errors: the restored image's sha256 differs
+        ReportTampered (13) runs.signing: a report does not match its signature
+        StorageError (14) storage.base: the object store failed
+            StorageUnavailable (14) storage.base: the store cannot be reached (retried)
+            StorageAccessDenied (14) storage.base: the store refused credentials or operation
+            ObjectMissing (14) storage.base: an object asked for does not exist
+            BucketMissing (10) storage.base: the bucket or directory does not exist
+            RetentionRejected (14) storage.s3: the store refused an Object Lock retention
+            ReportUploadFailed (14) runs.store: a stored report could not be uploaded
+        LocalStoreError (14) devstore: the embedded object store cannot start or be reached
+        CloudError (14) activation.targets.cloud: the cloud refused or failed an operation
+        LocalIOError (15) errors: a local file could not be read or written
+            SourceChanged (15) repo.errors: the backup source changed while being read
+            SourceUnreadable (15) repo.errors: the backup source cannot be read
+            OutputError (15) repo.errors: the restore output cannot be written
+            DiskFull (15) repo.errors: the local disk is full
+            SigningKeyUnsafe (15) runs.signing: the report-signing key is readable by others
+        ImageBuildFailed (15) demo.images.rootfs: building a demo disk image failed
+        ToolMissing (16) errors: an external tool this command needs is not installed
+            LabUnavailable (16) netns: the NCA lab cannot run on this machine
+        LabError (20) netns: a step of the NCA lab failed
+        SandboxError (20) activation.targets.sandbox: the local sandbox failed
+            GuestFailed (20) activation.targets.sandbox: a guest's QEMU or SSH never came up
+        VerificationError (20) activation.verify.checks: the verification itself could not run
+        Cancelled (130) errors: cancelled by Ctrl-C on the run that started it
 """
 
 from __future__ import annotations
@@ -37,6 +77,28 @@ EXIT_LOCAL_IO = 15
 EXIT_MISSING_TOOL = 16
 EXIT_RUN_FAILED = 20
 EXIT_INTERRUPTED = 130
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_INVALID: "invalid input: a plan, stack config or policy violation (the message says which)",
+    EXIT_USAGE: "usage error (bad arguments)",
+    EXIT_REPO_MISSING: "repository (or its bucket) does not exist",
+    EXIT_LOCKED: "locked: another process uses the repository, or another run the stack",
+    EXIT_WRONG_PASSWORD: "wrong password (no key slot opens with it)",
+    EXIT_INTEGRITY: "integrity failure: tampered, truncated, swapped or missing data; tampered report",
+    EXIT_STORAGE: "storage unreachable or refusing access (network, credentials)",
+    EXIT_LOCAL_IO: "local I/O failure (disk full, source changed during backup, output unusable)",
+    EXIT_MISSING_TOOL: "a tool or service the command needs is missing",
+    EXIT_RUN_FAILED: "an activation, drill or test ran and a server (or step) failed",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); the same clean-up runs, nothing half-written",
+}
+"""Every exit code of drctl and what it means: the one table (``drctl --help``, README)."""
+
+
+def exit_code_table() -> str:
+    """The exit-code table as ``drctl --help`` ends with it (and the README shows it)."""
+    rows = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+    return f"exit codes (the same for every command):\n{rows}"
 
 
 class DrctlError(Exception):

@@ -14,6 +14,7 @@ import pytest
 
 from drctl.cli import main
 from drctl.devstore import LocalStore, LocalStoreError, LocalStorePorts
+from tests.support.events import result_of
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def test_up_status_down_round_trip(tmp_path, capsys):
     args = ["--state-dir", str(state)]
     try:
         assert main(["local", "up", "--port-base", str(PORT_BASE), "--json", *args]) == 0
-        info = json.loads(capsys.readouterr().out)
+        info = result_of(capsys.readouterr().out)
         assert info["running"] and info["endpoint"] == f"http://127.0.0.1:{PORT_BASE}"
         assert info["buckets"] == ["demo-backups", "demo-reports"]
         secret = (state / "secret_access_key").read_text().strip()
@@ -80,7 +81,7 @@ def test_up_status_down_round_trip(tmp_path, capsys):
 
         # `up` again is a no-op on the running server.
         assert main(["local", "up", "--json", *args]) == 0
-        assert json.loads(capsys.readouterr().out)["pid"] == info["pid"]
+        assert result_of(capsys.readouterr().out)["pid"] == info["pid"]
 
         # A second store on the same ports is refused, naming the ports.
         with pytest.raises(LocalStoreError, match=str(PORT_BASE)):

@@ -23,6 +23,7 @@ from typing import Any
 from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
 from drctl.activation.guards import (
     ActivationLock,
+    ask_on_terminal,
     authorised_contact,
     check_not_active,
     check_window,
@@ -76,7 +77,7 @@ def resolve_scope(cfg: StackConfig, servers: Sequence[str] | None) -> tuple[Serv
     return tuple(s for s in plan.servers if s.name in wanted)
 
 
-def check_guards(req: ActivationRequest, plan: Plan, now: datetime, *, ask=input) -> str | None:
+def check_guards(req: ActivationRequest, plan: Plan, now: datetime, *, ask=ask_on_terminal) -> str | None:
     """The contact, window and confirmation rules; returns the override reason to record.
     A drill is an agreed, scheduled test (service description 11.2): the window does not apply."""
     authorised_contact(plan, req.requested_by)

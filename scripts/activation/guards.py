@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -92,7 +93,15 @@ def check_window(plan: Plan, at: datetime, *, override: bool, reason: str | None
     return reason.strip()
 
 
-def confirm_disaster(client_id: str, *, yes: bool, ask=input, is_tty: bool | None = None) -> None:
+def ask_on_terminal(prompt: str) -> str:
+    """Prompt on stderr and read a line from stdin: stdout stays the command's output (with
+    ``--json``, nothing but JSON lines), which ``input()`` would not respect."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return sys.stdin.readline()
+
+
+def confirm_disaster(client_id: str, *, yes: bool, ask=ask_on_terminal, is_tty: bool | None = None) -> None:
     """A disaster activation needs the client id typed on a terminal, or --yes."""
     if yes:
         return

@@ -5,7 +5,6 @@ was not started, and the error tree's codes otherwise."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -49,7 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument(
         "--project-dir", type=Path, help="Pulumi project holding stacks/ (default: this checkout)"
     )
-    common.add_argument("--json", action="store_true", help="JSON lines; the last line is the run summary")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines on stdout: the run's events, the last one the result (the run summary)",
+    )
 
     p = sub.add_parser(
         "activate", parents=[common], help="activate a client's recovery plan (test or disaster)"
@@ -85,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--state-dir", type=Path)
     p.add_argument("--project-dir", type=Path, help="Pulumi project holding stacks/ (default: this checkout)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout: a result event")
     p.set_defaults(func=_deactivate, parser=p)
 
 
@@ -95,16 +98,10 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return args.state_dir or state_dir()
 
 
-def _printer(json_mode: bool):
-    def emit(kind: str, data: dict) -> None:
-        if json_mode:
-            sys.stdout.write(json.dumps({"event": kind, **data}) + "\n")
-            sys.stdout.flush()
-        else:
-            detail = " ".join(f"{k}={v}" for k, v in data.items() if k != "servers")
-            print(f"drctl: {kind} {detail}", file=sys.stderr, flush=True)
-
-    return emit
+def _print_event(kind: str, data: dict) -> None:
+    """Without ``--json``: the run's events as progress lines on stderr."""
+    detail = " ".join(f"{k}={v}" for k, v in data.items() if k != "servers")
+    print(f"drctl: {kind} {detail}", file=sys.stderr, flush=True)
 
 
 def _activate(args: argparse.Namespace) -> int:
@@ -132,12 +129,12 @@ def _activate(args: argparse.Namespace) -> int:
         req,
         password=read_password(args.password_file, args.password_command),
         state_dir=_state_dir(args),
-        on_event=_printer(args.json),
+        on_event=args.events.emit if args.json else _print_event,
         project_dir=args.project_dir,
     )
     summary = act.execute()
     if args.json:
-        sys.stdout.write(summary.to_json() + "\n")
+        args.events.result(summary.to_dict())
     else:
         _print_summary(summary, _state_dir(args))
     failed = (
@@ -189,7 +186,7 @@ def _deactivate(args: argparse.Namespace) -> int:
         args.parser.error("--yes, --requested-by and --reason only go with --discard-disaster-changes")
     result = deactivate(args.stack, _state_dir(args), project_dir=args.project_dir, discard=discard)
     if args.json:
-        print(json.dumps(result))
+        args.events.result(result)
     else:
         print(f"{args.stack}: back to nominal (run {result['run_id']}, target {result['target']})")
         if "discarded" in result:

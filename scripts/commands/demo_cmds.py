@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="back up SERVER's image with its main service disabled (a failing drill)",
     )
     p.add_argument("--state-dir", type=Path, help="local state (default .state or $DRCTL_STATE_DIR)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines on stdout: prepare-step events, then the result",
+    )
     p.set_defaults(func=_prepare)
 
 
@@ -36,14 +39,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
     def progress(who: str, msg: str) -> None:
         if args.json:
-            print(json.dumps({"event": "progress", "subject": who, "message": msg}), flush=True)
+            args.events.emit("prepare-step", {"subject": who, "message": msg})
         else:
             print(f"[{time.strftime('%H:%M:%S')}] {who}: {msg}", file=sys.stderr, flush=True)
 
     result = prepare_demo(args.state_dir or state_dir(), broken=args.broken, progress=progress)
-    print(
-        json.dumps(result)
-        if args.json
-        else f"demo backups ready in {result['repository']} (password file {result['password_file']})"
-    )
+    if args.json:
+        args.events.result(result)
+    else:
+        print(f"demo backups ready in {result['repository']} (password file {result['password_file']})")
     return 0

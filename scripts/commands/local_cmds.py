@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -24,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="data, keys, pid and log (default: $DRCTL_STATE_DIR/local or .state/local)",
     )
-    common.add_argument("--json", action="store_true", help="print JSON instead of shell exports")
+    common.add_argument(
+        "--json", action="store_true", help="JSON lines on stdout (a result event) instead of shell exports"
+    )
 
     up = actions.add_parser(
         "up", parents=[common], help="start it (idempotent), create the demo buckets, print the env"
@@ -61,9 +62,9 @@ def _ports(args: argparse.Namespace) -> LocalStorePorts | None:
     return ports
 
 
-def _print_info(info: LocalStoreInfo, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(info.to_json(), indent=2))
+def _print_info(info: LocalStoreInfo, args: argparse.Namespace) -> None:
+    if args.json:
+        args.events.result(info.to_json())
         return
     print(
         f"# local object store {'running' if info.running else 'NOT running'} at {info.endpoint} "
@@ -75,7 +76,7 @@ def _print_info(info: LocalStoreInfo, as_json: bool) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     info = _store(args, _ports(args)).up(timeout=args.timeout)
-    _print_info(info, args.json)
+    _print_info(info, args)
     return 0
 
 
@@ -83,7 +84,7 @@ def _down(args: argparse.Namespace) -> int:
     store = _store(args)
     was_running = store.down()
     if args.json:
-        print(json.dumps({"stopped": was_running, "state_dir": str(store.state_dir)}))
+        args.events.result({"stopped": was_running, "state_dir": str(store.state_dir)})
     else:
         print(f"local object store {'stopped' if was_running else 'was not running'} ({store.state_dir})")
     return 0
@@ -97,5 +98,5 @@ def _status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_STORAGE
-    _print_info(info, args.json)
+    _print_info(info, args)
     return 0 if info.running else EXIT_STORAGE

@@ -7,7 +7,6 @@ the environment variable ``DRCTL_VPN_PSK``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -103,7 +102,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.cleanup:
         require_tools()
         removed = cleanup_leftovers(all_runs=True)
-        print(f"removed {len(removed)} namespace(s)" + (f": {', '.join(removed)}" if removed else ""))
+        if args.json:
+            args.events.result({"removed": list(removed)})
+        else:
+            print(f"removed {len(removed)} namespace(s)" + (f": {', '.join(removed)}" if removed else ""))
         return 0
     if not args.stack or not args.site:
         raise InvalidInput("nca test needs STACK and --site (or --cleanup)")
@@ -144,7 +146,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         "steps": [s.as_dict() for s in lab.steps],
     }
     if args.json:
-        print(json.dumps(report, indent=2))
+        args.events.result(report)  # a failure below still prints its message and sets the exit code
     else:
         for s in lab.steps:
             print(f"{'ok  ' if s.ok else 'FAIL'} {s.step:<15} {s.seconds:7.2f}s  {s.detail}")
@@ -176,7 +178,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("stack", nargs="?")
     t.add_argument("--site")
-    t.add_argument("--json", action="store_true", help="print the steps as JSON")
+    t.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON lines on stdout: a result event {"stack", "site", "ok", "failed_step", "steps"}',
+    )
     t.add_argument(
         "--target",
         help="the recovered server to reach (default: the first with an http check, else a port check)",

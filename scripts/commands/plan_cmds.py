@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -23,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help='print {"ok": ..., "plans": [{"file", "ok", "servers", "sites", "problems"}]} on stdout',
+        help='JSON lines on stdout: a result event {"ok", "plans": [{"file", "ok", "servers", '
+        '"sites", "problems"}]}',
     )
     p.set_defaults(func=run_validate)
 
@@ -63,7 +63,7 @@ def run_validate(args: argparse.Namespace) -> int:
     results = validate_files(args.plans)
     ok = all(r["ok"] for r in results)
     if args.json:
-        print(json.dumps({"ok": ok, "plans": results}, indent=2))
+        args.events.result({"ok": ok, "plans": results})
     else:
         for r in results:
             if r["ok"]:

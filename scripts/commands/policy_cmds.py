@@ -31,7 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=lambda s: [x for x in s.split(",") if x],
         help="with --failover: only these servers (comma-separated)",
     )
-    p.add_argument("--json", action="store_true", help="print the violations as a JSON list")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON lines on stdout: notes, then a result event {"stack", "ok", "violations"}',
+    )
     p.add_argument(
         "--project-dir",
         type=Path,
@@ -60,7 +64,15 @@ def run_policy(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"drctl: note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps([v.to_dict() for v in report.violations], indent=2))
+        for note in notes:
+            args.events.emit("note", {"message": note})
+        args.events.result(
+            {
+                "stack": args.stack,
+                "ok": not report.mandatory_failed,
+                "violations": [v.to_dict() for v in report.violations],
+            }
+        )
     else:
         for v in report.violations:
             print(v.line())

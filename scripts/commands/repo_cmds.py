@@ -4,7 +4,6 @@ check, forget, prune, unlock. Formats and exit codes: docs/repository-format.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -14,6 +13,8 @@ _PASSWORD_HELP = (
     "The repository password comes from --password-file, --password-command or "
     "DRCTL_PASSWORD (never from the command line)."
 )
+
+_JSON_HELP = "JSON lines on stdout: events (progress), the last one the result"
 
 
 def _password_parent() -> argparse.ArgumentParser:
@@ -25,11 +26,6 @@ def _password_parent() -> argparse.ArgumentParser:
         help="run CMD (no shell) and read the password from its first output line",
     )
     return p
-
-
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def _storage(url: str):
@@ -52,7 +48,7 @@ def _open(args: argparse.Namespace):
 def _progress(args: argparse.Namespace):
     from drctl.repo.progress import progress_for
 
-    return progress_for(getattr(args, "json", False))
+    return progress_for(args.events)
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -88,17 +84,21 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     repo = _open(args)
     keys = repo.list_keys()
     if args.json:
-        for k in keys:
-            _emit(
-                {
-                    "id": k.key_id,
-                    "label": k.label,
-                    "created": k.created,
-                    "host": k.hostname,
-                    "kdf": k.kdf,
-                    "current": k.key_id == repo.key_id,
-                }
-            )
+        args.events.result(
+            {
+                "keys": [
+                    {
+                        "id": k.key_id,
+                        "label": k.label,
+                        "created": k.created,
+                        "host": k.hostname,
+                        "kdf": k.kdf,
+                        "current": k.key_id == repo.key_id,
+                    }
+                    for k in keys
+                ]
+            }
+        )
         return EXIT_OK
     for k in keys:
         mark = "*" if k.key_id == repo.key_id else " "
@@ -157,7 +157,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.json:
-        _emit(result.summary())
+        args.events.result(result.summary())
     else:
         print(result.point.id)
         print(
@@ -191,8 +191,7 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     with repo.lock(exclusive=False, operation="snapshots"):
         points = [p for p in repo.load_points() if args.server in (None, p.server)]
     if args.json:
-        for p in points:
-            _emit(_point_dict(p))
+        args.events.result({"snapshots": [_point_dict(p) for p in points]})
         return EXIT_OK
     print(f"{'ID':<10} {'CREATED (UTC)':<20} {'SERVER':<16} {'DISK':<8} {'TYPE':<12} {'SIZE':>12}")
     for p in points:
@@ -218,7 +217,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         progress=_progress(args),
     )
     if args.json:
-        _emit(result.summary())
+        args.events.result(result.summary())
     else:
         print(
             f"restored {result.point.server}/{result.point.disk} point {result.point.id[:8]} "
@@ -235,7 +234,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     repo = _open(args)
     report = check(repo, read_data=args.read_data, parallel=args.parallel, progress=_progress(args))
     if args.json:
-        _emit(report.as_dict())
+        args.events.result(report.as_dict())
     else:
         for problem in report.problems:
             print(f"problem: {problem}")
@@ -271,13 +270,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
     kept, removed = forget(repo, policy, server=args.server, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     if args.json:
-        _emit(
-            {
-                "type": "summary",
-                "dry_run": args.dry_run,
-                "kept": [p.id for p in kept],
-                "removed": [p.id for p in removed],
-            }
+        args.events.result(
+            {"dry_run": args.dry_run, "kept": [p.id for p in kept], "removed": [p.id for p in removed]}
         )
     else:
         for p in removed:
@@ -292,7 +286,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     repo = _open(args)
     result = prune(repo, dry_run=args.dry_run)
     if args.json:
-        _emit(result.as_dict())
+        args.events.result(result.as_dict())
     else:
         verb = "would delete" if args.dry_run else "deleted"
         print(
@@ -335,7 +329,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     key = sub.add_parser("key", help="manage the repository's key slots")
     key_sub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     p = add(key_sub, "list", cmd_key_list, "List key slots.")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
     for name, func, help_ in (
         ("add", cmd_key_add, "Add a key slot with a new password."),
         ("passwd", cmd_key_passwd, "Change the password of the key in use."),
@@ -357,11 +351,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, metavar="MIB", help="chunk size (default: the repository's)")
     p.add_argument("--retain", type=int, metavar="DAYS", help="Object Lock retention of this backup")
     p.add_argument("--parallel", type=int, default=8, help="uploads in flight (default 8)")
-    p.add_argument("--json", action="store_true", help="JSON lines progress and summary")
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "snapshots", cmd_snapshots, "List restore points.")
     p.add_argument("--server")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "restore", cmd_restore, "Restore one server disk, verified, to --out.")
     p.add_argument("--server", required=True)
@@ -372,23 +366,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="PATH")
     p.add_argument("--format", default="raw", choices=("raw", "qcow2"))
     p.add_argument("--parallel", type=int, default=16, help="downloads in flight (default 16)")
-    p.add_argument("--json", action="store_true", help="JSON lines progress and summary")
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "check", cmd_check, "Check the repository's structure (and data with --read-data).")
     p.add_argument("--read-data", action="store_true", help="download and verify every chunk")
     p.add_argument("--parallel", type=int, default=8)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "forget", cmd_forget, "Remove restore points not kept by the policy.")
     for unit in ("last", "hourly", "daily", "weekly", "monthly"):
         p.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N")
     p.add_argument("--server", help="only this server's points")
     p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "prune", cmd_prune, "Delete chunks no restore point references.")
     p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "unlock", cmd_unlock, "Remove stale locks (or all with --all).")
     p.add_argument("--all", action="store_true", help="also remove live locks (only if no drctl runs)")

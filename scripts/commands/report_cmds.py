@@ -1,52 +1,81 @@
-"""``drctl report`` and ``drctl runs``: read, export, verify and upload stored run reports.
+"""``drctl report show|verify|upload|export`` and ``drctl runs``: stored run reports.
 
-- ``drctl report RUN_ID [--html PATH] [--json]``: the run's summary (checked against its signature
-  when a verification key is at hand), the report page copied to PATH, or the summary JSON.
+- ``drctl report show RUN_ID [--json]``: the run's summary, checked against its signature when a
+  verification key is at hand (exit 13 if the report was altered).
 - ``drctl report verify RUN_ID|PATH [--public-key FILE]``: exit 0 if untouched, 13 naming the file.
 - ``drctl report upload RUN_ID --to URL``: (re)send a stored report to a report bucket.
+- ``drctl report export RUN_ID --html PATH``: copy the report page to PATH, after checking it.
 - ``drctl runs STACK [--json]``: past activations and drills of a stack, oldest first.
+
+RUN_ID is a run id or a unique prefix of one.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
-from drctl.errors import InvalidInput, LocalIOError
+from drctl.errors import LocalIOError
 from drctl.runs import signing as report_signing
 from drctl.runs.report import fmt_duration, fmt_time
 from drctl.runs.store import RunStore, StoredRun
 
+_RUN_HELP = "a run id or a unique prefix of one (see `drctl runs STACK`)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``report`` and ``runs`` to the parser."""
-    p = sub.add_parser(
-        "report",
-        help="show, export, verify or upload a run report",
-        description="drctl report RUN_ID [--html PATH] [--json] | drctl report verify RUN_ID|PATH "
-        "[--public-key FILE] | drctl report upload RUN_ID --to URL",
+    """Add ``report show|verify|upload|export`` and ``runs`` to the parser."""
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument(
+        "--state-dir", type=Path, help="state directory (default $DRCTL_STATE_DIR or ./.state)"
     )
-    p.add_argument("run", metavar="RUN_ID|verify|upload", help="a run id (or unique prefix), or an action")
-    p.add_argument(
-        "target", nargs="?", metavar="RUN_ID|PATH", help="for verify/upload: the run id or run directory"
-    )
-    p.add_argument(
-        "--html", metavar="PATH", help="write the report page to PATH (after checking its signature)"
-    )
-    p.add_argument("--json", action="store_true", help="print the run summary as one JSON line")
-    p.add_argument(
+    key = argparse.ArgumentParser(add_help=False)
+    key.add_argument(
         "--public-key", metavar="FILE", help="verify with this public key (default: the operator's)"
     )
-    p.add_argument("--to", metavar="URL", help="for upload: the report bucket, e.g. s3://demo-reports")
-    p.add_argument("--state-dir", type=Path, help="state directory (default $DRCTL_STATE_DIR or ./.state)")
-    p.set_defaults(func=cmd_report)
 
-    r = sub.add_parser("runs", help="list the past activations and drills of a stack")
+    p = sub.add_parser("report", help="show, verify, upload or export a run report")
+    actions = p.add_subparsers(dest="report_action", required=True, metavar="ACTION")
+
+    a = actions.add_parser(
+        "show",
+        parents=[state, key],
+        help="the run's summary (its signature checked when a verification key is at hand)",
+    )
+    a.add_argument("run", metavar="RUN_ID", help=_RUN_HELP)
+    a.add_argument(
+        "--json", action="store_true", help="JSON lines on stdout: a result event (the run summary)"
+    )
+    a.set_defaults(func=cmd_show)
+
+    a = actions.add_parser(
+        "verify",
+        parents=[state, key],
+        help="check the report's signature: exit 0 if untouched, 13 naming the altered file",
+    )
+    a.add_argument("run", metavar="RUN_ID|PATH", help=f"{_RUN_HELP}, or a run directory")
+    a.set_defaults(func=cmd_verify)
+
+    a = actions.add_parser(
+        "upload", parents=[state, key], help="(re)send a stored report to a report bucket, after checking it"
+    )
+    a.add_argument("run", metavar="RUN_ID", help=_RUN_HELP)
+    a.add_argument("--to", required=True, metavar="URL", help="the report bucket, e.g. s3://demo-reports")
+    a.set_defaults(func=cmd_upload)
+
+    a = actions.add_parser(
+        "export", parents=[state, key], help="copy the report page to a file, after checking its signature"
+    )
+    a.add_argument("run", metavar="RUN_ID", help=_RUN_HELP)
+    a.add_argument("--html", required=True, metavar="PATH", help="where to write the report page")
+    a.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("runs", parents=[state], help="list the past activations and drills of a stack")
     r.add_argument("stack", metavar="STACK")
-    r.add_argument("--json", action="store_true", help="print the list as one JSON line")
-    r.add_argument("--state-dir", type=Path, help="state directory (default $DRCTL_STATE_DIR or ./.state)")
+    r.add_argument(
+        "--json", action="store_true", help='JSON lines on stdout: a result event {"stack", "runs"}'
+    )
     r.set_defaults(func=cmd_runs)
 
 
@@ -54,31 +83,29 @@ def _public_key(args: argparse.Namespace):
     return report_signing.load_public_key(Path(args.public_key)) if args.public_key else None
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_show(args: argparse.Namespace) -> int:
     store = RunStore(args.state_dir)
-    if args.run == "verify":
-        return _verify(store, args)
-    if args.run == "upload":
-        return _upload(store, args)
-    if args.target:
-        raise InvalidInput(
-            f"unexpected argument {args.target!r}: use `drctl report RUN_ID` or `drctl report verify RUN_ID`"
-        )
     run = store.find(args.run)
     signature = _signature_status(store, run, args)
-    if args.html:
-        dest = Path(args.html)
-        try:
-            if dest.parent != Path(""):
-                dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run.html_path, dest)
-        except OSError as e:
-            raise LocalIOError(f"cannot write the report page to {dest}: {e}") from e
-        print(f"report of run {run.summary.run_id} written to {dest} ({signature})")
     if args.json:
-        print(run.summary.to_json())
-    elif not args.html:
+        args.events.result(run.summary.to_dict())
+    else:
         print(_describe(run, signature))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    store = RunStore(args.state_dir)
+    run = store.find(args.run)
+    signature = _signature_status(store, run, args)
+    dest = Path(args.html)
+    try:
+        if dest.parent != Path(""):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.html_path, dest)
+    except OSError as e:
+        raise LocalIOError(f"cannot write the report page to {dest}: {e}") from e
+    print(f"report of run {run.summary.run_id} written to {dest} ({signature})")
     return 0
 
 
@@ -91,26 +118,24 @@ def _signature_status(store: RunStore, run: StoredRun, args: argparse.Namespace)
     return f"signature valid, key {store.verify(run.path, public)}"
 
 
-def _verify(store: RunStore, args: argparse.Namespace) -> int:
-    if not args.target:
-        raise InvalidInput("drctl report verify needs a run id or a run directory")
-    candidate = Path(args.target)
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = RunStore(args.state_dir)
+    candidate = Path(args.run)
     path = (
         candidate
         if (candidate / "summary.json").exists() or candidate.is_dir()
-        else store.find(args.target).path
+        else store.find(args.run).path
     )
     kid = store.verify(path, _public_key(args))
     print(f"report {path}: signature valid (key {kid}); summary.json and report.html are as signed")
     return 0
 
 
-def _upload(store: RunStore, args: argparse.Namespace) -> int:
-    if not args.target or not args.to:
-        raise InvalidInput("drctl report upload needs a run id and --to URL")
+def cmd_upload(args: argparse.Namespace) -> int:
     from drctl.storage import open_storage
 
-    run = store.find(args.target)
+    store = RunStore(args.state_dir)
+    run = store.find(args.run)
     store.verify(run.path, _public_key(args))
     keys = RunStore(store.state_dir, open_storage(args.to)).upload(run.summary, local_path=run.path)
     print(f"uploaded run {run.summary.run_id}: {', '.join(keys)} to {args.to}")
@@ -150,9 +175,10 @@ def _describe(run: StoredRun, signature: str) -> str:
 def cmd_runs(args: argparse.Namespace) -> int:
     runs = RunStore(args.state_dir).list_runs(args.stack)
     if args.json:
-        print(
-            json.dumps(
-                [
+        args.events.result(
+            {
+                "stack": args.stack,
+                "runs": [
                     {
                         "run_id": r.summary.run_id,
                         "kind": r.summary.kind,
@@ -169,8 +195,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     }
                     for r in runs
                 ],
-                ensure_ascii=False,
-            )
+            }
         )
         return 0
     if not runs:

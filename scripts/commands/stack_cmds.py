@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 from pathlib import Path
 
@@ -38,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="A,B",
         help="activation scope (default: activation.servers, else every dr and backup-tested server)",
     )
-    p.add_argument("--json", action="store_true", help="print the graph as JSON (secrets redacted)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON lines on stdout: notes, then a result event {"stack", "resources"} (secrets redacted)',
+    )
     p.add_argument(
         "--project-dir", type=Path, default=None, help="directory of Pulumi.yaml (default: this checkout)"
     )
@@ -94,9 +97,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
         project_dir=args.project_dir,
     )
     if args.json:
-        print(json.dumps(graph.to_json(redact=True), indent=2, sort_keys=True))
         for note in graph.notes:
             print(f"drctl: note: {note}", file=sys.stderr)
+            args.events.emit("note", {"message": note})
+        args.events.result(graph.to_json(redact=True))
         return 0
     print(render_tree(graph))
     for note in graph.notes:

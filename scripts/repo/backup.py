@@ -39,7 +39,6 @@ class BackupResult:
     def summary(self) -> dict[str, Any]:
         """The ``--json`` final line (never anything secret)."""
         return {
-            "type": "summary",
             "point": self.point.id,
             "server": self.point.server,
             "disk": self.point.disk,

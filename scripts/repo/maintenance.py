@@ -37,7 +37,6 @@ class CheckReport:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "type": "summary",
             "ok": self.ok,
             "points": self.points,
             "chunks_present": self.chunks_present,
@@ -196,7 +195,6 @@ class PruneResult:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "type": "summary",
             "points": self.points,
             "referenced_chunks": self.referenced_chunks,
             "deleted_chunks": self.deleted_chunks,

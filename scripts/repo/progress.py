@@ -1,13 +1,15 @@
 """Progress of long work: a callback the library calls, and the two renderings the CLI uses (a bar
-on a terminal, JSON lines with ``--json``). Library code only ever calls a :class:`ProgressSink`."""
+on a terminal, ``progress`` events with ``--json``). Library code only ever calls a
+:class:`ProgressSink`."""
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from typing import Any, Protocol, TextIO
+
+from drctl.events import EventStream
 
 
 class ProgressSink(Protocol):
@@ -89,15 +91,14 @@ class _Rated:
 
 
 class JsonLinesProgress(_Rated):
-    """One JSON object per line: ``{"type": "progress", ...}``."""
+    """A ``progress`` event (:mod:`drctl.events`) per update: phase, bytes, rate, ETA."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    def __init__(self, events: EventStream) -> None:
         super().__init__()
-        self.out = out
+        self.events = events
 
     def _emit(self, final: bool) -> None:
-        self.out.write(json.dumps({"type": "progress", **self.stats()}) + "\n")
-        self.out.flush()
+        self.events.emit("progress", self.stats())
 
 
 class TerminalProgress(_Rated):
@@ -123,10 +124,10 @@ class TerminalProgress(_Rated):
         self.out.flush()
 
 
-def progress_for(json_mode: bool, quiet: bool = False) -> ProgressSink:
-    """The rendering the CLI should use: JSON lines, a bar on a terminal, or nothing."""
-    if json_mode:
-        return JsonLinesProgress()
+def progress_for(events: EventStream | None, quiet: bool = False) -> ProgressSink:
+    """The rendering the CLI should use: events with ``--json``, a bar on a terminal, or nothing."""
+    if events is not None:
+        return JsonLinesProgress(events)
     if not quiet and sys.stderr.isatty():
         return TerminalProgress()
     return NullProgress()

@@ -45,7 +45,6 @@ class RestoreResult:
 
     def summary(self) -> dict[str, object]:
         return {
-            "type": "summary",
             "point": self.point.id,
             "server": self.point.server,
             "disk": self.point.disk,

@@ -158,7 +158,7 @@ class RunStore:
                 raise ReportUploadFailed(
                     f"report of run {summary.run_id} is stored locally at {local_path}, but uploading "
                     f"{key} to {self.storage.describe()} failed: {e.message}. Fix the bucket access and "
-                    f"run `drctl report upload {summary.run_id}`"
+                    f"run `drctl report upload {summary.run_id} --to {self.storage.describe()}`"
                 ) from e
             keys.append(key)
         log.info("uploaded run %s to %s/%s", summary.run_id, self.storage.describe(), base)

@@ -4,6 +4,7 @@ clean-up. The QEMU sandbox itself is exercised by the drill test."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
@@ -15,6 +16,7 @@ from drctl.activation.activation import Activation, ActivationRequest
 from drctl.activation.deactivation import deactivate
 from drctl.activation.guards import LOCK_KEY, NotAuthorised
 from drctl.errors import InvalidInput
+from drctl.events import EventStream
 from drctl.repo.backup import backup_disk
 from drctl.repo.crypto import KdfParams
 from drctl.repo.repository import init_repository
@@ -22,6 +24,7 @@ from drctl.runs.model import CheckResult, utc_now
 from drctl.runs.store import RunStore
 from drctl.storage.local import LocalDirStorage
 from tests.conftest import demo_project
+from tests.support.events import read_events
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = b"correct horse battery staple"
@@ -111,6 +114,37 @@ def test_drill_restores_boots_in_order_reports_and_cleans_up(project):
     assert target.torn_down
     assert not (tmp / "state" / "restores" / summary.run_id).exists()
     assert events[-1][0] == "report"
+
+
+def test_json_events_of_a_drill_follow_the_schema(project):
+    """What `drctl drill --json` writes: the run's events, then the summary as its result."""
+    proj, tmp, images = project
+    out = io.StringIO()
+    stream = EventStream(out)
+    req = ActivationRequest(
+        stack="demo", target="local", requested_by="Alice Martin", mode="test", kind="drill"
+    )
+    target = FakeTarget(images)
+    act = Activation(
+        req,
+        password=PASSWORD,
+        state_dir=tmp / "state",
+        project_dir=proj,
+        on_event=stream.emit,
+        target_factory=lambda a, deadline_for: (target, lambda: None),
+    )
+    summary = act.execute()
+    stream.result(summary.to_dict())
+    events = read_events(out.getvalue())
+    names = [e["event"] for e in events]
+    assert names[0] == "run-started" and names[-2:] == ["report", "result"]
+    assert events[0]["servers"] == ["dns01", "db01", "app01", "files01", "web01"]
+    for name in ("restore-started", "restore-finished", "boot-started", "server-finished"):
+        assert sorted(e["server"] for e in events if e["event"] == name) == sorted(events[0]["servers"])
+    finished = {e["server"]: e["status"] for e in events if e["event"] == "server-finished"}
+    assert finished == dict.fromkeys(events[0]["servers"], "ok")
+    result = {k: v for k, v in events[-1].items() if k not in ("event", "time")}
+    assert result == summary.to_dict()
 
 
 def test_failed_server_stops_its_branch_only(project):

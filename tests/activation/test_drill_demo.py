@@ -23,6 +23,7 @@ from drctl.repo.repository import init_repository
 from drctl.storage.s3 import S3Storage
 from drctl.storage.s3_client import create_bucket
 from tests.conftest import demo_project
+from tests.support.events import read_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,7 +90,8 @@ def _drill(v, *extra: str, timeout: int = 1500) -> tuple[int, list[dict], str]:
         *extra,
     ]
     proc = subprocess.run(argv, env=v["env"], capture_output=True, text=True, timeout=timeout)
-    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+    lines = read_events(proc.stdout) if proc.stdout else []
+    assert not lines or lines[-1]["event"] == "result", f"exit {proc.returncode}: {lines[-1:]}"
     return proc.returncode, lines, proc.stderr
 
 
@@ -166,16 +168,21 @@ def test_interrupted_drill_leaves_nothing_behind(demo_vault, signum):
         preexec_fn=_sigint_default,
     )
     run_id = None
+    seen = []
     for line in proc.stdout:
+        seen.append(line)
         event = json.loads(line)
         run_id = run_id or event.get("run_id")
         if event.get("event") == "boot-started":
             break
     time.sleep(3)  # QEMU is running in the sandbox now
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=180)
+    out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
+    events = read_events("".join(seen) + out)
+    assert events[0]["event"] == "run-started" and events[-1]["event"] == "error"
+    assert events[-1]["exit_code"] == 130
     _nothing_left(run_id)
     assert not (v["tmp"] / "state" / "restores" / run_id).exists()
     listing = v["client"].list_objects_v2(Bucket=v["reports_bucket"], Prefix="locks/")

@@ -8,7 +8,6 @@ iproute2: the tests FAIL without them unless DRCTL_ALLOW_SKIP=1.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from drctl.nca.render import NcaRenderError, render_bundle, render_cloud_endpoin
 from drctl.netns import list_namespaces
 from drctl.plan.model import plan_from_dict
 from drctl.processes import run
+from tests.support.events import result_of
 from tests.support.sandbox_standin import need_lab, sandbox_standin
 
 pytestmark = pytest.mark.integration
@@ -168,7 +168,7 @@ def test_cli_json_and_mismatch_exit_code(tmp_path: Path) -> None:
     proc = drctl("nca", "test", "demo", "--site", "paris", "--site-plan", str(edited), "--json")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 20, err
-    report = json.loads(out)
+    report = result_of(out)  # the test ran to its end: its result, then exit 20 and the message
     assert report["ok"] is False and report["failed_step"] == "tunnel"
     assert {"step", "ok", "seconds", "detail"} == set(report["steps"][0])
     assert "drctl: NCA test of site paris failed at step 'tunnel': proposal mismatch" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from drctl.cli import main
+from tests.support.events import result_of
 
 ROOT = Path(__file__).resolve().parents[2]
 DRCTL = Path(sys.executable).parent / "drctl"
@@ -61,7 +61,7 @@ def test_yaml_syntax_error_names_the_line() -> None:
 def test_json_result_is_machine_readable() -> None:
     r = drctl("validate", "--json", "recovery_plans/demo.yaml", f"{BAD}/duplicate_ip.yaml")
     assert r.returncode == 1
-    out = json.loads(r.stdout)
+    out = result_of(r.stdout)
     assert out["ok"] is False
     assert out["plans"][0] == {
         "file": "recovery_plans/demo.yaml",

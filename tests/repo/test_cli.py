@@ -14,6 +14,7 @@ import pytest
 
 from drctl.repo.manifest import chunk_key
 from tests.repo.fakes import MiB, make_image
+from tests.support.events import error_of, read_events, result_of
 
 PASSWORD = "Tr0ub4dor&3-cli-secret"
 
@@ -55,16 +56,17 @@ def test_backup_restore_snapshots_and_json(repo_dir, tmp_path):
     point = b.stdout.strip()
     assert len(point) == 32 and int(point, 16) >= 0
     j = drctl("backup", str(repo_dir), "--server", "web", "--disk", "vda", str(img), "--json")
-    lines = [json.loads(line) for line in j.stdout.splitlines()]
-    assert {line["type"] for line in lines[:-1]} == {"progress"}
-    summary = lines[-1]
-    assert summary["type"] == "summary" and summary["new_chunks"] == 0 and summary["uploaded_bytes"] == 0
+    events = read_events(j.stdout)
+    assert {e["event"] for e in events[:-1]} == {"progress"}
+    assert events[-2]["bytes_done"] == events[-2]["bytes_total"] == img.stat().st_size
+    summary = result_of(j.stdout)
+    assert summary["new_chunks"] == 0 and summary["uploaded_bytes"] == 0
     assert {"point", "server", "disk", "size", "chunks", "new_chunks", "uploaded_bytes", "duration_s"} <= set(
         summary
     )
     assert summary["size"] == img.stat().st_size
     s = drctl("snapshots", str(repo_dir), "--json")
-    ids = [json.loads(line)["id"] for line in s.stdout.splitlines()]
+    ids = [p["id"] for p in result_of(s.stdout)["snapshots"]]
     assert ids == [point, summary["point"]]
     out = tmp_path / "out.img"
     r = drctl("restore", str(repo_dir), "--server", "web", "--point", point[:8], "--out", str(out))
@@ -86,6 +88,10 @@ def test_error_exit_codes_without_tracebacks(repo_dir, tmp_path):
 
     wrong = drctl("snapshots", str(repo_dir), password="not-it")
     assert wrong.returncode == 12 and "no key" in wrong.stderr
+    wrong_json = drctl("snapshots", str(repo_dir), "--json", password="not-it")
+    error = error_of(wrong_json.stdout)
+    assert wrong_json.returncode == error["exit_code"] == 12 and error["error"] == "WrongPassword"
+    assert f"drctl: {error['message']}" in wrong_json.stderr
     missing = drctl("snapshots", str(tmp_path / "nowhere"))
     assert missing.returncode == 10 and "repo init" in missing.stderr
     (repo_dir / "locks" / "x").parent.mkdir(exist_ok=True)
@@ -116,11 +122,15 @@ def test_error_exit_codes_without_tracebacks(repo_dir, tmp_path):
     assert bad.returncode == 13 and victim.name in bad.stderr and not out.exists()
     chk = drctl("check", str(repo_dir), "--read-data")
     assert chk.returncode == 13 and victim.name in chk.stdout
+    chk_json = drctl("check", str(repo_dir), "--read-data", "--json")
+    report = result_of(chk_json.stdout)  # the check ran to its end: a result, and exit 13
+    assert chk_json.returncode == 13 and report["ok"] is False
+    assert any(victim.name in problem for problem in report["problems"])
     victim.unlink()
     gone = drctl("restore", str(repo_dir), "--server", "web", "--out", str(out))
     assert gone.returncode == 13 and "missing" in gone.stderr and not out.exists()
     assert drctl("forget", str(repo_dir)).returncode == 1  # no --keep-*
-    for p in (wrong, missing, locked, bad, chk, gone):
+    for p in (wrong, wrong_json, missing, locked, bad, chk, chk_json, gone):
         no_traceback(p)
 
 
@@ -136,7 +146,7 @@ def test_keys_from_cli_and_password_never_in_argv(repo_dir, tmp_path):
     add = drctl("key", "add", str(repo_dir), *cmd, "--new-password-file", str(new_file), password=None)
     assert add.returncode == 0, add.stderr
     listed = drctl("key", "list", str(repo_dir), "--json", *cmd, password=None)
-    keys = [json.loads(line) for line in listed.stdout.splitlines()]
+    keys = result_of(listed.stdout)["keys"]
     assert sorted(k["label"] for k in keys) == ["client", "escrow"]
     client = next(k["id"] for k in keys if k["label"] == "client")
     escrow = next(k["id"] for k in keys if k["label"] == "escrow")
@@ -150,8 +160,10 @@ def test_keys_from_cli_and_password_never_in_argv(repo_dir, tmp_path):
     rm = drctl("key", "remove", str(repo_dir), escrow, password="changed-pw-1")
     assert rm.returncode == 0, rm.stderr
     last = [
-        json.loads(x)["id"]
-        for x in drctl("key", "list", str(repo_dir), "--json", password="changed-pw-1").stdout.splitlines()
+        k["id"]
+        for k in result_of(drctl("key", "list", str(repo_dir), "--json", password="changed-pw-1").stdout)[
+            "keys"
+        ]
     ]
     assert len(last) == 1 and last[0] != client
     refuse = drctl("key", "remove", str(repo_dir), last[0], password="changed-pw-1")

@@ -16,6 +16,7 @@ from drctl.runs.report import render_html
 from drctl.runs.signing import ReportFiles, ReportTampered, sign, verify
 from drctl.runs.store import RunStore
 from tests.runs.fixtures import demo_summary
+from tests.support.events import error_of
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +144,11 @@ def test_cli_verify_passes_then_exits_13_naming_the_tampered_file(tmp_path):
     run.summary_path.write_bytes(data.replace(b'"status": "failed"', b'"status": "ok"    '))
     bad = _drctl("report", "verify", "20260203T170100Z", env=env)  # a unique prefix is enough
     assert bad.returncode == 13 and str(run.summary_path) in bad.stderr
-    # `drctl report RUN --html` refuses to export a tampered report
-    out = _drctl("report", "20260203T170100Z-3f9a1c", "--html", str(tmp_path / "r.html"), env=env)
+    # `drctl report export` refuses to export a tampered report, `report show` to show it
+    out = _drctl("report", "export", "20260203T170100Z-3f9a1c", "--html", str(tmp_path / "r.html"), env=env)
     assert out.returncode == 13 and not (tmp_path / "r.html").exists()
+    shown = _drctl("report", "show", "20260203T170100Z-3f9a1c", "--json", env=env)
+    assert shown.returncode == 13 and error_of(shown.stdout)["error"] == "ReportTampered"
     run.summary_path.write_bytes(data)
     run.signature_path.unlink()
     gone = _drctl("report", "verify", str(run.path), env=env)

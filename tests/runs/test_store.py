@@ -16,6 +16,7 @@ from drctl.runs.store import ReportUploadFailed, RunNotFound, RunStore
 from drctl.storage import StorageUnavailable, open_storage
 from drctl.storage.base import LockSupport
 from tests.runs.fixtures import T0, demo_summary
+from tests.support.events import error_of, result_of
 
 
 def test_record_writes_three_files_locally_and_in_the_bucket(tmp_path):
@@ -70,7 +71,7 @@ def test_upload_failure_keeps_the_local_copy_and_says_how_to_resend(tmp_path):
     assert (local / "report.sig").exists()
     assert str(local) in e.value.message and "s3://demo-reports" in e.value.message
     assert "reports/demo/20260203T170100Z-3f9a1c/summary.json" in e.value.message
-    assert "drctl report upload 20260203T170100Z-3f9a1c" in e.value.message
+    assert "drctl report upload 20260203T170100Z-3f9a1c --to s3://demo-reports`" in e.value.message
     assert e.value.exit_code == 14
     # re-sent later to a bucket that works
     bucket = tmp_path / "b"
@@ -128,7 +129,7 @@ def test_cli_report_and_runs(tmp_path):
     )
     store.record(ok_run)
 
-    text = _drctl(tmp_path, "report", "20260203T170100Z-3f9a1c")
+    text = _drctl(tmp_path, "report", "show", "20260203T170100Z-3f9a1c")
     assert text.returncode == 0, text.stderr
     out = text.stdout
     assert "first server available after 1 min 02 s, last after 3 min 00 s" in out
@@ -136,12 +137,14 @@ def test_cli_report_and_runs(tmp_path):
     assert "signature valid" in out
     assert "not started: upstream server app01 failed its checks" in out
 
-    js = _drctl(tmp_path, "report", "20260203T170100Z-3f9a1c", "--json")
-    doc = json.loads(js.stdout.strip().splitlines()[-1])
+    js = _drctl(tmp_path, "report", "show", "20260203T170100Z-3f9a1c", "--json")
+    doc = result_of(js.stdout)
     assert doc["first_available_s"] == 62.0 and doc["servers"][4]["status"] == "not-started"
+    assert doc == demo_summary().to_dict()  # the summary's keys and values, unchanged
 
-    html = _drctl(tmp_path, "report", "20260203T170100Z", "--html", "out/r.html")
+    html = _drctl(tmp_path, "report", "export", "20260203T170100Z", "--html", "out/r.html")
     assert html.returncode == 0, html.stderr
+    assert "written to out/r.html (signature valid" in html.stdout
     assert (tmp_path / "out" / "r.html").read_bytes() == (
         tmp_path / "state/runs/demo/20260203T170100Z-3f9a1c/report.html"
     ).read_bytes()
@@ -152,9 +155,32 @@ def test_cli_report_and_runs(tmp_path):
     assert lines[1].startswith("20260203T170100Z-3f9a1c") and lines[1].rstrip().endswith("failed")
     assert "2/1/1/1" in lines[1] and "1 min 02 s" in lines[1] and "3 min 00 s" in lines[1]
     assert lines[2].startswith("20260210T080000Z-cccccc") and lines[2].rstrip().endswith("warning")
-    listed = json.loads(_drctl(tmp_path, "runs", "demo", "--json").stdout.splitlines()[-1])
+    listed = result_of(_drctl(tmp_path, "runs", "demo", "--json").stdout)["runs"]
     assert [r["run_id"] for r in listed] == ["20260203T170100Z-3f9a1c", "20260210T080000Z-cccccc"]
     assert listed[1]["counts"] == {"ok": 2, "warning": 1, "failed": 0, "not-started": 0}
 
-    missing = _drctl(tmp_path, "report", "20990101T000000Z-000000")
+    missing = _drctl(tmp_path, "report", "show", "20990101T000000Z-000000")
     assert missing.returncode == 1 and "drctl: no run" in missing.stderr and "Traceback" not in missing.stderr
+    missing_js = _drctl(tmp_path, "report", "show", "20990101T000000Z-000000", "--json")
+    assert error_of(missing_js.stdout)["error"] == "RunNotFound" and missing_js.returncode == 1
+
+    bucket = tmp_path / "reports-bucket"
+    bucket.mkdir()
+    sent = _drctl(tmp_path, "report", "upload", "20260210T080000Z", "--to", str(bucket))
+    assert sent.returncode == 0, sent.stderr
+    assert (
+        "uploaded run 20260210T080000Z-cccccc: reports/demo/20260210T080000Z-cccccc/summary.json"
+        in sent.stdout
+    )
+    assert sorted(p.name for p in (bucket / "reports" / "demo" / "20260210T080000Z-cccccc").iterdir()) == [
+        "report.html",
+        "report.sig",
+        "summary.json",
+    ]
+    no_to = _drctl(tmp_path, "report", "upload", "20260210T080000Z")
+    assert no_to.returncode == 2 and "--to" in no_to.stderr
+
+    old_style = _drctl(tmp_path, "report", "20260203T170100Z-3f9a1c")
+    assert (
+        old_style.returncode == 2 and "choose from 'show', 'verify', 'upload', 'export'" in old_style.stderr
+    )

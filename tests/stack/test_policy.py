@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from drctl.stack.policy import check_stack
+from tests.support.events import read_events, result_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +74,7 @@ def test_demo_failover_from_recorded_images_passes(tmp_path):
     out = drctl("policy", "demo", "--failover", "--json", "--project-dir", str(project))
 
     assert out.returncode == 0, out.stdout + out.stderr
-    assert json.loads(out.stdout) == []
+    assert result_of(out.stdout) == {"stack": "demo", "ok": True, "violations": []}
 
 
 def test_demo_failover_instances_without_a_restore_point_fail(tmp_path):
@@ -114,6 +115,11 @@ def test_demo_failover_preview_without_recorded_images_passes_with_a_note():
     out = drctl("policy", "demo", "--failover")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "drctl: note: " in out.stderr and "placeholder" in out.stderr
+    js = drctl("policy", "demo", "--failover", "--json")
+    events = read_events(js.stdout)
+    notes = [e["message"] for e in events if e["event"] == "note"]
+    assert js.returncode == 0 and any("placeholder" in n for n in notes)
+    assert [e["event"] for e in events] == ["note"] * len(notes) + ["result"]
 
 
 def test_instances_with_the_failover_flag_off_fail(tmp_path):
@@ -182,7 +188,8 @@ def test_rdp_rule_open_to_the_world_fails(tmp_path):
     out = drctl("policy", "demo", "--project-dir", str(project), "--json")
 
     assert out.returncode == 1, out.stderr
-    assert json.loads(out.stdout) == [
+    assert result_of(out.stdout)["ok"] is False
+    assert result_of(out.stdout)["violations"] == [
         {
             "policy": "no-admin-ports-open-to-world",
             "level": "mandatory",

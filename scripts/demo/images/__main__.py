@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 from drctl import paths
 from drctl.demo.images.builder import build_demo_images, default_images_dir
 from drctl.errors import EXIT_INTERRUPTED, DrctlError
+from drctl.events import EventStream
 
 DEFAULT_PLAN = paths.project_dir() / "recovery_plans" / "demo.yaml"
 
@@ -35,13 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="build SERVER with its main service masked (repeatable)",
     )
     b.add_argument("--images-dir", type=Path, default=None, help=f"cache (default: {default_images_dir()})")
-    b.add_argument("--json", action="store_true", help="progress and result as JSON lines")
+    b.add_argument(
+        "--json", action="store_true", help="JSON lines on stdout: prepare-step events, then the result"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(name)s: %(message)s")
 
+    events = EventStream() if args.json else None
+
     def progress(who: str, msg: str) -> None:
-        if args.json:
-            print(json.dumps({"event": "progress", "subject": who, "message": msg}), flush=True)
+        if events is not None:
+            events.emit("prepare-step", {"subject": who, "message": msg})
         else:
             print(f"[{time.strftime('%H:%M:%S')}] {who}: {msg}", file=sys.stderr, flush=True)
 
@@ -55,9 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except DrctlError as e:
         print(f"drctl: {e.message}", file=sys.stderr)
+        if events is not None:
+            events.error(e.exit_code, type(e).__name__, e.message)
         return e.exit_code
     except KeyboardInterrupt:
-        print("drctl: interrupted; partial images were removed", file=sys.stderr)
+        message = "interrupted; partial images were removed"
+        print(f"drctl: {message}", file=sys.stderr)
+        if events is not None:
+            events.error(EXIT_INTERRUPTED, "Interrupted", message)
         return EXIT_INTERRUPTED
     summary: dict[str, Any] = {
         "images": {k: str(v) for k, v in result.images.items()},
@@ -67,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": result.seconds,
         "total_s": round(time.monotonic() - t0, 1),
     }
-    if args.json:
-        print(json.dumps(summary), flush=True)
+    if events is not None:
+        events.result(summary)
     else:
         for name, path in summary["images"].items():
             print(f"{name}\t{path}")
