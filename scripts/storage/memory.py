@@ -51,8 +51,13 @@ class MemoryStorage:
         with self._lock:
             self.objects.pop(key, None)
 
+    def delete_many(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self.objects.pop(key, None)
+
     def lock_support(self) -> LockSupport:
-        return LockSupport(enforced=False, detail="in-memory test storage: no object lock")
+        return LockSupport(enforced=False, detail="in-memory test storage: retention is not enforced")
 
     def extend_retention(self, key: str, until: datetime) -> None:
         with self._lock:
