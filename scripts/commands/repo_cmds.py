@@ -59,14 +59,15 @@ def _progress(args: argparse.Namespace):
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from drctl.repo.password import read_password
+    from drctl.repo.password import check_new_password, read_password
     from drctl.repo.repository import init_repository
 
     storage = _storage(args.repo)
+    password = read_password(args.password_file, args.password_command, confirm=True)
+    check_new_password(password)  # before anything is created
     # The directory or bucket is created if missing; asking for retention enables Object Lock on a
     # new bucket (an existing bucket keeps its setting: lock_support() below reads what it does).
     storage.create(object_lock=bool(args.retain))
-    password = read_password(args.password_file, args.password_command, confirm=True)
     object_lock = None
     if args.retain:
         support = storage.lock_support()

@@ -27,6 +27,7 @@ from drctl.repo.manifest import (
     point_key,
     utc_iso,
 )
+from drctl.repo.password import check_new_password
 from drctl.storage.base import BucketMissing, ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class Repository:
         ]
 
     def add_key(self, password: bytes, label: str, kdf: KdfParams = DEFAULT_KDF) -> str:
-        _require_password(password)
+        check_new_password(password)
         key_id = new_key_id()
         blob = seal_slot(self.repo_id, key_id, self.keys, password, label, kdf)
         self.storage.put(slot_key(key_id), blob)
@@ -214,11 +215,6 @@ class Repository:
         return new_id
 
 
-def _require_password(password: bytes) -> None:
-    if not password:
-        raise InvalidInput("the password is empty; give a non-empty password")
-
-
 def open_repository(storage: Storage, password: bytes) -> Repository:
     """Open with the first key slot the password opens; WrongPassword if none does."""
     cfg, mac = read_config(storage)
@@ -254,7 +250,7 @@ def init_repository(
     kdf: KdfParams = DEFAULT_KDF,
 ) -> Repository:
     """Create a new repository: a key slot first, then ``config`` (its existence = the repository)."""
-    _require_password(password)
+    check_new_password(password)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise InvalidInput(f"chunk size {chunk_size} out of range [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
     try:

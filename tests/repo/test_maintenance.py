@@ -22,7 +22,7 @@ from tests.repo.fakes import MiB, make_image, mutate
 
 @pytest.fixture
 def repo():
-    return init_repository(MemoryStorage(), b"pw", chunk_size=MiB)
+    return init_repository(MemoryStorage(), b"client-password-1", chunk_size=MiB)
 
 
 def test_forget_then_prune_frees_only_unreferenced_chunks(repo, tmp_path):
@@ -111,18 +111,18 @@ def test_stale_lock_is_ignored_and_removed_by_unlock(repo):
 
 def test_key_slots_add_passwd_remove(repo):
     storage = repo.storage
-    escrow = repo.add_key(b"escrow-pw", "escrow")
-    assert open_repository(storage, b"escrow-pw").keys == repo.keys
-    new_id = repo.change_password(b"pw-2")
+    escrow = repo.add_key(b"escrow-password-1", "escrow")
+    assert open_repository(storage, b"escrow-password-1").keys == repo.keys
+    new_id = repo.change_password(b"client-password-2")
     with pytest.raises(WrongPassword):
-        open_repository(storage, b"pw")
-    assert open_repository(storage, b"pw-2").key_id == new_id
+        open_repository(storage, b"client-password-1")
+    assert open_repository(storage, b"client-password-2").key_id == new_id
     assert sorted(k.label for k in repo.list_keys()) == ["client", "escrow"]
     with pytest.raises(InvalidInput, match="the one this password opened"):
         repo.remove_key(new_id)
     repo.remove_key(escrow[:8])
     with pytest.raises(WrongPassword):
-        open_repository(storage, b"escrow-pw")
+        open_repository(storage, b"escrow-password-1")
     with pytest.raises(InvalidInput, match="last key"):
         repo.remove_key(new_id)
 
@@ -132,4 +132,4 @@ def test_tampered_config_is_refused(repo):
     doc["chunk_size"] = 2 * MiB
     repo.storage.put(CONFIG_KEY, json.dumps(doc).encode())
     with pytest.raises(KeyFileCorrupt, match="fails its MAC"):
-        open_repository(repo.storage, b"pw")
+        open_repository(repo.storage, b"client-password-1")
