@@ -98,12 +98,16 @@ def cmd_key_list(args: argparse.Namespace) -> int:
                     "host": k.hostname,
                     "kdf": k.kdf,
                     "current": k.key_id == repo.key_id,
+                    "damaged": k.problem,
                 }
             )
         return EXIT_OK
     for k in keys:
         mark = "*" if k.key_id == repo.key_id else " "
-        print(f"{mark} {k.key_id}  {k.label:<10} {k.created:<28} {k.hostname:<16} {k.kdf}")
+        if k.problem is not None:
+            print(f"{mark} {k.key_id}  DAMAGED: {k.problem}")
+        else:
+            print(f"{mark} {k.key_id}  {k.label:<10} {k.created:<28} {k.hostname:<16} {k.kdf}")
     return EXIT_OK
 
 

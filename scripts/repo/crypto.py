@@ -29,6 +29,11 @@ COMP_ZSTD = 0x01
 CHUNK_HEADER_LEN = 2
 CHUNK_AD_DOMAIN = b"drctl/chunk/v1"
 
+# Bounds on a key slot's scrypt parameters, checked before the KDF runs: a planted or damaged slot
+# must not make opening the repository allocate gigabytes or run for minutes.
+MAX_KDF_MEMORY = 256 * 2**20  # bytes (scrypt uses 128 * n * r): 8 times the default
+MAX_KDF_WORK = 2**22  # n * r * p: 16 times the default (a few seconds)
+
 MANIFEST_MAGIC = b"DRCTLM"
 MANIFEST_HEADER_LEN = len(MANIFEST_MAGIC) + 2 + 32
 MANIFEST_AD_DOMAIN = b"drctl/manifest/v1"
@@ -43,6 +48,26 @@ class KdfParams:
     n: int = 2**15
     r: int = 8
     p: int = 1
+
+    def check(self) -> None:
+        """Raise ValueError, naming the parameter, unless scrypt can run with these parameters
+        within the bounds (``MAX_KDF_MEMORY``, ``MAX_KDF_WORK``)."""
+        for name in ("n", "r", "p"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"scrypt parameter {name}={value!r} is not a positive integer")
+        if self.n < 2 or self.n & (self.n - 1):
+            raise ValueError(f"scrypt parameter n={self.n} is not a power of two")
+        if 128 * self.n * self.r > MAX_KDF_MEMORY:
+            raise ValueError(
+                f"scrypt n={self.n} r={self.r} needs {128 * self.n * self.r >> 20} MiB, more than the "
+                f"{MAX_KDF_MEMORY >> 20} MiB allowed"
+            )
+        if self.n * self.r * self.p > MAX_KDF_WORK:
+            raise ValueError(
+                f"scrypt n={self.n} r={self.r} p={self.p} costs n*r*p = {self.n * self.r * self.p}, more "
+                f"than the {MAX_KDF_WORK} allowed (16 times the default)"
+            )
 
     def as_dict(self, salt: bytes) -> dict[str, Any]:
         import base64
@@ -89,7 +114,9 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def derive_kek(password: bytes, salt: bytes, params: KdfParams) -> bytes:
-    """Key-encryption key from the password (scrypt, memory-hard)."""
+    """Key-encryption key from the password (scrypt, memory-hard). ValueError if ``params`` are
+    out of bounds (checked before any work)."""
+    params.check()
     maxmem = 128 * params.r * params.n * params.p + 16 * 2**20
     return hashlib.scrypt(
         password, salt=salt, n=params.n, r=params.r, p=params.p, maxmem=maxmem, dklen=KEY_LEN

@@ -16,7 +16,18 @@ from drctl.errors import InvalidInput
 from drctl.repo import crypto
 from drctl.repo.crypto import DEFAULT_KDF, KdfParams, MasterKeys
 from drctl.repo.errors import ChunkMissing, KeyFileCorrupt, RepoExists, RepoMissing, WrongPassword
-from drctl.repo.keys import KEYS_PREFIX, KeySlotInfo, new_key_id, open_slot, seal_slot, slot_info, slot_key
+from drctl.repo.keys import (
+    KEYS_PREFIX,
+    KeySlotInfo,
+    damaged_slot_info,
+    new_key_id,
+    open_slot,
+    parse_slot,
+    seal_slot,
+    slot_created,
+    slot_info,
+    slot_key,
+)
 from drctl.repo.locks import RepoLock
 from drctl.repo.manifest import (
     DATA_PREFIX,
@@ -169,10 +180,18 @@ class Repository:
     # -- key slots -----------------------------------------------------------------------------
 
     def list_keys(self) -> list[KeySlotInfo]:
-        return [
-            slot_info(o.key[len(KEYS_PREFIX) :], self.storage.get(o.key))
-            for o in self.storage.list(KEYS_PREFIX)
-        ]
+        """Every key slot; one that cannot be read is listed with its ``problem`` (so that it can be
+        seen and removed), never an error."""
+        out = []
+        for o in self.storage.list(KEYS_PREFIX):
+            key_id = o.key[len(KEYS_PREFIX) :]
+            try:
+                out.append(slot_info(key_id, self.storage.get(o.key)))
+            except ObjectMissing:
+                continue  # removed while we listed
+            except KeyFileCorrupt as e:
+                out.append(damaged_slot_info(key_id, e.message))
+        return out
 
     def add_key(self, password: bytes, label: str, kdf: KdfParams = DEFAULT_KDF) -> str:
         check_new_password(password)
@@ -215,16 +234,39 @@ class Repository:
         return new_id
 
 
-def open_repository(storage: Storage, password: bytes) -> Repository:
-    """Open with the first key slot the password opens; WrongPassword if none does."""
-    cfg, mac = read_config(storage)
-    slots = [o.key[len(KEYS_PREFIX) :] for o in storage.list(KEYS_PREFIX)]
-    for key_id in slots:
+def _readable_slots(storage: Storage) -> tuple[list[tuple[str, bytes]], int]:
+    """(key id, slot bytes) of every slot that parses, newest first; and how many were skipped.
+    A slot that does not parse or whose KDF parameters are out of bounds is skipped with a
+    warning naming it, before any KDF runs."""
+    slots: list[tuple[datetime, str, bytes]] = []
+    skipped = 0
+    for o in storage.list(KEYS_PREFIX):
+        key_id = o.key[len(KEYS_PREFIX) :]
         try:
-            blob = storage.get(slot_key(key_id))
+            blob = storage.get(o.key)
+            doc = parse_slot(key_id, blob)
+        except ObjectMissing:
+            continue  # removed while we listed
+        except KeyFileCorrupt as e:
+            log.warning("skipping key slot %s: %s", key_id, e.message)
+            skipped += 1
+            continue
+        slots.append((slot_created(doc), key_id, blob))
+    slots.sort(key=lambda s: s[0], reverse=True)
+    return [(key_id, blob) for _, key_id, blob in slots], skipped
+
+
+def open_repository(storage: Storage, password: bytes) -> Repository:
+    """Open with the newest key slot the password opens; WrongPassword if none does. Damaged
+    slots are skipped with a warning."""
+    cfg, mac = read_config(storage)
+    slots, skipped = _readable_slots(storage)
+    for key_id, blob in slots:
+        try:
             keys = open_slot(cfg.repo_id, key_id, blob, password)
-        except (ObjectMissing, KeyFileCorrupt) as e:
-            log.warning("skipping key slot %s: %s", key_id, e)
+        except KeyFileCorrupt as e:
+            log.warning("skipping key slot %s: %s", key_id, e.message)
+            skipped += 1
             continue
         if keys is not None:
             if not hmac.compare_digest(crypto.config_mac(keys, cfg.body()), mac):
@@ -233,9 +275,10 @@ def open_repository(storage: Storage, password: bytes) -> Repository:
                     f"MAC: it was modified; restore it from a copy of the repository"
                 )
             return Repository(storage, cfg, keys, key_id)
+    damaged = f", {skipped} damaged key file(s) skipped" if skipped else ""
     raise WrongPassword(
         f"no key of repository {storage.describe()} opens with this password ({len(slots)} key "
-        f"file(s) tried): check DRCTL_PASSWORD / --password-file / --password-command (or the key "
+        f"file(s) tried{damaged}): check DRCTL_PASSWORD / --password-file / --password-command (or the key "
         f"files were modified)"
     )
 
