@@ -192,19 +192,32 @@ def _point_dict(p) -> dict[str, Any]:
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
+    from drctl.repo.points import load_readable_points
+
     repo = _open(args)
     with repo.lock(exclusive=False, operation="snapshots"):
-        points = [p for p in repo.load_points() if args.server in (None, p.server)]
+        listing = load_readable_points(repo)
+    points = [p for p in listing.points if args.server in (None, p.server)]
     if args.json:
         for p in points:
             _emit(_point_dict(p))
-        return EXIT_OK
-    print(f"{'ID':<10} {'CREATED (UTC)':<20} {'SERVER':<16} {'DISK':<8} {'TYPE':<12} {'SIZE':>12}")
-    for p in points:
+    else:
+        print(f"{'ID':<10} {'CREATED (UTC)':<20} {'SERVER':<16} {'DISK':<8} {'TYPE':<12} {'SIZE':>12}")
+        for p in points:
+            print(
+                f"{p.id[:8]:<10} {p.created:%Y-%m-%d %H:%M:%S}  {p.server:<16} {p.disk:<8} "
+                f"{p.type:<12} {p.size:>12}"
+            )
+    if listing.damaged:
+        for d in listing.damaged:
+            print(f"drctl: damaged restore point manifest {d.key!r}: {d.reason}", file=sys.stderr)
         print(
-            f"{p.id[:8]:<10} {p.created:%Y-%m-%d %H:%M:%S}  {p.server:<16} {p.disk:<8} "
-            f"{p.type:<12} {p.size:>12}"
+            f"drctl: {len(listing.damaged)} manifest(s) under snapshots/ cannot be read (their points, "
+            f"whatever server they belong to, cannot be restored); every point listed can be "
+            f"restored with `drctl restore REPO --point ID`; `drctl check REPO` checks the rest",
+            file=sys.stderr,
         )
+        return EXIT_INTEGRITY
     return EXIT_OK
 
 

@@ -19,6 +19,7 @@ from drctl.repo.chunker import DiskSource
 from drctl.repo.crypto import chunk_id
 from drctl.repo.errors import RepoLocked
 from drctl.repo.manifest import BACKUP_TYPES, Manifest, encode_chunks, new_point_id
+from drctl.repo.points import load_readable_points, warn_damaged
 from drctl.repo.progress import NullProgress, ProgressSink
 from drctl.repo.repository import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository
 
@@ -137,8 +138,9 @@ def backup_disk(
         retain_days = repo.config.object_lock.get("retain_days")
     t0 = time.monotonic()
     with repo.lock(exclusive=False, operation="backup") as lock, DiskSource(source) as src:
-        points = repo.load_points()
-        btype, parent = _parent(points, server, disk, backup_type)
+        listing = load_readable_points(repo)  # a damaged manifest only loses its say in the parent
+        warn_damaged(listing.damaged)
+        btype, parent = _parent(listing.points, server, disk, backup_type)
         retain_until = enforced = None
         detail = ""
         if retain_days:
