@@ -3,6 +3,7 @@ tools that need a throw-away repository. It runs the same contract suite as the 
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -51,7 +52,7 @@ class MemoryStorage:
         with self._lock:
             self.objects.pop(key, None)
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: builtins.list[str]) -> None:  # (``list`` is a method here)
         with self._lock:
             for key in keys:
                 self.objects.pop(key, None)
