@@ -324,6 +324,11 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     from drctl.repo.locks import remove_locks
 
     removed = remove_locks(_storage(args.repo), all_locks=args.all)
+    for lk in removed:
+        if lk.problem is not None:
+            print(f"removed malformed lock {lk.key!r} ({lk.problem})")
+        else:
+            print(f"removed {lk.describe()}")
     print(f"removed {len(removed)} lock(s)")
     return EXIT_OK
 
@@ -408,5 +413,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--json", action="store_true")
 
-    p = add(sub, "unlock", cmd_unlock, "Remove stale locks (or all with --all).")
+    p = add(sub, "unlock", cmd_unlock, "Remove stale and malformed locks (or all with --all).")
     p.add_argument("--all", action="store_true", help="also remove live locks (only if no drctl runs)")

@@ -28,6 +28,7 @@ COMP_NONE = 0x00
 COMP_ZSTD = 0x01
 CHUNK_HEADER_LEN = 2
 CHUNK_AD_DOMAIN = b"drctl/chunk/v1"
+CHUNK_OVERHEAD = CHUNK_HEADER_LEN + NONCE_LEN + TAG_LEN
 
 # Bounds on a key slot's scrypt parameters, checked before the KDF runs: a planted or damaged slot
 # must not make opening the repository allocate gigabytes or run for minutes.
@@ -176,13 +177,32 @@ def _chunk_ad(header: bytes, repo_id: bytes, cid: bytes) -> bytes:
     return CHUNK_AD_DOMAIN + header + repo_id + cid
 
 
-def seal_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes) -> bytes:
-    """Compress (when it helps) then encrypt one chunk; the stored object bytes."""
+def _pack(plaintext: bytes) -> tuple[int, bytes]:
+    """(compression byte, body): zstd only when it makes the chunk smaller."""
     packed = _compressor().compress(plaintext)
     if len(packed) < len(plaintext):
-        comp, body = COMP_ZSTD, packed
-    else:
-        comp, body = COMP_NONE, plaintext
+        return COMP_ZSTD, packed
+    return COMP_NONE, plaintext
+
+
+def chunk_object_size(plaintext: bytes) -> int:
+    """The exact size of the object :func:`seal_chunk` stores for ``plaintext``: ``CHUNK_OVERHEAD``
+    plus the plaintext, or plus its zstd output when that is smaller (deterministic for a given
+    zstd version)."""
+    return CHUNK_OVERHEAD + len(_pack(plaintext)[1])
+
+
+def stored_chunk_fits(size: int, plaintext: bytes) -> bool:
+    """Whether an object of ``size`` bytes can be the stored chunk of ``plaintext``. A chunk stored
+    raw is exactly ``len + CHUNK_OVERHEAD`` (no compression needed to tell); a smaller object must
+    match the compressed size, so a 0-byte or truncated object never fits."""
+    raw = len(plaintext) + CHUNK_OVERHEAD
+    return size == raw or (size < raw and size == chunk_object_size(plaintext))
+
+
+def seal_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes) -> bytes:
+    """Compress (when it helps) then encrypt one chunk; the stored object bytes."""
+    comp, body = _pack(plaintext)
     header = bytes((CHUNK_VERSION, comp))
     nonce = os.urandom(NONCE_LEN)
     return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, _chunk_ad(header, repo_id, cid))

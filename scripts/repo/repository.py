@@ -28,7 +28,7 @@ from drctl.repo.keys import (
     slot_info,
     slot_key,
 )
-from drctl.repo.locks import RepoLock
+from drctl.repo.locks import DEFAULT_LOCK_TIMING, LockTiming, RepoLock
 from drctl.repo.manifest import (
     DATA_PREFIX,
     SNAPSHOTS_PREFIX,
@@ -105,6 +105,7 @@ class Repository:
     config: RepoConfig
     keys: MasterKeys = field(repr=False)
     key_id: str
+    lock_timing: LockTiming = DEFAULT_LOCK_TIMING  # refresh period and staleness of this run's locks
 
     @property
     def repo_id(self) -> bytes:
@@ -114,21 +115,26 @@ class Repository:
         return self.storage.describe()
 
     def lock(self, *, exclusive: bool, operation: str) -> RepoLock:
-        return RepoLock(self.storage, exclusive=exclusive, operation=operation)
+        return RepoLock(self.storage, exclusive=exclusive, operation=operation, timing=self.lock_timing)
 
     # -- chunks --------------------------------------------------------------------------------
 
-    def known_chunks(self) -> set[bytes]:
-        """Every chunk id present in ``data/`` (one listing: the dedup index of a run)."""
-        out = set()
+    def chunk_objects(self) -> dict[bytes, int]:
+        """Chunk id -> object size of every chunk in ``data/`` (one listing: the dedup index of a
+        run; the sizes let a caller refuse an object that cannot be a valid chunk)."""
+        out = {}
         for obj in self.storage.list(DATA_PREFIX):
             name = obj.key.rsplit("/", 1)[-1]
             if len(name) == 64:
                 try:
-                    out.add(bytes.fromhex(name))
+                    out[bytes.fromhex(name)] = obj.size
                 except ValueError:
                     continue
         return out
+
+    def known_chunks(self) -> set[bytes]:
+        """Every chunk id present in ``data/`` (one listing)."""
+        return set(self.chunk_objects())
 
     def put_chunk(self, cid: bytes, plaintext: bytes, retain_until: datetime | None) -> int:
         blob = crypto.seal_chunk(self.keys, self.repo_id, cid, plaintext)

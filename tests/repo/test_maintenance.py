@@ -90,23 +90,25 @@ def test_shared_locks_coexist_and_exclusive_is_refused_with_exit_11(repo, tmp_pa
     assert list(repo.storage.list("locks/")) == []
 
 
-def test_stale_lock_is_ignored_and_removed_by_unlock(repo):
+def test_stale_lock_is_ignored_removed_by_the_prune_that_overrides_it_and_by_unlock(repo):
     old = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
-    repo.storage.put(
-        "locks/dead",
-        json.dumps(
-            {
-                "exclusive": True,
-                "operation": "prune",
-                "hostname": "h",
-                "pid": 1,
-                "created": old,
-                "refreshed": old,
-            }
-        ).encode(),
-    )
+    dead = json.dumps(
+        {
+            "exclusive": True,
+            "operation": "prune",
+            "hostname": "h",
+            "pid": 1,
+            "created": old,
+            "refreshed": old,
+        }
+    ).encode()
+    repo.storage.put("locks/dead", dead)
     assert prune(repo).deleted_chunks == 0  # not blocked by the stale lock
-    assert remove_locks(repo.storage) == ["locks/dead"]
+    assert list(repo.storage.list("locks/")) == []  # and it removed what it overrode
+    repo.storage.put("locks/dead", dead)
+    with RepoLock(repo.storage, exclusive=False, operation="restore"):  # ignored, and left, by a shared lock
+        assert repo.storage.exists("locks/dead")
+    assert [lk.key for lk in remove_locks(repo.storage)] == ["locks/dead"]
 
 
 def test_key_slots_add_passwd_remove(repo):
