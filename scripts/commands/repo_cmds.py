@@ -210,7 +210,7 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
             )
     if listing.damaged:
         for d in listing.damaged:
-            print(f"drctl: damaged restore point manifest {d.key!r}: {d.reason}", file=sys.stderr)
+            print(f"drctl: {d.reason}", file=sys.stderr)
         print(
             f"drctl: {len(listing.damaged)} manifest(s) under snapshots/ cannot be read (their points, "
             f"whatever server they belong to, cannot be restored); every point listed can be "

@@ -59,9 +59,8 @@ def load_readable_points(repo: Repository, point_ids: list[str] | None = None) -
 def warn_damaged(damaged: list[DamagedPoint]) -> None:
     for d in damaged:
         log.warning(
-            "skipped restore point manifest %r, which cannot be read (%s); to restore another "
-            "point, give its id with --point (see `drctl snapshots REPO`)",
-            d.key,
+            "%s. It was skipped; to restore a given point, pass its id with --point (`drctl "
+            "snapshots REPO` lists the readable ones)",
             d.reason,
         )
 
