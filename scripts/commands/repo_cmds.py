@@ -55,14 +55,15 @@ def _progress(args: argparse.Namespace):
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from drctl.repo.password import read_password
+    from drctl.repo.password import check_new_password, read_password
     from drctl.repo.repository import init_repository
 
     storage = _storage(args.repo)
+    password = read_password(args.password_file, args.password_command, confirm=True)
+    check_new_password(password)  # before anything is created
     # The directory or bucket is created if missing; asking for retention enables Object Lock on a
     # new bucket (an existing bucket keeps its setting: lock_support() below reads what it does).
     storage.create(object_lock=bool(args.retain))
-    password = read_password(args.password_file, args.password_command, confirm=True)
     object_lock = None
     if args.retain:
         support = storage.lock_support()
@@ -94,6 +95,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
                         "host": k.hostname,
                         "kdf": k.kdf,
                         "current": k.key_id == repo.key_id,
+                        "damaged": k.problem,
                     }
                     for k in keys
                 ]
@@ -102,7 +104,10 @@ def cmd_key_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     for k in keys:
         mark = "*" if k.key_id == repo.key_id else " "
-        print(f"{mark} {k.key_id}  {k.label:<10} {k.created:<28} {k.hostname:<16} {k.kdf}")
+        if k.problem is not None:
+            print(f"{mark} {k.key_id}  DAMAGED: {k.problem}")
+        else:
+            print(f"{mark} {k.key_id}  {k.label:<10} {k.created:<28} {k.hostname:<16} {k.kdf}")
     return EXIT_OK
 
 
@@ -187,18 +192,36 @@ def _point_dict(p) -> dict[str, Any]:
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
+    from drctl.repo.points import load_readable_points
+
     repo = _open(args)
     with repo.lock(exclusive=False, operation="snapshots"):
-        points = [p for p in repo.load_points() if args.server in (None, p.server)]
+        listing = load_readable_points(repo)
+    points = [p for p in listing.points if args.server in (None, p.server)]
     if args.json:
-        args.events.result({"snapshots": [_point_dict(p) for p in points]})
-        return EXIT_OK
-    print(f"{'ID':<10} {'CREATED (UTC)':<20} {'SERVER':<16} {'DISK':<8} {'TYPE':<12} {'SIZE':>12}")
-    for p in points:
-        print(
-            f"{p.id[:8]:<10} {p.created:%Y-%m-%d %H:%M:%S}  {p.server:<16} {p.disk:<8} "
-            f"{p.type:<12} {p.size:>12}"
+        args.events.result(
+            {
+                "snapshots": [_point_dict(p) for p in points],
+                "damaged": [{"key": d.key, "reason": d.reason} for d in listing.damaged],
+            }
         )
+    else:
+        print(f"{'ID':<10} {'CREATED (UTC)':<20} {'SERVER':<16} {'DISK':<8} {'TYPE':<12} {'SIZE':>12}")
+        for p in points:
+            print(
+                f"{p.id[:8]:<10} {p.created:%Y-%m-%d %H:%M:%S}  {p.server:<16} {p.disk:<8} "
+                f"{p.type:<12} {p.size:>12}"
+            )
+    if listing.damaged:
+        for d in listing.damaged:
+            print(f"drctl: {d.reason}", file=sys.stderr)
+        print(
+            f"drctl: {len(listing.damaged)} manifest(s) under snapshots/ cannot be read (their points, "
+            f"whatever server they belong to, cannot be restored); every point listed can be "
+            f"restored with `drctl restore REPO --point ID`; `drctl check REPO` checks the rest",
+            file=sys.stderr,
+        )
+        return EXIT_INTEGRITY
     return EXIT_OK
 
 
@@ -300,6 +323,11 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     from drctl.repo.locks import remove_locks
 
     removed = remove_locks(_storage(args.repo), all_locks=args.all)
+    for lk in removed:
+        if lk.problem is not None:
+            print(f"removed malformed lock {lk.key!r} ({lk.problem})")
+        else:
+            print(f"removed {lk.describe()}")
     print(f"removed {len(removed)} lock(s)")
     return EXIT_OK
 
@@ -384,5 +412,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
-    p = add(sub, "unlock", cmd_unlock, "Remove stale locks (or all with --all).")
+    p = add(sub, "unlock", cmd_unlock, "Remove stale and malformed locks (or all with --all).")
     p.add_argument("--all", action="store_true", help="also remove live locks (only if no drctl runs)")

@@ -14,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from drctl.errors import InvalidInput
+from drctl.errors import DrctlError, InvalidInput
 from drctl.repo.chunker import DiskSource
-from drctl.repo.crypto import chunk_id
-from drctl.repo.errors import RepoLocked
-from drctl.repo.manifest import BACKUP_TYPES, Manifest, encode_chunks, new_point_id
+from drctl.repo.crypto import chunk_id, stored_chunk_fits
+from drctl.repo.errors import ChunkVanished, LockLost
+from drctl.repo.locks import RepoLock
+from drctl.repo.manifest import BACKUP_TYPES, Manifest, chunk_key, encode_chunks, new_point_id, point_key
+from drctl.repo.points import load_readable_points, warn_damaged
 from drctl.repo.progress import NullProgress, ProgressSink
 from drctl.repo.repository import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository
 
@@ -35,6 +37,7 @@ class BackupResult:
     retention_enforced: bool | None
     retention_detail: str = ""
     extended_chunks: int = 0  # reused chunks whose retention was extended to this point's
+    repaired_chunks: int = 0  # chunks in the store that could not be valid, uploaded again
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` final line (never anything secret)."""
@@ -53,6 +56,7 @@ class BackupResult:
             "retain_until": self.point.retain_until.isoformat() if self.point.retain_until else None,
             "retention_enforced": self.retention_enforced,
             "extended_chunks": self.extended_chunks,
+            "repaired_chunks": self.repaired_chunks,
         }
 
 
@@ -73,44 +77,103 @@ def _parent(points: list[Manifest], server: str, disk: str, backup_type: str) ->
 class _Uploader:
     """Chunk id, dedup claim, compress+encrypt+upload: all on the pool's threads.
 
-    With enforced retention, a chunk reused from an earlier backup gets its retention extended to
-    this point's (format §8): otherwise deleting it once the older, shorter retention expired
-    would break the newer point that still references it."""
+    A chunk already in ``data/`` is reused only if its object's size (from the run's one listing)
+    is the size this plaintext is stored with; otherwise it is uploaded again (a truncated or empty
+    object would make the new point unrestorable too). With enforced retention, a reused chunk gets
+    its retention extended to this point's (format §8): otherwise deleting it once the older,
+    shorter retention expired would break the newer point that still references it."""
 
     def __init__(
-        self, repo: Repository, known: set[bytes], retain_until: datetime | None, extend_reused: bool
+        self, repo: Repository, known: dict[bytes, int], retain_until: datetime | None, extend_reused: bool
     ) -> None:
         self.repo = repo
-        self.claimed = set(known)
-        self.reused = set(known) if extend_reused and retain_until else set()  # still to extend
+        self.known = known  # chunk id -> size of its object in the store
+        self.sizes: dict[bytes, int] = {}  # chunk id -> size its object must have (for step 5)
+        self.claimed: set[bytes] = set()
+        self.extend_reused = bool(extend_reused and retain_until)
         self.claim_lock = threading.Lock()
         self.retain_until = retain_until
         self.extended = 0
+        self.repaired = 0
         self.failed = threading.Event()
 
     def process(self, data: bytes) -> tuple[bytes, int]:
         cid = chunk_id(self.repo.keys, data)
         with self.claim_lock:
-            extend = cid in self.reused  # an earlier backup's chunk, first met in this one
-            if extend:
-                self.reused.discard(cid)
-            elif cid in self.claimed:
+            if cid in self.claimed:  # met earlier in this run: handled (or in flight) there
                 return cid, 0
-            else:
-                self.claimed.add(cid)
+            self.claimed.add(cid)
         if self.failed.is_set():  # another upload failed: do no more work
             return cid, 0
         try:
-            if extend:
-                assert self.retain_until is not None  # reused chunks exist only with a retention
-                self.repo.extend_chunk_retention(cid, self.retain_until)
+            stored = self.known.get(cid)
+            if stored is not None and stored_chunk_fits(stored, data):
+                if self.extend_reused and self.retain_until is not None:
+                    self.repo.extend_chunk_retention(cid, self.retain_until)
+                    with self.claim_lock:
+                        self.extended += 1
                 with self.claim_lock:
-                    self.extended += 1
+                    self.sizes[cid] = stored
                 return cid, 0
-            return cid, self.repo.put_chunk(cid, data, self.retain_until)
+            if stored is not None:
+                log.warning(
+                    "chunk %s (object %r) holds %d bytes, which cannot be the stored chunk of these "
+                    "%d bytes (truncated or damaged): uploading it again",
+                    cid.hex(),
+                    chunk_key(cid),
+                    stored,
+                    len(data),
+                )
+            size = self.repo.put_chunk(cid, data, self.retain_until)
+            with self.claim_lock:
+                self.sizes[cid] = size
+                self.repaired += stored is not None
+            return cid, size
         except BaseException:
             self.failed.set()
             raise
+
+
+def _verify_chunks(repo: Repository, sizes: dict[bytes, int]) -> None:
+    """Every chunk the new manifest references is in ``data/`` (one listing) with its size."""
+    stored = repo.chunk_objects()
+    for cid, size in sizes.items():
+        got = stored.get(cid)
+        if got is None:
+            raise ChunkVanished(cid.hex(), chunk_key(cid), repo.describe(), "is missing")
+        if got != size:
+            raise ChunkVanished(
+                cid.hex(), chunk_key(cid), repo.describe(), f"holds {got} bytes instead of {size}"
+            )
+
+
+def _write_point(repo: Repository, lock: RepoLock, manifest: Manifest, sizes: dict[bytes, int]) -> None:
+    """Write the manifest only if our lock was continuously live and every chunk it references is
+    in the store (docs/repository-format.md §3, step 5)."""
+    consequence = (
+        "a prune may have deleted chunks this backup counted on, so no restore point was written "
+        "(the repository is consistent); run the backup again"
+    )
+    try:
+        lock.ensure_live()
+        _verify_chunks(repo, sizes)
+        lock.ensure_live()  # the listing may have taken long
+    except LockLost as e:
+        raise LockLost(f"{e.message}; {consequence}") from e
+    repo.save_point(manifest)
+    try:
+        lock.ensure_live()  # a pause during the write itself
+    except LockLost as e:
+        key = point_key(manifest.id)
+        try:
+            repo.storage.delete(key)
+        except DrctlError as gone:
+            raise LockLost(
+                f"{e.message} while its restore point was written, and its manifest {key!r} could not "
+                f"be removed again ({gone.message}): it may reference pruned chunks; remove it with "
+                f"`drctl forget` or check it with `drctl check REPO`"
+            ) from e
+        raise LockLost(f"{e.message} while its restore point was written; {consequence}") from e
 
 
 def backup_disk(
@@ -137,8 +200,9 @@ def backup_disk(
         retain_days = repo.config.object_lock.get("retain_days")
     t0 = time.monotonic()
     with repo.lock(exclusive=False, operation="backup") as lock, DiskSource(source) as src:
-        points = repo.load_points()
-        btype, parent = _parent(points, server, disk, backup_type)
+        listing = load_readable_points(repo)  # a damaged manifest only loses its say in the parent
+        warn_damaged(listing.damaged)
+        btype, parent = _parent(listing.points, server, disk, backup_type)
         retain_until = enforced = None
         detail = ""
         if retain_days:
@@ -147,7 +211,7 @@ def backup_disk(
             enforced, detail = support.enforced, support.detail
             if not enforced:
                 log.warning("retention requested but not enforced by %s: %s", repo.describe(), detail)
-        known = repo.known_chunks()
+        known = repo.chunk_objects()
         up = _Uploader(repo, known, retain_until, extend_reused=bool(enforced))
         zero = bytes(chunk_size)
         image_hash = hashlib.sha256()
@@ -204,15 +268,17 @@ def backup_disk(
             retain_until=retain_until,
             host=socket.gethostname(),
         )
-        if not lock.still_held():
-            raise RepoLocked(
-                f"the lock of this backup on {repo.describe()} disappeared (stale or "
-                f"removed by `drctl unlock`), so a prune may have run: no restore point "
-                f"was written; run the backup again"
-            )
-        repo.save_point(manifest)
+        _write_point(repo, lock, manifest, up.sizes)
     result = BackupResult(
-        manifest, len(ids), new_chunks, uploaded, time.monotonic() - t0, enforced, detail, up.extended
+        manifest,
+        len(ids),
+        new_chunks,
+        uploaded,
+        time.monotonic() - t0,
+        enforced,
+        detail,
+        up.extended,
+        up.repaired,
     )
     log.info("backup of %s/%s: point %s, %d chunks, %d new", server, disk, manifest.id, len(ids), new_chunks)
     return result

@@ -28,6 +28,12 @@ COMP_NONE = 0x00
 COMP_ZSTD = 0x01
 CHUNK_HEADER_LEN = 2
 CHUNK_AD_DOMAIN = b"drctl/chunk/v1"
+CHUNK_OVERHEAD = CHUNK_HEADER_LEN + NONCE_LEN + TAG_LEN
+
+# Bounds on a key slot's scrypt parameters, checked before the KDF runs: a planted or damaged slot
+# must not make opening the repository allocate gigabytes or run for minutes.
+MAX_KDF_MEMORY = 256 * 2**20  # bytes (scrypt uses 128 * n * r): 8 times the default
+MAX_KDF_WORK = 2**22  # n * r * p: 16 times the default (a few seconds)
 
 MANIFEST_MAGIC = b"DRCTLM"
 MANIFEST_HEADER_LEN = len(MANIFEST_MAGIC) + 2 + 32
@@ -43,6 +49,26 @@ class KdfParams:
     n: int = 2**15
     r: int = 8
     p: int = 1
+
+    def check(self) -> None:
+        """Raise ValueError, naming the parameter, unless scrypt can run with these parameters
+        within the bounds (``MAX_KDF_MEMORY``, ``MAX_KDF_WORK``)."""
+        for name in ("n", "r", "p"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"scrypt parameter {name}={value!r} is not a positive integer")
+        if self.n < 2 or self.n & (self.n - 1):
+            raise ValueError(f"scrypt parameter n={self.n} is not a power of two")
+        if 128 * self.n * self.r > MAX_KDF_MEMORY:
+            raise ValueError(
+                f"scrypt n={self.n} r={self.r} needs {128 * self.n * self.r >> 20} MiB, more than the "
+                f"{MAX_KDF_MEMORY >> 20} MiB allowed"
+            )
+        if self.n * self.r * self.p > MAX_KDF_WORK:
+            raise ValueError(
+                f"scrypt n={self.n} r={self.r} p={self.p} costs n*r*p = {self.n * self.r * self.p}, more "
+                f"than the {MAX_KDF_WORK} allowed (16 times the default)"
+            )
 
     def as_dict(self, salt: bytes) -> dict[str, Any]:
         import base64
@@ -89,7 +115,9 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def derive_kek(password: bytes, salt: bytes, params: KdfParams) -> bytes:
-    """Key-encryption key from the password (scrypt, memory-hard)."""
+    """Key-encryption key from the password (scrypt, memory-hard). ValueError if ``params`` are
+    out of bounds (checked before any work)."""
+    params.check()
     maxmem = 128 * params.r * params.n * params.p + 16 * 2**20
     return hashlib.scrypt(
         password, salt=salt, n=params.n, r=params.r, p=params.p, maxmem=maxmem, dklen=KEY_LEN
@@ -149,13 +177,32 @@ def _chunk_ad(header: bytes | bytearray | memoryview, repo_id: bytes, cid: bytes
     return CHUNK_AD_DOMAIN + header + repo_id + cid
 
 
-def seal_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes) -> bytes:
-    """Compress (when it helps) then encrypt one chunk; the stored object bytes."""
+def _pack(plaintext: bytes) -> tuple[int, bytes]:
+    """(compression byte, body): zstd only when it makes the chunk smaller."""
     packed = _compressor().compress(plaintext)
     if len(packed) < len(plaintext):
-        comp, body = COMP_ZSTD, packed
-    else:
-        comp, body = COMP_NONE, plaintext
+        return COMP_ZSTD, packed
+    return COMP_NONE, plaintext
+
+
+def chunk_object_size(plaintext: bytes) -> int:
+    """The exact size of the object :func:`seal_chunk` stores for ``plaintext``: ``CHUNK_OVERHEAD``
+    plus the plaintext, or plus its zstd output when that is smaller (deterministic for a given
+    zstd version)."""
+    return CHUNK_OVERHEAD + len(_pack(plaintext)[1])
+
+
+def stored_chunk_fits(size: int, plaintext: bytes) -> bool:
+    """Whether an object of ``size`` bytes can be the stored chunk of ``plaintext``. A chunk stored
+    raw is exactly ``len + CHUNK_OVERHEAD`` (no compression needed to tell); a smaller object must
+    match the compressed size, so a 0-byte or truncated object never fits."""
+    raw = len(plaintext) + CHUNK_OVERHEAD
+    return size == raw or (size < raw and size == chunk_object_size(plaintext))
+
+
+def seal_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes) -> bytes:
+    """Compress (when it helps) then encrypt one chunk; the stored object bytes."""
+    comp, body = _pack(plaintext)
     header = bytes((CHUNK_VERSION, comp))
     nonce = os.urandom(NONCE_LEN)
     return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, _chunk_ad(header, repo_id, cid))

@@ -30,6 +30,10 @@ class RepoLocked(DrctlError):
     exit_code = EXIT_LOCKED
 
 
+class LockLost(RepoLocked):
+    """This command's repository lock was lost: removed, or not refreshed in time."""
+
+
 class WrongPassword(DrctlError):
     """No key slot of the repository opens with this password."""
 
@@ -58,6 +62,19 @@ class ChunkMissing(IntegrityError):
         super().__init__(
             f"chunk {chunk_id} (object {key!r}) is missing from the repository; restore another "
             f"point, or run `drctl check REPO` to list every damaged point"
+        )
+        self.chunk_id = chunk_id
+        self.key = key
+
+
+class ChunkVanished(IntegrityError):
+    """A chunk a backup counted on is missing (or cannot be valid) just before its manifest."""
+
+    def __init__(self, chunk_id: str, key: str, where: str, why: str) -> None:
+        super().__init__(
+            f"chunk {chunk_id} (object {key!r}), which this backup references, {why} in {where} "
+            f"just before its restore point was to be written (another process removed or changed "
+            f"it). No restore point was written: run the backup again (it uploads the chunk again)"
         )
         self.chunk_id = chunk_id
         self.key = key

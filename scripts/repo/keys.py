@@ -36,6 +36,7 @@ class KeySlotInfo:
     created: str
     hostname: str
     kdf: str
+    problem: str | None = None  # why the slot cannot be read (then the other fields are empty)
 
 
 def new_key_id() -> str:
@@ -71,19 +72,17 @@ def seal_slot(
     return json.dumps(doc, indent=1).encode()
 
 
-def _parse(key_id: str, blob: bytes | bytearray) -> dict[str, Any]:
+def parse_slot(key_id: str, blob: bytes | bytearray) -> dict[str, Any]:
+    """The slot document, its KDF parameters checked against the bounds before any KDF runs.
+    KeyFileCorrupt (naming the slot and how to remove it) if it is not a usable key slot."""
     try:
         doc = json.loads(blob)
         if not isinstance(doc, dict) or doc.get("version") != 1:
             raise ValueError("not a version-1 key slot")
         kdf = doc["kdf"]
-        if kdf.get("name") != "scrypt":
-            raise ValueError(f"unknown KDF {kdf.get('name')!r}")
-        for field in ("n", "r", "p"):
-            if not isinstance(kdf[field], int) or kdf[field] < 1:
-                raise ValueError(f"bad KDF parameter {field}")
-        if kdf["n"] & (kdf["n"] - 1) or kdf["n"] > 2**22 or kdf["r"] * kdf["p"] > 64:
-            raise ValueError("KDF parameters out of range")
+        if not isinstance(kdf, dict) or kdf.get("name") != "scrypt":
+            raise ValueError(f"unknown KDF {kdf.get('name') if isinstance(kdf, dict) else kdf!r}")
+        KdfParams(kdf["n"], kdf["r"], kdf["p"]).check()
         return doc
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise KeyFileCorrupt(
@@ -93,8 +92,17 @@ def _parse(key_id: str, blob: bytes | bytearray) -> dict[str, Any]:
         ) from e
 
 
+def slot_created(doc: dict[str, Any]) -> datetime:
+    """When the slot says it was written (not authenticated: only orders the slots to try)."""
+    try:
+        t = datetime.fromisoformat(str(doc.get("created", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
 def slot_info(key_id: str, blob: bytes | bytearray) -> KeySlotInfo:
-    doc = _parse(key_id, blob)
+    doc = parse_slot(key_id, blob)
     kdf = doc["kdf"]
     return KeySlotInfo(
         key_id=key_id,
@@ -105,10 +113,15 @@ def slot_info(key_id: str, blob: bytes | bytearray) -> KeySlotInfo:
     )
 
 
+def damaged_slot_info(key_id: str, problem: str) -> KeySlotInfo:
+    """What ``drctl key list`` shows for a slot that cannot be read (so it can still be removed)."""
+    return KeySlotInfo(key_id=key_id, label="?", created="", hostname="", kdf="", problem=problem)
+
+
 def open_slot(repo_id: bytes, key_id: str, blob: bytes | bytearray, password: bytes) -> MasterKeys | None:
     """The master keys if ``password`` opens this slot, else None (wrong password or a tampered
     slot: AES-GCM cannot tell them apart). Raises KeyFileCorrupt if the file is not a slot at all."""
-    doc = _parse(key_id, blob)
+    doc = parse_slot(key_id, blob)
     kdf = doc["kdf"]
     try:
         salt = base64.b64decode(kdf["salt"], validate=True)
@@ -118,5 +131,8 @@ def open_slot(repo_id: bytes, key_id: str, blob: bytes | bytearray, password: by
         raise KeyFileCorrupt(f"key file {slot_key(key_id)!r} has a malformed field: {e}") from e
     if len(nonce) != 12 or len(salt) < 8:
         return None
-    kek = derive_kek(password, salt, KdfParams(kdf["n"], kdf["r"], kdf["p"]))
+    try:
+        kek = derive_kek(password, salt, KdfParams(kdf["n"], kdf["r"], kdf["p"]))
+    except (ValueError, MemoryError) as e:  # parse_slot bounded the parameters; scrypt still refused
+        raise KeyFileCorrupt(f"key file {slot_key(key_id)!r}: its KDF cannot run: {e}") from e
     return unwrap_keys(kek, nonce, data, key_slot_ad(repo_id, key_id, kdf))

@@ -54,10 +54,7 @@ def check(
     progress = progress or NullProgress()
     report = CheckReport()
     with repo.lock(exclusive=False, operation="check"):
-        try:
-            repo.list_keys()
-        except DrctlError as e:
-            report.problems.append(e.message)
+        report.problems += [k.problem for k in repo.list_keys() if k.problem is not None]
         points: list[Manifest] = []
         for pid in repo.point_ids():
             try:

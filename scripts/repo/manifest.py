@@ -47,6 +47,11 @@ def parse_time(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def is_point_id(selector: str) -> bool:
+    """Whether a ``--point`` selector is a point id (prefix) rather than ``latest`` or a time."""
+    return re.fullmatch(r"[0-9a-f]{4,32}", selector) is not None
+
+
 def chunk_count(size: int, chunk_size: int) -> int:
     return -(-size // chunk_size)
 
@@ -190,7 +195,7 @@ def select_point(
         mine = [p for p in mine if p.disk == disk]
         if not mine:
             raise InvalidInput(f"server {server!r} has no disk {disk!r}; its disks: {', '.join(disks)}")
-    if selector not in ("latest",) and re.fullmatch(r"[0-9a-f]{4,32}", selector):
+    if is_point_id(selector):
         hits = [p for p in mine if p.id.startswith(selector)]
         if len(hits) != 1:
             raise InvalidInput(

@@ -4,23 +4,52 @@ Never from argv, never logged (docs/repository-format.md §7)."""
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import shlex
+import stat
 import subprocess
 import sys
-from pathlib import Path
 
 from drctl.errors import InvalidInput
 
+log = logging.getLogger(__name__)
+
 PASSWORD_ENV = "DRCTL_PASSWORD"
 NEW_PASSWORD_ENV = "DRCTL_NEW_PASSWORD"
+# Key slots are readable by anyone who can read the bucket, and a slot can be attacked offline
+# (guess, run the KDF, try the tag) without ever touching the store again: length is the defence.
+MIN_PASSWORD_CHARS = 12
+
+
+def check_new_password(password: bytes) -> None:
+    """Refuse a new repository password (``repo init``, ``key add|passwd``) that is too short. The
+    message never contains the password."""
+    n = len(password.decode("utf-8", errors="replace"))
+    if n < MIN_PASSWORD_CHARS:
+        raise InvalidInput(
+            f"the new password has {n} characters; at least {MIN_PASSWORD_CHARS} are required because "
+            f"the key slots are readable by anyone who can read the bucket and a short password can "
+            f"be guessed offline from them; choose a longer one (e.g. several random words)"
+        )
 
 
 def _from_file(path: str, what: str) -> bytes:
     try:
-        text = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            text = f.read()
     except OSError as e:
         raise InvalidInput(f"cannot read the {what} file {path}: {e.strerror}") from e
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning(
+            "the %s file %s is readable by other users (mode %04o): whoever reads it can open the "
+            "repository; restrict it with `chmod 600 %s`",
+            what,
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
     line = text.splitlines()[0] if text.splitlines() else b""
     if not line:
         raise InvalidInput(f"the {what} file {path} is empty")

@@ -16,8 +16,19 @@ from drctl.errors import InvalidInput
 from drctl.repo import crypto
 from drctl.repo.crypto import DEFAULT_KDF, KdfParams, MasterKeys
 from drctl.repo.errors import ChunkMissing, KeyFileCorrupt, RepoExists, RepoMissing, WrongPassword
-from drctl.repo.keys import KEYS_PREFIX, KeySlotInfo, new_key_id, open_slot, seal_slot, slot_info, slot_key
-from drctl.repo.locks import RepoLock
+from drctl.repo.keys import (
+    KEYS_PREFIX,
+    KeySlotInfo,
+    damaged_slot_info,
+    new_key_id,
+    open_slot,
+    parse_slot,
+    seal_slot,
+    slot_created,
+    slot_info,
+    slot_key,
+)
+from drctl.repo.locks import DEFAULT_LOCK_TIMING, LockTiming, RepoLock
 from drctl.repo.manifest import (
     DATA_PREFIX,
     SNAPSHOTS_PREFIX,
@@ -27,6 +38,7 @@ from drctl.repo.manifest import (
     point_key,
     utc_iso,
 )
+from drctl.repo.password import check_new_password
 from drctl.storage.base import BucketMissing, ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
@@ -93,6 +105,7 @@ class Repository:
     config: RepoConfig
     keys: MasterKeys = field(repr=False)
     key_id: str
+    lock_timing: LockTiming = DEFAULT_LOCK_TIMING  # refresh period and staleness of this run's locks
 
     @property
     def repo_id(self) -> bytes:
@@ -102,21 +115,26 @@ class Repository:
         return self.storage.describe()
 
     def lock(self, *, exclusive: bool, operation: str) -> RepoLock:
-        return RepoLock(self.storage, exclusive=exclusive, operation=operation)
+        return RepoLock(self.storage, exclusive=exclusive, operation=operation, timing=self.lock_timing)
 
     # -- chunks --------------------------------------------------------------------------------
 
-    def known_chunks(self) -> set[bytes]:
-        """Every chunk id present in ``data/`` (one listing: the dedup index of a run)."""
-        out = set()
+    def chunk_objects(self) -> dict[bytes, int]:
+        """Chunk id -> object size of every chunk in ``data/`` (one listing: the dedup index of a
+        run; the sizes let a caller refuse an object that cannot be a valid chunk)."""
+        out = {}
         for obj in self.storage.list(DATA_PREFIX):
             name = obj.key.rsplit("/", 1)[-1]
             if len(name) == 64:
                 try:
-                    out.add(bytes.fromhex(name))
+                    out[bytes.fromhex(name)] = obj.size
                 except ValueError:
                     continue
         return out
+
+    def known_chunks(self) -> set[bytes]:
+        """Every chunk id present in ``data/`` (one listing)."""
+        return set(self.chunk_objects())
 
     def put_chunk(self, cid: bytes, plaintext: bytes, retain_until: datetime | None) -> int:
         blob = crypto.seal_chunk(self.keys, self.repo_id, cid, plaintext)
@@ -170,13 +188,21 @@ class Repository:
     # -- key slots -----------------------------------------------------------------------------
 
     def list_keys(self) -> list[KeySlotInfo]:
-        return [
-            slot_info(o.key[len(KEYS_PREFIX) :], self.storage.get(o.key))
-            for o in self.storage.list(KEYS_PREFIX)
-        ]
+        """Every key slot; one that cannot be read is listed with its ``problem`` (so that it can be
+        seen and removed), never an error."""
+        out = []
+        for o in self.storage.list(KEYS_PREFIX):
+            key_id = o.key[len(KEYS_PREFIX) :]
+            try:
+                out.append(slot_info(key_id, self.storage.get(o.key)))
+            except ObjectMissing:
+                continue  # removed while we listed
+            except KeyFileCorrupt as e:
+                out.append(damaged_slot_info(key_id, e.message))
+        return out
 
     def add_key(self, password: bytes, label: str, kdf: KdfParams = DEFAULT_KDF) -> str:
-        _require_password(password)
+        check_new_password(password)
         key_id = new_key_id()
         blob = seal_slot(self.repo_id, key_id, self.keys, password, label, kdf)
         self.storage.put(slot_key(key_id), blob)
@@ -216,21 +242,39 @@ class Repository:
         return new_id
 
 
-def _require_password(password: bytes) -> None:
-    if not password:
-        raise InvalidInput("the password is empty; give a non-empty password")
+def _readable_slots(storage: Storage) -> tuple[list[tuple[str, bytes]], int]:
+    """(key id, slot bytes) of every slot that parses, newest first; and how many were skipped.
+    A slot that does not parse or whose KDF parameters are out of bounds is skipped with a
+    warning naming it, before any KDF runs."""
+    slots: list[tuple[datetime, str, bytes]] = []
+    skipped = 0
+    for o in storage.list(KEYS_PREFIX):
+        key_id = o.key[len(KEYS_PREFIX) :]
+        try:
+            blob = storage.get(o.key)
+            doc = parse_slot(key_id, blob)
+        except ObjectMissing:
+            continue  # removed while we listed
+        except KeyFileCorrupt as e:
+            log.warning("skipping key slot %s: %s", key_id, e.message)
+            skipped += 1
+            continue
+        slots.append((slot_created(doc), key_id, bytes(blob)))
+    slots.sort(key=lambda s: s[0], reverse=True)
+    return [(key_id, blob) for _, key_id, blob in slots], skipped
 
 
 def open_repository(storage: Storage, password: bytes) -> Repository:
-    """Open with the first key slot the password opens; WrongPassword if none does."""
+    """Open with the newest key slot the password opens; WrongPassword if none does. Damaged
+    slots are skipped with a warning."""
     cfg, mac = read_config(storage)
-    slots = [o.key[len(KEYS_PREFIX) :] for o in storage.list(KEYS_PREFIX)]
-    for key_id in slots:
+    slots, skipped = _readable_slots(storage)
+    for key_id, blob in slots:
         try:
-            blob = storage.get(slot_key(key_id))
             keys = open_slot(cfg.repo_id, key_id, blob, password)
-        except (ObjectMissing, KeyFileCorrupt) as e:
-            log.warning("skipping key slot %s: %s", key_id, e)
+        except KeyFileCorrupt as e:
+            log.warning("skipping key slot %s: %s", key_id, e.message)
+            skipped += 1
             continue
         if keys is not None:
             if not hmac.compare_digest(crypto.config_mac(keys, cfg.body()), mac):
@@ -239,9 +283,10 @@ def open_repository(storage: Storage, password: bytes) -> Repository:
                     f"MAC: it was modified; restore it from a copy of the repository"
                 )
             return Repository(storage, cfg, keys, key_id)
+    damaged = f", {skipped} damaged key file(s) skipped" if skipped else ""
     raise WrongPassword(
         f"no key of repository {storage.describe()} opens with this password ({len(slots)} key "
-        f"file(s) tried): check DRCTL_PASSWORD / --password-file / --password-command (or the key "
+        f"file(s) tried{damaged}): check DRCTL_PASSWORD / --password-file / --password-command (or the key "
         f"files were modified)"
     )
 
@@ -256,7 +301,7 @@ def init_repository(
     kdf: KdfParams = DEFAULT_KDF,
 ) -> Repository:
     """Create a new repository: a key slot first, then ``config`` (its existence = the repository)."""
-    _require_password(password)
+    check_new_password(password)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise InvalidInput(f"chunk size {chunk_size} out of range [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
     try:

@@ -23,7 +23,8 @@ from drctl.processes import CommandFailed, run
 from drctl.repo.crypto import chunk_id
 from drctl.repo.errors import ImageMismatch, OutputError
 from drctl.repo.journal import RestoreJournal
-from drctl.repo.manifest import Manifest, chunk_length, select_point
+from drctl.repo.manifest import Manifest, chunk_length
+from drctl.repo.points import find_point
 from drctl.repo.progress import NullProgress, ProgressSink
 from drctl.repo.repository import Repository
 from drctl.repo.restore_pipeline import RestoreWriter, fetch_all, output_error, window_size
@@ -78,7 +79,7 @@ def restore_disk(
     its journal stay for a resume (the same call again). Setting ``cancel`` (from another thread)
     stops the restore within one chunk download: it raises :class:`Cancelled`."""
     with repo.lock(exclusive=False, operation="restore"):
-        manifest = select_point(repo.load_points(), server, disk, point)
+        manifest = find_point(repo, server, disk, point)
         return restore_point(
             repo, manifest, Path(out), fmt=fmt, parallel=parallel, progress=progress, cancel=cancel
         )

@@ -73,3 +73,76 @@ def mutate(path: Path, fraction: float, chunk: int = MiB, seed: int = 7) -> int:
             f.seek(i * chunk + rng.randrange(0, min(chunk, size - i * chunk) - 64))
             f.write(rng.randbytes(64))
     return len(picks)
+
+
+class PausableStorage:
+    """Delegates to ``inner``; while paused, every call blocks until :meth:`resume`: seen from the
+    store, the process using it is stopped (SIGSTOP, a suspended VM), its lock refresh thread too.
+    ``pause_at(method, key)`` pauses at the first matching call, before it reaches the store."""
+
+    def __init__(self, inner, pause_at=None) -> None:
+        self.inner = inner
+        self.pause_at = pause_at
+        self.running = threading.Event()
+        self.running.set()
+        self.paused = threading.Event()
+
+    def pause(self) -> None:
+        self.running.clear()
+        self.paused.set()
+
+    def resume(self) -> None:
+        self.pause_at = None
+        self.running.set()
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            at = self.pause_at
+            if at is not None and args and at(name, args[0]):
+                self.pause()
+            self.running.wait()
+            return attr(*args, **kwargs)
+
+        return call
+
+
+class LocksUnreachable:
+    """Delegates to ``inner``, but while ``down`` is set every call on a ``locks/`` key fails as an
+    unreachable store would (the lock cannot be refreshed; it is not removed either)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.down = threading.Event()
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self.down.is_set() and args and str(args[0]).startswith("locks/"):
+                raise StorageUnavailable(f"simulated outage: {name} {args[0]}")
+            return attr(*args, **kwargs)
+
+        return call
+
+
+class AtFinish:
+    """A progress sink that runs ``action`` when the backup has stored every chunk, just before it
+    writes the manifest (``backup_disk`` calls ``finish`` there)."""
+
+    def __init__(self, action) -> None:
+        self.action = action
+
+    def start(self, phase: str, total_bytes: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.action()

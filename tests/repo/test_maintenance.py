@@ -22,7 +22,7 @@ from tests.repo.fakes import MiB, make_image, mutate
 
 @pytest.fixture
 def repo():
-    return init_repository(MemoryStorage(), b"pw", chunk_size=MiB)
+    return init_repository(MemoryStorage(), b"client-password-1", chunk_size=MiB)
 
 
 def test_forget_then_prune_frees_only_unreferenced_chunks(repo, tmp_path):
@@ -90,39 +90,41 @@ def test_shared_locks_coexist_and_exclusive_is_refused_with_exit_11(repo, tmp_pa
     assert list(repo.storage.list("locks/")) == []
 
 
-def test_stale_lock_is_ignored_and_removed_by_unlock(repo):
+def test_stale_lock_is_ignored_removed_by_the_prune_that_overrides_it_and_by_unlock(repo):
     old = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
-    repo.storage.put(
-        "locks/dead",
-        json.dumps(
-            {
-                "exclusive": True,
-                "operation": "prune",
-                "hostname": "h",
-                "pid": 1,
-                "created": old,
-                "refreshed": old,
-            }
-        ).encode(),
-    )
+    dead = json.dumps(
+        {
+            "exclusive": True,
+            "operation": "prune",
+            "hostname": "h",
+            "pid": 1,
+            "created": old,
+            "refreshed": old,
+        }
+    ).encode()
+    repo.storage.put("locks/dead", dead)
     assert prune(repo).deleted_chunks == 0  # not blocked by the stale lock
-    assert remove_locks(repo.storage) == ["locks/dead"]
+    assert list(repo.storage.list("locks/")) == []  # and it removed what it overrode
+    repo.storage.put("locks/dead", dead)
+    with RepoLock(repo.storage, exclusive=False, operation="restore"):  # ignored, and left, by a shared lock
+        assert repo.storage.exists("locks/dead")
+    assert [lk.key for lk in remove_locks(repo.storage)] == ["locks/dead"]
 
 
 def test_key_slots_add_passwd_remove(repo):
     storage = repo.storage
-    escrow = repo.add_key(b"escrow-pw", "escrow")
-    assert open_repository(storage, b"escrow-pw").keys == repo.keys
-    new_id = repo.change_password(b"pw-2")
+    escrow = repo.add_key(b"escrow-password-1", "escrow")
+    assert open_repository(storage, b"escrow-password-1").keys == repo.keys
+    new_id = repo.change_password(b"client-password-2")
     with pytest.raises(WrongPassword):
-        open_repository(storage, b"pw")
-    assert open_repository(storage, b"pw-2").key_id == new_id
+        open_repository(storage, b"client-password-1")
+    assert open_repository(storage, b"client-password-2").key_id == new_id
     assert sorted(k.label for k in repo.list_keys()) == ["client", "escrow"]
     with pytest.raises(InvalidInput, match="the one this password opened"):
         repo.remove_key(new_id)
     repo.remove_key(escrow[:8])
     with pytest.raises(WrongPassword):
-        open_repository(storage, b"escrow-pw")
+        open_repository(storage, b"escrow-password-1")
     with pytest.raises(InvalidInput, match="last key"):
         repo.remove_key(new_id)
 
@@ -132,4 +134,4 @@ def test_tampered_config_is_refused(repo):
     doc["chunk_size"] = 2 * MiB
     repo.storage.put(CONFIG_KEY, json.dumps(doc).encode())
     with pytest.raises(KeyFileCorrupt, match="fails its MAC"):
-        open_repository(repo.storage, b"pw")
+        open_repository(repo.storage, b"client-password-1")

@@ -86,7 +86,7 @@ def run_with_deadline(fn, seconds: float = 60):
 
 def test_tiny_window_out_of_order_with_repeats_is_bit_identical(small_window, tmp_path):
     store = MemoryStorage()
-    repo = init_repository(store, b"pw", chunk_size=CS)
+    repo = init_repository(store, b"client-password-1", chunk_size=CS)
     img = image_with_repeats(tmp_path / "disk.img")
     backup_disk(repo, img, server="s", disk="vda")
     repo.storage = Shuffled(store)
@@ -102,7 +102,7 @@ def test_tiny_window_out_of_order_with_repeats_is_bit_identical(small_window, tm
 
 def test_tiny_window_failure_midway_ends_cleanly(small_window, tmp_path):
     store = MemoryStorage()
-    repo = init_repository(store, b"pw", chunk_size=CS)
+    repo = init_repository(store, b"client-password-1", chunk_size=CS)
     img = image_with_repeats(tmp_path / "disk.img")
     res = backup_disk(repo, img, server="s", disk="vda")
     victim = sorted(res.point.chunk_ids())[5]

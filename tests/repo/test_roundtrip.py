@@ -48,7 +48,7 @@ def storage(request, tmp_path):
 
 @pytest.fixture
 def repo(storage):
-    return init_repository(storage, b"pw-1", chunk_size=MiB)
+    return init_repository(storage, b"client-password-1", chunk_size=MiB)
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_round_trip_is_bit_identical_and_sparse(repo, image, tmp_path):
 
 
 def test_second_backup_after_one_percent_change_uploads_about_one_percent(storage, tmp_path):
-    repo = init_repository(storage, b"pw", chunk_size=MiB)
+    repo = init_repository(storage, b"client-password-1", chunk_size=MiB)
     big = make_image(tmp_path / "big.img", 60 * MiB + 999, seed=3)
     first = backup_disk(repo, big, server="db", disk="vdb")
     changed = mutate(big, 0.01)  # 1 of 61 chunks
@@ -163,11 +163,11 @@ def test_missing_chunk_is_an_integrity_error(repo, image, tmp_path):
 
 
 def test_wrong_password_and_foreign_manifest(storage, image, tmp_path):
-    repo = init_repository(storage, b"right", chunk_size=MiB)
+    repo = init_repository(storage, b"right-password-1", chunk_size=MiB)
     with pytest.raises(WrongPassword) as e:
         open_repository(storage, b"wrong")
     assert e.value.exit_code == 12
-    other = init_repository(MemoryStorage("mem://other"), b"right", chunk_size=MiB)
+    other = init_repository(MemoryStorage("mem://other"), b"right-password-1", chunk_size=MiB)
     res = backup_disk(other, image, server="web", disk="vda")
     storage.put(point_key(res.point.id), other.storage.get(point_key(res.point.id)))
     with pytest.raises(ForeignManifest, match="belongs to repository") as e:
@@ -287,7 +287,7 @@ class LockingMemoryStorage(MemoryStorage):
 @pytest.mark.parametrize("enforced", [True, False])
 def test_reused_chunks_are_retained_as_long_as_the_newest_point_only_where_enforced(tmp_path, enforced):
     storage = LockingMemoryStorage() if enforced else MemoryStorage()
-    repo = init_repository(storage, b"pw-1", chunk_size=MiB)
+    repo = init_repository(storage, b"client-password-1", chunk_size=MiB)
     img = make_image(tmp_path / "d.img", 6 * MiB + 5, seed=3)
     first = backup_disk(repo, img, server="s", disk="d", retain_days=1)
     assert mutate(img, 0.01) == 1  # one chunk changes, the others are reused

@@ -119,7 +119,7 @@ def test_unreachable_store_is_exit_14(tmp_path):
 def test_tampered_chunk_on_s3_is_refused(seaweed_s3_plain, tmp_path, monkeypatch):
     seaweed_s3_plain.apply_env(monkeypatch)
     storage = open_storage(seaweed_s3_plain.url("r"))
-    repo = init_repository(storage, b"pw", chunk_size=MiB)
+    repo = init_repository(storage, b"client-password-1", chunk_size=MiB)
     img = make_image(tmp_path / "d.img", 6 * MiB + 1, seed=8)
     res = backup_disk(repo, img, server="db", disk="vda")
     cid = sorted(res.point.chunk_ids())[0]
