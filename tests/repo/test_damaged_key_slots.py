@@ -18,6 +18,7 @@ from drctl.storage.local import LocalDirStorage
 from drctl.storage.memory import MemoryStorage
 from tests.repo.fakes import MiB
 from tests.repo.test_cli import drctl, no_traceback
+from tests.support.events import result_of
 
 PW = b"damaged-key-slots-password"
 
@@ -85,9 +86,7 @@ def test_newest_slot_is_tried_first(repo):
 def test_key_list_and_remove_work_with_a_damaged_slot(tmp_path):
     repo_dir = tmp_path / "repo"
     assert drctl("repo", "init", str(repo_dir), "--chunk-size", "1").returncode == 0
-    [current] = [
-        json.loads(line)["id"] for line in drctl("key", "list", str(repo_dir), "--json").stdout.splitlines()
-    ]
+    [current] = [k["id"] for k in result_of(drctl("key", "list", str(repo_dir), "--json").stdout)["keys"]]
     damaged, planted = new_key_id(), new_key_id()
     (repo_dir / "keys" / damaged).write_bytes(b'{"version": 1, "kdf": {"name": "scrypt", "n": 1')
     slot = json.loads((repo_dir / "keys" / current).read_text())
@@ -97,7 +96,7 @@ def test_key_list_and_remove_work_with_a_damaged_slot(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert f"{damaged}  DAMAGED" in listed.stdout and f"{planted}  DAMAGED: " in listed.stdout
     assert "MiB allowed" in listed.stdout  # why the planted one is refused
-    js = [json.loads(line) for line in drctl("key", "list", str(repo_dir), "--json").stdout.splitlines()]
+    js = result_of(drctl("key", "list", str(repo_dir), "--json").stdout)["keys"]
     assert sorted(k["id"] for k in js if k["damaged"]) == sorted([damaged, planted])
     assert [(k["id"], k["current"]) for k in js if not k["damaged"]] == [(current, True)]
     for key_id in (damaged, planted[:8]):

@@ -5,7 +5,6 @@ and named; ``snapshots`` lists the readable points and names the damaged."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from drctl.storage.local import LocalDirStorage
 from drctl.storage.memory import MemoryStorage
 from tests.repo.fakes import MiB, make_image
 from tests.repo.test_cli import drctl, no_traceback
+from tests.support.events import result_of
 
 PW = b"damaged-manifests-password"
 
@@ -111,7 +111,11 @@ def test_snapshots_lists_the_readable_points_and_names_the_damaged(tmp_path):
     listed = drctl("snapshots", str(repo_dir), "--json")
     no_traceback(listed)
     assert listed.returncode == 13
-    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [ids[1]]
+    result = result_of(listed.stdout)
+    assert [p["id"] for p in result["snapshots"]] == [ids[1]]
+    assert sorted(d["key"] for d in result["damaged"]) == sorted(
+        [f"snapshots/{ids[0]}", "snapshots/notes.txt"]
+    )
     assert f"snapshots/{ids[0]}" in listed.stderr and "snapshots/notes.txt" in listed.stderr
     assert "--point" in listed.stderr
     out = tmp_path / "db.img"

@@ -3,21 +3,20 @@ anyone who can read the bucket), and a password file others can read is warned a
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from drctl.errors import InvalidInput
 from drctl.repo.repository import init_repository, open_repository
 from drctl.storage.memory import MemoryStorage
 from tests.repo.test_cli import PASSWORD, drctl, no_traceback
+from tests.support.events import result_of
 
 WHY = "readable by anyone who can read the bucket"
 
 
 def key_ids(repo_dir, password: str = PASSWORD) -> list[str]:
     listed = drctl("key", "list", str(repo_dir), "--json", password=password)
-    return [json.loads(line)["id"] for line in listed.stdout.splitlines()]
+    return [k["id"] for k in result_of(listed.stdout)["keys"]]
 
 
 def test_library_refuses_short_new_passwords_and_writes_nothing():
