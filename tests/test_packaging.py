@@ -3,9 +3,9 @@
 What an operator's machine has: the package built from the repository and nothing else of the
 checkout, so the plan schema, the NCA templates and the report template must ship as package data.
 
-pip builds the package the normal way (PEP 517, in an isolated build environment that gets the
-build backend from the configured package index) from a copy of the repository, so no build
-files land in the checkout. The fresh venv sees the project venv's site-packages through one
+pip builds the package the normal way (PEP 517, with the project venv's setuptools as the build
+backend, so the test needs no package index) from a copy of the repository, so no build files
+land in the checkout. The fresh venv sees the project venv's site-packages through one
 plain path line in a ``.pth`` file: the dependencies are not downloaded a second time, and the
 project venv's own ``.pth`` hooks (among them drctl's editable-install finder) do not run there,
 so ``drctl`` itself can only come from the build. A test checks that it does.
@@ -89,7 +89,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     (site / "project-venv-dependencies.pth").write_text("".join(f"{p}\n" for p in deps))
     inst = Installed(venv)
     pip = inst.run(
-        str(inst.python), "-m", "pip", "install", "--no-deps", "--no-input", "--quiet", str(source), cwd=base
+        str(inst.python),
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-input",
+        "--quiet",
+        str(source),
+        cwd=base,
     )
     if pip.returncode != 0:
         pytest.fail(f"pip install . failed (exit {pip.returncode}):\n{pip.stderr[-3000:]}", pytrace=False)
