@@ -21,6 +21,7 @@ from pathlib import Path
 from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
 from drctl.activation.guards import ActivationLock, authorised_contact, check_window, confirm_disaster
 from drctl.errors import InvalidInput
+from drctl.paths import check_stack_name
 from drctl.plan.model import Plan, Server
 from drctl.runs.model import RunSummary, ServerResult, new_run_id, seconds_between, utc_now
 from drctl.runs.store import RunStore
@@ -294,7 +295,7 @@ def default_target_factory(act: Activation, deadline_for):
 def deactivate(stack: str, state_dir: Path) -> dict:
     """Return a stack to nominal: local sandboxes of its active run removed (or, for the cloud,
     the failover flag set back off by `pulumi up`), restored images deleted."""
-    path = Path(state_dir) / "active" / f"{stack}.json"
+    path = Path(state_dir) / "active" / f"{check_stack_name(stack)}.json"
     if not path.exists():
         raise InvalidInput(
             f"stack {stack} has no active run recorded in {path.parent}; nothing to deactivate"

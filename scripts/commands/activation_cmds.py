@@ -9,12 +9,15 @@ import json
 import sys
 from pathlib import Path
 
+from drctl.commands.arg_types import stack_name
 from drctl.errors import EXIT_OK, EXIT_RUN_FAILED
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("stack", metavar="STACK", help="client stack (stacks/Pulumi.<STACK>.yaml)")
+    common.add_argument(
+        "stack", metavar="STACK", type=stack_name, help="client stack (stacks/Pulumi.<STACK>.yaml)"
+    )
     common.add_argument(
         "--target",
         choices=("local", "cloud"),
@@ -65,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_activate, kind="drill", mode="test", yes=False)
 
     p = sub.add_parser("deactivate", help="return a stack to nominal (servers removed)")
-    p.add_argument("stack", metavar="STACK")
+    p.add_argument("stack", metavar="STACK", type=stack_name)
     p.add_argument("--state-dir", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_deactivate)

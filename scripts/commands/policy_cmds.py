@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from drctl.commands.arg_types import stack_name
 from drctl.errors import EXIT_INVALID, EXIT_OK, LocalIOError
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every rule of policies/ over its resources. Prints one line per violation; "
         "exits 1 when a mandatory rule fails.",
     )
-    p.add_argument("stack", help="client stack (stacks/Pulumi.<stack>.yaml)")
+    p.add_argument("stack", type=stack_name, help="client stack (stacks/Pulumi.<stack>.yaml)")
     p.add_argument(
         "--failover",
         action="store_true",

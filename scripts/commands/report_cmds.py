@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+from drctl.commands.arg_types import stack_name
 from drctl.errors import InvalidInput, LocalIOError
 from drctl.runs import signing as report_signing
 from drctl.runs.report import fmt_duration, fmt_time
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
     r = sub.add_parser("runs", help="list the past activations and drills of a stack")
-    r.add_argument("stack", metavar="STACK")
+    r.add_argument("stack", metavar="STACK", type=stack_name)
     r.add_argument("--json", action="store_true", help="print the list as one JSON line")
     r.add_argument("--state-dir", type=Path, help="state directory (default $DRCTL_STATE_DIR or ./.state)")
     r.set_defaults(func=cmd_runs)

@@ -26,7 +26,8 @@ import yaml
 
 from drctl import paths
 from drctl.errors import InvalidInput
-from drctl.paths import PROJECT
+from drctl.input_files import InputFileError, is_missing, load_yaml_file
+from drctl.paths import PROJECT, check_stack_name
 from drctl.plan.model import Plan, Server
 from drctl.stack.secrets import StackCrypter, open_encryption_salt
 
@@ -131,6 +132,10 @@ def _decode(key: str, kind: str, value: Any, where: str) -> Any:
             return json.loads(value)
         except json.JSONDecodeError as e:
             raise StackConfigInvalid(f"{where}: {PROJECT}:{key}: not a valid object ({e})") from e
+        except RecursionError:
+            raise StackConfigInvalid(
+                f"{where}: {PROJECT}:{key}: a JSON value nested too deeply; write it as plain YAML"
+            ) from None
     if kind == "string" and not isinstance(value, str):
         raise StackConfigInvalid(f"{where}: {PROJECT}:{key}: expected a string, got {value!r}")
     return value
@@ -151,10 +156,16 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
             "e.g. recovery_plans/<client>.yaml)"
         )
     flavors = []
-    for i, f in enumerate(v.get("flavor_map") or []):
+    flavor_map = v.get("flavor_map") or []
+    if not isinstance(flavor_map, list):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:flavor_map: expected a list of {{name, vcpus, ram_mb}} "
+            "(see stacks/Pulumi.demo.yaml)"
+        )
+    for i, f in enumerate(flavor_map):
         try:
             flavors.append(Flavor(name=str(f["name"]), vcpus=int(f["vcpus"]), ram_mb=int(f["ram_mb"])))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise StackConfigInvalid(
                 f"{where}: {PROJECT}:flavor_map[{i}]: each entry needs name, vcpus and ram_mb"
             ) from e
@@ -197,6 +208,17 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
     )
 
 
+def plan_path(project_dir: Path, plan: str, where: str) -> Path:
+    """The stack's plan file: ``plan`` is relative to the project directory and stays inside it."""
+    rel = Path(plan)
+    if "\0" in plan or rel.is_absolute() or ".." in rel.parts:
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:plan: {plan!r} must be a path inside the project directory "
+            "relative to it, e.g. recovery_plans/<client>.yaml"
+        )
+    return (project_dir / rel).resolve()
+
+
 def check_settings(settings: StackSettings, plan: Plan, *, where: str) -> None:
     """Cross-checks between a stack and its plan that do not need the engine."""
     names = {s.name for s in plan.servers}
@@ -228,17 +250,21 @@ def load_plan_file(path: Path) -> Plan:
 
 
 def stack_file(stack: str, project_dir: Path | None = None) -> Path:
+    """``stacks/Pulumi.<stack>.yaml``; raises :class:`~drctl.paths.InvalidStackName` for a name
+    that could point anywhere else."""
+    check_stack_name(stack)
     project_dir = project_dir or paths.project_dir()
     return project_dir / STACKS_DIR / f"Pulumi.{stack}.yaml"
 
 
 def read_stack_document(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as e:
-        raise StackNotFound(f"{path}: no such stack file; create it from stacks/Pulumi.demo.yaml") from e
-    except yaml.YAMLError as e:
-        raise StackConfigInvalid(f"{path}: not valid YAML ({e})") from e
+        doc = load_yaml_file(path, what="stack file")
+    except InputFileError as e:
+        if is_missing(e):
+            raise StackNotFound(f"{path}: no such stack file; create it from stacks/Pulumi.demo.yaml") from e
+        raise StackConfigInvalid(e.message) from e
+    doc = doc if doc is not None else {}
     if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
         raise StackConfigInvalid(f"{path}: expected a mapping with a `config:` section")
     return doc
@@ -247,9 +273,18 @@ def read_stack_document(path: Path) -> dict[str, Any]:
 def project_defaults(project_dir: Path | None = None) -> dict[str, Any]:
     """Defaults declared in ``Pulumi.yaml``'s ``config:`` (key -> default)."""
     project_dir = project_dir or paths.project_dir()
-    doc = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())
+    path = project_dir / "Pulumi.yaml"
+    try:
+        doc = load_yaml_file(path, what="Pulumi project file")
+    except InputFileError as e:
+        raise StackConfigInvalid(
+            f"{e.message} (the project directory {project_dir} must hold this project's Pulumi.yaml)"
+        ) from e
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(config, dict):
+        raise StackConfigInvalid(f"{path}: expected a mapping with a `config:` section")
     out: dict[str, Any] = {}
-    for key, decl in (doc.get("config") or {}).items():
+    for key, decl in config.items():
         if isinstance(decl, dict) and ("default" in decl or "value" in decl):
             out[key] = decl.get("default", decl.get("value"))
         elif not isinstance(decl, dict):
@@ -259,6 +294,7 @@ def project_defaults(project_dir: Path | None = None) -> dict[str, Any]:
 
 def read_passphrase(stack: str, project_dir: Path | None = None) -> str:
     """The stack's passphrase: the Pulumi CLI's variables, else ``stacks/<stack>.passphrase``."""
+    check_stack_name(stack)
     project_dir = project_dir or paths.project_dir()
     if "PULUMI_CONFIG_PASSPHRASE" in os.environ:
         return os.environ["PULUMI_CONFIG_PASSPHRASE"]
@@ -280,6 +316,11 @@ def open_stack_secrets(
 ) -> StackCrypter:
     project_dir = project_dir or paths.project_dir()
     salt = doc.get("encryptionsalt")
+    if salt and not isinstance(salt, str):
+        raise StackConfigInvalid(
+            f"{path}: encryptionsalt is not a Pulumi passphrase state (v1:...); restore it from "
+            "version control or set the secrets again with `drctl stack set-secret`"
+        )
     if not salt:
         raise StackConfigInvalid(
             f"{path}: holds secure values but no encryptionsalt; "
@@ -361,8 +402,7 @@ def load_stack(stack: str, project_dir: Path | None = None) -> StackConfig:
         values[key] = raw
     where = str(path)
     settings = parse_settings(values, where=where)
-    plan_path = (project_dir / settings.plan).resolve()
-    plan = load_plan_file(plan_path)
+    plan = load_plan_file(plan_path(project_dir, settings.plan, where))
     check_settings(settings, plan, where=where)
     psks_raw = values.get("vpn_psks") or {}
     if psks_raw and "vpn_psks" not in secret_keys:

@@ -48,12 +48,13 @@ def test_render_writes_private_files(
 def test_render_without_stack_takes_plan_and_env_psk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A client with a plan but no stack file yet: recovery_plans/<stack>.yaml + $DRCTL_VPN_PSK.
+    # A client with a plan but no stack file yet: the project's recovery_plans/<stack>.yaml +
+    # $DRCTL_VPN_PSK.
     (tmp_path / "recovery_plans").mkdir()
     (tmp_path / "recovery_plans" / "nostack.yaml").write_text(
         (ROOT / "recovery_plans" / "demo.yaml").read_text()
     )
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(tmp_path))
     monkeypatch.delenv("DRCTL_VPN_PSK", raising=False)
     code = main(["nca", "render", "nostack", "--site", "paris", "--out", str(tmp_path / "x")])
     assert code == 1
@@ -72,7 +73,7 @@ def test_render_refusal_is_exit_1_with_the_field(
     (tmp_path / "recovery_plans" / "nostack.yaml").write_text(
         (ROOT / "recovery_plans" / "demo.yaml").read_text()
     )
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(tmp_path))
     monkeypatch.setenv("DRCTL_VPN_PSK", "too-short")
     code = main(["nca", "render", "nostack", "--site", "paris", "--out", str(tmp_path / "x")])
     assert code == 1
