@@ -97,7 +97,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 f"FRR's parser refuses the frr.conf rendered for site {args.site} (nothing "
                 "was written):\n  " + "\n  ".join(errors)
             )
-    written = write_bundle(bundle, args.out)
+    written = write_bundle(bundle, args.out, force=args.force)
     for path in written:
         print(path)
     return 0
@@ -168,7 +168,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = nsub.add_parser("render", help="write the site's NCA bundle (swanctl.conf, dnsmasq.conf, ...)")
     r.add_argument("stack", type=stack_name)
     r.add_argument("--site", required=True)
-    r.add_argument("--out", required=True, help="directory for the files (created 0700; files 0600)")
+    r.add_argument(
+        "--out",
+        required=True,
+        help="directory for the files (created 0700, files 0600; an existing one must be yours, "
+        "writable only by you, and empty)",
+    )
+    r.add_argument(
+        "--force", action="store_true", help="replace an existing non-empty --out directory as a whole"
+    )
     r.add_argument(
         "--endpoint",
         help="the recovery VPN endpoint address (default: stack output, "
