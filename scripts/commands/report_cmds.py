@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from drctl.commands.arg_types import stack_name
 from drctl.errors import InvalidInput, LocalIOError
+from drctl.private_files import write_private_file
 from drctl.runs import signing as report_signing
 from drctl.runs.report import fmt_duration, fmt_time
 from drctl.runs.store import RunStore, StoredRun
@@ -70,11 +70,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.html:
         dest = Path(args.html)
         try:
-            if dest.parent != Path(""):
-                dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run.html_path, dest)
+            page = run.html_path.read_bytes()
         except OSError as e:
-            raise LocalIOError(f"cannot write the report page to {dest}: {e}") from e
+            raise LocalIOError(f"cannot read the report page {run.html_path}: {e.strerror}") from e
+        write_private_file(dest, page)
         print(f"report of run {run.summary.run_id} written to {dest} ({signature})")
     if args.json:
         print(run.summary.to_json())
