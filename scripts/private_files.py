@@ -26,7 +26,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,6 +93,14 @@ def _refuse_foreign(path: Path, st: os.stat_result, kind: str) -> None:
         )
 
 
+def _output_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute (``.`` and ``..`` resolved by name only); the root is refused."""
+    out = Path(os.path.abspath(path))
+    if out == out.parent:
+        raise UnsafeOutput(f"{os.fspath(path)!r} is the root directory; give a path for the output")
+    return out
+
+
 def _temp_name(name: str, suffix: str) -> str:
     return f".{name}.{secrets.token_hex(6)}.{suffix}"
 
@@ -121,7 +129,7 @@ def write_private_file(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write ``data`` to ``path`` (mode 0600) by a new file renamed into place (see the module
     docstring); missing parent directories are created 0700. Replaces an existing regular file of
     the caller; refuses anything else."""
-    out = Path(path)
+    out = _output_path(path)
     with _directory(out.parent, create=True) as dfd:
         st = _lstat(out.name, dfd)
         if st is not None:
@@ -138,12 +146,17 @@ def write_private_file(path: str | os.PathLike[str], data: bytes | str) -> Path:
 
 
 def write_private_tree(
-    target: str | os.PathLike[str], files: Mapping[str, bytes | str], *, force: bool = False
+    target: str | os.PathLike[str],
+    files: Mapping[str, bytes | str],
+    *,
+    force: bool = False,
+    replaceable: Collection[str] = (),
 ) -> list[Path]:
     """Write ``files`` (name -> content) as the directory ``target`` (0700, files 0600): built
     beside it, then renamed into place. An existing ``target`` must be the caller's directory,
-    not writable by others, and empty unless ``force`` (then replaced whole)."""
-    out = Path(target)
+    not writable by others, and empty; with ``force`` it may hold an earlier output (regular files
+    named like ``files`` or ``replaceable``, nothing else), which is replaced whole."""
+    out = _output_path(target)
     if any(not n or "/" in n or n in (".", "..") for n in files):
         raise ValueError(f"file names must be plain names: {sorted(files)}")
     with _directory(out.parent, create=True) as dfd:
@@ -156,11 +169,20 @@ def write_private_tree(
                     f"directory {out} is writable by other users, who may have put files there; "
                     "remove it or choose another --out"
                 )
-            replace_full = bool(_entries(out, dfd))
+            entries = _entries(out, dfd)
+            replace_full = bool(entries)
             if replace_full and not force:
                 raise UnsafeOutput(
                     f"directory {out} is not empty: drctl writes a whole new bundle, never into old "
                     "files; pass --force to replace it, or choose another --out"
+                )
+            foreign = sorted(set(entries) - set(files) - set(replaceable)) or sorted(
+                n for n in entries if not _is_file(out / n)
+            )
+            if replace_full and foreign:
+                raise UnsafeOutput(
+                    f"directory {out} holds {', '.join(foreign[:5])}, which drctl did not write: "
+                    "--force replaces only an earlier output; choose another --out"
                 )
         tmp = _temp_name(out.name, "tmp")
         try:
@@ -187,6 +209,10 @@ def write_private_tree(
                 raise UnsafeOutput(f"{out} appeared while the bundle was written; nothing was written") from e
             raise _fail(out, "write", e) from e
     return [out / name for name in files]
+
+
+def _is_file(path: Path) -> bool:
+    return stat.S_ISREG(os.lstat(path).st_mode)
 
 
 def _entries(path: Path, dfd: int) -> list[str]:

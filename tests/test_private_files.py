@@ -138,15 +138,43 @@ def test_tree_replaces_a_non_empty_directory_only_with_force(tmp_path: Path) -> 
     planted = out / "swanctl.conf"
     planted.write_text("planted by a process of this user")
     os.chown(planted, OTHER_UID, OTHER_UID)
-    (out / "old.conf").write_text("old")
+    (out / "frr.conf").write_text("from an earlier bundle")
     with pytest.raises(UnsafeOutput, match="is not empty.*--force"):
-        write_private_tree(out, BUNDLE)
+        write_private_tree(out, BUNDLE, replaceable=["frr.conf"])
     assert planted.read_text() == "planted by a process of this user"
-    write_private_tree(out, BUNDLE, force=True)
+    write_private_tree(out, BUNDLE, force=True, replaceable=["frr.conf"])
     assert sorted(p.name for p in out.iterdir()) == ["nca.env", "swanctl.conf"]
     st = os.stat(out / "swanctl.conf")
     assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o600, "a new file, not the planted one"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nca"], "nothing left beside it"
+
+
+@pytest.mark.parametrize("other", ["notes.txt", "sub/"])
+def test_force_never_replaces_a_directory_that_is_not_an_earlier_output(tmp_path: Path, other: str) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "swanctl.conf").write_text("old")
+    if other.endswith("/"):
+        (home / other).mkdir()
+    else:
+        (home / other).write_text("the user's own file")
+    with pytest.raises(UnsafeOutput, match=f"holds {other.rstrip('/')}, which drctl did not write"):
+        write_private_tree(home, BUNDLE, force=True)
+    assert sorted(p.name for p in home.iterdir()) == sorted(["swanctl.conf", other.rstrip("/")])
+
+
+@pytest.mark.parametrize("path", ["/", "/..", "."])
+def test_the_root_or_the_current_directory_is_never_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").write_text("x")
+    with pytest.raises(UnsafeOutput):
+        write_private_tree(path, BUNDLE, force=True)
+    with pytest.raises(UnsafeOutput):
+        write_private_file(path, "page")
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
+    assert not [p for p in Path("/").iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
 
 
 def test_tree_refuses_a_file_where_the_directory_goes(tmp_path: Path) -> None:

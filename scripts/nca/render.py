@@ -399,6 +399,6 @@ def write_bundle(
 ) -> list[Path]:
     """Write the files (they hold the PSK) as the directory ``out_dir``: mode 0700, files 0600,
     built beside it and renamed into place (:func:`drctl.private_files.write_private_tree`). An
-    existing ``out_dir`` must be the caller's own, writable by nobody else, and empty unless
-    ``force``; a symbolic link is never followed."""
-    return write_private_tree(out_dir, bundle, force=force)
+    existing ``out_dir`` must be the caller's own, writable by nobody else, and empty; ``force``
+    replaces an earlier bundle (only bundle files in it); a symbolic link is never followed."""
+    return write_private_tree(out_dir, bundle, force=force, replaceable=(*BUNDLE_FILES, "frr.conf"))

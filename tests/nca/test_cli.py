@@ -138,6 +138,11 @@ def test_render_replaces_an_existing_bundle_only_with_force(
     assert (out / "swanctl.conf").read_text() == first
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nca-paris"]
+    # --force replaces an earlier bundle, never a directory holding anything else (`--out ~`).
+    (out / "notes.txt").write_text("mine")
+    assert render(out, "--force") == 15
+    assert "holds notes.txt, which drctl did not write" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_render_without_stack_reads_no_plan_outside_the_projects_plans(

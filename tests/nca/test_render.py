@@ -260,7 +260,7 @@ def test_write_bundle_is_private(tmp_path: Path, demo_doc: dict) -> None:
     out.mkdir(mode=0o755)
     (out / "swanctl.conf").write_text("old")
     (out / "swanctl.conf").chmod(0o644)
-    (out / "stray.conf").write_text("left by an earlier bundle")
+    (out / "frr.conf").write_text("left by an earlier bundle of a site with MPLS")
     bundle = render_bundle(plan_of(demo_doc), "paris", PSK, ENDPOINT)
     with pytest.raises(UnsafeOutput, match="is not empty.*pass --force"):
         write_bundle(bundle, out)
