@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from drctl.commands.arg_types import stack_name
+from drctl.commands.arg_types import positive_int, stack_name
 from drctl.errors import EXIT_OK, EXIT_RUN_FAILED
 
 
@@ -39,11 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     common.add_argument("--reason", help="why; recorded in the report")
     common.add_argument(
-        "--max-wait", type=int, metavar="S", help="cap each server's wait for its checks (default: its RTO)"
+        "--max-wait",
+        type=positive_int,
+        metavar="S",
+        help="cap each server's wait for its checks (default: its RTO)",
     )
-    common.add_argument("--ram-cap", type=int, metavar="MB", help="local: cap guest RAM (small machines)")
-    common.add_argument("--vcpu-cap", type=int, metavar="N", help="local: cap guest vCPUs")
-    common.add_argument("--restore-parallel", type=int, default=4, help="disks restored at once (default 4)")
+    common.add_argument(
+        "--ram-cap", type=positive_int, metavar="MB", help="local: cap guest RAM (small machines)"
+    )
+    common.add_argument("--vcpu-cap", type=positive_int, metavar="N", help="local: cap guest vCPUs")
+    common.add_argument(
+        "--restore-parallel", type=positive_int, default=4, help="disks restored at once (default 4)"
+    )
     common.add_argument(
         "--password-file", metavar="FILE", help="repository password file (else DRCTL_PASSWORD)"
     )
