@@ -164,7 +164,7 @@ def check_document(doc: Any, file: str) -> list[Problem]:
 
 def load_plan(path: str | Path) -> Plan:
     """Read, validate and build a plan; raise :class:`PlanInvalid` listing every problem."""
-    file = str(path)
+    file = str(path) or "''"  # an empty argument still names the file it is
     try:
         text = read_input_text(path, what="plan")
     except InputFileError as e:
