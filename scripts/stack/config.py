@@ -26,7 +26,7 @@ import yaml
 
 from drctl import paths
 from drctl.errors import InvalidInput
-from drctl.input_files import InputFileError, is_missing, load_yaml_file
+from drctl.input_files import InputFileError, is_missing, load_yaml_file, read_input_text
 from drctl.paths import PROJECT, check_stack_name
 from drctl.plan.model import Plan, Server
 from drctl.stack.secrets import StackCrypter, open_encryption_salt
@@ -305,10 +305,10 @@ def read_passphrase(stack: str, project_dir: Path | None = None) -> str:
         raise StackConfigInvalid(
             f"stack {stack}: no passphrase; set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE"
         )
-    try:
-        return path.read_text().strip()
-    except OSError as e:
-        raise StackConfigInvalid(f"{path}: cannot read the passphrase file ({e.strerror})") from e
+    try:  # a regular file only: a FIFO or a device would block or never end
+        return read_input_text(path, what="passphrase file", max_bytes=64 * 1024).strip()
+    except InputFileError as e:
+        raise StackConfigInvalid(e.message) from e
 
 
 def open_stack_secrets(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,20 @@ def test_stack_names_that_could_leave_stacks_are_refused(project: Path, name: st
 @pytest.mark.parametrize("name", ["demo", "acme-prod", "client_2.eu", "A1", "x" * 100])
 def test_stack_names_pulumi_accepts_pass(name: str) -> None:
     assert check_stack_name(name) == name
+
+
+def test_a_passphrase_file_that_is_a_fifo_or_a_directory_is_named_not_waited_for(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "stacks" / "Pulumi.s.yaml").write_text(
+        "encryptionsalt: v1:AAAAAAAAAAA=:v1:AAAAAAAAAAAAAAAA:AAAA\nconfig:\n"
+        "  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+        "  flexible-recovery:vpn_psks: {paris: {secure: 'v1:AAAA:AAAA'}}\n"
+    )
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE", raising=False)
+    fifo = project / "pass.fifo"
+    os.mkfifo(fifo)
+    for path, reason in ((fifo, "not a regular file"), (project, "it is a directory")):
+        monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(path))
+        with pytest.raises(StackConfigInvalid, match=f"cannot read the passphrase file: {reason}"):
+            load_stack("s", project)
