@@ -19,13 +19,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.events import AliasEvent
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from drctl.errors import InvalidInput
@@ -128,8 +128,9 @@ class _BoundedComposer(Composer):
         self._total = 0  # values composed so far, aliases counted at their expanded size
         self._sizes: dict[int, int] = {}  # id(node) -> expanded size; absent while being composed
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
-        event = self.peek_event()
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        # peek_event comes from the parser class this composer is mixed with.
+        event = cast(Any, self).peek_event()
         if isinstance(event, AliasEvent):
             node = super().compose_node(parent, index)
             if id(node) not in self._sizes:
@@ -143,12 +144,13 @@ class _BoundedComposer(Composer):
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        if isinstance(node, ScalarNode):
-            size = 1
-        elif isinstance(node, MappingNode):
-            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
-        else:
-            size = 1 + sum(self._sizes[id(x)] for x in node.value)
+        size = 1
+        if isinstance(node, MappingNode):
+            pairs: list[tuple[Node, Node]] = node.value
+            size += sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in pairs)
+        elif isinstance(node, SequenceNode):
+            items: list[Node] = node.value
+            size += sum(self._sizes[id(x)] for x in items)
         self._sizes[id(node)] = size
         self._count(event, 1)  # its children were counted as they were composed
         return node
@@ -166,7 +168,7 @@ class _BoundedComposer(Composer):
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _text_key(loader: SafeConstructor, key_node: Node) -> str:
+def _text_key(loader: Any, key_node: Node) -> str:
     if not isinstance(key_node, ScalarNode):
         raise ConstructorError(
             None, None, "a key must be plain text, not a list or a mapping", key_node.start_mark
@@ -182,7 +184,7 @@ def _text_key(loader: SafeConstructor, key_node: Node) -> str:
     return key
 
 
-def _construct_mapping(loader: SafeConstructor, node: MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(loader: Any, node: MappingNode, deep: bool = False) -> dict:
     """Keys are text and unique among the mapping's own keys (merged ``<<: *base`` keys may be
     overridden, as YAML defines)."""
     seen: dict[str, Node] = {}
@@ -207,7 +209,7 @@ def _construct_mapping(loader: SafeConstructor, node: MappingNode, deep: bool = 
 def _loader_class(fast: bool, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> type:
     """A loader: the bounded composer over libyaml's event parser (``fast``) or PyYAML's own."""
     if fast:
-        from yaml._yaml import CParser  # type: ignore[import-not-found]  # libyaml binding, no stubs
+        from yaml._yaml import CParser  # the libyaml binding
 
         parser_bases: tuple[type, ...] = (CParser,)
     else:
