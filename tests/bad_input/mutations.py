@@ -54,21 +54,18 @@ DOCUMENTED_EXITS = {
     EXIT_INTERRUPTED,
 }
 
-# Deterministic in CI (the same examples every run: a failure is reproducible from the log);
-# `HYPOTHESIS_PROFILE=explore` runs many more, randomly, to look for new failures.
-settings.register_profile(
-    "corpus",
-    max_examples=60,
-    derandomize=True,
+# The corpus's Hypothesis settings (applied per test, not as a global profile): deterministic in CI,
+# the same examples every run, so a failure is reproducible from the log; HYPOTHESIS_PROFILE=explore
+# runs many more, randomly, to look for new failures. ``deadline`` is each example's time bound.
+_EXPLORE = os.environ.get("HYPOTHESIS_PROFILE") == "explore"
+CORPUS = settings(
+    max_examples=2000 if _EXPLORE else 60,
+    derandomize=not _EXPLORE,
     database=None,
     deadline=dt.timedelta(seconds=5),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
 )
-settings.register_profile(
-    "explore", parent=settings.get_profile("corpus"), max_examples=2000, derandomize=False
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "corpus"))
 
 # Values a YAML or JSON parser can hand over, the awkward ones first.
 AWKWARD = st.sampled_from(

@@ -24,7 +24,7 @@ from drctl.repo.crypto import KdfParams
 from drctl.repo.repository import init_repository
 from drctl.runs.store import RunStore
 from drctl.storage.local import LocalDirStorage
-from tests.bad_input.mutations import ROOT, assert_clean_failure, drctl, drctl_many
+from tests.bad_input.mutations import CORPUS, ROOT, assert_clean_failure, drctl, drctl_many
 from tests.repo.fakes import MiB, make_image
 from tests.runs.fixtures import demo_summary
 
@@ -185,7 +185,7 @@ def test_the_valid_invocations_succeed(place: Place) -> None:
     (place.root / "outputs").mkdir()
 
 
-@settings(max_examples=60, deadline=None)  # each example is a process: the time bound is below
+@settings(CORPUS, max_examples=60, deadline=None)  # a process each: the time bound is below
 @given(st.data())
 def test_mutated_command_lines_fail_cleanly_within_seconds(place: Place, data) -> None:
     argv = data.draw(mutated_argv(place))

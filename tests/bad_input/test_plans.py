@@ -16,7 +16,14 @@ from drctl.errors import DrctlError
 from drctl.nca.render import render_bundle
 from drctl.plan.load import PlanInvalid, check_document, load_plan
 from drctl.plan.model import plan_from_dict
-from tests.bad_input.mutations import ROOT, assert_clean_failure, drctl, mutated_document, mutated_text
+from tests.bad_input.mutations import (
+    CORPUS,
+    ROOT,
+    assert_clean_failure,
+    drctl,
+    mutated_document,
+    mutated_text,
+)
 
 ACME_TEXT = (ROOT / "recovery_plans" / "acme.yaml").read_text()
 ACME = yaml.safe_load(ACME_TEXT)
@@ -32,6 +39,7 @@ def render_every_site(plan) -> None:
             pass  # refusing a plan is fine; anything else is not
 
 
+@CORPUS
 @given(mutated_document(ACME))
 def test_mutated_plan_documents_are_problems_or_plans(doc) -> None:
     problems = check_document(doc, "acme.yaml")
@@ -40,6 +48,7 @@ def test_mutated_plan_documents_are_problems_or_plans(doc) -> None:
         render_every_site(plan_from_dict(doc))
 
 
+@CORPUS
 @given(mutated_text(ACME_TEXT))
 def test_mutated_plan_texts_load_or_are_plan_invalid(tmp_path_factory, text: str) -> None:
     f = tmp_path_factory.mktemp("plan") / "acme.yaml"

@@ -26,7 +26,7 @@ from drctl.repo.manifest import point_key
 from drctl.repo.repository import CONFIG_KEY, init_repository, open_repository
 from drctl.repo.restore import restore_disk
 from drctl.storage.local import LocalDirStorage
-from tests.bad_input.mutations import VALUES, assert_clean_failure, drctl_many, mutated_document
+from tests.bad_input.mutations import CORPUS, VALUES, assert_clean_failure, drctl_many, mutated_document
 from tests.repo.fakes import MiB, make_image
 
 PASSWORD = b"corpus-password-1"
@@ -56,7 +56,8 @@ class Fixture:
         self.lock_doc = json.loads(self.storage.get(lock.key))
         self.storage.delete(lock.key)
 
-    def restore_all(self) -> None:
+    def clean(self) -> None:
+        """Remove restored outputs and locks an example left."""
         for f in self.root.glob("out.img*"):
             f.unlink()
         for k in self.storage.list(LOCKS_PREFIX):
@@ -79,6 +80,7 @@ def refused_or_done(call) -> object:
 # ---- manifests ------------------------------------------------------------------------------
 
 
+@CORPUS
 @given(st.data())
 def test_mutated_manifests_are_refused_as_corrupt_or_restore_verified(fx: Fixture, data) -> None:
     doc = data.draw(mutated_document(fx.manifest_doc))
@@ -92,21 +94,34 @@ def test_mutated_manifests_are_refused_as_corrupt_or_restore_verified(fx: Fixtur
         if isinstance(got, DrctlError):
             assert got.exit_code == 13
         elif got.size <= 64 * MiB:  # a manifest may claim any size; restoring it is not the point
-            fx.restore_all()
+            fx.clean()
             refused_or_done(
                 lambda: restore_disk(fx.repo, server=got.server, disk=got.disk, out=fx.root / "out.img")
             )
     finally:
         fx.storage.put(fx.manifest_key, fx.manifest_blob)
-        fx.restore_all()
+        fx.clean()
 
 
-@given(st.binary(max_size=64) | st.integers(0, 200).map(lambda n: b"truncated"[:0] + bytes(n)))
-def test_garbage_manifest_objects_are_integrity_failures(fx: Fixture, blob: bytes) -> None:
-    fx.storage.put(fx.manifest_key, fx.manifest_blob[: len(blob)] + blob[len(blob) // 2 :])
+@CORPUS
+@given(st.data())
+def test_garbage_manifest_objects_are_integrity_failures(fx: Fixture, data) -> None:
+    real = fx.manifest_blob
+    blob = data.draw(
+        st.one_of(
+            st.integers(0, len(real) - 1).map(lambda k: real[:k]),  # truncated
+            st.binary(max_size=200),  # not a manifest at all
+            st.tuples(st.integers(0, len(real) - 1), st.binary(min_size=1, max_size=8)).map(
+                lambda t: real[: t[0]] + t[1] + real[t[0] + len(t[1]) :]  # overwritten in place
+            ),
+        )
+    )
+    if blob == real:
+        return  # bytes overwritten by themselves
+    fx.storage.put(fx.manifest_key, blob)
     try:
         got = refused_or_done(lambda: fx.repo.load_point(fx.point.id))
-        assert isinstance(got, DrctlError) and got.exit_code == 13
+        assert isinstance(got, DrctlError) and got.exit_code == 13, got
     finally:
         fx.storage.put(fx.manifest_key, fx.manifest_blob)
 
@@ -125,6 +140,7 @@ def _affordable(doc: object) -> bool:
     return not (n > 2**12 or r * p > 16 or r > 64 or p > 16) or n <= 0 or r <= 0 or p <= 0
 
 
+@CORPUS
 @given(st.data())
 def test_mutated_key_slots_open_or_are_refused(fx: Fixture, data) -> None:
     doc = data.draw(mutated_document(json.loads(fx.slot_blob)).filter(_affordable))
@@ -139,6 +155,7 @@ def test_mutated_key_slots_open_or_are_refused(fx: Fixture, data) -> None:
         fx.storage.put(fx.slot_key, fx.slot_blob)
 
 
+@CORPUS
 @given(st.data())
 def test_mutated_configs_are_refused_before_anything_is_read(fx: Fixture, data) -> None:
     doc = data.draw(mutated_document(json.loads(fx.config_blob)))
@@ -179,6 +196,7 @@ def mutated_lock(draw: st.DrawFn, base: dict) -> object:
     return draw(st.one_of(st.just(doc), mutated_document(doc)))
 
 
+@CORPUS
 @given(st.data())
 def test_mutated_locks_block_or_are_stale_and_unlock_removes_them(fx: Fixture, data) -> None:
     doc = data.draw(mutated_lock(fx.lock_doc))
@@ -196,7 +214,7 @@ def test_mutated_locks_block_or_are_stale_and_unlock_removes_them(fx: Fixture, d
         remove_locks(fx.storage, all_locks=True)
         assert read_locks(fx.storage) == []
     finally:
-        fx.restore_all()
+        fx.clean()
 
 
 @pytest.mark.xfail(
@@ -220,7 +238,7 @@ def test_an_odd_lock_is_reported_and_removed_by_unlock(fx: Fixture, body: bytes)
             pass
         assert remove_locks(fx.storage) == [LOCKS_PREFIX + "cd" * 16]
     finally:
-        fx.restore_all()
+        fx.clean()
 
 
 # ---- the same objects, through the CLI --------------------------------------------------------
@@ -248,5 +266,5 @@ def test_damaged_objects_through_the_cli_are_clean_failures(fx: Fixture) -> None
         finally:
             if original is not None:
                 fx.storage.put(key, original)
-            fx.restore_all()
+            fx.clean()
     assert not os.path.exists(fx.root / "o.img")

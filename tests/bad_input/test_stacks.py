@@ -14,6 +14,7 @@ from hypothesis import given
 from drctl.errors import DrctlError
 from drctl.stack.config import load_stack
 from tests.bad_input.mutations import (
+    CORPUS,
     ROOT,
     assert_clean_failure,
     drctl,
@@ -57,6 +58,7 @@ def passphrase_from_the_stacks_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
 
 
+@CORPUS
 @given(mutated_document(DEMO))
 def test_mutated_stack_documents_load_or_are_refused(project: Path, doc) -> None:
     try:
@@ -66,6 +68,7 @@ def test_mutated_stack_documents_load_or_are_refused(project: Path, doc) -> None
     load_or_refuse(project, text)
 
 
+@CORPUS
 @given(mutated_text(DEMO_TEXT))
 def test_mutated_stack_texts_load_or_are_refused(project: Path, text: str) -> None:
     load_or_refuse(project, text)
