@@ -172,7 +172,7 @@ def test_report_export_is_private_and_refuses_planted_paths(tmp_path):
 
     for name, reason in (("link.html", "is a symbolic link"), ("foreign.html", "belongs to uid 65534")):
         r = _drctl(tmp_path, "report", "20260203T170100Z", "--html", name)
-        assert r.returncode == 15 and r.stderr.startswith(f"drctl: {name} ") and reason in r.stderr
+        assert r.returncode == 15 and r.stderr.startswith(f"drctl: {tmp_path / name} ") and reason in r.stderr
         assert "Traceback" not in r.stderr
     assert victim.read_text() == "root's file\n" and foreign.read_text() == "planted"
 
