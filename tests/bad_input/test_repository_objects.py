@@ -3,8 +3,8 @@ repository's own key, so the parser behind the MAC is what is tested), key slots
 locks, each a mutation of a real one. A bad object is a :class:`DrctlError` with its exit code
 (13 for damaged data, 11 for a lock, 12 when no slot opens), never another exception.
 
-The repository internals (lock staleness, KDF bounds, skipping damaged slots) are another branch's
-work: the cases it fixes are the ``xfail`` ones below, which pass once it lands."""
+Cases the repository code does not handle yet (odd lock bodies and times, unbounded KDF
+parameters) are ``xfail``, each saying what is missing; they pass once it is handled."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def test_mutated_configs_are_refused_before_anything_is_read(fx: Fixture, data) 
 
 @pytest.mark.xfail(
     run=False,  # running it would make scrypt allocate gigabytes on a shared machine
-    reason="KDF parameters are bounded before running scrypt on the repo-reliability branch",
+    reason="key slots do not bound the scrypt parameters below what the KDF accepts yet",
 )
 def test_absurd_kdf_parameters_are_refused_before_running_the_kdf(fx: Fixture) -> None:
     doc = json.loads(fx.slot_blob)
@@ -218,8 +218,8 @@ def test_mutated_locks_block_or_are_stale_and_unlock_removes_them(fx: Fixture, d
 
 
 @pytest.mark.xfail(
-    reason="a lock with a time without zone or a non-JSON body is reported and removable by "
-    "`drctl unlock` on the repo-reliability branch",
+    reason="a lock with a time without zone or a non-JSON body is not yet reported as removable "
+    "and removed by `drctl unlock`",
     strict=False,
 )
 @pytest.mark.parametrize(

@@ -148,7 +148,8 @@ def test_render_replaces_an_existing_bundle_only_with_force(
 def test_render_without_stack_reads_no_plan_outside_the_projects_plans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A plan next to the project: `nca render ../x` used to read recovery_plans/../x.yaml.
+    # A plan next to the project's plans, which `nca render ../x` must not reach through
+    # recovery_plans/../x.yaml.
     (tmp_path / "project" / "recovery_plans").mkdir(parents=True)
     (tmp_path / "x.yaml").write_text((ROOT / "recovery_plans" / "demo.yaml").read_text())
     monkeypatch.setenv("DRCTL_PROJECT_DIR", str(tmp_path / "project"))
