@@ -12,8 +12,9 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from drctl.errors import EXIT_INTERRUPTED, DrctlError, exit_code_table
+from drctl.errors import EXIT_INTERRUPTED, EXIT_USAGE, DrctlError, exit_code_table
 from drctl.events import EventStream
 from drctl.processes import sigterm_as_interrupt
 
@@ -31,10 +32,20 @@ COMMAND_MODULES = (
 )
 
 
+class DrctlArgumentParser(argparse.ArgumentParser):
+    """argparse with usage errors in drctl's one format, ``drctl: <command>: <problem>`` (exit 2),
+    like every other error; sub-command parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("drctl").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"drctl: {where}{message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = DrctlArgumentParser(
         prog="drctl",
         description="Flexible Recovery operator CLI: recovery plans, per-client stacks, encrypted backups.",
         epilog="With --json a command writes JSON lines on stdout, the last one its result or its\n"

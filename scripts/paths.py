@@ -12,7 +12,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from drctl.errors import InvalidInput
 
 PROJECT = "flexible-recovery"
 """The Pulumi project name (``Pulumi.yaml``'s ``name``); stack config keys are ``<PROJECT>:<key>``."""
@@ -48,3 +51,25 @@ def state_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return project_dir() / ".state"
+
+
+# Pulumi's own rule for stack names. A stack name becomes part of paths (stacks/Pulumi.<stack>.yaml,
+# <state>/runs/<stack>/, <state>/active/<stack>.json) and of object keys, so nothing else may pass.
+STACK_NAME_MAX = 100
+_STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class InvalidStackName(InvalidInput):
+    """A stack name is not made of letters, digits, ``-``, ``_`` and ``.``."""
+
+
+def check_stack_name(name: str) -> str:
+    """``name`` if it is a safe stack name (letters, digits, ``-``, ``_``, ``.``; not starting with
+    a dot or dash; at most 100 characters), else :class:`InvalidStackName` saying the rule."""
+    if not isinstance(name, str) or not _STACK_NAME.fullmatch(name) or len(name) > STACK_NAME_MAX:
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        raise InvalidStackName(
+            f"stack name {shown} is not valid: use letters, digits, '-', '_' and '.', starting with a "
+            f"letter or digit, at most {STACK_NAME_MAX} characters (stacks/Pulumi.<stack>.yaml names it)"
+        )
+    return name

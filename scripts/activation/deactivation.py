@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drctl.activation.guards import authorised_contact, confirm_discard
+from drctl.activation.guards import ask_on_terminal, authorised_contact, confirm_discard
 from drctl.errors import InvalidInput, LocalIOError
+from drctl.paths import check_stack_name
 from drctl.runs.model import utc_now
 from drctl.runs.store import RunNotFound, RunStore
 from drctl.stack.config import StackConfig, load_stack
@@ -52,14 +53,14 @@ def deactivate(
     *,
     project_dir: Path | None = None,
     discard: DiscardApproval | None = None,
-    ask: Callable[[str], str] = input,
+    ask: Callable[[str], str] = ask_on_terminal,
     is_tty: bool | None = None,
 ) -> dict[str, Any]:
     """Return ``stack`` to nominal: the local sandbox of its active run removed (or, for the
     cloud, the failover flag set back off by ``pulumi up``), restored images deleted.
 
     A disaster activation needs ``discard`` (see the module docstring); it is recorded first."""
-    path = Path(state_dir) / "active" / f"{stack}.json"
+    path = Path(state_dir) / "active" / f"{check_stack_name(stack)}.json"
     if not path.exists():
         raise InvalidInput(
             f"stack {stack} has no active run recorded in {path.parent}; nothing to deactivate"

@@ -8,12 +8,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from drctl.commands.arg_types import positive_int, stack_name
 from drctl.errors import EXIT_OK, EXIT_RUN_FAILED
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("stack", metavar="STACK", help="client stack (stacks/Pulumi.<STACK>.yaml)")
+    common.add_argument(
+        "stack", metavar="STACK", type=stack_name, help="client stack (stacks/Pulumi.<STACK>.yaml)"
+    )
     common.add_argument(
         "--target",
         choices=("local", "cloud"),
@@ -35,11 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     common.add_argument("--reason", help="why; recorded in the report")
     common.add_argument(
-        "--max-wait", type=int, metavar="S", help="cap each server's wait for its checks (default: its RTO)"
+        "--max-wait",
+        type=positive_int,
+        metavar="S",
+        help="cap each server's wait for its checks (default: its RTO)",
     )
-    common.add_argument("--ram-cap", type=int, metavar="MB", help="local: cap guest RAM (small machines)")
-    common.add_argument("--vcpu-cap", type=int, metavar="N", help="local: cap guest vCPUs")
-    common.add_argument("--restore-parallel", type=int, default=4, help="disks restored at once (default 4)")
+    common.add_argument(
+        "--ram-cap", type=positive_int, metavar="MB", help="local: cap guest RAM (small machines)"
+    )
+    common.add_argument("--vcpu-cap", type=positive_int, metavar="N", help="local: cap guest vCPUs")
+    common.add_argument(
+        "--restore-parallel", type=positive_int, default=4, help="disks restored at once (default 4)"
+    )
     common.add_argument(
         "--password-file", metavar="FILE", help="repository password file (else DRCTL_PASSWORD)"
     )
@@ -75,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "yet: it refuses unless --discard-disaster-changes (with --requested-by, --reason and a typed "
         "confirmation, recorded in the run).",
     )
-    p.add_argument("stack", metavar="STACK")
+    p.add_argument("stack", metavar="STACK", type=stack_name)
     p.add_argument(
         "--discard-disaster-changes",
         action="store_true",

@@ -13,7 +13,10 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from drctl import paths
+from drctl.commands.arg_types import stack_name
 from drctl.errors import InvalidInput
+from drctl.paths import check_stack_name
 from drctl.plan.model import Plan
 from drctl.processes import sigterm_as_interrupt
 
@@ -38,20 +41,24 @@ def load_inputs(stack: str, site: str, plan_file: str | None = None) -> NcaInput
     """Plan, PSK and endpoint for a stack's site.
 
     The stack file (``stacks/Pulumi.<stack>.yaml``: plan + the ``vpn_psks`` Pulumi secret) when it
-    exists; else ``recovery_plans/<stack>.yaml``. The stack's secret is the PSK the cloud side
-    uses, so it wins; ``$DRCTL_VPN_PSK`` is only used when the stack has none for the site."""
+    exists; else the project's ``recovery_plans/<stack>.yaml`` (a client without a stack yet). The
+    stack name is checked first, so neither path can leave those directories. The stack's secret
+    is the PSK the cloud side uses, so it wins; ``$DRCTL_VPN_PSK`` is only used when the stack has
+    none for the site."""
     from drctl.stack.config import StackNotFound, load_plan_file, load_stack
 
+    check_stack_name(stack)
+    project = paths.project_dir()
     endpoint = os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
     psk: str | None = None
     try:
-        cfg = load_stack(stack)
+        cfg = load_stack(stack, project)
     except StackNotFound:
-        path = Path("recovery_plans") / f"{stack}.yaml"
-        if not path.exists():
+        path = project / "recovery_plans" / f"{stack}.yaml"
+        if not path.is_file():
             raise InvalidInput(
-                f"stack {stack!r}: neither stacks/Pulumi.{stack}.yaml nor {path} "
-                f"exists; check the stack name (run from the repository root)"
+                f"stack {stack!r}: neither {project}/stacks/Pulumi.{stack}.yaml nor {path} "
+                "exists; check the stack name (or set DRCTL_PROJECT_DIR to the project directory)"
             ) from None
         plan = load_plan_file(path)
         source = str(path)
@@ -89,7 +96,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                 f"FRR's parser refuses the frr.conf rendered for site {args.site} (nothing "
                 "was written):\n  " + "\n  ".join(errors)
             )
-    written = write_bundle(bundle, args.out)
+    written = write_bundle(bundle, args.out, force=args.force)
     for path in written:
         print(path)
     return 0
@@ -161,9 +168,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     nsub = p.add_subparsers(dest="nca_command", required=True, metavar="ACTION")
 
     r = nsub.add_parser("render", help="write the site's NCA bundle (swanctl.conf, dnsmasq.conf, ...)")
-    r.add_argument("stack")
+    r.add_argument("stack", type=stack_name)
     r.add_argument("--site", required=True)
-    r.add_argument("--out", required=True, help="directory for the files (created 0700; files 0600)")
+    r.add_argument(
+        "--out",
+        required=True,
+        help="directory for the files (created 0700, files 0600; an existing one must be yours, "
+        "writable only by you, and empty)",
+    )
+    r.add_argument(
+        "--force", action="store_true", help="replace an existing non-empty --out directory as a whole"
+    )
     r.add_argument(
         "--endpoint",
         help="the recovery VPN endpoint address (default: stack output, "
@@ -176,7 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="prove the bundle in network namespaces: tunnel with the "
         "declared proposals, DHCP, DNS, ICMP and TCP to a recovered server",
     )
-    t.add_argument("stack", nargs="?")
+    t.add_argument("stack", nargs="?", type=stack_name)
     t.add_argument("--site")
     t.add_argument(
         "--json",

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from drctl.errors import EXIT_INVALID, EXIT_OK, LocalIOError
+from drctl.commands.arg_types import stack_name
+from drctl.errors import EXIT_INVALID, EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every rule of policies/ over its resources. Prints one line per violation; "
         "exits 1 when a mandatory rule fails.",
     )
-    p.add_argument("stack", help="client stack (stacks/Pulumi.<stack>.yaml)")
+    p.add_argument("stack", type=stack_name, help="client stack (stacks/Pulumi.<stack>.yaml)")
     p.add_argument(
         "--failover",
         action="store_true",
@@ -88,11 +89,8 @@ def run_policy(args: argparse.Namespace) -> int:
 
 
 def write_pack_config(path: Path, config: object) -> None:
-    """Write the pack's config file (no secrets: a flag and server names/checks)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(config, indent=2) + "\n")
-    except OSError as e:
-        raise LocalIOError(
-            f"cannot write the policy pack config {path}: {e.strerror}; choose a writable path"
-        ) from e
+    """Write the pack's config file (no secrets: a flag and server names/checks), mode 0600, never
+    through a planted link (:func:`drctl.private_files.write_private_file`)."""
+    from drctl.private_files import write_private_file
+
+    write_private_file(path, json.dumps(config, indent=2) + "\n")

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from drctl.commands.arg_types import non_negative_int, positive_int
 from drctl.errors import EXIT_INTEGRITY, EXIT_OK
 
 _PASSWORD_HELP = (
@@ -349,9 +350,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     repo_sub = repo.add_subparsers(dest="repo_command", required=True, metavar="ACTION")
     p = add(repo_sub, "init", cmd_init, "Create a repository (and its first key).")
     p.add_argument(
-        "--chunk-size", type=int, default=4, metavar="MIB", help="default chunk size (MiB, default 4)"
+        "--chunk-size",
+        type=positive_int,
+        default=4,
+        metavar="MIB",
+        help="default chunk size (MiB, default 4)",
     )
-    p.add_argument("--retain", type=int, metavar="DAYS", help="default Object Lock retention of backups")
+    p.add_argument(
+        "--retain", type=positive_int, metavar="DAYS", help="default Object Lock retention of backups"
+    )
     p.add_argument("--label", default="client", help="label of the first key (default: client)")
 
     key = sub.add_parser("key", help="manage the repository's key slots")
@@ -376,9 +383,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--server", required=True)
     p.add_argument("--disk", required=True)
     p.add_argument("--type", default="auto", choices=("auto", "full", "incremental", "differential"))
-    p.add_argument("--chunk-size", type=int, metavar="MIB", help="chunk size (default: the repository's)")
-    p.add_argument("--retain", type=int, metavar="DAYS", help="Object Lock retention of this backup")
-    p.add_argument("--parallel", type=int, default=8, help="uploads in flight (default 8)")
+    p.add_argument(
+        "--chunk-size", type=positive_int, metavar="MIB", help="chunk size (default: the repository's)"
+    )
+    p.add_argument("--retain", type=positive_int, metavar="DAYS", help="Object Lock retention of this backup")
+    p.add_argument("--parallel", type=positive_int, default=8, help="uploads in flight (default 8)")
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "snapshots", cmd_snapshots, "List restore points.")
@@ -393,17 +402,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="PATH")
     p.add_argument("--format", default="raw", choices=("raw", "qcow2"))
-    p.add_argument("--parallel", type=int, default=16, help="downloads in flight (default 16)")
+    p.add_argument("--parallel", type=positive_int, default=16, help="downloads in flight (default 16)")
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "check", cmd_check, "Check the repository's structure (and data with --read-data).")
     p.add_argument("--read-data", action="store_true", help="download and verify every chunk")
-    p.add_argument("--parallel", type=int, default=8)
+    p.add_argument("--parallel", type=positive_int, default=8)
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "forget", cmd_forget, "Remove restore points not kept by the policy.")
     for unit in ("last", "hourly", "daily", "weekly", "monthly"):
-        p.add_argument(f"--keep-{unit}", type=int, default=0, metavar="N")
+        p.add_argument(f"--keep-{unit}", type=non_negative_int, default=0, metavar="N")
     p.add_argument("--server", help="only this server's points")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--json", action="store_true", help=_JSON_HELP)

@@ -13,10 +13,11 @@ RUN_ID is a run id or a unique prefix of one.
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
+from drctl.commands.arg_types import stack_name
 from drctl.errors import LocalIOError
+from drctl.private_files import write_private_file
 from drctl.runs import signing as report_signing
 from drctl.runs.report import fmt_duration, fmt_time
 from drctl.runs.store import RunStore, StoredRun
@@ -72,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_export)
 
     r = sub.add_parser("runs", parents=[state], help="list the past activations and drills of a stack")
-    r.add_argument("stack", metavar="STACK")
+    r.add_argument("stack", metavar="STACK", type=stack_name)
     r.add_argument(
         "--json", action="store_true", help='JSON lines on stdout: a result event {"stack", "runs"}'
     )
@@ -100,11 +101,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     signature = _signature_status(store, run, args)
     dest = Path(args.html)
     try:
-        if dest.parent != Path(""):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run.html_path, dest)
+        page = run.html_path.read_bytes()
     except OSError as e:
-        raise LocalIOError(f"cannot write the report page to {dest}: {e}") from e
+        raise LocalIOError(f"cannot read the report page {run.html_path}: {e.strerror}") from e
+    write_private_file(dest, page)  # 0600, never through a link nor over another user's file
     print(f"report of run {run.summary.run_id} written to {dest} ({signature})")
     return 0
 

@@ -11,6 +11,7 @@ import getpass
 import sys
 from pathlib import Path
 
+from drctl.commands.arg_types import stack_name
 from drctl.errors import InvalidInput
 
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run stacks/__main__.py under the Pulumi SDK's mocks with the stack's "
         "config and print the resources it declares.",
     )
-    p.add_argument("stack", help="stack name: stacks/Pulumi.<stack>.yaml")
+    p.add_argument("stack", type=stack_name, help="stack name: stacks/Pulumi.<stack>.yaml")
     p.add_argument("--failover", action="store_true", help="as if the stack's failover flag were true")
     p.add_argument(
         "--servers",
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Reads the value from stdin (a terminal prompts without echo); never from "
         "the command line. Uses PULUMI_CONFIG_PASSPHRASE(_FILE).",
     )
-    s.add_argument("stack", help="stack name: stacks/Pulumi.<stack>.yaml")
+    s.add_argument("stack", type=stack_name, help="stack name: stacks/Pulumi.<stack>.yaml")
     s.add_argument("key", help="config key, dotted path allowed: vpn_psks.paris")
     s.add_argument(
         "--project-dir", type=Path, default=None, help="directory of Pulumi.yaml (default: this checkout)"

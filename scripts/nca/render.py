@@ -22,9 +22,10 @@ from typing import Any
 
 import jinja2
 
-from drctl.errors import InvalidInput, LocalIOError
+from drctl.errors import InvalidInput
 from drctl.nca.network import host_records, ip_or_none, network_model
 from drctl.plan.model import Plan, Site, VpnSettings
+from drctl.private_files import write_private_tree
 
 # Interface names of the appliance; the lab (drctl.nca.lab) names its veths the same, so the
 # rendered files run there exactly as rendered.
@@ -253,21 +254,11 @@ def render_cloud_endpoint(
     return _env().get_template("nca-cloud-swanctl.conf.j2").render(ctx)
 
 
-def write_bundle(bundle: dict[str, str], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Write the files with mode 0600 (they hold the PSK); the directory is created 0700."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True, mode=0o700)
-        written = []
-        for name, content in bundle.items():
-            path = out / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(content)
-            os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
-            written.append(path)
-        return written
-    except OSError as e:
-        raise LocalIOError(
-            f"cannot write the NCA bundle to {out}: {e.strerror}; choose a writable --out directory"
-        ) from e
+def write_bundle(
+    bundle: dict[str, str], out_dir: str | os.PathLike[str], *, force: bool = False
+) -> list[Path]:
+    """Write the files (they hold the PSK) as the directory ``out_dir``: mode 0700, files 0600,
+    built beside it and renamed into place (:func:`drctl.private_files.write_private_tree`). An
+    existing ``out_dir`` must be the caller's own, writable by nobody else, and empty; ``force``
+    replaces an earlier bundle (only bundle files in it); a symbolic link is never followed."""
+    return write_private_tree(out_dir, bundle, force=force, replaceable=(*BUNDLE_FILES, "frr.conf"))

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from drctl.errors import DrctlError, InvalidInput
+from drctl.input_files import InputFileError, read_input_text
+from drctl.input_files import parse_yaml as parse_document
 from drctl.plan.model import Plan, plan_from_dict
 from drctl.plan.rules import restore_point_gap, semantic_problems  # noqa: F401 (restore_point_gap: public)
 
@@ -70,41 +71,13 @@ class SchemaMissing(DrctlError):
 # Parsing
 
 
-class _PlanLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: YAML would keep the last one silently."""
-
-
-def _construct_mapping(loader: _PlanLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, yaml.Node] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node
-    return loader.construct_mapping(node, deep=deep)
-
-
-_PlanLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def parse_yaml(text: str, file: str) -> tuple[Any, list[Problem]]:
-    """Parse a plan's text; a syntax error becomes a problem located by line and column."""
+    """Parse a plan's text (bounded YAML, see :mod:`drctl.input_files`: duplicate keys, non-text
+    keys, alias bombs and runaway nesting refused); a problem is located by line and column."""
     try:
-        return yaml.load(text, Loader=_PlanLoader), []
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        what = e.problem or e.context or "unreadable YAML"
-        if e.context and e.problem and e.context_mark is not None:
-            what += f" ({e.context} started at line {e.context_mark.line + 1})"
-        return None, [Problem(file, where, f"YAML syntax error: {what}")]
-    except yaml.YAMLError as e:
-        return None, [Problem(file, "YAML", f"YAML syntax error: {e}")]
+        return parse_document(text, file), []
+    except InputFileError as e:
+        return None, [Problem(file, e.where, e.reason)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,12 +121,13 @@ def _schema_problems_of(e: jsonschema.ValidationError) -> list[tuple[str, str]]:
             hint = f"did you mean {close[0]}?" if close else f"allowed: {', '.join(allowed)}"
             out.append((field_path([*path, key]), f"unknown field ({hint})"))
         return out
-    if e.validator == "required" and isinstance(e.validator_value, list):
-        missing = next(
-            (k for k in e.validator_value if isinstance(e.instance, dict) and k not in e.instance), None
-        )
-        if missing is not None:
-            return [(field_path([*path, missing]), "required field is missing")]
+    if e.validator == "required" and isinstance(e.instance, dict):
+        # jsonschema reports each missing field as its own error, all alike but for the message:
+        # name every missing field here, duplicates are dropped in schema_problems.
+        required = e.validator_value if isinstance(e.validator_value, list) else []
+        missing = [k for k in required if k not in e.instance]
+        if missing:
+            return [(field_path([*path, k]), "required field is missing") for k in missing]
     if e.validator in ("pattern", "format") and "description" in schema:
         # Patterns read badly as regexes: say what was expected instead.
         return [(field_path(path), f"{e.instance!r} is not {schema['description']}")]
@@ -168,7 +142,7 @@ def schema_problems(doc: Any) -> list[tuple[str, str]]:
         _validator().iter_errors(doc),
         key=lambda e: tuple((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.absolute_path),
     )
-    return [pm for e in errors for pm in _schema_problems_of(e)]
+    return list(dict.fromkeys(pm for e in errors for pm in _schema_problems_of(e)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,12 +165,11 @@ def check_document(doc: Any, file: str) -> list[Problem]:
 
 def load_plan(path: str | Path) -> Plan:
     """Read, validate and build a plan; raise :class:`PlanInvalid` listing every problem."""
-    file = str(path)
+    file = str(path) or "''"  # an empty argument still names the file it is
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise PlanInvalid(file, [Problem(file, "(file)", f"cannot read the plan: {reason}")]) from e
+        text = read_input_text(path, what="plan")
+    except InputFileError as e:
+        raise PlanInvalid(file, [Problem(file, e.where, e.reason)]) from e
     doc, problems = parse_yaml(text, file)
     if not problems:
         problems = check_document(doc, file)

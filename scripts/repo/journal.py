@@ -4,10 +4,13 @@ and written. Only a hint for resuming: every listed chunk is re-hashed before it
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from drctl.private_files import create_private_file
 
 FLUSH_EVERY_CHUNKS = 64
 FLUSH_EVERY_S = 1.0
@@ -23,16 +26,27 @@ class RestoreJournal:
         self._last = time.monotonic()
 
     def load(self, point_id: str) -> set[int] | None:
-        """Indexes recorded for ``point_id``, or None when the journal is absent or for another point."""
+        """Indexes recorded for ``point_id``, or None when the journal is absent, for another point,
+        or not the caller's own regular file (a planted link or file is ignored, never followed)."""
         try:
-            lines = self.path.read_text().splitlines()
-        except (FileNotFoundError, UnicodeDecodeError):
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
             return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                return None
+            with os.fdopen(os.dup(fd), "rb") as f:
+                lines = f.read().decode().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        finally:
+            os.close(fd)
         if not lines or lines[0] != f"point {point_id}":
             return None
         out = set()
         for line in lines[1:]:
-            if line.isdigit():  # a torn last line from a crash is just ignored
+            if line.isascii() and line.isdigit():  # a torn last line from a crash is just ignored
                 out.add(int(line))
         return out
 
@@ -40,12 +54,19 @@ class RestoreJournal:
         """Rewrite the journal with the re-verified indexes, then append as chunks land."""
         self._data_fd = data_fd
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"point {point_id}\n" + "".join(f"{i}\n" for i in sorted(verified)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self._jfd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        tmp.unlink(missing_ok=True)  # a leftover (or a planted link): removed, never written through
+        fd = create_private_file(tmp)
+        try:
+            text = f"point {point_id}\n" + "".join(f"{i}\n" for i in sorted(verified))
+            view = memoryview(text.encode())
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            os.replace(tmp, self.path)  # replaces whatever is at the journal's name, never follows
+        except BaseException:
+            os.close(fd)
+            raise
+        self._jfd = fd  # appends go to the file just renamed, not to whatever the name holds later
 
     def add(self, idxs: Iterable[int]) -> None:
         with self._lock:

@@ -77,7 +77,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_lock(key: str, raw: bytes | bytearray, now: datetime, stale_after: timedelta = STALE_AFTER) -> LockInfo:
+def parse_lock(
+    key: str, raw: bytes | bytearray, now: datetime, stale_after: timedelta = STALE_AFTER
+) -> LockInfo:
     """The lock in ``raw``. A body that is not a drctl lock (not JSON, a field missing or of the
     wrong type, a time without zone, refreshed further in the future than ``stale_after``) gives
     a LockInfo with a ``problem``: it counts as held, and ``drctl unlock`` removes it."""

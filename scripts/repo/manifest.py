@@ -175,7 +175,7 @@ def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: st
             retain_until=parse_time(doc["retain_until"]) if doc.get("retain_until") else None,
             host=str(doc.get("host", "")),
         )
-    except (KeyError, TypeError, ValueError, InvalidInput) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, InvalidInput) as e:
         raise ManifestCorrupt(key, f"authenticated but inconsistent: {e}") from e
 
 

@@ -92,7 +92,9 @@ def read_config(storage: Storage) -> tuple[RepoConfig, str]:
         )
         if cfg.version != 1 or len(cfg.repo_id) != 32:
             raise ValueError("unknown version or bad id")
-        return cfg, str(doc["mac"])
+        if not (isinstance(doc["mac"], str) and doc["mac"].isascii()):
+            raise ValueError("the MAC is not a hex string")
+        return cfg, doc["mac"]
     except (ValueError, KeyError, TypeError) as e:
         raise KeyFileCorrupt(f"repository config {where}/{CONFIG_KEY} is unreadable: {e}") from e
 

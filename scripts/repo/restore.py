@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from drctl.errors import InvalidInput, ToolMissing
+from drctl.private_files import create_private_file, open_private_file, private_temp_dir, publish
 from drctl.processes import CommandFailed, run
 from drctl.repo.crypto import chunk_id
 from drctl.repo.errors import ImageMismatch, OutputError
@@ -109,7 +110,7 @@ def _prepare_output(out: Path, fmt: str) -> tuple[Path, Path]:
             "--format qcow2 needs `qemu-img` (Debian package qemu-utils); install it "
             "or restore with --format raw"
         )
-    if out.exists():
+    if os.path.lexists(out):  # a dangling symbolic link too: the output is never written through one
         raise InvalidInput(f"output {out} already exists: remove it or choose another --out")
     if not out.parent.is_dir():
         raise OutputError(f"output directory {out.parent} does not exist; create it first")
@@ -132,14 +133,7 @@ def restore_point(
     progress = progress or NullProgress()
     partial, jpath = _prepare_output(out, fmt)
     journal = RestoreJournal(jpath)
-    candidates = journal.load(m.id) if partial.exists() else None
-    try:
-        if candidates is None or partial.stat().st_size != m.size:
-            partial.unlink(missing_ok=True)
-            candidates = set()
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as e:
-        raise output_error(e, partial, "creating") from e
+    fd, candidates = _open_partial(partial, journal.load(m.id), m.size)
     try:
         os.ftruncate(fd, m.size)
         resumed = _verify_resumed(repo, fd, m, candidates) if candidates else []
@@ -173,24 +167,47 @@ def restore_point(
     return RestoreResult(m, out, fmt, fetched, fetched_bytes, len(resumed), time.monotonic() - t0)
 
 
+def _open_partial(partial: Path, candidates: set[int] | None, size: int) -> tuple[int, set[int]]:
+    """The partial file to write: the one of an interrupted restore of this point when it is the
+    caller's own file of the right size (its chunks are re-verified), else a new private one
+    (``O_EXCL | O_NOFOLLOW``, 0600) in place of whatever was there (a planted link is removed,
+    never followed)."""
+    if candidates is not None and os.path.lexists(partial):
+        fd = open_private_file(partial)
+        if os.fstat(fd).st_size == size:
+            return fd, candidates
+        os.close(fd)
+    try:
+        partial.unlink(missing_ok=True)
+    except OSError as e:
+        raise output_error(e, partial, "removing the stale") from e
+    return create_private_file(partial), set()
+
+
 def _finish(partial: Path, out: Path, fmt: str) -> None:
-    """Move the verified raw image into place (converting it first for qcow2)."""
+    """Move the verified raw image into place (converting it first for qcow2). The final name is
+    taken only if nothing exists there (a link planted meanwhile is neither followed nor replaced);
+    qemu-img writes inside a private directory, so it has no name to follow either."""
     try:
         if fmt == "qcow2":
-            tmp = out.with_name(out.name + ".qcow2.partial")
+            work = private_temp_dir(out.parent, out.name)
+            tmp = work / "image.qcow2"
             try:
-                run(
-                    ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(partial), str(tmp)],
-                    what=f"qemu-img convert to {tmp}",
-                    timeout=None,  # as long as writing the whole image takes
-                )
-            except CommandFailed as e:
-                tmp.unlink(missing_ok=True)
-                raise OutputError(f"{e.message}; the verified raw image is kept at {partial}") from e
-            os.replace(tmp, out)
+                try:
+                    run(
+                        ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(partial), str(tmp)],
+                        what=f"qemu-img convert to {out}",
+                        timeout=None,  # as long as writing the whole image takes
+                    )
+                except CommandFailed as e:
+                    raise OutputError(f"{e.message}; the verified raw image is kept at {partial}") from e
+                os.chmod(tmp, 0o600)
+                _publish(tmp, out, kept=partial)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
             partial.unlink()
         else:
-            os.replace(partial, out)
+            _publish(partial, out, kept=partial)
         dfd = os.open(out.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
@@ -198,3 +215,13 @@ def _finish(partial: Path, out: Path, fmt: str) -> None:
             os.close(dfd)
     except OSError as e:
         raise output_error(e, out, "finishing") from e
+
+
+def _publish(src: Path, out: Path, *, kept: Path) -> None:
+    try:
+        publish(src, out)
+    except FileExistsError as e:
+        raise InvalidInput(
+            f"output {out} appeared while restoring; the verified image is kept at {kept}: move it "
+            "yourself or remove the new file and run the same restore again"
+        ) from e

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from drctl import paths
 from drctl.errors import InvalidInput, LocalIOError
+from drctl.paths import check_stack_name
 from drctl.runs import signing as report_signing
 from drctl.runs.model import RunSummary
 from drctl.runs.report import render_html
@@ -109,7 +110,7 @@ class RunStore:
         return StoredRun(path, summary)
 
     def _write_local(self, summary: RunSummary, files: dict[str, bytes]) -> Path:
-        parent = self.runs_dir / _safe("stack", summary.stack)
+        parent = self.runs_dir / check_stack_name(summary.stack)
         final = parent / _safe("run id", summary.run_id)
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ class RunStore:
 
     def list_runs(self, stack: str) -> list[StoredRun]:
         """Runs of ``stack``, oldest first (run ids sort by start time)."""
-        d = self.runs_dir / _safe("stack", stack)
+        d = self.runs_dir / check_stack_name(stack)
         if not d.is_dir():
             return []
         return [self._load(p) for p in sorted(d.iterdir()) if p.is_dir() and not p.name.startswith(".")]

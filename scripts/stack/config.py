@@ -27,7 +27,8 @@ import yaml
 
 from drctl import paths
 from drctl.errors import InvalidInput
-from drctl.paths import PROJECT
+from drctl.input_files import InputFileError, is_missing, load_yaml_file, read_input_text
+from drctl.paths import PROJECT, check_stack_name
 from drctl.plan.load import load_plan
 from drctl.plan.model import Plan
 from drctl.stack.secrets import StackCrypter, open_encryption_salt
@@ -40,6 +41,17 @@ class StackNotFound(InvalidInput):
     """No stack file for this stack."""
 
 
+def plan_path(project_dir: Path, plan: str, where: str) -> Path:
+    """The stack's plan file: ``plan`` is relative to the project directory and stays inside it."""
+    rel = Path(plan)
+    if "\0" in plan or rel.is_absolute() or ".." in rel.parts:
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:plan: {plan!r} must be a path inside the project directory "
+            "relative to it, e.g. recovery_plans/<client>.yaml"
+        )
+    return (project_dir / rel).resolve()
+
+
 def load_plan_file(path: Path) -> Plan:
     """The plan through ``drctl.plan.load``: schema and semantic checks, every problem reported."""
     return load_plan(path)
@@ -49,17 +61,21 @@ def load_plan_file(path: Path) -> Plan:
 
 
 def stack_file(stack: str, project_dir: Path | None = None) -> Path:
+    """``stacks/Pulumi.<stack>.yaml``; raises :class:`~drctl.paths.InvalidStackName` for a name
+    that could point anywhere else."""
+    check_stack_name(stack)
     project_dir = project_dir or paths.project_dir()
     return project_dir / STACKS_DIR / f"Pulumi.{stack}.yaml"
 
 
 def read_stack_document(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as e:
-        raise StackNotFound(f"{path}: no such stack file; create it from stacks/Pulumi.demo.yaml") from e
-    except yaml.YAMLError as e:
-        raise StackConfigInvalid(f"{path}: not valid YAML ({e})") from e
+        doc = load_yaml_file(path, what="stack file")
+    except InputFileError as e:
+        if is_missing(e):
+            raise StackNotFound(f"{path}: no such stack file; create it from stacks/Pulumi.demo.yaml") from e
+        raise StackConfigInvalid(e.message) from e
+    doc = doc if doc is not None else {}
     if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
         raise StackConfigInvalid(f"{path}: expected a mapping with a `config:` section")
     return doc
@@ -68,9 +84,18 @@ def read_stack_document(path: Path) -> dict[str, Any]:
 def project_defaults(project_dir: Path | None = None) -> dict[str, Any]:
     """Defaults declared in ``Pulumi.yaml``'s ``config:`` (key -> default)."""
     project_dir = project_dir or paths.project_dir()
-    doc = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())
+    path = project_dir / "Pulumi.yaml"
+    try:
+        doc = load_yaml_file(path, what="Pulumi project file")
+    except InputFileError as e:
+        raise StackConfigInvalid(
+            f"{e.message} (the project directory {project_dir} must hold this project's Pulumi.yaml)"
+        ) from e
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(config, dict):
+        raise StackConfigInvalid(f"{path}: expected a mapping with a `config:` section")
     out: dict[str, Any] = {}
-    for key, decl in (doc.get("config") or {}).items():
+    for key, decl in config.items():
         if isinstance(decl, dict) and ("default" in decl or "value" in decl):
             out[key] = decl.get("default", decl.get("value"))
         elif not isinstance(decl, dict):
@@ -80,6 +105,7 @@ def project_defaults(project_dir: Path | None = None) -> dict[str, Any]:
 
 def read_passphrase(stack: str, project_dir: Path | None = None) -> str:
     """The stack's passphrase: the Pulumi CLI's variables, else ``stacks/<stack>.passphrase``."""
+    check_stack_name(stack)
     project_dir = project_dir or paths.project_dir()
     if "PULUMI_CONFIG_PASSPHRASE" in os.environ:
         return os.environ["PULUMI_CONFIG_PASSPHRASE"]
@@ -90,10 +116,10 @@ def read_passphrase(stack: str, project_dir: Path | None = None) -> str:
         raise StackConfigInvalid(
             f"stack {stack}: no passphrase; set PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE"
         )
-    try:
-        return path.read_text().strip()
-    except OSError as e:
-        raise StackConfigInvalid(f"{path}: cannot read the passphrase file ({e.strerror})") from e
+    try:  # a regular file only: a FIFO or a device would block or never end
+        return read_input_text(path, what="passphrase file", max_bytes=64 * 1024).strip()
+    except InputFileError as e:
+        raise StackConfigInvalid(e.message) from e
 
 
 def open_stack_secrets(
@@ -101,6 +127,11 @@ def open_stack_secrets(
 ) -> StackCrypter:
     project_dir = project_dir or paths.project_dir()
     salt = doc.get("encryptionsalt")
+    if salt and not isinstance(salt, str):
+        raise StackConfigInvalid(
+            f"{path}: encryptionsalt is not a Pulumi passphrase state (v1:...); restore it from "
+            "version control or set the secrets again with `drctl stack set-secret`"
+        )
     if not salt:
         raise StackConfigInvalid(
             f"{path}: holds secure values but no encryptionsalt; "
@@ -182,8 +213,7 @@ def load_stack(stack: str, project_dir: Path | None = None) -> StackConfig:
         values[key] = raw
     where = str(path)
     settings = parse_settings(values, where=where)
-    plan_path = (project_dir / settings.plan).resolve()
-    plan = load_plan_file(plan_path)
+    plan = load_plan_file(plan_path(project_dir, settings.plan, where))
     check_settings(settings, plan, where=where)
     psks_raw = values.get("vpn_psks") or {}
     if psks_raw and "vpn_psks" not in secret_keys:

@@ -113,6 +113,10 @@ def _decode(key: str, kind: str, value: Any, where: str) -> Any:
             return json.loads(value)
         except json.JSONDecodeError as e:
             raise StackConfigInvalid(f"{where}: {PROJECT}:{key}: not a valid object ({e})") from e
+        except RecursionError:
+            raise StackConfigInvalid(
+                f"{where}: {PROJECT}:{key}: a JSON value nested too deeply; write it as plain YAML"
+            ) from None
     if kind == "string" and not isinstance(value, str):
         raise StackConfigInvalid(f"{where}: {PROJECT}:{key}: expected a string, got {value!r}")
     return value
@@ -133,10 +137,16 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
             "e.g. recovery_plans/<client>.yaml)"
         )
     flavors = []
-    for i, f in enumerate(v.get("flavor_map") or []):
+    flavor_map = v.get("flavor_map") or []
+    if not isinstance(flavor_map, list):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:flavor_map: expected a list of {{name, vcpus, ram_mb}} "
+            "(see stacks/Pulumi.demo.yaml)"
+        )
+    for i, f in enumerate(flavor_map):
         try:
             flavors.append(Flavor(name=str(f["name"]), vcpus=int(f["vcpus"]), ram_mb=int(f["ram_mb"])))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise StackConfigInvalid(
                 f"{where}: {PROJECT}:flavor_map[{i}]: each entry needs name, vcpus and ram_mb"
             ) from e

@@ -14,6 +14,7 @@ import yaml
 
 from drctl.nca.render import NcaRenderError, _env, render_bundle, render_cloud_endpoint, write_bundle
 from drctl.plan.model import plan_from_dict
+from drctl.private_files import UnsafeOutput
 
 ROOT = Path(__file__).resolve().parents[2]
 PSK = "correct-horse-battery-staple-42"
@@ -259,12 +260,19 @@ def test_write_bundle_is_private(tmp_path: Path, demo_doc: dict) -> None:
     out.mkdir(mode=0o755)
     (out / "swanctl.conf").write_text("old")
     (out / "swanctl.conf").chmod(0o644)
+    (out / "frr.conf").write_text("left by an earlier bundle of a site with MPLS")
     bundle = render_bundle(plan_of(demo_doc), "paris", PSK, ENDPOINT)
-    written = write_bundle(bundle, out)
+    with pytest.raises(UnsafeOutput, match="is not empty.*pass --force"):
+        write_bundle(bundle, out)
+    assert (out / "swanctl.conf").read_text() == "old"
+    written = write_bundle(bundle, out, force=True)
     assert sorted(p.name for p in written) == sorted(bundle)
+    assert sorted(p.name for p in out.iterdir()) == sorted(bundle), "replaced whole, not merged"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert path.read_text() == bundle[path.name]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"], "no temporary directory left"
 
 
 def test_swanctl_pretty_listing_is_read() -> None:

@@ -356,6 +356,57 @@ def test_missing_file_is_an_invalid_input_naming_the_file(tmp_path: Path) -> Non
     ]
 
 
+def test_every_missing_required_field_is_named_once() -> None:
+    doc = demo_doc()
+    del doc["client"], doc["sites"]
+    s = server(doc, "web01")
+    del s["flavor"], s["rpo"], s["rto"]
+    found = problems_of(doc)
+    missing = [p for p in found if p.endswith("required field is missing")]
+    assert missing == [
+        "client: required field is missing",
+        "sites: required field is missing",
+        "servers[4].flavor: required field is missing",
+        "servers[4].rpo: required field is missing",
+        "servers[4].rto: required field is missing",
+    ]
+    assert len(found) == len(set(found)), "no problem is reported twice"
+
+
+@pytest.mark.parametrize(
+    "text, where, reason",
+    [
+        ("client: {id: a}\nclient: {id: b}\n", "line 2, column 1", "duplicate key 'client'"),
+        ("? [a]\n: 1\n", "line 1, column 3", "a key must be plain text"),
+        ("client:\n  1: x\n", "line 2, column 3", "key '1' is read as int, not text; quote it"),
+        ("servers: " + "[" * 200 + "]" * 200 + "\n", "line 1, column ", "nested more than 64 levels"),
+    ],
+)
+def test_yaml_a_plan_cannot_use_is_one_located_problem(
+    tmp_path: Path, text: str, where: str, reason: str
+) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(PlanInvalid) as exc:
+        load_plan(f)
+    [p] = exc.value.problems
+    assert p.file == str(f) and p.where.startswith(where) and reason in p.message
+
+
+def test_a_directory_or_an_oversized_file_is_named_not_read(tmp_path: Path) -> None:
+    with pytest.raises(PlanInvalid) as exc:
+        load_plan(tmp_path)
+    assert [p.message for p in exc.value.problems] == [
+        "cannot read the plan: it is a directory; give the path of the plan file itself"
+    ]
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as f:
+        f.truncate(11 * 1024 * 1024)
+    with pytest.raises(PlanInvalid) as exc:
+        load_plan(big)
+    assert "it is 11.0 MiB, a plan is at most 10.0 MiB" in exc.value.problems[0].message
+
+
 # ---- the RPO rule ----------------------------------------------------------------------------
 
 H, D = 3600, 86400

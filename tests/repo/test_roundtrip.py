@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from drctl.errors import Cancelled
+from drctl.errors import Cancelled, InvalidInput
+from drctl.private_files import UnsafeOutput
 from drctl.repo.backup import backup_disk
 from drctl.repo.errors import (
     ChunkCorrupt,
@@ -298,3 +300,61 @@ def test_reused_chunks_are_retained_as_long_as_the_newest_point_only_where_enfor
     for cid in reused:
         until = storage.retention[chunk_key(cid)]
         assert until == (second.point.retain_until if enforced else first.point.retain_until)
+
+
+def test_restore_never_writes_through_planted_links(repo, image, tmp_path):
+    backup_disk(repo, image, server="web", disk="vda")
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    out = tmp_path / "r.img"
+    # Links planted where the restore writes its partial file and its journal's temporary file.
+    out.with_name("r.img.partial").symlink_to(victim)
+    out.with_name("r.img.partial.done.tmp").symlink_to(victim)
+    restore_disk(repo, server="web", out=out)
+    assert victim.read_text() == "root's file\n"
+    assert sha(out) == sha(image) and stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r.img")) == ["r.img"]
+    # A link at the output itself is an existing output, even dangling.
+    dangling = tmp_path / "d.img"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InvalidInput, match="already exists"):
+        restore_disk(repo, server="web", out=dangling)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_restore_does_not_resume_into_another_users_partial(repo, image, tmp_path):
+    res = backup_disk(repo, image, server="web", disk="vda")
+    out = tmp_path / "r.img"
+    partial = out.with_name("r.img.partial")
+    with open(partial, "wb") as f:
+        f.truncate(res.point.size)
+    os.chown(partial, 65534, 65534)
+    journal = out.with_name("r.img.partial.done")
+    journal.write_text(f"point {res.point.id}\n0\n")
+    with pytest.raises(UnsafeOutput, match="belongs to uid 65534") as e:
+        restore_disk(repo, server="web", out=out)
+    assert e.value.exit_code == 15 and not out.exists()
+    # A journal that is not the caller's own is ignored: the planted partial is replaced.
+    os.chown(journal, 65534, 65534)
+    restore_disk(repo, server="web", out=out)
+    assert sha(out) == sha(image) and os.stat(out).st_uid == os.geteuid()
+
+
+def test_restored_image_is_not_published_over_a_file_that_appeared(repo, image, tmp_path, monkeypatch):
+    import drctl.repo.restore as restore_mod
+
+    backup_disk(repo, image, server="web", disk="vda")
+    out = tmp_path / "r.img"
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    real_finish = restore_mod._finish
+
+    def plant_then_finish(partial, dst, fmt):
+        dst.symlink_to(victim)  # planted after the checks, before the image takes its name
+        real_finish(partial, dst, fmt)
+
+    monkeypatch.setattr(restore_mod, "_finish", plant_then_finish)
+    with pytest.raises(InvalidInput, match="appeared while restoring; the verified image is kept"):
+        restore_disk(repo, server="web", out=out)
+    assert victim.read_text() == "root's file\n" and out.is_symlink()
+    assert sha(tmp_path / "r.img.partial") == sha(image)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from dataclasses import replace
@@ -184,3 +185,26 @@ def test_cli_report_and_runs(tmp_path):
     assert (
         old_style.returncode == 2 and "choose from 'show', 'verify', 'upload', 'export'" in old_style.stderr
     )
+
+
+def test_report_export_is_private_and_refuses_planted_paths(tmp_path):
+    RunStore(tmp_path / "state").record(demo_summary())
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    (tmp_path / "link.html").symlink_to(victim)
+    foreign = tmp_path / "foreign.html"
+    foreign.write_text("planted")
+    os.chown(foreign, 65534, 65534)
+
+    for name, reason in (("link.html", "is a symbolic link"), ("foreign.html", "belongs to uid 65534")):
+        r = _drctl(tmp_path, "report", "export", "20260203T170100Z", "--html", name)
+        assert r.returncode == 15 and r.stderr.startswith(f"drctl: {tmp_path / name} ") and reason in r.stderr
+        assert "Traceback" not in r.stderr
+    assert victim.read_text() == "root's file\n" and foreign.read_text() == "planted"
+
+    mine = tmp_path / "mine.html"
+    mine.write_text("an older export")
+    mine.chmod(0o644)
+    assert _drctl(tmp_path, "report", "export", "20260203T170100Z", "--html", "mine.html").returncode == 0
+    assert mine.read_bytes() == next((tmp_path / "state/runs/demo").glob("*/report.html")).read_bytes()
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o600

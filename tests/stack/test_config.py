@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from drctl.paths import InvalidStackName, check_stack_name
 from drctl.plan.load import PlanInvalid
 from drctl.plan.model import Server
 from drctl.stack.config import load_stack
@@ -18,6 +20,7 @@ from drctl.stack.settings import (
     check_settings,
     choose_flavor,
     parse_settings,
+    stack_file,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +129,127 @@ def test_a_stack_whose_plan_breaks_the_schema_is_refused_naming_the_field(tmp_pa
         load_stack("demo", tmp_path)
     assert str(tmp_path / "recovery_plans/demo.yaml") in str(e.value)
     assert "servers[0].class" in str(e.value)
+
+
+# ---- bad stack files and names: one clear error each, never a traceback -------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's files a stack needs (Pulumi.yaml, the demo plan), no stack yet."""
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "recovery_plans").mkdir()
+    (tmp_path / "Pulumi.yaml").write_text((REPO_ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "recovery_plans" / "demo.yaml").write_text(
+        (REPO_ROOT / "recovery_plans/demo.yaml").read_text()
+    )
+    return tmp_path
+
+
+FLAVORS = "  flexible-recovery:flavor_map: [{name: m1.small, vcpus: 8, ram_mb: 16384}]\n"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n  flexible-recovery:flavor_map: 5\n",
+            "flexible-recovery:flavor_map: expected a list of {name, vcpus, ram_mb}",
+        ),
+        (
+            "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+            "  flexible-recovery:flavor_map: [{name: a, vcpus: 1e400, ram_mb: 5}]\n",
+            "flavor_map[0]: each entry needs name, vcpus and ram_mb",
+        ),
+        (
+            "encryptionsalt: 5\nconfig:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+            + FLAVORS
+            + "  flexible-recovery:vpn_psks: {paris: {secure: 'v1:AAAA:AAAA'}}\n",
+            "encryptionsalt is not a Pulumi passphrase state",
+        ),
+        (
+            "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n  flexible-recovery:activation: '"
+            + "[" * 5000
+            + "]" * 5000
+            + "'\n",
+            "flexible-recovery:activation: a JSON value nested too deeply",
+        ),
+        ("config:\n  flexible-recovery:plan: /etc/passwd\n", "must be a path inside the project directory"),
+        ("config:\n  flexible-recovery:plan: ../../x.yaml\n", "must be a path inside the project directory"),
+        ('config:\n  flexible-recovery:plan: "a\\0b"\n', "must be a path inside the project directory"),
+        ("config:\n  ? [a]\n  : 1\n", "line 2, column 5: YAML syntax error: a key must be plain text"),
+        ("config:\n  a: 1\n  a: 2\n", "line 3, column 3: YAML syntax error: duplicate key 'a'"),
+    ],
+    ids=[
+        "flavor-map-not-a-list",
+        "flavor-overflow",
+        "salt-not-text",
+        "deep-json",
+        "absolute-plan",
+        "plan-outside",
+        "plan-nul",
+        "list-key",
+        "duplicate-key",
+    ],
+)
+def test_a_bad_stack_file_is_one_error_naming_the_file(project: Path, body: str, message: str) -> None:
+    (project / "stacks" / "Pulumi.bad.yaml").write_text(body)
+    with pytest.raises(StackConfigInvalid) as e:
+        load_stack("bad", project)
+    assert e.value.message.startswith(str(project / "stacks" / "Pulumi.bad.yaml"))
+    assert message in e.value.message
+
+
+def test_a_stack_file_that_is_a_directory_or_too_big_is_named(project: Path) -> None:
+    (project / "stacks" / "Pulumi.dir.yaml").mkdir()
+    with pytest.raises(
+        StackConfigInvalid, match="Pulumi.dir.yaml: .file.: cannot read the stack file: it is a"
+    ):
+        load_stack("dir", project)
+    with open(project / "stacks" / "Pulumi.big.yaml", "wb") as f:
+        f.truncate(20 * 1024 * 1024)
+    with pytest.raises(StackConfigInvalid, match="it is 20.0 MiB, a stack file is at most 10.0 MiB"):
+        load_stack("big", project)
+
+
+def test_a_project_without_pulumi_yaml_is_named(project: Path) -> None:
+    (project / "stacks" / "Pulumi.ok.yaml").write_text(
+        "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+    )
+    (project / "Pulumi.yaml").unlink()
+    with pytest.raises(
+        StackConfigInvalid, match="Pulumi.yaml: .file.: cannot read the Pulumi project file: No such"
+    ):
+        load_stack("ok", project)
+
+
+@pytest.mark.parametrize(
+    "name", ["../demo", "demo/../demo", ".demo", "-demo", "de mo", "", "x" * 101, "démo"]
+)
+def test_stack_names_that_could_leave_stacks_are_refused(project: Path, name: str) -> None:
+    with pytest.raises(InvalidStackName, match="use letters, digits, '-', '_' and '.'"):
+        load_stack(name, project)
+    with pytest.raises(InvalidStackName):
+        stack_file(name, project)
+
+
+@pytest.mark.parametrize("name", ["demo", "acme-prod", "client_2.eu", "A1", "x" * 100])
+def test_stack_names_pulumi_accepts_pass(name: str) -> None:
+    assert check_stack_name(name) == name
+
+
+def test_a_passphrase_file_that_is_a_fifo_or_a_directory_is_named_not_waited_for(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "stacks" / "Pulumi.s.yaml").write_text(
+        "encryptionsalt: v1:AAAAAAAAAAA=:v1:AAAAAAAAAAAAAAAA:AAAA\nconfig:\n"
+        "  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+        "  flexible-recovery:vpn_psks: {paris: {secure: 'v1:AAAA:AAAA'}}\n"
+    )
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE", raising=False)
+    fifo = project / "pass.fifo"
+    os.mkfifo(fifo)
+    for path, reason in ((fifo, "not a regular file"), (project, "it is a directory")):
+        monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(path))
+        with pytest.raises(StackConfigInvalid, match=f"cannot read the passphrase file: {reason}"):
+            load_stack("s", project)

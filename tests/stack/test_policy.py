@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +232,19 @@ def test_pack_config_for_ci_carries_the_flag_and_the_plans_checks(tmp_path):
     for s in plan["servers"]:
         assert servers[s["name"]]["serverClass"] == s["class"]
         assert len(servers[s["name"]]["checks"]) == len(s.get("checks", []))
+
+
+def test_pack_config_is_private_and_never_written_through_a_planted_link(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    path = tmp_path / "policy-config.json"
+    path.symlink_to(victim)
+
+    out = drctl("policy", "demo", "--write-pack-config", str(path))
+
+    assert out.returncode == 15, out.stderr
+    assert out.stderr.startswith(f"drctl: {path} is a symbolic link: drctl never writes through one")
+    assert victim.read_text() == "root's file\n"
+    path.unlink()
+    assert drctl("policy", "demo", "--write-pack-config", str(path)).returncode == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and json.loads(path.read_text())
