@@ -116,7 +116,9 @@ def confirm_disaster(client_id: str, *, yes: bool, ask=ask_on_terminal, is_tty: 
         )
 
 
-def confirm_discard(client_id: str, run_id: str, *, yes: bool, ask=ask_on_terminal, is_tty: bool | None = None) -> None:
+def confirm_discard(
+    client_id: str, run_id: str, *, yes: bool, ask=ask_on_terminal, is_tty: bool | None = None
+) -> None:
     """Deleting a disaster activation's servers (and the data written on them) needs the client
     id typed on a terminal, or --yes given together with --discard-disaster-changes."""
     if yes:
