@@ -98,8 +98,13 @@ def parse_lock(
         return LockInfo(
             key, exclusive, str(doc["operation"]), str(doc["hostname"]), int(doc["pid"]), refreshed
         )
-    except (ValueError, KeyError, TypeError) as e:
-        problem = str(e) if not isinstance(e, KeyError) else f"no field {e}"
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        if isinstance(e, KeyError):
+            problem = f"no field {e}"
+        elif isinstance(e, RecursionError):
+            problem = "not a lock: JSON nested too deeply"
+        else:
+            problem = str(e)
         return LockInfo(key, True, "unknown", "?", 0, now, problem=problem)
 
 

@@ -106,19 +106,27 @@ def test_qcow2_output_holds_the_same_image(repo, image, tmp_path):
     assert not out.with_name("web.qcow2.partial").exists()
 
 
-def test_a_failed_qcow2_conversion_names_qemu_img_and_keeps_the_verified_image(repo, image, tmp_path):
+def test_a_failed_qcow2_conversion_names_qemu_img_and_keeps_the_verified_image(
+    repo, image, tmp_path, monkeypatch
+):
     backup_disk(repo, image, server="web", disk="vda")
-    out = tmp_path / "web.qcow2"
-    # qemu-img cannot create its output: the name it writes to points into a missing directory.
-    out.with_name("web.qcow2.qcow2.partial").symlink_to(tmp_path / "missing" / "x")
+    out = tmp_path / "out" / "web.qcow2"
+    out.parent.mkdir()
+    # qemu-img is the boundary: one that fails the way a full or broken target makes it fail.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "qemu-img"
+    fake.write_text("#!/bin/sh\necho 'qemu-img: Could not create the image: No space left' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
     with pytest.raises(OutputError) as e:
         restore_disk(repo, server="web", out=out, fmt="qcow2")
     assert e.value.exit_code == 15
-    assert "qemu-img convert to" in e.value.message and "qemu-img exited with status 1" in e.value.message
+    assert "qemu-img convert to" in e.value.message and "No space left" in e.value.message
     kept = out.with_name("web.qcow2.partial")
     assert f"the verified raw image is kept at {kept}" in e.value.message
     assert sha(kept) == sha(image) and not out.exists()
-    assert not out.with_name("web.qcow2.qcow2.partial").is_symlink()
+    assert [p.name for p in out.parent.iterdir() if p.is_dir()] == []  # no private work dir left
 
 
 def _restore_fails(repo, tmp_path, exc, **kw):

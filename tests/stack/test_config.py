@@ -11,7 +11,7 @@ import yaml
 from drctl.paths import InvalidStackName, check_stack_name
 from drctl.plan.load import PlanInvalid
 from drctl.plan.model import Server
-from drctl.stack.config import load_stack
+from drctl.stack.config import load_stack, stack_file
 from drctl.stack.settings import (
     SECRET_SETTINGS,
     SETTING_TYPES,
@@ -20,7 +20,6 @@ from drctl.stack.settings import (
     check_settings,
     choose_flavor,
     parse_settings,
-    stack_file,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
