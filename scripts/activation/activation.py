@@ -22,7 +22,14 @@ from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
 from drctl.activation.guards import ActivationLock, authorised_contact, check_window, confirm_disaster
 from drctl.errors import InvalidInput
 from drctl.plan.model import Plan, Server
-from drctl.runs.model import RunSummary, ServerResult, new_run_id, seconds_between, utc_now
+from drctl.runs.model import (
+    RunSummary,
+    ServerResult,
+    ServerStatus,
+    new_run_id,
+    seconds_between,
+    utc_now,
+)
 from drctl.runs.store import RunStore
 from drctl.stack.config import StackConfig, load_stack
 from drctl.storage import open_storage
@@ -86,7 +93,8 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
     s = run.server
     point = run.disks[0] if run.disks else None
     reason = run.reason or None
-    if run.status == "not-started" and reason:
+    assert run.status is not None, f"server {s.name} left pending by the engine"
+    if run.status == ServerStatus.NOT_STARTED and reason:
         reason = f"not started: {reason}"
     return ServerResult(
         name=s.name,
@@ -106,6 +114,8 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
         rto_achieved_s=seconds_between(started_at, run.verified_at) if run.verified_at else None,
         checks=tuple(run.checks),
         reason=reason,
+        error=type(run.error).__name__ if run.error else None,
+        exit_code=run.error.exit_code if run.error else None,
     )
 
 

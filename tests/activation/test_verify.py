@@ -13,18 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drctl.activation.verify.checks import (
-    VerificationError,
-    check_spec,
-    outcome_reason,
-    run_checks,
-    run_checks_subprocess,
-    server_outcome,
-    verified_at,
-)
+from drctl.activation.verify.checks import VerificationError, check_spec, run_checks, run_checks_subprocess
 from drctl.errors import InvalidInput
 from drctl.plan.model import plan_from_dict
-from drctl.runs.model import utc_now
+from drctl.runs.model import outcome_reason, server_outcome, utc_now, verified_at
 
 ROOT = Path(__file__).resolve().parents[2]
 
