@@ -14,11 +14,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from drctl.plan.graph import find_cycles
-from drctl.plan.model import parse_duration
+from drctl.plan.model import CHECK_KINDS, parse_duration
 
 log = logging.getLogger(__name__)
 
-CHECK_KINDS = ("port", "service", "http", "command", "file")
 NEUTRON_MIN_LIFETIME_S = 60  # Neutron VPNaaS refuses shorter IKE/IPsec lifetimes
 MAX_CYCLES_REPORTED = 20  # each cycle found costs a pass over the graph: bounded on hostile plans
 

@@ -1,6 +1,6 @@
 """Verification of a restored server: the plan's checks run with testinfra, retried until a deadline.
 
-Each plan check becomes one probe on a testinfra host (``local://``, ``ssh://``, ``paramiko://``...):
+Each plan check (:class:`drctl.plan.model.Check`) becomes one probe on a testinfra host (``local://``, ``ssh://``, ``paramiko://``...):
 
 =========  ======================================================================================
 port       something listens on the TCP (or UDP) port, on any address unless ``host`` is given
@@ -45,11 +45,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput
+from drctl.plan.model import Check
 from drctl.runs.model import CheckResult, format_ts, parse_ts, server_outcome, utc_now, verified_at
 
 log = logging.getLogger(__name__)
 
-KINDS = ("port", "service", "http", "command", "file")
 DETAIL_MAX = 400
 
 
@@ -57,80 +57,6 @@ class VerificationError(DrctlError):
     """The verification itself could not run (not a failed check)."""
 
     exit_code = EXIT_RUN_FAILED
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    """One plan check, normalised. ``spec`` is kind-specific (see the module docstring)."""
-
-    kind: str
-    spec: Any
-    critical: bool = True
-
-    def describe(self) -> str:
-        s = self.spec
-        if self.kind == "port":
-            where = f"{s['host']}:" if s.get("host") else ""
-            return f"port {where}{s['port']}" + ("/udp" if s["protocol"] == "udp" else "")
-        if self.kind == "http":
-            text = f"http {s['url']} -> {s['status']}"
-            return text + (f" containing {s['contains']!r}" if s.get("contains") else "")
-        if self.kind == "file":
-            return f"file {s['path']}" + (f" containing {s['contains']!r}" if s.get("contains") else "")
-        return f"{self.kind} {s}"
-
-    def to_plan_dict(self) -> dict[str, Any]:
-        """Back to the plan's form (what ``--checks-json`` takes)."""
-        d: dict[str, Any] = {self.kind: self.spec}
-        if not self.critical:
-            d["critical"] = False
-        return d
-
-
-def check_spec(raw: Mapping[str, Any] | Any) -> CheckSpec:
-    """From a plan check: a mapping like ``{"port": 53, "critical": false}`` or a
-    :class:`drctl.plan.model.Check` (``kind``/``spec``/``critical``)."""
-    if hasattr(raw, "kind") and hasattr(raw, "spec"):
-        kind, spec, critical = raw.kind, raw.spec, bool(getattr(raw, "critical", True))
-    elif isinstance(raw, Mapping):
-        kinds = [k for k in raw if k != "critical"]
-        if len(kinds) != 1 or kinds[0] not in KINDS:
-            raise InvalidInput(f"check {dict(raw)!r}: give exactly one of {', '.join(KINDS)}")
-        kind, spec, critical = kinds[0], raw[kinds[0]], bool(raw.get("critical", True))
-    else:
-        raise InvalidInput(f'check {raw!r}: expected an object like {{"port": 80}}')
-    try:
-        return CheckSpec(kind, _normalise(kind, spec), critical)
-    except (KeyError, TypeError, ValueError) as e:
-        raise InvalidInput(f"check {kind} {spec!r}: {e}") from e
-
-
-def _normalise(kind: str, spec: Any) -> Any:
-    if kind == "port":
-        d = spec if isinstance(spec, Mapping) else {"port": spec}
-        port = int(d["port"])
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} out of range")
-        proto = str(d.get("protocol", "tcp"))
-        if proto not in ("tcp", "udp"):
-            raise ValueError(f"protocol {proto!r}: use tcp or udp")
-        return {"port": port, "protocol": proto, "host": d.get("host")}
-    if kind == "http":
-        if not isinstance(spec, Mapping) or "url" not in spec:
-            raise ValueError("give {url, status, contains}")
-        return {
-            "url": str(spec["url"]),
-            "status": int(spec.get("status", 200)),
-            "contains": spec.get("contains"),
-        }
-    if kind == "file":
-        d = spec if isinstance(spec, Mapping) else {"path": spec}
-        return {"path": str(d["path"]), "contains": d.get("contains")}
-    if kind in ("service", "command"):
-        if not isinstance(spec, str) or not spec.strip():
-            raise ValueError(f"a {kind} check takes a non-empty string")
-        return spec
-    raise ValueError(f"unknown kind {kind!r}")
 
 
 # --- probes: one attempt each, returning (ok, observed detail) -----------------------------------
@@ -212,7 +138,7 @@ def probe_http_from_verifier(s: Mapping[str, Any], timeout: float) -> tuple[bool
         return False, f"no HTTP answer from {s['url']}: {getattr(e, 'reason', e)}"
 
 
-def probe(host: Any, c: CheckSpec, *, http_via: str = "host", timeout: float = 5.0) -> tuple[bool, str]:
+def probe(host: Any, c: Check, *, http_via: str = "host", timeout: float = 5.0) -> tuple[bool, str]:
     if c.kind == "port":
         return probe_port(host, c.spec)
     if c.kind == "service":
@@ -236,12 +162,17 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
         return ()
 
 
+def _checks(checks: Iterable[Check | Mapping[str, Any]]) -> list[Check]:
+    """Plan checks, given as :class:`Check` or in the plan's form (``{"port": 80}``)."""
+    return [c if isinstance(c, Check) else Check.from_dict(c) for c in checks]
+
+
 # --- the retry loop -------------------------------------------------------------------------------
 
 
 @dataclass
 class _State:
-    spec: CheckSpec
+    spec: Check
     attempts: int = 0
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -251,7 +182,7 @@ class _State:
 
 def run_checks(
     host_url: str,
-    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    checks: Iterable[Check | Mapping[str, Any]],
     deadline: datetime,
     *,
     interval: float = 1.0,
@@ -268,7 +199,7 @@ def run_checks(
     """
     if http_via not in ("host", "verifier"):
         raise InvalidInput(f"http_via {http_via!r}: use host or verifier")
-    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    specs = _checks(checks)
     if host is None:
         import testinfra
 
@@ -351,32 +282,33 @@ import json
 
 import pytest
 
-from drctl.activation.verify.checks import check_spec, probe
+from drctl.activation.verify.checks import probe
+from drctl.plan.model import Check
 
-CHECKS = json.loads({checks_json!r})
+CHECKS = [Check.from_dict(c) for c in json.loads({checks_json!r})]
 
 
-@pytest.mark.parametrize("raw", [
-    pytest.param(c, id=check_spec(c).describe(),
-                 marks=() if check_spec(c).critical else pytest.mark.xfail(reason="non-critical", strict=False))
+@pytest.mark.parametrize("check", [
+    pytest.param(c, id=c.describe(),
+                 marks=() if c.critical else pytest.mark.xfail(reason="non-critical", strict=False))
     for c in CHECKS
 ])
-def test_check(host, raw):
-    ok, detail = probe(host, check_spec(raw), http_via={http_via!r})
+def test_check(host, check):
+    ok, detail = probe(host, check, http_via={http_via!r})
     assert ok, detail
 '''
 
 
 def render_testinfra_module(
     server: str,
-    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    checks: Iterable[Check | Mapping[str, Any]],
     *,
     http_via: str = "host",
     filename: str = "test_server.py",
 ) -> str:
     """A pytest-testinfra test module running ``checks`` (one test each, same probes), for an
     operator to re-run a server's verification by hand with ``pytest --hosts=...``."""
-    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    specs = _checks(checks)
     return _MODULE.format(
         server=server,
         filename=filename,
@@ -390,7 +322,7 @@ def render_testinfra_module(
 
 def verify_argv(
     host_url: str,
-    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    checks: Iterable[Check | Mapping[str, Any]],
     deadline: datetime,
     *,
     prefix: Sequence[str] = (),
@@ -406,7 +338,7 @@ def verify_argv(
             "the host URL carries a password, which would show in the process list: "
             "use a key (ssh_identity_file=...) instead"
         )
-    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    specs = _checks(checks)
     return [
         *prefix,
         python,
