@@ -47,7 +47,11 @@ def project(tmp_path):
 
 
 class FakeTarget:
-    """Records boots; checks fail for the servers in ``broken``."""
+    """Records boots; checks fail for the servers in ``broken``. No namespace (no reconnection
+    test), no uploaded image: what the Target protocol asks of a target besides its three hooks."""
+
+    namespace = None
+    image_ids: dict[str, str] = {}
 
     def __init__(self, images, broken=()):
         self.images, self.broken = images, set(broken)
@@ -242,3 +246,23 @@ def test_a_bug_during_the_run_ends_it_with_the_exception_and_cleans_up(project, 
     assert list((tmp / "state" / "restores").iterdir()) == []
     assert not (tmp / "vault" / "reports" / LOCK_KEY).exists()
     assert not (tmp / "state" / "runs").exists() or not any((tmp / "state" / "runs").rglob("summary.json"))
+
+
+def test_the_local_and_cloud_targets_offer_what_the_target_protocol_names(tmp_path):
+    """mypy checks the signatures where the default factory returns them; this checks the members
+    exist and what a run reads from them: the sandbox's namespace, the cloud's uploaded images."""
+    from drctl.activation.targets.base import Target
+    from drctl.activation.targets.cloud import CloudTarget
+    from drctl.activation.targets.local import LocalTarget
+    from drctl.activation.targets.sandbox import NS_PREFIX, Sandbox
+    from drctl.plan.load import load_plan
+
+    members = {name for name in vars(Target) if not name.startswith("_")}
+    assert members == {"namespace", "image_ids", "stage_disk", "start_server", "verify"}
+    for cls in (LocalTarget, CloudTarget):
+        assert members <= set(dir(cls)), cls
+    plan = load_plan(REPO_ROOT / "recovery_plans" / "demo.yaml")
+    local = LocalTarget(Sandbox("r1", plan, state_dir=tmp_path), lambda s: utc_now())
+    assert (local.namespace, local.image_ids) == (NS_PREFIX + "r1", {})
+    cloud = CloudTarget("demo", images=None, engine=None, waiter=None)  # nothing is called on them
+    assert (cloud.namespace, cloud.image_ids) == (None, {})
