@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
 from drctl.activation.guards import (
@@ -29,9 +28,18 @@ from drctl.activation.guards import (
     check_window,
     confirm_disaster,
 )
+from drctl.activation.targets.base import DeadlineFn, Target
 from drctl.errors import InvalidInput
 from drctl.plan.model import Plan, Server
-from drctl.runs.model import RunSummary, ServerResult, new_run_id, seconds_between, utc_now
+from drctl.runs.model import (
+    RunSummary,
+    ServerResult,
+    ServerStatus,
+    SiteReconnection,
+    new_run_id,
+    seconds_between,
+    utc_now,
+)
 from drctl.runs.store import RunStore
 from drctl.stack.config import StackConfig, load_stack
 from drctl.storage import open_storage
@@ -39,6 +47,8 @@ from drctl.storage import open_storage
 log = logging.getLogger(__name__)
 
 EventFn = Callable[[str, dict], None]
+# Builds the run's target and returns it with its teardown (see drctl.activation.targets.base).
+TargetFactory = Callable[["Activation", DeadlineFn], tuple[Target, Callable[[], None]]]
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,8 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
     s = run.server
     point = run.disks[0] if run.disks else None
     reason = run.reason or None
-    if run.status == "not-started" and reason:
+    assert run.status is not None, f"server {s.name} left pending by the engine"
+    if run.status == ServerStatus.NOT_STARTED and reason:
         reason = f"not started: {reason}"
     return ServerResult(
         name=s.name,
@@ -115,6 +126,8 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
         rto_achieved_s=seconds_between(started_at, run.verified_at) if run.verified_at else None,
         checks=tuple(run.checks),
         reason=reason,
+        error=type(run.error).__name__ if run.error else None,
+        exit_code=run.error.exit_code if run.error else None,
     )
 
 
@@ -130,14 +143,14 @@ class Activation:
         state_dir: Path,
         on_event: EventFn | None = None,
         project_dir: Path | None = None,
-        target_factory: Callable[..., tuple[Any, Callable[[], None]]] | None = None,
+        target_factory: TargetFactory | None = None,
     ) -> None:
         self.req, self.password, self.state_dir = req, password, Path(state_dir)
         self.emit = on_event or (lambda kind, data: None)
         self.cfg = load_stack(req.stack, project_dir) if project_dir else load_stack(req.stack)
         self.plan = self.cfg.plan
         self.scope = resolve_scope(self.cfg, req.servers)
-        self.target_factory = target_factory or default_target_factory
+        self.target_factory: TargetFactory = target_factory or default_target_factory
         self.run_id = new_run_id()
         self.cancel = threading.Event()  # set on Ctrl-C: the running restores stop
 
@@ -213,10 +226,10 @@ class Activation:
         self.emit("report", {"path": str(stored.path)})
         return summary
 
-    def _reconnection(self, target, runs: dict[str, ServerRun]) -> tuple:
+    def _reconnection(self, target: Target, runs: dict[str, ServerRun]) -> tuple[SiteReconnection, ...]:
         """Service description 8.1: a drill also proves the users' reconnection (NCA tunnel,
         DHCP, DNS, a recovered server reached through the tunnel), per site, in the sandbox."""
-        namespace = getattr(target, "namespace", None)  # the sandbox's; None for other targets
+        namespace = target.namespace
         if namespace is None or self.req.kind != "drill":
             return ()
         from drctl.activation.reconnection import check_sites
@@ -225,7 +238,7 @@ class Activation:
         self.emit("reconnection-started", {"sites": [site.name for site in self.plan.sites]})
         return check_sites(self.cfg, namespace, available)
 
-    def _restore(self, repo, target, restore_dir: Path, server: Server, disk: str) -> RestoredDisk:
+    def _restore(self, repo, target: Target, restore_dir: Path, server: Server, disk: str) -> RestoredDisk:
         from drctl.repo.restore import restore_disk
 
         result = restore_disk(
@@ -241,7 +254,7 @@ class Activation:
         target.stage_disk(server, restored)
         return restored
 
-    def _record_active(self, restore_dir: Path, target) -> None:
+    def _record_active(self, restore_dir: Path, target: Target) -> None:
         path = self.state_dir / "active" / f"{self.req.stack}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
@@ -253,7 +266,7 @@ class Activation:
                     "kind": self.req.kind,
                     "requested_by": self.req.requested_by,
                     "restore_dir": str(restore_dir),
-                    "images": getattr(target, "image_ids", {}),
+                    "images": dict(target.image_ids),
                     "since": datetime.now(UTC).isoformat(),
                 }
             )
@@ -264,7 +277,7 @@ def _nothing() -> None:
     pass
 
 
-def default_target_factory(act: Activation, deadline_for):
+def default_target_factory(act: Activation, deadline_for: DeadlineFn) -> tuple[Target, Callable[[], None]]:
     """(target, teardown) for the request's target."""
     if act.req.target == "local":
         from drctl.activation.targets.local import LocalTarget

@@ -13,6 +13,11 @@ Rules (service description 9.4):
   independent branches go on;
 - dependencies outside the activation scope (partial activation) are assumed to be running
   elsewhere and do not block.
+
+Errors: a :class:`DrctlError` raised for a server (a tampered chunk while restoring it, a store
+that went away, a guest that did not boot) is that server's outcome: ``failed``, keeping the
+error's class and exit code for the report and the run's exit code. Anything else is a bug: it is
+logged with its traceback, the run stops (as on Ctrl-C) and the exception is raised to the caller.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from drctl.activation.verify.checks import outcome_reason, server_outcome, verified_at
+from drctl.errors import Cancelled, DrctlError
+from drctl.plan.graph import dependency_levels
 from drctl.plan.model import Server
-from drctl.runs.model import CheckResult
+from drctl.runs.model import CheckResult, ServerStatus, outcome_reason, server_outcome, verified_at
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +51,9 @@ class ServerRun:
     """What happened to one server during the run (mutable while the run goes on)."""
 
     server: Server
-    status: str = "pending"  # ok | warning | failed | not-started
+    status: ServerStatus | None = None  # None while the server is pending
     reason: str = ""
+    error: DrctlError | None = None  # what failed the server, when an error did
     restore_started_at: datetime | None = None
     restore_ended_at: datetime | None = None
     boot_started_at: datetime | None = None
@@ -56,7 +63,13 @@ class ServerRun:
 
     @property
     def available(self) -> bool:
-        return self.status in ("ok", "warning")
+        return self.status is not None and self.status.available
+
+    def failed(self, reason: str, error: DrctlError | None = None) -> None:
+        self.status, self.reason, self.error = ServerStatus.FAILED, reason, error
+
+    def not_started(self, reason: str) -> None:
+        self.status, self.reason = ServerStatus.NOT_STARTED, reason
 
 
 RestoreFn = Callable[[Server, str], RestoredDisk]
@@ -67,26 +80,6 @@ EventFn = Callable[[str, dict], None]
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def dependency_levels(servers: Sequence[Server]) -> dict[str, int]:
-    """Level 0 for servers with no in-scope upstream, else 1 + the deepest upstream level."""
-    names = {s.name for s in servers}
-    by_name = {s.name: s for s in servers}
-    levels: dict[str, int] = {}
-
-    def level(name: str, path: tuple[str, ...] = ()) -> int:
-        if name in levels:
-            return levels[name]
-        if name in path:
-            raise ValueError("dependency cycle: " + " -> ".join(path + (name,)))
-        ups = [d for d in by_name[name].depends_on if d in names]
-        levels[name] = 1 + max((level(d, path + (name,)) for d in ups), default=-1)
-        return levels[name]
-
-    for s in servers:
-        level(s.name)
-    return levels
 
 
 def run_servers(
@@ -104,14 +97,18 @@ def run_servers(
 
     On Ctrl-C (any exception in the calling thread) ``cancel`` is set, which ``restore`` is
     expected to honour, and this returns only once no restore is running any more: the caller
-    can then remove the restore directory without a worker writing into it again."""
+    can then remove the restore directory without a worker writing into it again. The same
+    holds when a server meets a bug (an exception that is not a :class:`DrctlError`): the run
+    stops and that exception is raised once nothing runs any more."""
     emit = on_event or (lambda kind, data: None)
-    dependency_levels(servers)  # refuses a cycle before anything starts
+    # Refuses a cycle (DependencyCycle, naming its members) before anything starts.
+    dependency_levels({s.name: s.depends_on for s in servers})
     runs = {s.name: ServerRun(server=s) for s in servers}
     done = {s.name: threading.Event() for s in servers}
     lock = threading.Lock()
 
     cancel = cancel or threading.Event()
+    bugs: list[Exception] = []
     restoring = threading.Condition()  # guards ``in_flight``: restores running right now
     in_flight = [0]
 
@@ -120,7 +117,7 @@ def run_servers(
             in_flight[0] += 1
         try:
             if cancel.is_set():
-                raise RuntimeError("cancelled before it started")
+                raise Cancelled(f"the restore of {s.name}/{disk} was cancelled before it started")
             run = runs[s.name]
             with lock:
                 if run.restore_started_at is None:
@@ -139,8 +136,8 @@ def run_servers(
         try:
             try:
                 run.disks = [f.result() for f in disk_futures]
-            except Exception as e:  # the restore error is the server's outcome, reported
-                run.status, run.reason = "failed", f"restore failed: {e}"
+            except DrctlError as e:  # the restore error is the server's outcome, reported
+                run.failed(f"restore failed: {type(e).__name__}: {e}", e)
                 return
             finally:
                 run.restore_ended_at = now()
@@ -149,24 +146,30 @@ def run_servers(
                     continue  # outside the scope: assumed running elsewhere
                 done[dep].wait()
                 if not runs[dep].available:
-                    run.status = "not-started"
-                    run.reason = f"upstream server {dep} is {runs[dep].status}"
+                    run.not_started(f"upstream server {dep} is {runs[dep].status}")
                     return
             if cancel.is_set():  # Ctrl-C: the target is being torn down, start nothing more
-                run.status, run.reason = "not-started", "the activation was interrupted"
+                run.not_started("the activation was interrupted")
                 return
             run.boot_started_at = now()
             emit("boot-started", {"server": s.name})
             try:
                 start(s, run.disks)
                 run.checks = list(verify(s))
-            except Exception as e:
-                run.status, run.reason = "failed", f"{type(e).__name__}: {e}"
+            except DrctlError as e:
+                run.failed(f"{type(e).__name__}: {e}", e)
                 return
             run.status = server_outcome(run.checks)
             # When the checks say the server became available; else the moment they gave up.
             run.verified_at = (verified_at(run.checks) or now()) if run.available else None
             run.reason = outcome_reason(run.checks) or ""
+        except Exception as e:
+            # A bug, not a failure of this server: the whole run stops and the caller gets it.
+            log.error("server %s: unexpected %s; the run stops", s.name, type(e).__name__, exc_info=e)
+            run.failed(f"internal error: {type(e).__name__}: {e}")
+            with lock:
+                bugs.append(e)
+            cancel.set()
         finally:
             emit("server-finished", {"server": s.name, "status": run.status, "reason": run.reason})
             done[s.name].set()
@@ -192,4 +195,6 @@ def run_servers(
             restoring.wait_for(lambda: in_flight[0] == 0)
         raise
     pool.shutdown(wait=True)
+    if bugs:
+        raise bugs[0]
     return runs

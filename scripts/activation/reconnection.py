@@ -73,11 +73,8 @@ def _http_target(server: Server, domain: str) -> ProbeTarget | None:
 
 def _port_target(server: Server) -> ProbeTarget | None:
     for check in _critical_first(server):
-        if check.kind == "port":
-            try:
-                return ProbeTarget(server.name, server.nics[0].ip, int(check.spec))
-            except (TypeError, ValueError):
-                continue
+        if check.kind == "port" and check.spec["protocol"] == "tcp":
+            return ProbeTarget(server.name, server.nics[0].ip, check.spec["port"])
     return None
 
 

@@ -1,6 +1,8 @@
 """``drctl activate``, ``drctl drill`` and ``drctl deactivate`` (``runs`` and ``report`` live in
-report_cmds). Exit status: 0 when every server in scope is ok or warning, 20 when one failed or
-was not started, and the error tree's codes otherwise."""
+report_cmds). Exit status: the run's (``RunSummary.exit_code``): 0 when every server in scope is ok
+or warning, else the most serious error a server failed with (e.g. 13 for a tampered backup, 14
+for an unreachable store), else 20 (a check failed, a server was not started); the error tree's
+codes when the run could not take place."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import sys
 from pathlib import Path
 
 from drctl.commands.arg_types import positive_int, stack_name
-from drctl.errors import EXIT_OK, EXIT_RUN_FAILED
+from drctl.errors import EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -147,10 +149,7 @@ def _activate(args: argparse.Namespace) -> int:
         args.events.result(summary.to_dict())
     else:
         _print_summary(summary, _state_dir(args))
-    failed = (
-        any(s.status in ("failed", "not-started") for s in summary.servers) or not summary.reconnection_ok
-    )
-    return EXIT_RUN_FAILED if failed else EXIT_OK
+    return summary.exit_code
 
 
 def _print_summary(summary, state_dir: Path) -> None:

@@ -123,8 +123,8 @@ def default_target(plan: Plan, name: str | None = None) -> ProbeTarget:
                     )
     for s in servers:
         for c in s.checks:
-            if c.kind == "port":
-                return ProbeTarget(s.name, s.nics[0].ip, int(c.spec))
+            if c.kind == "port" and c.spec["protocol"] == "tcp":
+                return ProbeTarget(s.name, s.nics[0].ip, c.spec["port"])
     if not servers:
         raise LabError("the plan has no restorable server with a NIC in a recovery subnet")
     return ProbeTarget(servers[0].name, servers[0].nics[0].ip)

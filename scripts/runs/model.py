@@ -18,29 +18,84 @@ Times are measured from the run's start: a server is *available* when all its cr
 passed (``verified_at``); ``rto_achieved_s = verified_at - started_at``; the achieved RPO is the age of
 the restore point when the run started.
 
-Size: one module over 400 lines on purpose. It is the whole signed JSON contract: each record
-type keeps its fields, its ``to_dict`` and its ``from_dict`` together, so a key cannot be added to
-one without the other, and the run-wide figures derived from the records live beside them.
+The outcome rules live here too, so a run is judged in one place: a server's :class:`ServerStatus`
+from its check results (:func:`server_outcome`, :func:`outcome_reason`, :func:`verified_at`), the
+run's :attr:`RunSummary.outcome` and the exit code of the command that ran it
+(:attr:`RunSummary.exit_code`). The module is longer than most on purpose: it is the one contract of
+a run's record (its types, their JSON form and how they are judged), read by the engine, the report,
+the store and the CLI.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from drctl.errors import InvalidInput
+from drctl.errors import (
+    EXIT_INTEGRITY,
+    EXIT_INVALID,
+    EXIT_LOCAL_IO,
+    EXIT_LOCKED,
+    EXIT_MISSING_TOOL,
+    EXIT_OK,
+    EXIT_REPO_MISSING,
+    EXIT_RUN_FAILED,
+    EXIT_STORAGE,
+    EXIT_WRONG_PASSWORD,
+    InvalidInput,
+)
+from drctl.plan.graph import DependencyCycle, dependency_levels
 
-STATUSES = ("ok", "warning", "failed", "not-started")
 MODES = ("test", "disaster")
 SCHEMA_VERSION = 1
 
 
 class SummaryInvalid(InvalidInput):
     """A run summary document is malformed."""
+
+
+class ServerStatus(StrEnum):
+    """What became of one server of the scope; a str, so it is its own JSON form."""
+
+    OK = "ok"  # every check passed
+    WARNING = "warning"  # only non-critical checks failed
+    FAILED = "failed"  # a critical check, its restore or its boot failed
+    NOT_STARTED = "not-started"  # an upstream server was not available, or the run was interrupted
+
+    @property
+    def available(self) -> bool:
+        """The server serves its users (ok or warning)."""
+        return self in (ServerStatus.OK, ServerStatus.WARNING)
+
+    @classmethod
+    def parse(cls, value: object, where: str) -> ServerStatus:
+        """``value`` as a status, or :class:`SummaryInvalid` naming ``where`` and the statuses."""
+        try:
+            return cls(str(value))
+        except ValueError:
+            raise SummaryInvalid(f"{where}: status {value!r} is not one of {', '.join(cls)}") from None
+
+
+STATUSES = tuple(ServerStatus)
+
+# When servers failed with different errors, the run exits with the most serious one: data that
+# cannot be trusted first, then a repository that cannot be opened or reached, then local causes.
+# A failed check (20) comes last; codes not listed here rank just before it.
+EXIT_SEVERITY = (
+    EXIT_INTEGRITY,
+    EXIT_WRONG_PASSWORD,
+    EXIT_REPO_MISSING,
+    EXIT_STORAGE,
+    EXIT_LOCKED,
+    EXIT_LOCAL_IO,
+    EXIT_MISSING_TOOL,
+    EXIT_INVALID,
+)
 
 
 # --- timestamps -------------------------------------------------------------------------------
@@ -128,13 +183,46 @@ class CheckResult:
             raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
 
 
+# --- the outcome rules: from a server's check results to its status ---------------------------
+
+
+def server_outcome(results: Sequence[CheckResult]) -> ServerStatus:
+    """``failed`` if a critical check failed, ``warning`` if only non-critical ones did, else ``ok``."""
+    if any(not r.ok and r.critical for r in results):
+        return ServerStatus.FAILED
+    if any(not r.ok for r in results):
+        return ServerStatus.WARNING
+    return ServerStatus.OK
+
+
+def outcome_reason(results: Sequence[CheckResult]) -> str | None:
+    """In words, for ``ServerResult.reason``: which checks failed (None when all passed)."""
+    crit = [r.check for r in results if not r.ok and r.critical]
+    other = [r.check for r in results if not r.ok and not r.critical]
+    if crit:
+        return "critical check(s) failed: " + "; ".join(crit)
+    if other:
+        return "non-critical check(s) failed: " + "; ".join(other)
+    return None
+
+
+def verified_at(results: Sequence[CheckResult]) -> datetime | None:
+    """When the last critical check passed (the server is available), or None if one failed."""
+    if server_outcome(results) == ServerStatus.FAILED:
+        return None
+    times = [r.ended_at for r in results if r.ok and r.critical and r.ended_at is not None]
+    if not times:  # no critical check: available when the first check answered
+        times = [r.ended_at for r in results if r.ended_at is not None]
+    return max(times) if times else None
+
+
 @dataclass(frozen=True)
 class ServerResult:
     """What happened to one server of the scope during a run."""
 
     name: str
     os: str  # e.g. "debian-12", "windows-2019"
-    status: str  # ok | warning | failed | not-started
+    status: ServerStatus  # a plain string is accepted and converted
     os_family: str = "linux"  # linux | windows
     depends_on: tuple[str, ...] = ()
     restore_started_at: datetime | None = None
@@ -150,14 +238,15 @@ class ServerResult:
     rto_achieved_s: float | None = None
     checks: tuple[CheckResult, ...] = ()
     reason: str | None = None  # why failed / not started, in words
+    error: str | None = None  # the class of the error that failed the server, e.g. "IntegrityError"
+    exit_code: int | None = None  # that error's exit code
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise SummaryInvalid(f"server {self.name!r}: status {self.status!r} is not one of {STATUSES}")
+        object.__setattr__(self, "status", ServerStatus.parse(self.status, f"server {self.name!r}"))
 
     @property
     def available(self) -> bool:
-        return self.status in ("ok", "warning") and self.verified_at is not None
+        return self.status.available and self.verified_at is not None
 
     @property
     def rpo_met(self) -> bool | None:
@@ -205,6 +294,8 @@ class ServerResult:
             "restore_point_at": format_ts(self.restore_point_at),
             "rpo_target_s": _opt_int(self.rpo_target_s),
             "reason": self.reason,
+            "error": self.error,
+            "exit_code": self.exit_code,
         }
 
     @classmethod
@@ -215,7 +306,7 @@ class ServerResult:
             return cls(
                 name=name,
                 os=str(d.get("os", "")),
-                status=str(d["status"]),
+                status=ServerStatus.parse(d["status"], w),
                 os_family=str(d.get("os_family", "linux")),
                 depends_on=tuple(str(x) for x in d.get("depends_on", ())),
                 restore_started_at=parse_ts(d.get("restore_started_at"), f"{w}.restore_started_at"),
@@ -233,6 +324,8 @@ class ServerResult:
                     CheckResult.from_dict(c, f"{w} check {i}") for i, c in enumerate(d.get("checks", []))
                 ),
                 reason=d.get("reason"),
+                error=d.get("error"),
+                exit_code=_opt_int(d.get("exit_code")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
@@ -375,7 +468,7 @@ class RunSummary:
 
     def counts(self) -> dict[str, int]:
         """Servers per status, every status present (zero included)."""
-        out = dict.fromkeys(STATUSES, 0)
+        out: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for s in self.servers:
             out[s.status] += 1
         return out
@@ -387,14 +480,32 @@ class RunSummary:
         return dict(sorted(out.items()))
 
     @property
-    def outcome(self) -> str:
-        """``ok`` when every server is ok, ``warning`` when none failed, else ``failed``. A site
+    def outcome(self) -> ServerStatus:
+        """The run judged as a whole (``ok``, ``warning`` or ``failed``): ``ok`` when every server
+        is ok, ``warning`` when none failed or was left not started, else ``failed``. A site
         whose users could not be reconnected (:attr:`reconnection_ok` false) fails the run too:
         restored servers nobody can reach are not a recovery."""
         c = self.counts()
-        if c["failed"] or c["not-started"] or not self.reconnection_ok:
-            return "failed"
-        return "warning" if c["warning"] else "ok"
+        if c[ServerStatus.FAILED] or c[ServerStatus.NOT_STARTED] or not self.reconnection_ok:
+            return ServerStatus.FAILED
+        return ServerStatus.WARNING if c[ServerStatus.WARNING] else ServerStatus.OK
+
+    @property
+    def exit_code(self) -> int:
+        """What ``drctl activate``/``drill`` exits with: 0 unless the run failed; then the most
+        serious error a server failed with (13 for tampered data before 14 for an unreachable
+        store, see :data:`EXIT_SEVERITY`), else 20."""
+        if self.outcome != ServerStatus.FAILED:
+            return EXIT_OK
+        codes = [
+            s.exit_code
+            for s in self.servers
+            if s.exit_code is not None and s.exit_code not in (EXIT_OK, EXIT_RUN_FAILED)
+        ]
+        if not codes:
+            return EXIT_RUN_FAILED
+        rank = {code: k for k, code in enumerate(EXIT_SEVERITY)}
+        return min(codes, key=lambda code: rank.get(code, len(EXIT_SEVERITY)))
 
     @property
     def reconnection_ok(self) -> bool:
@@ -428,7 +539,10 @@ class RunSummary:
 
     def dependency_levels(self) -> dict[str, int]:
         """0 for servers with no upstream in this run, else 1 + the deepest upstream's level."""
-        return dependency_levels((s.name, s.depends_on) for s in self.servers)
+        try:
+            return dependency_levels({s.name: s.depends_on for s in self.servers})
+        except DependencyCycle as e:
+            raise SummaryInvalid(f"run {self.run_id}: servers in a {e.message}") from e
 
     # -- JSON ---------------------------------------------------------------------------------
 
@@ -452,6 +566,7 @@ class RunSummary:
             "requested_by": self.requested_by,
             "override_reason": self.override_reason,
             "outcome": self.outcome,
+            "exit_code": self.exit_code,
             "counts": self.counts(),
             "notes": list(self.notes),
             "reconnection": [r.to_dict() for r in self.reconnection],
@@ -507,26 +622,6 @@ class RunSummary:
         except (ValueError, UnicodeDecodeError) as e:
             raise SummaryInvalid(f"{where}: not valid JSON ({e})") from e
         return cls.from_dict(doc)
-
-
-def dependency_levels(edges: Iterable[tuple[str, Iterable[str]]]) -> dict[str, int]:
-    """Level of each node; upstreams outside the set are ignored; a cycle raises SummaryInvalid."""
-    deps = {name: list(ups) for name, ups in edges}
-    levels: dict[str, int] = {}
-
-    def level(name: str, trail: tuple[str, ...]) -> int:
-        if name in levels:
-            return levels[name]
-        if name in trail:
-            raise SummaryInvalid(f"dependency cycle: {' -> '.join(trail + (name,))}")
-        ups = [u for u in deps[name] if u in deps]
-        lv = 0 if not ups else 1 + max(level(u, trail + (name,)) for u in ups)
-        levels[name] = lv
-        return lv
-
-    for n in deps:
-        level(n, ())
-    return levels
 
 
 def _opt_float(v: Any) -> float | None:

@@ -19,7 +19,8 @@ from drctl.errors import InvalidInput
 from drctl.events import EventStream
 from drctl.repo.backup import backup_disk
 from drctl.repo.crypto import KdfParams
-from drctl.repo.repository import init_repository
+from drctl.repo.manifest import chunk_key
+from drctl.repo.repository import init_repository, open_repository
 from drctl.runs.model import CheckResult, utc_now
 from drctl.runs.store import RunStore
 from drctl.storage.local import LocalDirStorage
@@ -50,7 +51,11 @@ def project(tmp_path):
 
 
 class FakeTarget:
-    """Records boots; checks fail for the servers in ``broken``."""
+    """Records boots; checks fail for the servers in ``broken``. No namespace (no reconnection
+    test), no uploaded image: what the Target protocol asks of a target besides its three hooks."""
+
+    namespace = None
+    image_ids: dict[str, str] = {}
 
     def __init__(self, images, broken=()):
         self.images, self.broken = images, set(broken)
@@ -223,3 +228,76 @@ def test_a_second_activation_waits_for_deactivation(project):
         FakeTarget(images),
     )
     assert second.server("dns01").status == "ok"
+
+
+def test_a_tampered_backup_fails_its_server_and_the_run_exits_13_naming_the_error(project):
+    proj, tmp, images = project
+    repo = open_repository(LocalDirStorage(tmp / "vault" / "repo"), PASSWORD)
+    point = next(p for p in repo.load_points() if p.server == "db01")
+    cid = next(c for _, c in point.iter_chunks() if c is not None)
+    blob = bytearray(repo.storage.get(chunk_key(cid)))
+    blob[len(blob) // 2] ^= 0x40  # one flipped bit in the store, as a writer of the bucket could
+    repo.storage.put(chunk_key(cid), bytes(blob))
+
+    target = FakeTarget(images)
+    _, summary, _ = run(project, {"mode": "test", "kind": "drill"}, target)
+    db = summary.server("db01")
+    assert (db.status, db.error, db.exit_code) == ("failed", "ChunkCorrupt", 13)
+    assert db.reason.startswith(f"restore failed: ChunkCorrupt: chunk {cid.hex()}")
+    status = {s.name: s.status for s in summary.servers}
+    assert status == {
+        "dns01": "ok",
+        "db01": "failed",
+        "app01": "not-started",
+        "files01": "ok",
+        "web01": "not-started",
+    }
+    assert "db01" not in target.started
+    # The tampering decides the exit code (13), not the generic "a server failed" (20) ...
+    assert summary.outcome == "failed" and summary.exit_code == 13
+    # ... and the signed report a client reads names the error.
+    stored = RunStore(tmp / "state").find(summary.run_id)
+    assert stored.summary.server("db01").error == "ChunkCorrupt"
+    assert json.loads(stored.summary_path.read_text())["exit_code"] == 13
+    assert "ChunkCorrupt (exit code 13)" in stored.html_path.read_text()
+
+
+def test_a_bug_during_the_run_ends_it_with_the_exception_and_cleans_up(project, caplog):
+    proj, tmp, images = project
+
+    class BuggyTarget(FakeTarget):
+        def stage_disk(self, server, disk):
+            if server.name == "db01":
+                raise KeyError("volume_id")  # a programming error, not a failure of db01
+            super().stage_disk(server, disk)
+
+    target = BuggyTarget(images)
+    with pytest.raises(KeyError, match="volume_id"):
+        run(project, {"mode": "test", "kind": "drill"}, target)
+    assert "server db01: unexpected KeyError; the run stops" in caplog.text
+    assert "Traceback (most recent call last)" in caplog.text
+    # Torn down, restored images removed, lock released, no report claiming an outcome.
+    assert target.torn_down
+    assert list((tmp / "state" / "restores").iterdir()) == []
+    assert not (tmp / "vault" / "reports" / LOCK_KEY).exists()
+    assert not (tmp / "state" / "runs").exists() or not any((tmp / "state" / "runs").rglob("summary.json"))
+
+
+def test_the_local_and_cloud_targets_offer_what_the_target_protocol_names(tmp_path):
+    """mypy checks the signatures where the default factory returns them; this checks the members
+    exist and what a run reads from them: the sandbox's namespace, the cloud's uploaded images."""
+    from drctl.activation.targets.base import Target
+    from drctl.activation.targets.cloud import CloudTarget
+    from drctl.activation.targets.local import LocalTarget
+    from drctl.activation.targets.sandbox import NS_PREFIX, Sandbox
+    from drctl.plan.load import load_plan
+
+    members = {name for name in vars(Target) if not name.startswith("_")}
+    assert members == {"namespace", "image_ids", "stage_disk", "start_server", "verify"}
+    for cls in (LocalTarget, CloudTarget):
+        assert members <= set(dir(cls)), cls
+    plan = load_plan(REPO_ROOT / "recovery_plans" / "demo.yaml")
+    local = LocalTarget(Sandbox("r1", plan, state_dir=tmp_path), lambda s: utc_now())
+    assert (local.namespace, local.image_ids) == (NS_PREFIX + "r1", {})
+    cloud = CloudTarget("demo", images=None, engine=None, waiter=None)  # nothing is called on them
+    assert (cloud.namespace, cloud.image_ids) == (None, {})

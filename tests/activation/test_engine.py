@@ -1,16 +1,23 @@
-"""Ordering rules of the activation engine, with the three side effects faked at the boundary."""
+"""Ordering and error rules of the activation engine, with the three side effects faked at the
+boundary."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
 
-from drctl.activation.engine import RestoredDisk, dependency_levels, run_servers
+from drctl.activation.engine import RestoredDisk, run_servers
+from drctl.errors import Cancelled
+from drctl.plan.graph import DependencyCycle
 from drctl.plan.model import BackupStep, Check, Disk, Nic, Server
+from drctl.repo.errors import IntegrityError
 from drctl.runs.model import CheckResult as CheckOutcome
+from drctl.runs.model import ServerStatus
+from drctl.storage.base import StorageUnavailable
 
 
 def server(name: str, deps: tuple[str, ...] = (), disks: int = 1) -> Server:
@@ -114,18 +121,68 @@ def test_non_critical_failure_is_a_warning_and_does_not_block_dependants():
     assert runs["app"].status == "ok"
 
 
-def test_restore_failure_fails_the_server_with_the_reason():
-    plan = [server("db"), server("app", ("db",))]
+def test_a_drctl_error_while_restoring_is_the_servers_outcome_with_its_class_and_exit_code():
+    plan = [server("db"), server("app", ("db",)), server("files"), server("dns")]
     rec = Recorder()
 
     def restore(s, disk):
         if s.name == "db":
-            raise RuntimeError("chunk 3f2a missing")
+            raise IntegrityError("chunk 3f2a of db/d0 failed authentication")
+        if s.name == "files":
+            raise StorageUnavailable("s3://vault: connection refused")
         return rec.restore(s, disk)
 
     runs = run_servers(plan, restore=restore, start=rec.start, verify=rec.verify)
-    assert runs["db"].status == "failed" and "chunk 3f2a missing" in runs["db"].reason
-    assert runs["app"].status == "not-started"
+    db = runs["db"]
+    assert db.status is ServerStatus.FAILED
+    assert db.reason == "restore failed: IntegrityError: chunk 3f2a of db/d0 failed authentication"
+    assert isinstance(db.error, IntegrityError) and db.error.exit_code == 13
+    assert runs["files"].status == "failed" and runs["files"].error.exit_code == 14
+    assert runs["app"].status == "not-started" and runs["app"].error is None
+    assert runs["dns"].status == "ok" and ("start", "dns") in rec.events
+    assert ("start", "db") not in rec.events and ("start", "files") not in rec.events
+
+
+def test_a_drctl_error_while_booting_fails_that_server_only():
+    from drctl.activation.targets.sandbox import GuestFailed
+
+    plan = [server("db"), server("files")]
+    rec = Recorder()
+
+    def start(s, disks):
+        if s.name == "db":
+            raise GuestFailed("db: QEMU exited with status 1")
+        rec.start(s, disks)
+
+    runs = run_servers(plan, restore=rec.restore, start=start, verify=rec.verify)
+    assert runs["db"].status == "failed" and runs["db"].reason == "GuestFailed: db: QEMU exited with status 1"
+    assert type(runs["db"].error).__name__ == "GuestFailed" and runs["files"].status == "ok"
+
+
+@pytest.mark.parametrize("where", ["restore", "start", "verify"])
+def test_a_bug_stops_the_run_logs_its_traceback_and_reaches_the_caller(where, caplog):
+    plan = [server("db", disks=2), server("app", ("db",)), server("files")]
+    rec = Recorder(restore_s=0.5)
+    effects = {"restore": rec.restore, "start": rec.start, "verify": rec.verify}
+    real = effects[where]
+
+    def buggy(s, *args):
+        if s.name == "db":
+            raise RuntimeError("'NoneType' object is not subscriptable")
+        return real(s, *args)
+
+    effects[where] = buggy
+    with (
+        caplog.at_level(logging.ERROR, logger="drctl.activation.engine"),
+        pytest.raises(RuntimeError, match="'NoneType' object is not subscriptable"),
+    ):
+        run_servers(plan, **effects, restore_parallel=1)
+    (record,) = [r for r in caplog.records if r.name == "drctl.activation.engine"]
+    assert "server db: unexpected RuntimeError; the run stops" in record.getMessage()
+    assert record.exc_info and record.exc_info[0] is RuntimeError
+    assert "Traceback (most recent call last)" in caplog.text and "in buggy" in caplog.text
+    # Restores run one at a time: files' comes after the bug, is cancelled and files never starts.
+    assert ("start", "files") not in rec.events and ("restored", "files/d0") not in rec.events
 
 
 def test_restore_parallelism_is_bounded():
@@ -141,9 +198,9 @@ def test_dependency_outside_scope_does_not_block():
     assert runs["web"].status == "ok"
 
 
-def test_cycle_is_refused_before_anything_runs():
+def test_cycle_is_refused_naming_its_members_before_anything_runs():
     rec = Recorder()
-    with pytest.raises(ValueError, match="a -> b -> a"):
+    with pytest.raises(DependencyCycle, match="dependency cycle: a -> b -> a"):
         run_servers(
             [server("a", ("b",)), server("b", ("a",))],
             restore=rec.restore,
@@ -151,11 +208,6 @@ def test_cycle_is_refused_before_anything_runs():
             verify=rec.verify,
         )
     assert rec.events == []
-
-
-def test_levels():
-    plan = [server("dns"), server("db", ("dns",)), server("app", ("db", "dns")), server("files")]
-    assert dependency_levels(plan) == {"dns": 0, "db": 1, "app": 2, "files": 0}
 
 
 def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped():
@@ -178,7 +230,7 @@ def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped
                 time.sleep(0.2)  # a chunk download still finishing
                 with lock:
                     state["saw_cancel"] += 1
-                raise RuntimeError("cancelled")
+                raise Cancelled(f"restore of {s.name}/{disk} cancelled")
             return RestoredDisk(s.name, disk, "/tmp/x", "p1", datetime.now(UTC))
         finally:
             with lock:

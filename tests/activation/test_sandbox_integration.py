@@ -149,7 +149,7 @@ def test_two_guests_boot_answer_on_their_production_ips_and_leave_nothing(plan, 
         )
         assert answer.stdout.split() == [db.nics[0].ip], answer.stderr
         # ... and db01's PostgreSQL answers on its production address (port of the plan's check).
-        assert any(c.kind == "port" and c.spec == 5432 for c in db.checks)
+        assert any(c.kind == "port" and c.spec["port"] == 5432 for c in db.checks)
         # SSH answers first; PostgreSQL may still be starting, so poll as the verification does.
         pg = _poll(lambda: sb.exec([sys.executable, "-c", PG_PROBE, db.nics[0].ip], timeout=30), 120)
         assert pg.stdout.strip() in ("S", "N"), pg.stderr

@@ -11,22 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
-from drctl.activation.verify.checks import (
-    VerificationError,
-    check_spec,
-    outcome_reason,
-    run_checks,
-    run_checks_subprocess,
-    server_outcome,
-    verified_at,
-)
+from drctl.activation.verify.checks import VerificationError, run_checks, run_checks_subprocess
 from drctl.errors import InvalidInput
-from drctl.plan.model import plan_from_dict
-from drctl.runs.model import utc_now
-
-ROOT = Path(__file__).resolve().parents[2]
+from drctl.runs.model import outcome_reason, server_outcome, utc_now, verified_at
 
 
 def free_port() -> int:
@@ -252,32 +240,6 @@ def test_cli_in_a_subprocess_as_the_sandbox_runs_it(web, tmp_path):
         text=True,
     )
     assert out.returncode == 20 and '"outcome": "failed"' in out.stdout
-
-
-def test_plan_checks_become_check_specs():
-    plan = plan_from_dict(yaml.safe_load((ROOT / "recovery_plans" / "demo.yaml").read_text()))
-    files = [check_spec(c) for c in plan.server("files01").checks]
-    assert [(c.describe(), c.critical) for c in files] == [
-        ("file /srv/share/README.txt", True),
-        ("service smbd", True),
-        ("port 445", False),
-    ]
-    web = [check_spec(c).describe() for c in plan.server("web01").checks]
-    assert web[2] == "http http://192.168.10.50/ -> 200 containing 'catalogue from db01'"
-    for bad in (
-        {"port": 70000},
-        {"port": 1, "file": "/x"},
-        {"ping": "x"},
-        {"service": ""},
-        {"http": "http://x/"},
-        {"port": {"port": 22, "protocol": "sctp"}},
-    ):
-        with pytest.raises(InvalidInput):
-            check_spec(bad)
-    assert check_spec({"port": 53, "critical": False}).to_plan_dict() == {
-        "port": {"port": 53, "protocol": "tcp", "host": None},
-        "critical": False,
-    }
 
 
 def test_bad_host_url_is_an_input_error():

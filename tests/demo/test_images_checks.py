@@ -15,10 +15,10 @@ from datetime import timedelta
 import pytest
 
 from drctl.activation.targets.sandbox import Sandbox
-from drctl.activation.verify.checks import run_checks_subprocess, server_outcome
+from drctl.activation.verify.checks import run_checks_subprocess
 from drctl.demo.images import build_demo_images
 from drctl.plan.load import load_plan
-from drctl.runs.model import utc_now
+from drctl.runs.model import server_outcome, utc_now
 from tests.activation.test_sandbox_integration import BOOT_TIMEOUT_S, PLAN_PATH, _require_tools
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,11 +12,16 @@ from drctl.runs.model import (
     CheckResult,
     RunSummary,
     ServerResult,
+    ServerStatus,
     SummaryInvalid,
     format_ts,
     new_run_id,
+    outcome_reason,
+    server_outcome,
+    verified_at,
 )
 from tests.runs.fixtures import T0, at, demo_summary
+from tests.runs.reconnection_fixtures import paris_failed
 
 SUMMARY_TOP_KEYS = [
     "run_id",
@@ -146,8 +151,73 @@ def test_dependency_cycle_is_reported():
     s = RunSummary(
         run_id="r", stack="x", mode="test", target="local", started_at=T0, ended_at=None, servers=(a, b)
     )
-    with pytest.raises(SummaryInvalid, match="cycle"):
+    with pytest.raises(SummaryInvalid, match="run r: servers in a dependency cycle: a -> b -> a"):
         s.dependency_levels()
+
+
+def test_levels_of_a_5000_server_chain() -> None:
+    chain = tuple(
+        ServerResult(name=f"s{i}", os="", status="ok", depends_on=(f"s{i + 1}",) if i < 4999 else ())
+        for i in range(5000)
+    )
+    s = RunSummary(
+        run_id="r", stack="x", mode="test", target="local", started_at=T0, ended_at=None, servers=chain
+    )
+    levels = s.dependency_levels()
+    assert levels["s4999"] == 0 and levels["s0"] == 4999
+
+
+def test_status_is_a_typed_value_that_reads_and_writes_as_its_string():
+    s = demo_summary()
+    assert all(isinstance(v.status, ServerStatus) for v in s.servers)
+    assert s.server("web01").status is ServerStatus.NOT_STARTED and s.outcome is ServerStatus.FAILED
+    assert json.loads(s.to_json())["servers"][4]["status"] == "not-started"
+    assert f"{s.server('files01').status:<9}|" == "warning  |"
+    assert [v.available for v in ServerStatus] == [True, True, False, False]
+    with pytest.raises(SummaryInvalid, match="server 'x': status 'pending' is not one of ok, warning"):
+        ServerResult(name="x", os="", status="pending")
+
+
+def test_outcome_rules_judge_a_servers_check_results():
+    ok = CheckResult("port 22", True, "", started_at=at(1), ended_at=at(5))
+    late = CheckResult("service sshd", True, "", started_at=at(1), ended_at=at(9))
+    cosmetic = CheckResult("port 445", False, "closed", critical=False, ended_at=at(20))
+    broken = CheckResult("service postgresql", False, "inactive", ended_at=at(30))
+    assert (server_outcome([ok, late]), outcome_reason([ok, late]), verified_at([ok, late])) == (
+        "ok",
+        None,
+        at(9),
+    )
+    assert server_outcome([ok, cosmetic]) is ServerStatus.WARNING
+    assert outcome_reason([ok, cosmetic]) == "non-critical check(s) failed: port 445"
+    assert verified_at([ok, cosmetic]) == at(5)
+    assert server_outcome([ok, broken, cosmetic]) is ServerStatus.FAILED
+    assert outcome_reason([ok, broken, cosmetic]) == "critical check(s) failed: service postgresql"
+    assert verified_at([ok, broken]) is None
+    assert server_outcome([]) is ServerStatus.OK and verified_at([]) is None
+
+
+def test_the_run_exit_code_is_judged_once_from_its_servers():
+    s = demo_summary()  # app01 failed its checks, web01 not started
+    assert s.exit_code == 20
+    assert replace(s, servers=(s.server("dns01"), s.server("files01"))).exit_code == 0  # a warning
+    reconnection_failed = replace(s, servers=(s.server("dns01"),), reconnection=(paris_failed(),))
+    assert reconnection_failed.exit_code == 20
+
+    def failed_with(name: str, error: str, code: int) -> ServerResult:
+        return replace(s.server(name), status="failed", error=error, exit_code=code)
+
+    storage = failed_with("db01", "StorageUnavailable", 14)
+    tampered = failed_with("files01", "ChunkCorrupt", 13)
+    guest = failed_with("dns01", "GuestFailed", 20)
+    assert replace(s, servers=(guest, s.server("app01"))).exit_code == 20
+    assert replace(s, servers=(guest, storage)).exit_code == 14  # 14 over 20
+    assert replace(s, servers=(storage, tampered, guest)).exit_code == 13  # tampered data first
+    doc = json.loads(replace(s, servers=(storage, tampered)).to_json())
+    assert doc["exit_code"] == 13 and doc["outcome"] == "failed"
+    assert (doc["servers"][1]["error"], doc["servers"][1]["exit_code"]) == ("ChunkCorrupt", 13)
+    again = RunSummary.from_json(replace(s, servers=(storage, tampered)).to_json())
+    assert again.server("files01").error == "ChunkCorrupt" and again.exit_code == 13
 
 
 def test_check_result_round_trip_and_run_ids_sort_by_time():

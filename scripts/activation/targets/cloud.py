@@ -93,6 +93,11 @@ class CloudTarget:
         self._up_lock = threading.Lock()  # one `pulumi up` at a time
         self._outputs: Mapping[str, object] = {}
 
+    @property
+    def namespace(self) -> None:
+        """No local network namespace: users reach the recovery space through their site's VPN."""
+        return None
+
     def stage_disk(self, server: Server, disk: RestoredDisk) -> None:
         """Upload one restored disk of ``server`` as an image: the boot disk's becomes the instance's
         boot volume, each data disk's a volume attached after it (plan order)."""

@@ -28,6 +28,11 @@ class LocalTarget:
         """The run's network namespace: the recovery subnets live there (the NCA lab attaches to it)."""
         return self.sandbox.namespace
 
+    @property
+    def image_ids(self) -> dict[str, str]:
+        """Nothing is uploaded: the restored files stay under the run's restore directory."""
+        return {}
+
     def stage_disk(self, server: Server, disk: RestoredDisk) -> None:
         """Nothing to upload: QEMU boots the restored file (through a throw-away overlay)."""
 

@@ -1,6 +1,6 @@
 """Verification of a restored server: the plan's checks run with testinfra, retried until a deadline.
 
-Each plan check becomes one probe on a testinfra host (``local://``, ``ssh://``, ``paramiko://``...):
+Each plan check (:class:`drctl.plan.model.Check`) becomes one probe on a testinfra host (``local://``, ``ssh://``, ``paramiko://``...):
 
 =========  ======================================================================================
 port       something listens on the TCP (or UDP) port, on any address unless ``host`` is given
@@ -15,7 +15,8 @@ file       ``host.file(path).exists`` (and ``contains`` a text if given)
 Failing probes are retried every ``interval`` seconds until they pass or the deadline (the server's
 RTO budget) is reached. Once every critical check has passed, non-critical ones get a short grace
 and are then reported, so a cosmetic check never delays the servers that wait on this one.
-Outcome: ``ok``; ``warning`` when only non-critical checks failed; ``failed``.
+The server's outcome from the results (``ok``; ``warning`` when only non-critical checks failed;
+``failed``) is judged by the run model's rules (:func:`drctl.runs.model.server_outcome`).
 
 Sandbox guests are reachable only inside the run's network namespace, so this module is also a
 CLI run there as a subprocess (see :func:`verify_argv`)::
@@ -47,12 +48,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput
+from drctl.plan.model import Check
 from drctl.processes import run
-from drctl.runs.model import CheckResult, format_ts, parse_ts, utc_now
+from drctl.runs.model import CheckResult, format_ts, parse_ts, server_outcome, utc_now, verified_at
 
 log = logging.getLogger(__name__)
 
-KINDS = ("port", "service", "http", "command", "file")
 DETAIL_MAX = 400
 
 
@@ -60,80 +61,6 @@ class VerificationError(DrctlError):
     """The verification itself could not run (not a failed check)."""
 
     exit_code = EXIT_RUN_FAILED
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    """One plan check, normalised. ``spec`` is kind-specific (see the module docstring)."""
-
-    kind: str
-    spec: Any
-    critical: bool = True
-
-    def describe(self) -> str:
-        s = self.spec
-        if self.kind == "port":
-            where = f"{s['host']}:" if s.get("host") else ""
-            return f"port {where}{s['port']}" + ("/udp" if s["protocol"] == "udp" else "")
-        if self.kind == "http":
-            text = f"http {s['url']} -> {s['status']}"
-            return text + (f" containing {s['contains']!r}" if s.get("contains") else "")
-        if self.kind == "file":
-            return f"file {s['path']}" + (f" containing {s['contains']!r}" if s.get("contains") else "")
-        return f"{self.kind} {s}"
-
-    def to_plan_dict(self) -> dict[str, Any]:
-        """Back to the plan's form (what ``--checks-json`` takes)."""
-        d: dict[str, Any] = {self.kind: self.spec}
-        if not self.critical:
-            d["critical"] = False
-        return d
-
-
-def check_spec(raw: Mapping[str, Any] | Any) -> CheckSpec:
-    """From a plan check: a mapping like ``{"port": 53, "critical": false}`` or a
-    :class:`drctl.plan.model.Check` (``kind``/``spec``/``critical``)."""
-    if hasattr(raw, "kind") and hasattr(raw, "spec"):
-        kind, spec, critical = raw.kind, raw.spec, bool(getattr(raw, "critical", True))
-    elif isinstance(raw, Mapping):
-        kinds = [k for k in raw if k != "critical"]
-        if len(kinds) != 1 or kinds[0] not in KINDS:
-            raise InvalidInput(f"check {dict(raw)!r}: give exactly one of {', '.join(KINDS)}")
-        kind, spec, critical = kinds[0], raw[kinds[0]], bool(raw.get("critical", True))
-    else:
-        raise InvalidInput(f'check {raw!r}: expected an object like {{"port": 80}}')
-    try:
-        return CheckSpec(kind, _normalise(kind, spec), critical)
-    except (KeyError, TypeError, ValueError) as e:
-        raise InvalidInput(f"check {kind} {spec!r}: {e}") from e
-
-
-def _normalise(kind: str, spec: Any) -> Any:
-    if kind == "port":
-        d = spec if isinstance(spec, Mapping) else {"port": spec}
-        port = int(d["port"])
-        if not 0 < port < 65536:
-            raise ValueError(f"port {port} out of range")
-        proto = str(d.get("protocol", "tcp"))
-        if proto not in ("tcp", "udp"):
-            raise ValueError(f"protocol {proto!r}: use tcp or udp")
-        return {"port": port, "protocol": proto, "host": d.get("host")}
-    if kind == "http":
-        if not isinstance(spec, Mapping) or "url" not in spec:
-            raise ValueError("give {url, status, contains}")
-        return {
-            "url": str(spec["url"]),
-            "status": int(spec.get("status", 200)),
-            "contains": spec.get("contains"),
-        }
-    if kind == "file":
-        d = spec if isinstance(spec, Mapping) else {"path": spec}
-        return {"path": str(d["path"]), "contains": d.get("contains")}
-    if kind in ("service", "command"):
-        if not isinstance(spec, str) or not spec.strip():
-            raise ValueError(f"a {kind} check takes a non-empty string")
-        return spec
-    raise ValueError(f"unknown kind {kind!r}")
 
 
 # --- probes: one attempt each, returning (ok, observed detail) -----------------------------------
@@ -215,7 +142,7 @@ def probe_http_from_verifier(s: Mapping[str, Any], timeout: float) -> tuple[bool
         return False, f"no HTTP answer from {s['url']}: {getattr(e, 'reason', e)}"
 
 
-def probe(host: Any, c: CheckSpec, *, http_via: str = "host", timeout: float = 5.0) -> tuple[bool, str]:
+def probe(host: Any, c: Check, *, http_via: str = "host", timeout: float = 5.0) -> tuple[bool, str]:
     if c.kind == "port":
         return probe_port(host, c.spec)
     if c.kind == "service":
@@ -236,12 +163,17 @@ def _fatal_errors() -> tuple[type[BaseException], ...]:
     return (paramiko.AuthenticationException,)
 
 
+def _checks(checks: Iterable[Check | Mapping[str, Any]]) -> list[Check]:
+    """Plan checks, given as :class:`Check` or in the plan's form (``{"port": 80}``)."""
+    return [c if isinstance(c, Check) else Check.from_dict(c) for c in checks]
+
+
 # --- the retry loop -------------------------------------------------------------------------------
 
 
 @dataclass
 class _State:
-    spec: CheckSpec
+    spec: Check
     attempts: int = 0
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -251,7 +183,7 @@ class _State:
 
 def run_checks(
     host_url: str,
-    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    checks: Iterable[Check | Mapping[str, Any]],
     deadline: datetime,
     *,
     interval: float = 1.0,
@@ -268,7 +200,7 @@ def run_checks(
     """
     if http_via not in ("host", "verifier"):
         raise InvalidInput(f"http_via {http_via!r}: use host or verifier")
-    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    specs = _checks(checks)
     if host is None:
         import testinfra
 
@@ -343,36 +275,6 @@ def run_checks(
     return results
 
 
-def server_outcome(results: Sequence[CheckResult]) -> str:
-    """``failed`` if a critical check failed, ``warning`` if only non-critical ones did, else ``ok``."""
-    if any(not r.ok and r.critical for r in results):
-        return "failed"
-    if any(not r.ok for r in results):
-        return "warning"
-    return "ok"
-
-
-def outcome_reason(results: Sequence[CheckResult]) -> str | None:
-    """In words, for ``ServerResult.reason``: which checks failed (None when all passed)."""
-    crit = [r.check for r in results if not r.ok and r.critical]
-    other = [r.check for r in results if not r.ok and not r.critical]
-    if crit:
-        return "critical check(s) failed: " + "; ".join(crit)
-    if other:
-        return "non-critical check(s) failed: " + "; ".join(other)
-    return None
-
-
-def verified_at(results: Sequence[CheckResult]) -> datetime | None:
-    """When the last critical check passed (the server is available), or None if one failed."""
-    if server_outcome(results) == "failed":
-        return None
-    times = [r.ended_at for r in results if r.ok and r.critical and r.ended_at is not None]
-    if not times:  # no critical check: available when the first check answered
-        times = [r.ended_at for r in results if r.ended_at is not None]
-    return max(times) if times else None
-
-
 # --- the same checks as a pytest-testinfra module ------------------------------------------------------
 
 _MODULE = '''"""Checks of server {server} from its recovery plan (generated by drctl; re-run with
@@ -381,32 +283,33 @@ import json
 
 import pytest
 
-from drctl.activation.verify.checks import check_spec, probe
+from drctl.activation.verify.checks import probe
+from drctl.plan.model import Check
 
-CHECKS = json.loads({checks_json!r})
+CHECKS = [Check.from_dict(c) for c in json.loads({checks_json!r})]
 
 
-@pytest.mark.parametrize("raw", [
-    pytest.param(c, id=check_spec(c).describe(),
-                 marks=() if check_spec(c).critical else pytest.mark.xfail(reason="non-critical", strict=False))
+@pytest.mark.parametrize("check", [
+    pytest.param(c, id=c.describe(),
+                 marks=() if c.critical else pytest.mark.xfail(reason="non-critical", strict=False))
     for c in CHECKS
 ])
-def test_check(host, raw):
-    ok, detail = probe(host, check_spec(raw), http_via={http_via!r})
+def test_check(host, check):
+    ok, detail = probe(host, check, http_via={http_via!r})
     assert ok, detail
 '''
 
 
 def render_testinfra_module(
     server: str,
-    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    checks: Iterable[Check | Mapping[str, Any]],
     *,
     http_via: str = "host",
     filename: str = "test_server.py",
 ) -> str:
     """A pytest-testinfra test module running ``checks`` (one test each, same probes), for an
     operator to re-run a server's verification by hand with ``pytest --hosts=...``."""
-    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    specs = _checks(checks)
     return _MODULE.format(
         server=server,
         filename=filename,
@@ -420,7 +323,7 @@ def render_testinfra_module(
 
 def verify_argv(
     host_url: str,
-    checks: Iterable[CheckSpec | Mapping[str, Any] | Any],
+    checks: Iterable[Check | Mapping[str, Any]],
     deadline: datetime,
     *,
     prefix: Sequence[str] = (),
@@ -436,7 +339,7 @@ def verify_argv(
             "the host URL carries a password, which would show in the process list: "
             "use a key (ssh_identity_file=...) instead"
         )
-    specs = [c if isinstance(c, CheckSpec) else check_spec(c) for c in checks]
+    specs = _checks(checks)
     return [
         *prefix,
         python,
@@ -475,8 +378,13 @@ def run_checks_subprocess(
         raise VerificationError(
             f"verification of {host_url} could not run (exit {proc.returncode}): {_clip(proc.stderr)}"
         )
-    doc = json.loads(lines[-1])
-    return [CheckResult.from_dict(c) for c in doc["checks"]]
+    try:
+        doc = json.loads(lines[-1])
+        return [CheckResult.from_dict(c) for c in doc["checks"]]
+    except (ValueError, KeyError, TypeError) as e:  # the child's last line is not its result
+        raise VerificationError(
+            f"verification of {host_url} printed no result ({e}): {_clip(lines[-1])}"
+        ) from e
 
 
 def _deadline_arg(text: str) -> datetime:
