@@ -12,54 +12,71 @@ its exit code and module (a test keeps this list complete and exact)::
 
     DrctlError (1) errors: the root; a bare one is an invalid input
         InvalidInput (1) errors: the input is invalid
-            PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
-            StackConfigInvalid (1) stack.config: the stack file is invalid
-            StackNotFound (1) stack.config: no stack file for this stack
-            SecretValueInvalid (1) stack.secrets: a ``secure:`` value is malformed or was altered
-            NcaRenderError (1) nca.render: the NCA bundle cannot be rendered from this plan
             BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
+            DependencyCycle (1) plan.graph: servers depend on each other in a cycle
+            DisasterChangesAtRisk (1) activation.deactivation: would delete data written since a disaster
+            InputFileError (1) input_files: a plan, stack or project file cannot be used (too big, not text...)
+            InvalidStackName (1) paths: a stack name outside Pulumi's pattern
+            NcaRenderError (1) nca.render: the NCA bundle cannot be rendered from this plan
             NotAuthorised (1) activation.guards: the requester may not activate
-            OutsideWindow (1) activation.guards: outside the activation window, no override
             NotConfirmed (1) activation.guards: a disaster activation was not confirmed
+            OutsideWindow (1) activation.guards: outside the activation window, no override
+            PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
             RepoExists (1) repo.errors: a repository already exists here
             RunNotFound (1) runs.store: no stored run has this id
+            SecretValueInvalid (1) stack.secrets: a ``secure:`` value is malformed or was altered
+            StackConfigInvalid (1) stack.settings: the stack file is invalid
+            StackMissing (1) activation.targets.cloud_errors: the Pulumi stack does not exist
+            StackNotFound (1) stack.config: no stack file for this stack
             SummaryInvalid (1) runs.model: a run summary document is malformed
         SchemaMissing (1) plan.load: the plan schema is not installed with drctl
         WrongPassphrase (1) stack.secrets: the passphrase does not open the stack's secrets
         RepoMissing (10) repo.errors: no repository here
-        RepoLocked (11) repo.errors: the repository is locked by another process
         ActivationLocked (11) activation.guards: another activation of this stack is running
+        RepoLocked (11) repo.errors: the repository is locked by another process
+            LockLost (11) repo.errors: this command's repository lock was lost (no manifest written)
         WrongPassword (12) repo.errors: no key slot opens with this password
         IntegrityError (13) repo.errors: repository data failed authentication or verification
             ChunkCorrupt (13) repo.errors: a chunk object fails its checks
             ChunkMissing (13) repo.errors: a referenced chunk object is missing
-            ManifestCorrupt (13) repo.errors: a restore point's manifest fails its checks
+            ChunkVanished (13) repo.errors: a chunk a backup counted on is gone before its manifest
             ForeignManifest (13) repo.errors: a manifest copied in from another repository
-            KeyFileCorrupt (13) repo.errors: a key slot or the config fails its MAC
             ImageMismatch (13) repo.errors: the restored image's sha256 differs
+            KeyFileCorrupt (13) repo.errors: a key slot or the config fails its MAC
+            ManifestCorrupt (13) repo.errors: a restore point's manifest fails its checks
         ReportTampered (13) runs.signing: a report does not match its signature
-        StorageError (14) storage.base: the object store failed
-            StorageUnavailable (14) storage.base: the store cannot be reached (retried)
-            StorageAccessDenied (14) storage.base: the store refused credentials or operation
-            ObjectMissing (14) storage.base: an object asked for does not exist
-            BucketMissing (10) storage.base: the bucket or directory does not exist
-            RetentionRejected (14) storage.s3: the store refused an Object Lock retention
-            ReportUploadFailed (14) runs.store: a stored report could not be uploaded
+        CloudError (14) activation.targets.cloud_errors: the cloud refused or failed an operation
+            StackBusy (11) activation.targets.cloud_errors: another update of the stack is in progress
+            CloudAccessDenied (14) activation.targets.cloud_errors: the cloud refused the credentials
+            CloudUnreachable (14) activation.targets.cloud_errors: the cloud's API cannot be reached
+            CloudOperationFailed (20) activation.targets.cloud_errors: a cloud operation ran and failed
         LocalStoreError (14) devstore: the embedded object store cannot start or be reached
-        CloudError (14) activation.targets.cloud: the cloud refused or failed an operation
+        StorageError (14) storage.base: the object store failed
+            BucketMissing (10) storage.base: the bucket or directory does not exist
+            KeyContended (14) storage.base: writers kept racing to create one object
+            ObjectMissing (14) storage.base: an object asked for does not exist
+            ReportUploadFailed (14) runs.store: a stored report could not be uploaded
+            RetentionRejected (14) storage.s3: the store refused an Object Lock retention
+            StorageAccessDenied (14) storage.base: the store refused credentials or operation
+            StorageUnavailable (14) storage.base: the store cannot be reached (retried)
+        ImageBuildFailed (15) demo.images.rootfs: building a demo disk image failed
         LocalIOError (15) errors: a local file could not be read or written
+            DiskFull (15) repo.errors: the local disk is full
+            OutputError (15) repo.errors: the restore output cannot be written
+            SigningKeyUnsafe (15) runs.signing: the report-signing key is readable by others
             SourceChanged (15) repo.errors: the backup source changed while being read
             SourceUnreadable (15) repo.errors: the backup source cannot be read
-            OutputError (15) repo.errors: the restore output cannot be written
-            DiskFull (15) repo.errors: the local disk is full
-            SigningKeyUnsafe (15) runs.signing: the report-signing key is readable by others
-        ImageBuildFailed (15) demo.images.rootfs: building a demo disk image failed
+            UnsafeOutput (15) private_files: another user could read or redirect this output
         ToolMissing (16) errors: an external tool this command needs is not installed
-            LabUnavailable (16) netns: the NCA lab cannot run on this machine
-        LabError (20) netns: a step of the NCA lab failed
+            LabUnavailable (16) nca.labrun: the NCA lab cannot run on this machine
+        CommandFailed (20) processes: an external command failed
+            CommandTimedOut (20) processes: an external command ran out of time (killed)
+        LabError (20) nca.labrun: a step of the NCA lab failed
+        NamespaceError (20) netns: a network namespace could not be set up or used
         SandboxError (20) activation.targets.sandbox: the local sandbox failed
             GuestFailed (20) activation.targets.sandbox: a guest's QEMU or SSH never came up
         VerificationError (20) activation.verify.checks: the verification itself could not run
+        WaitTimedOut (20) processes: something waited for did not happen in time
         Cancelled (130) errors: cancelled by Ctrl-C on the run that started it
 """
 

@@ -29,6 +29,9 @@ PASSWORD = b"correct horse battery staple"
 class FakeTarget:
     """Boots nothing; every check passes."""
 
+    namespace = None
+    image_ids: dict[str, str] = {}
+
     def stage_disk(self, server, disk):
         pass
 
