@@ -11,7 +11,7 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from drctl.errors import EXIT_INTERRUPTED, EXIT_USAGE, DrctlError, exit_code_table
@@ -67,20 +67,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="drctl: %(levelname)s: %(name)s: %(message)s",
     )
-    events = EventStream() if getattr(args, "json", False) else None
-    args.events = events
+    args.events = EventStream() if getattr(args, "json", False) else None
+    return run_reporting_errors(lambda: int(args.func(args) or 0), args.events)
+
+
+def run_reporting_errors(
+    command: Callable[[], int],
+    events: EventStream | None,
+    interrupted: str = "interrupted; nothing half-written was left behind",
+) -> int:
+    """Run ``command`` and turn a :class:`DrctlError` or Ctrl-C/SIGTERM into ``drctl: <message>``
+    on stderr (and an ``error`` event with ``--json``) and its exit code: the one error handler
+    of every drctl entry point."""
     try:
-        return int(args.func(args) or 0)
+        return command()
     except DrctlError as e:
         print(f"drctl: {e.message}", file=sys.stderr)
         if events is not None:
             events.error(e.exit_code, type(e).__name__, e.message)
         return e.exit_code
     except KeyboardInterrupt:
-        message = "interrupted; nothing half-written was left behind"
-        print(f"drctl: {message}", file=sys.stderr)
+        print(f"drctl: {interrupted}", file=sys.stderr)
         if events is not None:
-            events.error(EXIT_INTERRUPTED, "Interrupted", message)
+            events.error(EXIT_INTERRUPTED, "Interrupted", interrupted)
         return EXIT_INTERRUPTED
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from drctl import paths
+from drctl.cli import run_reporting_errors
 from drctl.demo.images.builder import build_demo_images, default_images_dir
-from drctl.errors import EXIT_INTERRUPTED, DrctlError
 from drctl.events import EventStream
 
 DEFAULT_PLAN = paths.project_dir() / "recovery_plans" / "demo.yaml"
@@ -49,40 +49,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(f"[{time.strftime('%H:%M:%S')}] {who}: {msg}", file=sys.stderr, flush=True)
 
-    try:
+    def build() -> int:
         from drctl.plan.load import load_plan
 
-        plan = load_plan(args.plan)
         t0 = time.monotonic()
         result = build_demo_images(
-            plan, images_dir=args.images_dir, servers=args.servers, broken=args.broken, progress=progress
+            load_plan(args.plan),
+            images_dir=args.images_dir,
+            servers=args.servers,
+            broken=args.broken,
+            progress=progress,
         )
-    except DrctlError as e:
-        print(f"drctl: {e.message}", file=sys.stderr)
+        summary: dict[str, Any] = {
+            "images": {k: str(v) for k, v in result.images.items()},
+            "ssh_identity_file": str(result.ssh_identity_file),
+            "built": list(result.built),
+            "cached": list(result.cached),
+            "seconds": result.seconds,
+            "total_s": round(time.monotonic() - t0, 1),
+        }
         if events is not None:
-            events.error(e.exit_code, type(e).__name__, e.message)
-        return e.exit_code
-    except KeyboardInterrupt:
-        message = "interrupted; partial images were removed"
-        print(f"drctl: {message}", file=sys.stderr)
-        if events is not None:
-            events.error(EXIT_INTERRUPTED, "Interrupted", message)
-        return EXIT_INTERRUPTED
-    summary: dict[str, Any] = {
-        "images": {k: str(v) for k, v in result.images.items()},
-        "ssh_identity_file": str(result.ssh_identity_file),
-        "built": list(result.built),
-        "cached": list(result.cached),
-        "seconds": result.seconds,
-        "total_s": round(time.monotonic() - t0, 1),
-    }
-    if events is not None:
-        events.result(summary)
-    else:
-        for name, path in summary["images"].items():
-            print(f"{name}\t{path}")
-        print(f"ssh key\t{summary['ssh_identity_file']}")
-    return 0
+            events.result(summary)
+        else:
+            for name, path in summary["images"].items():
+                print(f"{name}\t{path}")
+            print(f"ssh key\t{summary['ssh_identity_file']}")
+        return 0
+
+    return run_reporting_errors(build, events, interrupted="interrupted; partial images were removed")
 
 
 if __name__ == "__main__":
