@@ -21,9 +21,12 @@ the restore point when the run started.
 The outcome rules live here too, so a run is judged in one place: a server's :class:`ServerStatus`
 from its check results (:func:`server_outcome`, :func:`outcome_reason`, :func:`verified_at`), the
 run's :attr:`RunSummary.outcome` and the exit code of the command that ran it
-(:attr:`RunSummary.exit_code`). The module is longer than most on purpose: it is the one contract of
-a run's record (its types, their JSON form and how they are judged), read by the engine, the report,
-the store and the CLI.
+(:attr:`RunSummary.exit_code`).
+
+Size: one module over 400 lines on purpose. It is the one contract of a run's record: each record
+type keeps its fields, its ``to_dict`` and its ``from_dict`` together (a key cannot be added to one
+without the other), beside the rules that judge them; the engine, the report, the store and the
+CLI all read it.
 """
 
 from __future__ import annotations
