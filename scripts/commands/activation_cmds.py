@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from drctl.commands.arg_types import positive_int, stack_name
+from drctl.commands.arg_types import parallelism, positive_int, stack_name
 from drctl.errors import EXIT_OK
 
 
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     common.add_argument("--vcpu-cap", type=positive_int, metavar="N", help="local: cap guest vCPUs")
     common.add_argument(
-        "--restore-parallel", type=positive_int, default=4, help="disks restored at once (default 4)"
+        "--restore-parallel", type=parallelism, default=4, help="disks restored at once (default 4)"
     )
     common.add_argument(
         "--password-file", metavar="FILE", help="repository password file (else DRCTL_PASSWORD)"

@@ -34,3 +34,14 @@ def positive_int(value: str) -> int:
 def non_negative_int(value: str) -> int:
     """``--keep-*`` counts: 0 (the rule is off) or more; -1 would silently keep only the newest."""
     return _int(value, 0, "0 or more")
+
+
+MAX_PARALLEL = 256
+
+
+def parallelism(value: str) -> int:
+    """``--parallel``: transfers in flight, 1 to 256 (more only queues threads and memory)."""
+    n = _int(value, 1, "1 or more")
+    if n > MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_PARALLEL} transfers in flight")
+    return n

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from drctl.commands.arg_types import non_negative_int, positive_int
+from drctl.commands.arg_types import non_negative_int, parallelism, positive_int
 from drctl.errors import EXIT_INTEGRITY, EXIT_OK
 
 _PASSWORD_HELP = (
@@ -391,7 +391,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--chunk-size", type=positive_int, metavar="MIB", help="chunk size (default: the repository's)"
     )
     p.add_argument("--retain", type=positive_int, metavar="DAYS", help="Object Lock retention of this backup")
-    p.add_argument("--parallel", type=positive_int, default=8, help="uploads in flight (default 8)")
+    p.add_argument("--parallel", type=parallelism, default=8, help="uploads in flight (default 8)")
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "snapshots", cmd_snapshots, "List restore points.")
@@ -406,12 +406,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, metavar="PATH")
     p.add_argument("--format", default="raw", choices=("raw", "qcow2"))
-    p.add_argument("--parallel", type=positive_int, default=16, help="downloads in flight (default 16)")
+    p.add_argument("--parallel", type=parallelism, default=16, help="downloads in flight (default 16)")
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "check", cmd_check, "Check the repository's structure (and data with --read-data).")
     p.add_argument("--read-data", action="store_true", help="download and verify every chunk")
-    p.add_argument("--parallel", type=positive_int, default=8)
+    p.add_argument("--parallel", type=parallelism, default=8)
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     p = add(sub, "forget", cmd_forget, "Remove restore points not kept by the policy.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import socket
 import threading
 import time
@@ -25,6 +26,9 @@ from drctl.repo.progress import NullProgress, ProgressSink
 from drctl.repo.repository import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository
 
 log = logging.getLogger(__name__)
+
+# The plan schema's name pattern: a point's server and disk are the plan's names.
+PLAN_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -190,8 +194,12 @@ def backup_disk(
 ) -> BackupResult:
     """Back up one disk image; returns the new restore point. No manifest is written unless every
     chunk was stored and the source kept its size."""
-    if not server or not disk:
-        raise InvalidInput("--server and --disk must be non-empty names")
+    for what, name in (("server", server), ("disk", disk)):
+        if not PLAN_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"{what} name {name!r}: use the plan's name (lower-case letters, digits and '-', "
+                "starting with a letter, at most 63 characters)"
+            )
     progress = progress or NullProgress()
     chunk_size = chunk_size or repo.config.chunk_size
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,3 +233,29 @@ def test_curated_bad_command_lines(place: Place) -> None:
         assert r.returncode in expected, f"{argv}: {r.returncode} {r.stderr}"
         assert took < TIME_BOUND_S, f"{argv}: {took:.1f}s"
     assert json.loads(drctl("snapshots", place.repo, "--json", env=env_for(place))[0].stdout.splitlines()[0])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["restore", "REPO", "--server", "web", "--out", "o.img", "--parallel", "99999999999"],
+            "more than 256",
+        ),
+        (["backup", "REPO", "--server", "web", "--disk", "vda", "IMG", "--parallel", "0"], "1 or more"),
+    ],
+)
+def test_absurd_parallelism_is_a_usage_error(tmp_path, argv, message):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drctl.cli",
+            *[str(tmp_path / a) if a in ("REPO", "IMG") else a for a in argv],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2 and r.stderr.startswith("drctl: ") and message in r.stderr

@@ -68,3 +68,19 @@ def test_password_file_readable_by_others_is_warned_about(tmp_path):
     pw_file.chmod(0o600)
     tight = drctl("snapshots", str(repo_dir), "--password-file", str(pw_file), password=None)
     assert tight.returncode == 0 and "readable by other users" not in tight.stderr
+
+
+@pytest.mark.parametrize("server, disk", [("../x", "vda"), ("web", "a/b"), ("Web", "vda"), ("", "vda")])
+def test_a_backup_takes_only_the_plans_names(tmp_path, server, disk):
+    """A point's server and disk are the plan's names: a path, upper case or nothing is refused
+    before anything is written."""
+    from drctl.repo.backup import backup_disk
+    from drctl.repo.crypto import KdfParams
+
+    storage = MemoryStorage()
+    repo = init_repository(storage, b"a-good-long-password", kdf=KdfParams(n=2**10, r=8, p=1))
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"x" * 4096)
+    with pytest.raises(InvalidInput, match="use the plan's name"):
+        backup_disk(repo, image, server=server, disk=disk)
+    assert [o.key for o in storage.list("snapshots/")] == [] and [o.key for o in storage.list("data/")] == []
