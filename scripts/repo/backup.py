@@ -83,15 +83,23 @@ class _Uploader:
 
     A chunk already in ``data/`` is reused only if its object's size (from the run's one listing)
     is the size this plaintext is stored with; otherwise it is uploaded again (a truncated or empty
-    object would make the new point unrestorable too). With enforced retention, a reused chunk gets
+    object would make the new point unrestorable too). That size is the one an earlier point
+    recorded for the chunk (``recorded``) or, for a chunk no point recorded, computed by packing it
+    again (a compression). With enforced retention, a reused chunk gets
     its retention extended to this point's (format §8): otherwise deleting it once the older,
     shorter retention expired would break the newer point that still references it."""
 
     def __init__(
-        self, repo: Repository, known: dict[bytes, int], retain_until: datetime | None, extend_reused: bool
+        self,
+        repo: Repository,
+        known: dict[bytes, int],
+        recorded: dict[bytes, int],
+        retain_until: datetime | None,
+        extend_reused: bool,
     ) -> None:
         self.repo = repo
         self.known = known  # chunk id -> size of its object in the store
+        self.recorded = recorded  # chunk id -> size its object had when a point referenced it
         self.sizes: dict[bytes, int] = {}  # chunk id -> size its object must have (for step 5)
         self.claimed: set[bytes] = set()
         self.extend_reused = bool(extend_reused and retain_until)
@@ -111,7 +119,10 @@ class _Uploader:
             return cid, 0
         try:
             stored = self.known.get(cid)
-            if stored is not None and stored_chunk_fits(stored, data):
+            expected = self.recorded.get(cid)
+            if stored is not None and (
+                stored == expected if expected is not None else stored_chunk_fits(stored, data)
+            ):
                 if self.extend_reused and self.retain_until is not None:
                     self.repo.extend_chunk_retention(cid, self.retain_until)
                     with self.claim_lock:
@@ -220,7 +231,10 @@ def backup_disk(
             if not enforced:
                 log.warning("retention requested but not enforced by %s: %s", repo.describe(), detail)
         known = repo.chunk_objects()
-        up = _Uploader(repo, known, retain_until, extend_reused=bool(enforced))
+        recorded = {
+            c: n for p in sorted(listing.points, key=lambda p: p.created) for c, n in p.stored_sizes.items()
+        }
+        up = _Uploader(repo, known, recorded, retain_until, extend_reused=bool(enforced))
         zero = bytes(chunk_size)
         image_hash = hashlib.sha256()
         slots = threading.BoundedSemaphore(max(2, parallel * 2))
@@ -275,6 +289,7 @@ def backup_disk(
             chunks=encode_chunks(ids),
             retain_until=retain_until,
             host=socket.gethostname(),
+            stored_sizes={c: up.sizes[c] for c in ids if c is not None},
         )
         _write_point(repo, lock, manifest, up.sizes)
     result = BackupResult(

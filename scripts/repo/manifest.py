@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +91,10 @@ class Manifest:
     chunks: tuple[ChunkEntry, ...]
     retain_until: datetime | None = None
     host: str = ""
+    # Chunk id -> size of its object in data/ when this point was written (format §3): a later
+    # backup reuses a chunk whose listed size matches without compressing it again. Empty in
+    # points written before it was recorded.
+    stored_sizes: dict[bytes, int] = field(default_factory=dict, compare=False, hash=False)
 
     def iter_chunks(self) -> Iterator[tuple[int, bytes | None]]:
         """(index, chunk id or None for a zero chunk) in image order."""
@@ -127,6 +131,11 @@ class Manifest:
             "host": self.host,
             "retain_until": utc_iso(self.retain_until) if self.retain_until else None,
             "chunks": [e if isinstance(e, int) else e.hex() for e in self.chunks],
+            **(
+                {"stored_sizes": {c.hex(): n for c, n in self.stored_sizes.items()}}
+                if self.stored_sizes
+                else {}
+            ),
         }
 
 
@@ -157,9 +166,12 @@ def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: st
             raise ValueError(f"{total} chunks listed for {size} bytes in {chunk_size}-byte chunks")
         if doc["type"] not in BACKUP_TYPES or not _HEX64.match(doc["sha256"]):
             raise ValueError("bad type or sha256")
-        for field in ("server", "disk"):
-            if not isinstance(doc[field], str) or not doc[field]:
-                raise ValueError(f"bad {field}")
+        for name in ("server", "disk"):
+            if not isinstance(doc[name], str) or not doc[name]:
+                raise ValueError(f"bad {name}")
+        stored_sizes = _stored_sizes(
+            doc.get("stored_sizes", {}), {e for e in entries if isinstance(e, bytes)}
+        )
         return Manifest(
             id=point_id,
             repo=repo_hex,
@@ -174,9 +186,30 @@ def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: st
             chunks=tuple(entries),
             retain_until=parse_time(doc["retain_until"]) if doc.get("retain_until") else None,
             host=str(doc.get("host", "")),
+            stored_sizes=stored_sizes,
         )
     except (KeyError, TypeError, ValueError, AttributeError, InvalidInput) as e:
         raise ManifestCorrupt(key, f"authenticated but inconsistent: {e}") from e
+
+
+def _stored_sizes(raw: Any, ids: set[bytes]) -> dict[bytes, int]:
+    """The optional ``stored_sizes`` map: chunk ids of this point to positive object sizes."""
+    if not isinstance(raw, dict):
+        raise ValueError("stored_sizes is not a map")
+    sizes: dict[bytes, int] = {}
+    for k, n in raw.items():
+        if (
+            not (isinstance(k, str) and _HEX64.match(k))
+            or isinstance(n, bool)
+            or not isinstance(n, int)
+            or n <= 0
+        ):
+            raise ValueError(f"bad stored size entry {k!r}: {n!r}")
+        cid = bytes.fromhex(k)
+        if cid not in ids:
+            raise ValueError(f"stored size for chunk {k} that the point does not reference")
+        sizes[cid] = n
+    return sizes
 
 
 def select_point(

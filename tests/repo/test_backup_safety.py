@@ -186,3 +186,35 @@ def test_truncated_and_empty_chunk_objects_are_uploaded_again_not_reused(storage
     restore_disk(repo, server="web", point=second.point.id, out=out)
     assert sha256(out) == sha256(img)
     assert check(repo, read_data=True).ok  # the first point, sharing those chunks, is whole again
+
+
+def test_a_point_records_its_chunks_stored_sizes_and_a_reuse_checks_them_without_repacking(
+    storage, tmp_path, monkeypatch
+):
+    """An unchanged disk's next backup checks each reused chunk against the size the previous point
+    recorded (no compression again); a point written without recorded sizes still gets the check
+    by packing, so old repositories keep the protection."""
+    import drctl.repo.backup as backup_mod
+
+    repo = init_repository(storage, PASSWORD, chunk_size=MiB)
+    img = make_image(tmp_path / "d.img", 6 * MiB, seed=43)  # compressible chunks among them
+    first = backup_disk(repo, img, server="web", disk="vda")
+    listed = {o.key: o.size for o in storage.list("data/")}
+    assert first.point.stored_sizes == {c: listed[chunk_key(c)] for c in first.point.chunk_ids()}
+    reread = open_with(storage).load_point(first.point.id)
+    assert reread.stored_sizes == first.point.stored_sizes  # in the authenticated manifest
+
+    packed: list[int] = []
+    real = backup_mod.stored_chunk_fits
+    monkeypatch.setattr(
+        backup_mod, "stored_chunk_fits", lambda size, data: packed.append(1) or real(size, data)
+    )
+    second = backup_disk(repo, img, server="db", disk="vda")  # same chunks, another server
+    assert second.new_chunks == 0 and packed == []
+
+    victim = sorted(first.point.chunk_ids())[0]
+    blob = storage.get(chunk_key(victim))
+    storage.put(chunk_key(victim), blob[:-1])  # one byte short: a size no point recorded
+    third = backup_disk(repo, img, server="web", disk="vda")
+    assert third.new_chunks == 1 and third.summary()["repaired_chunks"] == 1 and packed == []
+    assert check(repo, read_data=True).ok

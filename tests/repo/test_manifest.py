@@ -125,3 +125,17 @@ def test_forget_weekly_and_monthly_buckets():
 def test_forget_refuses_an_empty_policy():
     with pytest.raises(InvalidInput, match="at least one --keep"):
         plan_forget([point("a", T0)], KeepPolicy())
+
+
+def test_stored_sizes_round_trip_are_optional_and_checked():
+    cid = bytes(range(32))
+    base = point("p1", datetime(2026, 1, 1, tzinfo=UTC))
+    m = Manifest(**{**base.__dict__, "chunks": encode_chunks([cid, None]), "size": 2 * base.chunk_size})
+    sized = Manifest(**{**m.__dict__, "stored_sizes": {cid: 1234}})
+    assert manifest_from_doc(sized.to_doc(), "snapshots/p1", "p1", "r" * 64).stored_sizes == {cid: 1234}
+    assert "stored_sizes" not in m.to_doc()  # a point written before sizes were recorded reads back
+    assert manifest_from_doc(m.to_doc(), "snapshots/p1", "p1", "r" * 64).stored_sizes == {}
+    for bad in ({cid.hex(): 0}, {cid.hex(): "12"}, {"ab" * 32: 5}, [5], {cid.hex(): True}):
+        doc = {**m.to_doc(), "stored_sizes": bad}
+        with pytest.raises(ManifestCorrupt, match="stored size|stored_sizes"):
+            manifest_from_doc(doc, "snapshots/p1", "p1", "r" * 64)
