@@ -149,7 +149,8 @@ class HeldLock:
 
     @classmethod
     def parse(cls, data: bytes | bytearray) -> HeldLock:
-        """Raises ValueError, KeyError or TypeError for anything but a lock drctl wrote."""
+        """Raises ValueError, KeyError, TypeError (or RecursionError for absurdly nested JSON) for
+        anything but a lock drctl wrote."""
         doc = json.loads(data)
         since = datetime.fromisoformat(doc["since"])
         if since.tzinfo is None:
@@ -240,7 +241,7 @@ class ActivationLock:
             return None
         try:
             return HeldLock.parse(data)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise ActivationLocked(
                 f"stack {self.stack}: the activation lock {self.where} is unreadable ({e}); if no run "
                 f"of {self.stack} is going on, delete that object, then retry"

@@ -102,16 +102,17 @@ def test_stale_lock_is_taken_over(tmp_path):
     assert not store.exists(LOCK_KEY)
 
 
-def test_an_unreadable_lock_is_never_taken_over_nor_removed(tmp_path):
+@pytest.mark.parametrize("body", [b"{not json", b"[" * 100_000], ids=["not-json", "deeply-nested"])
+def test_an_unreadable_lock_is_never_taken_over_nor_removed(tmp_path, body):
     store = LocalDirStorage(tmp_path)
     store.create()
-    store.put(LOCK_KEY, b"{not json")
+    store.put(LOCK_KEY, body)
     with pytest.raises(ActivationLocked) as e, ActivationLock(store, "demo", "run-5"):
         pass
     assert e.value.exit_code == 11
     assert f"{tmp_path}/{LOCK_KEY} is unreadable" in e.value.message
     assert "if no run of demo is going on, delete that object" in e.value.message
-    assert store.get(LOCK_KEY) == b"{not json"
+    assert store.get(LOCK_KEY) == body
 
 
 class LostAnswer:
