@@ -17,6 +17,7 @@ while the document is read, not after.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from typing import Any, cast
@@ -274,3 +275,13 @@ def is_missing(e: InputFileError) -> bool:
     """Whether ``e`` says the file does not exist (as opposed to unusable)."""
     cause = e.__cause__
     return isinstance(cause, OSError) and cause.errno == errno.ENOENT
+
+
+def loads_json(data: str | bytes | bytearray) -> Any:
+    """``json.loads`` for documents drctl did not write itself (objects in a store, files another
+    host wrote): absurdly nested JSON raises ValueError, like any other malformed document, instead
+    of a RecursionError that every caller would have to know about."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None

@@ -183,3 +183,11 @@ def test_non_utf8_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(InputFileError) as e:
         read_input_text(f, what="plan")
     assert e.value.where == "line 2" and "not UTF-8" in e.value.reason
+
+
+def test_absurdly_nested_json_from_a_store_is_a_malformed_document():
+    from drctl.input_files import loads_json
+
+    assert loads_json(b'{"a": [1, 2]}') == {"a": [1, 2]}
+    with pytest.raises(ValueError, match="nested too deeply"):
+        loads_json(b"[" * 100_000)

@@ -20,6 +20,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from drctl.errors import EXIT_LOCKED, DrctlError, InvalidInput
+from drctl.input_files import loads_json
 from drctl.plan.model import Contact, Plan
 from drctl.storage.base import KeyContended, ObjectMissing, Storage, StorageError
 
@@ -149,9 +150,8 @@ class HeldLock:
 
     @classmethod
     def parse(cls, data: bytes | bytearray) -> HeldLock:
-        """Raises ValueError, KeyError, TypeError (or RecursionError for absurdly nested JSON) for
-        anything but a lock drctl wrote."""
-        doc = json.loads(data)
+        """Raises ValueError, KeyError or TypeError for anything but a lock drctl wrote."""
+        doc = loads_json(data)
         since = datetime.fromisoformat(doc["since"])
         if since.tzinfo is None:
             raise ValueError(f"'since' {doc['since']!r} has no time zone")
@@ -241,7 +241,7 @@ class ActivationLock:
             return None
         try:
             return HeldLock.parse(data)
-        except (ValueError, KeyError, TypeError, RecursionError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise ActivationLocked(
                 f"stack {self.stack}: the activation lock {self.where} is unreadable ({e}); if no run "
                 f"of {self.stack} is going on, delete that object, then retry"
@@ -295,7 +295,7 @@ def check_not_active(state_dir: Path, stack: str) -> None:
     if not active.exists():
         return
     try:
-        run_id = json.loads(active.read_text())["run_id"]
+        run_id = loads_json(active.read_text())["run_id"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InvalidInput(
             f"stack {stack} has an unreadable activation record {active} ({e}); check whether an "

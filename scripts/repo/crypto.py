@@ -16,6 +16,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from drctl.input_files import loads_json
 from drctl.repo.errors import ChunkCorrupt, ForeignManifest, ManifestCorrupt
 
 KEY_LEN = 32
@@ -286,7 +287,7 @@ def open_manifest(
             "authentication tag does not verify (tampered, truncated, renamed, or from another repository)",
         ) from None
     try:
-        doc = json.loads(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 30))
+        doc = loads_json(zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 30))
     except (zstandard.ZstdError, ValueError) as e:
         raise ManifestCorrupt(key, f"authenticated but undecodable: {e}") from e
     if not isinstance(doc, dict):

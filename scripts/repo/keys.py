@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from drctl.input_files import loads_json
 from drctl.repo.crypto import (
     DEFAULT_KDF,
     KdfParams,
@@ -76,7 +77,7 @@ def parse_slot(key_id: str, blob: bytes | bytearray) -> dict[str, Any]:
     """The slot document, its KDF parameters checked against the bounds before any KDF runs.
     KeyFileCorrupt (naming the slot and how to remove it) if it is not a usable key slot."""
     try:
-        doc = json.loads(blob)
+        doc = loads_json(blob)
         if not isinstance(doc, dict) or doc.get("version") != 1:
             raise ValueError("not a version-1 key slot")
         kdf = doc["kdf"]

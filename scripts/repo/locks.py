@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
 from drctl.errors import DrctlError
+from drctl.input_files import loads_json
 from drctl.repo.errors import LockLost, RepoLocked
 from drctl.storage.base import ObjectMissing, Storage
 
@@ -84,7 +85,7 @@ def parse_lock(
     wrong type, a time without zone, refreshed further in the future than ``stale_after``) gives
     a LockInfo with a ``problem``: it counts as held, and ``drctl unlock`` removes it."""
     try:
-        doc = json.loads(raw)
+        doc = loads_json(raw)
         if not isinstance(doc, dict):
             raise ValueError("not a JSON object")
         exclusive, stamp = doc["exclusive"], doc["refreshed"]
@@ -98,13 +99,8 @@ def parse_lock(
         return LockInfo(
             key, exclusive, str(doc["operation"]), str(doc["hostname"]), int(doc["pid"]), refreshed
         )
-    except (ValueError, KeyError, TypeError, RecursionError) as e:
-        if isinstance(e, KeyError):
-            problem = f"no field {e}"
-        elif isinstance(e, RecursionError):
-            problem = "not a lock: JSON nested too deeply"
-        else:
-            problem = str(e)
+    except (ValueError, KeyError, TypeError) as e:
+        problem = str(e) if not isinstance(e, KeyError) else f"no field {e}"
         return LockInfo(key, True, "unknown", "?", 0, now, problem=problem)
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drctl.errors import InvalidInput
+from drctl.input_files import loads_json
 from drctl.repo import crypto
 from drctl.repo.crypto import DEFAULT_KDF, KdfParams, MasterKeys
 from drctl.repo.errors import ChunkMissing, KeyFileCorrupt, RepoExists, RepoMissing, WrongPassword
@@ -82,7 +83,7 @@ def read_config(storage: Storage) -> tuple[RepoConfig, str]:
             f"`drctl repo init {where}` or check the location"
         ) from e
     try:
-        doc = json.loads(raw)
+        doc = loads_json(raw)
         cfg = RepoConfig(
             id=doc["id"],
             chunk_size=int(doc["chunk_size"]),

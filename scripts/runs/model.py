@@ -52,6 +52,7 @@ from drctl.errors import (
     EXIT_WRONG_PASSWORD,
     InvalidInput,
 )
+from drctl.input_files import loads_json
 from drctl.plan.graph import DependencyCycle, dependency_levels
 
 MODES = ("test", "disaster")
@@ -621,7 +622,7 @@ class RunSummary:
     @classmethod
     def from_json(cls, text: str | bytes, where: str = "run summary") -> RunSummary:
         try:
-            doc = json.loads(text)
+            doc = loads_json(text)
         except (ValueError, UnicodeDecodeError) as e:
             raise SummaryInvalid(f"{where}: not valid JSON ({e})") from e
         return cls.from_dict(doc)

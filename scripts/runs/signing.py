@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from drctl.errors import EXIT_INTEGRITY, DrctlError, InvalidInput, LocalIOError
+from drctl.input_files import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def _parse_sig(files: ReportFiles) -> tuple[dict[str, str], bytes]:
         f"{SIG_FORMAT} document; the report cannot be trusted"
     )
     try:
-        doc = json.loads(files.signature.decode("ascii"))
+        doc = loads_json(files.signature.decode("ascii"))
         fields = ("format", "key_id", "summary_sha256", "report_sha256", "signature")
         if not isinstance(doc, dict) or sorted(doc) != sorted(fields) or doc["format"] != SIG_FORMAT:
             raise damaged
