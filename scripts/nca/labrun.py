@@ -185,7 +185,7 @@ class Namespaces:
         try:
             self.stop_processes()
         except Exception as e:  # teardown must go on: report and continue
-            log.error("stopping the lab's processes failed: %s", e)
+            log.error("stopping the lab's processes failed: %s", e, exc_info=True)
         for ns, link in self.foreign_links:
             ns.delete_link(link)
         self.foreign_links.clear()

@@ -92,19 +92,11 @@ class LocalDirStorage:
         self._check_root()
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+            tmp = _write_temp(path, data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
                 os.replace(tmp, path)
             except BaseException:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+                os.unlink(tmp)
                 raise
             _fsync_dir(path.parent)
         except (IsADirectoryError, NotADirectoryError, FileExistsError) as e:
@@ -119,13 +111,8 @@ class LocalDirStorage:
         self._check_root()
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+            tmp = _write_temp(path, data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
                 try:
                     os.link(tmp, path)
                 except FileExistsError:
@@ -194,6 +181,22 @@ class LocalDirStorage:
             enforced=False,
             detail=f"local directory {self.root} has no object lock: retention is not enforced",
         )
+
+
+def _write_temp(path: Path, data: bytes) -> str:
+    """``data`` written and fsynced to a new temporary file beside ``path`` (its directory created):
+    the caller renames or links it into place, so no reader ever sees a partial object."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
 
 
 def _fsync_dir(path: Path) -> None:
