@@ -245,7 +245,11 @@ def parse(key: str, body: bytes, trusted_keys: Mapping[str, Ed25519PublicKey]) -
         return StoredRecord(key, Trust.MALFORMED, problem=f"larger than {MAX_RECORD_BYTES} bytes")
     try:
         doc = loads_json(body)
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("record"), dict):
+        if (
+            not isinstance(doc, dict)
+            or doc.get("format") != FORMAT
+            or not isinstance(doc.get("record"), dict)
+        ):
             raise ValueError(f"not a {FORMAT} document")
         record = JobRecord.from_dict(doc["record"])
     except (DrctlError, ValueError) as e:

@@ -19,20 +19,20 @@ T0 = datetime(2026, 11, 30, 1, 0, tzinfo=UTC)
 
 
 def _record(server: str = "db01", *, job_id: str = "j1", ended: datetime | None = None, **kw) -> JobRecord:
-    fields = dict(
-        client="demo",
-        server=server,
-        job_id=job_id,
-        type="incremental",
-        started=T0,
-        ended=ended or T0 + timedelta(minutes=3),
-        result="ok",
-        disks=("system",),
-        points={"system": "p1"},
-        bytes_read=2 << 30,
-        bytes_new=10 << 20,
-        bytes_uploaded=4 << 20,
-    )
+    fields = {
+        "client": "demo",
+        "server": server,
+        "job_id": job_id,
+        "type": "incremental",
+        "started": T0,
+        "ended": ended or T0 + timedelta(minutes=3),
+        "result": "ok",
+        "disks": ("system",),
+        "points": {"system": "p1"},
+        "bytes_read": 2 << 30,
+        "bytes_new": 10 << 20,
+        "bytes_uploaded": 4 << 20,
+    }
     fields.update(kw)
     return JobRecord(**fields)
 
@@ -84,7 +84,9 @@ def test_unknown_key_other_server_and_foreign_path_are_never_trusted(keys) -> No
     signed_by_web = records.sign(r, keys["web01"])
     assert records.parse(r.object_key, signed_by_web, _trusted(keys)).trust is Trust.FORGED
     # no key recorded for db01: shown as unsigned, not trusted
-    unsigned = records.parse(r.object_key, records.sign(r, keys["db01"]), {"web01": keys["web01"].public_key()})
+    unsigned = records.parse(
+        r.object_key, records.sign(r, keys["db01"]), {"web01": keys["web01"].public_key()}
+    )
     assert unsigned.trust is Trust.UNSIGNED and unsigned.record == r
     # web01's agent writing a record about db01 into its own folder
     moved = r.object_key.replace("status/db01/", "status/web01/")
