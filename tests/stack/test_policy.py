@@ -197,7 +197,8 @@ def test_rdp_rule_open_to_the_world_fails(tmp_path):
             "resource": "demo-jump-rdp",
             "type": "openstack:networking/secGroupRule:SecGroupRule",
             "message": "ingress from 0.0.0.0/0 opens 3389 (RDP); restrict remoteIpPrefix to the "
-            "client's site subnets (reached through the VPN) or use remoteGroupId.",
+            "client's site subnets (reached through the VPN) or use remoteGroupId or an address "
+            "group of the client's networks.",
         }
     ]
 
