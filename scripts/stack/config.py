@@ -18,6 +18,7 @@ else -- only when neither is set -- ``stacks/<stack>.passphrase`` (shipped for t
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +53,32 @@ def plan_path(project_dir: Path, plan: str, where: str) -> Path:
     return (project_dir / rel).resolve()
 
 
+# Plans already loaded in this process, by file identity: `drctl preview` / `drctl policy` load the
+# stack's plan, then the Pulumi program they run in-process loads it again (a 200-server plan costs
+# ~0.7 s of YAML and schema checks each time). Plans are frozen, so sharing one is safe.
+_PLANS: dict[tuple[str, int, int, int, int, int], Plan] = {}
+_PLANS_MAX = 8
+
+
 def load_plan_file(path: Path) -> Plan:
-    """The plan through ``drctl.plan.load``: schema and semantic checks, every problem reported."""
-    return load_plan(path)
+    """The plan through ``drctl.plan.load``: schema and semantic checks, every problem reported.
+
+    A regular file already loaded in this process and unchanged since (same inode, size, mtime and
+    ctime) is not read again; a plan with problems is never kept."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return load_plan(path)  # names the file and the problem
+    if not stat.S_ISREG(st.st_mode):
+        return load_plan(path)
+    key = (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = load_plan(path)
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = plan
+    return plan
 
 
 # --- stack files -----------------------------------------------------------------------------------
