@@ -181,14 +181,14 @@ def role_groups(plan: Plan) -> tuple[RoleGroup, ...]:
             ports.setdefault(role, set()).update(needed)
     # (servers, faces the world) -> roles, in first appearance order
     merged: dict[tuple[tuple[str, ...], bool], list[str]] = {}
-    for role, servers in members.items():
-        merged.setdefault((tuple(servers), role in WORLD_ROLES), []).append(role)
+    for role, names in members.items():
+        merged.setdefault((tuple(names), role in WORLD_ROLES), []).append(role)
     groups = [
         RoleGroup(BASE, (), tuple(s.name for s in plan.servers), base_rules()),
     ]
     for (servers, _), roles in merged.items():
         key = "-".join(sorted(roles))
-        all_ports = set().union(*(ports[r] for r in roles))
+        all_ports: set[Port] = set().union(*(ports[r] for r in roles))
         groups.append(RoleGroup(key, tuple(sorted(roles)), servers, _rules(tuple(roles), all_ports)))
     return tuple(groups)
 

@@ -6,6 +6,10 @@ policies`` starts) and ``drctl policy`` (``drctl.stack.policy``, which builds th
 only the standard library and ``pulumi_policy``, never ``drctl``, and no sibling module by a
 relative name: the pack's own virtualenv may not have drctl installed.
 
+Size: over 400 lines, on purpose. The pack imports this file by its plain name and drctl as
+``drctl.policies.dr_rules``, so a sibling module could not be imported the same way from both: every
+rule of the pack lives here, in one section per concern.
+
 Conventions the rules rely on (the program and its components keep them):
 - ``props`` are the resource inputs with camelCase wire names; secrets are already unwrapped by the
   analyzer, so a secret is recognised by ``opts.additional_secret_outputs`` naming the property;
