@@ -280,7 +280,7 @@ def check_stack(
 
     project_dir = project_dir or paths.project_dir()
     cfg = load_stack(stack, project_dir)
-    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir)
+    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir, cfg=cfg)
     effective_failover = cfg.failover if failover is None else failover
     config = policy_config(failover=effective_failover, servers=cfg.plan.servers, quotas=cfg.settings.quotas)
     return check_resources(graph.resources, stack=stack, config=config), graph.notes
