@@ -11,18 +11,16 @@ and rules, the median wall time and the largest peak RSS of the rounds, against 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.plan_generator import write_project
+from benchmarks.restore_benchmark import last_json, run
 
 MAX_NOMINAL_RESOURCES = 500
 MAX_SECONDS = 10.0
@@ -48,23 +46,14 @@ def drctl() -> list[str]:
 
 
 def run_preview(project: Path, stack: str, failover: bool) -> tuple[dict, float, float]:
-    """One ``drctl preview --json`` process: (its result event, wall seconds, peak RSS in MiB)."""
+    """One ``drctl preview --json`` process: (its result event, wall seconds, its own peak RSS in MiB,
+    through the restore benchmark's launcher so that our own memory is not counted)."""
     argv = [*drctl(), "preview", stack, "--project-dir", str(project), "--json"]
     if failover:
         argv.append("--failover")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_CONFIG_PASSPHRASE")}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(f"preview failed (exit {proc.returncode}): {err.read().decode()[-2000:]}")
-        result = json.loads(out.read().decode().splitlines()[-1])
-    return result, seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    child = run(argv, env, f"drctl preview {stack}{' --failover' if failover else ''}")
+    return last_json(child.stdout), child.wall_s, child.maxrss_kib / 1024
 
 
 def measure(project: Path, stack: str, failover: bool, rounds: int) -> Measure:

@@ -65,3 +65,21 @@ def test_a_bigger_client_previews_the_same_groups_and_rules(tmp_path):
     graph = preview_stack("bench", project_dir=project)
     types = Counter(r.type for r in graph.resources)
     assert (types[SEC_GROUP], types[SEC_GROUP_RULE]) == BASE
+
+
+def test_the_benchmark_table_marks_each_missed_target():
+    from benchmarks.preview_benchmark import Measure, table
+
+    good = [Measure("nominal", 93, 7, 10, 1.2, 85), Measure("failover", 693, 7, 10, 3.7, 134)]
+    text, ok = table(good, 200, 4, 16)
+    assert ok and text.count("PASS") == 2
+    assert "| nominal | 93 | 7 / 10 | 1.20 s | 85 MiB | PASS |" in text
+    for bad in (
+        Measure("nominal", 10931, 200, 10656, 1.0, 85),  # too many resources
+        Measure("failover", 693, 7, 10, 10.5, 134),  # too slow
+        Measure("failover", 693, 7, 10, 3.0, 600),  # too big
+    ):
+        text, ok = table([bad], 200, 4, 16)
+        assert not ok and "MISS" in text
+    # failover declares the servers: its resource count is not held to the nominal target
+    assert table([Measure("failover", 900, 7, 10, 3.0, 134)], 200, 4, 16)[1]
