@@ -293,3 +293,19 @@ def test_the_pack_and_the_stack_settings_know_the_same_neutron_defaults() -> Non
     from drctl.policies import dr_rules
 
     assert dict(dr_rules.NEUTRON_DEFAULT_QUOTAS) == NEUTRON_DEFAULT_QUOTAS
+
+
+def test_a_plan_is_checked_once_per_process_but_never_served_stale(tmp_path: Path) -> None:
+    from drctl.stack.config import load_plan_file
+
+    path = tmp_path / "plan.yaml"
+    text = (REPO_ROOT / "recovery_plans" / "demo.yaml").read_text()
+    path.write_text(text)
+    first = load_plan_file(path)
+    assert load_plan_file(path) is first  # the program's second load reuses the first
+    # the same size, rewritten at once (same timestamp tick): the new content is what counts
+    path.write_text(text.replace("name: web01", "name: web02"))
+    assert [s.name for s in load_plan_file(path).servers][-1] == "web02"
+    path.write_text(text.replace("name: web01", "name: db01 "))
+    with pytest.raises(PlanInvalid):
+        load_plan_file(path)
