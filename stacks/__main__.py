@@ -120,7 +120,7 @@ if settings.failover:
                 restore_point=restore_point,
                 networks={ref: n.id for ref, n in space.networks.items()},
                 subnets={ref: s.id for ref, s in space.subnets.items()},
-                security_group_id=space.security_groups[name].id,
+                security_group_ids=space.security_group_ids_of(name),
                 key_pair=space.keypair.name,
                 server_group_id=(
                     space.server_groups[server.anti_affinity].id if server.anti_affinity else None

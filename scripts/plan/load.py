@@ -170,6 +170,11 @@ def load_plan(path: str | Path) -> Plan:
         text = read_input_text(path, what="plan")
     except InputFileError as e:
         raise PlanInvalid(file, [Problem(file, e.where, e.reason)]) from e
+    return plan_from_text(text, file)
+
+
+def plan_from_text(text: str, file: str) -> Plan:
+    """Parse, validate and build a plan from its text; ``file`` names it in every problem."""
     doc, problems = parse_yaml(text, file)
     if not problems:
         problems = check_document(doc, file)

@@ -241,8 +241,11 @@ def check_resources(
     )
 
 
-def policy_config(*, failover: bool, servers: Iterable[Any] = ()) -> dict[str, dict[str, Any]]:
-    """The per-policy config ``drctl policy`` passes: the failover flag and the plan's servers.
+def policy_config(
+    *, failover: bool, servers: Iterable[Any] = (), quotas: Mapping[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The per-policy config ``drctl policy`` passes: the failover flag, the plan's servers and the
+    project's network quotas (absent: the pack's Neutron defaults).
 
     ``servers`` are :class:`drctl.plan.model.Server` objects; the pack in CI gets the same document
     through ``pulumi preview --policy-pack policies --policy-pack-config <file>``.
@@ -255,6 +258,7 @@ def policy_config(*, failover: bool, servers: Iterable[Any] = ()) -> dict[str, d
                 for s in servers
             ]
         },
+        "recovery-space-within-quotas": {"quotas": dict(quotas or {})},
     }
 
 
@@ -276,7 +280,7 @@ def check_stack(
 
     project_dir = project_dir or paths.project_dir()
     cfg = load_stack(stack, project_dir)
-    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir)
+    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir, cfg=cfg)
     effective_failover = cfg.failover if failover is None else failover
-    config = policy_config(failover=effective_failover, servers=cfg.plan.servers)
+    config = policy_config(failover=effective_failover, servers=cfg.plan.servers, quotas=cfg.settings.quotas)
     return check_resources(graph.resources, stack=stack, config=config), graph.notes
