@@ -293,6 +293,7 @@ def demo_project(where: Path, *, repository: str, reports: str) -> Path:
     shutil.copy(root / "Pulumi.yaml", proj)
     shutil.copytree(root / "recovery_plans", proj / "recovery_plans")
     shutil.copy(root / "stacks" / "demo.passphrase", proj / "stacks")
+    shutil.copy(root / "stacks" / "__main__.py", proj / "stacks")  # the program: previews, preflight
     text = (root / "stacks" / "Pulumi.demo.yaml").read_text()
     text = text.replace(
         "config:\n",
