@@ -90,10 +90,10 @@ def _network_quotas(conn: Any, project: str, needs: Needs) -> dict[str, Quota]:
         q = quotas["port"]
         names = needs.names.get("port", frozenset())
         routers = set(present_routers)
-        mine = sum(
+        ports = sum(
             1 for p in conn.network.ports(project_id=project) if p.name in names or p.device_id in routers
         )
-        quotas["port"] = Quota(q.limit, q.used, mine)
+        quotas["port"] = Quota(q.limit, q.used, ports)
     return quotas
 
 
