@@ -110,11 +110,12 @@ def _absolute(limits: Any, pairs: Mapping[str, tuple[str, str]]) -> dict[str, Qu
 def _optional(service: str, call: Callable[[], Any], unavailable: dict[str, str]) -> Any:
     """A service the catalog may lack: None (and why) instead of an error."""
     import keystoneauth1.exceptions as ka
+    import openstack.exceptions as oe
 
     try:
         return call()
-    except ka.EndpointNotFound as e:
-        unavailable[service] = f"not in the cloud's catalog: {e}"
+    except (ka.EndpointNotFound, oe.NotSupported) as e:
+        unavailable[service] = f"not in the cloud's catalog: {str(e).strip().splitlines()[0]}"
         return None
 
 
@@ -154,7 +155,7 @@ def read_inventory(conn: Any, project: str, needs: Needs) -> Inventory:
     if ext is not None and ext.name != needs.external_network:  # found by id
         external = needs.external_network if ext.is_router_external else "not-external"
     vpnaas = any(e.alias == "vpnaas" for e in net.extensions())
-    image_ok = _optional("image", lambda: next(iter(conn.image.images(limit=1)), True), unavailable)
+    image_ok = _optional("image", lambda: list(conn.image.images(limit=1)), unavailable) is not None
     return Inventory(
         project_id=project,
         network_quotas=quotas,
@@ -163,7 +164,7 @@ def read_inventory(conn: Any, project: str, needs: Needs) -> Inventory:
         flavors=flavors,
         external_network=external,
         vpnaas=vpnaas,
-        image_service=image_ok is not None,
+        image_service=image_ok,
         unavailable=unavailable,
     )
 

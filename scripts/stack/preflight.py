@@ -46,7 +46,7 @@ DEFAULT_GROUP_RULES = 4  # the project's `default` group: 2 ingress (remote grou
 
 
 class PreflightBlocked(DrctlError):
-    """the cloud project cannot hold the plan (quota, flavor, network, VPN)"""
+    """The cloud project cannot hold the plan (quota, flavor, network, VPN)."""
 
     exit_code = EXIT_PREFLIGHT
 

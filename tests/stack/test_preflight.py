@@ -203,3 +203,24 @@ def test_an_unreachable_network_api_is_exit_14_naming_the_project(client, tmp_pa
     err = capsys.readouterr().err
     assert code == 14
     assert f"project {client.project_id}" in err and "Traceback" not in err
+
+
+def test_a_cloud_without_compute_or_volume_service_blocks_and_still_checks_the_network(
+    openstack, tmp_path, monkeypatch, capsys
+):
+    c = client_project(openstack, NovaCinderStub(), tmp_path)
+    doc = yaml.safe_load(c.clouds_yaml.read_text())
+    del (
+        doc["clouds"][CLOUD]["compute_endpoint_override"],
+        doc["clouds"][CLOUD]["block_storage_endpoint_override"],
+    )
+    c.clouds_yaml.write_text(yaml.safe_dump(doc))
+    for k, v in c.env().items():
+        monkeypatch.setenv(k, v)
+    code, result = preflight_json(c, capsys)
+    found = by_resource(result)
+    assert code == EXIT_PREFLIGHT
+    assert found["compute service"]["status"] == found["volume service"]["status"] == "blocking"
+    assert "not in the cloud's catalog" in found["compute service"]["have"]
+    assert not any(f["check"] == "flavor" for f in result["findings"])
+    assert found["security_group"]["status"] == "ok"
