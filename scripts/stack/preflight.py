@@ -191,13 +191,31 @@ def _quota(check: str, resource: str, need: int, quota: Quota | None, fix: str) 
     return Finding(check, resource, need, available, "blocking", fix)
 
 
+# `openstack quota set` options of the quotas it can set.
+QUOTA_OPTIONS = {
+    "network": "--networks",
+    "subnet": "--subnets",
+    "port": "--ports",
+    "router": "--routers",
+    "security_group": "--secgroups",
+    "security_group_rule": "--secgroup-rules",
+    "instances": "--instances",
+    "cores": "--cores",
+    "ram": "--ram",
+    "volumes": "--volumes",
+    "gigabytes": "--gigabytes",
+}
+
+
 def _quota_fix(service: str, resource: str, need: int, quota: Quota, project: str) -> str:
     raise_to = quota.used - quota.of_stack + need
-    return (
-        f"raise the project's {service} quota {resource} to at least {raise_to} "
-        f"(`openstack quota set --{resource.replace('_', '-')} {raise_to} {project}`, or ask the cloud "
-        "operator), or free some in the project"
+    option = QUOTA_OPTIONS.get(resource)
+    how = (
+        f"`openstack quota set {option} {raise_to} {project}`, or ask the cloud operator"
+        if option
+        else "ask the cloud operator"
     )
+    return f"raise the project's {service} quota {resource} to at least {raise_to} ({how}), or free some in the project"
 
 
 def evaluate(needs: Needs, inv: Inventory) -> list[Finding]:

@@ -83,7 +83,7 @@ def test_neutron_quotas_too_small_block_with_what_to_raise(client, capsys):
     assert "BLOCKING security_group: needs 6, has 4" in out
     assert "BLOCKING security_group_rule: needs 48, has 30" in out
     assert "BLOCKING router: needs 1, has 0" in out
-    assert f"openstack quota set --security-group 6 {client.project_id}" in out
+    assert f"openstack quota set --secgroups 6 {client.project_id}" in out
     assert "blocking finding(s)" in err and "Traceback" not in err
 
 
@@ -224,3 +224,10 @@ def test_a_cloud_without_compute_or_volume_service_blocks_and_still_checks_the_n
     assert "not in the cloud's catalog" in found["compute service"]["have"]
     assert not any(f["check"] == "flavor" for f in result["findings"])
     assert found["security_group"]["status"] == "ok"
+
+
+def test_an_unknown_cloud_name_is_exit_14_naming_it(client, capsys):
+    code = main(["preflight", "demo", "--cloud", "no-such-cloud", "--project-dir", str(client.project_dir)])
+    err = capsys.readouterr().err
+    assert code == 14
+    assert "no-such-cloud" in err and "clouds.yaml" in err and "Traceback" not in err

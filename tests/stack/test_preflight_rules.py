@@ -63,7 +63,7 @@ def test_the_stack_s_own_objects_are_not_counted_twice():
     found = {f.resource: f for f in evaluate(needs(), inventory(security_group=Quota(3, 3, of_stack=0)))}
     f = found["security_group"]
     assert (f.status, f.have) == ("blocking", 0)
-    assert "--security-group 5 p1" in f.fix  # 3 used by others + the 2 the stack needs
+    assert "--secgroups 5 p1" in f.fix  # 3 used by others + the 2 the stack needs
 
 
 def test_a_project_s_first_group_brings_the_default_group_with_it():

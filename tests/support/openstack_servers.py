@@ -7,7 +7,7 @@ not, and a list call sees every project, so tests work in a project of their own
 ports stay DOWN and VPN objects stay PENDING_CREATE; the API objects themselves are complete.
 
 Ports: ``DRCTL_TEST_NEUTRON_PORT`` (default 19696), ``DRCTL_TEST_NEUTRON_NOVPN_PORT`` (default the
-next one: a second neutron-server on the same database without VPNaaS) and ``DRCTL_TEST_GLANCE_PORT``
+next one: a second neutron-server, on a copy of the schema, without VPNaaS) and ``DRCTL_TEST_GLANCE_PORT``
 (default 19292), one set per worktree. The packages are installed by ``.ci/install-system-deps``; the scripts that
 import neutron or glance run on Debian's own ``/usr/bin/python3``.
 """
@@ -33,7 +33,7 @@ import yaml
 
 NEUTRON_PORT = int(os.environ.get("DRCTL_TEST_NEUTRON_PORT", "19696"))
 GLANCE_PORT = int(os.environ.get("DRCTL_TEST_GLANCE_PORT", "19292"))
-# A second neutron-server on the same database, without the VPNaaS plugin: a cloud with no VPN service.
+# A second neutron-server, without the VPNaaS plugin: a cloud with no VPN service.
 NEUTRON_NOVPN_PORT = int(os.environ.get("DRCTL_TEST_NEUTRON_NOVPN_PORT", str(NEUTRON_PORT + 1)))
 SYSTEM_PYTHON = "/usr/bin/python3"
 START_TIMEOUT_S = 60.0
@@ -54,7 +54,7 @@ notify_nova_on_port_status_changes = false
 notify_nova_on_port_data_changes = false
 state_path = {state}
 [database]
-connection = sqlite:///{state}/neutron.sqlite
+connection = sqlite:///{state}/{db}
 [oslo_concurrency]
 lock_path = {state}/lock
 [oslo_messaging_notifications]
@@ -255,9 +255,11 @@ def start_openstack(state: Path) -> Iterator[OpenStackServers]:
     n, g = state / "neutron", state / "glance"
     for d in (n / "lock", g / "images", g / "staging", g / "lock"):
         d.mkdir(parents=True, exist_ok=True)
-    (n / "neutron.conf").write_text(NEUTRON_CONF.format(port=NEUTRON_PORT, state=n, plugins="router,vpnaas"))
+    (n / "neutron.conf").write_text(
+        NEUTRON_CONF.format(port=NEUTRON_PORT, state=n, db="neutron.sqlite", plugins="router,vpnaas")
+    )
     (n / "neutron-novpn.conf").write_text(
-        NEUTRON_CONF.format(port=NEUTRON_NOVPN_PORT, state=n, plugins="router")
+        NEUTRON_CONF.format(port=NEUTRON_NOVPN_PORT, state=n, db="neutron-novpn.sqlite", plugins="router")
     )
     (n / "ml2_conf.ini").write_text(ML2_CONF)
     (n / "schema.py").write_text(NEUTRON_SCHEMA)
@@ -276,6 +278,8 @@ def start_openstack(state: Path) -> Iterator[OpenStackServers]:
         [SYSTEM_PYTHON, str(n / "schema.py"), str(n / "neutron.sqlite")], n / "setup.log", "Neutron schema"
     )
     _setup(["neutron-db-manage", *nconf, "stamp", "heads"], n / "setup.log", "neutron-db-manage stamp")
+    # Its own copy of the schema: two servers writing one SQLite file at start-up lock each other out.
+    shutil.copy(n / "neutron.sqlite", n / "neutron-novpn.sqlite")
     if glance_db.wait(timeout=120) != 0:
         _fail(f"glance-manage db_sync failed; see {g / 'setup.log'}")
 
