@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "drctl.commands.local_cmds",  # local up|down|status (embedded object store)
     "drctl.commands.policy_cmds",  # policy
     "drctl.commands.nca_cmds",  # nca render|test
+    "drctl.commands.preflight_cmds",  # preflight
     "drctl.commands.activation_cmds",  # activate, drill, deactivate
     "drctl.commands.report_cmds",  # report show|verify|upload|export, runs
     "drctl.commands.demo_cmds",  # demo prepare

@@ -69,6 +69,7 @@ its exit code and module (a test keeps this list complete and exact)::
             UnsafeOutput (15) private_files: another user could read or redirect this output
         ToolMissing (16) errors: an external tool this command needs is not installed
             LabUnavailable (16) nca.labrun: the NCA lab cannot run on this machine
+        PreflightBlocked (21) stack.preflight: the cloud project cannot hold the plan (quota, flavor, network, VPN)
         CommandFailed (20) processes: an external command failed
             CommandTimedOut (20) processes: an external command ran out of time (killed)
         LabError (20) nca.labrun: a step of the NCA lab failed
@@ -93,6 +94,7 @@ EXIT_STORAGE = 14
 EXIT_LOCAL_IO = 15
 EXIT_MISSING_TOOL = 16
 EXIT_RUN_FAILED = 20
+EXIT_PREFLIGHT = 21
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -107,6 +109,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_LOCAL_IO: "local I/O failure (disk full, source changed during backup, output unusable)",
     EXIT_MISSING_TOOL: "a tool or service the command needs is missing",
     EXIT_RUN_FAILED: "an activation, drill or test ran and a server (or step) failed",
+    EXIT_PREFLIGHT: "preflight: the cloud project cannot hold the plan (quota, flavor, external network, VPN)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); the same clean-up runs, nothing half-written",
 }
 """Every exit code of drctl and what it means: the one table (``drctl --help``, README)."""

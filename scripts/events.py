@@ -35,6 +35,7 @@ EVENTS: dict[str, str] = {
     "progress": "bytes done of a long phase (backup, restore, check --read-data)",
     "note": "something the user should know that is not an error (preview, policy)",
     "prepare-step": "a step of `demo prepare` (an image built or reused, a disk backed up)",
+    "preflight": "a cloud activation's or drill's preflight of the project (before anything is restored)",
     "run-started": "an activation or drill started (after its guards passed)",
     "restore-started": "a server's disk started restoring",
     "restore-finished": "a server's disk is restored and verified",

@@ -152,6 +152,7 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "validate": (["validate", "recovery_plans/demo.yaml"], 0, "result"),
         "preview": (["preview", "no-such-stack"], 1, "error"),
         "policy": (["policy", "no-such-stack"], 1, "error"),
+        "preflight": (["preflight", "no-such-stack"], 1, "error"),
         "nca test": (["nca", "test", "no-such-stack", "--site", "paris"], 1, "error"),
         "backup": (["backup", str(repo), "--server", "web", "--disk", "vda", str(image)], 0, "result"),
         "snapshots": (["snapshots", str(repo)], 0, "result"),
