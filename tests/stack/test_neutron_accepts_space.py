@@ -244,22 +244,7 @@ def in_dependency_order(resources: list[PreviewResource]) -> list[PreviewResourc
     return [by_name[n] for n in order]
 
 
-@pytest.mark.parametrize(
-    "stack",
-    [
-        "demo",
-        pytest.param(
-            "acme",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ConflictException,  # 409 Quota exceeded for resources: ['security_group']
-                reason="acme's per-server graph declares 14 security groups and 546 rules, over Neutron's "
-                "default 10 and 100: the per-role groups of the recovery-space change make it fit (then "
-                "this marker goes)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("stack", ["demo", "acme"])
 def test_the_nominal_space_is_accepted_by_neutron_within_default_quotas(openstack, tmp_path, stack):
     net = openstack.connect().network
     project = openstack.new_project()
