@@ -78,8 +78,8 @@ its exit code and module (a test keeps this list complete and exact)::
         LabError (20) nca.labrun: a step of the NCA lab failed
         NamespaceError (20) netns: a network namespace could not be set up or used
         SandboxError (20) activation.targets.sandbox: the local sandbox failed
-        SnapshotFailed (20) agent.consistency: a disk's snapshot could not be taken or removed
             GuestFailed (20) activation.targets.sandbox: a guest's QEMU or SSH never came up
+        SnapshotFailed (20) agent.consistency: a disk's snapshot could not be taken or removed
         VerificationError (20) activation.verify.checks: the verification itself could not run
         WaitTimedOut (20) processes: something waited for did not happen in time
         Cancelled (130) errors: cancelled by Ctrl-C on the run that started it
