@@ -7,7 +7,8 @@ fails the backup when the copy it read cannot be trusted. The clean-up (snapshot
 every path out of the ``with`` block.
 
 - ``none``: the path as is (crash-consistent only if the disk is quiet).
-- ``lvm-snapshot``: ``lvcreate --snapshot`` of the logical volume, read ``/dev/VG/SNAP``, then
+- ``lvm-snapshot``: ``lvcreate --snapshot`` of the logical volume, read the snapshot's device
+  (``lvs -o lv_path``, ``/dev/VG/SNAP``), then
   ``lvs`` says whether the snapshot overflowed (then the backup fails, no point is written), and
   ``lvremove -f`` removes it whatever happened.
 - ``qemu``: agentless, on the hypervisor (:mod:`drctl.agent.qemu`, imported only when used).
@@ -105,7 +106,13 @@ def lvm_snapshot(disk: DiskConfig) -> Iterator[ConsistentSource]:
     )
     log.info("disk %s: snapshot %s/%s created", disk.name, vg, snap)
     try:
-        yield ConsistentSource(f"/dev/{vg}/{snap}", check=lambda: check_lvm_snapshot(vg, snap, disk.name))
+        path = _fields(
+            _lvm(
+                ["lvs", "--noheadings", "--separator", "|", "-o", "lv_path", f"{vg}/{snap}"],
+                f"finding the device of snapshot {vg}/{snap} of disk {disk.name}",
+            )
+        )[0]
+        yield ConsistentSource(path, check=lambda: check_lvm_snapshot(vg, snap, disk.name))
     except BaseException:
         try:
             _remove_snapshot(vg, snap, disk.name)
