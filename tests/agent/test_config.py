@@ -33,7 +33,9 @@ def test_config_maps_every_plan_disk_and_records_the_agent_key_in_the_stack(proj
     plan = project / "recovery_plans" / "demo.yaml"
     old = "backup: {schedule: [{type: full, every: 1d}, {type: log, every: 15m}]}"
     assert old in plan.read_text()
-    plan.write_text(plan.read_text().replace(old, old[:-1] + ", retention: {keep_daily: 7, keep_monthly: 3}}"))
+    plan.write_text(
+        plan.read_text().replace(old, old[:-1] + ", retention: {keep_daily: 7, keep_monthly: 3}}")
+    )
     out = tmp_path / "etc"
     state = tmp_path / "state"
     assert (

@@ -103,7 +103,9 @@ def test_a_record_altered_in_the_store_shows_as_forged(store, tmp_path, capsys):
 def test_failing_pre_hook_fails_the_job_reads_nothing_and_the_post_hook_still_runs(store, tmp_path, capsys):
     target, url = store
     marker = tmp_path / "post-ran"
-    hooks = Hooks(pre="sh -c 'echo checkpoint refused >&2; exit 3'", post=f"sh -c 'env > {marker}'", timeout_s=30)
+    hooks = Hooks(
+        pre="sh -c 'echo checkpoint refused >&2; exit 3'", post=f"sh -c 'env > {marker}'", timeout_s=30
+    )
     cfg = make_agent(
         tmp_path / "agent", url, {"system": str(make_image(tmp_path / "s.img", MiB))}, hooks=hooks
     )
