@@ -465,7 +465,10 @@ def test_backup_retention_is_read_into_the_model(tmp_path) -> None:
     ("retention", "problem"),
     [
         ({"keep_daily": -1}, "servers[1].backup.retention.keep_daily: -1 is less than the minimum of 0"),
-        ({"keep_yearly": 2}, "servers[1].backup.retention.keep_yearly: unknown field (did you mean keep_daily?)"),
+        (
+            {"keep_yearly": 2},
+            "servers[1].backup.retention.keep_yearly: unknown field (did you mean keep_daily?)",
+        ),
         ({}, "servers[1].backup.retention: {} should be non-empty"),
     ],
 )
