@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
@@ -143,7 +144,7 @@ def qemu_method(disk: DiskConfig) -> Iterator[ConsistentSource]:
             "use none or lvm-snapshot"
         ) from e
     with qemu_snapshot(disk) as path:
-        yield ConsistentSource(str(path))
+        yield ConsistentSource(os.fspath(path))  # a str or path-like: backup_disk opens it
 
 
 METHOD_REGISTRY: dict[str, Callable[[DiskConfig], ContextManager[ConsistentSource]]] = {
