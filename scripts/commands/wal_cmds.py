@@ -20,7 +20,7 @@ import shutil
 import sys
 from datetime import datetime
 
-from drctl.commands.arg_types import parallelism
+from drctl.commands.arg_types import parallelism, positive_int
 from drctl.errors import EXIT_OK, DrctlError, InvalidInput
 
 # PostgreSQL aborts a replay when restore_command exits above 125 ("command not found" class);
@@ -68,7 +68,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     except Exception as e:  # an unexpected failure must not read as "end of the archive"
         if not args.recovery:
             raise
-        print(f"drctl: wal fetch {args.name} failed ({type(e).__name__}: {e}); the replay is stopped", file=sys.stderr)
+        print(
+            f"drctl: wal fetch {args.name} failed ({type(e).__name__}: {e}); the replay is stopped",
+            file=sys.stderr,
+        )
         return EXIT_ABORT_RECOVERY
     if args.json:
         args.events.result({"name": args.name, "size": size})
@@ -79,7 +82,11 @@ def cmd_base(args: argparse.Namespace) -> int:
     from drctl.wal.base import base_backup, workdir_default
 
     info = base_backup(
-        _open(args), args.server, conninfo=args.conninfo, workdir=args.workdir or workdir_default()
+        _open(args),
+        args.server,
+        conninfo=args.conninfo,
+        workdir=args.workdir or workdir_default(),
+        timeout=args.timeout,
     )
     if args.json:
         args.events.result(info.as_dict())
@@ -102,7 +109,7 @@ def _target(text: str) -> datetime | None:
 
 def restore_command(args: argparse.Namespace) -> str:
     """The ``restore_command`` the restored server runs: this drctl, the same repository and keys."""
-    drctl = shutil.which("drctl") or os.path.abspath(sys.argv[0])
+    drctl = args.drctl or shutil.which("drctl") or os.path.abspath(sys.argv[0])
     argv = [drctl, "wal", "fetch", "--recovery", "--repo", args.repo, "--server", args.server]
     for opt, value in (
         ("--password-file", args.password_file),
@@ -202,11 +209,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p = add("base", cmd_base, "Take a base backup with pg_basebackup into a restore point.")
     p.add_argument("--conninfo", default="", help="libpq connection string (no password in it)")
-    p.add_argument("--workdir", metavar="DIR", help="where the stream is staged (default $TMPDIR or /var/tmp)")
+    p.add_argument(
+        "--workdir", metavar="DIR", help="where the stream is staged (default $TMPDIR or /var/tmp)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_int,
+        default=3600,
+        metavar="S",
+        help="give up after S seconds (default 3600)",
+    )
     p = add("restore", cmd_restore, "Restore a base and configure the replay to a moment.")
     p.add_argument("--to", required=True, metavar="TIME", help="ISO time with zone, or latest")
     p.add_argument("--datadir", required=True, metavar="DIR", help="a new or empty data directory")
     p.add_argument("--keep-archiving", action="store_true", help="the restored server keeps archive_mode")
+    p.add_argument(
+        "--drctl",
+        metavar="PATH",
+        help="the drctl the restored server runs as restore_command (default: this one)",
+    )
     p.add_argument("--parallel", type=parallelism, default=8)
     p = add("check", cmd_check, "Report the WAL history: bases, holes and their time ranges.")
     p.add_argument("--read-data", action="store_true", help="download and authenticate every kept file")

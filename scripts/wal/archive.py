@@ -106,7 +106,7 @@ def seal(repo: Repository, server: str, name: str, data: bytes, archived_at: dat
 
 def unseal(repo: Repository, server: str, name: str, blob: bytes | bytearray) -> tuple[datetime, bytes]:
     """(archive time, file content) of a stored object, authenticated."""
-    where = f"WAL file {name} of {server} ({repo.describe()}/{object_key(server, name)})"
+    where = f"WAL file {name} of {server} ({repo.describe()}/{PREFIX}{server}/{name})"
     if len(blob) < _HEADER_LEN + _NONCE_LEN + 16:
         raise WalSegmentCorrupt(f"{where} is truncated ({len(blob)} bytes): restore it from a copy")
     header = bytes(blob[:_HEADER_LEN])

@@ -89,7 +89,13 @@ def parse_label(text: str) -> tuple[str, datetime]:
 
 
 def base_backup(
-    repo: Repository, server: str, *, conninfo: str, workdir: str | os.PathLike[str], parallel: int = 8
+    repo: Repository,
+    server: str,
+    *,
+    conninfo: str,
+    workdir: str | os.PathLike[str],
+    parallel: int = 8,
+    timeout: float = 3600,
 ) -> BaseInfo:
     """Stream a base backup of the cluster at ``conninfo`` into a restore point of ``server``."""
     if re.search(r"(^|\s)password\s*=", conninfo) or re.search(r"://[^/@]*:[^/@]*@", conninfo):
@@ -99,14 +105,35 @@ def base_backup(
         )
     tmp = private_temp_dir(workdir, "drctl-pgbase")
     tar = tmp / "base.tar"
-    argv = ["pg_basebackup", "-d", conninfo, "-D", "-", "-F", "t", "-X", "none", "-c", "fast", "--no-manifest"]
+    argv = [
+        "pg_basebackup",
+        "-d",
+        conninfo,
+        "-D",
+        "-",
+        "-F",
+        "t",
+        "-X",
+        "none",
+        "-c",
+        "fast",
+        "--no-manifest",
+    ]
     argv += ["-l", f"drctl base of {server}"]
     try:
         with open(tar, "wb") as out:
             try:
-                proc = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, check=False)
+                proc = subprocess.run(
+                    argv, stdout=out, stderr=subprocess.PIPE, text=True, check=False, timeout=timeout
+                )
             except FileNotFoundError as e:
                 raise ToolMissing("pg_basebackup is not installed (Debian: postgresql-client-15)") from e
+            except subprocess.TimeoutExpired as e:
+                raise BaseBackupFailed(
+                    f"pg_basebackup of {server} did not finish in {timeout:.0f} s: it waits until the WAL the "
+                    "base needs is archived, so check that archive_command works (pg_stat_archiver, the "
+                    "server log); no restore point was written"
+                ) from e
         if proc.returncode != 0:
             raise BaseBackupFailed(
                 f"pg_basebackup of {server} failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}; "
@@ -123,7 +150,8 @@ def base_backup(
         tmp.rmdir()
     info = BaseInfo(result.point.id, start_segment, start_time, result.point.created)
     repo.storage.put(
-        _base_key(server, info.point), seal(repo, server, _base_name(info.point), json.dumps(info.as_dict()).encode())
+        _base_key(server, info.point),
+        seal(repo, server, _base_name(info.point), json.dumps(info.as_dict()).encode()),
     )
     log.info("base backup of %s: point %s, WAL from %s", server, info.point, start_segment)
     return info

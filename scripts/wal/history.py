@@ -109,7 +109,9 @@ def check_wal(repo: Repository, server: str, *, read_data: bool = False, paralle
         report.first, report.last = segments[0], segments[-1]
         report.last_archived_at = _archived_at(repo, server, segments[-1])
     if start is None:
-        report.problems.append(f"{server} has no base backup: its WAL cannot be replayed (run `drctl wal base`)")
+        report.problems.append(
+            f"{server} has no base backup: its WAL cannot be replayed (run `drctl wal base`)"
+        )
     elif segments and segments[0] != start:
         report.problems.append(f"the first WAL segment of the oldest base backup, {start}, is not archived")
     for a, b in zip(segments, segments[1:], strict=False):

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from drctl.errors import InvalidInput
 from drctl.private_files import private_temp_dir
-from drctl.repo.restore import restore_disk
 from drctl.repo.repository import Repository
+from drctl.repo.restore import restore_disk
 from drctl.wal.base import BASE_DISK, BaseInfo, list_bases
 
 log = logging.getLogger(__name__)
@@ -102,5 +102,7 @@ def restore_database(
     with open(datadir / "postgresql.auto.conf", "a", encoding="utf-8") as f:
         f.write("\n# drctl wal restore: point-in-time recovery\n" + "\n".join(settings) + "\n")
     (datadir / "recovery.signal").touch(mode=0o600)
-    log.info("restored base %s of %s into %s for recovery to %s", base.point, server, datadir, target or "latest")
+    log.info(
+        "restored base %s of %s into %s for recovery to %s", base.point, server, datadir, target or "latest"
+    )
     return PitrResult(base, datadir, target)

@@ -62,7 +62,9 @@ def test_the_same_name_with_other_content_is_refused_and_nothing_overwritten(
     assert (tmp_path / "out").read_bytes() == data
 
 
-def test_a_flipped_renamed_or_foreign_segment_never_reaches_postgresql(repo: Repository, tmp_path: Path) -> None:
+def test_a_flipped_renamed_or_foreign_segment_never_reaches_postgresql(
+    repo: Repository, tmp_path: Path
+) -> None:
     _push(repo, tmp_path, _name(1), _segment(1))
     key = archive.object_key("db01", _name(1))
     blob = bytearray(repo.storage.get(key))
@@ -113,7 +115,9 @@ def test_holes_are_reported_with_their_time_range_and_segment_numbers_wrap(
     _push(repo, tmp_path, _name(0, logid=1), _segment(0))
     _push(repo, tmp_path, _name(3, logid=1), _segment(3))
     report = history.check_wal(repo, "db01", read_data=True)
-    assert [(g.after, g.before, g.missing) for g in report.gaps] == [(_name(0, logid=1), _name(3, logid=1), 2)]
+    assert [(g.after, g.before, g.missing) for g in report.gaps] == [
+        (_name(0, logid=1), _name(3, logid=1), 2)
+    ]
     gap = report.gaps[0]
     assert gap.from_time is not None and gap.to_time is not None and gap.from_time <= gap.to_time
     assert report.read == 5
