@@ -159,7 +159,7 @@ def base_backup(
 
 def list_bases(repo: Repository, server: str) -> list[BaseInfo]:
     """The base backups of ``server`` whose restore point still exists, oldest first."""
-    points = {p for p in repo.point_ids()}
+    points = set(repo.point_ids())
     prefix = f"{PREFIX}{server}/bases/"
     bases = []
     for o in repo.storage.list(prefix):
