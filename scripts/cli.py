@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "drctl.commands.report_cmds",  # report show|verify|upload|export, runs
     "drctl.commands.demo_cmds",  # demo prepare
     "drctl.commands.agent_cmds",  # agent config|units|run|status
+    "drctl.commands.wal_cmds",  # wal push|fetch|base|restore|check|prune
 )
 
 

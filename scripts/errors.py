@@ -32,6 +32,7 @@ its exit code and module (a test keeps this list complete and exact)::
             SummaryInvalid (1) runs.model: a run summary document is malformed
         SchemaMissing (1) plan.load: the plan schema is not installed with drctl
         WrongPassphrase (1) stack.secrets: the passphrase does not open the stack's secrets
+        WalSegmentMissing (1) wal.archive: the archive has no such WAL file (the end of a replay)
         RepoMissing (10) repo.errors: no repository here
         ActivationLocked (11) activation.guards: another activation of this stack is running
         JobRunning (11) agent.job: the server's previous agent job still runs (this one is skipped)
@@ -47,6 +48,9 @@ its exit code and module (a test keeps this list complete and exact)::
             KeyFileCorrupt (13) repo.errors: a key slot or the config fails its MAC
             ManifestCorrupt (13) repo.errors: a restore point's manifest fails its checks
         ReportTampered (13) runs.signing: a report does not match its signature
+        WalSegmentConflict (13) wal.archive: a WAL file is already archived with other content
+        WalSegmentCorrupt (13) wal.archive: an archived WAL file fails authentication
+            WalGap (13) wal.archive: a WAL segment is missing while later ones are archived
         CloudError (14) activation.targets.cloud_errors: the cloud refused or failed an operation
             StackBusy (11) activation.targets.cloud_errors: another update of the stack is in progress
             CloudAccessDenied (14) activation.targets.cloud_errors: the cloud refused the credentials
@@ -73,6 +77,7 @@ its exit code and module (a test keeps this list complete and exact)::
         ToolMissing (16) errors: an external tool this command needs is not installed
             LabUnavailable (16) nca.labrun: the NCA lab cannot run on this machine
         PreflightBlocked (21) stack.preflight: the cloud project cannot hold the plan (quota, flavor, network, VPN)
+        BaseBackupFailed (20) wal.base: pg_basebackup failed (nothing stored)
         CommandFailed (20) processes: an external command failed
             CommandTimedOut (20) processes: an external command ran out of time (killed)
         HookFailed (20) agent.hooks: an agent pre- or post-hook failed or ran out of time
