@@ -267,9 +267,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.json:
         args.events.result(result.summary())
     else:
+        algorithm = result.point.digest_label.split(":")[0]
         print(
             f"restored {result.point.server}/{result.point.disk} point {result.point.id[:8]} "
-            f"({result.point.created.isoformat()}) to {result.path}: sha256 verified, "
+            f"({result.point.created.isoformat()}) to {result.path}: {algorithm} digest verified, "
             f"{result.fetched_chunks} chunks fetched, {result.resumed_chunks} resumed, "
             f"{result.duration_s:.1f}s"
         )
