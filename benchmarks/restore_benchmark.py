@@ -338,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         t_backup: list[float] = []
         rss_backup: list[int] = []
         t_rbackup: list[float] = []
+        cpu_backup: list[float] = []
+        cpu_rbackup: list[float] = []
         first: dict[str, Any] = {}
         for rnd in range(args.rounds):
             last = rnd == args.rounds - 1
@@ -354,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             t_backup.append(b.wall_s)
             rss_backup.append(b.maxrss_kib)
+            cpu_backup.append(b.cpu_s)
             first = last_json(b.stdout)
             if restic:
                 rp = rprefix if last else f"{rprefix}-b{rnd}"
@@ -365,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     rrepo = restic_repo
                 say(f"backup round {rnd + 1}/{args.rounds}: restic backup (load {load()})")
-                t_rbackup.append(run([restic, *rrepo, "backup", str(img)], env, "restic backup").wall_s)
+                rb = run([restic, *rrepo, "backup", str(img)], env, "restic backup")
+                t_rbackup.append(rb.wall_s)
+                cpu_rbackup.append(rb.cpu_s)
         keys, _ = stored_keys(url, password, prefix)
 
         t_get: list[float] = []
@@ -517,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
             ),
             Row("drctl backup (first, fresh repository each round)", f"{runs(t_backup)}"),
             Row("restic backup (first, fresh repository each round)", runs(t_rbackup) if t_rbackup else "-"),
+            Row(
+                "CPU seconds of the first backups (medians): drctl / restic",
+                f"{statistics.median(cpu_backup):.2f} / "
+                + (f"{statistics.median(cpu_rbackup):.2f}" if cpu_rbackup else "-"),
+            ),
             Row(
                 f"raw parallel boto3 GET of the point's {len(keys)} objects ({args.parallel} threads)",
                 f"{runs(t_get)}: {got / MiB / statistics.median(t_get):.0f} MiB/s",
