@@ -24,6 +24,7 @@ its exit code and module (a test keeps this list complete and exact)::
             OutsideWindow (1) activation.guards: outside the activation window, no override
             PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
             RepoExists (1) repo.errors: a repository already exists here
+            RepoNeedsUpgrade (1) repo.errors: a backup into an older-format repository (`drctl repo upgrade`)
             RunNotFound (1) runs.store: no stored run has this id
             SecretValueInvalid (1) stack.secrets: a ``secure:`` value is malformed or was altered
             StackConfigInvalid (1) stack.settings: the stack file is invalid
@@ -44,7 +45,7 @@ its exit code and module (a test keeps this list complete and exact)::
             ChunkMissing (13) repo.errors: a referenced chunk object is missing
             ChunkVanished (13) repo.errors: a chunk a backup counted on is gone before its manifest
             ForeignManifest (13) repo.errors: a manifest copied in from another repository
-            ImageMismatch (13) repo.errors: the restored image's sha256 differs
+            ImageMismatch (13) repo.errors: the restored image's digest differs from its manifest's
             KeyFileCorrupt (13) repo.errors: a key slot or the config fails its MAC
             ManifestCorrupt (13) repo.errors: a restore point's manifest fails its checks
         ReportTampered (13) runs.signing: a report does not match its signature

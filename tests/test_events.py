@@ -163,6 +163,7 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "key list": (["key", "list", str(repo)], 0, "result"),
         "forget": (["forget", str(repo), "--keep-last", "1", "--dry-run"], 0, "result"),
         "prune": (["prune", str(repo), "--dry-run"], 0, "result"),
+        "repo upgrade": (["repo", "upgrade", str(repo)], 0, "result"),
         "activate": (
             ["activate", "no-such-stack", "--mode", "test", "--requested-by", "x", "--state-dir", state],
             1,
