@@ -35,3 +35,16 @@ def make_agent(
         retention=retention or {},
     )
     return write_config(cfg, where / f"{server}.agent.yaml")
+
+
+def restored_sha256(storage, password: bytes, point, out: Path) -> str:
+    """The sha256 of ``point`` restored (verified) to ``out``: what the point really holds."""
+    import hashlib
+
+    from drctl.repo.repository import open_repository, read_config
+    from drctl.repo.restore import restore_disk
+
+    read_config(storage)
+    repo = open_repository(storage, password)
+    restore_disk(repo, server=point.server, disk=point.disk, point=point.id, out=out)
+    return hashlib.sha256(out.read_bytes()).hexdigest()

@@ -20,7 +20,7 @@ from drctl.agent.job import run_job
 from drctl.repo.errors import SourceChanged
 from drctl.repo.repository import open_repository, read_config
 from drctl.storage import open_storage
-from tests.agent.agents import make_agent
+from tests.agent.agents import make_agent, restored_sha256
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("losetup") is None, reason="loop devices need root and losetup"
@@ -72,7 +72,8 @@ def test_a_block_device_is_backed_up_whole_by_its_seek_size(loop_device, repo, t
     outcome = run_job(cfg, "full", _open_repo, storage=open_storage(url))
     (result,) = outcome.backups
     assert result.point.size == 48 * MiB
-    assert result.point.sha256 == hashlib.sha256(backing.read_bytes()).hexdigest()
+    restored = restored_sha256(open_storage(url), PASSWORD.encode(), result.point, tmp_path / "out")
+    assert restored == hashlib.sha256(backing.read_bytes()).hexdigest()
     assert outcome.record.bytes_read == 48 * MiB
 
 

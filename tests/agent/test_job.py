@@ -20,7 +20,7 @@ from drctl.repo.repository import open_repository, read_config
 from drctl.storage import open_storage
 from drctl.storage.base import StorageError
 from tests.agent import fake_lvm
-from tests.agent.agents import make_agent
+from tests.agent.agents import make_agent, restored_sha256
 from tests.repo.fakes import MiB, make_image
 from tests.support.events import read_events
 
@@ -77,8 +77,10 @@ def test_jobs_back_up_every_disk_and_leave_one_verified_record_each(store, tmp_p
     points = {p.id: p for p in _points(target)}
     for s in stored:
         assert s.record.result == "ok" and set(s.record.points) == {"system", "data"}
-        assert points[s.record.points["system"]].sha256 == _sha(system)
-        assert points[s.record.points["data"]].sha256 == _sha(data)
+        for disk, source in (("system", system), ("data", data)):
+            point = points[s.record.points[disk]]
+            out = tmp_path / f"restored-{point.id}"
+            assert restored_sha256(target.storage("repo"), PASSWORD.encode(), point, out) == _sha(source)
 
     assert main(["agent", "status", "--config", str(cfg), "--json"]) == 0
     jobs = read_events(capsys.readouterr().out)[-1]["jobs"]
@@ -238,7 +240,7 @@ def test_lvm_snapshot_is_read_then_removed(store, tmp_path, monkeypatch):
     assert calls[-1] == ["lvremove", "-f", f"vg0/{snap}"]
     assert lvm.snapshots() == []
     (point,) = _points(target)
-    assert point.sha256 == _sha(origin)
+    assert restored_sha256(target.storage("repo"), PASSWORD.encode(), point, tmp_path / "out") == _sha(origin)
 
 
 def test_an_overflowed_snapshot_fails_the_job_and_writes_no_point(store, tmp_path, monkeypatch, capsys):
