@@ -32,7 +32,10 @@ SETTING_TYPES: dict[str, str] = {
     "boot_volume_type": "string",
     "backup_repository": "string",
     "report_location": "string",
+    "vault": "string",
+    "prices": "object",
 }
+VAULT_KINDS = ("swift", "s3")
 SECRET_SETTINGS = frozenset({"vpn_psks"})
 
 
@@ -73,6 +76,8 @@ class StackSettings:
     boot_volume_type: str = ""
     backup_repository: str = ""  # empty: s3://<client>-backups/repo (the BackupVault's container)
     report_location: str = ""  # empty: s3://<client>-reports (the BackupVault's report container)
+    vault: str = "swift"  # swift: Swift containers; s3: S3 buckets with Object Lock (S3-only clouds)
+    prices: Mapping[str, Any] = field(default_factory=dict)  # the cost table (drctl.stack.cost)
 
     def repository_url(self, plan: Plan) -> str:
         """Where the client's encrypted backups are: the vault's backup container by default."""
@@ -175,6 +180,17 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         data_images={str(k): {str(d): str(i) for d, i in v.items()} for k, v in data_images.items()},
         restore_point=str(act.get("restore_point") or ""),
     )
+    vault = v.get("vault") or "swift"
+    if vault not in VAULT_KINDS:
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:vault: {vault!r} is not a vault kind; use swift (Swift containers) "
+            "or s3 (S3 buckets with versioning and Object Lock, for S3-only clouds)"
+        )
+    prices = v.get("prices") or {}
+    if not isinstance(prices, dict):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:prices: expected a price table (see the prices of stacks/Pulumi.demo.yaml)"
+        )
     return StackSettings(
         plan=v["plan"],
         region=v.get("region") or "RegionOne",
@@ -186,6 +202,8 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         boot_volume_type=v.get("boot_volume_type") or "",
         backup_repository=v.get("backup_repository") or "",
         report_location=v.get("report_location") or "",
+        vault=vault,
+        prices=prices,
     )
 
 
