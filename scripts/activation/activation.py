@@ -128,6 +128,11 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
         reason=reason,
         error=type(run.error).__name__ if run.error else None,
         exit_code=run.error.exit_code if run.error else None,
+        restored_bytes=(
+            sum(d.size for d in run.disks if d.size is not None)
+            if run.disks and all(d.size is not None for d in run.disks)
+            else None
+        ),
     )
 
 
@@ -250,7 +255,9 @@ class Activation:
             parallel=self.req.chunk_parallel,
             cancel=self.cancel,
         )
-        restored = RestoredDisk(server.name, disk, str(result.path), result.point.id, result.point.created)
+        restored = RestoredDisk(
+            server.name, disk, str(result.path), result.point.id, result.point.created, result.point.size
+        )
         target.stage_disk(server, restored)
         return restored
 

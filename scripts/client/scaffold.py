@@ -108,7 +108,7 @@ def plan_skeleton(client: NewClient) -> str:
         sites.append(
             f"""  - name: {s.name}
     peer_address: {s.peer_address}      # the site's public address (its NCA's IPsec peer)
-    # dns_domain: {s.name}.example.lan  # optional: the DNS domain the NCA serves on site
+    dns_domain: "{t}: e.g. {s.name}.{client.id}.lan"  # the DNS domain the NCA serves on site
     subnets:
       # The server room: servers are restored in the recovery space with these addresses.
       - {{name: lan, cidr: "{t}: e.g. 192.168.10.0/24", gateway: "{t}: e.g. 192.168.10.1"}}

@@ -244,6 +244,7 @@ class ServerResult:
     reason: str | None = None  # why failed / not started, in words
     error: str | None = None  # the class of the error that failed the server, e.g. "IntegrityError"
     exit_code: int | None = None  # that error's exit code
+    restored_bytes: int | None = None  # bytes of its restored disks (the restore throughput)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", ServerStatus.parse(self.status, f"server {self.name!r}"))
@@ -300,6 +301,7 @@ class ServerResult:
             "reason": self.reason,
             "error": self.error,
             "exit_code": self.exit_code,
+            "restored_bytes": self.restored_bytes,
         }
 
     @classmethod
@@ -330,6 +332,7 @@ class ServerResult:
                 reason=d.get("reason"),
                 error=d.get("error"),
                 exit_code=_opt_int(d.get("exit_code")),
+                restored_bytes=_opt_int(d.get("restored_bytes")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
