@@ -233,12 +233,15 @@ def _publish_new(files: dict[Path, str]) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         for path, tmp in temps.items():
-            os.link(tmp, path)
+            try:
+                os.link(tmp, path)
+            except FileExistsError as e:
+                raise ClientExists(f"{path} appeared while writing; nothing was written") from e
             linked.append(path)
-    except FileExistsError as e:
+    except ClientExists:
         for path in linked:
             path.unlink(missing_ok=True)
-        raise ClientExists(f"{e.filename2 or e.filename} appeared while writing; nothing was written") from e
+        raise
     except OSError as e:
         for path in linked:
             path.unlink(missing_ok=True)
