@@ -19,6 +19,8 @@ class OpenStackStub:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Answer] = {}
+        # The token's catalog: service type -> path of its endpoint on this stub.
+        self.services: dict[str, str] = {"compute": "/compute/v2.1", "image": "/image"}
         self.requests: list[tuple[str, str]] = []
         stub = self
 
@@ -110,7 +112,7 @@ class OpenStackStub:
                 "project": {"id": "p", "name": "demo", "domain": domain},
                 "user": {"id": "u", "name": "operator", "domain": domain},
                 "roles": [{"id": "r", "name": "member"}],
-                "catalog": [service("compute", "/compute/v2.1"), service("image", "/image")],
+                "catalog": [service(kind, path) for kind, path in self.services.items()],
             }
         }
 
