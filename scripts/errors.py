@@ -13,6 +13,8 @@ its exit code and module (a test keeps this list complete and exact)::
     DrctlError (1) errors: the root; a bare one is an invalid input
         InvalidInput (1) errors: the input is invalid
             BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
+            ClientExists (1) client.scaffold: the client already has a plan or a stack file
+            CloudNotConfigured (1) plan.importer: the cloud named by --cloud is not in clouds.yaml
             DependencyCycle (1) plan.graph: servers depend on each other in a cycle
             DisasterChangesAtRisk (1) activation.deactivation: would delete data written since a disaster
             InputFileError (1) input_files: a plan, stack or project file cannot be used (too big, not text...)
@@ -21,7 +23,9 @@ its exit code and module (a test keeps this list complete and exact)::
             NotAuthorised (1) activation.guards: the requester may not activate
             NotConfirmed (1) activation.guards: a disaster activation was not confirmed
             OutsideWindow (1) activation.guards: outside the activation window, no override
+            PassphraseMissing (1) client.scaffold: no Pulumi passphrase in the environment for a new stack
             PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
+            PricesInvalid (1) stack.cost: the stack's price table is missing, incomplete or not numbers
             RepoExists (1) repo.errors: a repository already exists here
             RunNotFound (1) runs.store: no stored run has this id
             SecretValueInvalid (1) stack.secrets: a ``secure:`` value is malformed or was altered
@@ -30,6 +34,8 @@ its exit code and module (a test keeps this list complete and exact)::
             StackNotFound (1) stack.config: no stack file for this stack
             SummaryInvalid (1) runs.model: a run summary document is malformed
         SchemaMissing (1) plan.load: the plan schema is not installed with drctl
+        VaultBucketUnsafe (1) storage.vault_bucket: an existing bucket has no Object Lock or versioning
+        VaultDeleteRefused (1) storage.vault_bucket: a vault bucket still holds backups; not deleted
         WrongPassphrase (1) stack.secrets: the passphrase does not open the stack's secrets
         RepoMissing (10) repo.errors: no repository here
         ActivationLocked (11) activation.guards: another activation of this stack is running

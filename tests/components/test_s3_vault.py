@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drctl.components.s3_vault import (
-    S3VaultBucketProvider,
+from drctl.components.s3_vault import S3VaultBucketProvider
+from drctl.storage.s3_client import create_bucket
+from drctl.storage.vault_bucket import (
     VaultBucketUnsafe,
     VaultDeleteRefused,
     diff_bucket,
 )
-from drctl.storage.s3_client import create_bucket
 
 pytestmark = pytest.mark.integration
 

@@ -50,6 +50,7 @@ def test_pack_builds_every_rule_without_drctl(tmp_path):
         ["vpn-psk-secret", "ResourceValidationPolicy", "mandatory"],
         ["recovered-server-only-in-failover", "StackValidationPolicy", "mandatory"],
         ["dr-servers-have-checks", "StackValidationPolicy", "mandatory"],
+        ["predicted-rto-within-target", "StackValidationPolicy", "advisory"],
     ]
 
 

@@ -478,7 +478,10 @@ def test_dr_checks_read_from_a_component_when_no_config_is_given():
 def test_dr_checks_not_applicable_without_any_description():
     report = check_resources(nominal(), stack="demo", config={})
     assert report.violations == ()
-    assert [name for name, _ in report.not_applicable] == ["dr-servers-have-checks"]
+    assert [name for name, _ in report.not_applicable] == [
+        "dr-servers-have-checks",
+        "predicted-rto-within-target",
+    ]
 
 
 @dataclass(frozen=True)
