@@ -29,7 +29,7 @@ from drctl.activation.guards import (
     confirm_disaster,
 )
 from drctl.activation.targets.base import DeadlineFn, Target
-from drctl.errors import InvalidInput
+from drctl.errors import DrctlError, InvalidInput
 from drctl.plan.model import Plan, Server
 from drctl.runs.model import (
     RunSummary,
@@ -183,6 +183,7 @@ class Activation:
             budget = server.rto_s if req.max_wait_s is None else min(server.rto_s, req.max_wait_s)
             return started + timedelta(seconds=budget)
 
+        forecast = self._forecast()
         keep_running = req.kind == "activation" or req.keep
         with ActivationLock(reports, req.stack, self.run_id):
             check_not_active(self.state_dir, req.stack)
@@ -224,12 +225,25 @@ class Activation:
             override_reason=override,
             kind=req.kind,
             reconnection=reconnection,
+            forecast=forecast,
             notes=(f"restore point selector: {req.point}",)
             + ((f"each server's wait was capped at {req.max_wait_s} s",) if req.max_wait_s else ()),
         ).with_availability()
         stored = RunStore(self.state_dir, reports).record(summary)
         self.emit("report", {"path": str(stored.path)})
         return summary
+
+    def _forecast(self) -> dict | None:
+        """The predicted times (from this client's previous drill) and cost, before anything runs."""
+        from drctl.runs.forecast import make_forecast
+
+        try:
+            previous = [r.summary for r in RunStore(self.state_dir).list_runs(self.req.stack)]
+            storage = open_storage(self.cfg.settings.repository_url(self.plan))
+            return make_forecast(self.cfg, [s.name for s in self.scope], previous, storage)
+        except DrctlError as e:  # a forecast informs the report; it never stops a run
+            log.warning("no forecast for this run: %s", e.message)
+            return None
 
     def _reconnection(self, target: Target, runs: dict[str, ServerRun]) -> tuple[SiteReconnection, ...]:
         """Service description 8.1: a drill also proves the users' reconnection (NCA tunnel,

@@ -464,6 +464,7 @@ class RunSummary:
     last_available_s: float | None = None
     notes: tuple[str, ...] = field(default=())
     reconnection: tuple[SiteReconnection, ...] = field(default=())  # per site, drills only
+    forecast: Mapping[str, Any] | None = None  # predicted times and cost, before the run (runs.forecast)
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -578,6 +579,7 @@ class RunSummary:
             "notes": list(self.notes),
             "reconnection": [r.to_dict() for r in self.reconnection],
             "reconnection_ok": self.reconnection_ok,
+            "forecast": dict(self.forecast) if self.forecast is not None else None,
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -618,6 +620,7 @@ class RunSummary:
                     SiteReconnection.from_dict(r, f"reconnection[{i}]")
                     for i, r in enumerate(d.get("reconnection", []))
                 ),
+                forecast=_opt_mapping(d.get("forecast"), "forecast"),
             )
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise SummaryInvalid(f"run summary: missing or bad field ({e})") from e
@@ -637,3 +640,9 @@ def _opt_float(v: Any) -> float | None:
 
 def _opt_int(v: Any) -> int | None:
     return None if v is None else int(v)
+
+
+def _opt_mapping(v: Any, where: str) -> Mapping[str, Any] | None:
+    if v is not None and not isinstance(v, Mapping):
+        raise SummaryInvalid(f"run summary: {where}: expected an object or null")
+    return v
