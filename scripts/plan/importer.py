@@ -53,8 +53,9 @@ def connect(cloud: str, project: str | None = None) -> Any:
     import openstack.exceptions as oe
 
     try:
-        kwargs = {"project_name": project} if project else {}
-        return openstack.connect(cloud=cloud, **kwargs)
+        if project:
+            return openstack.connect(cloud=cloud, project_name=project)
+        return openstack.connect(cloud=cloud)
     except oe.ConfigException as e:
         raise CloudNotConfigured(
             f"--cloud {cloud}: no such cloud in clouds.yaml ({str(e).splitlines()[0]}); add it to "

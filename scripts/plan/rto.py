@@ -126,7 +126,8 @@ def predict(plan: Plan, scope: Sequence[str], measured: Measurements) -> RtoPred
     for name in sorted(servers, key=lambda n: levels[n]):
         s = servers[name]
         restore = sum(d.size_gb for d in s.disks) * GIB / rate
-        start, path = restore, (f"{name} restore",)
+        start: float = restore
+        path: tuple[str, ...] = (f"{name} restore",)
         for dep in graph[name]:
             if done[dep][0] > start:
                 start, path = done[dep]
