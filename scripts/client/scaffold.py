@@ -97,7 +97,12 @@ def check_client(client: NewClient) -> None:
 
 def _q(text: str) -> str:
     """A YAML scalar for a comment-laden hand-written file."""
-    return yaml.safe_dump(text, default_style='"', width=1000).strip().removesuffix("...").strip()
+    return (
+        yaml.safe_dump(text, default_style='"', width=1000, allow_unicode=True)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
 
 
 def plan_skeleton(client: NewClient) -> str:

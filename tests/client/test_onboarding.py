@@ -60,7 +60,7 @@ def fill_todos(path: Path) -> None:
 def test_a_newcomer_onboards_a_client_end_to_end_offline(
     project: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["client", "new", "bravo", "--name", "Bravo & Fils", "--site", "lyon=198.51.100.7"]) == 0
+    assert main(["client", "new", "bravo", "--name", "Bravo & Fils Sàrl", "--site", "lyon=198.51.100.7"]) == 0
     out = capsys.readouterr().out
     for step in ("drctl validate recovery_plans/bravo.yaml", "drctl preview bravo", "drctl policy bravo"):
         assert step in out
@@ -77,6 +77,12 @@ def test_a_newcomer_onboards_a_client_end_to_end_offline(
     assert "unknown subnet" not in err  # no echo of the TODOs through the semantic rules
 
     fill_todos(plan)
+    assert yaml.safe_load(plan.read_text())["client"] == {
+        "id": "bravo",
+        "name": "Bravo & Fils Sàrl",
+        "timezone": "Europe/Paris",
+        "activation_window": "business-hours",
+    }
     assert "TODO" not in yaml.safe_load(plan.read_text()).__repr__()
     assert main(["validate", str(plan)]) == 0
     assert main(["preview", "bravo", "--json"]) == 0
