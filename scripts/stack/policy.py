@@ -301,17 +301,16 @@ def check_stack(
     and the preview's notes (placeholders it supplied). Stack and plan errors propagate as the
     :class:`drctl.errors.DrctlError` that names the file."""
     from drctl import paths
+    from drctl.plan.rto import last_measurement, predict
+    from drctl.runs.store import RunStore
     from drctl.stack.config import load_stack
     from drctl.stack.preview import preview_stack
 
     project_dir = project_dir or paths.project_dir()
     cfg = load_stack(stack, project_dir)
-    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir)
-    effective_failover = cfg.failover if failover is None else failover
-    from drctl.plan.rto import last_measurement, predict
-    from drctl.runs.store import RunStore
-
     runs = [r.summary for r in RunStore(state_dir).list_runs(stack)]
     prediction = predict(cfg.plan, cfg.scope(), last_measurement(runs, cfg.plan))
+    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir)
+    effective_failover = cfg.failover if failover is None else failover
     config = policy_config(failover=effective_failover, servers=cfg.plan.servers, prediction=prediction)
     return check_resources(graph.resources, stack=stack, config=config), graph.notes
