@@ -4,6 +4,7 @@ from an OpenStack cloud) and ``drctl plan rto`` (the predicted recovery times)."
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,15 +125,20 @@ def run_plan_import(args: argparse.Namespace) -> int:
         return EXIT_OK
     from drctl.errors import InvalidInput, LocalIOError
 
+    # Written whole under a temporary name, then linked to its name only if that is still free.
+    tmp = args.out.with_name(f".{args.out.name}.{os.getpid()}.tmp")
     try:
-        with open(args.out, "x", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
+        os.link(tmp, args.out)
     except FileExistsError:
         raise InvalidInput(
             f"--out {args.out}: already exists; choose a new file (nothing was written)"
         ) from None
     except OSError as e:
-        raise LocalIOError(f"--out {args.out}: cannot write it: {e.strerror}") from e
+        raise LocalIOError(f"--out {args.out}: cannot write it: {e.strerror}; nothing was written") from e
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"drafted {len(doc['servers'])} servers into {args.out}; fill in its TODOs", file=sys.stderr)
     return EXIT_OK
 
