@@ -22,6 +22,7 @@ class OpenStackStub:
         # The token's catalog: service type -> path of its endpoint on this stub.
         self.services: dict[str, str] = {"compute": "/compute/v2.1", "image": "/image"}
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, bytes]] = []  # (method, path, request body)
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,9 +31,9 @@ class OpenStackStub:
 
             def answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                body = self.rfile.read(length) if length else b""
                 stub.requests.append((self.command, self.path))
+                stub.bodies.append((self.command, self.path, body))
                 status, body, headers = stub.answer(self.command, self.path)
                 data = json.dumps(body).encode()
                 self.send_response(status)

@@ -61,7 +61,8 @@ def test_a_newcomer_onboards_a_client_end_to_end_offline(
     project: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert main(["client", "new", "bravo", "--name", "Bravo & Fils Sàrl", "--site", "lyon=198.51.100.7"]) == 0
-    out = capsys.readouterr().out
+    printed = capsys.readouterr()
+    out = printed.out
     for step in ("drctl validate recovery_plans/bravo.yaml", "drctl preview bravo", "drctl policy bravo"):
         assert step in out
     assert "drctl preflight bravo" in out and "pulumi up --stack bravo" in out
@@ -97,6 +98,7 @@ def test_a_newcomer_onboards_a_client_end_to_end_offline(
     # The stack's secrets: a PSK per site, opened by the passphrase, never the passphrase itself.
     cfg = load_stack("bravo", project)
     assert len(cfg.psk("lyon")) >= 40
+    assert cfg.psk("lyon") not in printed.out + printed.err + stack.read_text()
     assert PASSPHRASE not in stack.read_text()
     open_encryption_salt(PASSPHRASE, yaml.safe_load(stack.read_text())["encryptionsalt"], where="t")
 
@@ -162,3 +164,10 @@ def test_a_site_without_its_address_is_a_usage_error(project: Path, capsys) -> N
         main(["client", "new", "bravo", "--name", "B", "--site", "lyon"])
     assert e.value.code == 2
     assert "--site: 'lyon' is not NAME=PEER_ADDRESS" in capsys.readouterr().err
+
+
+def test_a_short_passphrase_is_refused(project: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "short")
+    assert main(["client", "new", "bravo", "--name", "B", "--site", "lyon=198.51.100.7"]) == 1
+    assert "shorter than 12 characters" in capsys.readouterr().err
+    assert not (project / "stacks" / "Pulumi.bravo.yaml").exists()

@@ -150,3 +150,9 @@ def test_an_unreachable_cloud_is_exit_14(cloud, capsys) -> None:
     cloud.close()
     assert main(["plan", "import", "--cloud", "prod"]) == 14
     assert "cannot reach the OpenStack API" in capsys.readouterr().err
+
+
+def test_project_picks_the_project_the_token_is_scoped_to(cloud, capsys) -> None:
+    assert main(["plan", "import", "--cloud", "prod", "--project", "erp-prod"]) == 0
+    auth = [json.loads(b) for m, p, b in cloud.bodies if (m, p) == ("POST", "/v3/auth/tokens")]
+    assert auth[-1]["auth"]["scope"]["project"]["name"] == "erp-prod"
