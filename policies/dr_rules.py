@@ -42,6 +42,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UnknownValueError
 
 CONTAINER = "openstack:objectstorage/container:Container"
+DYNAMIC = "pulumi-python:dynamic:Resource"  # the S3 vault's buckets (drctl.components.s3_vault)
 SEC_GROUP = "openstack:networking/secGroup:SecGroup"
 SEC_GROUP_RULE = "openstack:networking/secGroupRule:SecGroupRule"
 ADDRESS_GROUP = "openstack:networking/addressGroupV2:AddressGroupV2"
@@ -156,9 +157,19 @@ def containers_versioned(args: ResourceValidationArgs, report: ReportViolation) 
     )
 
 
+def _is_s3_vault_bucket(args: ResourceValidationArgs) -> bool:
+    """A bucket of the S3 vault: a dynamic resource with a ``bucket`` and a ``purpose`` tag. Its
+    provider always turns versioning and Object Lock on and sets no ACL, so of the container
+    rules only protection depends on how the program declares it."""
+    if args.resource_type != DYNAMIC:
+        return False
+    tags = field(args.props, "tags")
+    return bool(field(args.props, "bucket")) and isinstance(tags, Mapping) and "purpose" in tags
+
+
 def containers_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """Backup and report containers cannot be deleted by the engine (protect, no forceDestroy)."""
-    if args.resource_type != CONTAINER:
+    if args.resource_type != CONTAINER and not _is_s3_vault_bucket(args):
         return
     if not getattr(args.opts, "protect", False):
         report(
@@ -562,6 +573,35 @@ def within_quotas(args: StackValidationArgs, report: ReportViolation) -> None:
         )
 
 
+def predicted_rto_within_target(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Each server's predicted time to available is within its RTO.
+
+    The predictions come from the policy config ``predictions`` (``[{name, serverClass,
+    predictedS, rtoS, measuredBy}]``), which ``drctl policy`` fills from ``drctl plan rto``: the
+    critical path of restore, boot and check times measured by the client's last drill. Without
+    that config the rule is not applicable. ``drctl policy`` raises the rule to mandatory (the
+    config's ``enforcementLevel``) and passes the dr servers only once a drill measured them."""
+    predictions = args.get_config().get("predictions")
+    if predictions is None:
+        args.not_applicable("no predicted RTO in the policy config (`drctl policy` passes it)")
+    for p in predictions or []:
+        predicted, target = p.get("predictedS"), p.get("rtoS")
+        if (
+            not isinstance(predicted, int | float)
+            or not isinstance(target, int | float)
+            or predicted <= target
+        ):
+            continue
+        basis = f"measured by drill {p['measuredBy']}" if p.get("measuredBy") else "from default figures"
+        report(
+            f"{p.get('serverClass')} server {p.get('name')!r} is predicted available after "
+            f"{predicted / 60:.0f} min ({basis}), over its RTO of {target / 60:.0f} min; shorten its "
+            "boot dependencies, speed up its restore (smaller disks, a faster store) or agree a "
+            "longer RTO (`drctl plan rto` shows the critical path).",
+            None,
+        )
+
+
 def all_policies() -> list[Policy]:
     """Every rule of the pack, in report order, with its enforcement level."""
     mandatory = EnforcementLevel.MANDATORY
@@ -632,5 +672,13 @@ def all_policies() -> list[Policy]:
             "project's network quotas (default: Neutron's).",
             validate=within_quotas,
             config_schema=PolicyConfigSchema(properties={"quotas": {"type": "object"}}),
+        ),
+        StackValidationPolicy(
+            name="predicted-rto-within-target",
+            enforcement_level=EnforcementLevel.ADVISORY,
+            description="Each server's predicted time to available (last drill's measurements) "
+            "is within its RTO; mandatory for dr servers once a drill measured them.",
+            validate=predicted_rto_within_target,
+            config_schema=PolicyConfigSchema(properties={"predictions": {"type": "array"}}),
         ),
     ]

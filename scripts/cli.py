@@ -20,7 +20,8 @@ from drctl.processes import sigterm_as_interrupt
 
 # Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
 COMMAND_MODULES = (
-    "drctl.commands.plan_cmds",  # validate
+    "drctl.commands.plan_cmds",  # validate, plan import|rto
+    "drctl.commands.client_cmds",  # client new, cost
     "drctl.commands.stack_cmds",  # preview, policy, nca render
     "drctl.commands.repo_cmds",  # repo, key, backup, snapshots, restore, check, forget, prune
     "drctl.commands.local_cmds",  # local up|down|status (embedded object store)

@@ -14,6 +14,8 @@ its exit code and module (a test keeps this list complete and exact)::
         InvalidInput (1) errors: the input is invalid
             AgentConfigInvalid (1) agent.config: the agent configuration file is invalid
             BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
+            ClientExists (1) client.scaffold: the client already has a plan or a stack file
+            CloudNotConfigured (1) plan.importer: the cloud named by --cloud is not in clouds.yaml
             DependencyCycle (1) plan.graph: servers depend on each other in a cycle
             DisasterChangesAtRisk (1) activation.deactivation: would delete data written since a disaster
             InputFileError (1) input_files: a plan, stack or project file cannot be used (too big, not text...)
@@ -22,7 +24,9 @@ its exit code and module (a test keeps this list complete and exact)::
             NotAuthorised (1) activation.guards: the requester may not activate
             NotConfirmed (1) activation.guards: a disaster activation was not confirmed
             OutsideWindow (1) activation.guards: outside the activation window, no override
+            PassphraseMissing (1) client.scaffold: no Pulumi passphrase in the environment for a new stack
             PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
+            PricesInvalid (1) stack.cost: the stack's price table is missing, incomplete or not numbers
             RepoExists (1) repo.errors: a repository already exists here
             RepoNeedsUpgrade (1) repo.errors: a backup into an older-format repository (`drctl repo upgrade`)
             RunNotFound (1) runs.store: no stored run has this id
@@ -32,6 +36,8 @@ its exit code and module (a test keeps this list complete and exact)::
             StackNotFound (1) stack.config: no stack file for this stack
             SummaryInvalid (1) runs.model: a run summary document is malformed
         SchemaMissing (1) plan.load: the plan schema is not installed with drctl
+        VaultBucketUnsafe (1) storage.vault_bucket: an existing bucket has no Object Lock or versioning
+        VaultDeleteRefused (1) storage.vault_bucket: a vault bucket still holds backups; not deleted
         WrongPassphrase (1) stack.secrets: the passphrase does not open the stack's secrets
         WalSegmentMissing (1) wal.archive: the archive has no such WAL file (the end of a replay)
         RepoMissing (10) repo.errors: no repository here

@@ -176,6 +176,8 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "local up": (["local", "up", "--port-base", "80", "--state-dir", str(tmp / "local")], 1, "error"),
         "local status": (["local", "status", "--state-dir", str(tmp / "local")], 14, "result"),
         "local down": (["local", "down", "--state-dir", str(tmp / "local")], 0, "result"),
+        "plan rto": (["plan", "rto", "demo", "--state-dir", state], 0, "result"),
+        "cost": (["cost", "demo", "--repository", str(repo)], 0, "result"),
         "demo prepare": (["demo", "prepare", "--state-dir", state], 1, "error"),
         "agent run": (["agent", "run", "--config", agent, "--type", "full"], 0, "result"),
         "agent status": (["agent", "status", "--config", agent], 0, "result"),

@@ -29,7 +29,7 @@ from drctl.activation.guards import (
     confirm_disaster,
 )
 from drctl.activation.targets.base import DeadlineFn, Target
-from drctl.errors import InvalidInput
+from drctl.errors import DrctlError, InvalidInput
 from drctl.plan.model import Plan, Server
 from drctl.runs.model import (
     RunSummary,
@@ -132,6 +132,11 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
         reason=reason,
         error=type(run.error).__name__ if run.error else None,
         exit_code=run.error.exit_code if run.error else None,
+        restored_bytes=(
+            sum(d.size for d in run.disks if d.size is not None)
+            if run.disks and all(d.size is not None for d in run.disks)
+            else None
+        ),
     )
 
 
@@ -186,6 +191,7 @@ class Activation:
             budget = server.rto_s if req.max_wait_s is None else min(server.rto_s, req.max_wait_s)
             return started + timedelta(seconds=budget)
 
+        forecast = self._forecast()
         keep_running = req.kind == "activation" or req.keep
         with ActivationLock(reports, req.stack, self.run_id):
             check_not_active(self.state_dir, req.stack)
@@ -227,6 +233,7 @@ class Activation:
             override_reason=override,
             kind=req.kind,
             reconnection=reconnection,
+            forecast=forecast,
             notes=(f"restore point selector: {req.point}",)
             + ((f"each server's wait was capped at {req.max_wait_s} s",) if req.max_wait_s else ())
             + preflight_notes,
@@ -257,6 +264,17 @@ class Activation:
             f"(blocking: {report.summary()})",
             *warnings,
         )
+    def _forecast(self) -> dict | None:
+        """The predicted times (from this client's previous drill) and cost, before anything runs."""
+        from drctl.runs.forecast import make_forecast
+
+        try:
+            previous = [r.summary for r in RunStore(self.state_dir).list_runs(self.req.stack)]
+            storage = open_storage(self.cfg.settings.repository_url(self.plan))
+            return make_forecast(self.cfg, [s.name for s in self.scope], previous, storage)
+        except DrctlError as e:  # a forecast informs the report; it never stops a run
+            log.warning("no forecast for this run: %s", e.message)
+            return None
 
     def _reconnection(self, target: Target, runs: dict[str, ServerRun]) -> tuple[SiteReconnection, ...]:
         """Service description 8.1: a drill also proves the users' reconnection (NCA tunnel,
@@ -282,7 +300,9 @@ class Activation:
             parallel=self.req.chunk_parallel,
             cancel=self.cancel,
         )
-        restored = RestoredDisk(server.name, disk, str(result.path), result.point.id, result.point.created)
+        restored = RestoredDisk(
+            server.name, disk, str(result.path), result.point.id, result.point.created, result.point.size
+        )
         target.stage_disk(server, restored)
         return restored
 

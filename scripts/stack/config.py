@@ -96,7 +96,10 @@ def read_stack_document(path: Path) -> dict[str, Any]:
         doc = load_yaml_file(path, what="stack file")
     except InputFileError as e:
         if is_missing(e):
-            raise StackNotFound(f"{path}: no such stack file; create it from stacks/Pulumi.demo.yaml") from e
+            raise StackNotFound(
+                f"{path}: no such stack file; onboard the client with `drctl client new` "
+                f"(or check the stack name)"
+            ) from e
         raise StackConfigInvalid(e.message) from e
     doc = doc if doc is not None else {}
     if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):

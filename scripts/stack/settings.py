@@ -33,7 +33,10 @@ SETTING_TYPES: dict[str, str] = {
     "backup_repository": "string",
     "report_location": "string",
     "quotas": "object",
+    "vault": "string",
+    "prices": "object",
 }
+VAULT_KINDS = ("swift", "s3")
 SECRET_SETTINGS = frozenset({"vpn_psks"})
 
 
@@ -91,6 +94,8 @@ class StackSettings:
     report_location: str = ""  # empty: s3://<client>-reports (the BackupVault's report container)
     # The recovery project's network quotas: Neutron's defaults, with the stack's ``quotas`` over them.
     quotas: Mapping[str, int] = field(default_factory=lambda: dict(NEUTRON_DEFAULT_QUOTAS))
+    vault: str = "swift"  # swift: Swift containers; s3: S3 buckets with Object Lock (S3-only clouds)
+    prices: Mapping[str, Any] = field(default_factory=dict)  # the cost table (drctl.stack.cost)
 
     def repository_url(self, plan: Plan) -> str:
         """Where the client's encrypted backups are: the vault's backup container by default."""
@@ -218,6 +223,17 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         data_images={str(k): {str(d): str(i) for d, i in v.items()} for k, v in data_images.items()},
         restore_point=str(act.get("restore_point") or ""),
     )
+    vault = v.get("vault") or "swift"
+    if vault not in VAULT_KINDS:
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:vault: {vault!r} is not a vault kind; use swift (Swift containers) "
+            "or s3 (S3 buckets with versioning and Object Lock, for S3-only clouds)"
+        )
+    prices = v.get("prices") or {}
+    if not isinstance(prices, dict):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:prices: expected a price table (see the prices of stacks/Pulumi.demo.yaml)"
+        )
     return StackSettings(
         plan=v["plan"],
         region=v.get("region") or "RegionOne",
@@ -230,6 +246,8 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         backup_repository=v.get("backup_repository") or "",
         report_location=v.get("report_location") or "",
         quotas=parse_quotas(v.get("quotas"), where),
+        vault=vault,
+        prices=prices,
     )
 
 

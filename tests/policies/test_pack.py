@@ -51,6 +51,7 @@ def test_pack_builds_every_rule_without_drctl(tmp_path):
         ["recovered-server-only-in-failover", "StackValidationPolicy", "mandatory"],
         ["dr-servers-have-checks", "StackValidationPolicy", "mandatory"],
         ["recovery-space-within-quotas", "StackValidationPolicy", "mandatory"],
+        ["predicted-rto-within-target", "StackValidationPolicy", "advisory"],
     ]
 
 

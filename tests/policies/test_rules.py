@@ -233,6 +233,22 @@ def test_legacy_versioning_counts_as_versioned():
     assert run(res) == []
 
 
+def _s3_vault_bucket(protect: bool) -> Res:
+    return Res(
+        "pulumi-python:dynamic:Resource",
+        "demo-vault-reports",
+        {"bucket": "demo-reports", "tags": {"client": "demo", "purpose": "reports"}},
+        parent="demo-vault",
+        protect=protect,
+    )
+
+
+def test_s3_vault_buckets_must_be_protected_too():
+    assert run([*nominal(), _s3_vault_bucket(protect=True)]) == []
+    v = only(run([*nominal(), _s3_vault_bucket(protect=False)]))
+    assert (v.policy, v.resource) == ("backup-containers-protected", "demo-vault-reports")
+
+
 def test_unprotected_container():
     v = only(run(change(nominal(), "demo-vault-backups", protect=False)))
     assert (v.policy, v.resource) == ("backup-containers-protected", "demo-vault-backups")
@@ -478,7 +494,10 @@ def test_dr_checks_read_from_a_component_when_no_config_is_given():
 def test_dr_checks_not_applicable_without_any_description():
     report = check_resources(nominal(), stack="demo", config={})
     assert report.violations == ()
-    assert [name for name, _ in report.not_applicable] == ["dr-servers-have-checks"]
+    assert [name for name, _ in report.not_applicable] == [
+        "dr-servers-have-checks",
+        "predicted-rto-within-target",
+    ]
 
 
 @dataclass(frozen=True)
