@@ -25,7 +25,7 @@ Conventions the rules rely on (the program and its components keep them):
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pulumi_policy import (
@@ -55,6 +55,8 @@ FLOATING_IP = "openstack:networking/floatingIp:FloatingIp"
 IKE_POLICY = "openstack:vpnaas/ikePolicy:IkePolicy"
 IPSEC_POLICY = "openstack:vpnaas/ipSecPolicy:IpSecPolicy"
 SITE_CONNECTION = "openstack:vpnaas/siteConnection:SiteConnection"
+VPN_SERVICE = "openstack:vpnaas/service:Service"
+ENDPOINT_GROUP = "openstack:vpnaas/endpointGroup:EndpointGroup"
 INSTANCE = "openstack:compute/instance:Instance"
 RECOVERED_SERVER = "RecoveredServer"  # last segment of the component's type token
 RECOVERY_SPACE = "RecoverySpace"
@@ -517,40 +519,86 @@ def dr_servers_have_checks(args: StackValidationArgs, report: ReportViolation) -
 # --- quotas --------------------------------------------------------------------------------------
 
 
-def _count(args: StackValidationArgs, *types: str) -> int:
-    return sum(1 for r in args.resources if r.resource_type in types)
+# Neutron quota resource -> the graph's resource types that consume it. The preflight
+# (drctl.stack.preflight) counts with the same table and function as this policy.
+QUOTA_TYPES: Mapping[str, tuple[str, ...]] = {
+    "security_group": (SEC_GROUP,),
+    "security_group_rule": (SEC_GROUP_RULE,),
+    "network": (NETWORK,),
+    "subnet": (SUBNET,),
+    "router": (ROUTER,),
+    "port": (ROUTER_INTERFACE, PORT),
+    "floatingip": (FLOATING_IP,),
+    "address_group": (ADDRESS_GROUP,),
+    "vpnservice": (VPN_SERVICE,),
+    "ikepolicy": (IKE_POLICY,),
+    "ipsecpolicy": (IPSEC_POLICY,),
+    "endpoint_group": (ENDPOINT_GROUP,),
+    "ipsec_site_connection": (SITE_CONNECTION,),
+}
+_PLURAL = {
+    "network": "networks",
+    "subnet": "subnets",
+    "router": "routers",
+    "floatingip": "floating IPs",
+    "address_group": "address groups",
+    "vpnservice": "VPN services",
+    "ikepolicy": "IKE policies",
+    "ipsecpolicy": "IPsec policies",
+    "endpoint_group": "endpoint groups",
+    "ipsec_site_connection": "site connections",
+}
+# The project's own `default` group and its rules: present once the project has used Neutron.
+PROJECT_DEFAULT_GROUP: Mapping[str, int] = {"security_group": 1, "security_group_rule": DEFAULT_GROUP_RULES}
 
 
-def _dhcp_subnets(args: StackValidationArgs) -> int:
-    """Subnets with DHCP on: Neutron gives each a DHCP port in the project."""
-    return sum(
-        1
-        for r in args.resources
-        if r.resource_type == SUBNET and field(r.props, "enableDhcp", True) in (True, UNKNOWN)
+def space_quota_needs(
+    resources: Iterable[tuple[str, Mapping[str, Any]]], *, default_group: bool
+) -> dict[str, tuple[int, str]]:
+    """Neutron quota resource -> (objects the graph's ``(type, props)`` make the project hold, how that
+    count is made).
+
+    Besides the declared objects: the two egress rules Neutron gives every new group, unless the stack
+    deletes them (``deleteDefaultRules``; unknown counts them), a DHCP port per subnet with DHCP on
+    (unknown counts it), and with ``default_group`` the project's `default` group and its rules.
+    """
+    count = {t: 0 for types in QUOTA_TYPES.values() for t in types}
+    kept_egress = dhcp = 0
+    for rtype, props in resources:
+        if rtype not in count:
+            continue
+        count[rtype] += 1
+        if rtype == SEC_GROUP and field(props, "deleteDefaultRules", False) is not True:
+            kept_egress += 1
+        if rtype == SUBNET and field(props, "enableDhcp", True) in (True, UNKNOWN):
+            dhcp += 1
+    needs = {
+        q: (sum(count[t] for t in types), f"{_PLURAL.get(q, q)} declared") for q, types in QUOTA_TYPES.items()
+    }
+    groups, rules = needs["security_group"][0], needs["security_group_rule"][0]
+    default_groups, default_rules = (1, DEFAULT_GROUP_RULES) if default_group else (0, 0)
+    needs["security_group"] = (
+        groups + default_groups,
+        f"{groups} groups declared" + (" + the project's 'default' group" if default_group else ""),
     )
+    needs["security_group_rule"] = (
+        rules + default_rules + NEW_GROUP_RULES * kept_egress,
+        f"{rules} rules declared"
+        + (f" + {DEFAULT_GROUP_RULES} of the 'default' group" if default_group else "")
+        + f" + {NEW_GROUP_RULES} egress rules Neutron adds to each of the {kept_egress} new groups that "
+        "keep them",
+    )
+    interfaces, ports = count[ROUTER_INTERFACE], count[PORT]
+    needs["port"] = (
+        interfaces + ports + dhcp,
+        f"{interfaces} router interfaces + {ports} server ports + {dhcp} DHCP ports",
+    )
+    return needs
 
 
 def quota_needs(args: StackValidationArgs) -> dict[str, tuple[int, str]]:
     """quota name -> (what the graph needs in the project, how that count is made)."""
-    groups = _count(args, SEC_GROUP)
-    rules = _count(args, SEC_GROUP_RULE)
-    interfaces, ports, dhcp = _count(args, ROUTER_INTERFACE), _count(args, PORT), _dhcp_subnets(args)
-    return {
-        "security_group": (groups + 1, f"{groups} groups declared + the project's 'default' group"),
-        "security_group_rule": (
-            rules + DEFAULT_GROUP_RULES + NEW_GROUP_RULES * groups,
-            f"{rules} rules declared + {DEFAULT_GROUP_RULES} of the 'default' group + {NEW_GROUP_RULES} "
-            f"egress rules Neutron adds to each of the {groups} new groups",
-        ),
-        "network": (_count(args, NETWORK), "networks declared"),
-        "subnet": (_count(args, SUBNET), "subnets declared"),
-        "router": (_count(args, ROUTER), "routers declared"),
-        "port": (
-            interfaces + ports + dhcp,
-            f"{interfaces} router interfaces + {ports} server ports + {dhcp} DHCP ports",
-        ),
-        "floatingip": (_count(args, FLOATING_IP), "floating IPs declared"),
-    }
+    return space_quota_needs(((r.resource_type, r.props) for r in args.resources), default_group=True)
 
 
 def within_quotas(args: StackValidationArgs, report: ReportViolation) -> None:

@@ -13,36 +13,20 @@ The comparison (:func:`evaluate`) is pure: the inventory is a plain :class:`Inve
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from drctl.errors import EXIT_PREFLIGHT, DrctlError
 from drctl.plan.model import Server
+from drctl.policies.dr_rules import PROJECT_DEFAULT_GROUP, QUOTA_TYPES, space_quota_needs
 from drctl.stack.settings import Flavor, StackSettings, choose_flavor
 
 UNLIMITED = -1
 
-# Neutron quota resource -> the graph's resource types that consume it.
-NETWORK_QUOTAS: dict[str, tuple[str, ...]] = {
-    "network": ("openstack:networking/network:Network",),
-    "subnet": ("openstack:networking/subnet:Subnet",),
-    "port": ("openstack:networking/port:Port", "openstack:networking/routerInterface:RouterInterface"),
-    "router": ("openstack:networking/router:Router",),
-    "security_group": ("openstack:networking/secGroup:SecGroup",),
-    "security_group_rule": ("openstack:networking/secGroupRule:SecGroupRule",),
-    "address_group": ("openstack:networking/addressGroup:AddressGroup",),
-    "vpnservice": ("openstack:vpnaas/service:Service",),
-    "ikepolicy": ("openstack:vpnaas/ikePolicy:IkePolicy",),
-    "ipsecpolicy": ("openstack:vpnaas/ipSecPolicy:IpSecPolicy",),
-    "endpoint_group": ("openstack:vpnaas/endpointGroup:EndpointGroup",),
-    "ipsec_site_connection": ("openstack:vpnaas/siteConnection:SiteConnection",),
-}
-SUBNET_TYPE = "openstack:networking/subnet:Subnet"
-GROUP_TYPE = "openstack:networking/secGroup:SecGroup"
-DEFAULT_EGRESS_RULES = 2  # Neutron gives every new group an IPv4 and an IPv6 egress rule
-DEFAULT_GROUP_RULES = 4  # the project's `default` group: 2 ingress (remote group) + 2 egress
+# Neutron quota resource -> the graph's resource types that consume it; counted by the policy pack's
+# own function, so `drctl policy` and the preflight agree on what the recovery space needs.
+NETWORK_QUOTAS = QUOTA_TYPES
 
 
 class PreflightBlocked(DrctlError):
@@ -156,17 +140,9 @@ def needs_of(resources: Iterable[Any], servers: Sequence[Server], settings: Stac
     """Needs from the preview graph's resources (``type``, ``name``, ``inputs``) of the nominal space
     plus the in-scope ``servers``, and their flavors."""
     resources = list(resources)
-    by_type = Counter(r.type for r in resources)
-    network = {q: sum(by_type[t] for t in types) for q, types in NETWORK_QUOTAS.items()}
-    groups = [r for r in resources if r.type == GROUP_TYPE]
-    # A group keeps Neutron's two egress rules unless the stack deletes them.
-    network["security_group_rule"] += DEFAULT_EGRESS_RULES * sum(
-        1 for g in groups if not (g.inputs or {}).get("deleteDefaultRules")
-    )
-    # Each DHCP-enabled subnet gets a DHCP port in the project (where DHCP agents run).
-    network["port"] += sum(
-        1 for r in resources if r.type == SUBNET_TYPE and (r.inputs or {}).get("enableDhcp", True)
-    )
+    # The project's `default` group is not the stack's: evaluate() adds it where the project lacks it.
+    counted = space_quota_needs(((r.type, r.inputs or {}) for r in resources), default_group=False)
+    network = {q: need for q, (need, _how) in counted.items()}
     names = {
         q: frozenset(str((r.inputs or {}).get("name")) for r in resources if r.type in types)
         for q, types in NETWORK_QUOTAS.items()
@@ -197,6 +173,7 @@ QUOTA_OPTIONS = {
     "subnet": "--subnets",
     "port": "--ports",
     "router": "--routers",
+    "floatingip": "--floating-ips",
     "security_group": "--secgroups",
     "security_group_rule": "--secgroup-rules",
     "instances": "--instances",
@@ -225,7 +202,7 @@ def evaluate(needs: Needs, inv: Inventory) -> list[Finding]:
     # A project without any group gets its `default` group (and its rules) at its first network call.
     sg = inv.network_quotas.get("security_group")
     first_use = sg is not None and sg.used == 0 and needs.network.get("security_group", 0) > 0
-    extra = {"security_group": 1, "security_group_rule": DEFAULT_GROUP_RULES} if first_use else {}
+    extra = PROJECT_DEFAULT_GROUP if first_use else {}
     for resource, declared in needs.network.items():
         need = declared + extra.get(resource, 0)
         if need == 0 and resource not in inv.network_quotas:

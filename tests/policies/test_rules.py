@@ -619,7 +619,8 @@ def spread(n_groups: int, rules_per_group: int) -> list[Res]:
 
 
 def test_a_stack_within_neutrons_default_quotas_passes():
-    # 1 + 8 groups declared + the default group = 10; 2 + 8*9 rules + 4 + 2*9 = 96 <= 100
+    # 1 + 8 groups declared + the default group = 10; 2 + 8*9 rules + 4 + 2*8 = 94 <= 100 (the
+    # nominal group deletes Neutron's egress rules, the 8 added ones keep theirs)
     assert run_with_quotas(spread(8, 9), None) == []
 
 
@@ -634,10 +635,27 @@ def test_one_group_over_neutrons_default_quota_fails_naming_quota_need_limit_and
 
 
 def test_rules_count_the_default_groups_and_the_new_groups_own_rules():
-    # 2 + 9*9 = 83 declared + 4 + 2*10 = 107 > 100, though 83 alone would fit
+    # 2 + 9*9 = 83 declared + 4 + 2*9 (the added groups keep their egress rules) = 105 > 100,
+    # though 83 alone would fit
     v = only(run_with_quotas(spread(9, 9), {"security_group": 20}))
-    assert v.message.startswith("quota security_group_rule: the stack needs 107 (83 rules declared + 4 of")
+    assert v.message.startswith("quota security_group_rule: the stack needs 105 (83 rules declared + 4 of")
     assert "the project allows 100" in v.message
+
+
+def test_groups_that_delete_neutrons_egress_rules_do_not_count_them():
+    # as the role groups are declared: 83 declared + 4 of the default group = 87 <= 100
+    resources = [
+        dataclasses.replace(r, inputs={**r.inputs, "deleteDefaultRules": True})
+        if r.type == "openstack:networking/secGroup:SecGroup"
+        else r
+        for r in spread(9, 9)
+    ]
+    assert run_with_quotas(resources, {"security_group": 20}) == []
+    v = only(run_with_quotas(resources, {"security_group": 20, "security_group_rule": 86}))
+    assert v.message.startswith(
+        "quota security_group_rule: the stack needs 87 (83 rules declared + 4 of the 'default' group + 2 "
+        "egress rules Neutron adds to each of the 0 new groups that keep them)"
+    )
 
 
 def test_recorded_quotas_replace_the_defaults_and_minus_one_is_unlimited():

@@ -2,10 +2,10 @@
 inputs, with Neutron's default quotas: every network object the program declares is accepted.
 
 This checks our declared inputs against the real API (names, CIDRs, rules, VPN parameters) and the
-preflight's counting against Neutron's own; it does not replace `pulumi up`. Resources are created
-by type, in the graph's dependency order, so a graph with other types of the same families (address
-groups, per-role groups) is created the same way; a networking or VPN type without a creator here
-fails the test by name.
+quota counting of the preflight and of the policy `recovery-space-within-quotas` against Neutron's
+own; it does not replace `pulumi up`. Resources are created by type, in the graph's dependency
+order, so a graph with other types of the same families (address groups, per-role groups) is
+created the same way; a networking or VPN type without a creator here fails the test by name.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from openstack.exceptions import ConflictException
+from openstack.exceptions import BadRequestException
 
-from drctl.stack.preflight import DEFAULT_GROUP_RULES, needs_of
+from drctl.policies import dr_rules
+from drctl.policies.dr_rules import PROJECT_DEFAULT_GROUP, space_quota_needs
+from drctl.stack.preflight import needs_of
 from drctl.stack.preview import PreviewResource, preview_stack, unwrap
 from tests.stack.openstack_project import copy_project
 
@@ -39,6 +41,8 @@ class SpaceBuilder:
         self.ids: dict[str, str] = {}
         self.external_network_id = external_network_id
         self.created: list[tuple[str, str]] = []  # (type, name)
+        self.pfs_replaced: list[tuple[str, str]] = []  # (policy, the plan's pfs group) see _vpn_policy
+        self.extensions = {e.alias for e in net.extensions()}
 
     def ref(self, value: Any) -> Any:
         """A preview id (``<name>-id``, ``ext-<network>-id``) -> the real object's id."""
@@ -172,7 +176,7 @@ def _ike_policy(b: SpaceBuilder, r: PreviewResource) -> str:
         )
     }
     a = _lifetime(r, b.args(r, keys, ("lifetimes",)))
-    return b.net.create_vpn_ike_policy(project_id=b.project, **a).id
+    return _vpn_policy(b, r, b.net.create_vpn_ike_policy, a)
 
 
 def _ipsec_policy(b: SpaceBuilder, r: PreviewResource) -> str:
@@ -189,7 +193,27 @@ def _ipsec_policy(b: SpaceBuilder, r: PreviewResource) -> str:
         )
     }
     a = _lifetime(r, b.args(r, keys, ("lifetimes",)))
-    return b.net.create_vpn_ipsec_policy(project_id=b.project, **a).id
+    return _vpn_policy(b, r, b.net.create_vpn_ipsec_policy, a)
+
+
+# The PFS groups of Neutron's VPN API before its `vpn-aes-ccm-gcm` extension (2024.1) added the
+# elliptic-curve ones (group15-group31).
+BASE_PFS_GROUPS = ("group2", "group5", "group14")
+
+
+def _vpn_policy(b: SpaceBuilder, r: PreviewResource, create: Callable[..., Any], a: dict[str, Any]) -> str:
+    """Create an IKE or IPsec policy. A Neutron without `vpn-aes-ccm-gcm` must refuse a newer PFS
+    group by name (asserted); the policy is then created with group14 so that the rest of the space
+    is still checked, and the replacement is recorded for the test to assert."""
+    pfs = a.get("pfs")
+    if pfs is None or pfs in BASE_PFS_GROUPS or "vpn-aes-ccm-gcm" in b.extensions:
+        return create(project_id=b.project, **a).id
+    with pytest.raises(
+        BadRequestException, match=f"Invalid input for pfs. Reason: {pfs} is not in valid_values"
+    ):
+        create(project_id=b.project, **a)
+    b.pfs_replaced.append((r.name, pfs))
+    return create(project_id=b.project, **{**a, "pfs": "group14"}).id
 
 
 def _endpoint_group(b: SpaceBuilder, r: PreviewResource) -> str:
@@ -227,7 +251,7 @@ CREATORS: dict[str, Callable[[SpaceBuilder, PreviewResource], str]] = {
     "openstack:networking/routerInterface:RouterInterface": _router_interface,
     "openstack:networking/secGroup:SecGroup": _group,
     "openstack:networking/secGroupRule:SecGroupRule": _rule,
-    "openstack:networking/addressGroup:AddressGroup": _address_group,
+    "openstack:networking/addressGroupV2:AddressGroupV2": _address_group,
     "openstack:vpnaas/service:Service": _vpn_service,
     "openstack:vpnaas/ikePolicy:IkePolicy": _ike_policy,
     "openstack:vpnaas/ipSecPolicy:IpSecPolicy": _ipsec_policy,
@@ -261,29 +285,31 @@ def test_the_nominal_space_is_accepted_by_neutron_within_default_quotas(openstac
 
     assert sorted(builder.created) == sorted((r.type, r.name) for r in declared)
     assert net.get_quota(project).security_groups == defaults.security_groups == 10  # default quotas
-    # Neutron's own count of what exists agrees with what the preflight says the stack needs.
+    # Neutron's own count of what the project now holds is what the preflight and the policy
+    # (`recovery-space-within-quotas`) say the space needs: the project's `default` group and its rules
+    # are in both Neutron's count and the policy's, and the preflight adds them to a project without it.
     response = net.get(f"/quotas/{project}/details")
     used = {k: v["used"] for k, v in response.json()["quota"].items()}
-    needs = needs_of(graph.resources, (), _settings(stack, tmp_path))
-    assert used["security_group"] == needs.network["security_group"] + 1  # + the project's `default`
-    assert used["security_group_rule"] == needs.network["security_group_rule"] + DEFAULT_GROUP_RULES
-    for resource in (
-        "network",
-        "subnet",
-        "router",
-        "vpnservice",
-        "ikepolicy",
-        "ipsecpolicy",
-        "endpoint_group",
-        "ipsec_site_connection",
-    ):
-        assert used[resource] == needs.network[resource], resource
+    preflight = needs_of(graph.resources, (), _settings(stack, tmp_path)).network
+    policy = {
+        q: need
+        for q, (need, _how) in space_quota_needs(
+            ((r.type, r.inputs) for r in graph.resources), default_group=True
+        ).items()
+    }
+    with_default = {q: n + PROJECT_DEFAULT_GROUP.get(q, 0) for q, n in preflight.items()}
+    assert with_default == policy
     # No DHCP agent here, so no DHCP port: the router interfaces are the ports.
-    assert used["port"] == needs.network["port"] - sum(
-        1
-        for r in declared
-        if r.type == "openstack:networking/subnet:Subnet" and r.inputs.get("enableDhcp", True)
-    )
+    dhcp_ports = sum(1 for r in declared if r.type == dr_rules.SUBNET and r.inputs.get("enableDhcp", True))
+    checked = {q: used[q] + (dhcp_ports if q == "port" else 0) for q in policy if q in used}
+    assert {"security_group", "security_group_rule", "network", "subnet", "router", "port"} <= set(checked)
+    vpn = {"vpnservice", "ikepolicy", "ipsecpolicy", "endpoint_group", "ipsec_site_connection"}
+    assert vpn <= set(checked)
+    # This Neutron keeps no address-group quota: count what the project holds.
+    assert len(list(net.address_groups(project_id=project))) == policy["address_group"] >= 1
+    assert checked == {q: policy[q] for q in checked}
+    assert used["security_group"] <= defaults.security_groups
+    assert used["security_group_rule"] <= defaults.security_group_rules
     sites = {r.name for r in declared if r.type == "openstack:vpnaas/siteConnection:SiteConnection"}
     connections = list(net.vpn_ipsec_site_connections(project_id=project))
     assert len(connections) == len(sites) and all(c.auth_mode == "psk" for c in connections)

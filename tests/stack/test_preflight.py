@@ -51,16 +51,18 @@ def test_a_project_with_default_quotas_holds_the_demo_client(client, capsys):
     assert result["ok"] is True and result["blocking"] == 0
     assert result["project_id"] == client.project_id
     found = by_resource(result)
-    # demo: 5 groups + the project's `default` one, 44 rules + default's 4, 10 groups allowed
+    # demo: 7 role groups + the project's `default` one, 10 groups allowed; 10 rules + default's 4
+    # (the role groups are created without Neutron's egress rules); its one address group
     assert found["security_group"] == {
         "check": "network-quota",
         "resource": "security_group",
-        "need": 6,
+        "need": 8,
         "have": 10,
         "status": "ok",
         "fix": None,
     }
-    assert found["security_group_rule"]["need"] == 48 and found["security_group_rule"]["have"] == 100
+    assert found["security_group_rule"]["need"] == 14 and found["security_group_rule"]["have"] == 100
+    assert found["address_group"]["need"] == 1 and found["address_group"]["status"] == "ok"
     assert found["cores"]["need"] == 5 and found["instances"]["need"] == 5
     assert found[f"external network {client.external_network}"]["status"] == "ok"
     assert found["VPN service (Neutron vpnaas)"]["status"] == "ok"
@@ -76,26 +78,28 @@ def test_a_project_with_default_quotas_holds_the_demo_client(client, capsys):
 
 
 def test_neutron_quotas_too_small_block_with_what_to_raise(client, capsys):
-    client.conn.network.update_quota(client.project_id, security_group=4, security_group_rule=30, router=0)
+    client.conn.network.update_quota(client.project_id, security_group=4, security_group_rule=12, router=0)
     code = main(["preflight", "demo", "--project-dir", str(client.project_dir)])
     out, err = capsys.readouterr()
     assert code == EXIT_PREFLIGHT
-    assert "BLOCKING security_group: needs 6, has 4" in out
-    assert "BLOCKING security_group_rule: needs 48, has 30" in out
+    assert "BLOCKING security_group: needs 8, has 4" in out
+    assert "BLOCKING security_group_rule: needs 14, has 12" in out
     assert "BLOCKING router: needs 1, has 0" in out
-    assert f"openstack quota set --secgroups 6 {client.project_id}" in out
+    assert f"openstack quota set --secgroups 8 {client.project_id}" in out
     assert "blocking finding(s)" in err and "Traceback" not in err
 
 
 def test_a_deployed_space_counts_as_the_stack_s_own_not_twice(client, capsys):
     """With the recovery space's groups already in the project, the same quota still suffices."""
     net = client.conn.network
-    net.update_quota(client.project_id, security_group=6)
-    for name in ("demo-app01", "demo-db01", "demo-dns01", "demo-files01", "demo-web01"):
-        net.create_security_group(name=name, project_id=client.project_id)
+    net.update_quota(client.project_id, security_group=8)  # demo's 7 role groups + `default`
+    for role in ("app", "base", "dns", "smb", "sql", "ssh", "web"):
+        group = net.create_security_group(name=f"demo-{role}", project_id=client.project_id)
+        for rule in net.security_group_rules(security_group_id=group.id):  # as delete_default_rules
+            net.delete_security_group_rule(rule)
     code, result = preflight_json(client, capsys)
     found = by_resource(result)["security_group"]
-    assert (code, found["status"], found["need"], found["have"]) == (0, "ok", 5, 5)
+    assert (code, found["status"], found["need"], found["have"]) == (0, "ok", 7, 7)
 
 
 def test_no_external_network_blocks(openstack, stub, tmp_path, monkeypatch, capsys):

@@ -21,7 +21,7 @@ GRAPH = [
     res("networking/secGroup:SecGroup", "g1", deleteDefaultRules=True),
     res("networking/secGroup:SecGroup", "g2"),
     *(res("networking/secGroupRule:SecGroupRule", f"rule{i}") for i in range(7)),
-    res("networking/addressGroup:AddressGroup", "ag"),
+    res("networking/addressGroupV2:AddressGroupV2", "ag"),
 ]
 
 
