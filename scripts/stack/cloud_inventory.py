@@ -154,7 +154,8 @@ def read_inventory(conn: Any, project: str, needs: Needs) -> Inventory:
     external = None if ext is None else (ext.name if ext.is_router_external else "not-external")
     if ext is not None and ext.name != needs.external_network:  # found by id
         external = needs.external_network if ext.is_router_external else "not-external"
-    vpnaas = any(e.alias == "vpnaas" for e in net.extensions())
+    extensions = frozenset(e.alias for e in net.extensions())
+    vpnaas = "vpnaas" in extensions
     image_ok = _optional("image", lambda: list(conn.image.images(limit=1)), unavailable) is not None
     return Inventory(
         project_id=project,
@@ -166,6 +167,7 @@ def read_inventory(conn: Any, project: str, needs: Needs) -> Inventory:
         vpnaas=vpnaas,
         image_service=image_ok,
         unavailable=unavailable,
+        network_extensions=extensions,
     )
 
 

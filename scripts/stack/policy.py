@@ -319,6 +319,9 @@ def check_stack(
     graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir, cfg=cfg)
     effective_failover = cfg.failover if failover is None else failover
     config = policy_config(
-        failover=effective_failover, servers=cfg.plan.servers, quotas=cfg.settings.quotas, prediction=prediction
+        failover=effective_failover,
+        servers=cfg.plan.servers,
+        quotas=cfg.settings.quotas,
+        prediction=prediction,
     )
     return check_resources(graph.resources, stack=stack, config=config), graph.notes

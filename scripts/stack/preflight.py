@@ -19,7 +19,13 @@ from typing import Any
 
 from drctl.errors import EXIT_PREFLIGHT, DrctlError
 from drctl.plan.model import Server
-from drctl.policies.dr_rules import PROJECT_DEFAULT_GROUP, QUOTA_TYPES, space_quota_needs
+from drctl.policies.dr_rules import (
+    IKE_POLICY,
+    IPSEC_POLICY,
+    PROJECT_DEFAULT_GROUP,
+    QUOTA_TYPES,
+    space_quota_needs,
+)
 from drctl.stack.settings import Flavor, StackSettings, choose_flavor
 
 UNLIMITED = -1
@@ -63,6 +69,7 @@ class Inventory:
     vpnaas: bool
     image_service: bool
     unavailable: Mapping[str, str] = field(default_factory=dict)
+    network_extensions: frozenset[str] = frozenset()  # Neutron API extension aliases
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,7 @@ class Needs:
     servers: tuple[Server, ...]
     flavors: Mapping[str, Flavor]  # server -> flavor_map entry it runs with
     external_network: str
+    pfs_groups: frozenset[str] = frozenset()  # of the IKE and IPsec policies
 
     @property
     def instances(self) -> int:
@@ -153,7 +161,43 @@ def needs_of(resources: Iterable[Any], servers: Sequence[Server], settings: Stac
         servers=tuple(servers),
         flavors={s.name: choose_flavor(s, settings.flavors) for s in servers},
         external_network=settings.external_network,
+        pfs_groups=frozenset(
+            str((r.inputs or {}).get("pfs"))
+            for r in resources
+            if r.type in (IKE_POLICY, IPSEC_POLICY) and (r.inputs or {}).get("pfs")
+        ),
     )
+
+
+# Diffie-Hellman groups every Neutron VPNaaS accepts; the others (group15 to group31) arrived with
+# the `vpn-aes-ccm-gcm` API extension (neutron-vpnaas, late 2023). An older cloud refuses the policy at
+# `pulumi up`, in the middle of onboarding or of an activation.
+BASE_PFS_GROUPS = frozenset({"group2", "group5", "group14"})
+EXTENDED_VPN_EXTENSION = "vpn-aes-ccm-gcm"
+
+
+def _pfs_findings(needs: Needs, inv: Inventory) -> list[Finding]:
+    if not inv.vpnaas or not needs.pfs_groups:
+        return []
+    extended = EXTENDED_VPN_EXTENSION in inv.network_extensions
+    out = []
+    for group in sorted(needs.pfs_groups):
+        if group in BASE_PFS_GROUPS or extended:
+            out.append(Finding("vpn", f"VPN PFS {group}", group, "supported", "ok"))
+            continue
+        out.append(
+            Finding(
+                "vpn",
+                f"VPN PFS {group}",
+                group,
+                ", ".join(sorted(BASE_PFS_GROUPS)),
+                "blocking",
+                f"this cloud's VPNaaS lacks the {EXTENDED_VPN_EXTENSION} extension and refuses pfs {group}: "
+                "set the site's vpn.pfs to group14 in the plan (the policy's minimum) or use a region "
+                "whose VPNaaS has the extension",
+            )
+        )
+    return out
 
 
 def _quota(check: str, resource: str, need: int, quota: Quota | None, fix: str) -> Finding:
@@ -236,6 +280,7 @@ def evaluate(needs: Needs, inv: Inventory) -> list[Finding]:
             "operator to enable the vpnaas service plugin (or choose a cloud region that has it)",
         )
     )
+    out += _pfs_findings(needs, inv)
     out.append(
         Finding("image-service", "image service (Glance)", "reachable", "reachable", "ok")
         if inv.image_service

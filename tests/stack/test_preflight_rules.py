@@ -3,6 +3,7 @@ unlimited, absent or partly used by the stack itself, the project's first securi
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 from drctl.stack.preflight import Inventory, Needs, Quota, evaluate, needs_of
@@ -72,3 +73,21 @@ def test_a_project_s_first_group_brings_the_default_group_with_it():
         for f in evaluate(needs(), inventory(security_group=Quota(10, 0), security_group_rule=Quota(100, 0)))
     }
     assert found["security_group"].need == 3 and found["security_group_rule"].need == 9 + 4
+
+
+def test_a_pfs_group_the_cloud_s_vpnaas_refuses_blocks_before_pulumi_up_does():
+    """acme's sites use pfs group19: a VPNaaS without the vpn-aes-ccm-gcm extension (the Debian 12
+    Neutron of the tests refuses it: test_neutron_accepts_space) must be found by the preflight."""
+    from drctl.stack.config import load_stack
+    from drctl.stack.preview import preview_stack
+
+    cfg = load_stack("acme")
+    acme = needs_of(preview_stack("acme", cfg=cfg).resources, (), cfg.settings)
+    assert "group19" in acme.pfs_groups
+    old = {f.resource: f for f in evaluate(acme, inventory())}
+    assert old["VPN PFS group19"].status == "blocking"
+    assert "set the site's vpn.pfs to group14" in old["VPN PFS group19"].fix
+    new = dataclasses.replace(inventory(), network_extensions=frozenset({"vpnaas", "vpn-aes-ccm-gcm"}))
+    assert {f.resource: f for f in evaluate(acme, new)}["VPN PFS group19"].status == "ok"
+    no_vpn = dataclasses.replace(inventory(), vpnaas=False)
+    assert "VPN PFS group19" not in {f.resource for f in evaluate(acme, no_vpn)}  # the VPN finding says it
