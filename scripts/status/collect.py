@@ -17,7 +17,7 @@ from drctl.runs.model import RunSummary
 from drctl.runs.store import RunStore
 from drctl.status import schedule
 from drctl.status.clients import ClientSource
-from drctl.status.model import ClientState, DiskBackup, JobInfo, RunInfo, ServerState, Untrusted
+from drctl.status.model import ClientState, DiskBackup, JobInfo, RunInfo, ServerState, TestDue, Untrusted
 from drctl.status.vault import VaultOpener, VaultReading, VaultUnreadable, read_vault
 from drctl.storage.base import Storage
 
@@ -117,20 +117,29 @@ def client_state(
 ) -> ClientState:
     """One client's state (its vault unreadable is a state, not an error)."""
     plan = source.plan
-    base = ClientState(source.stack, plan.client.id, plan.client.name, storage.describe())
+    per_class: dict[str, list[TestDue]] = {}
+    for s in plan.servers:  # the tests depend on the runs and the plan only: known even without the vault
+        _, last_pass = _server_runs(runs, s.name)
+        test = schedule.next_test(s.protection, last_pass, plan.tests, now.date())
+        if test is not None:
+            per_class.setdefault(test.scope, []).append(test)
+    tests = tuple(
+        t for scope in ("dr", "backup-tested") if (t := schedule.class_due(per_class.get(scope, [])))
+    )
     try:
         reading = read_vault(storage, plan, source.agent_keys, password=password, parallel=parallel)
     except VaultUnreadable as e:
-        return ClientState(base.stack, base.client, base.name, base.vault, unreadable=e.message)
+        return ClientState(
+            source.stack,
+            plan.client.id,
+            plan.client.name,
+            storage.describe(),
+            unreadable=e.message,
+            tests=tests,
+            agreed_tests=plan.tests,
+        )
     servers = tuple(
         _server_state(s, reading.records.get(s.name, []), reading, runs, source, now) for s in plan.servers
-    )
-    per_class: dict[str, list] = {}
-    for s in servers:
-        if s.test is not None:
-            per_class.setdefault(s.test.scope, []).append(s.test)
-    tests = tuple(
-        t for scope in ("dr", "backup-tested") if (t := schedule.class_due(per_class.get(scope, [])))
     )
     planned = {s.name for s in plan.servers}
     return ClientState(

@@ -71,7 +71,7 @@ def human(clients: Sequence[ClientState]) -> str:
 def calendar_text(entries: Sequence[CalendarEntry]) -> str:
     lines = ["test calendar (next 12 months):"]
     if not entries:
-        lines.append("  (no dr or backup-tested server)")
+        lines.append("  (no test to plan: no dr or backup-tested server)")
     for e in entries:
         flag = "  OVERDUE" if e.overdue else "  agreed, fewer than 30 days ahead" if e.soon else ""
         day = e.date.isoformat() if e.date else "never tested"
