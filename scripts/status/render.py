@@ -53,9 +53,8 @@ def human(clients: Sequence[ClientState]) -> str:
     ordered = worst_first(clients)
     lines = [_client_line(c) for c in ordered]
     trouble = [(c, s) for c in ordered for s in c.servers if s.health > Health.OK]
-    if trouble or any(c.not_in_plan or c.notes for c in ordered):
-        lines.append("")
-        lines.append("servers in trouble:")
+    if trouble or any(c.not_in_plan for c in ordered):
+        lines += ["", "servers in trouble:"]
     for c, s in sorted(trouble, key=lambda cs: (-cs[1].health, cs[0].stack, cs[1].name)):
         lines.append(f"  {c.stack}/{s.name} ({s.protection}) {s.health.label}: " + "; ".join(s.problems()))
     for c in ordered:
@@ -63,8 +62,9 @@ def human(clients: Sequence[ClientState]) -> str:
             lines.append(
                 f"  {c.stack}/{name} failing: has restore points or records, not in the plan (drift)"
             )
-        for note in c.notes:
-            lines.append(f"  {c.stack}: note: {note}")
+    notes = [f"  {c.stack}: {note}" for c in ordered for note in c.notes]
+    if notes:
+        lines += ["", "notes:", *notes]
     return "\n".join(lines)
 
 
