@@ -163,6 +163,12 @@ def test_status_shows_every_state_in_text_json_exit_code_and_metrics(scene, caps
     assert [u["trust"] for u in beta["app01"]["untrusted_records"]] == ["unsigned"]
     assert [u["trust"] for u in beta["dns01"]["untrusted_records"]] == ["forged"]
     assert beta["dns01"]["rpo"] == "met" and beta["dns01"]["last_job"]["result"] == "ok"
+    readme = (world.ROOT / "README.md").read_text()
+    section = readme[readme.index("## Machine-readable output") :]
+    documented = [*result, *clients["alpha"], *alpha["files01"], *alpha["files01"]["last_job"]]
+    assert not [k for k in documented if f"`{k}`" not in section], (
+        "status result fields missing from the README"
+    )
     dr = next(t for t in clients["beta"]["tests"] if t["scope"] == "dr")
     assert dr == {**dr, "due": soon.isoformat(), "source": "agreed", "soon": True, "overdue": False}
 
