@@ -302,3 +302,25 @@ def test_a_bad_agent_key_in_a_stack_names_the_file_and_field(tmp_path, monkeypat
     assert "Traceback" not in err
     assert main(["status", "no-such"]) == 1
     assert "Pulumi.no-such.yaml: no such stack file" in capsys.readouterr().err
+
+
+def test_an_unwritable_metrics_file_is_a_local_io_error_naming_it(tmp_path, monkeypatch, capsys) -> None:
+    from drctl.storage.local import LocalDirStorage
+
+    proj = world.make_project(tmp_path)
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(proj))
+    monkeypatch.setenv("DRCTL_STATE_DIR", str(tmp_path / "state"))
+    keys = {s: Ed25519PrivateKey.generate() for s in SERVERS}
+    vault = tmp_path / "vault"  # a directory vault: status reads it like a bucket
+    world.add_client(proj, "zeta", str(vault), keys)
+    vault.mkdir()
+    storage = LocalDirStorage(vault)
+    for s in SERVERS:
+        world.publish(storage, keys[s], world.job("zeta", s, _ago(minutes=1)))
+    target = tmp_path / "missing-dir" / "drctl.prom"
+    assert main(["status", "--prometheus", str(target)]) == 15
+    err = capsys.readouterr().err
+    assert f"cannot write the metrics file {target}" in err and "Traceback" not in err
+    assert main(["status", "--json"]) == 20  # never drilled: the dr test is overdue
+    result = read_events(capsys.readouterr().out)[-1]
+    assert result["clients"][0]["counts"]["rpo_met"] == 5
