@@ -1,4 +1,5 @@
-"""A lean signed GET for the restore's hot path (format §4: one GET per chunk, thousands per restore).
+"""A lean signed GET for the restore's hot path (format §4: one GET per chunk, thousands per restore),
+and the same for listings (``S3Storage.list``; ``drctl status`` lists thousands of status records).
 
 botocore spends ~1-2 ms of Python per request (parameter validation, endpoint rules, event hooks,
 response parsing): on a 2-vCPU machine that shares its CPU with the object store, that is CPU the
