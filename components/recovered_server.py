@@ -4,7 +4,7 @@ It boots from the restore image recorded in ``activation.images`` (a boot volume
 boot-disk size) and gets one more volume per data disk from ``activation.data_images`` (plan
 order, the plan's sizes, attached after the boot volume; same volume type). It gets its plan
 flavor through the stack's flavor map, one port per plan NIC with the fixed production IP and
-the server's security group, and metadata naming client and restore point. It waits for the
+the server's security groups (base and its roles), and metadata naming client and restore point. It waits for the
 RecoveredServers of its upstream servers, so the engine creates them in plan order;
 :func:`recovery_order` computes that order.
 """
@@ -105,7 +105,7 @@ class RecoveredServerArgs:
     restore_point: str
     networks: Mapping[str, pulumi.Input[str]]  # "site/subnet" -> network id
     subnets: Mapping[str, pulumi.Input[str]]  # "site/subnet" -> subnet id
-    security_group_id: pulumi.Input[str]
+    security_group_ids: Sequence[pulumi.Input[str]]  # base and role groups of the server
     key_pair: pulumi.Input[str]
     server_group_id: pulumi.Input[str] | None = None
     boot_volume_type: str = ""
@@ -135,7 +135,7 @@ class RecoveredServer(pulumi.ComponentResource):
                             subnet_id=args.subnets[nic.subnet], ip_address=nic.ip
                         )
                     ],
-                    security_group_ids=[args.security_group_id],
+                    security_group_ids=list(args.security_group_ids),
                     admin_state_up=True,
                     opts=pulumi.ResourceOptions(parent=self),
                 )

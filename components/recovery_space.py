@@ -2,10 +2,11 @@
 
 One network and subnet per *restored* plan subnet (a subnet holding at least one server NIC) with
 the same CIDR, gateway and DHCP pool (restored servers keep their addresses); a site's user LANs
-stay on site, behind its NCA and the SiteVpn tunnel, one router with the external gateway and an interface on every subnet, one
-security group per server (default rules deleted; ingress from ``security_rules``), the operators'
-keypair and the anti-affinity server groups the plan asks for. No server: those are
-``RecoveredServer``s, created only with the failover flag.
+stay on site, behind its NCA and the SiteVpn tunnel. One router with the external gateway and an
+interface on every subnet, one address group of the client's networks, the security groups of
+``security_rules.role_groups`` (one per role, shared by its servers, rules admitting the address
+group; default rules deleted), the operators' keypair and the anti-affinity server groups the plan
+asks for. No server: those are ``RecoveredServer``s, created only with the failover flag.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_openstack as openstack
 
-from drctl.components.security_rules import egress_prefixes, ingress_rules
+from drctl.components.security_rules import WORLD, RoleGroup, client_prefixes, groups_of, role_groups
 from drctl.plan.model import Plan, Subnet
 
 TYPE = "flexrecovery:index:RecoverySpace"
@@ -41,6 +42,13 @@ def subnet_spec(subnet: Subnet) -> SubnetSpec:
     return SubnetSpec(cidr=str(subnet.network), gateway_ip=subnet.gateway, allocation_pools=pools)
 
 
+def group_description(group: RoleGroup, client_name: str) -> str:
+    """What a role group is for, as the cloud console shows it."""
+    if not group.roles:
+        return f"Every recovered server of {client_name}: ping from and egress to the client's networks"
+    return f"Recovered {', '.join(group.roles)} servers of {client_name}: their services, from the client's networks"
+
+
 def placement_groups(plan: Plan) -> dict[str, tuple[str, ...]]:
     """Anti-affinity group name -> its servers, for groups of at least one server."""
     groups: dict[str, list[str]] = {}
@@ -59,7 +67,8 @@ class RecoverySpaceArgs:
 
 class RecoverySpace(pulumi.ComponentResource):
     """Attributes for other components: ``networks``/``subnets`` (by ``site/subnet``), ``router``,
-    ``security_groups`` (by server), ``keypair``, ``server_groups`` (by group name)."""
+    ``client_networks`` (the address group), ``security_groups`` (by group key, see
+    :meth:`security_group_ids_of`), ``keypair``, ``server_groups`` (by group name)."""
 
     def __init__(
         self, name: str, args: RecoverySpaceArgs, opts: pulumi.ResourceOptions | None = None
@@ -107,39 +116,43 @@ class RecoverySpace(pulumi.ComponentResource):
             self.networks[sn.ref] = net
             self.subnets[sn.ref] = subnet
 
+        # The client's networks, named once: every rule admits them through this address group.
+        self.client_networks = openstack.networking.AddressGroupV2(
+            f"{name}-client-networks",
+            name=f"{client}-client-networks",
+            description=f"The networks of {plan.client.name}: every site subnet",
+            addresses=list(client_prefixes(plan)),
+            opts=child,
+        )
+        self.role_groups = role_groups(plan)
         self.security_groups: dict[str, openstack.networking.SecGroup] = {}
-        for server in plan.servers:
-            sg_name = f"{name}-sg-{slug(server.name)}"
+        for group in self.role_groups:
+            sg_name = f"{name}-sg-{slug(group.key)}"
             sg = openstack.networking.SecGroup(
                 sg_name,
-                name=f"{client}-{server.name}",
-                description=f"Recovered {server.name} of {plan.client.name}: its services, from the client's networks",
+                name=f"{client}-{group.key}",
+                description=group_description(group, plan.client.name),
                 delete_default_rules=True,
                 opts=child,
             )
-            rule_opts = pulumi.ResourceOptions(parent=self)
-            for rule in ingress_rules(server, plan):
+            for rule in group.rules:
+                remote = (
+                    {"remote_ip_prefix": WORLD}
+                    if rule.remote == WORLD
+                    else {"remote_address_group_id": self.client_networks.id}
+                )
                 openstack.networking.SecGroupRule(
-                    f"{sg_name}-in-{rule.key}",
+                    f"{sg_name}-{rule.key}",
                     security_group_id=sg.id,
-                    direction="ingress",
+                    direction=rule.direction,
                     ethertype="IPv4",
                     protocol=rule.protocol,
                     port_range_min=rule.port_min,
                     port_range_max=rule.port_max,
-                    remote_ip_prefix=rule.remote_ip_prefix,
-                    opts=rule_opts,
+                    opts=child,
+                    **remote,
                 )
-            for prefix in egress_prefixes(plan):
-                openstack.networking.SecGroupRule(
-                    f"{sg_name}-out-{slug(prefix)}",
-                    security_group_id=sg.id,
-                    direction="egress",
-                    ethertype="IPv4",
-                    remote_ip_prefix=prefix,
-                    opts=rule_opts,
-                )
-            self.security_groups[server.name] = sg
+            self.security_groups[group.key] = sg
 
         self.keypair = openstack.compute.Keypair(
             f"{name}-keypair",
@@ -162,7 +175,12 @@ class RecoverySpace(pulumi.ComponentResource):
             {
                 "router_id": self.router.id,
                 "subnet_ids": {ref: s.id for ref, s in self.subnets.items()},
-                "security_group_ids": {n: sg.id for n, sg in self.security_groups.items()},
+                "security_group_ids": {key: sg.id for key, sg in self.security_groups.items()},
+                "address_group_id": self.client_networks.id,
                 "keypair": self.keypair.name,
             }
         )
+
+    def security_group_ids_of(self, server: str) -> list[pulumi.Output[str]]:
+        """The ids of the groups a recovered server's ports get: ``base`` and its role groups."""
+        return [self.security_groups[key].id for key in groups_of(server, self.role_groups)]

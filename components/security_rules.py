@@ -1,22 +1,33 @@
-"""Security-group rules of a recovered server, derived from its plan: pure functions, no engine.
+"""Security groups of the recovery space, derived from the plan: pure functions, no engine.
 
-Every ingress rule is limited to the client's own networks (the plan's subnets: the site subnets,
-which the recovery subnets copy CIDR for CIDR). The one exception is the ``public-web`` role, which
-opens 80 and 443 -- and only those -- to the world. Nothing administrative ever faces 0.0.0.0/0.
+The groups are sized by roles, not by servers: one group per role (``ssh``, ``rdp``, ``sql``,
+``web``, ``dns``, ``smb``, ...) shared by every server that has it, plus one ``base`` group every
+server gets (ICMP from the client's networks, egress to them only). Every ingress rule admits the
+client's networks through one Neutron address group (``CLIENT_NETWORKS``), so the number of groups
+and rules grows with the distinct roles and service ports of the plan, never with its servers or
+networks. The one exception to "only the client's networks" is the ``public-web`` role, which opens
+80 and 443 -- and only those -- to the world. Nothing administrative ever faces 0.0.0.0/0.
+
+Roles held by exactly the same servers share one group (``ad`` and ``dns`` on the domain
+controllers become ``ad-dns``): the same servers would get the same rules, in one group fewer.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from drctl.plan.model import Plan, Server
 
 WORLD = "0.0.0.0/0"
+CLIENT_NETWORKS = "client-networks"  # a rule's remote: the address group of the plan's subnets
+BASE = "base"  # the group of every server
+SERVICES = "services"  # check ports of servers that have no role to carry them
 
-# role -> (protocol, port_min, port_max). "sql" depends on the OS, see role_ports().
-ROLE_PORTS: dict[str, tuple[tuple[str, int, int], ...]] = {
+Port = tuple[str, int, int]  # protocol, first port, last port
+
+# role -> (protocol, port_min, port_max). "sql" depends on the OS and the checks, see role_ports().
+ROLE_PORTS: dict[str, tuple[Port, ...]] = {
     "ssh": (("tcp", 22, 22),),
     "rdp": (("tcp", 3389, 3389),),
     "winrm": (("tcp", 5985, 5986),),
@@ -44,17 +55,22 @@ ROLE_PORTS: dict[str, tuple[tuple[str, int, int], ...]] = {
         ("tcp", 3268, 3269),
     ),
 }
-SQL_BY_OS = {"windows": (("tcp", 1433, 1433),), "linux": (("tcp", 5432, 5432), ("tcp", 3306, 3306))}
+SQL_BY_OS: dict[str, tuple[Port, ...]] = {
+    "windows": (("tcp", 1433, 1433),),
+    "linux": (("tcp", 5432, 5432), ("tcp", 3306, 3306)),
+}
+WORLD_ROLES = frozenset({"public-web"})  # roles whose ports face the world, not the client's networks
 
 
 @dataclass(frozen=True, order=True)
 class RuleSpec:
-    """One ingress rule: protocol, port range and source prefix."""
+    """One rule of a group: direction, protocol (``None``: any), port range and remote."""
 
-    protocol: str
+    direction: str  # "ingress" | "egress"
+    protocol: str | None
     port_min: int | None
     port_max: int | None
-    remote_ip_prefix: str
+    remote: str  # CLIENT_NETWORKS or WORLD
 
     @property
     def key(self) -> str:
@@ -66,29 +82,40 @@ class RuleSpec:
                 str(self.port_min) if self.port_min == self.port_max else f"{self.port_min}-{self.port_max}"
             )
         )
-        source = "world" if self.remote_ip_prefix == WORLD else re.sub(r"[./:]", "-", self.remote_ip_prefix)
-        return f"{self.protocol}-{ports}-{source}"
+        source = "world" if self.remote == WORLD else "clients"
+        way = "in" if self.direction == "ingress" else "out"
+        return f"{way}-{self.protocol or 'any'}-{ports}-{source}"
 
 
-def role_ports(server: Server) -> set[tuple[str, int, int]]:
-    """Ports the server's roles serve (unknown roles such as ``app`` open nothing).
+@dataclass(frozen=True)
+class RoleGroup:
+    """One security group of the recovery space: the roles it serves, its servers and its rules."""
 
-    ``sql`` opens the database ports its checks name (least privilege); without such a check, the
-    usual ones of its OS: 1433 on Windows, 5432 and 3306 elsewhere."""
-    out: set[tuple[str, int, int]] = set()
+    key: str  # name-safe: "base", "ssh", "ad-dns", "services"
+    roles: tuple[str, ...]
+    servers: tuple[str, ...]  # plan order
+    rules: tuple[RuleSpec, ...]  # sorted, no duplicates
+
+
+def _sql_ports(server: Server) -> set[Port]:
+    """``sql`` opens the database ports its checks name (least privilege); without such a check,
+    the usual ones of its OS: 1433 on Windows, 5432 and 3306 elsewhere."""
+    sql_ports = {p for by_os in SQL_BY_OS.values() for p in by_os}
+    checked = check_ports(server) & sql_ports
+    return set(checked or SQL_BY_OS.get(server.os_family, SQL_BY_OS["linux"]))
+
+
+def role_ports(server: Server) -> set[Port]:
+    """Ports the server's roles serve (unknown roles such as ``app`` open nothing by themselves)."""
+    out: set[Port] = set()
     for role in server.roles:
-        if role == "sql":
-            sql_ports = {p for by_os in SQL_BY_OS.values() for p in by_os}
-            checked = check_ports(server) & sql_ports
-            out.update(checked or SQL_BY_OS.get(server.os_family, SQL_BY_OS["linux"]))
-        else:
-            out.update(ROLE_PORTS.get(role, ()))
+        out.update(_sql_ports(server) if role == "sql" else ROLE_PORTS.get(role, ()))
     return out
 
 
-def check_ports(server: Server) -> set[tuple[str, int, int]]:
+def check_ports(server: Server) -> set[Port]:
     """Ports the server's checks connect to: ``port: N`` and the port of ``http: {url}``."""
-    out: set[tuple[str, int, int]] = set()
+    out: set[Port] = set()
     for check in server.checks:
         if check.kind == "port":
             spec = check.spec
@@ -107,21 +134,72 @@ def client_prefixes(plan: Plan) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(sn.network) for sn in plan.subnets))
 
 
-def ingress_rules(server: Server, plan: Plan) -> tuple[RuleSpec, ...]:
-    """All ingress rules of ``server``'s security group, sorted and without duplicates."""
-    prefixes = client_prefixes(plan)
-    rules: set[RuleSpec] = set()
-    for proto, lo, hi in role_ports(server) | check_ports(server):
-        for prefix in prefixes:
-            rules.add(RuleSpec(proto, lo, hi, prefix))
-    if "public-web" in server.roles:
-        for proto, lo, hi in ROLE_PORTS["public-web"]:
-            rules.add(RuleSpec(proto, lo, hi, WORLD))
-    for prefix in prefixes:  # ping from the client's networks: checks and users' first diagnosis
-        rules.add(RuleSpec("icmp", None, None, prefix))
-    return tuple(sorted(rules, key=lambda r: (r.remote_ip_prefix, r.protocol, r.port_min or 0)))
+def _carrier(server: Server) -> str:
+    """The role whose group carries the server's check ports that no role of it opens: its first
+    role without ports of its own (``app``), else its first role, else :data:`SERVICES`."""
+    local = [r for r in server.roles if r not in WORLD_ROLES]  # never widen a check port to the world
+    for role in local:
+        if role != "sql" and role not in ROLE_PORTS:
+            return role
+    return local[0] if local else SERVICES
 
 
-def egress_prefixes(plan: Plan) -> tuple[str, ...]:
-    """Egress stays inside the client's networks (the default group's open egress is deleted)."""
-    return client_prefixes(plan)
+def _role_ports_by_server(server: Server) -> dict[str, set[Port]]:
+    """role -> the ports this server needs its group to open (checks included)."""
+    out: dict[str, set[Port]] = {
+        role: (_sql_ports(server) if role == "sql" else set(ROLE_PORTS.get(role, ())))
+        for role in server.roles
+    }
+    uncovered = check_ports(server) - role_ports(server)
+    if uncovered:
+        out.setdefault(_carrier(server), set()).update(uncovered)
+    return out
+
+
+def _rules(roles: tuple[str, ...], ports: set[Port]) -> tuple[RuleSpec, ...]:
+    remote = WORLD if set(roles) <= WORLD_ROLES else CLIENT_NETWORKS
+    return tuple(sorted({RuleSpec("ingress", proto, lo, hi, remote) for proto, lo, hi in ports}))
+
+
+def base_rules() -> tuple[RuleSpec, ...]:
+    """Every server: ping from the client's networks (checks and users' first diagnosis), and
+    egress to the client's networks only (the new group's open egress is deleted)."""
+    return (
+        RuleSpec("egress", None, None, None, CLIENT_NETWORKS),
+        RuleSpec("ingress", "icmp", None, None, CLIENT_NETWORKS),
+    )
+
+
+def role_groups(plan: Plan) -> tuple[RoleGroup, ...]:
+    """The recovery space's security groups: ``base`` first, then one per role (roles held by the
+    same servers merged), in order of first appearance in the plan."""
+    members: dict[str, list[str]] = {}
+    ports: dict[str, set[Port]] = {}
+    for server in plan.servers:
+        for role, needed in _role_ports_by_server(server).items():
+            members.setdefault(role, []).append(server.name)
+            ports.setdefault(role, set()).update(needed)
+    # (servers, faces the world) -> roles, in first appearance order
+    merged: dict[tuple[tuple[str, ...], bool], list[str]] = {}
+    for role, names in members.items():
+        merged.setdefault((tuple(names), role in WORLD_ROLES), []).append(role)
+    groups = [
+        RoleGroup(BASE, (), tuple(s.name for s in plan.servers), base_rules()),
+    ]
+    for (servers, _), roles in merged.items():
+        key = "-".join(sorted(roles))
+        all_ports: set[Port] = set().union(*(ports[r] for r in roles))
+        groups.append(RoleGroup(key, tuple(sorted(roles)), servers, _rules(tuple(roles), all_ports)))
+    return tuple(groups)
+
+
+def groups_of(server: str, groups: tuple[RoleGroup, ...]) -> tuple[str, ...]:
+    """Keys of the groups ``server`` belongs to (``base`` first)."""
+    return tuple(g.key for g in groups if server in g.servers)
+
+
+def server_access(server: Server, plan: Plan) -> tuple[RuleSpec, ...]:
+    """Every rule that applies to ``server``'s port: the union of its groups' rules."""
+    groups = role_groups(plan)
+    mine = set(groups_of(server.name, groups))
+    return tuple(sorted({r for g in groups if g.key in mine for r in g.rules}))

@@ -6,6 +6,10 @@ policies`` starts) and ``drctl policy`` (``drctl.stack.policy``, which builds th
 only the standard library and ``pulumi_policy``, never ``drctl``, and no sibling module by a
 relative name: the pack's own virtualenv may not have drctl installed.
 
+Size: over 400 lines, on purpose. The pack imports this file by its plain name and drctl as
+``drctl.policies.dr_rules``, so a sibling module could not be imported the same way from both: every
+rule of the pack lives here, in one section per concern.
+
 Conventions the rules rely on (the program and its components keep them):
 - ``props`` are the resource inputs with camelCase wire names; secrets are already unwrapped by the
   analyzer, so a secret is recognised by ``opts.additional_secret_outputs`` naming the property;
@@ -38,8 +42,16 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UnknownValueError
 
 CONTAINER = "openstack:objectstorage/container:Container"
+DYNAMIC = "pulumi-python:dynamic:Resource"  # the S3 vault's buckets (drctl.components.s3_vault)
 SEC_GROUP = "openstack:networking/secGroup:SecGroup"
 SEC_GROUP_RULE = "openstack:networking/secGroupRule:SecGroupRule"
+ADDRESS_GROUP = "openstack:networking/addressGroupV2:AddressGroupV2"
+NETWORK = "openstack:networking/network:Network"
+SUBNET = "openstack:networking/subnet:Subnet"
+ROUTER = "openstack:networking/router:Router"
+ROUTER_INTERFACE = "openstack:networking/routerInterface:RouterInterface"
+PORT = "openstack:networking/port:Port"
+FLOATING_IP = "openstack:networking/floatingIp:FloatingIp"
 IKE_POLICY = "openstack:vpnaas/ikePolicy:IkePolicy"
 IPSEC_POLICY = "openstack:vpnaas/ipSecPolicy:IpSecPolicy"
 SITE_CONNECTION = "openstack:vpnaas/siteConnection:SiteConnection"
@@ -56,6 +68,23 @@ ADMIN_PORTS: Mapping[int, str] = {
     3306: "MySQL",
     5432: "PostgreSQL",
 }
+# Neutron's default per-project quotas (neutron.conf [quotas] quota_<name>, Neutron admin guide
+# "Manage Networking service quotas"); drctl.stack.settings keeps the same table for stack files.
+NEUTRON_DEFAULT_QUOTAS: Mapping[str, int] = {
+    "network": 100,
+    "subnet": 100,
+    "port": 500,
+    "router": 10,
+    "floatingip": 50,
+    "security_group": 10,
+    "security_group_rule": 100,
+    "rbac_policy": 10,
+}
+# What Neutron creates by itself in the project: the "default" group with its four rules (ingress
+# from itself and egress, IPv4 and IPv6), and two egress rules in every new group, which count until
+# the provider deletes them (deleteDefaultRules) or for good.
+DEFAULT_GROUP_RULES = 4
+NEW_GROUP_RULES = 2
 STRONG_INTEGRITY = ("sha256", "sha384", "sha512")
 MIN_PFS_GROUP = 14
 MIN_PSK_LENGTH = 20
@@ -128,9 +157,19 @@ def containers_versioned(args: ResourceValidationArgs, report: ReportViolation) 
     )
 
 
+def _is_s3_vault_bucket(args: ResourceValidationArgs) -> bool:
+    """A bucket of the S3 vault: a dynamic resource with a ``bucket`` and a ``purpose`` tag. Its
+    provider always turns versioning and Object Lock on and sets no ACL, so of the container
+    rules only protection depends on how the program declares it."""
+    if args.resource_type != DYNAMIC:
+        return False
+    tags = field(args.props, "tags")
+    return bool(field(args.props, "bucket")) and isinstance(tags, Mapping) and "purpose" in tags
+
+
 def containers_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
     """Backup and report containers cannot be deleted by the engine (protect, no forceDestroy)."""
-    if args.resource_type != CONTAINER:
+    if args.resource_type != CONTAINER and not _is_s3_vault_bucket(args):
         return
     if not getattr(args.opts, "protect", False):
         report(
@@ -184,34 +223,70 @@ def _world_remote(props: Mapping[str, Any]) -> str | None:
     return None
 
 
-def no_admin_ports_open_to_world(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    """No ingress rule opens an administrative or database port to 0.0.0.0/0 or ::/0."""
-    if args.resource_type != SEC_GROUP_RULE:
-        return
-    if str(field(args.props, "direction", "")).lower() != "ingress":
-        return
-    remote = _world_remote(args.props)
-    if remote is None:
-        return
-    ports = _port_range(args.props)
-    if ports is None:
-        return
-    lo, hi = ports
-    hit = [f"{p} ({ADMIN_PORTS[p]})" for p in sorted(ADMIN_PORTS) if lo <= p <= hi]
-    if hit:
-        report(
-            f"ingress from {remote} opens {', '.join(hit)}; restrict remoteIpPrefix to the "
-            "client's site subnets (reached through the VPN) or use remoteGroupId.",
-            None,
-        )
+def _prop_sources(rule: PolicyResource, key: str, resource_type: str) -> list[PolicyResource]:
+    """The stack's resources of ``resource_type`` a rule's ``key`` input comes from."""
+    deps = (rule.property_dependencies or {}).get(key) or rule.dependencies or []
+    return [d for d in deps if d.resource_type == resource_type]
+
+
+def _world_addresses(group: PolicyResource) -> list[str]:
+    """The addresses of an address group that cover the whole Internet (a /0)."""
+    addresses = field(group.props, "addresses") or []
+    if addresses is UNKNOWN:
+        return []
+    out = []
+    for a in addresses:
+        try:
+            if ipaddress.ip_network(str(a), strict=False).prefixlen == 0:
+                out.append(str(a))
+        except ValueError:
+            continue
+    return out
+
+
+def _remote_group_world(rule: PolicyResource) -> str | None:
+    """The rule's remote address group, spelled for the message, when it admits the whole Internet
+    or is not one this stack creates (its addresses cannot be checked)."""
+    if not _is_set(field(rule.props, "remoteAddressGroupId")):
+        return None
+    groups = _prop_sources(rule, "remoteAddressGroupId", ADDRESS_GROUP)
+    if not groups:
+        return "an address group this stack does not create (its addresses cannot be checked)"
+    for g in groups:
+        world = _world_addresses(g)
+        if world:
+            return f"address group {g.name!r}, which holds {', '.join(world)},"
+    return None
+
+
+def no_admin_ports_open_to_world(args: StackValidationArgs, report: ReportViolation) -> None:
+    """No ingress rule opens an administrative or database port to 0.0.0.0/0 or ::/0, directly or
+    through an address group holding such a prefix."""
+    for r in args.resources:
+        if r.resource_type != SEC_GROUP_RULE:
+            continue
+        if str(field(r.props, "direction", "")).lower() != "ingress":
+            continue
+        remote = _world_remote(r.props) or _remote_group_world(r)
+        if remote is None:
+            continue
+        ports = _port_range(r.props)
+        if ports is None:
+            continue
+        lo, hi = ports
+        hit = [f"{p} ({ADMIN_PORTS[p]})" for p in sorted(ADMIN_PORTS) if lo <= p <= hi]
+        if hit:
+            report(
+                f"ingress from {remote} opens {', '.join(hit)}; restrict remoteIpPrefix to the "
+                "client's site subnets (reached through the VPN) or use remoteGroupId or an address "
+                "group of the client's networks.",
+                r.urn,
+            )
 
 
 def _group_of_rule(rule: PolicyResource) -> list[PolicyResource]:
     """The stack's security groups a rule's securityGroupId comes from."""
-    deps = (rule.property_dependencies or {}).get("securityGroupId")
-    if not deps:
-        deps = rule.dependencies
-    return [d for d in deps if d.resource_type == SEC_GROUP]
+    return _prop_sources(rule, "securityGroupId", SEC_GROUP)
 
 
 def no_rules_on_default_group(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -439,6 +514,94 @@ def dr_servers_have_checks(args: StackValidationArgs, report: ReportViolation) -
             )
 
 
+# --- quotas --------------------------------------------------------------------------------------
+
+
+def _count(args: StackValidationArgs, *types: str) -> int:
+    return sum(1 for r in args.resources if r.resource_type in types)
+
+
+def _dhcp_subnets(args: StackValidationArgs) -> int:
+    """Subnets with DHCP on: Neutron gives each a DHCP port in the project."""
+    return sum(
+        1
+        for r in args.resources
+        if r.resource_type == SUBNET and field(r.props, "enableDhcp", True) in (True, UNKNOWN)
+    )
+
+
+def quota_needs(args: StackValidationArgs) -> dict[str, tuple[int, str]]:
+    """quota name -> (what the graph needs in the project, how that count is made)."""
+    groups = _count(args, SEC_GROUP)
+    rules = _count(args, SEC_GROUP_RULE)
+    interfaces, ports, dhcp = _count(args, ROUTER_INTERFACE), _count(args, PORT), _dhcp_subnets(args)
+    return {
+        "security_group": (groups + 1, f"{groups} groups declared + the project's 'default' group"),
+        "security_group_rule": (
+            rules + DEFAULT_GROUP_RULES + NEW_GROUP_RULES * groups,
+            f"{rules} rules declared + {DEFAULT_GROUP_RULES} of the 'default' group + {NEW_GROUP_RULES} "
+            f"egress rules Neutron adds to each of the {groups} new groups",
+        ),
+        "network": (_count(args, NETWORK), "networks declared"),
+        "subnet": (_count(args, SUBNET), "subnets declared"),
+        "router": (_count(args, ROUTER), "routers declared"),
+        "port": (
+            interfaces + ports + dhcp,
+            f"{interfaces} router interfaces + {ports} server ports + {dhcp} DHCP ports",
+        ),
+        "floatingip": (_count(args, FLOATING_IP), "floating IPs declared"),
+    }
+
+
+def within_quotas(args: StackValidationArgs, report: ReportViolation) -> None:
+    """The stack's network resources fit the recovery project's quotas.
+
+    Policy config ``quotas`` ({name: limit}, -1 unlimited) is the project's quotas as the stack file
+    records them (``drctl policy`` passes them); absent names take Neutron's defaults.
+    """
+    configured = args.get_config().get("quotas") or {}
+    for name, (need, how) in quota_needs(args).items():
+        limit = configured.get(name, NEUTRON_DEFAULT_QUOTAS.get(name))
+        if limit is None or int(limit) < 0 or need <= int(limit):
+            continue
+        report(
+            f"quota {name}: the stack needs {need} ({how}) and the project allows {limit}; raise the "
+            f"project's {name} quota to at least {need} (`openstack quota set`) and record it in the "
+            f"stack's quotas.{name}, or shrink the recovery space (fewer distinct roles, subnets or "
+            "servers in scope).",
+            None,
+        )
+
+
+def predicted_rto_within_target(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Each server's predicted time to available is within its RTO.
+
+    The predictions come from the policy config ``predictions`` (``[{name, serverClass,
+    predictedS, rtoS, measuredBy}]``), which ``drctl policy`` fills from ``drctl plan rto``: the
+    critical path of restore, boot and check times measured by the client's last drill. Without
+    that config the rule is not applicable. ``drctl policy`` raises the rule to mandatory (the
+    config's ``enforcementLevel``) and passes the dr servers only once a drill measured them."""
+    predictions = args.get_config().get("predictions")
+    if predictions is None:
+        args.not_applicable("no predicted RTO in the policy config (`drctl policy` passes it)")
+    for p in predictions or []:
+        predicted, target = p.get("predictedS"), p.get("rtoS")
+        if (
+            not isinstance(predicted, int | float)
+            or not isinstance(target, int | float)
+            or predicted <= target
+        ):
+            continue
+        basis = f"measured by drill {p['measuredBy']}" if p.get("measuredBy") else "from default figures"
+        report(
+            f"{p.get('serverClass')} server {p.get('name')!r} is predicted available after "
+            f"{predicted / 60:.0f} min ({basis}), over its RTO of {target / 60:.0f} min; shorten its "
+            "boot dependencies, speed up its restore (smaller disks, a faster store) or agree a "
+            "longer RTO (`drctl plan rto` shows the critical path).",
+            None,
+        )
+
+
 def all_policies() -> list[Policy]:
     """Every rule of the pack, in report order, with its enforcement level."""
     mandatory = EnforcementLevel.MANDATORY
@@ -461,11 +624,11 @@ def all_policies() -> list[Policy]:
             description="Backup and report containers are protected from deletion.",
             validate=containers_protected,
         ),
-        ResourceValidationPolicy(
+        StackValidationPolicy(
             name="no-admin-ports-open-to-world",
             enforcement_level=mandatory,
             description="No security-group rule opens 22, 3389, 5985-5986, 1433, 3306 or 5432 "
-            "to 0.0.0.0/0 or ::/0.",
+            "to 0.0.0.0/0 or ::/0, directly or through an address group.",
             validate=no_admin_ports_open_to_world,
         ),
         StackValidationPolicy(
@@ -501,5 +664,21 @@ def all_policies() -> list[Policy]:
             description="Every dr-class server has at least one verification check.",
             validate=dr_servers_have_checks,
             config_schema=PolicyConfigSchema(properties={"servers": {"type": "array"}}),
+        ),
+        StackValidationPolicy(
+            name="recovery-space-within-quotas",
+            enforcement_level=mandatory,
+            description="Security groups, rules, networks, subnets, ports and routers fit the "
+            "project's network quotas (default: Neutron's).",
+            validate=within_quotas,
+            config_schema=PolicyConfigSchema(properties={"quotas": {"type": "object"}}),
+        ),
+        StackValidationPolicy(
+            name="predicted-rto-within-target",
+            enforcement_level=EnforcementLevel.ADVISORY,
+            description="Each server's predicted time to available (last drill's measurements) "
+            "is within its RTO; mandatory for dr servers once a drill measured them.",
+            validate=predicted_rto_within_target,
+            config_schema=PolicyConfigSchema(properties={"predictions": {"type": "array"}}),
         ),
     ]

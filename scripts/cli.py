@@ -20,15 +20,19 @@ from drctl.processes import sigterm_as_interrupt
 
 # Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
 COMMAND_MODULES = (
-    "drctl.commands.plan_cmds",  # validate
+    "drctl.commands.plan_cmds",  # validate, plan import|rto
+    "drctl.commands.client_cmds",  # client new, cost
     "drctl.commands.stack_cmds",  # preview, policy, nca render
     "drctl.commands.repo_cmds",  # repo, key, backup, snapshots, restore, check, forget, prune
     "drctl.commands.local_cmds",  # local up|down|status (embedded object store)
     "drctl.commands.policy_cmds",  # policy
     "drctl.commands.nca_cmds",  # nca render|test
+    "drctl.commands.preflight_cmds",  # preflight
     "drctl.commands.activation_cmds",  # activate, drill, deactivate
     "drctl.commands.report_cmds",  # report show|verify|upload|export, runs
     "drctl.commands.demo_cmds",  # demo prepare
+    "drctl.commands.agent_cmds",  # agent config|units|run|status
+    "drctl.commands.wal_cmds",  # wal push|fetch|base|restore|check|prune
     "drctl.commands.status_cmds",  # status
 )
 

@@ -12,7 +12,10 @@ its exit code and module (a test keeps this list complete and exact)::
 
     DrctlError (1) errors: the root; a bare one is an invalid input
         InvalidInput (1) errors: the input is invalid
+            AgentConfigInvalid (1) agent.config: the agent configuration file is invalid
             BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
+            ClientExists (1) client.scaffold: the client already has a plan or a stack file
+            CloudNotConfigured (1) plan.importer: the cloud named by --cloud is not in clouds.yaml
             DependencyCycle (1) plan.graph: servers depend on each other in a cycle
             DisasterChangesAtRisk (1) activation.deactivation: would delete data written since a disaster
             InputFileError (1) input_files: a plan, stack or project file cannot be used (too big, not text...)
@@ -21,8 +24,11 @@ its exit code and module (a test keeps this list complete and exact)::
             NotAuthorised (1) activation.guards: the requester may not activate
             NotConfirmed (1) activation.guards: a disaster activation was not confirmed
             OutsideWindow (1) activation.guards: outside the activation window, no override
+            PassphraseMissing (1) client.scaffold: no Pulumi passphrase in the environment for a new stack
             PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
+            PricesInvalid (1) stack.cost: the stack's price table is missing, incomplete or not numbers
             RepoExists (1) repo.errors: a repository already exists here
+            RepoNeedsUpgrade (1) repo.errors: a backup into an older-format repository (`drctl repo upgrade`)
             RunNotFound (1) runs.store: no stored run has this id
             SecretValueInvalid (1) stack.secrets: a ``secure:`` value is malformed or was altered
             StackConfigInvalid (1) stack.settings: the stack file is invalid
@@ -30,9 +36,13 @@ its exit code and module (a test keeps this list complete and exact)::
             StackNotFound (1) stack.config: no stack file for this stack
             SummaryInvalid (1) runs.model: a run summary document is malformed
         SchemaMissing (1) plan.load: the plan schema is not installed with drctl
+        VaultBucketUnsafe (1) storage.vault_bucket: an existing bucket has no Object Lock or versioning
+        VaultDeleteRefused (1) storage.vault_bucket: a vault bucket still holds backups; not deleted
         WrongPassphrase (1) stack.secrets: the passphrase does not open the stack's secrets
+        WalSegmentMissing (1) wal.archive: the archive has no such WAL file (the end of a replay)
         RepoMissing (10) repo.errors: no repository here
         ActivationLocked (11) activation.guards: another activation of this stack is running
+        JobRunning (11) agent.job: the server's previous agent job still runs (this one is skipped)
         RepoLocked (11) repo.errors: the repository is locked by another process
             LockLost (11) repo.errors: this command's repository lock was lost (no manifest written)
         WrongPassword (12) repo.errors: no key slot opens with this password
@@ -41,10 +51,13 @@ its exit code and module (a test keeps this list complete and exact)::
             ChunkMissing (13) repo.errors: a referenced chunk object is missing
             ChunkVanished (13) repo.errors: a chunk a backup counted on is gone before its manifest
             ForeignManifest (13) repo.errors: a manifest copied in from another repository
-            ImageMismatch (13) repo.errors: the restored image's sha256 differs
+            ImageMismatch (13) repo.errors: the restored image's digest differs from its manifest's
             KeyFileCorrupt (13) repo.errors: a key slot or the config fails its MAC
             ManifestCorrupt (13) repo.errors: a restore point's manifest fails its checks
         ReportTampered (13) runs.signing: a report does not match its signature
+        WalSegmentConflict (13) wal.archive: a WAL file is already archived with other content
+        WalSegmentCorrupt (13) wal.archive: an archived WAL file fails authentication
+            WalGap (13) wal.archive: a WAL segment is missing while later ones are archived
         CloudError (14) activation.targets.cloud_errors: the cloud refused or failed an operation
             StackBusy (11) activation.targets.cloud_errors: another update of the stack is in progress
             CloudAccessDenied (14) activation.targets.cloud_errors: the cloud refused the credentials
@@ -66,16 +79,21 @@ its exit code and module (a test keeps this list complete and exact)::
             OutputError (15) repo.errors: the restore output cannot be written
             SigningKeyUnsafe (15) runs.signing: the report-signing key is readable by others
             SourceChanged (15) repo.errors: the backup source changed while being read
+                SnapshotOverflow (15) agent.consistency: a disk's snapshot overflowed while read (no point)
             SourceUnreadable (15) repo.errors: the backup source cannot be read
             UnsafeOutput (15) private_files: another user could read or redirect this output
         ToolMissing (16) errors: an external tool this command needs is not installed
             LabUnavailable (16) nca.labrun: the NCA lab cannot run on this machine
+        PreflightBlocked (21) stack.preflight: the cloud project cannot hold the plan (quota, flavor, network, VPN)
+        BaseBackupFailed (20) wal.base: pg_basebackup failed (nothing stored)
         CommandFailed (20) processes: an external command failed
             CommandTimedOut (20) processes: an external command ran out of time (killed)
+        HookFailed (20) agent.hooks: an agent pre- or post-hook failed or ran out of time
         LabError (20) nca.labrun: a step of the NCA lab failed
         NamespaceError (20) netns: a network namespace could not be set up or used
         SandboxError (20) activation.targets.sandbox: the local sandbox failed
             GuestFailed (20) activation.targets.sandbox: a guest's QEMU or SSH never came up
+        SnapshotFailed (20) agent.consistency: a disk's snapshot could not be taken or removed
         VerificationError (20) activation.verify.checks: the verification itself could not run
         WaitTimedOut (20) processes: something waited for did not happen in time
         Cancelled (130) errors: cancelled by Ctrl-C on the run that started it
@@ -94,6 +112,7 @@ EXIT_STORAGE = 14
 EXIT_LOCAL_IO = 15
 EXIT_MISSING_TOOL = 16
 EXIT_RUN_FAILED = 20
+EXIT_PREFLIGHT = 21
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -109,6 +128,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_MISSING_TOOL: "a tool or service the command needs is missing",
     EXIT_RUN_FAILED: "an activation, drill or test ran and a server (or step) failed; status: an RPO "
     "breached or a test overdue",
+    EXIT_PREFLIGHT: "preflight: the cloud project cannot hold the plan (quota, flavor, external network, VPN)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); the same clean-up runs, nothing half-written",
 }
 """Every exit code of drctl and what it means: the one table (``drctl --help``, README)."""

@@ -35,6 +35,7 @@ EVENTS: dict[str, str] = {
     "progress": "bytes done of a long phase (backup, restore, check --read-data)",
     "note": "something the user should know that is not an error (preview, policy)",
     "prepare-step": "a step of `demo prepare` (an image built or reused, a disk backed up)",
+    "preflight": "a cloud activation's or drill's preflight of the project (before anything is restored)",
     "run-started": "an activation or drill started (after its guards passed)",
     "restore-started": "a server's disk started restoring",
     "restore-finished": "a server's disk is restored and verified",
@@ -42,6 +43,9 @@ EVENTS: dict[str, str] = {
     "server-finished": "a server's verdict",
     "reconnection-started": "the sites' reconnection test started (drills)",
     "report": "the signed report was stored",
+    "job-started": "an agent job started (its job lock held)",
+    "disk-started": "the agent started backing up one disk (its snapshot taken)",
+    "disk-finished": "the agent backed up one disk: its restore point",
     "result": "terminal: the command's summary",
     "error": "terminal: the command stopped on an error",
 }

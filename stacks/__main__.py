@@ -61,7 +61,9 @@ with_provider = pulumi.ResourceOptions(providers=[provider])
 
 # --- components ----------------------------------------------------------------------------------
 vault = BackupVault(
-    "vault", BackupVaultArgs(client_id=plan.client.id, client_name=plan.client.name), with_provider
+    "vault",
+    BackupVaultArgs(client_id=plan.client.id, client_name=plan.client.name, kind=settings.vault),
+    with_provider,
 )
 
 external = openstack.networking.get_network_output(
@@ -120,7 +122,7 @@ if settings.failover:
                 restore_point=restore_point,
                 networks={ref: n.id for ref, n in space.networks.items()},
                 subnets={ref: s.id for ref, s in space.subnets.items()},
-                security_group_id=space.security_groups[name].id,
+                security_group_ids=space.security_group_ids_of(name),
                 key_pair=space.keypair.name,
                 server_group_id=(
                     space.server_groups[server.anti_affinity].id if server.anti_affinity else None
@@ -134,7 +136,7 @@ if settings.failover:
 # --- exports -------------------------------------------------------------------------------------
 pulumi.export("client", plan.client.id)
 pulumi.export("failover", settings.failover)
-pulumi.export("containers", {role: c.name for role, c in vault.containers.items()})
+pulumi.export("containers", vault.names)
 pulumi.export("router_id", space.router.id)
 pulumi.export("subnets", {ref: s.id for ref, s in space.subnets.items()})
 pulumi.export("vpn_endpoints", endpoints)

@@ -10,6 +10,11 @@ Servers (session-scoped):
   and runs on Debian's python); a missing Swift FAILS the test with the command to run, unless
   ``DRCTL_ALLOW_SKIP=1`` (then it skips).
 
+- ``openstack``: Debian's neutron-server (ML2 + VPNaaS) and glance-api on 127.0.0.1 without
+  Keystone, started once per session in a temporary directory (``tests/support/openstack_servers.py``;
+  ports ``DRCTL_TEST_NEUTRON_PORT`` / ``DRCTL_TEST_GLANCE_PORT``, default 19696 / 19292). Missing
+  packages FAIL the test with the command to run.
+
 Per test (function-scoped), each an :class:`S3Target` with a fresh bucket:
 - ``seaweed_s3``: bucket created with Object Lock (like ``demo-backups``);
 - ``seaweed_s3_plain``: bucket without Object Lock;
@@ -44,6 +49,7 @@ from drctl.storage.memory import MemoryStorage
 from drctl.storage.retry import RetryingStorage
 from drctl.storage.s3 import S3Storage
 from drctl.storage.s3_client import create_bucket, make_client
+from tests.support.openstack_servers import OpenStackServers, start_openstack
 
 REPO = Path(__file__).resolve().parent.parent
 SEAWEED_TEST_STATE = REPO / ".state" / "test-seaweed"
@@ -246,6 +252,14 @@ def swift_container(swift_server: S3Server) -> S3Target:
     )
 
 
+# -- OpenStack (Neutron, Glance) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def openstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenStackServers]:
+    yield from start_openstack(tmp_path_factory.mktemp("openstack"))
+
+
 # -- the generic contract fixture -----------------------------------------------------------------
 
 
@@ -279,6 +293,7 @@ def demo_project(where: Path, *, repository: str, reports: str) -> Path:
     shutil.copy(root / "Pulumi.yaml", proj)
     shutil.copytree(root / "recovery_plans", proj / "recovery_plans")
     shutil.copy(root / "stacks" / "demo.passphrase", proj / "stacks")
+    shutil.copy(root / "stacks" / "__main__.py", proj / "stacks")  # the program: previews, preflight
     text = (root / "stacks" / "Pulumi.demo.yaml").read_text()
     text = text.replace(
         "config:\n",

@@ -17,6 +17,7 @@ import pytest
 
 from drctl.cli import build_parser, main
 from drctl.events import EVENTS, EventStream
+from tests.agent.agents import make_agent
 from tests.repo.fakes import MiB, make_image
 from tests.support.events import read_events
 
@@ -146,12 +147,14 @@ def workspace(tmp_path, monkeypatch):
 def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
     tmp, repo, image = workspace
     state = str(tmp / "state")
+    agent = str(make_agent(tmp / "agent", str(repo), {"system": str(image)}))
     # command -> (argv, expected exit code, terminal event); cheap error paths stand in for the
     # commands whose results need a cloud, QEMU or the NCA lab (their results are tested there).
     cases = {
         "validate": (["validate", "recovery_plans/demo.yaml"], 0, "result"),
         "preview": (["preview", "no-such-stack"], 1, "error"),
         "policy": (["policy", "no-such-stack"], 1, "error"),
+        "preflight": (["preflight", "no-such-stack"], 1, "error"),
         "nca test": (["nca", "test", "no-such-stack", "--site", "paris"], 1, "error"),
         "backup": (["backup", str(repo), "--server", "web", "--disk", "vda", str(image)], 0, "result"),
         "snapshots": (["snapshots", str(repo)], 0, "result"),
@@ -160,6 +163,7 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "key list": (["key", "list", str(repo)], 0, "result"),
         "forget": (["forget", str(repo), "--keep-last", "1", "--dry-run"], 0, "result"),
         "prune": (["prune", str(repo), "--dry-run"], 0, "result"),
+        "repo upgrade": (["repo", "upgrade", str(repo)], 0, "result"),
         "activate": (
             ["activate", "no-such-stack", "--mode", "test", "--requested-by", "x", "--state-dir", state],
             1,
@@ -172,7 +176,11 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "local up": (["local", "up", "--port-base", "80", "--state-dir", str(tmp / "local")], 1, "error"),
         "local status": (["local", "status", "--state-dir", str(tmp / "local")], 14, "result"),
         "local down": (["local", "down", "--state-dir", str(tmp / "local")], 0, "result"),
+        "plan rto": (["plan", "rto", "demo", "--state-dir", state], 0, "result"),
+        "cost": (["cost", "demo", "--repository", str(repo)], 0, "result"),
         "demo prepare": (["demo", "prepare", "--state-dir", state], 1, "error"),
+        "agent run": (["agent", "run", "--config", agent, "--type", "full"], 0, "result"),
+        "agent status": (["agent", "status", "--config", agent], 0, "result"),
         "status": (["status", "no-such-stack"], 1, "error"),
     }
     assert set(cases) == _json_commands(build_parser()), "a --json command this test does not run"

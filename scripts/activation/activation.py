@@ -29,7 +29,7 @@ from drctl.activation.guards import (
     confirm_disaster,
 )
 from drctl.activation.targets.base import DeadlineFn, Target
-from drctl.errors import InvalidInput
+from drctl.errors import DrctlError, InvalidInput
 from drctl.plan.model import Plan, Server
 from drctl.runs.model import (
     RunSummary,
@@ -42,6 +42,7 @@ from drctl.runs.model import (
 )
 from drctl.runs.store import RunStore
 from drctl.stack.config import StackConfig, load_stack
+from drctl.stack.preflight import PreflightBlocked, PreflightReport
 from drctl.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 EventFn = Callable[[str, dict], None]
 # Builds the run's target and returns it with its teardown (see drctl.activation.targets.base).
 TargetFactory = Callable[["Activation", DeadlineFn], tuple[Target, Callable[[], None]]]
+# The cloud preflight of the run's stack and scope (drctl.stack.preflight).
+PreflightFn = Callable[["Activation"], PreflightReport]
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class ActivationRequest:
     vcpu_cap: int | None = None
     restore_parallel: int = 4
     chunk_parallel: int = 16
+    override_preflight: str | None = None  # cloud: run despite blocking preflight findings (recorded)
 
 
 def resolve_scope(cfg: StackConfig, servers: Sequence[str] | None) -> tuple[Server, ...]:
@@ -128,6 +132,11 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
         reason=reason,
         error=type(run.error).__name__ if run.error else None,
         exit_code=run.error.exit_code if run.error else None,
+        restored_bytes=(
+            sum(d.size for d in run.disks if d.size is not None)
+            if run.disks and all(d.size is not None for d in run.disks)
+            else None
+        ),
     )
 
 
@@ -144,13 +153,16 @@ class Activation:
         on_event: EventFn | None = None,
         project_dir: Path | None = None,
         target_factory: TargetFactory | None = None,
+        preflight: PreflightFn | None = None,
     ) -> None:
         self.req, self.password, self.state_dir = req, password, Path(state_dir)
         self.emit = on_event or (lambda kind, data: None)
         self.cfg = load_stack(req.stack, project_dir) if project_dir else load_stack(req.stack)
         self.plan = self.cfg.plan
         self.scope = resolve_scope(self.cfg, req.servers)
+        self.project_dir = project_dir
         self.target_factory: TargetFactory = target_factory or default_target_factory
+        self.preflight: PreflightFn = preflight or default_preflight
         self.run_id = new_run_id()
         self.cancel = threading.Event()  # set on Ctrl-C: the running restores stop
 
@@ -160,6 +172,7 @@ class Activation:
         req, plan = self.req, self.plan
         started = utc_now()
         override = check_guards(req, plan, started)
+        preflight_notes = self._preflight()
         repo = open_repository(open_storage(self.cfg.settings.repository_url(plan)), self.password)
         reports = open_storage(self.cfg.settings.reports_url(plan))
         restore_dir = self.state_dir / "restores" / self.run_id
@@ -178,6 +191,7 @@ class Activation:
             budget = server.rto_s if req.max_wait_s is None else min(server.rto_s, req.max_wait_s)
             return started + timedelta(seconds=budget)
 
+        forecast = self._forecast()
         keep_running = req.kind == "activation" or req.keep
         with ActivationLock(reports, req.stack, self.run_id):
             check_not_active(self.state_dir, req.stack)
@@ -219,12 +233,48 @@ class Activation:
             override_reason=override,
             kind=req.kind,
             reconnection=reconnection,
+            forecast=forecast,
             notes=(f"restore point selector: {req.point}",)
-            + ((f"each server's wait was capped at {req.max_wait_s} s",) if req.max_wait_s else ()),
+            + ((f"each server's wait was capped at {req.max_wait_s} s",) if req.max_wait_s else ())
+            + preflight_notes,
         ).with_availability()
         stored = RunStore(self.state_dir, reports).record(summary)
         self.emit("report", {"path": str(stored.path)})
         return summary
+
+    def _preflight(self) -> tuple[str, ...]:
+        """A cloud run checks the project before restoring anything: a blocking finding stops it
+        (exit 21) unless ``override_preflight`` gives the reason, which the report records."""
+        if self.req.target != "cloud":
+            return ()
+        report = self.preflight(self)
+        self.emit("preflight", report.to_dict())
+        warnings = [f"preflight warning: {f.resource}: {f.fix}" for f in report.warnings]
+        if report.ok:
+            return tuple(warnings)
+        if not self.req.override_preflight:
+            raise PreflightBlocked(
+                f"preflight of stack {self.req.stack} in project {report.project_id}: {report.summary()}; "
+                f"nothing was restored. `drctl preflight {self.req.stack}` shows each fix; to activate "
+                "anyway, --override-preflight REASON (recorded in the report)"
+            )
+        log.warning("preflight of %s overridden: %s", self.req.stack, self.req.override_preflight)
+        return (
+            f"preflight overridden by {self.req.requested_by}: {self.req.override_preflight} "
+            f"(blocking: {report.summary()})",
+            *warnings,
+        )
+    def _forecast(self) -> dict | None:
+        """The predicted times (from this client's previous drill) and cost, before anything runs."""
+        from drctl.runs.forecast import make_forecast
+
+        try:
+            previous = [r.summary for r in RunStore(self.state_dir).list_runs(self.req.stack)]
+            storage = open_storage(self.cfg.settings.repository_url(self.plan))
+            return make_forecast(self.cfg, [s.name for s in self.scope], previous, storage)
+        except DrctlError as e:  # a forecast informs the report; it never stops a run
+            log.warning("no forecast for this run: %s", e.message)
+            return None
 
     def _reconnection(self, target: Target, runs: dict[str, ServerRun]) -> tuple[SiteReconnection, ...]:
         """Service description 8.1: a drill also proves the users' reconnection (NCA tunnel,
@@ -250,7 +300,9 @@ class Activation:
             parallel=self.req.chunk_parallel,
             cancel=self.cancel,
         )
-        restored = RestoredDisk(server.name, disk, str(result.path), result.point.id, result.point.created)
+        restored = RestoredDisk(
+            server.name, disk, str(result.path), result.point.id, result.point.created, result.point.size
+        )
         target.stage_disk(server, restored)
         return restored
 
@@ -275,6 +327,13 @@ class Activation:
 
 def _nothing() -> None:
     pass
+
+
+def default_preflight(act: Activation) -> PreflightReport:
+    """The preflight against the cloud of clouds.yaml / OS_CLOUD, as the cloud target connects."""
+    from drctl.stack.cloud_inventory import run_preflight
+
+    return run_preflight(act.req.stack, project_dir=act.project_dir, servers=[s.name for s in act.scope])
 
 
 def default_target_factory(act: Activation, deadline_for: DeadlineFn) -> tuple[Target, Callable[[], None]]:

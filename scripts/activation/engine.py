@@ -44,6 +44,7 @@ class RestoredDisk:
     path: str
     point_id: str
     point_time: datetime
+    size: int | None = None  # bytes of the restored image (the restore throughput's numerator)
 
 
 @dataclass

@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     common.add_argument("--reason", help="why; recorded in the report")
     common.add_argument(
+        "--override-preflight",
+        metavar="REASON",
+        help="cloud: run despite blocking preflight findings (quota, flavor, network, VPN); "
+        "the reason and the findings are recorded in the report",
+    )
+    common.add_argument(
         "--max-wait",
         type=positive_int,
         metavar="S",
@@ -136,6 +142,7 @@ def _activate(args: argparse.Namespace) -> int:
         ram_cap_mb=args.ram_cap,
         vcpu_cap=args.vcpu_cap,
         restore_parallel=args.restore_parallel,
+        override_preflight=args.override_preflight,
     )
     act = Activation(
         req,

@@ -1,4 +1,4 @@
-"""Backup repository commands: repo init, key add|list|remove|passwd, backup, snapshots, restore,
+"""Backup repository commands: repo init|upgrade, key add|list|remove|passwd, backup, snapshots, restore,
 check, forget, prune, unlock. Formats and exit codes: docs/repository-format.md.
 
 Size: over 400 lines because it is the argument parsing and the printing of eleven commands, each a
@@ -83,6 +83,26 @@ def cmd_init(args: argparse.Namespace) -> int:
         storage, password, chunk_size=args.chunk_size * 1024 * 1024, object_lock=object_lock, label=args.label
     )
     print(f"created repository {repo.config.id} at {storage.describe()} (key {repo.key_id})")
+    return EXIT_OK
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from drctl.repo.repository import FORMAT_VERSION, upgrade_repository
+
+    repo = _open(args)
+    before = repo.config.version
+    changed = upgrade_repository(repo)
+    if args.json:
+        args.events.result(
+            {"repo": repo.describe(), "from": before, "version": FORMAT_VERSION, "changed": changed}
+        )
+    elif changed:
+        print(
+            f"repository {repo.describe()} upgraded from format {before} to {FORMAT_VERSION}; its "
+            f"existing restore points stay restorable"
+        )
+    else:
+        print(f"repository {repo.describe()} already has format {FORMAT_VERSION}: nothing to do")
     return EXIT_OK
 
 
@@ -189,7 +209,9 @@ def _point_dict(p) -> dict[str, Any]:
         "chunk_size": p.chunk_size,
         "type": p.type,
         "parent": p.parent,
-        "sha256": p.sha256,
+        "sha256": p.sha256 or None,
+        "repo_format": p.version,
+        "image_digest": p.digest_label,
         "chunks": p.stored_chunks,
         "host": p.host,
         "retain_until": p.retain_until.isoformat() if p.retain_until else None,
@@ -247,9 +269,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.json:
         args.events.result(result.summary())
     else:
+        algorithm = result.point.digest_label.split(":")[0]
         print(
             f"restored {result.point.server}/{result.point.disk} point {result.point.id[:8]} "
-            f"({result.point.created.isoformat()}) to {result.path}: sha256 verified, "
+            f"({result.point.created.isoformat()}) to {result.path}: {algorithm} digest verified, "
             f"{result.fetched_chunks} chunks fetched, {result.resumed_chunks} resumed, "
             f"{result.duration_s:.1f}s"
         )
@@ -364,6 +387,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--retain", type=positive_int, metavar="DAYS", help="default Object Lock retention of backups"
     )
     p.add_argument("--label", default="client", help="label of the first key (default: client)")
+    p = add(
+        repo_sub,
+        "upgrade",
+        cmd_upgrade,
+        "Raise the repository to the current format (exclusive lock; idempotent; existing points stay "
+        "restorable).",
+    )
+    p.add_argument("--json", action="store_true", help=_JSON_HELP)
 
     key = sub.add_parser("key", help="manage the repository's key slots")
     key_sub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")

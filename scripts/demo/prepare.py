@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from drctl.repo.errors import RepoMissing
-from drctl.repo.repository import init_repository, open_repository
+from drctl.repo.repository import FORMAT_VERSION, init_repository, open_repository, upgrade_repository
 from drctl.stack.config import load_stack
 from drctl.storage import open_storage
 
@@ -52,6 +52,9 @@ def prepare_demo(
     except RepoMissing:
         say("repository", f"creating the demo client's encrypted repository at {url}")
         repo = init_repository(storage, password)
+    if repo.config.version < FORMAT_VERSION:  # the demo's own repository, from an older drctl
+        say("repository", f"upgrading the demo repository to format {FORMAT_VERSION} (`drctl repo upgrade`)")
+        upgrade_repository(repo)
     points = {}
     for server in plan.servers:
         disk = server.boot_disk.name

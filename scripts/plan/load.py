@@ -1,6 +1,7 @@
 """Loading and validating recovery plans: YAML, then the JSON Schema, then the semantic rules.
 
-Every problem of a plan is collected and reported at once, each as ``FILE: path.to.field: message``
+Values left as ``TODO`` by ``drctl client new`` or ``drctl plan import`` are reported as such
+(:mod:`drctl.plan.todos`). Every problem of a plan is collected and reported at once, each as ``FILE: path.to.field: message``
 (``recovery_plans/x.yaml: servers[2].nics[0].ip: 10.0.0.5 is outside subnet paris/lan (...)``).
 The semantic rules read the raw document, tolerating the shapes the schema already rejected, so a
 file with a schema error still gets its semantic problems reported in the same run.
@@ -28,6 +29,7 @@ from drctl.input_files import InputFileError, read_input_text
 from drctl.input_files import parse_yaml as parse_document
 from drctl.plan.model import Plan, plan_from_dict
 from drctl.plan.rules import restore_point_gap, semantic_problems  # noqa: F401 (restore_point_gap: public)
+from drctl.plan.todos import find_todos, todo_message, under
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +174,13 @@ def check_document(doc: Any, file: str) -> list[Problem]:
             )
         ]
     _dates_as_text(doc)
-    found = schema_problems(doc) + semantic_problems(doc)
-    return [Problem(file, where, msg) for where, msg in found]
+    todos = [(field_path(parts), todo_message(text)) for parts, text in find_todos(doc)]
+    todo_paths = [where for where, _ in todos]
+    # The semantic rules read filled values (subnets, addresses, dependencies): they run once no
+    # TODO is left, so a half-drafted plan gets its TODOs and its shape errors, not their echoes.
+    found = schema_problems(doc) + (semantic_problems(doc) if not todos else [])
+    found = [(w, m) for w, m in found if not under(w, todo_paths)]
+    return [Problem(file, where, msg) for where, msg in todos + found]
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -183,6 +190,11 @@ def load_plan(path: str | Path) -> Plan:
         text = read_input_text(path, what="plan")
     except InputFileError as e:
         raise PlanInvalid(file, [Problem(file, e.where, e.reason)]) from e
+    return plan_from_text(text, file)
+
+
+def plan_from_text(text: str, file: str) -> Plan:
+    """Parse, validate and build a plan from its text; ``file`` names it in every problem."""
     doc, problems = parse_yaml(text, file)
     if not problems:
         problems = check_document(doc, file)

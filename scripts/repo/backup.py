@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,13 +17,13 @@ from typing import Any
 
 from drctl.errors import DrctlError, InvalidInput
 from drctl.repo.chunker import DiskSource
-from drctl.repo.crypto import chunk_id, stored_chunk_fits
-from drctl.repo.errors import ChunkVanished, LockLost
+from drctl.repo.crypto import image_digest_v2, stored_chunk_fits
+from drctl.repo.errors import ChunkVanished, LockLost, RepoNeedsUpgrade
 from drctl.repo.locks import RepoLock
 from drctl.repo.manifest import BACKUP_TYPES, Manifest, chunk_key, encode_chunks, new_point_id, point_key
 from drctl.repo.points import load_readable_points, warn_damaged
 from drctl.repo.progress import NullProgress, ProgressSink
-from drctl.repo.repository import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository
+from drctl.repo.repository import FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class BackupResult:
             "duration_s": round(self.duration_s, 3),
             "backup_type": self.point.type,
             "parent": self.point.parent,
-            "sha256": self.point.sha256,
+            "sha256": self.point.sha256 or None,  # format-1 points only
+            "repo_format": self.point.version,
+            "image_digest": self.point.digest_label,
             "retain_until": self.point.retain_until.isoformat() if self.point.retain_until else None,
             "retention_enforced": self.retention_enforced,
             "extended_chunks": self.extended_chunks,
@@ -110,7 +112,7 @@ class _Uploader:
         self.failed = threading.Event()
 
     def process(self, data: bytes) -> tuple[bytes, int]:
-        cid = chunk_id(self.repo.keys, data)
+        cid = self.repo.chunk_id(data)  # keyed BLAKE3, on this worker thread
         with self.claim_lock:
             if cid in self.claimed:  # met earlier in this run: handled (or in flight) there
                 return cid, 0
@@ -202,9 +204,12 @@ def backup_disk(
     retain_days: int | None = None,
     parallel: int = 8,
     progress: ProgressSink | None = None,
+    check_source: Callable[[], None] | None = None,
 ) -> BackupResult:
     """Back up one disk image; returns the new restore point. No manifest is written unless every
-    chunk was stored and the source kept its size."""
+    chunk was stored and the source kept its size. ``check_source``, when given, runs after the
+    whole source was read and before the manifest is written: it raises to say the copy just read
+    cannot be trusted (an overflowed snapshot), and then no point is written either."""
     for what, name in (("server", server), ("disk", disk)):
         if not PLAN_NAME.fullmatch(name):
             raise InvalidInput(
@@ -215,6 +220,12 @@ def backup_disk(
     chunk_size = chunk_size or repo.config.chunk_size
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise InvalidInput(f"chunk size {chunk_size} out of range [{MIN_CHUNK_SIZE}, {MAX_CHUNK_SIZE}]")
+    if repo.config.version < FORMAT_VERSION:
+        raise RepoNeedsUpgrade(
+            f"repository {repo.describe()} has format version {repo.config.version}; this drctl writes "
+            f"format {FORMAT_VERSION} backups. Run `drctl repo upgrade {repo.describe()}` once (its "
+            f"existing restore points stay restorable), then back up again"
+        )
     if retain_days is None and repo.config.object_lock:
         retain_days = repo.config.object_lock.get("retain_days")
     t0 = time.monotonic()
@@ -236,14 +247,12 @@ def backup_disk(
         }
         up = _Uploader(repo, known, recorded, retain_until, extend_reused=bool(enforced))
         zero = bytes(chunk_size)
-        image_hash = hashlib.sha256()
         slots = threading.BoundedSemaphore(max(2, parallel * 2))
         entries: list[Future[tuple[bytes, int]] | None] = []
         progress.start("backup", src.size)
         pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="backup")
         try:
             for _, data in src.chunks(chunk_size):
-                image_hash.update(data)
                 if data == zero[: len(data)]:
                     entries.append(None)
                     progress.advance(len(data))
@@ -274,6 +283,8 @@ def backup_disk(
             up.failed.set()  # on success every future is done; on error, stop the rest
             pool.shutdown(wait=True, cancel_futures=True)
         src.check_unchanged()
+        if check_source is not None:
+            check_source()
         progress.finish()
         manifest = Manifest(
             id=new_point_id(),
@@ -282,7 +293,7 @@ def backup_disk(
             disk=disk,
             size=src.size,
             chunk_size=chunk_size,
-            sha256=image_hash.hexdigest(),
+            sha256="",
             created=datetime.now(UTC),
             type=btype,
             parent=parent,
@@ -290,6 +301,8 @@ def backup_disk(
             retain_until=retain_until,
             host=socket.gethostname(),
             stored_sizes={c: up.sizes[c] for c in ids if c is not None},
+            version=FORMAT_VERSION,
+            image_digest=image_digest_v2(src.size, chunk_size, ids),
         )
         _write_point(repo, lock, manifest, up.sizes)
     result = BackupResult(

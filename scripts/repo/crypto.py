@@ -4,6 +4,7 @@ ids, chunk and manifest sealing. No I/O; every failure to authenticate raises an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -12,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import blake3
 import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -24,11 +26,21 @@ NONCE_LEN = 12
 TAG_LEN = 16
 ZSTD_LEVEL = 3
 
-CHUNK_VERSION = 0x01
+CHUNK_VERSION = 0x01  # format 1: HMAC-SHA256 chunk ids
+CHUNK_VERSION_2 = 0x02  # format 2: keyed BLAKE3 chunk ids
+CHUNK_VERSIONS = (CHUNK_VERSION, CHUNK_VERSION_2)
 COMP_NONE = 0x00
 COMP_ZSTD = 0x01
 CHUNK_HEADER_LEN = 2
 CHUNK_AD_DOMAIN = b"drctl/chunk/v1"
+CHUNK_AD_DOMAINS = {CHUNK_VERSION: CHUNK_AD_DOMAIN, CHUNK_VERSION_2: b"drctl/chunk/v2"}
+# Format 2: the chunk-id key of BLAKE3 is derived from the master chunk-id key (never the same key
+# under two algorithms); the image digest is BLAKE3 over the per-chunk digests in image order.
+ID_KEY_CONTEXT_V2 = "drctl 2026-11 chunk id v2"
+IMAGE_DIGEST_DOMAIN_V2 = b"drctl/image/v2\x00"
+# The digest of an all-zero chunk in the image digest: a constant, so zero runs are never hashed.
+# It is BLAKE3 of a label, not a keyed hash of anything: no chunk id equals it but by a collision.
+ZERO_CHUNK_DIGEST = blake3.blake3(b"drctl/zero-chunk/v2").digest()
 CHUNK_OVERHEAD = CHUNK_HEADER_LEN + NONCE_LEN + TAG_LEN
 
 # Bounds on a key slot's scrypt parameters, checked before the KDF runs: a planted or damaged slot
@@ -103,6 +115,11 @@ class MasterKeys:
     def to_bytes(self) -> bytes:
         return self.enc_key + self.id_key
 
+    @functools.cached_property
+    def id_key_v2(self) -> bytes:
+        """The keyed-BLAKE3 key of format-2 chunk ids, derived from the chunk-id key."""
+        return blake3.blake3(self.id_key, derive_key_context=ID_KEY_CONTEXT_V2).digest()
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> MasterKeys:
         if len(raw) != 2 * KEY_LEN:
@@ -153,8 +170,30 @@ def config_mac(keys: MasterKeys, body: dict[str, Any]) -> str:
 
 
 def chunk_id(keys: MasterKeys, plaintext: bytes | memoryview) -> bytes:
-    """Keyed id of a chunk: HMAC-SHA256(chunk-id key, plaintext). Reveals nothing without the key."""
+    """Keyed id of a format-1 chunk: HMAC-SHA256(chunk-id key, plaintext). Reveals nothing without
+    the key."""
     return hmac.digest(keys.id_key, plaintext, "sha256")
+
+
+def chunk_id_v2(keys: MasterKeys, plaintext: bytes | memoryview) -> bytes:
+    """Keyed id of a format-2 chunk: keyed BLAKE3 (one pass, releases the GIL). It is also the
+    chunk's digest in the image digest (:func:`image_digest_v2`)."""
+    return blake3.blake3(plaintext, key=keys.id_key_v2).digest()
+
+
+def chunk_id_for(version: int, keys: MasterKeys, plaintext: bytes | memoryview) -> bytes:
+    """The chunk id of ``plaintext`` under format ``version`` (1 or 2)."""
+    return chunk_id_v2(keys, plaintext) if version == 2 else chunk_id(keys, plaintext)
+
+
+def image_digest_v2(size: int, chunk_size: int, digests: list[bytes | None]) -> str:
+    """Format-2 image digest: BLAKE3 of the domain, the image size and chunk size (8 bytes each,
+    little-endian) and every chunk's 32-byte digest in image order, ``ZERO_CHUNK_DIGEST`` for an
+    all-zero chunk (``None``). Hex."""
+    h = blake3.blake3(IMAGE_DIGEST_DOMAIN_V2 + size.to_bytes(8, "little") + chunk_size.to_bytes(8, "little"))
+    for d in digests:
+        h.update(ZERO_CHUNK_DIGEST if d is None else d)
+    return h.hexdigest()
 
 
 _local = threading.local()
@@ -175,7 +214,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 
 def _chunk_ad(header: bytes | bytearray | memoryview, repo_id: bytes, cid: bytes) -> bytes:
-    return CHUNK_AD_DOMAIN + header + repo_id + cid
+    return CHUNK_AD_DOMAINS[header[0]] + header + repo_id + cid
 
 
 def _pack(plaintext: bytes) -> tuple[int, bytes]:
@@ -201,10 +240,15 @@ def stored_chunk_fits(size: int, plaintext: bytes) -> bool:
     return size == raw or (size < raw and size == chunk_object_size(plaintext))
 
 
-def seal_chunk(keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes) -> bytes:
-    """Compress (when it helps) then encrypt one chunk; the stored object bytes."""
+def seal_chunk(
+    keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes, version: int = CHUNK_VERSION
+) -> bytes:
+    """Compress (when it helps) then encrypt one chunk of format ``version``; the stored object
+    bytes."""
+    if version not in CHUNK_VERSIONS:
+        raise ValueError(f"unknown chunk format {version}")
     comp, body = _pack(plaintext)
-    header = bytes((CHUNK_VERSION, comp))
+    header = bytes((version, comp))
     nonce = os.urandom(NONCE_LEN)
     return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, _chunk_ad(header, repo_id, cid))
 
@@ -218,18 +262,25 @@ def open_chunk(
     key: str,
     *,
     verify_id: bool = True,
+    version: int | None = None,
 ) -> bytes:
     """Authenticate, decrypt, decompress and (with ``verify_id``) re-identify one stored chunk, all
     before returning any plaintext. Raises ChunkCorrupt naming the chunk id and the object key.
+    ``version``: the chunk format the referring manifest requires (None: either).
 
-    The GCM tag already binds the chunk id (associated data); the HMAC recheck is defence in depth,
-    skipped by restore, whose final image sha256 proves every byte anyway."""
+    The GCM tag already binds the chunk id (associated data); the id recheck (with the id function
+    of the chunk's format) is defence in depth for format 1, skipped by a format-1 restore, whose
+    final image sha256 proves every byte anyway."""
     cid_hex = cid.hex()
     if len(blob) < CHUNK_HEADER_LEN + NONCE_LEN + TAG_LEN:
         raise ChunkCorrupt(cid_hex, key, f"truncated ({len(blob)} bytes)")
     header = blob[:CHUNK_HEADER_LEN]
-    if header[0] != CHUNK_VERSION or header[1] not in (COMP_NONE, COMP_ZSTD):
+    if header[0] not in CHUNK_VERSIONS or header[1] not in (COMP_NONE, COMP_ZSTD):
         raise ChunkCorrupt(cid_hex, key, "unknown header")
+    if version is not None and header[0] != version:
+        raise ChunkCorrupt(
+            cid_hex, key, f"chunk format {header[0]}, its restore point needs format {version}"
+        )
     nonce = blob[CHUNK_HEADER_LEN : CHUNK_HEADER_LEN + NONCE_LEN]
     try:
         body = AESGCM(keys.enc_key).decrypt(
@@ -248,7 +299,7 @@ def open_chunk(
         plain = body
     if len(plain) != expected_len:
         raise ChunkCorrupt(cid_hex, key, f"{len(plain)} bytes, the manifest expects {expected_len}")
-    if verify_id and not hmac.compare_digest(chunk_id(keys, plain), cid):
+    if verify_id and not hmac.compare_digest(chunk_id_for(header[0], keys, plain), cid):
         raise ChunkCorrupt(cid_hex, key, "content does not match its chunk id")
     return plain
 

@@ -104,7 +104,11 @@ class KeyFileCorrupt(IntegrityError):
 
 
 class ImageMismatch(IntegrityError):
-    """The restored image's sha256 differs from the manifest's."""
+    """The restored image's digest (sha256 or BLAKE3 list) differs from the manifest's."""
+
+
+class RepoNeedsUpgrade(InvalidInput):
+    """A backup into a repository of an older format: ``drctl repo upgrade`` raises it first."""
 
 
 class SourceChanged(LocalIOError):

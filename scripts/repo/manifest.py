@@ -16,6 +16,7 @@ SNAPSHOTS_PREFIX = "snapshots/"
 DATA_PREFIX = "data/"
 BACKUP_TYPES = ("full", "incremental", "differential")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MANIFEST_VERSIONS = (1, 2)  # 1: whole-image sha256, HMAC-SHA256 ids; 2: BLAKE3 (format §2.4)
 
 # One entry per run: a chunk id (32 bytes) or an int = that many all-zero chunks.
 ChunkEntry = bytes | int
@@ -95,6 +96,15 @@ class Manifest:
     # backup reuses a chunk whose listed size matches without compressing it again. Empty in
     # points written before it was recorded.
     stored_sizes: dict[bytes, int] = field(default_factory=dict, compare=False, hash=False)
+    # Format 1: ``sha256`` of the whole image. Format 2: ``sha256`` is empty and ``image_digest``
+    # is BLAKE3 over the per-chunk digests (crypto.image_digest_v2).
+    version: int = 1
+    image_digest: str = ""
+
+    @property
+    def digest_label(self) -> str:
+        """The image digest as ``algorithm:hex`` (for summaries and messages)."""
+        return f"blake3-list:{self.image_digest}" if self.version == 2 else f"sha256:{self.sha256}"
 
     def iter_chunks(self) -> Iterator[tuple[int, bytes | None]]:
         """(index, chunk id or None for a zero chunk) in image order."""
@@ -116,15 +126,16 @@ class Manifest:
         return sum(1 for e in self.chunks if isinstance(e, bytes))
 
     def to_doc(self) -> dict[str, Any]:
+        digest = {"digest": self.image_digest} if self.version == 2 else {"sha256": self.sha256}
         return {
-            "version": 1,
+            "version": self.version,
             "id": self.id,
             "repo": self.repo,
             "server": self.server,
             "disk": self.disk,
             "size": self.size,
             "chunk_size": self.chunk_size,
-            "sha256": self.sha256,
+            **digest,
             "created": utc_iso(self.created),
             "type": self.type,
             "parent": self.parent,
@@ -142,8 +153,9 @@ class Manifest:
 def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: str) -> Manifest:
     """Validate an authenticated manifest document; ManifestCorrupt on any inconsistency."""
     try:
-        if doc.get("version") != 1:
-            raise ValueError(f"unknown version {doc.get('version')!r}")
+        version = doc.get("version")
+        if version not in MANIFEST_VERSIONS or isinstance(version, bool):
+            raise ValueError(f"unknown version {version!r}")
         if doc["id"] != point_id:
             raise ValueError(f"holds point {doc['id']!r}, stored under {point_id!r}")
         if doc["repo"] != repo_hex:
@@ -164,8 +176,11 @@ def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: st
                 raise ValueError(f"bad chunk entry {e!r}")
         if total != chunk_count(size, chunk_size):
             raise ValueError(f"{total} chunks listed for {size} bytes in {chunk_size}-byte chunks")
-        if doc["type"] not in BACKUP_TYPES or not _HEX64.match(doc["sha256"]):
-            raise ValueError("bad type or sha256")
+        digest_field = "digest" if version == 2 else "sha256"
+        if doc["type"] not in BACKUP_TYPES:
+            raise ValueError("bad type")
+        if not isinstance(doc[digest_field], str) or not _HEX64.match(doc[digest_field]):
+            raise ValueError(f"bad {digest_field}")
         for name in ("server", "disk"):
             if not isinstance(doc[name], str) or not doc[name]:
                 raise ValueError(f"bad {name}")
@@ -179,7 +194,7 @@ def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: st
             disk=doc["disk"],
             size=size,
             chunk_size=chunk_size,
-            sha256=doc["sha256"],
+            sha256=doc[digest_field] if version == 1 else "",
             created=parse_time(doc["created"]),
             type=doc["type"],
             parent=doc.get("parent"),
@@ -187,6 +202,8 @@ def manifest_from_doc(doc: dict[str, Any], key: str, point_id: str, repo_hex: st
             retain_until=parse_time(doc["retain_until"]) if doc.get("retain_until") else None,
             host=str(doc.get("host", "")),
             stored_sizes=stored_sizes,
+            version=version,
+            image_digest=doc[digest_field] if version == 2 else "",
         )
     except (KeyError, TypeError, ValueError, AttributeError, InvalidInput) as e:
         raise ManifestCorrupt(key, f"authenticated but inconsistent: {e}") from e

@@ -48,6 +48,10 @@ CONFIG_KEY = "config"
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 MIN_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 64 * 1024 * 1024
+# Format versions (docs/repository-format.md §2.1): ``repo init`` creates the newest; backups write
+# only it; restore reads every one (each manifest says its own).
+FORMAT_VERSION = 2
+FORMAT_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class RepoConfig:
     chunk_size: int
     created: str
     object_lock: dict[str, Any] | None
-    version: int = 1
+    version: int = FORMAT_VERSION
 
     @property
     def repo_id(self) -> bytes:
@@ -91,7 +95,7 @@ def read_config(storage: Storage) -> tuple[RepoConfig, str]:
             object_lock=doc.get("object_lock"),
             version=doc["version"],
         )
-        if cfg.version != 1 or len(cfg.repo_id) != 32:
+        if cfg.version not in FORMAT_VERSIONS or isinstance(cfg.version, bool) or len(cfg.repo_id) != 32:
             raise ValueError("unknown version or bad id")
         if not (isinstance(doc["mac"], str) and doc["mac"].isascii()):
             raise ValueError("the MAC is not a hex string")
@@ -139,8 +143,12 @@ class Repository:
         """Every chunk id present in ``data/`` (one listing)."""
         return set(self.chunk_objects())
 
+    def chunk_id(self, plaintext: bytes | memoryview) -> bytes:
+        """The id a backup gives this chunk (format ``FORMAT_VERSION``: keyed BLAKE3)."""
+        return crypto.chunk_id_v2(self.keys, plaintext)
+
     def put_chunk(self, cid: bytes, plaintext: bytes, retain_until: datetime | None) -> int:
-        blob = crypto.seal_chunk(self.keys, self.repo_id, cid, plaintext)
+        blob = crypto.seal_chunk(self.keys, self.repo_id, cid, plaintext, FORMAT_VERSION)
         self.storage.put(chunk_key(cid), blob, retain_until=retain_until)
         return len(blob)
 
@@ -159,10 +167,16 @@ class Repository:
             raise ChunkMissing(cid.hex(), key) from e
 
     def open_chunk(
-        self, cid: bytes, blob: bytes | bytearray | memoryview, length: int, *, verify_id: bool = True
+        self,
+        cid: bytes,
+        blob: bytes | bytearray | memoryview,
+        length: int,
+        *,
+        verify_id: bool = True,
+        version: int | None = None,
     ) -> bytes:
         return crypto.open_chunk(
-            self.keys, self.repo_id, cid, blob, length, chunk_key(cid), verify_id=verify_id
+            self.keys, self.repo_id, cid, blob, length, chunk_key(cid), verify_id=verify_id, version=version
         )
 
     # -- manifests -----------------------------------------------------------------------------
@@ -324,3 +338,34 @@ def init_repository(
     doc = dict(cfg.body(), mac=crypto.config_mac(keys, cfg.body()))
     storage.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())
     return repo
+
+
+def upgrade_repository(repo: Repository) -> bool:
+    """Raise the repository's format to ``FORMAT_VERSION`` (``drctl repo upgrade``): rewrite
+    ``config`` with the new version and its MAC, under the exclusive lock (no backup runs
+    meanwhile). Existing points and chunks are not touched and stay restorable. Idempotent: False
+    when the repository already has that format."""
+    with repo.lock(exclusive=True, operation="upgrade"):
+        # Read again (another process may have upgraded it meanwhile) and check its MAC again: the
+        # new MAC must never vouch for fields a writer of the bucket changed.
+        current, mac = read_config(repo.storage)
+        if not hmac.compare_digest(crypto.config_mac(repo.keys, current.body()), mac):
+            raise KeyFileCorrupt(
+                f"repository config {repo.describe()}/{CONFIG_KEY} fails its MAC: it was modified; "
+                "restore it from a copy of the repository"
+            )
+        if current.version >= FORMAT_VERSION:
+            repo.config = current
+            return False
+        cfg = RepoConfig(
+            id=current.id,
+            chunk_size=current.chunk_size,
+            created=current.created,
+            object_lock=current.object_lock,
+            version=FORMAT_VERSION,
+        )
+        doc = dict(cfg.body(), mac=crypto.config_mac(repo.keys, cfg.body()))
+        repo.storage.put(CONFIG_KEY, json.dumps(doc, indent=1).encode())
+        repo.config = cfg
+        log.info("repository %s upgraded to format %d", repo.describe(), FORMAT_VERSION)
+        return True

@@ -3,8 +3,8 @@
 
 This module chooses the restore point, prepares the output (``OUT.partial`` and its journal, the
 chunks a previous attempt already verified), runs the pipeline (:mod:`drctl.repo.restore_pipeline`)
-and moves the image into place only once its sha256 equals the manifest's, converting it to qcow2
-if asked."""
+and moves the image into place only once its digest equals the manifest's (format 1: sha256 of the
+image; format 2: BLAKE3 over the per-chunk digests), converting it to qcow2 if asked."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from drctl.errors import InvalidInput, ToolMissing
 from drctl.private_files import create_private_file, open_private_file, private_temp_dir, publish
 from drctl.processes import CommandFailed, run
-from drctl.repo.crypto import chunk_id
+from drctl.repo.crypto import chunk_id_for
 from drctl.repo.errors import ImageMismatch, OutputError
 from drctl.repo.journal import RestoreJournal
 from drctl.repo.manifest import Manifest, chunk_length
@@ -53,7 +53,9 @@ class RestoreResult:
             "size": self.point.size,
             "path": str(self.path),
             "format": self.format,
-            "sha256": self.point.sha256,
+            "sha256": self.point.sha256 or None,  # format-1 points only
+            "repo_format": self.point.version,
+            "image_digest": self.point.digest_label,
             "fetched_chunks": self.fetched_chunks,
             "fetched_bytes": self.fetched_bytes,
             "resumed_chunks": self.resumed_chunks,
@@ -76,7 +78,7 @@ def restore_disk(
     """Restore one disk of ``server`` to ``out``; the public entry the activation calls.
 
     ``point`` is ``latest``, a point id (prefix) or an ISO time (newest at or before it). A file
-    appears at ``out`` only once its sha256 equals the manifest's; on failure ``out.partial`` and
+    appears at ``out`` only once its digest equals the manifest's; on failure ``out.partial`` and
     its journal stay for a resume (the same call again). Setting ``cancel`` (from another thread)
     stops the restore within one chunk download: it raises :class:`Cancelled`."""
     with repo.lock(exclusive=False, operation="restore"):
@@ -95,7 +97,7 @@ def _verify_resumed(repo: Repository, fd: int, m: Manifest, candidates: set[int]
         if cid is None:
             return False
         data = os.pread(fd, chunk_length(i, m.size, m.chunk_size), i * m.chunk_size)
-        return hmac.compare_digest(chunk_id(repo.keys, data), cid)
+        return hmac.compare_digest(chunk_id_for(m.version, repo.keys, data), cid)
 
     todo = sorted(i for i in candidates if 0 <= i < len(ids))
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as ex:
@@ -142,17 +144,19 @@ def restore_point(
         parallel = max(1, parallel)
         w = RestoreWriter(fd, m, journal, progress, partial, window_size(parallel, m.chunk_size))
         w.mark([i for i, cid in m.iter_chunks() if cid is None])
-        w.mark(resumed)
+        ids = dict(m.iter_chunks())
+        w.mark(resumed, [ids[i] or b"" for i in resumed])  # proven equal to their ids
         fetched, fetched_bytes, digest = fetch_all(repo, m, w, set(resumed), parallel, cancel)
         journal.flush()
-        if digest != m.sha256:
+        expected = m.image_digest if m.version == 2 else m.sha256
+        if digest != expected:
             os.close(fd)
             fd = -1
             partial.unlink(missing_ok=True)
             journal.remove()
             raise ImageMismatch(
-                f"restored image of {m.server}/{m.disk} point {m.id} has sha256 {digest}, the manifest "
-                f"says {m.sha256}: the partial file was deleted; run `drctl check REPO --read-data`"
+                f"restored image of {m.server}/{m.disk} point {m.id} has digest {digest}, the manifest "
+                f"says {m.digest_label}: the partial file was deleted; run `drctl check REPO --read-data`"
             )
         os.fsync(fd)
     except OSError as e:

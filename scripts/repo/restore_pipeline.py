@@ -1,10 +1,13 @@
 """The restore's parallel pipeline for one disk image: downloads, authentication, positioned
-writes, the in-order hash and the resume journal (read order: docs/repository-format.md §4).
+writes, the image digest and the resume journal (read order: docs/repository-format.md §4).
 
-Downloads run on one pool; authentication + decompression + positioned writes on another (one thread
-per CPU); a hasher thread takes the verified plaintext in image order (zero runs from a zero block);
-a journal thread records written chunks. A chunk holds a slot of the window (:func:`window_size`)
-from its download until it is hashed, so at most that many chunks are in memory at once.
+Downloads run on one pool; authentication + decompression + the chunk's own digest + positioned
+writes on another (one thread per CPU); a journal thread records written chunks. Format 2: each
+decoder proves its chunk's keyed BLAKE3 equal to the chunk id, and the image digest is combined from
+those per-chunk digests at the end (zero chunks are a constant). Format 1: a hasher thread takes
+the verified plaintext in image order into SHA-256 (zero runs from a zero block). A chunk holds a
+slot of the window (:func:`window_size`) from its download until it is written (format 2) or hashed
+(format 1), so at most that many chunks are in memory at once.
 :mod:`drctl.repo.restore` prepares the output, runs :func:`fetch_all` and moves the verified image
 into place."""
 
@@ -20,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from drctl.errors import Cancelled
-from drctl.repo.errors import DiskFull, OutputError
+from drctl.repo.crypto import image_digest_v2
+from drctl.repo.errors import DiskFull, ImageMismatch, OutputError
 from drctl.repo.journal import RestoreJournal
 from drctl.repo.manifest import Manifest, chunk_count, chunk_length
 from drctl.repo.progress import ProgressSink
@@ -75,24 +79,48 @@ class RestoreWriter:
         self.window = threading.Semaphore(window)
         self.error: BaseException | None = None
         self.to_journal: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
+        # Format 2: the digest proven for each index (None: not yet; zero chunks stay None).
+        self.digests: list[bytes | None] | None = [None] * self.n if m.version == 2 else None
 
-    def mark(self, idxs: list[int]) -> None:
-        """Zero and resumed chunks: already right in the file, never journaled again."""
+    def mark(self, idxs: list[int], digests: list[bytes] | None = None) -> None:
+        """Zero and resumed chunks: already right in the file, never journaled again. ``digests``:
+        the proven digests of resumed chunks (format 2)."""
         with self.cond:
-            for i in idxs:
+            for k, i in enumerate(idxs):
                 self.done[i] = 1
+                if digests is not None and self.digests is not None:
+                    self.digests[i] = digests[k]
             self.cond.notify_all()
         self.progress.advance(sum(chunk_length(i, self.m.size, self.m.chunk_size) for i in idxs))
 
-    def publish(self, plain: bytes, idxs: list[int]) -> None:
-        """``plain`` (authenticated) was written at every index of ``idxs``: hand it to the hasher."""
+    def publish(self, plain: bytes, idxs: list[int], digest: bytes | None = None) -> None:
+        """``plain`` (authenticated) was written at every index of ``idxs``. Format 1: hand it to
+        the hasher (which frees its window slot). Format 2: record ``digest``, the keyed BLAKE3 of
+        ``plain`` proven equal to its chunk id, for every index, and free the slot now."""
         self.to_journal.put(idxs)
         with self.cond:
-            self.ready[idxs[0]] = plain
+            if self.digests is None:
+                self.ready[idxs[0]] = plain
             for i in idxs:
                 self.done[i] = 1
+                if self.digests is not None:
+                    self.digests[i] = digest
             self.cond.notify_all()
+        if self.digests is not None:
+            self.window.release()
         self.progress.advance(len(plain) * len(idxs))
+
+    def list_digest(self) -> str:
+        """Format 2: the image digest of what was proven and written, index by index (a zero chunk
+        is the constant). ImageMismatch naming the first non-zero index never proven."""
+        assert self.digests is not None
+        for i, d in enumerate(self.digests):
+            if d is None and not self.zero[i]:
+                raise ImageMismatch(
+                    f"chunk {i} of {self.m.server}/{self.m.disk} point {self.m.id} was never verified; "
+                    f"the partial file {self.path} cannot be trusted"
+                )
+        return image_digest_v2(self.m.size, self.m.chunk_size, self.digests)
 
     def journal_loop(self) -> None:
         """Journal thread body: record written chunks (the journal fdatasyncs the data first)."""
@@ -195,10 +223,12 @@ def fetch_all(
     counters = {"chunks": 0, "bytes": 0}
     count_lock = threading.Lock()
     result: list[str | None] = [None]
+    v2 = m.version == 2
     hasher = threading.Thread(
         target=lambda: result.__setitem__(0, w.hash_in_order()), name="restore-hash", daemon=True
     )
-    hasher.start()
+    if not v2:  # format 2 needs no in-order pass: the decoders prove each chunk
+        hasher.start()
     journaler = threading.Thread(target=w.journal_loop, name="restore-journal", daemon=True)
     journaler.start()
     downloads = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="restore-get")
@@ -209,17 +239,22 @@ def fetch_all(
             if w.error is not None:
                 w.window.release()
                 return
-            # The tag binds the chunk id; the final image sha256 covers the rest (format §4).
+            # Format 1: the tag binds the chunk id; the final image sha256 covers the rest. Format 2:
+            # the plaintext's keyed BLAKE3 must equal the chunk id, here, in parallel (format §4).
             # A memoryview: the ciphertext is never copied before decryption.
             plain = repo.open_chunk(
-                cid, memoryview(blob), chunk_length(idxs[0], m.size, m.chunk_size), verify_id=False
+                cid,
+                memoryview(blob),
+                chunk_length(idxs[0], m.size, m.chunk_size),
+                verify_id=v2,
+                version=m.version,
             )
             w.write(plain, idxs)
             with count_lock:
                 counters["chunks"] += 1
                 counters["bytes"] += len(blob)
             del blob
-            w.publish(plain, idxs)  # the hasher frees the slot once it has hashed ``plain``
+            w.publish(plain, idxs, cid if v2 else None)  # format 1: the hasher frees the slot
         except BaseException as e:
             w.fail(e)
             w.window.release()
@@ -257,7 +292,10 @@ def fetch_all(
     finally:
         w.to_journal.put(None)
         journaler.join()
-        hasher.join()
+        if not v2:
+            hasher.join()
     if w.error is not None:
         raise w.error
+    if v2:
+        result[0] = w.list_digest()
     return counters["chunks"], counters["bytes"], result[0]

@@ -244,6 +244,7 @@ class ServerResult:
     reason: str | None = None  # why failed / not started, in words
     error: str | None = None  # the class of the error that failed the server, e.g. "IntegrityError"
     exit_code: int | None = None  # that error's exit code
+    restored_bytes: int | None = None  # bytes of its restored disks (the restore throughput)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", ServerStatus.parse(self.status, f"server {self.name!r}"))
@@ -300,6 +301,7 @@ class ServerResult:
             "reason": self.reason,
             "error": self.error,
             "exit_code": self.exit_code,
+            "restored_bytes": self.restored_bytes,
         }
 
     @classmethod
@@ -330,6 +332,7 @@ class ServerResult:
                 reason=d.get("reason"),
                 error=d.get("error"),
                 exit_code=_opt_int(d.get("exit_code")),
+                restored_bytes=_opt_int(d.get("restored_bytes")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
@@ -461,6 +464,7 @@ class RunSummary:
     last_available_s: float | None = None
     notes: tuple[str, ...] = field(default=())
     reconnection: tuple[SiteReconnection, ...] = field(default=())  # per site, drills only
+    forecast: Mapping[str, Any] | None = None  # predicted times and cost, before the run (runs.forecast)
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -575,6 +579,7 @@ class RunSummary:
             "notes": list(self.notes),
             "reconnection": [r.to_dict() for r in self.reconnection],
             "reconnection_ok": self.reconnection_ok,
+            "forecast": dict(self.forecast) if self.forecast is not None else None,
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -615,6 +620,7 @@ class RunSummary:
                     SiteReconnection.from_dict(r, f"reconnection[{i}]")
                     for i, r in enumerate(d.get("reconnection", []))
                 ),
+                forecast=_opt_mapping(d.get("forecast"), "forecast"),
             )
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise SummaryInvalid(f"run summary: missing or bad field ({e})") from e
@@ -634,3 +640,9 @@ def _opt_float(v: Any) -> float | None:
 
 def _opt_int(v: Any) -> int | None:
     return None if v is None else int(v)
+
+
+def _opt_mapping(v: Any, where: str) -> Mapping[str, Any] | None:
+    if v is not None and not isinstance(v, Mapping):
+        raise SummaryInvalid(f"run summary: {where}: expected an object or null")
+    return v

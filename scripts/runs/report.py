@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 
+from drctl.runs.forecast import prediction_rows
 from drctl.runs.model import RunSummary, ServerResult, SiteReconnection, seconds_between
 
 TEMPLATE = "report.html.j2"  # package data of drctl.runs, under templates/
@@ -322,6 +323,8 @@ def render_html(summary: RunSummary) -> str:
             axis_h=AXIS_H,
             label_w=LABEL_W,
             sites=[(r, reconnection_rows(r)) for r in summary.reconnection],
+            forecast=summary.forecast,
+            forecast_rows=prediction_rows(summary.forecast, servers) if summary.forecast else [],
             site_counts=summary.reconnection_counts(),
         )
     )

@@ -17,6 +17,7 @@ else -- only when neither is set -- ``stacks/<stack>.passphrase`` (shipped for t
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from drctl import paths
 from drctl.errors import InvalidInput
 from drctl.input_files import InputFileError, is_missing, load_yaml_file, read_input_text
 from drctl.paths import PROJECT, check_stack_name
-from drctl.plan.load import load_plan
+from drctl.plan.load import load_plan, plan_from_text
 from drctl.plan.model import Plan
 from drctl.stack.secrets import StackCrypter, open_encryption_salt
 from drctl.stack.settings import Activation, StackConfigInvalid, StackSettings, check_settings, parse_settings
@@ -52,9 +53,31 @@ def plan_path(project_dir: Path, plan: str, where: str) -> Path:
     return (project_dir / rel).resolve()
 
 
+# Plans already loaded in this process, by file name and content: `drctl preview` / `drctl policy`
+# load the stack's plan, then the Pulumi program they run in-process loads it again (a 200-server
+# plan costs ~0.7 s of YAML and schema checks each time). Plans are frozen, so sharing one is safe.
+_PLANS: dict[tuple[str, bytes], Plan] = {}
+_PLANS_MAX = 8
+
+
 def load_plan_file(path: Path) -> Plan:
-    """The plan through ``drctl.plan.load``: schema and semantic checks, every problem reported."""
-    return load_plan(path)
+    """The plan through ``drctl.plan.load``: schema and semantic checks, every problem reported.
+
+    The file is always read (bounded, as every plan); the same text already checked in this
+    process is not parsed and checked again. A plan with problems is never kept."""
+    file = str(path) or "''"
+    try:
+        text = read_input_text(path, what="plan")
+    except InputFileError:
+        return load_plan(path)  # raises PlanInvalid naming the file and what is wrong with it
+    key = (file, hashlib.sha256(text.encode()).digest())
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = plan_from_text(text, file)
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[key] = plan
+    return plan
 
 
 # --- stack files -----------------------------------------------------------------------------------
@@ -73,7 +96,10 @@ def read_stack_document(path: Path) -> dict[str, Any]:
         doc = load_yaml_file(path, what="stack file")
     except InputFileError as e:
         if is_missing(e):
-            raise StackNotFound(f"{path}: no such stack file; create it from stacks/Pulumi.demo.yaml") from e
+            raise StackNotFound(
+                f"{path}: no such stack file; onboard the client with `drctl client new` "
+                f"(or check the stack name)"
+            ) from e
         raise StackConfigInvalid(e.message) from e
     doc = doc if doc is not None else {}
     if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
@@ -297,5 +323,33 @@ def set_secret(stack: str, key: str, value: str, project_dir: Path | None = None
         if not isinstance(node, dict) or set(node) == {"secure"}:
             raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object value")
         node[nested[-1]] = secure
+    _dump_stack_document(path, doc)
+    return path
+
+
+def set_value(stack: str, key: str, value: str, project_dir: Path | None = None) -> Path:
+    """Write a plain (non-secret) ``value`` into the stack file under ``key`` (dotted path allowed),
+    the way ``pulumi config set --path`` does. Refuses a key that holds a secret. Returns the path."""
+    project_dir = project_dir or paths.project_dir()
+    path = stack_file(stack, project_dir)
+    doc = read_stack_document(path)
+    top, nested = _split_key(key)
+    config = doc.get("config") or {}
+    doc["config"] = config
+    if not nested:
+        if _has_secure(config.get(top)):
+            raise StackConfigInvalid(
+                f"{path}: {top} holds a secret; it is not overwritten with a plain value"
+            )
+        config[top] = value
+    else:
+        node = config.setdefault(top, {})
+        for part in nested[:-1]:
+            if not isinstance(node, dict) or set(node) == {"secure"}:
+                raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object value")
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict) or set(node) == {"secure"} or _has_secure(node.get(nested[-1])):
+            raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object or secret value")
+        node[nested[-1]] = value
     _dump_stack_document(path, doc)
     return path

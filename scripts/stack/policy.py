@@ -184,6 +184,9 @@ def check_resources(
     not_applicable: list[tuple[str, str]] = []
     for policy in policies:
         level = policy.enforcement_level or EnforcementLevel.ADVISORY
+        configured = config.get(policy.name, {}).get("enforcementLevel")
+        if configured:  # as the engine does with --policy-pack-config
+            level = EnforcementLevel(configured)
         if level == EnforcementLevel.DISABLED:
             continue
         level_name = (
@@ -241,13 +244,44 @@ def check_resources(
     )
 
 
-def policy_config(*, failover: bool, servers: Iterable[Any] = ()) -> dict[str, dict[str, Any]]:
-    """The per-policy config ``drctl policy`` passes: the failover flag and the plan's servers.
+def rto_config(prediction: Any) -> dict[str, Any]:
+    """The config of ``predicted-rto-within-target`` from an :class:`~drctl.plan.rto.RtoPrediction`:
+    every server, advisory, while nothing was measured; once a drill measured the client, the
+    dr servers, mandatory (the other servers' predictions stay in ``drctl plan rto``)."""
+    measured = prediction.throughput_measured
+    servers = [s for s in prediction.servers if s.server_class == "dr"] if measured else prediction.servers
+    return {
+        "enforcementLevel": "mandatory" if measured else "advisory",
+        "predictions": [
+            {
+                "name": s.name,
+                "serverClass": s.server_class,
+                "predictedS": round(s.available_s, 1),
+                "rtoS": s.rto_s,
+                "measuredBy": prediction.run_id if measured else None,
+            }
+            for s in servers
+        ],
+    }
+
+
+def policy_config(
+    *,
+    failover: bool,
+    servers: Iterable[Any] = (),
+    quotas: Mapping[str, int] | None = None,
+    prediction: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """The per-policy config ``drctl policy`` passes: the failover flag, the plan's servers, the
+    project's network quotas (absent: the pack's Neutron defaults) and the predicted recovery times
+    (when given).
 
     ``servers`` are :class:`drctl.plan.model.Server` objects; the pack in CI gets the same document
     through ``pulumi preview --policy-pack policies --policy-pack-config <file>``.
     """
+    extra = {"predicted-rto-within-target": rto_config(prediction)} if prediction is not None else {}
     return {
+        **extra,
         "recovered-server-only-in-failover": {"failover": bool(failover)},
         "dr-servers-have-checks": {
             "servers": [
@@ -255,6 +289,7 @@ def policy_config(*, failover: bool, servers: Iterable[Any] = ()) -> dict[str, d
                 for s in servers
             ]
         },
+        "recovery-space-within-quotas": {"quotas": dict(quotas or {})},
     }
 
 
@@ -264,6 +299,7 @@ def check_stack(
     failover: bool | None = None,
     servers: Sequence[str] | None = None,
     project_dir: Path | None = None,
+    state_dir: Path | None = None,
 ) -> tuple[PolicyReport, tuple[str, ...]]:
     """Preview ``stack`` offline and run every rule over its graph.
 
@@ -271,12 +307,18 @@ def check_stack(
     and the preview's notes (placeholders it supplied). Stack and plan errors propagate as the
     :class:`drctl.errors.DrctlError` that names the file."""
     from drctl import paths
+    from drctl.plan.rto import last_measurement, predict
+    from drctl.runs.store import RunStore
     from drctl.stack.config import load_stack
     from drctl.stack.preview import preview_stack
 
     project_dir = project_dir or paths.project_dir()
     cfg = load_stack(stack, project_dir)
-    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir)
+    runs = [r.summary for r in RunStore(state_dir).list_runs(stack)]
+    prediction = predict(cfg.plan, cfg.scope(), last_measurement(runs, cfg.plan))
+    graph = preview_stack(stack, failover=failover, servers=servers, project_dir=project_dir, cfg=cfg)
     effective_failover = cfg.failover if failover is None else failover
-    config = policy_config(failover=effective_failover, servers=cfg.plan.servers)
+    config = policy_config(
+        failover=effective_failover, servers=cfg.plan.servers, quotas=cfg.settings.quotas, prediction=prediction
+    )
     return check_resources(graph.resources, stack=stack, config=config), graph.notes

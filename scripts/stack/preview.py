@@ -291,14 +291,17 @@ def preview_stack(
     failover: bool | None = None,
     servers: Sequence[str] | None = None,
     project_dir: Path | None = None,
+    cfg: StackConfig | None = None,
 ) -> PreviewGraph:
     """Run ``stacks/__main__.py`` offline for ``stack`` and return the resource graph.
 
     ``failover`` and ``servers`` override the stack file's ``failover`` and ``activation.servers``.
+    ``cfg`` is the stack already loaded by the caller (its secrets opened once, not twice).
     Errors of the stack file, the plan or the program's config checks propagate as the
     :class:`drctl.errors.DrctlError` the program raised."""
     project_dir = project_dir or paths.project_dir()
-    cfg = load_stack(stack, project_dir)
+    reuse = cfg is not None and cfg.stack == stack and cfg.project_dir == project_dir
+    cfg = cfg if cfg is not None and reuse else load_stack(stack, project_dir)
     config, secret_keys, notes = program_config(cfg, failover=failover, servers=servers)
     # Each run in an empty context: the SDK keeps its settings, config and root stack in context
     # variables, so previews never see each other's resources.

@@ -32,12 +32,31 @@ SETTING_TYPES: dict[str, str] = {
     "boot_volume_type": "string",
     "backup_repository": "string",
     "report_location": "string",
+    "quotas": "object",
+    "vault": "string",
+    "prices": "object",
 }
+VAULT_KINDS = ("swift", "s3")
 SECRET_SETTINGS = frozenset({"vpn_psks"})
 
 
 class StackConfigInvalid(InvalidInput):
     """The stack configuration is invalid."""
+
+
+# Neutron's default per-project quotas (neutron.conf [quotas] quota_<name>; "Manage Networking
+# service quotas" in the Neutron admin guide). The policy pack keeps the same table for a run
+# without config (policies/dr_rules.py NEUTRON_DEFAULT_QUOTAS; a test keeps both in step).
+NEUTRON_DEFAULT_QUOTAS: dict[str, int] = {
+    "network": 100,
+    "subnet": 100,
+    "port": 500,
+    "router": 10,
+    "floatingip": 50,
+    "security_group": 10,
+    "security_group_rule": 100,
+    "rbac_policy": 10,
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,10 @@ class StackSettings:
     boot_volume_type: str = ""
     backup_repository: str = ""  # empty: s3://<client>-backups/repo (the BackupVault's container)
     report_location: str = ""  # empty: s3://<client>-reports (the BackupVault's report container)
+    # The recovery project's network quotas: Neutron's defaults, with the stack's ``quotas`` over them.
+    quotas: Mapping[str, int] = field(default_factory=lambda: dict(NEUTRON_DEFAULT_QUOTAS))
+    vault: str = "swift"  # swift: Swift containers; s3: S3 buckets with Object Lock (S3-only clouds)
+    prices: Mapping[str, Any] = field(default_factory=dict)  # the cost table (drctl.stack.cost)
 
     def repository_url(self, plan: Plan) -> str:
         """Where the client's encrypted backups are: the vault's backup container by default."""
@@ -98,6 +121,31 @@ def choose_flavor(server: Server, flavors: Sequence[Flavor]) -> Flavor:
             "add a flavor at least that large to the stack's flavor_map"
         )
     return min(fitting, key=lambda f: (f.ram_mb, f.vcpus, f.name))
+
+
+def parse_quotas(value: Any, where: str) -> dict[str, int]:
+    """Neutron's defaults with the stack's ``quotas`` block over them (-1: unlimited, as in Neutron)."""
+    if value in (None, ""):
+        value = {}
+    if not isinstance(value, dict):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:quotas: expected an object {{security_group: 10, security_group_rule: "
+            "100, ...}} holding the recovery project's network quotas (`openstack quota show`)"
+        )
+    quotas = dict(NEUTRON_DEFAULT_QUOTAS)
+    for key, limit in value.items():
+        if key not in NEUTRON_DEFAULT_QUOTAS:
+            raise StackConfigInvalid(
+                f"{where}: {PROJECT}:quotas.{key}: not a Neutron quota drctl checks; "
+                f"use one of {', '.join(NEUTRON_DEFAULT_QUOTAS)}"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < -1:
+            raise StackConfigInvalid(
+                f"{where}: {PROJECT}:quotas.{key}: expected a whole number of at least 0 "
+                f"(or -1 for unlimited), got {limit!r}; copy it from `openstack quota show`"
+            )
+        quotas[str(key)] = limit
+    return quotas
 
 
 def _decode(key: str, kind: str, value: Any, where: str) -> Any:
@@ -175,6 +223,17 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         data_images={str(k): {str(d): str(i) for d, i in v.items()} for k, v in data_images.items()},
         restore_point=str(act.get("restore_point") or ""),
     )
+    vault = v.get("vault") or "swift"
+    if vault not in VAULT_KINDS:
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:vault: {vault!r} is not a vault kind; use swift (Swift containers) "
+            "or s3 (S3 buckets with versioning and Object Lock, for S3-only clouds)"
+        )
+    prices = v.get("prices") or {}
+    if not isinstance(prices, dict):
+        raise StackConfigInvalid(
+            f"{where}: {PROJECT}:prices: expected a price table (see the prices of stacks/Pulumi.demo.yaml)"
+        )
     return StackSettings(
         plan=v["plan"],
         region=v.get("region") or "RegionOne",
@@ -186,6 +245,9 @@ def parse_settings(values: Mapping[str, Any], *, where: str = "stack config") ->
         boot_volume_type=v.get("boot_volume_type") or "",
         backup_repository=v.get("backup_repository") or "",
         report_location=v.get("report_location") or "",
+        quotas=parse_quotas(v.get("quotas"), where),
+        vault=vault,
+        prices=prices,
     )
 
 

@@ -19,7 +19,10 @@ class OpenStackStub:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Answer] = {}
+        # The token's catalog: service type -> path of its endpoint on this stub.
+        self.services: dict[str, str] = {"compute": "/compute/v2.1", "image": "/image"}
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, bytes]] = []  # (method, path, request body)
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -28,9 +31,9 @@ class OpenStackStub:
 
             def answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                body = self.rfile.read(length) if length else b""
                 stub.requests.append((self.command, self.path))
+                stub.bodies.append((self.command, self.path, body))
                 status, body, headers = stub.answer(self.command, self.path)
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -110,7 +113,7 @@ class OpenStackStub:
                 "project": {"id": "p", "name": "demo", "domain": domain},
                 "user": {"id": "u", "name": "operator", "domain": domain},
                 "roles": [{"id": "r", "name": "member"}],
-                "catalog": [service("compute", "/compute/v2.1"), service("image", "/image")],
+                "catalog": [service(kind, path) for kind, path in self.services.items()],
             }
         }
 

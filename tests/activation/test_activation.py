@@ -121,6 +121,23 @@ def test_drill_restores_boots_in_order_reports_and_cleans_up(project):
     assert events[-1][0] == "report"
 
 
+def test_each_drill_records_its_forecast_from_the_previous_one(project):
+    proj, tmp, images = project
+    _, first, _ = run(project, {"mode": "test", "kind": "drill"}, FakeTarget(images))
+    # every server's restored bytes are recorded: the next prediction's throughput
+    assert all(s.restored_bytes and s.restored_bytes > 0 for s in first.servers)
+    assert first.forecast is not None and first.forecast["prediction"]["measured_by"] is None
+    _, second, _ = run(project, {"mode": "test", "kind": "drill"}, FakeTarget(images))
+    prediction = second.forecast["prediction"]
+    assert prediction["measured_by"] == first.run_id and prediction["throughput_measured"] is True
+    assert {p["server"] for p in prediction["servers"]} == {s.name for s in second.servers}
+    # the vault's objects were listed for the backup space, priced with the stack's table
+    cost = second.forecast["cost"]
+    assert cost["backup_stored_bytes"] > 0 and cost["activation_per_day"] > 0
+    html = RunStore(tmp / "state").find(second.run_id).html_path.read_text()
+    assert 'id="prediction"' in html and f"drill {first.run_id}" in html and "EUR per day" in html
+
+
 def test_json_events_of_a_drill_follow_the_schema(project):
     """What `drctl drill --json` writes: the run's events, then the summary as its result."""
     proj, tmp, images = project

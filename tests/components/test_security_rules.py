@@ -10,8 +10,17 @@ import pytest
 from drctl.components.backup_vault import BackupVaultArgs, vault_containers
 from drctl.components.recovered_server import recovery_order, restore_image, upstream_in_scope
 from drctl.components.recovery_space import placement_groups, subnet_spec
-from drctl.components.security_rules import WORLD, ingress_rules
+from drctl.components.security_rules import (
+    CLIENT_NETWORKS,
+    WORLD,
+    RuleSpec,
+    client_prefixes,
+    groups_of,
+    role_groups,
+    server_access,
+)
 from drctl.components.site_vpn import tunnel_spec
+from drctl.plan.model import Check
 from drctl.stack.config import StackConfigInvalid, load_stack
 
 ADMIN_PORTS = {22, 3389, 5985, 5986, 1433, 3306, 5432}
@@ -27,48 +36,87 @@ def acme():
     return load_stack("acme").plan
 
 
-def _ports(rules, prefix=None):
-    return {(r.protocol, r.port_min) for r in rules if prefix is None or r.remote_ip_prefix == prefix}
+def _ports(rules, remote=None):
+    return {
+        (r.protocol, r.port_min)
+        for r in rules
+        if r.direction == "ingress" and (remote is None or r.remote == remote)
+    }
 
 
 def test_rules_come_from_checks_and_roles_and_only_from_client_networks(demo):
-    client_nets = {str(sn.network) for sn in demo.subnets}
-    dns = ingress_rules(demo.server("dns01"), demo)  # roles dns, ssh; check port 53
+    dns = server_access(demo.server("dns01"), demo)  # roles dns, ssh; check port 53
     assert _ports(dns) == {("tcp", 53), ("udp", 53), ("tcp", 22), ("icmp", None)}
-    app = ingress_rules(demo.server("app01"), demo)  # http check on :8080
+    app = server_access(demo.server("app01"), demo)  # http check on :8080
     assert ("tcp", 8080) in _ports(app)
-    db = ingress_rules(demo.server("db01"), demo)  # sql on Linux with a 5432 check: not 3306
+    db = server_access(demo.server("db01"), demo)  # sql on Linux with a 5432 check: not 3306
     assert ("tcp", 5432) in _ports(db) and ("tcp", 3306) not in _ports(db)
     for server in demo.servers:
-        rules = ingress_rules(server, demo)
-        assert {r.remote_ip_prefix for r in rules} == client_nets
+        rules = server_access(server, demo)
+        assert {r.remote for r in rules} == {CLIENT_NETWORKS}
+        # egress only to the client's networks, never to the world
+        assert [r for r in rules if r.direction == "egress"] == [
+            RuleSpec("egress", None, None, None, CLIENT_NETWORKS)
+        ]
+    assert client_prefixes(demo) == tuple(str(sn.network) for sn in demo.subnets)
+
+
+def test_a_server_gets_the_base_group_and_one_group_per_role_shared_with_its_peers(demo, acme):
+    groups = role_groups(demo)
+    assert groups_of("dns01", groups) == ("base", "dns", "ssh")
+    assert groups_of("app01", groups) == ("base", "ssh", "app")  # app carries its checked 8080
+    ssh = next(g for g in groups if g.key == "ssh")
+    assert ssh.servers == tuple(s.name for s in demo.servers)  # one group, every ssh server
+    acme_groups = role_groups(acme)
+    # ad and dns are held by the same two domain controllers: one group, not two
+    assert groups_of("dc01", acme_groups) == ("base", "ad-dns", "rdp")
+    assert [g.key for g in acme_groups].count("ad-dns") == 1
+    # a server without role nor check port has the base group only
+    assert groups_of("badge01", acme_groups) == ("base",)
+
+
+def test_acme_fits_neutrons_default_group_and_rule_quotas(acme):
+    groups = role_groups(acme)
+    rules = sum(len(g.rules) for g in groups)
+    assert len(groups) + 1 <= 10  # + the project's default group
+    assert rules + 4 + 2 * len(groups) <= 100  # + the default group's rules and the new groups' own
 
 
 def test_public_web_opens_only_80_and_443_to_the_world(demo):
     web = demo.server("web01")
     public = dataclasses.replace(web, roles=(*web.roles, "public-web"))
-    world = {
-        (r.protocol, r.port_min, r.port_max)
-        for r in ingress_rules(public, demo)
-        if r.remote_ip_prefix == WORLD
-    }
+    plan = dataclasses.replace(demo, servers=tuple(public if s.name == "web01" else s for s in demo.servers))
+    world = {(r.protocol, r.port_min, r.port_max) for r in server_access(public, plan) if r.remote == WORLD}
     assert world == {("tcp", 80, 80), ("tcp", 443, 443)}
-    assert not [r for r in ingress_rules(web, demo) if r.remote_ip_prefix == WORLD]
+    assert not [r for r in server_access(web, demo) if r.remote == WORLD]
+
+
+def test_a_check_port_never_rides_a_world_facing_role(demo):
+    """A public-web-only server's checked admin port stays on the client's networks."""
+    web = demo.server("web01")
+    public = dataclasses.replace(
+        web, roles=("public-web",), checks=(*web.checks, Check("port", 22), Check("port", 8081))
+    )
+    plan = dataclasses.replace(demo, servers=tuple(public if s.name == "web01" else s for s in demo.servers))
+    rules = server_access(public, plan)
+    assert {(r.protocol, r.port_min) for r in rules if r.remote == WORLD} == {("tcp", 80), ("tcp", 443)}
+    assert {("tcp", 22), ("tcp", 8081)} <= _ports(rules, CLIENT_NETWORKS)
+    assert "services" in groups_of("web01", role_groups(plan))
 
 
 def test_nothing_administrative_faces_the_world_in_any_shipped_plan(demo, acme):
     for plan in (demo, acme):
-        for server in plan.servers:
-            for r in ingress_rules(server, plan):
-                if r.remote_ip_prefix == WORLD:
-                    assert r.port_min not in ADMIN_PORTS, (server.name, r)
+        for group in role_groups(plan):
+            for r in group.rules:
+                if r.remote == WORLD:
+                    assert r.port_min not in ADMIN_PORTS, (group.key, r)
 
 
 def test_windows_sql_and_domain_controllers(acme):
     sql = acme.server("sql01")
-    assert ("tcp", 1433) in _ports(ingress_rules(sql, acme))
+    assert ("tcp", 1433) in _ports(server_access(sql, acme))
     dc = acme.server("dc01")
-    assert {("tcp", 88), ("udp", 88), ("tcp", 389), ("tcp", 3389)} <= _ports(ingress_rules(dc, acme))
+    assert {("tcp", 88), ("udp", 88), ("tcp", 389), ("tcp", 3389)} <= _ports(server_access(dc, acme))
 
 
 def test_recovery_subnets_copy_the_plan(demo, acme):

@@ -44,12 +44,14 @@ def test_pack_builds_every_rule_without_drctl(tmp_path):
         ["backup-containers-private", "ResourceValidationPolicy", "mandatory"],
         ["backup-containers-versioned", "ResourceValidationPolicy", "mandatory"],
         ["backup-containers-protected", "ResourceValidationPolicy", "mandatory"],
-        ["no-admin-ports-open-to-world", "ResourceValidationPolicy", "mandatory"],
+        ["no-admin-ports-open-to-world", "StackValidationPolicy", "mandatory"],
         ["no-rules-on-default-security-group", "StackValidationPolicy", "mandatory"],
         ["vpn-strong-crypto", "ResourceValidationPolicy", "mandatory"],
         ["vpn-psk-secret", "ResourceValidationPolicy", "mandatory"],
         ["recovered-server-only-in-failover", "StackValidationPolicy", "mandatory"],
         ["dr-servers-have-checks", "StackValidationPolicy", "mandatory"],
+        ["recovery-space-within-quotas", "StackValidationPolicy", "mandatory"],
+        ["predicted-rto-within-target", "StackValidationPolicy", "advisory"],
     ]
 
 

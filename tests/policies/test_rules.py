@@ -233,6 +233,22 @@ def test_legacy_versioning_counts_as_versioned():
     assert run(res) == []
 
 
+def _s3_vault_bucket(protect: bool) -> Res:
+    return Res(
+        "pulumi-python:dynamic:Resource",
+        "demo-vault-reports",
+        {"bucket": "demo-reports", "tags": {"client": "demo", "purpose": "reports"}},
+        parent="demo-vault",
+        protect=protect,
+    )
+
+
+def test_s3_vault_buckets_must_be_protected_too():
+    assert run([*nominal(), _s3_vault_bucket(protect=True)]) == []
+    v = only(run([*nominal(), _s3_vault_bucket(protect=False)]))
+    assert (v.policy, v.resource) == ("backup-containers-protected", "demo-vault-reports")
+
+
 def test_unprotected_container():
     v = only(run(change(nominal(), "demo-vault-backups", protect=False)))
     assert (v.policy, v.resource) == ("backup-containers-protected", "demo-vault-backups")
@@ -478,7 +494,10 @@ def test_dr_checks_read_from_a_component_when_no_config_is_given():
 def test_dr_checks_not_applicable_without_any_description():
     report = check_resources(nominal(), stack="demo", config={})
     assert report.violations == ()
-    assert [name for name, _ in report.not_applicable] == ["dr-servers-have-checks"]
+    assert [name for name, _ in report.not_applicable] == [
+        "dr-servers-have-checks",
+        "predicted-rto-within-target",
+    ]
 
 
 @dataclass(frozen=True)
@@ -518,3 +537,127 @@ def test_psk_as_the_real_engine_shows_it_without_declaration():
     seen: list[str] = []
     vpn_psk_secret(args, lambda msg, urn=None: seen.append(msg))
     assert len(seen) == 1 and "not a secret" in seen[0]
+
+
+# --- address groups ------------------------------------------------------------------------------
+
+ADDRESSES = "demo-space-client-networks"
+
+
+def with_address_group(addresses: list[str]) -> list[Res]:
+    """The nominal stack with its SSH rule admitting an address group instead of a prefix."""
+    group = Res(
+        "openstack:networking/addressGroupV2:AddressGroupV2",
+        ADDRESSES,
+        {"name": "demo-client-networks", "addresses": addresses},
+        parent="demo-space",
+    )
+    out = [group]
+    for r in nominal():
+        if r.name == SSH_RULE:
+            inputs = {k: v for k, v in r.inputs.items() if k != "remoteIpPrefix"}
+            r = dataclasses.replace(
+                r,
+                inputs={**inputs, "remoteAddressGroupId": UNKNOWN_STRING},
+                depends_on=(*r.depends_on, ADDRESSES),
+            )
+        out.append(r)
+    return out
+
+
+def test_admin_port_through_an_address_group_of_the_clients_networks_passes():
+    assert run(with_address_group(["192.168.10.0/24", "192.168.20.0/24"])) == []
+
+
+def test_admin_port_through_an_address_group_holding_the_world_fails():
+    v = only(run(with_address_group(["192.168.10.0/24", "0.0.0.0/0"])))
+    assert (v.policy, v.resource) == ("no-admin-ports-open-to-world", SSH_RULE)
+    assert f"ingress from address group {ADDRESSES!r}, which holds 0.0.0.0/0, opens 22 (SSH)" in v.message
+
+
+def test_admin_port_through_an_address_group_the_stack_does_not_create_fails():
+    resources = [r for r in with_address_group(["10.0.0.0/8"]) if r.name != ADDRESSES]
+    v = only(run(resources))
+    assert (v.policy, v.resource) == ("no-admin-ports-open-to-world", SSH_RULE)
+    assert "an address group this stack does not create (its addresses cannot be checked)" in v.message
+
+
+# --- quotas --------------------------------------------------------------------------------------
+
+
+def run_with_quotas(resources: list[Res], quotas: dict[str, int] | None) -> list[Violation]:
+    config = policy_config(failover=False, servers=servers(), quotas=quotas)
+    return list(check_resources(resources, stack="demo", config=config).violations)
+
+
+def spread(n_groups: int, rules_per_group: int) -> list[Res]:
+    """The nominal stack with ``n_groups`` more groups of ``rules_per_group`` rules each."""
+    out = nominal()
+    for g in range(n_groups):
+        name = f"demo-space-sg-role{g}"
+        out.append(
+            Res("openstack:networking/secGroup:SecGroup", name, {"name": f"demo-role{g}"}, "demo-space")
+        )
+        for i in range(rules_per_group):
+            out.append(
+                Res(
+                    "openstack:networking/secGroupRule:SecGroupRule",
+                    f"{name}-in-tcp-{1000 + i}",
+                    {
+                        "direction": "ingress",
+                        "protocol": "tcp",
+                        "portRangeMin": 1000 + i,
+                        "portRangeMax": 1000 + i,
+                        "remoteIpPrefix": "192.168.10.0/24",
+                        "securityGroupId": UNKNOWN_STRING,
+                    },
+                    parent="demo-space",
+                    depends_on=(name,),
+                )
+            )
+    return out
+
+
+def test_a_stack_within_neutrons_default_quotas_passes():
+    # 1 + 8 groups declared + the default group = 10; 2 + 8*9 rules + 4 + 2*9 = 96 <= 100
+    assert run_with_quotas(spread(8, 9), None) == []
+
+
+def test_one_group_over_neutrons_default_quota_fails_naming_quota_need_limit_and_fix():
+    v = only(run_with_quotas(spread(9, 1), None))
+    assert (v.policy, v.level, v.resource) == ("recovery-space-within-quotas", "mandatory", "demo")
+    assert v.message.startswith(
+        "quota security_group: the stack needs 11 (10 groups declared + the project's 'default' group) "
+        "and the project allows 10; raise the project's security_group quota to at least 11"
+    )
+    assert "record it in the stack's quotas.security_group" in v.message
+
+
+def test_rules_count_the_default_groups_and_the_new_groups_own_rules():
+    # 2 + 9*9 = 83 declared + 4 + 2*10 = 107 > 100, though 83 alone would fit
+    v = only(run_with_quotas(spread(9, 9), {"security_group": 20}))
+    assert v.message.startswith("quota security_group_rule: the stack needs 107 (83 rules declared + 4 of")
+    assert "the project allows 100" in v.message
+
+
+def test_recorded_quotas_replace_the_defaults_and_minus_one_is_unlimited():
+    assert run_with_quotas(spread(30, 10), {"security_group": -1, "security_group_rule": 400}) == []
+    v = only(run_with_quotas(nominal(), {"security_group": 1}))
+    assert "needs 2" in v.message and "allows 1" in v.message
+
+
+def test_ports_count_router_interfaces_server_ports_and_dhcp_ports():
+    extra = [
+        Res("openstack:networking/subnet:Subnet", "demo-space-subnet-a", {"enableDhcp": True}, "demo-space"),
+        Res("openstack:networking/subnet:Subnet", "demo-space-subnet-b", {"enableDhcp": False}, "demo-space"),
+        Res("openstack:networking/routerInterface:RouterInterface", "demo-space-rif-a", {}, "demo-space"),
+        Res("openstack:networking/routerInterface:RouterInterface", "demo-space-rif-b", {}, "demo-space"),
+        Res("openstack:networking/port:Port", "demo-srv-port-0", {}, "demo-space"),
+    ]
+    v = only(run_with_quotas(nominal() + extra, {"subnet": 1}))
+    assert v.message.startswith("quota subnet: the stack needs 2 (subnets declared) and the project allows 1")
+    vs = run_with_quotas(nominal() + extra, {"port": 3, "subnet": 2})
+    assert [x.message.split(";")[0] for x in vs] == [
+        "quota port: the stack needs 4 (2 router interfaces + 1 server ports + 1 DHCP ports) and the "
+        "project allows 3"
+    ]

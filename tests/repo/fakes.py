@@ -146,3 +146,21 @@ class AtFinish:
 
     def finish(self) -> None:
         self.action()
+
+
+def v2_digest_of(repo, image: Path, chunk_size: int) -> str:
+    """The format-2 image digest of ``image`` computed from its definition (docs/repository-format.md
+    §2.4), independently of the backup code: keyed BLAKE3 of every non-zero chunk under the key
+    derived from the chunk-id key, the zero-chunk constant, BLAKE3 over the domain, sizes and list."""
+    import blake3
+
+    key = blake3.blake3(repo.keys.id_key, derive_key_context="drctl 2026-11 chunk id v2").digest()
+    zero_digest = blake3.blake3(b"drctl/zero-chunk/v2").digest()
+    data = image.read_bytes()
+    h = blake3.blake3(
+        b"drctl/image/v2\x00" + len(data).to_bytes(8, "little") + chunk_size.to_bytes(8, "little")
+    )
+    for off in range(0, len(data), chunk_size):
+        block = data[off : off + chunk_size]
+        h.update(zero_digest if not block.strip(b"\0") else blake3.blake3(block, key=key).digest())
+    return h.hexdigest()

@@ -14,7 +14,6 @@ from datetime import timedelta
 import pytest
 
 from drctl.repo.backup import backup_disk
-from drctl.repo.crypto import chunk_id
 from drctl.repo.errors import IntegrityError, RepoLocked
 from drctl.repo.locks import LockTiming
 from drctl.repo.maintenance import KeepPolicy, check, forget, prune
@@ -57,7 +56,7 @@ def first_chunk_id(repo, img) -> bytes:
     with open(img, "rb") as f:
         while block := f.read(MiB):
             if block.strip(b"\0"):
-                return chunk_id(repo.keys, block)
+                return repo.chunk_id(block)
     raise AssertionError("the image has no data")
 
 

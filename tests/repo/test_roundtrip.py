@@ -30,7 +30,7 @@ from drctl.repo.restore import restore_disk
 from drctl.storage.base import StorageUnavailable
 from drctl.storage.local import LocalDirStorage
 from drctl.storage.memory import MemoryStorage
-from tests.repo.fakes import FailingAfter, MiB, make_image, mutate
+from tests.repo.fakes import FailingAfter, MiB, make_image, mutate, v2_digest_of
 
 SIZE = 24 * MiB + 54321  # not a multiple of the chunk size
 
@@ -60,7 +60,8 @@ def image(tmp_path):
 
 def test_round_trip_is_bit_identical_and_sparse(repo, image, tmp_path):
     res = backup_disk(repo, image, server="web", disk="vda")
-    assert res.point.size == SIZE and res.point.sha256 == sha(image)
+    assert res.point.size == SIZE and res.point.version == 2
+    assert res.point.image_digest == v2_digest_of(repo, image, MiB)  # the format's definition, redone
     zero_chunks = sum(1 for _, cid in res.point.iter_chunks() if cid is None)
     assert zero_chunks >= 5  # make_image puts ~40 % zero chunks
     stored = [o.key for o in repo.storage.list("data/")]
@@ -80,6 +81,7 @@ def test_second_backup_after_one_percent_change_uploads_about_one_percent(storag
     repo = init_repository(storage, b"client-password-1", chunk_size=MiB)
     big = make_image(tmp_path / "big.img", 60 * MiB + 999, seed=3)
     first = backup_disk(repo, big, server="db", disk="vdb")
+    before = sha(big)
     changed = mutate(big, 0.01)  # 1 of 61 chunks
     second = backup_disk(repo, big, server="db", disk="vdb")
     assert second.point.type == "incremental" and second.point.parent == first.point.id
@@ -90,7 +92,8 @@ def test_second_backup_after_one_percent_change_uploads_about_one_percent(storag
     assert sha(out) == sha(big)
     out1 = tmp_path / "first.img"
     restore_disk(repo, server="db", out=out1, point=first.point.id[:8])
-    assert sha(out1) == first.point.sha256 != second.point.sha256
+    assert sha(out1) == before != sha(big)
+    assert first.point.image_digest != second.point.image_digest
 
 
 def test_qcow2_output_holds_the_same_image(repo, image, tmp_path):

@@ -13,6 +13,7 @@ from drctl.plan.load import PlanInvalid
 from drctl.plan.model import Server
 from drctl.stack.config import load_stack, stack_file
 from drctl.stack.settings import (
+    NEUTRON_DEFAULT_QUOTAS,
     SECRET_SETTINGS,
     SETTING_TYPES,
     Flavor,
@@ -173,6 +174,25 @@ FLAVORS = "  flexible-recovery:flavor_map: [{name: m1.small, vcpus: 8, ram_mb: 1
             + "'\n",
             "flexible-recovery:activation: a JSON value nested too deeply",
         ),
+        (
+            "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+            + FLAVORS
+            + "  flexible-recovery:quotas: {secgroups: 20}\n",
+            "flexible-recovery:quotas.secgroups: not a Neutron quota drctl checks; use one of network,",
+        ),
+        (
+            "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+            + FLAVORS
+            + "  flexible-recovery:quotas: {security_group: ten}\n",
+            "flexible-recovery:quotas.security_group: expected a whole number of at least 0 (or -1 for "
+            "unlimited), got 'ten'",
+        ),
+        (
+            "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+            + FLAVORS
+            + "  flexible-recovery:quotas: [10]\n",
+            "flexible-recovery:quotas: expected an object {security_group: 10",
+        ),
         ("config:\n  flexible-recovery:plan: /etc/passwd\n", "must be a path inside the project directory"),
         ("config:\n  flexible-recovery:plan: ../../x.yaml\n", "must be a path inside the project directory"),
         ('config:\n  flexible-recovery:plan: "a\\0b"\n', "must be a path inside the project directory"),
@@ -184,6 +204,9 @@ FLAVORS = "  flexible-recovery:flavor_map: [{name: m1.small, vcpus: 8, ram_mb: 1
         "flavor-overflow",
         "salt-not-text",
         "deep-json",
+        "quota-unknown",
+        "quota-not-a-number",
+        "quotas-not-an-object",
         "absolute-plan",
         "plan-outside",
         "plan-nul",
@@ -252,3 +275,37 @@ def test_a_passphrase_file_that_is_a_fifo_or_a_directory_is_named_not_waited_for
         monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(path))
         with pytest.raises(StackConfigInvalid, match=f"cannot read the passphrase file: {reason}"):
             load_stack("s", project)
+
+
+def test_quotas_are_neutrons_defaults_with_the_stack_file_over_them(project: Path) -> None:
+    (project / "stacks" / "Pulumi.q.yaml").write_text(
+        "config:\n  flexible-recovery:plan: recovery_plans/demo.yaml\n"
+        + FLAVORS
+        + "  flexible-recovery:quotas: {security_group: 25, port: -1}\n"
+    )
+    quotas = load_stack("q", project).settings.quotas
+    assert quotas == {**NEUTRON_DEFAULT_QUOTAS, "security_group": 25, "port": -1}
+    assert NEUTRON_DEFAULT_QUOTAS["security_group"] == 10
+    assert NEUTRON_DEFAULT_QUOTAS["security_group_rule"] == 100
+
+
+def test_the_pack_and_the_stack_settings_know_the_same_neutron_defaults() -> None:
+    from drctl.policies import dr_rules
+
+    assert dict(dr_rules.NEUTRON_DEFAULT_QUOTAS) == NEUTRON_DEFAULT_QUOTAS
+
+
+def test_a_plan_is_checked_once_per_process_but_never_served_stale(tmp_path: Path) -> None:
+    from drctl.stack.config import load_plan_file
+
+    path = tmp_path / "plan.yaml"
+    text = (REPO_ROOT / "recovery_plans" / "demo.yaml").read_text()
+    path.write_text(text)
+    first = load_plan_file(path)
+    assert load_plan_file(path) is first  # the program's second load reuses the first
+    # the same size, rewritten at once (same timestamp tick): the new content is what counts
+    path.write_text(text.replace("name: web01", "name: web02"))
+    assert [s.name for s in load_plan_file(path).servers][-1] == "web02"
+    path.write_text(text.replace("name: web01", "name: db01 "))
+    with pytest.raises(PlanInvalid):
+        load_plan_file(path)

@@ -197,7 +197,8 @@ def test_rdp_rule_open_to_the_world_fails(tmp_path):
             "resource": "demo-jump-rdp",
             "type": "openstack:networking/secGroupRule:SecGroupRule",
             "message": "ingress from 0.0.0.0/0 opens 3389 (RDP); restrict remoteIpPrefix to the "
-            "client's site subnets (reached through the VPN) or use remoteGroupId.",
+            "client's site subnets (reached through the VPN) or use remoteGroupId or an address "
+            "group of the client's networks.",
         }
     ]
 
@@ -214,8 +215,11 @@ def test_larger_client_stack_passes_in_both_modes(tmp_path):
     project = project_copy(tmp_path)
     record_activation(project, "acme", "2026-11-20T02:00:00Z")
     for failover in (False, True):
-        report, _ = check_stack("acme", failover=failover, project_dir=project)
-        assert [v.line() for v in report.violations] == []
+        report, _ = check_stack("acme", failover=failover, project_dir=project, state_dir=tmp_path / "state")
+        assert [v.line() for v in report.violations if v.level == "mandatory"] == []
+        # Only the predicted RTO may warn: no drill measured acme, so it is advisory, on defaults.
+        assert {v.policy for v in report.violations} <= {"predicted-rto-within-target"}
+        assert all(v.level == "advisory" and "from default figures" in v.message for v in report.violations)
 
 
 def test_pack_config_for_ci_carries_the_flag_and_the_plans_checks(tmp_path):
@@ -248,3 +252,34 @@ def test_pack_config_is_private_and_never_written_through_a_planted_link(tmp_pat
     path.unlink()
     assert drctl("policy", "demo", "--write-pack-config", str(path)).returncode == 0
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and json.loads(path.read_text())
+
+
+def test_a_stack_over_its_recorded_quota_fails_naming_quota_need_and_limit(tmp_path):
+    project = project_copy(tmp_path)
+    with open(project / "stacks" / "Pulumi.demo.yaml", "a") as f:
+        f.write("  flexible-recovery:quotas:\n    security_group: 5\n")
+
+    out = drctl("policy", "demo", "--project-dir", str(project), "--json")
+
+    assert out.returncode == 1, out.stderr
+    (v,) = result_of(out.stdout)["violations"]
+    assert (v["policy"], v["level"], v["resource"]) == ("recovery-space-within-quotas", "mandatory", "demo")
+    # demo: base + dns, ssh, sql, app, smb, web groups, and the project's default group
+    assert v["message"].startswith(
+        "quota security_group: the stack needs 8 (7 groups declared + the project's 'default' group) "
+        "and the project allows 5;"
+    )
+    # CI's `pulumi preview --policy-pack` gets the same recorded quotas through the pack config
+    path = tmp_path / "policy-config.json"
+    assert (
+        drctl("policy", "demo", "--project-dir", str(project), "--write-pack-config", str(path)).returncode
+        == 1
+    )
+    quotas = json.loads(path.read_text())["recovery-space-within-quotas"]["quotas"]
+    assert quotas["security_group"] == 5 and quotas["security_group_rule"] == 100
+
+
+def test_acme_fits_neutrons_default_quotas_with_its_roles():
+    report, _ = check_stack("acme")
+    assert not [v for v in report.violations if v.policy == "recovery-space-within-quotas"]
+    assert report.config["recovery-space-within-quotas"]["quotas"]["security_group"] == 10

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from drctl.components.security_rules import groups_of, role_groups
 from drctl.stack.config import StackConfigInvalid, load_stack
 from drctl.stack.preview import SECRET_SIG_KEY, _run_program, is_secret, preview_stack, program_config
 
@@ -69,7 +70,8 @@ def test_failover_adds_one_instance_per_in_scope_server_in_plan_order(failover, 
         assert inst.inputs["blockDevices"][0]["uuid"] == inst.inputs["imageId"]
         port = failover.get(f"srv-{server.name}-port-0")
         assert port.inputs["fixedIps"][0]["ipAddress"] == server.nics[0].ip
-        assert port.inputs["securityGroupIds"] == [f"space-sg-{server.name}-id"]
+        groups = groups_of(server.name, role_groups(cfg.plan))  # base first, then its roles
+        assert port.inputs["securityGroupIds"] == [f"space-sg-{g}-id" for g in groups]
     assert any("preview-image-<server>" in n for n in failover.notes)
 
 
@@ -112,13 +114,17 @@ def test_recovery_subnets_have_the_plan_cidr_gateway_and_pool(nominal, cfg):
         )
 
 
-def test_rules_only_on_own_groups_and_nothing_admin_open_to_the_world(nominal):
+def test_rules_only_on_own_groups_and_nothing_admin_open_to_the_world(nominal, cfg):
     own = {f"{g.name}-id" for g in nominal.of_type(SECGROUP)}
     assert all(g.inputs["deleteDefaultRules"] is True for g in nominal.of_type(SECGROUP))
+    (addresses,) = nominal.of_type("openstack:networking/addressGroupV2:AddressGroupV2")
+    assert addresses.inputs["addresses"] == [str(sn.network) for sn in cfg.plan.subnets]
     for rule in nominal.of_type(RULE):
         assert rule.inputs["securityGroupId"] in own
-        if rule.inputs["remoteIpPrefix"] in ("0.0.0.0/0", "::/0"):
+        if rule.inputs.get("remoteIpPrefix") in ("0.0.0.0/0", "::/0"):
             assert rule.inputs.get("portRangeMin") not in ADMIN_PORTS, rule.name
+        else:  # every other rule admits exactly the client's networks
+            assert rule.inputs["remoteAddressGroupId"] == f"{addresses.name}-id", rule.name
 
 
 def test_vpn_is_strong_explicit_and_its_psk_a_secret(nominal, cfg):

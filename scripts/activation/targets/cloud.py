@@ -187,7 +187,7 @@ class CloudTarget:
             self._data_image_ids.clear()
 
 
-def _openstack_errors() -> tuple[type[Exception], ...]:
+def openstack_errors() -> tuple[type[Exception], ...]:
     """What openstacksdk raises: its own errors and keystoneauth's (connection, auth, catalog)."""
     import keystoneauth1.exceptions
     import openstack.exceptions
@@ -195,12 +195,12 @@ def _openstack_errors() -> tuple[type[Exception], ...]:
     return (openstack.exceptions.SDKException, keystoneauth1.exceptions.ClientException)
 
 
-def _connect(cloud: str | None) -> Any:
+def connect_cloud(cloud: str | None) -> Any:
     import openstack
 
     try:
         return openstack.connect(cloud=cloud)
-    except _openstack_errors() as e:
+    except openstack_errors() as e:
         raise openstack_error(e, f"connecting to cloud {cloud or '(from OS_* variables)'}") from e
 
 
@@ -209,7 +209,7 @@ class GlanceImages:
     Connection (default: from the environment)."""
 
     def __init__(self, cloud: str | None = None, *, conn: Any = None) -> None:
-        self.conn = conn if conn is not None else _connect(cloud)
+        self.conn = conn if conn is not None else connect_cloud(cloud)
 
     def upload(self, name: str, path: Path, *, disk_format: str, properties: Mapping[str, str]) -> str:
         # create_image's extra keywords (typed Any) become image properties.
@@ -224,14 +224,14 @@ class GlanceImages:
                 **extra,
             )
             image = self.conn.image.wait_for_status(image, "active", failures=["killed"], wait=3600)
-        except _openstack_errors() as e:
+        except openstack_errors() as e:
             raise openstack_error(e, f"uploading image {name} from {path}") from e
         return image.id
 
     def delete(self, image_id: str) -> None:
         try:
             self.conn.image.delete_image(image_id, ignore_missing=True)
-        except _openstack_errors() as e:
+        except openstack_errors() as e:
             raise openstack_error(e, f"deleting image {image_id}") from e
 
 
@@ -239,13 +239,13 @@ class NovaServers:
     """ServerWaiter over openstacksdk. ``conn`` as for :class:`GlanceImages`."""
 
     def __init__(self, cloud: str | None = None, *, conn: Any = None) -> None:
-        self.conn = conn if conn is not None else _connect(cloud)
+        self.conn = conn if conn is not None else connect_cloud(cloud)
 
     def wait_active(self, server_id: str, *, timeout_s: int) -> None:
         try:
             server = self.conn.compute.get_server(server_id)
             self.conn.compute.wait_for_server(server, status="ACTIVE", failures=["ERROR"], wait=timeout_s)
-        except _openstack_errors() as e:
+        except openstack_errors() as e:
             raise openstack_error(
                 e, f"waiting up to {timeout_s}s (its RTO) for server {server_id} to be ACTIVE"
             ) from e

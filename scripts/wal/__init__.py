@@ -1,0 +1,1 @@
+"""PostgreSQL log backups (WAL archiving into the encrypted repository) and point-in-time restore."""
