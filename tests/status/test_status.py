@@ -336,3 +336,45 @@ def test_an_unwritable_metrics_file_is_a_local_io_error_naming_it(tmp_path, monk
     assert main(["status", "--json"]) == 20  # never drilled: the dr test is overdue
     result = read_events(capsys.readouterr().out)[-1]
     assert result["clients"][0]["counts"]["rpo_met"] == 5
+
+
+def test_what_a_real_agent_publishes_is_what_status_trusts(seaweed_s3, tmp_path, monkeypatch, capsys) -> None:
+    """`drctl agent config` records the agent's key in the stack, `drctl agent run` backs up and
+    signs its record, `drctl status` trusts it: the two features speak the same format."""
+    seaweed_s3.apply_env(monkeypatch)
+    proj = world.make_project(tmp_path)
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(proj))
+    monkeypatch.setenv("DRCTL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DRCTL_PASSWORD", "agent-status-password-1")
+    url = seaweed_s3.url("eta")
+    world.add_client(proj, "eta", url, {})
+    assert main(["repo", "init", url, "--chunk-size", "1"]) == 0
+    image = make_image(tmp_path / "dns01.img", 2 * MiB + 3, seed=4)
+    assert (
+        main(
+            [
+                "agent",
+                "config",
+                "eta",
+                "--server",
+                "dns01",
+                "--disk",
+                f"system={image}",
+                "--out",
+                str(tmp_path / "agent"),
+            ]
+        )
+        == 0
+    )
+    assert "agent_keys" in (proj / "stacks" / "Pulumi.eta.yaml").read_text()
+    config = next((tmp_path / "agent").glob("*.yaml"))
+    assert main(["agent", "run", "--config", str(config), "--type", "full"]) == 0
+    capsys.readouterr()
+
+    monkeypatch.delenv("DRCTL_PASSWORD")  # status needs no key: the signed record is enough
+    assert main(["status", "eta", "--json"]) == 20  # the other servers have no backup yet
+    servers = {s["server"]: s for s in read_events(capsys.readouterr().out)[-1]["clients"][0]["servers"]}
+    dns = servers["dns01"]
+    assert dns["rpo"] == "met" and dns["disks"][0]["source"] == "record" and dns["untrusted_records"] == []
+    assert dns["last_job"]["result"] == "ok" and dns["last_job"]["type"] == "full"
+    assert servers["db01"]["drift"] == "no-restore-point"
