@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "drctl.commands.demo_cmds",  # demo prepare
     "drctl.commands.agent_cmds",  # agent config|units|run|status
     "drctl.commands.wal_cmds",  # wal push|fetch|base|restore|check|prune
+    "drctl.commands.status_cmds",  # status
 )
 
 

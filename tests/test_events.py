@@ -181,6 +181,7 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "demo prepare": (["demo", "prepare", "--state-dir", state], 1, "error"),
         "agent run": (["agent", "run", "--config", agent, "--type", "full"], 0, "result"),
         "agent status": (["agent", "status", "--config", agent], 0, "result"),
+        "status": (["status", "no-such-stack"], 1, "error"),
     }
     assert set(cases) == _json_commands(build_parser()), "a --json command this test does not run"
     section = _readme_section()

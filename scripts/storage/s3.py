@@ -177,6 +177,9 @@ class S3Storage:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         base = f"{self.prefix}/" if self.prefix else ""
+        if self._lean is not None:  # the lean path: listings of thousands of keys (drctl status)
+            yield from self._lean_list(base, prefix)
+            return
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
@@ -187,6 +190,20 @@ class S3Storage:
             raise self._err(e) from e
         except bce.BotoCoreError as e:
             raise self._err(e) from e
+
+    def _lean_list(self, base: str, prefix: str) -> Iterator[ObjectInfo]:
+        assert self._lean is not None
+        token: str | None = None
+        while True:
+            try:
+                items, token = self._lean.list_page(self.bucket, base + prefix, token)
+            except (bce.ClientError, bce.BotoCoreError) as e:
+                raise self._err(e) from e
+            self._bucket_seen = True
+            for key, size in items:
+                yield ObjectInfo(key=key[len(base) :], size=size)
+            if token is None:
+                return
 
     def delete(self, key: str) -> None:
         try:
