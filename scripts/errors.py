@@ -13,6 +13,7 @@ its exit code and module (a test keeps this list complete and exact)::
     DrctlError (1) errors: the root; a bare one is an invalid input
         InvalidInput (1) errors: the input is invalid
             BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
+            ConsoleUserInvalid (1) console.users: a console user cannot be created or read as asked
             DependencyCycle (1) plan.graph: servers depend on each other in a cycle
             DisasterChangesAtRisk (1) activation.deactivation: would delete data written since a disaster
             InputFileError (1) input_files: a plan, stack or project file cannot be used (too big, not text...)
@@ -61,6 +62,7 @@ its exit code and module (a test keeps this list complete and exact)::
             StorageUnavailable (14) storage.base: the store cannot be reached (retried)
         ImageBuildFailed (15) demo.images.rootfs: building a demo disk image failed
         LocalIOError (15) errors: a local file could not be read or written
+            ConsoleAddressUnusable (15) commands.console_cmds: the console cannot listen on that address
             DiskFull (15) repo.errors: the local disk is full
             OutputError (15) repo.errors: the restore output cannot be written
             SigningKeyUnsafe (15) runs.signing: the report-signing key is readable by others
