@@ -26,8 +26,10 @@ class ConsoleAddressUnusable(LocalIOError):
 
 def _bind(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r}: give HOST:PORT, e.g. 127.0.0.1:8080")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give HOST:PORT, e.g. 127.0.0.1:8080 (port 0: any free port)"
+        )
     return host.strip("[]"), int(port)
 
 

@@ -1,0 +1,80 @@
+"""`drctl console user add` and `drctl console serve` from the command line: the password never in
+argv, private files, and bad input answered with a message naming the field and an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.console.support import PASSWORD, REPO
+
+DRCTL = str(Path(sys.executable).with_name("drctl"))
+
+
+def drctl(state: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DRCTL_PROJECT_DIR": str(REPO), "DRCTL_STATE_DIR": str(state)}
+    return subprocess.run(
+        [DRCTL, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_user_add_reads_the_password_from_a_file_or_stdin_and_keeps_the_users_file_private(tmp_path):
+    state = tmp_path / "state"
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    out = drctl(state, "console", "user", "add", "olivia", "--role", "operator", "--password-file", str(pw))
+    assert out.returncode == 0, out.stderr
+    assert "olivia added (operator, sees every client; TOTP enrolled at the first sign-in)" in out.stdout
+    out = drctl(
+        state, "console", "user", "add", "dana", "--role", "client", "--client", "demo", stdin=PASSWORD + "\n"
+    )
+    assert out.returncode == 0, out.stderr
+    users = state / "console" / "users.json"
+    assert stat.S_IMODE(users.stat().st_mode) == 0o600
+    doc = json.loads(users.read_text())
+    assert doc["users"]["dana"]["client"] == "demo" and doc["users"]["dana"]["totp_required"] is True
+    assert doc["users"]["olivia"]["password_hash"].startswith("$argon2id$")
+    assert PASSWORD not in users.read_text()
+
+
+def test_user_add_refuses_bad_input_naming_the_field(tmp_path):
+    state = tmp_path / "state"
+    cases = [
+        (
+            ("x", "--role", "client", "--client", "nosuch"),
+            "--client nosuch: no stack stacks/Pulumi.nosuch.yaml",
+        ),
+        (("x", "--role", "client"), "a client user needs --client STACK"),
+        (("x", "--role", "operator", "--no-totp"), "operators always sign in with a second factor"),
+        (("bad name", "--role", "operator"), "user name 'bad name'"),
+    ]
+    for args, message in cases:
+        out = drctl(state, "console", "user", "add", *args, stdin=PASSWORD + "\n")
+        assert out.returncode == 1, (args, out.stderr)
+        assert message in out.stderr and "Traceback" not in out.stderr
+    short = drctl(state, "console", "user", "add", "x", "--role", "operator", stdin="short\n")
+    assert short.returncode == 1 and "use at least 12" in short.stderr
+    assert (
+        drctl(state, "console", "user", "add", "x", "--role", "operator", stdin=PASSWORD + "\n").returncode
+        == 0
+    )
+    again = drctl(state, "console", "user", "add", "x", "--role", "operator", stdin=PASSWORD + "\n")
+    assert again.returncode == 1 and "console user x already exists" in again.stderr
+    assert not (state / "console" / "users.json.tmp").exists()
+
+
+def test_serve_on_an_address_in_use_says_so(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        out = drctl(tmp_path / "state", "console", "serve", "--bind", f"127.0.0.1:{port}")
+    assert out.returncode == 15
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--bind HOST:PORT" in out.stderr
+    bad = drctl(tmp_path / "state", "console", "serve", "--bind", "nohostport")
+    assert bad.returncode == 2 and "give HOST:PORT" in bad.stderr
