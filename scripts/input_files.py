@@ -207,6 +207,17 @@ def _construct_mapping(loader: Any, node: MappingNode, deep: bool = False) -> di
     return loader.construct_mapping(node, deep=deep)
 
 
+def _construct_timestamp(loader: SafeConstructor, node: yaml.Node) -> Any:
+    """An unquoted date that is no date (``2027-02-30``) is an error located at its line, not a
+    ValueError from deep inside PyYAML."""
+    try:
+        return SafeConstructor.construct_yaml_timestamp(loader, node)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value!r} is not a valid date or time ({e})", node.start_mark
+        ) from None
+
+
 def _loader_class(fast: bool, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH) -> type:
     """A loader: the bounded composer over libyaml's event parser (``fast``) or PyYAML's own."""
     if fast:
@@ -230,6 +241,7 @@ def _loader_class(fast: bool, *, max_nodes: int = MAX_NODES, max_depth: int = MA
 
     Loader.max_nodes, Loader.max_depth = max_nodes, max_depth
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
     return Loader
 
 

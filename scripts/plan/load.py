@@ -11,6 +11,7 @@ Public interface: :func:`load_plan` (path -> :class:`~drctl.plan.model.Plan` or 
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import importlib.resources
 import json
@@ -150,6 +151,17 @@ def schema_problems(doc: Any) -> list[tuple[str, str]]:
 # reports it)
 
 
+def _dates_as_text(doc: dict) -> None:
+    """YAML reads an unquoted ``2027-03-15`` as a date: the agreed test dates are checked (and
+    modelled) from their text, whichever way the plan wrote them."""
+    tests = doc.get("tests")
+    for item in tests if isinstance(tests, list) else ():
+        if isinstance(item, dict) and isinstance(item.get("date"), datetime.date):
+            if isinstance(item["date"], datetime.datetime):
+                continue  # a time of day is not a date: the schema says so
+            item["date"] = item["date"].isoformat()
+
+
 def check_document(doc: Any, file: str) -> list[Problem]:
     """All problems of an already-parsed plan document (schema first, then semantics)."""
     if not isinstance(doc, dict):
@@ -159,6 +171,7 @@ def check_document(doc: Any, file: str) -> list[Problem]:
                 file, "(plan)", f"a plan is a YAML mapping (client, contacts, sites, servers), not {kind}"
             )
         ]
+    _dates_as_text(doc)
     found = schema_problems(doc) + semantic_problems(doc)
     return [Problem(file, where, msg) for where, msg in found]
 

@@ -7,6 +7,7 @@ into typed objects, so every consumer (stack program, components, drill) reads t
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -245,11 +246,21 @@ class Server:
 
 
 @dataclass(frozen=True)
+class AgreedTest:
+    """A test date agreed with the client (service description 8.1): ``scope`` is the class tested
+    (``dr``: the drill of the dr servers; ``backup-tested``: the restore test of those servers)."""
+
+    date: datetime.date
+    scope: str
+
+
+@dataclass(frozen=True)
 class Plan:
     client: Client
     contacts: tuple[Contact, ...]
     sites: tuple[Site, ...]
     servers: tuple[Server, ...]
+    tests: tuple[AgreedTest, ...] = ()
 
     def server(self, name: str) -> Server:
         for s in self.servers:
@@ -376,4 +387,13 @@ def plan_from_dict(doc: dict[str, Any]) -> Plan:
                 description=x.get("description", ""),
             )
         )
-    return Plan(client=client, contacts=contacts, sites=tuple(sites), servers=tuple(servers))
+    tests = tuple(
+        sorted(
+            (
+                AgreedTest(date=datetime.date.fromisoformat(str(x["date"])), scope=x["scope"])
+                for x in doc.get("tests", [])
+            ),
+            key=lambda t: (t.date, t.scope),
+        )
+    )
+    return Plan(client=client, contacts=contacts, sites=tuple(sites), servers=tuple(servers), tests=tests)

@@ -380,7 +380,22 @@ def semantic_problems(doc: Any) -> list[tuple[str, str]]:
     out = list(_check_client_and_contacts(doc))
     out += list(_check_sites(doc, subnets))
     out += list(_check_servers(doc, subnets))
+    out += list(_check_tests(doc))
     return out
+
+
+def _check_tests(doc: dict) -> Iterator[tuple[str, str]]:
+    """Agreed test dates: each tests a class the plan has, once per day."""
+    classes = {s.get("class") for _, s in _items(doc, "servers")}
+    seen: dict[tuple[Any, Any], int] = {}
+    for i, t in _items(doc, "tests"):
+        scope, day = t.get("scope"), t.get("date")
+        if scope in ("dr", "backup-tested") and scope not in classes:
+            yield (f"tests[{i}].scope", f"no server of class {scope} in the plan: nothing to test on {day}")
+        if (day, scope) in seen:
+            yield (f"tests[{i}]", f"{scope} test on {day} listed twice (first at tests[{seen[day, scope]}])")
+        else:
+            seen[day, scope] = i
 
 
 # --------------------------------------------------------------------------------------------

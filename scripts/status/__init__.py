@@ -1,0 +1,1 @@
+"""``drctl status``: protection status across clients (RPO, jobs, tests, drift), metrics."""

@@ -1,0 +1,195 @@
+"""``drctl status``'s facts, gathered: per client its vault (:mod:`drctl.status.vault`), its runs
+(:mod:`drctl.runs.store`) and its plan, turned into :class:`~drctl.status.model.ClientState`.
+Clients are read in parallel; one client's unreadable vault is reported on that client, the others
+are still read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from drctl.agent.records import StoredRecord, Trust
+from drctl.plan.model import Server
+from drctl.runs.model import RunSummary
+from drctl.runs.store import RunStore
+from drctl.status import schedule
+from drctl.status.clients import ClientSource
+from drctl.status.model import ClientState, DiskBackup, JobInfo, RunInfo, ServerState, TestDue, Untrusted
+from drctl.status.vault import VaultOpener, VaultReading, VaultUnreadable, read_vault
+from drctl.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+CLIENTS_IN_PARALLEL = 4
+
+
+def _run_end(run: RunSummary) -> dt.datetime:
+    return run.ended_at or run.started_at
+
+
+def _server_runs(runs: Sequence[RunSummary], name: str) -> tuple[RunInfo | None, dt.date | None]:
+    """The newest run covering ``name`` (its status there) and the day of its newest passing one."""
+    last: RunInfo | None = None
+    passed: dt.date | None = None
+    for run in sorted(runs, key=_run_end, reverse=True):
+        result = next((s for s in run.servers if s.name == name), None)
+        if result is None:
+            continue
+        if last is None:
+            last = RunInfo(run.run_id, run.kind, run.mode, _run_end(run), str(result.status))
+        if result.status.available:
+            passed = _run_end(run).date()
+            break
+    return last, passed
+
+
+def _last_drill(runs: Sequence[RunSummary]) -> RunInfo | None:
+    tests = [r for r in runs if r.kind == "drill" or r.mode == "test"]
+    if not tests:
+        return None
+    run = max(tests, key=_run_end)
+    return RunInfo(run.run_id, run.kind, run.mode, _run_end(run), str(run.outcome))
+
+
+def _server_state(
+    server: Server,
+    stored: list[StoredRecord],
+    reading: VaultReading,
+    runs: Sequence[RunSummary],
+    source: ClientSource,
+    now: dt.datetime,
+) -> ServerState:
+    trusted = [s.record for s in stored if s.trusted and s.record is not None]
+    last_job = None
+    failures = 0
+    if trusted:
+        r = trusted[0]
+        last_job = JobInfo(r.job_id, r.type, r.result, r.ended, r.error_class)
+        for r in trusted:
+            if r.result == "ok":
+                break
+            failures += r.result == "failed"
+    disks = []
+    for disk in server.disks:
+        found = next(
+            (r for r in trusted if r.result == "ok" and disk.name in (r.points or dict.fromkeys(r.disks))),
+            None,
+        )
+        backup = DiskBackup(disk.name, None)
+        if found is not None:
+            backup = DiskBackup(disk.name, found.ended, found.points.get(disk.name), "record")
+        point = reading.points.get((server.name, disk.name))
+        if point is not None and (backup.at is None or point[0] > backup.at):
+            backup = DiskBackup(disk.name, point[0], point[1], "repository")
+        disks.append(backup)
+    ages = [(now - d.at).total_seconds() for d in disks if d.at is not None]
+    age = max(ages) if ages and len(ages) == len(disks) else None
+    untrusted = tuple(
+        Untrusted(s.key, s.trust.value, s.problem) for s in stored if s.trust is not Trust.VERIFIED
+    )
+    last_run, last_pass = _server_runs(runs, server.name)
+    test = schedule.next_test(server.protection, last_pass, source.plan.tests, now.date())
+    return ServerState(
+        name=server.name,
+        protection=server.protection,
+        rpo_s=server.rpo_s,
+        disks=tuple(disks),
+        last_job=last_job,
+        consecutive_failures=failures,
+        untrusted=tuple(reversed(untrusted)),  # oldest first, the newest last
+        last_run=last_run,
+        test=test,
+        backup_age_s=age,
+    )
+
+
+def client_state(
+    source: ClientSource,
+    storage: Storage,
+    runs: Sequence[RunSummary],
+    now: dt.datetime,
+    *,
+    password: bytes | None = None,
+    parallel: int = 16,
+) -> ClientState:
+    """One client's state (its vault unreadable is a state, not an error)."""
+    plan = source.plan
+    per_class: dict[str, list[TestDue]] = {}
+    for s in plan.servers:  # the tests depend on the runs and the plan only: known even without the vault
+        _, last_pass = _server_runs(runs, s.name)
+        test = schedule.next_test(s.protection, last_pass, plan.tests, now.date())
+        if test is not None:
+            per_class.setdefault(test.scope, []).append(test)
+    tests = tuple(
+        t for scope in ("dr", "backup-tested") if (t := schedule.class_due(per_class.get(scope, [])))
+    )
+    try:
+        reading = read_vault(storage, plan, source.agent_keys, password=password, parallel=parallel)
+    except VaultUnreadable as e:
+        return ClientState(
+            source.stack,
+            plan.client.id,
+            plan.client.name,
+            storage.describe(),
+            unreadable=e.message,
+            tests=tests,
+            agreed_tests=plan.tests,
+        )
+    servers = tuple(
+        _server_state(s, reading.records.get(s.name, []), reading, runs, source, now) for s in plan.servers
+    )
+    planned = {s.name for s in plan.servers}
+    return ClientState(
+        stack=source.stack,
+        client=plan.client.id,
+        name=plan.client.name,
+        vault=storage.describe(),
+        servers=servers,
+        retention=reading.retention,
+        not_in_plan=tuple(sorted(reading.servers_seen - planned)),
+        tests=tests,
+        last_drill=_last_drill(runs),
+        notes=tuple(reading.notes),
+        agreed_tests=plan.tests,
+    )
+
+
+def collect(
+    sources: Sequence[ClientSource],
+    *,
+    now: dt.datetime | None = None,
+    state_dir: Path | None = None,
+    password: bytes | None = None,
+    open_vault: Callable[[str], Storage] | None = None,
+) -> list[ClientState]:
+    """Every client's state, in the order of ``sources``."""
+    now = now or dt.datetime.now(dt.UTC)
+    open_vault = open_vault or VaultOpener()
+    store = RunStore(state_dir)
+
+    def one(source: ClientSource) -> ClientState:
+        runs = [r.summary for r in store.list_runs(source.stack)]
+        return client_state(source, open_vault(source.vault), runs, now, password=password)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(CLIENTS_IN_PARALLEL, len(sources)))) as pool:
+        return list(pool.map(one, sources))
+
+
+def status_of(
+    stacks: Sequence[str] | None = None,
+    *,
+    project_dir: Path | None = None,
+    state_dir: Path | None = None,
+    password: bytes | None = None,
+    now: dt.datetime | None = None,
+) -> list[ClientState]:
+    """The state of ``stacks`` (every stack of the project by default): what ``drctl status``
+    prints and the console serves (``drctl.status.metrics.exposition(status_of())``)."""
+    from drctl.status.clients import load_client, stack_names
+
+    names = list(stacks) if stacks else stack_names(project_dir)
+    sources = [load_client(name, project_dir) for name in dict.fromkeys(names)]
+    return collect(sources, now=now, state_dir=state_dir, password=password)

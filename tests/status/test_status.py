@@ -1,0 +1,248 @@
+"""``drctl status`` end to end on the embedded store: two clients whose agents wrote signed status
+records, a run store, and every verdict checked where a user meets it: the text, the JSON, the exit
+code and the Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from drctl.cli import main
+from drctl.repo.crypto import KdfParams
+from drctl.repo.repository import init_repository
+from drctl.runs.model import RunSummary, ServerResult
+from drctl.runs.store import RunStore
+from tests.status import world
+from tests.support.events import read_events
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+FAST_KDF = KdfParams(n=2**12, r=8, p=1)
+SERVERS = ("dns01", "db01", "app01", "files01", "web01")
+
+
+def _ago(**kw) -> datetime:
+    return NOW - timedelta(**kw)
+
+
+@pytest.fixture
+def scene(seaweed_s3, tmp_path, monkeypatch):
+    """alpha: every state of a server's backups; beta: drift, forged and unsigned records."""
+    seaweed_s3.apply_env(monkeypatch)
+    monkeypatch.delenv("DRCTL_PASSWORD", raising=False)
+    proj = world.make_project(tmp_path)
+    state = tmp_path / "state"
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(proj))
+    monkeypatch.setenv("DRCTL_STATE_DIR", str(state))
+
+    alpha_keys = {s: Ed25519PrivateKey.generate() for s in SERVERS}
+    world.add_client(proj, "alpha", seaweed_s3.url("alpha"), alpha_keys)
+    alpha = seaweed_s3.storage("alpha")
+    j = world.job
+    world.publish(
+        alpha, alpha_keys["dns01"], j("alpha", "dns01", _ago(hours=26)), j("alpha", "dns01", _ago(hours=2))
+    )
+    world.publish(alpha, alpha_keys["db01"], j("alpha", "db01", _ago(minutes=5)))  # RPO 15m
+    world.publish(alpha, alpha_keys["app01"], j("alpha", "app01", _ago(hours=20)))  # 83 % of 24h
+    world.publish(alpha, alpha_keys["web01"], j("alpha", "web01", _ago(hours=30)))  # > 24h
+    world.publish(
+        alpha,
+        alpha_keys["files01"],
+        j("alpha", "files01", _ago(hours=3)),
+        j("alpha", "files01", _ago(hours=2), result="failed", error_class="StorageUnavailable"),
+        j("alpha", "files01", _ago(hours=1), result="failed", error_class="StorageUnavailable"),
+    )
+    # alpha's last drill passed 200 days ago: the dr servers' next one (6 months) is overdue;
+    # files01's yearly restore test is not.
+    ended = _ago(days=200)
+    RunStore(state).record(
+        RunSummary(
+            run_id=ended.strftime("%Y%m%dT%H%M%SZ") + "-a1",
+            stack="alpha",
+            mode="test",
+            target="local",
+            started_at=ended - timedelta(hours=1),
+            ended_at=ended,
+            servers=tuple(ServerResult(name=s, os="debian-12", status="ok") for s in SERVERS),
+            kind="drill",
+        ),
+        key=Ed25519PrivateKey.generate(),
+    )
+
+    beta_keys = {s: Ed25519PrivateKey.generate() for s in SERVERS if s != "app01"}  # no key for app01
+    soon = (NOW + timedelta(days=10)).date()
+    world.add_client(
+        proj,
+        "beta",
+        seaweed_s3.url("beta"),
+        beta_keys,
+        tests=[{"date": soon.isoformat(), "scope": "dr"}, {"date": "2099-01-04", "scope": "backup-tested"}],
+    )
+    beta = seaweed_s3.storage("beta")
+    for s in ("dns01", "db01", "files01"):
+        world.publish(beta, beta_keys[s], j("beta", s, _ago(minutes=3)))
+    # app01's agent has no recorded key: its record is shown as unsigned and not trusted
+    world.publish(beta, Ed25519PrivateKey.generate(), j("beta", "app01", _ago(minutes=3)))
+    # a newer record for dns01 signed by another key: forged, and it hides nothing
+    world.publish(beta, Ed25519PrivateKey.generate(), j("beta", "dns01", _ago(minutes=1), result="failed"))
+    # old01 left the plan but its agent still backs it up: drift; web01 has no backup at all
+    world.publish(beta, Ed25519PrivateKey.generate(), j("beta", "old01", _ago(hours=1)))
+    return proj, state, tmp_path, soon
+
+
+def _metrics(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k in ("client", "server")))] = (
+                s.value
+            )
+    return out
+
+
+def test_status_shows_every_state_in_text_json_exit_code_and_metrics(scene, capsys) -> None:
+    proj, state, tmp, soon = scene
+    prom = tmp / "textfile" / "drctl.prom"
+    prom.parent.mkdir()
+
+    # --- exit code and human output -------------------------------------------------------------
+    assert main(["status", "--prometheus", str(prom)]) == 20
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("alpha") and "FAILING" in lines[0]  # worst first
+    assert "at risk 1" in lines[0] and "BREACHED 1" in lines[0] and "jobs failed 1" in lines[0]
+    assert "next test dr" in lines[0] and "OVERDUE" in lines[0]
+    assert lines[1].startswith("beta") and "FAILING" in lines[1] and "not in plan: old01" in lines[1]
+    assert f"next test dr {soon}" in lines[1] and "within 30 days" in lines[1]
+    trouble = "\n".join(lines[lines.index("servers in trouble:") :])
+    assert "alpha/web01 (dr) failing: RPO breached: last backup 30h00m old, RPO 24h00m" in trouble
+    assert "alpha/app01 (dr) failing: RPO at-risk: last backup 20h00m old" in trouble
+    assert "alpha/files01 (backup-tested) failing: last job" in trouble
+    assert "failed: StorageUnavailable (2 in a row)" in trouble
+    assert "alpha/dns01" in trouble and "dr test overdue (computed date" in trouble
+    assert "beta/web01 (dr) failing: no restore point for disk system" in trouble
+    assert "beta/app01 (dr) failing: no restore point" in trouble and "unsigned" in trouble
+    assert "beta/dns01 (dr) warning:" in trouble and "forged" in trouble
+    assert "beta/old01 failing: has restore points or records, not in the plan (drift)" in trouble
+    # 5 minutes of a 15-minute RPO: met; only its drill is overdue
+    assert "alpha/db01 (dr) failing: dr test overdue (computed date" in trouble
+    assert "alpha/db01 (dr) failing: RPO" not in trouble
+
+    # --- JSON -----------------------------------------------------------------------------------
+    assert main(["status", "--json"]) == 20
+    result = read_events(capsys.readouterr().out)[-1]
+    assert result["event"] == "result" and result["exit_code"] == 20 and result["health"] == "failing"
+    clients = {c["stack"]: c for c in result["clients"]}
+    alpha = {s["server"]: s for s in clients["alpha"]["servers"]}
+    beta = {s["server"]: s for s in clients["beta"]["servers"]}
+    assert {n: s["rpo"] for n, s in alpha.items()} == {
+        "dns01": "met",
+        "db01": "met",
+        "app01": "at-risk",
+        "files01": "met",
+        "web01": "breached",
+    }
+    assert alpha["files01"]["last_job"]["result"] == "failed"
+    assert alpha["files01"]["last_job"]["error_class"] == "StorageUnavailable"
+    assert alpha["files01"]["consecutive_failures"] == 2
+    assert alpha["files01"]["disks"][0]["source"] == "record"
+    assert alpha["dns01"]["test"]["overdue"] is True and alpha["dns01"]["test"]["source"] == "computed"
+    assert alpha["files01"]["test"]["overdue"] is False
+    assert alpha["dns01"]["last_run"]["outcome"] == "ok" and alpha["dns01"]["last_run"]["kind"] == "drill"
+    assert clients["alpha"]["last_drill"]["outcome"] == "ok"
+    assert clients["alpha"]["retention"] is None and clients["alpha"]["notes"]  # no repository yet
+    assert clients["beta"]["not_in_plan"] == ["old01"]
+    assert beta["web01"]["drift"] == "no-restore-point" and beta["web01"]["rpo"] == "breached"
+    assert [u["trust"] for u in beta["app01"]["untrusted_records"]] == ["unsigned"]
+    assert [u["trust"] for u in beta["dns01"]["untrusted_records"]] == ["forged"]
+    assert beta["dns01"]["rpo"] == "met" and beta["dns01"]["last_job"]["result"] == "ok"
+    dr = next(t for t in clients["beta"]["tests"] if t["scope"] == "dr")
+    assert dr == {**dr, "due": soon.isoformat(), "source": "agreed", "soon": True, "overdue": False}
+
+    # --- metrics (written atomically, readable by node_exporter) ----------------------------------
+    mode = stat.S_IMODE(os.stat(prom).st_mode)
+    assert mode == 0o644 and not [p for p in prom.parent.iterdir() if p != prom]
+    m = _metrics(prom.read_text())
+    web = (("client", "alpha"), ("server", "web01"))
+    assert 30 * 3600 - 60 < m["drctl_backup_age_seconds", web] < 30 * 3600 + 600
+    assert m["drctl_rpo_seconds", web] == 24 * 3600
+    files = (("client", "alpha"), ("server", "files01"))
+    assert m["drctl_last_job_success", files] == 0
+    assert m["drctl_job_consecutive_failures", files] == 2
+    assert m["drctl_last_job_success", (("client", "alpha"), ("server", "dns01"))] == 1
+    assert m["drctl_backup_age_seconds", (("client", "beta"), ("server", "web01"))] == float("inf")
+    due_alpha = m["drctl_test_due_timestamp_seconds", (("client", "alpha"),)]
+    assert due_alpha < NOW.timestamp()  # overdue
+    due_beta = m["drctl_test_due_timestamp_seconds", (("client", "beta"),)]
+    assert due_beta == datetime.combine(soon, datetime.min.time(), UTC).timestamp()
+    assert m["drctl_last_drill_success", (("client", "alpha"),)] == 1
+    assert ("drctl_last_drill_success", (("client", "beta"),)) not in m  # never drilled
+
+
+def test_calendar_lists_the_next_twelve_months_and_flags_an_agreed_date_within_30_days(scene, capsys):
+    proj, state, tmp, soon = scene
+    assert main(["status", "beta", "--calendar", "--json"]) == 20
+    result = read_events(capsys.readouterr().out)[-1]
+    cal = result["calendar"]
+    assert {"date": soon.isoformat(), "scope": "dr", "source": "agreed", "soon": True} == {
+        k: v for k, v in cal[0].items() if k in ("date", "scope", "source", "soon")
+    }
+    assert all(
+        e["date"] is None or e["date"] <= (date.today() + timedelta(days=366)).isoformat() for e in cal
+    )
+    assert main(["status", "beta", "--calendar"]) == 20
+    text = capsys.readouterr().out
+    assert f"{soon.isoformat()}   beta" in text and "agreed, fewer than 30 days ahead" in text
+
+
+def test_all_good_is_exit_0(seaweed_s3, tmp_path, monkeypatch, capsys) -> None:
+    seaweed_s3.apply_env(monkeypatch)
+    proj = world.make_project(tmp_path)
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(proj))
+    monkeypatch.setenv("DRCTL_STATE_DIR", str(tmp_path / "state"))
+    keys = {s: Ed25519PrivateKey.generate() for s in SERVERS}
+    later = (NOW + timedelta(days=90)).date().isoformat()
+    world.add_client(
+        proj,
+        "gamma",
+        seaweed_s3.url("gamma"),
+        keys,
+        tests=[{"date": later, "scope": "dr"}, {"date": later, "scope": "backup-tested"}],
+    )
+    storage = seaweed_s3.storage("gamma")
+    init_repository(storage, b"gamma-password-1", object_lock={"retain_days": 7}, kdf=FAST_KDF)
+    support = storage.lock_support()
+    for s in SERVERS:
+        world.publish(storage, keys[s], world.job("gamma", s, _ago(minutes=2)))
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("gamma") and "RPO met 5" in first and "servers in trouble" not in out
+    # the vault's retention as the store enforces it, read back (a warning when it is not)
+    assert ("retention 7 d, enforced" if support.enforced else "retention 7 d, NOT enforced") in first
+    assert ("OK" if support.enforced else "WARNING") in first
+
+
+def test_an_unreadable_vault_is_exit_14_and_the_other_clients_are_still_reported(scene, capsys) -> None:
+    proj, state, tmp, soon = scene
+    (proj / "stacks" / "Pulumi.gone.yaml").write_text(
+        (proj / "stacks" / "Pulumi.beta.yaml")
+        .read_text()
+        .replace("beta", "gone")
+        .replace("recovery_plans/gone.yaml", "recovery_plans/beta.yaml")
+        .replace("s3://", "s3://no-such-bucket-")
+    )
+    assert main(["status", "--json"]) == 14
+    result = read_events(capsys.readouterr().out)[-1]
+    gone = next(c for c in result["clients"] if c["stack"] == "gone")
+    assert result["clients"][0] is not None and result["clients"][0]["stack"] == "gone"  # worst first
+    assert gone["health"] == "unreadable" and "cannot be read" in gone["unreadable"]
+    assert {c["stack"] for c in result["clients"]} == {"alpha", "beta", "gone"}
+    assert json.dumps(result).count("servers") >= 2
