@@ -53,6 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--idle-timeout", type=int, default=900, metavar="SECONDS", help="sign out after this idle time (900)"
     )
+    s.add_argument(
+        "--status-every",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="collect the protection status (drctl status) every SECONDS in the background (60; 0: never)",
+    )
     s.set_defaults(func=cmd_serve)
 
     u = actions.add_parser("user", help="console users")
@@ -116,7 +123,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidInput("give both --tls-cert and --tls-key, or neither")
     host, port = args.bind
-    app = create_app(state_dir=args.state_dir, idle_timeout_s=args.idle_timeout)
+    app = create_app(
+        state_dir=args.state_dir, idle_timeout_s=args.idle_timeout, status_every_s=args.status_every or None
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -11,7 +11,8 @@ user cannot even learn which other clients exist; operator pages (overview, ``/m
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from drctl.console.sessions import COOKIE, Session, SessionCodec, load_or_create
 from drctl.console.signin import SignInGuard
 from drctl.console.users import User, UserStore, console_dir
 from drctl.runs.report import fmt_duration, fmt_local, fmt_time
+from drctl.storage.base import Storage
 
 HERE = Path(__file__).resolve().parent
 PAGE_CSP = (
@@ -172,6 +174,7 @@ _REASONS = {
     405: "Method not allowed",
     409: "Report refused",
     429: "Too many attempts",
+    503: "Not ready yet",
 }
 
 
@@ -200,11 +203,16 @@ def create_app(
     state_dir: Path | None = None,
     idle_timeout_s: float = 900,
     guard: SignInGuard | None = None,
+    status_every_s: float | None = 60,
+    open_vault: Callable[[str], Storage] | None = None,
 ) -> Starlette:
-    """The console application over this project and state directory."""
+    """The console application over this project and state directory. While it runs, the
+    protection status is collected every ``status_every_s`` seconds (None: never in the
+    background; ``app.state.console.status.feed.refresh()`` collects it on demand)."""
     from drctl.console import fleet
     from drctl.console.pages import routes as page_routes
     from drctl.console.signin_pages import routes as signin_routes
+    from drctl.console.status_feed import StatusFeed
 
     directory = console_dir(state_dir)
     console = Console(
@@ -215,8 +223,26 @@ def create_app(
         audit=AuditLog(directory / "audit.log"),
         templates=_templates(),
     )
-    console.status = fleet.FleetView(console.data)
+    feed = StatusFeed(
+        console.data.stacks,
+        project_dir=console.data.project_dir,
+        state_dir=state_dir,
+        refresh_s=status_every_s or 60,
+        open_vault=open_vault,
+    )
+    console.status = fleet.FleetView(console.data, feed)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if status_every_s is not None:
+            feed.start()
+        try:
+            yield
+        finally:
+            feed.stop()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             *signin_routes(),
             *page_routes(),

@@ -1,8 +1,11 @@
-"""The rows of the fleet overview and of a client's synthesis, computed from the plan, the stack
-and the run store.
+"""The rows of the fleet overview and of a client's synthesis: the plan, the stack and the run
+store, with the protection status of :mod:`drctl.console.status_feed` when it has been collected.
 
-A client's state, worst first: ``critical`` (its last test failed a server, or it cannot be read),
-``warning`` (its last test ended with warnings), ``untested`` (no test yet), ``ok``.
+A client's state, worst first: ``unreadable`` (its vault or its stack cannot be read), ``failing``
+(an RPO breached, a job failed, a test overdue, drift; before the status is collected: its last
+test failed a server), ``warning`` (an RPO at risk, a test agreed within 30 days, an untrusted
+record; or its last test ended with warnings), ``unknown`` (status not collected and no test yet),
+``ok``.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from drctl.console.clients import ClientInfo, ProjectData, last_run_of_server
+from drctl.console.status_feed import StatusFeed, StatusSnapshot
 from drctl.plan.model import Server
 from drctl.runs.model import RunSummary, SiteReconnection
+from drctl.status.model import ClientState, ServerState, TestDue, describe_due
 
-STATES = ("critical", "warning", "untested", "ok")
+STATES = ("unreadable", "failing", "warning", "unknown", "ok")
 """Client states, worst first (the overview's order)."""
 
 
@@ -28,6 +33,8 @@ class ClientRow:
     servers: int
     last_test: RunSummary | None
     reason: str
+    next_test: TestDue | None = None
+    status: ClientState | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class ServerRow:
     disks: str
     last_test: RunSummary | None
     last_status: str | None
+    status: ServerState | None = None
 
 
 @dataclass(frozen=True)
@@ -53,15 +61,16 @@ class SiteRow:
 
 
 def _client_state(client: ClientInfo, last: RunSummary | None) -> tuple[str, str]:
+    """The state from the plan and the run store alone (the status not collected yet)."""
     if client.error:
-        return "critical", f"cannot be read: {client.error}"
+        return "unreadable", f"cannot be read: {client.error}"
     if last is None:
-        return "untested", "no test or activation recorded yet"
+        return "unknown", "no test or activation recorded yet"
     outcome = str(last.outcome)
     c = last.counts()
     if outcome in ("failed", "not-started"):
         return (
-            "critical",
+            "failing",
             f"last {last.kind} {last.run_id}: {c['failed']} failed, {c['not-started']} not started",
         )
     if outcome == "warning":
@@ -69,11 +78,32 @@ def _client_state(client: ClientInfo, last: RunSummary | None) -> tuple[str, str
     return "ok", f"last {last.kind} {last.run_id}: every server available"
 
 
+def _status_reason(c: ClientState) -> str:
+    if c.unreadable:
+        return c.unreadable
+    problems = [f"{s.name}: {p}" for s in sorted(c.servers, key=lambda s: -s.health) for p in s.problems()]
+    problems += [f"{name}: not in the plan (drift)" for name in c.not_in_plan]
+    if c.retention is not None and c.retention.retain_days and not c.retention.enforced:
+        problems.append(f"retention not enforced: {c.retention.detail}")
+    if not problems:
+        return "every RPO met, no job failed, tests on time"
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
+
+
 class FleetView:
     """Overview and synthesis rows for the console's pages."""
 
-    def __init__(self, data: ProjectData) -> None:
+    def __init__(self, data: ProjectData, feed: StatusFeed | None = None) -> None:
         self.data = data
+        self.feed = feed
+
+    def snapshot(self) -> StatusSnapshot | None:
+        return self.feed.latest() if self.feed is not None else None
+
+    def client_status(self, stack: str) -> ClientState | None:
+        snap = self.snapshot()
+        return snap.clients.get(stack) if snap is not None else None
 
     def overview(self) -> list[ClientRow]:
         """Every client, worst state first, then by name."""
@@ -86,13 +116,19 @@ class FleetView:
             last = runs[0].summary if runs else None
             state, reason = _client_state(client, last)
             servers = len(client.plan.servers) if client.plan else 0
-            rows.append(ClientRow(stack, client.name, state, servers, last, reason))
+            status = None if client.error else self.client_status(stack)
+            if status is not None:
+                state, reason = status.health.label, _status_reason(status)
+            test = status.test_due if status is not None else None
+            rows.append(ClientRow(stack, client.name, state, servers, last, reason, test, status))
         return sorted(rows, key=lambda r: (STATES.index(r.state), r.name.lower(), r.stack))
 
     def servers(self, client: ClientInfo) -> list[ServerRow]:
         if client.plan is None:
             return []
         runs = self.data.runs(client.stack)
+        status = self.client_status(client.stack)
+        states = {s.name: s for s in status.servers} if status is not None else {}
         rows = []
         for s in client.plan.servers:
             last = last_run_of_server(runs, s.name)
@@ -104,6 +140,7 @@ class FleetView:
                     disks=disks,
                     last_test=last[0] if last else None,
                     last_status=last[1] if last else None,
+                    status=states.get(s.name),
                 )
             )
         return rows
@@ -130,6 +167,14 @@ class FleetView:
                 )
             )
         return rows
+
+
+def due_text(test: TestDue | None) -> str:
+    """A test due date in words: the date and where it comes from, or that it is overdue."""
+    if test is None:
+        return "no test (backup-only)"
+    text = describe_due(test)
+    return f"overdue: {text}" if test.overdue else text
 
 
 def age_text(then: datetime | None, now: datetime) -> str:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from drctl.console.app import address_of, console_of, operator_only, render, visible_client
-from drctl.console.fleet import age_text
+from drctl.console.fleet import STATES, age_text, due_text
 from drctl.runs.report import AXIS_H, BAR_H, LABEL_W, ROW_H, timeline_layout
 from drctl.runs.store import StoredRun
 
@@ -22,9 +22,31 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; fram
 
 async def overview(request: Request) -> Response:
     operator_only(request)
-    rows = console_of(request).status.overview()
-    counts = {s: sum(1 for r in rows if r.state == s) for s in ("critical", "warning", "untested", "ok")}
-    return render(request, "overview.html.j2", title="Fleet overview", rows=rows, counts=counts)
+    fleet = console_of(request).status
+    rows = fleet.overview()
+    counts = {s: sum(1 for r in rows if r.state == s) for s in STATES}
+    return render(
+        request,
+        "overview.html.j2",
+        title="Fleet overview",
+        rows=rows,
+        counts=counts,
+        snapshot=fleet.snapshot(),
+        due_text=due_text,
+    )
+
+
+async def metrics(request: Request) -> Response:
+    """The OpenMetrics exposition of the latest status (operators only)."""
+    operator_only(request)
+    snap = console_of(request).status.snapshot()
+    if snap is None:
+        raise HTTPException(503, "The protection status is being collected: try again in a minute.")
+    return Response(
+        snap.metrics(),
+        media_type="application/openmetrics-text; version=1.0.0; charset=utf-8",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def client_page(request: Request) -> Response:
@@ -43,6 +65,9 @@ async def client_page(request: Request) -> Response:
         last=runs[0].summary if runs else None,
         now=datetime.now(UTC),
         age_text=age_text,
+        due_text=due_text,
+        status=console.status.client_status(stack),
+        snapshot=console.status.snapshot(),
     )
 
 
@@ -115,6 +140,7 @@ async def report(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         Route("/overview", overview),
+        Route("/metrics", metrics),
         Route("/clients/{client}", client_page),
         Route("/clients/{client}/tests", tests_page),
         Route("/clients/{client}/runs/{run_id}", run_page),

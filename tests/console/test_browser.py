@@ -28,7 +28,17 @@ DRCTL = str(Path(sys.executable).with_name("drctl"))
 
 
 def _env(state: Path) -> dict[str, str]:
-    return {**os.environ, "DRCTL_PROJECT_DIR": str(REPO), "DRCTL_STATE_DIR": str(state)}
+    # The status collection reads the demo stacks' S3 vaults: point it at a closed local port, so
+    # they are unreadable (and shown so) without any traffic leaving 127.0.0.1.
+    return {
+        **os.environ,
+        "DRCTL_PROJECT_DIR": str(REPO),
+        "DRCTL_STATE_DIR": str(state),
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "console-test",
+        "AWS_SECRET_ACCESS_KEY": "console-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
 
 def add_user(state: Path, *args: str) -> None:

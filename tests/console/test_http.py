@@ -33,6 +33,7 @@ def fx(tmp_path):
 
 
 def client_for(fx, **kw) -> TestClient:
+    kw.setdefault("status_every_s", None)
     return TestClient(create_app(project_dir=REPO, state_dir=fx.state, **kw), base_url="http://127.0.0.1")
 
 
@@ -79,7 +80,7 @@ def test_operator_signs_in_with_password_and_totp_and_sees_every_client_worst_fi
     assert page.status_code == 200
     demo, acme = page.text.index('data-client="demo"'), page.text.index('data-client="acme"')
     assert demo < acme, "the client whose last drill failed comes first"
-    assert 'data-client="demo" data-state="critical"' in page.text
+    assert 'data-client="demo" data-state="failing"' in page.text
     assert 'data-client="acme" data-state="ok"' in page.text
     client_page = c.get("/clients/demo")
     assert "Alice Martin" in client_page.text  # the contact who can activate
