@@ -71,11 +71,11 @@ def _templates() -> Jinja2Templates:
 
 
 def console_of(request: Request) -> Console:
-    return request.app.state.console  # type: ignore[no-any-return]
+    return request.app.state.console
 
 
 def session_of(request: Request) -> Session:
-    return request.state.session  # type: ignore[no-any-return]
+    return request.state.session
 
 
 def address_of(request: Request) -> str:

@@ -19,15 +19,14 @@ from typing import Any, TypeVar
 from drctl import paths
 from drctl.errors import DrctlError
 from drctl.paths import PROJECT, check_stack_name
-from drctl.plan.load import load_plan
 from drctl.plan.model import Plan, Server
 from drctl.runs.model import RunSummary
 from drctl.runs.signing import public_key_path
 from drctl.runs.store import RunStore, StoredRun
-from drctl.stack.config import STACKS_DIR, plan_path, project_defaults, read_stack_document
-from drctl.stack.settings import Flavor, StackConfigInvalid, choose_flavor, parse_settings
+from drctl.stack.settings import Flavor, StackConfigInvalid, StackSettings, choose_flavor, parse_settings
 
 log = logging.getLogger(__name__)
+STACKS_DIR = "stacks"  # drctl.stack.config's; that module (and the plan schema) load at the first page
 T = TypeVar("T")
 
 
@@ -82,7 +81,7 @@ class ProjectData:
         with self._lock:
             hit = self._cache.get((kind, name))
         if hit is not None and hit[0] == stamp:
-            return hit[1]  # type: ignore[no-any-return]
+            return hit[1]
         value = load()
         with self._lock:
             self._cache[(kind, name)] = (stamp, value)
@@ -115,12 +114,16 @@ class ProjectData:
         return self._cached("client", stack, stamp, lambda: self._load_client(stack, path))
 
     def _plan_file(self, stack: str, path: Path) -> Path | ClientInfo:
+        from drctl.stack.config import plan_path
+
         try:
             return plan_path(self.project_dir, self._settings(path).plan, str(path))
         except DrctlError as e:
             return ClientInfo(stack, None, error=e.message)
 
-    def _settings(self, path: Path):  # -> StackSettings
+    def _settings(self, path: Path) -> StackSettings:
+        from drctl.stack.config import project_defaults, read_stack_document
+
         doc = read_stack_document(path)
         values: dict[str, Any] = dict(project_defaults(self.project_dir))
         for full_key, raw in (doc.get("config") or {}).items():
@@ -131,6 +134,9 @@ class ProjectData:
         return parse_settings(values, where=str(path))
 
     def _load_client(self, stack: str, path: Path) -> ClientInfo:
+        from drctl.plan.load import load_plan
+        from drctl.stack.config import plan_path
+
         try:
             settings = self._settings(path)
             plan = load_plan(plan_path(self.project_dir, settings.plan, str(path)))

@@ -85,7 +85,7 @@ class SessionCodec:
         if not cookie:
             return None
         try:
-            d = self._serializer.loads(cookie, max_age=self.idle_timeout_s)
+            d = self._serializer.loads(cookie, max_age=max(1, int(self.idle_timeout_s)))
             s = Session(str(d["sid"]), str(d["csrf"]), d["user"], str(d["stage"]))
         except (BadSignature, KeyError, TypeError, ValueError):
             return None

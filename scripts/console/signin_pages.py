@@ -4,6 +4,7 @@ code and secret), and signing out. Every step is audited; every form carries the
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import segno
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +29,7 @@ def _locked_message(seconds: float) -> str:
     return f"Too many failed attempts: this account is locked for {minutes} more minute(s). Try again later."
 
 
-def _refuse_early(request: Request, name: str, step: str, page: str, **context: object) -> Response | None:
+def _refuse_early(request: Request, name: str, step: str, page: str, **context: Any) -> Response | None:
     """The rate limit and the lockout, before any secret is checked (audited as refused)."""
     console, address = console_of(request), address_of(request)
     if not console.guard.address_allowed(address):
@@ -89,7 +90,7 @@ def _pending_user(request: Request, stage: str) -> User | None:
     return console_of(request).users.get(session.user)
 
 
-def _enrol_context(user: User) -> dict[str, object]:
+def _enrol_context(user: User) -> dict[str, Any]:
     secret = user.totp_secret or ""
     qr = segno.make(provisioning_uri(user, secret), error="m")
     grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))

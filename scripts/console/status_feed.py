@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from drctl.errors import DrctlError
-from drctl.status.clients import ClientSource, load_client
-from drctl.status.collect import collect
-from drctl.status.metrics import exposition
-from drctl.status.model import ClientState
-from drctl.storage.base import Storage
+
+if TYPE_CHECKING:  # the collection's modules are imported at its first run: a fast console start
+    from drctl.status.clients import ClientSource
+    from drctl.status.model import ClientState
+    from drctl.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class StatusSnapshot:
 
     def metrics(self) -> bytes:
         """The OpenMetrics text of this snapshot (``drctl status --prometheus``'s, byte for byte)."""
+        from drctl.status.metrics import exposition
+
         return exposition(list(self.clients.values()))
 
 
@@ -66,6 +69,9 @@ class StatusFeed:
     def refresh(self) -> StatusSnapshot:
         """Collect every client's status now (a stack that cannot be read is left out: the
         console shows that stack's own error)."""
+        from drctl.status.clients import load_client
+        from drctl.status.collect import collect
+
         started = time.monotonic()
         sources: list[ClientSource] = []
         for stack in self.stacks():
