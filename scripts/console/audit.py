@@ -2,7 +2,7 @@
 (mode 0600, never through a link), for every sign-in step (success or failure, and why), every
 sign-out and every report download.
 
-Each line: ``time`` (ISO-8601 UTC), ``event`` (``signin``, ``signout``, ``report-download``),
+Each line: ``time`` (ISO-8601 UTC), ``event`` (``signin``, ``signout``, ``password-changed``, ``report-download``),
 ``user`` (the name typed, for a failed sign-in too), ``address`` (the client's IP), ``outcome``
 (``success``/``failure``/``refused``) and the event's own fields (``step``, ``reason``, ``client``,
 ``run_id``). Never a password, a code or a TOTP secret.

@@ -3,7 +3,8 @@
 The cookie holds ``{"sid", "user", "stage", "csrf", "at"}`` signed with HMAC (itsdangerous) by a
 key kept in ``<state>/console/session.key`` (0600, made on first use): the browser can read
 nothing it could change. ``stage`` is ``anonymous``, ``password`` (the password was right, the
-second factor is pending), ``enrol`` (idem, the user has no TOTP yet) or ``signed-in``. The
+second factor is pending), ``enrol`` (idem, the user has no TOTP yet), ``new-password`` (both
+factors passed, the one-time password must be replaced first) or ``signed-in``. The
 cookie is ``HttpOnly``, ``SameSite=Strict``, ``Secure`` when the console is served over TLS, and
 re-issued on every request: a session unused for ``idle_timeout_s`` is refused. Signing out
 forgets the session id in this process (a copied cookie is refused too).
@@ -27,7 +28,7 @@ from drctl.errors import LocalIOError
 from drctl.private_files import write_private_file
 
 COOKIE = "drctl_console"
-STAGES = ("anonymous", "password", "enrol", "signed-in")
+STAGES = ("anonymous", "password", "enrol", "new-password", "signed-in")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from drctl.console.app import address_of, checked_form, console_of, render, session_of, signed_in_user
 from drctl.console.sessions import new_session
 from drctl.console.signin import accept_code, new_totp_secret, provisioning_uri
-from drctl.console.users import User, password_matches
+from drctl.console.users import MIN_PASSWORD_LENGTH, User, hash_password, password_matches
 
 WRONG = "Wrong user name or password."
 
@@ -79,6 +79,14 @@ async def login(request: Request) -> Response:
         return _redirect("/login/enrol")
     console.guard.succeeded(user.name)
     console.audit.record("signin", user=user.name, address=address, outcome="success", step="password")
+    return _signed_in(request, user)
+
+
+def _signed_in(request: Request, user: User) -> Response:
+    """Both factors passed: signed in, unless the one-time password must be replaced first."""
+    if user.password_expired:
+        request.state.session = new_session(user.name, "new-password")
+        return _redirect("/login/new-password")
     request.state.session = new_session(user.name, "signed-in")
     return _redirect("/")
 
@@ -146,8 +154,7 @@ async def _check_code(request: Request, stage: str) -> Response:
         return render(request, page, 401, error=error, **context)
     console.guard.succeeded(user.name)
     console.audit.record("signin", user=user.name, address=address, outcome="success", step=step)
-    request.state.session = new_session(user.name, "signed-in")
-    return _redirect("/")
+    return _signed_in(request, user)
 
 
 async def code(request: Request) -> Response:
@@ -156,6 +163,38 @@ async def code(request: Request) -> Response:
 
 async def enrol(request: Request) -> Response:
     return await _check_code(request, "enrol")
+
+
+async def new_password_page(request: Request) -> Response:
+    if _pending_user(request, "new-password") is None:
+        return _redirect("/login")
+    return render(request, "new_password.html.j2", title="Choose your password", error=None)
+
+
+async def new_password(request: Request) -> Response:
+    form = await checked_form(request)
+    user = _pending_user(request, "new-password")
+    if user is None:
+        return _redirect("/login")
+    first, second = str(form.get("password", "")), str(form.get("password_again", ""))
+    error = None
+    if first != second:
+        error = "The two passwords differ."
+    elif len(first) < MIN_PASSWORD_LENGTH:
+        error = f"Use at least {MIN_PASSWORD_LENGTH} characters."
+    elif password_matches(user, first):
+        error = "Choose a password other than the one-time password."
+    if error:
+        return render(request, "new_password.html.j2", 400, title="Choose your password", error=error)
+    hashed = await run_in_threadpool(hash_password, first)
+    console_of(request).users.update(
+        user.name, lambda u: replace(u, password_hash=hashed, password_expired=False)
+    )
+    console_of(request).audit.record(
+        "password-changed", user=user.name, address=address_of(request), outcome="success"
+    )
+    request.state.session = new_session(user.name, "signed-in")
+    return _redirect("/")
 
 
 async def logout(request: Request) -> Response:
@@ -183,5 +222,7 @@ def routes() -> list[BaseRoute]:
         Route("/login/code", code, methods=["POST"]),
         Route("/login/enrol", enrol_page, methods=["GET"]),
         Route("/login/enrol", enrol, methods=["POST"]),
+        Route("/login/new-password", new_password_page, methods=["GET"]),
+        Route("/login/new-password", new_password, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
     ]

@@ -67,6 +67,7 @@ class User:
     totp_confirmed: bool = False
     totp_last_step: int = 0
     created: str = ""
+    password_expired: bool = False  # a one-time password: a new one is chosen at the first sign-in
 
     @property
     def is_operator(self) -> bool:
@@ -171,8 +172,21 @@ class UserStore:
         }
         write_private_file(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
-    def add(self, name: str, role: str, client: str | None, password: str, *, totp: bool = True) -> User:
-        """Create a user; TOTP is enrolled at their first sign-in (always required for operators)."""
+    def add(
+        self,
+        name: str,
+        role: str,
+        client: str | None,
+        password: str,
+        *,
+        totp: bool = True,
+        one_time: bool = False,
+        totp_secret: str | None = None,
+        replace_existing: bool = False,
+    ) -> User:
+        """Create a user; TOTP is enrolled at their first sign-in (always required for operators)
+        unless ``totp_secret`` is given (then it is already enrolled). ``one_time``: the password
+        must be replaced at the first sign-in. ``replace_existing``: a user of that name is replaced."""
         check_new_user(name, role, client, password)
         user = User(
             name=name,
@@ -180,11 +194,14 @@ class UserStore:
             client=client if role == "client" else None,
             password_hash=hash_password(password),
             totp_required=True if role == "operator" else totp,
+            totp_secret=totp_secret,
+            totp_confirmed=totp_secret is not None,
             created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            password_expired=one_time,
         )
         with self._locked():
             users = self.load()
-            if name in users:
+            if name in users and not replace_existing:
                 raise ConsoleUserInvalid(f"console user {name} already exists in {self.path}")
             users[name] = user
             self._save(users)
@@ -218,4 +235,5 @@ def _user(name: str, f: dict[str, Any]) -> User:
         totp_confirmed=bool(f.get("totp_confirmed", False)),
         totp_last_step=int(f.get("totp_last_step", 0)),
         created=str(f.get("created", "")),
+        password_expired=bool(f.get("password_expired", False)),
     )
