@@ -60,6 +60,7 @@ its exit code and module (a test keeps this list complete and exact)::
             RetentionRejected (14) storage.s3: the store refused an Object Lock retention
             StorageAccessDenied (14) storage.base: the store refused credentials or operation
             StorageUnavailable (14) storage.base: the store cannot be reached (retried)
+            VaultUnreadable (14) status.vault: a client's vault cannot be read by ``drctl status``
         ImageBuildFailed (15) demo.images.rootfs: building a demo disk image failed
         LocalIOError (15) errors: a local file could not be read or written
             ConsoleAddressUnusable (15) commands.console_cmds: the console cannot listen on that address
@@ -105,10 +106,11 @@ EXIT_CODES: dict[int, str] = {
     EXIT_LOCKED: "locked: another process uses the repository, or another run the stack",
     EXIT_WRONG_PASSWORD: "wrong password (no key slot opens with it)",
     EXIT_INTEGRITY: "integrity failure: tampered, truncated, swapped or missing data; tampered report",
-    EXIT_STORAGE: "storage unreachable or refusing access (network, credentials)",
+    EXIT_STORAGE: "storage unreachable or refusing access (network, credentials); status: a vault unreadable",
     EXIT_LOCAL_IO: "local I/O failure (disk full, source changed during backup, output unusable)",
     EXIT_MISSING_TOOL: "a tool or service the command needs is missing",
-    EXIT_RUN_FAILED: "an activation, drill or test ran and a server (or step) failed",
+    EXIT_RUN_FAILED: "an activation, drill or test ran and a server (or step) failed; status: an RPO "
+    "breached or a test overdue",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); the same clean-up runs, nothing half-written",
 }
 """Every exit code of drctl and what it means: the one table (``drctl --help``, README)."""

@@ -207,13 +207,13 @@ def _construct_mapping(loader: Any, node: MappingNode, deep: bool = False) -> di
     return loader.construct_mapping(node, deep=deep)
 
 
-def _construct_timestamp(loader: SafeConstructor, node: yaml.Node) -> Any:
+def _construct_timestamp(loader: Any, node: ScalarNode) -> Any:
     """An unquoted date that is no date (``2027-02-30``) is an error located at its line, not a
     ValueError from deep inside PyYAML."""
     try:
-        return SafeConstructor.construct_yaml_timestamp(loader, node)  # type: ignore[arg-type]
+        return SafeConstructor.construct_yaml_timestamp(loader, node)
     except ValueError as e:
-        raise yaml.constructor.ConstructorError(
+        raise ConstructorError(
             None, None, f"{node.value!r} is not a valid date or time ({e})", node.start_mark
         ) from None
 

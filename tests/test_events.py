@@ -173,6 +173,7 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "local status": (["local", "status", "--state-dir", str(tmp / "local")], 14, "result"),
         "local down": (["local", "down", "--state-dir", str(tmp / "local")], 0, "result"),
         "demo prepare": (["demo", "prepare", "--state-dir", state], 1, "error"),
+        "status": (["status", "no-such-stack"], 1, "error"),
     }
     assert set(cases) == _json_commands(build_parser()), "a --json command this test does not run"
     section = _readme_section()

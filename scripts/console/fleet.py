@@ -17,7 +17,7 @@ from drctl.console.clients import ClientInfo, ProjectData, last_run_of_server
 from drctl.console.status_feed import StatusFeed, StatusSnapshot
 from drctl.plan.model import Server
 from drctl.runs.model import RunSummary, SiteReconnection
-from drctl.status.model import ClientState, ServerState, TestDue, describe_due
+from drctl.status.model import ClientState, ServerState, NextTest, describe_due
 
 STATES = ("unreadable", "failing", "warning", "unknown", "ok")
 """Client states, worst first (the overview's order)."""
@@ -33,7 +33,7 @@ class ClientRow:
     servers: int
     last_test: RunSummary | None
     reason: str
-    next_test: TestDue | None = None
+    next_test: NextTest | None = None
     status: ClientState | None = None
 
 
@@ -169,7 +169,7 @@ class FleetView:
         return rows
 
 
-def due_text(test: TestDue | None) -> str:
+def due_text(test: NextTest | None) -> str:
     """A test due date in words: the date and where it comes from, or that it is overdue."""
     if test is None:
         return "no test (backup-only)"

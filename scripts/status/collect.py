@@ -17,7 +17,7 @@ from drctl.runs.model import RunSummary
 from drctl.runs.store import RunStore
 from drctl.status import schedule
 from drctl.status.clients import ClientSource
-from drctl.status.model import ClientState, DiskBackup, JobInfo, RunInfo, ServerState, TestDue, Untrusted
+from drctl.status.model import ClientState, DiskBackup, JobInfo, NextTest, RunInfo, ServerState, Untrusted
 from drctl.status.vault import VaultOpener, VaultReading, VaultUnreadable, read_vault
 from drctl.storage.base import Storage
 
@@ -117,7 +117,7 @@ def client_state(
 ) -> ClientState:
     """One client's state (its vault unreadable is a state, not an error)."""
     plan = source.plan
-    per_class: dict[str, list[TestDue]] = {}
+    per_class: dict[str, list[NextTest]] = {}
     for s in plan.servers:  # the tests depend on the runs and the plan only: known even without the vault
         _, last_pass = _server_runs(runs, s.name)
         test = schedule.next_test(s.protection, last_pass, plan.tests, now.date())

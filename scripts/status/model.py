@@ -85,7 +85,7 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
-class TestDue:
+class NextTest:
     """When a class's (or a server's) next test is due, and why that date."""
 
     scope: str  # dr | backup-tested
@@ -105,7 +105,7 @@ class ServerState:
     consecutive_failures: int = 0
     untrusted: tuple[Untrusted, ...] = ()
     last_run: RunInfo | None = None
-    test: TestDue | None = None  # None for backup-only (no test in the contract)
+    test: NextTest | None = None  # None for backup-only (no test in the contract)
     backup_age_s: float | None = None  # age of the oldest disk's last backup; None: a disk has none
 
     @property
@@ -174,7 +174,7 @@ class ClientState:
     unreadable: str = ""  # why the vault could not be read (then nothing else is known)
     retention: Retention | None = None
     not_in_plan: tuple[str, ...] = ()  # drift: servers with records or points the plan does not list
-    tests: tuple[TestDue, ...] = ()  # per class with a test (dr, backup-tested)
+    tests: tuple[NextTest, ...] = ()  # per class with a test (dr, backup-tested)
     last_drill: RunInfo | None = None
     notes: tuple[str, ...] = ()
     agreed_tests: tuple[AgreedTest, ...] = ()  # the plan's agreed dates (the calendar lists them)
@@ -191,7 +191,7 @@ class ClientState:
         return worst
 
     @property
-    def test_due(self) -> TestDue | None:
+    def test_due(self) -> NextTest | None:
         """The client's next test (the earliest of its classes')."""
         dated = [t for t in self.tests if t.due is not None]
         never = [t for t in self.tests if t.due is None]
@@ -232,7 +232,7 @@ def format_age(seconds: float) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
-def describe_due(t: TestDue) -> str:
+def describe_due(t: NextTest) -> str:
     if t.due is None:
         return "never tested and no date agreed"
     return f"{t.source} date {t.due.isoformat()}"

@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from drctl.status.model import ClientState, Health, RunInfo, ServerState, TestDue, describe_due, format_age
+from drctl.status.model import ClientState, Health, NextTest, RunInfo, ServerState, describe_due, format_age
 from drctl.status.schedule import CalendarEntry
 
 
@@ -92,7 +92,7 @@ def _run(r: RunInfo | None) -> dict[str, Any] | None:
     return {"run_id": r.run_id, "kind": r.kind, "mode": r.mode, "ended": _time(r.ended), "outcome": r.outcome}
 
 
-def _test(t: TestDue | None) -> dict[str, Any] | None:
+def _test(t: NextTest | None) -> dict[str, Any] | None:
     if t is None:
         return None
     return {

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from drctl.plan.model import AgreedTest
-from drctl.status.model import TestDue
+from drctl.status.model import NextTest
 
 FREQUENCY_MONTHS = {"dr": 6, "backup-tested": 12}
 """Months between two tests of a class; a class missing here (``backup-only``) is never tested."""
@@ -36,7 +36,7 @@ def add_months(day: dt.date, months: int) -> dt.date:
 
 def next_test(
     scope: str, last_pass: dt.date | None, agreed: Iterable[AgreedTest], today: dt.date
-) -> TestDue | None:
+) -> NextTest | None:
     """The next test of a server of class ``scope`` (None for a class that is never tested)."""
     months = FREQUENCY_MONTHS.get(scope)
     if months is None:
@@ -45,14 +45,14 @@ def next_test(
     if pending:
         due = pending[0]
         soon = today <= due < today + dt.timedelta(days=SOON_DAYS)
-        return TestDue(scope, due, "agreed", overdue=due < today, soon=soon)
+        return NextTest(scope, due, "agreed", overdue=due < today, soon=soon)
     if last_pass is None:
-        return TestDue(scope, None, "never-tested", overdue=True)
+        return NextTest(scope, None, "never-tested", overdue=True)
     due = add_months(last_pass, months)
-    return TestDue(scope, due, "computed", overdue=due < today)
+    return NextTest(scope, due, "computed", overdue=due < today)
 
 
-def class_due(tests: Sequence[TestDue]) -> TestDue | None:
+def class_due(tests: Sequence[NextTest]) -> NextTest | None:
     """The earliest of several servers' next tests of one class (never tested first)."""
     if not tests:
         return None
@@ -87,7 +87,7 @@ class CalendarEntry:
 
 
 def calendar_entries(
-    stack: str, client: str, due: Sequence[TestDue], agreed: Iterable[AgreedTest], today: dt.date
+    stack: str, client: str, due: Sequence[NextTest], agreed: Iterable[AgreedTest], today: dt.date
 ) -> list[CalendarEntry]:
     """A client's tests from today to 12 months ahead: what is overdue, every agreed date, and for
     a class without agreed dates its computed due date and the ones that follow at its frequency."""

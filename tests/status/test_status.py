@@ -18,6 +18,7 @@ from drctl.repo.crypto import KdfParams
 from drctl.repo.repository import init_repository
 from drctl.runs.model import RunSummary, ServerResult
 from drctl.runs.store import RunStore
+from tests.repo.fakes import MiB, make_image
 from tests.status import world
 from tests.support.events import read_events
 
@@ -163,6 +164,12 @@ def test_status_shows_every_state_in_text_json_exit_code_and_metrics(scene, caps
     assert [u["trust"] for u in beta["app01"]["untrusted_records"]] == ["unsigned"]
     assert [u["trust"] for u in beta["dns01"]["untrusted_records"]] == ["forged"]
     assert beta["dns01"]["rpo"] == "met" and beta["dns01"]["last_job"]["result"] == "ok"
+    readme = (world.ROOT / "README.md").read_text()
+    section = readme[readme.index("## Machine-readable output") :]
+    documented = [*result, *clients["alpha"], *alpha["files01"], *alpha["files01"]["last_job"]]
+    assert not [k for k in documented if f"`{k}`" not in section], (
+        "status result fields missing from the README"
+    )
     dr = next(t for t in clients["beta"]["tests"] if t["scope"] == "dr")
     assert dr == {**dr, "due": soon.isoformat(), "source": "agreed", "soon": True, "overdue": False}
 
@@ -246,3 +253,74 @@ def test_an_unreadable_vault_is_exit_14_and_the_other_clients_are_still_reported
     assert gone["health"] == "unreadable" and "cannot be read" in gone["unreadable"]
     assert {c["stack"] for c in result["clients"]} == {"alpha", "beta", "gone"}
     assert json.dumps(result).count("servers") >= 2
+
+
+def test_with_the_client_s_password_the_restore_point_list_fills_in(
+    seaweed_s3, tmp_path, monkeypatch, capsys
+):
+    seaweed_s3.apply_env(monkeypatch)
+    monkeypatch.delenv("DRCTL_PASSWORD", raising=False)
+    proj = world.make_project(tmp_path)
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(proj))
+    monkeypatch.setenv("DRCTL_STATE_DIR", str(tmp_path / "state"))
+    world.add_client(proj, "delta", seaweed_s3.url("delta"), {})  # no agent yet: no record at all
+    password = "delta-password-1"
+    init_repository(seaweed_s3.storage("delta"), password.encode(), chunk_size=1 << 20, kdf=FAST_KDF)
+    image = make_image(tmp_path / "disk.img", 2 * MiB + 5, seed=1)
+    monkeypatch.setenv("DRCTL_PASSWORD", password)
+    for server in ("dns01", "legacy01"):  # legacy01 left the plan but is still backed up
+        assert (
+            main(["backup", seaweed_s3.url("delta"), "--server", server, "--disk", "system", str(image)]) == 0
+        )
+    capsys.readouterr()
+
+    assert main(["status", "--json"]) == 20
+    client = read_events(capsys.readouterr().out)[-1]["clients"][0]
+    dns = next(s for s in client["servers"] if s["server"] == "dns01")
+    assert dns["rpo"] == "met" and dns["disks"][0]["source"] == "repository"
+    assert client["not_in_plan"] == ["legacy01"]
+
+    pw_file = tmp_path / "wrong"
+    pw_file.write_text("not-the-password\n")
+    monkeypatch.delenv("DRCTL_PASSWORD")
+    assert main(["status", "--password-file", str(pw_file)]) == 20
+    out = capsys.readouterr().out
+    assert "delta/dns01 (dr) failing: no restore point" in out
+    assert "the password given does not open this vault" in out
+    assert "not-the-password" not in out
+
+
+def test_a_bad_agent_key_in_a_stack_names_the_file_and_field(tmp_path, monkeypatch, capsys) -> None:
+    proj = world.make_project(tmp_path)
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(proj))
+    world.add_client(proj, "eps", "s3://eps-backups/repo", {})
+    path = proj / "stacks" / "Pulumi.eps.yaml"
+    path.write_text(path.read_text().replace("agent_keys: {}", "agent_keys: {db01: 'rsa:00'}"))
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: flexible-recovery:agent_keys.db01" in err and "drctl agent config" in err
+    assert "Traceback" not in err
+    assert main(["status", "no-such"]) == 1
+    assert "Pulumi.no-such.yaml: no such stack file" in capsys.readouterr().err
+
+
+def test_an_unwritable_metrics_file_is_a_local_io_error_naming_it(tmp_path, monkeypatch, capsys) -> None:
+    from drctl.storage.local import LocalDirStorage
+
+    proj = world.make_project(tmp_path)
+    monkeypatch.setenv("DRCTL_PROJECT_DIR", str(proj))
+    monkeypatch.setenv("DRCTL_STATE_DIR", str(tmp_path / "state"))
+    keys = {s: Ed25519PrivateKey.generate() for s in SERVERS}
+    vault = tmp_path / "vault"  # a directory vault: status reads it like a bucket
+    world.add_client(proj, "zeta", str(vault), keys)
+    vault.mkdir()
+    storage = LocalDirStorage(vault)
+    for s in SERVERS:
+        world.publish(storage, keys[s], world.job("zeta", s, _ago(minutes=1)))
+    target = tmp_path / "missing-dir" / "drctl.prom"
+    assert main(["status", "--prometheus", str(target)]) == 15
+    err = capsys.readouterr().err
+    assert f"cannot write the metrics file {target}" in err and "Traceback" not in err
+    assert main(["status", "--json"]) == 20  # never drilled: the dr test is overdue
+    result = read_events(capsys.readouterr().out)[-1]
+    assert result["clients"][0]["counts"]["rpo_met"] == 5
