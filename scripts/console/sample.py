@@ -178,6 +178,9 @@ def make_sample_fleet(root: Path, clients: int = 5, *, now: datetime | None = No
                 error="the store did not answer" if failed else None,
             )
             records.publish(storage, record, keys[s.name], spool_dir=None)
+        if i == 0:  # the demo client has a history: the tests table of the service description's 8.2
+            store.record(_drill(plan, stack, now - timedelta(days=182, hours=3), True), signing)
+            store.record(_drill(plan, stack, now - timedelta(days=176, hours=5), False), signing)
         store.record(_drill(plan, stack, now - timedelta(days=20 + i % 30), kind == "drill-failed"), signing)
         stacks.append(stack)
     return SampleFleet(proj, state, tuple(stacks))
