@@ -122,7 +122,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidInput("give both --tls-cert and --tls-key, or neither")
+    from drctl.console.users import UserStore, console_dir
+
     host, port = args.bind
+    users = UserStore(console_dir(args.state_dir)).load()  # a damaged users file stops here, named
     app = create_app(
         state_dir=args.state_dir, idle_timeout_s=args.idle_timeout, status_every_s=args.status_every or None
     )
@@ -153,5 +156,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if not users:
+        print(
+            f"drctl: warning: no console user in {console_dir(args.state_dir)} yet: add one with "
+            "`drctl console user add NAME --role operator`",
+            file=sys.stderr,
+            flush=True,
+        )
     uvicorn.Server(config).run(sockets=[sock])
     return 0

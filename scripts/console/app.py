@@ -10,6 +10,7 @@ user cannot even learn which other clients exist; operator pages (overview, ``/m
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -34,9 +35,11 @@ from drctl.console.clients import ClientInfo, ProjectData
 from drctl.console.sessions import COOKIE, Session, SessionCodec, load_or_create_key, new_session
 from drctl.console.signin import SignInGuard
 from drctl.console.users import User, UserStore, console_dir
+from drctl.errors import DrctlError
 from drctl.runs.report import fmt_duration, fmt_local, fmt_time
 from drctl.storage.base import Storage
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 PAGE_CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -193,6 +196,28 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _data_error(request: Request, exc: Exception) -> Response:
+    """A file the console reads is unusable (its users file damaged, a state file unreadable): the
+    page says which and what to do, the console keeps serving, and nothing is half-written."""
+    assert isinstance(exc, DrctlError)
+    log.error("console: %s", exc.message)
+    if not hasattr(request.state, "session"):
+        request.state.session = new_session()
+    request.state.session = None  # the session may refer to what cannot be read: sign in again
+    return console_of(request).templates.TemplateResponse(
+        request,
+        "error.html.j2",
+        {
+            "user": None,
+            "csrf_token": "",
+            "title": "The console cannot read its data",
+            "code": 500,
+            "detail": exc.message,
+        },
+        status_code=500,
+    )
+
+
 async def _to_sign_in(request: Request, exc: Exception) -> Response:
     return RedirectResponse("/login", status_code=303)
 
@@ -249,7 +274,7 @@ def create_app(
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(SessionCookies)],
-        exception_handlers={HTTPException: _http_error, SignInRequired: _to_sign_in},
+        exception_handlers={HTTPException: _http_error, SignInRequired: _to_sign_in, DrctlError: _data_error},
     )
     app.state.console = console
     return app

@@ -17,7 +17,7 @@ from drctl.console.clients import ClientInfo, ProjectData, last_run_of_server
 from drctl.console.status_feed import StatusFeed, StatusSnapshot
 from drctl.plan.model import Server
 from drctl.runs.model import RunSummary, SiteReconnection
-from drctl.status.model import ClientState, ServerState, NextTest, describe_due
+from drctl.status.model import ClientState, NextTest, ServerState, describe_due
 
 STATES = ("unreadable", "failing", "warning", "unknown", "ok")
 """Client states, worst first (the overview's order)."""

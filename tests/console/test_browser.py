@@ -159,3 +159,24 @@ def test_a_client_user_cannot_reach_another_clients_report(console, browser):
         assert resp is not None and resp.status == 404, path
         assert "ACME" not in page.content()
     ctx.close()
+
+
+def test_the_documented_screenshot_command_writes_every_page(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "drctl.console.screenshots", str(tmp_path / "shots"), "--clients", "3"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    names = {
+        "signin.png",
+        "enrol.png",
+        "overview.png",
+        "client.png",
+        "tests.png",
+        "run.png",
+        "client-phone.png",
+    }
+    assert {p.name for p in (tmp_path / "shots").iterdir()} == names
+    for name in names:
+        data = (tmp_path / "shots" / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000, name

@@ -78,3 +78,29 @@ def test_serve_on_an_address_in_use_says_so(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--bind HOST:PORT" in out.stderr
     bad = drctl(tmp_path / "state", "console", "serve", "--bind", "nohostport")
     assert bad.returncode == 2 and "give HOST:PORT" in bad.stderr
+
+
+def test_a_damaged_users_file_stops_serve_naming_it_and_a_page_says_so(tmp_path):
+    from starlette.testclient import TestClient
+
+    from drctl.console.app import create_app
+
+    state = tmp_path / "state"
+    users = state / "console" / "users.json"
+    users.parent.mkdir(parents=True)
+    users.write_text('{"format": "drctl-console-users-v1", "users": {"x": {"role": "admin"}}}')
+    users.chmod(0o600)
+    out = drctl(state, "console", "serve", "--bind", "127.0.0.1:0")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{users} is damaged" in out.stderr and "add the users again" in out.stderr
+    c = TestClient(create_app(project_dir=REPO, state_dir=state, status_every_s=None))
+    page = c.get("/login")
+    r = c.post(
+        "/login",
+        data={
+            "csrf_token": page.text.split('name="csrf_token" value="')[1].split('"')[0],
+            "username": "x",
+            "password": "y" * 12,
+        },
+    )
+    assert r.status_code == 500 and f"{users} is damaged" in r.text
