@@ -11,10 +11,9 @@ user cannot even learn which other clients exist; operator pages (overview, ``/m
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,6 @@ class Console:
     audit: AuditLog
     templates: Jinja2Templates
     status: Any = None  # the fleet status provider (drctl.console.fleet), set by create_app
-    started: float = field(default_factory=time.monotonic)
 
 
 def _templates() -> Jinja2Templates:

@@ -12,7 +12,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -191,7 +190,3 @@ def last_run_of_server(runs: list[StoredRun], server: str) -> tuple[RunSummary, 
             if s.name == server:
                 return r.summary, str(s.status)
     return None
-
-
-def age_s(then: datetime | None, now: datetime) -> float | None:
-    return None if then is None else (now - then).total_seconds()

@@ -11,7 +11,6 @@ record; or its last test ended with warnings), ``unknown`` (status not collected
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from drctl.console.clients import ClientInfo, ProjectData, last_run_of_server
 from drctl.console.status_feed import StatusFeed, StatusSnapshot
@@ -175,9 +174,3 @@ def due_text(test: NextTest | None) -> str:
         return "no test (backup-only)"
     text = describe_due(test)
     return f"overdue: {text}" if test.overdue else text
-
-
-def age_text(then: datetime | None, now: datetime) -> str:
-    from drctl.runs.report import fmt_duration
-
-    return "\u2014" if then is None else fmt_duration((now - then).total_seconds()) + " ago"

@@ -4,15 +4,13 @@ timeline, the signed report itself (audited), and ``/metrics`` (operators)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from drctl.console.app import address_of, console_of, operator_only, render, visible_client
-from drctl.console.fleet import STATES, age_text, due_text
+from drctl.console.fleet import STATES, due_text
 from drctl.runs.report import AXIS_H, BAR_H, LABEL_W, ROW_H, timeline_layout
 from drctl.runs.store import StoredRun
 
@@ -63,8 +61,6 @@ async def client_page(request: Request) -> Response:
         sites=console.status.sites(client),
         contacts=[c for c in client.plan.contacts if c.can_activate] if client.plan else [],
         last=runs[0].summary if runs else None,
-        now=datetime.now(UTC),
-        age_text=age_text,
         due_text=due_text,
         status=console.status.client_status(stack),
         snapshot=console.status.snapshot(),
