@@ -131,6 +131,14 @@ def publish_history(bucket: str, keys: dict[str, dict[str, Ed25519PrivateKey]], 
     return len(jobs)
 
 
+def server_cpu_s(pid: int | None) -> float:
+    """CPU seconds the embedded server has used so far."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_status(argv: list[str], env: dict[str, str]) -> Child:
     """``drctl status`` in a child: wall time, its own peak RSS and CPU (restore_benchmark's launcher).
     Exit 20 is expected here (some last jobs failed, no drill ever ran); anything else is a failure."""
@@ -196,11 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         child_env.pop("DRCTL_PASSWORD", None)
         drctl = str(Path(sys.executable).with_name("drctl"))
         prom = work / "drctl.prom"
+        load0 = " ".join(f"{x:.2f}" for x in os.getloadavg())
         rounds = []
+        server_cpu = []
         for i in range(args.rounds):
+            before = server_cpu_s(info.pid)
             # exit 20 is expected: some last jobs failed and no drill ever ran (tests overdue)
             child = run_status([drctl, "status", "--json", "--prometheus", str(prom)], child_env)
             rounds.append(child)
+            server_cpu.append(server_cpu_s(info.pid) - before)
             say(f"round {i + 1}: {child.wall_s:.2f} s, {child.maxrss_kib / 1024:.0f} MiB")
         result = last_json(rounds[-1].stdout)
         servers = sum(len(c["servers"]) for c in result["clients"])
@@ -208,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         wall = statistics.median(r.wall_s for r in rounds)
         rss = max(r.maxrss_kib for r in rounds) / 1024
         load = os.getloadavg()
-        print(f"Machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; ")
+        print(
+            f"Machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; load average at start {load0}"
+        )
         print(
             f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; setup+runs {time.monotonic() - t0:.0f} s\n"
         )
@@ -231,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"| CPU seconds of the status process (median) | {statistics.median(r.cpu_s for r in rounds):.2f} | - | - |"
+        )
+        print(
+            f"| CPU seconds of SeaweedFS during a status (median) | {statistics.median(server_cpu):.2f} | - | - |"
         )
         ok = wall < TARGET_S and rss < TARGET_RSS_MIB and servers == args.clients * args.servers
         return 0 if ok else 1

@@ -29,7 +29,7 @@ from drctl.storage.base import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
-FIRST_BATCH = 2  # records per server read first: the newest job usually answers everything
+FIRST_BATCH = 1  # records per server read first: the newest job usually answers everything
 RETRY_ATTEMPTS = 3  # status should say soon that a vault is away, not wait out a backup's budget
 RETRY_BUDGET_S = 10.0
 
@@ -71,7 +71,7 @@ class VaultOpener:
 
         with self._lock:
             if self._client is None:
-                self._client = make_client()
+                self._client = make_client(fast_timestamps=True)
         parsed = urlparse(url)
         storage = S3Storage(parsed.netloc, parsed.path.strip("/"), self._client)
         return RetryingStorage(storage, attempts=RETRY_ATTEMPTS, budget_seconds=RETRY_BUDGET_S)

@@ -17,10 +17,13 @@ import base64
 import hashlib
 import logging
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import botocore.exceptions as bce
+import botocore.session
+import botocore.utils
 from botocore.config import Config
 
 from drctl.storage.base import (
@@ -78,6 +81,15 @@ def _quiet_wire_loggers() -> None:
             lg.setLevel(logging.INFO)
 
 
+def _parse_timestamp(value: str) -> datetime:
+    """ISO-8601 times (what S3 lists) the fast way; anything else as botocore parses it."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return botocore.utils.parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def make_client(
     *,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -86,12 +98,22 @@ def make_client(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     region: str | None = None,
+    fast_timestamps: bool = False,
 ) -> Any:
     """A boto3 S3 client tuned for many parallel GETs. Endpoint, credentials and region come from
-    the standard chain unless given (tests talk to several servers from one process)."""
+    the standard chain unless given (tests talk to several servers from one process).
+    ``fast_timestamps``: parse response times with ``datetime.fromisoformat`` instead of dateutil,
+    which is most of a large listing's CPU time (``drctl status`` lists thousands of records)."""
     _quiet_wire_loggers()
+    core = None
+    if fast_timestamps:
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_parse_timestamp)
     session = boto3.session.Session(
-        aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key, region_name=region
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        region_name=region,
+        botocore_session=core,
     )
     explicit_endpoint = (
         endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

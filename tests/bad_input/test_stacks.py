@@ -171,6 +171,7 @@ STACK_COMMANDS = [
     ("drill", "{}", "--requested-by", "x"),
     ("deactivate", "{}"),
     ("runs", "{}"),
+    ("status", "demo", "{}"),
 ]
 
 
