@@ -87,6 +87,13 @@ def test_operator_signs_in_with_password_and_totp_and_sees_every_client_worst_fi
     assert 'data-server="db01"' in client_page.text and "m1." in client_page.text  # template from flavor_map
     tests = c.get("/clients/demo/tests")
     assert DEMO_RUN in tests.text and "signature valid" in tests.text
+    run = c.get(f"/clients/demo/runs/{DEMO_RUN}")
+    timeline = run.text[run.text.index('<svg class="timeline"') : run.text.index("</svg>")]
+    assert all(f'data-server="{s}"' in timeline for s in ("dns01", "files01", "db01", "app01", "web01"))
+    assert "1 min 02 s" in run.text and "3 min 00 s" in run.text  # first and last server available
+    assert "default-src 'none'" in run.headers["content-security-policy"]
+    report = c.get(f"/clients/demo/runs/{DEMO_RUN}/report.html")
+    assert "style-src 'unsafe-inline'" in report.headers["content-security-policy"]  # its inline CSS only
 
 
 def test_a_second_sign_in_needs_a_new_code_and_refuses_a_replayed_or_wrong_one(fx):

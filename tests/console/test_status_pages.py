@@ -33,6 +33,10 @@ def scene(tmp_path):
         key,
         world.job("bravo", "db01", datetime.now(UTC) - timedelta(minutes=5)),
     )
+    # charlie's stack names a plan that does not exist: shown as unreadable, the others still served
+    (proj / "stacks" / "Pulumi.charlie.yaml").write_text(
+        "config:\n  flexible-recovery:plan: recovery_plans/gone.yaml\n"
+    )
     state = tmp_path / "state"
     users = UserStore(console_dir(state))
     users.add("olivia", "operator", None, PASSWORD)
@@ -54,6 +58,9 @@ def test_overview_client_page_and_metrics_come_from_the_collected_status(scene):
     assert page.index('data-client="alpha" data-state="unreadable"') < page.index(
         'data-client="bravo" data-state="failing"'
     )
+    assert 'data-client="charlie" data-state="unreadable"' in page and "gone.yaml" in page
+    charlie = c.get("/clients/charlie")
+    assert charlie.status_code == 200 and "cannot be read" in charlie.text and "gone.yaml" in charlie.text
     assert "alpha-vault-missing" in page  # why alpha is unreadable
     assert "no restore point for disk system" in page and "more)" in page
 
