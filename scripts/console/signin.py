@@ -107,10 +107,27 @@ class SignInGuard:
         self._locked_until: dict[str, float] = {}
         self._attempts: dict[str, deque[float]] = defaultdict(deque)
 
+    MAX_TRACKED = 10_000
+
+    def _forget_stale(self, now: float) -> None:
+        """Bound the memory a stream of made-up names or addresses can take (under the lock)."""
+        if len(self._attempts) > self.MAX_TRACKED:
+            self._attempts = defaultdict(
+                deque, {a: q for a, q in self._attempts.items() if q and q[-1] > now - 60}
+            )
+        if len(self._failures) > self.MAX_TRACKED:
+            window = now - self.failure_window_s
+            self._failures = defaultdict(
+                deque, {n: q for n, q in self._failures.items() if q and q[-1] > window}
+            )
+        if len(self._locked_until) > self.MAX_TRACKED:
+            self._locked_until = {n: t for n, t in self._locked_until.items() if t > now}
+
     def address_allowed(self, address: str) -> bool:
         """Count one attempt from ``address``; False when it is over its rate."""
         now = self.clock()
         with self._lock:
+            self._forget_stale(now)
             q = self._attempts[address]
             while q and q[0] <= now - 60:
                 q.popleft()

@@ -222,3 +222,11 @@ def test_private_files_and_no_secret_in_the_audit_log(fx):
     log = (fx.state / "console" / "audit.log").read_text()
     assert PASSWORD not in log and "a wrong password" not in log and secret not in log
     assert {e["outcome"] for e in audit_lines(fx)} >= {"success", "failure"}
+
+
+def test_a_client_user_without_a_second_factor_signs_in_with_the_password_only(fx):
+    fx.users.add("carl", "client", "demo", PASSWORD, totp=False)
+    c = client_for(fx)
+    r = password_step(c, "carl")
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert c.get("/clients/demo").status_code == 200 and c.get("/clients/acme").status_code == 404
