@@ -5,6 +5,7 @@ are still read."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -85,8 +86,10 @@ def _server_state(
         point = reading.points.get((server.name, disk.name))
         if point is not None and (backup.at is None or point[0] > backup.at):
             backup = DiskBackup(disk.name, point[0], point[1], "repository")
+        if backup.at is not None:
+            backup = dataclasses.replace(backup, age_s=(now - backup.at).total_seconds())
         disks.append(backup)
-    ages = [(now - d.at).total_seconds() for d in disks if d.at is not None]
+    ages = [d.age_s for d in disks if d.age_s is not None]
     age = max(ages) if ages and len(ages) == len(disks) else None
     untrusted = tuple(
         Untrusted(s.key, s.trust.value, s.problem) for s in stored if s.trust is not Trust.VERIFIED

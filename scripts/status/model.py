@@ -51,6 +51,7 @@ class DiskBackup:
     at: dt.datetime | None
     point: str | None = None
     source: str = ""  # "record" (a verified agent record) | "repository" (the restore-point list)
+    age_s: float | None = None  # seconds between that backup and the status
 
 
 @dataclass(frozen=True)

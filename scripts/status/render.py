@@ -17,12 +17,12 @@ def worst_first(clients: Sequence[ClientState]) -> list[ClientState]:
 
 def _client_line(c: ClientState) -> str:
     head = f"{c.stack:<16} {c.health.label.upper():<10}"
-    if c.unreadable:
-        return f"{head} {c.unreadable}"
-    n = c.counts()
-    parts = [f"{n['servers']} servers", f"RPO met {n['rpo_met']}"]
-    parts += [f"{label} {n[key]}" for key, label in _COUNTED if n[key]]
-    t = c.test_due
+    parts = [c.unreadable]
+    if not c.unreadable:
+        n = c.counts()
+        parts = [f"{n['servers']} servers", f"RPO met {n['rpo_met']}"]
+        parts += [f"{label} {n[key]}" for key, label in _COUNTED if n[key]]
+    t = c.test_due  # known from the runs and the plan, even without the vault
     if t is not None:
         state = " OVERDUE" if t.overdue else " (agreed, within 30 days)" if t.soon else ""
         parts.append(f"next test {t.scope} {t.due or 'never tested'}{state}")
@@ -116,7 +116,13 @@ def server_dict(s: ServerState) -> dict[str, Any]:
         "backup_age_seconds": None if s.backup_age_s is None else round(s.backup_age_s, 3),
         "backup_age": None if s.backup_age_s is None else format_age(s.backup_age_s),
         "disks": [
-            {"disk": d.disk, "last_backup": _time(d.at), "point": d.point, "source": d.source or None}
+            {
+                "disk": d.disk,
+                "last_backup": _time(d.at),
+                "age_seconds": None if d.age_s is None else round(d.age_s, 3),
+                "point": d.point,
+                "source": d.source or None,
+            }
             for d in s.disks
         ],
         "last_job": None

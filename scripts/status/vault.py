@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from drctl.agent import records
 from drctl.agent.records import StoredRecord, Trust
-from drctl.errors import DrctlError
 from drctl.plan.model import Plan
 from drctl.repo.errors import IntegrityError, RepoMissing, WrongPassword
 from drctl.status.model import Retention
@@ -172,7 +171,7 @@ def read_vault(
             reading.servers_seen |= {server for server, _ in reading.points}
     except StorageError as e:
         raise VaultUnreadable(f"vault {where} of client {plan.client.id} cannot be read: {e.message}") from e
-    except DrctlError as e:  # the repository config or a key slot is damaged: say so, go on
+    except IntegrityError as e:  # a damaged key slot: the records still say what they say
         reading.notes.append(e.message)
     unreadable = [s for got in reading.records.values() for s in got if s.trust is Trust.MALFORMED]
     if unreadable:

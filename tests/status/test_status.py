@@ -4,7 +4,6 @@ code and the Prometheus metrics."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from datetime import UTC, date, datetime, timedelta
@@ -154,6 +153,8 @@ def test_status_shows_every_state_in_text_json_exit_code_and_metrics(scene, caps
     assert alpha["files01"]["last_job"]["error_class"] == "StorageUnavailable"
     assert alpha["files01"]["consecutive_failures"] == 2
     assert alpha["files01"]["disks"][0]["source"] == "record"
+    assert 20 * 3600 - 60 < alpha["app01"]["disks"][0]["age_seconds"] < 20 * 3600 + 600
+    assert alpha["app01"]["disks"][0]["point"].startswith("p-app01-system-")
     assert alpha["dns01"]["test"]["overdue"] is True and alpha["dns01"]["test"]["source"] == "computed"
     assert alpha["files01"]["test"]["overdue"] is False
     assert alpha["dns01"]["last_run"]["outcome"] == "ok" and alpha["dns01"]["last_run"]["kind"] == "drill"
@@ -166,7 +167,13 @@ def test_status_shows_every_state_in_text_json_exit_code_and_metrics(scene, caps
     assert beta["dns01"]["rpo"] == "met" and beta["dns01"]["last_job"]["result"] == "ok"
     readme = (world.ROOT / "README.md").read_text()
     section = readme[readme.index("## Machine-readable output") :]
-    documented = [*result, *clients["alpha"], *alpha["files01"], *alpha["files01"]["last_job"]]
+    documented = [
+        *result,
+        *clients["alpha"],
+        *alpha["files01"],
+        *alpha["files01"]["last_job"],
+        *alpha["files01"]["disks"][0],
+    ]
     assert not [k for k in documented if f"`{k}`" not in section], (
         "status result fields missing from the README"
     )
@@ -249,10 +256,15 @@ def test_an_unreadable_vault_is_exit_14_and_the_other_clients_are_still_reported
     assert main(["status", "--json"]) == 14
     result = read_events(capsys.readouterr().out)[-1]
     gone = next(c for c in result["clients"] if c["stack"] == "gone")
-    assert result["clients"][0] is not None and result["clients"][0]["stack"] == "gone"  # worst first
+    assert result["clients"][0]["stack"] == "gone"  # worst first
     assert gone["health"] == "unreadable" and "cannot be read" in gone["unreadable"]
-    assert {c["stack"] for c in result["clients"]} == {"alpha", "beta", "gone"}
-    assert json.dumps(result).count("servers") >= 2
+    assert gone["servers"] == [] and gone["counts"] is None  # nothing is claimed about them
+    assert [t["scope"] for t in gone["tests"]] == ["dr", "backup-tested"]  # runs and plan still say
+    others = [c for c in result["clients"] if c["stack"] != "gone"]
+    assert [c["stack"] for c in others] == ["alpha", "beta"] and all(len(c["servers"]) == 5 for c in others)
+    assert main(["status"]) == 14
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("gone") and "UNREADABLE" in first and "next test dr" in first
 
 
 def test_with_the_client_s_password_the_restore_point_list_fills_in(
