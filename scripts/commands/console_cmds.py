@@ -122,6 +122,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if bool(args.tls_cert) != bool(args.tls_key):
         raise InvalidInput("give both --tls-cert and --tls-key, or neither")
+    if args.tls_cert:
+        import ssl
+
+        try:  # checked here, so that a bad pair is a message, not a traceback from the server
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise InvalidInput(
+                f"--tls-cert {args.tls_cert} / --tls-key {args.tls_key}: not a usable PEM certificate "
+                f"and private key pair ({e}); check both files"
+            ) from e
     from drctl.console.users import UserStore, console_dir
 
     host, port = args.bind

@@ -104,3 +104,75 @@ def test_a_damaged_users_file_stops_serve_naming_it_and_a_page_says_so(tmp_path)
         },
     )
     assert r.status_code == 500 and f"{users} is damaged" in r.text
+
+
+def test_serve_refuses_an_unusable_tls_pair_naming_it(tmp_path):
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not a certificate\n")
+    out = drctl(tmp_path / "state", "console", "serve", "--tls-cert", str(cert), "--tls-key", str(cert))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"--tls-cert {cert}" in out.stderr and "not a usable PEM certificate" in out.stderr
+    half = drctl(tmp_path / "state", "console", "serve", "--tls-cert", str(cert))
+    assert half.returncode == 1 and "give both --tls-cert and --tls-key" in half.stderr
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+def test_serve_over_tls_sends_secure_cookies(tmp_path):
+    import re
+    import ssl
+
+    import httpx
+
+    cert, key = _self_signed(tmp_path)
+    env = {**os.environ, "DRCTL_PROJECT_DIR": str(REPO), "DRCTL_STATE_DIR": str(tmp_path / "state")}
+    serve = [DRCTL, "console", "serve", "--bind", "127.0.0.1:0", "--status-every", "0"]
+    proc = subprocess.Popen(
+        [*serve, "--tls-cert", str(cert), "--tls-key", str(key)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        m = re.search(r"listening on (https://127\.0\.0\.1:\d+)/", proc.stderr.readline())
+        assert m
+        trust = ssl.create_default_context(cafile=str(cert))
+        r = httpx.get(f"{m.group(1)}/login", verify=trust, timeout=30)
+        assert r.status_code == 200
+        cookie = r.headers["set-cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
