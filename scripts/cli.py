@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "drctl.commands.agent_cmds",  # agent config|units|run|status
     "drctl.commands.wal_cmds",  # wal push|fetch|base|restore|check|prune
     "drctl.commands.status_cmds",  # status
+    "drctl.commands.console_cmds",  # console serve, console user add
 )
 
 

@@ -16,6 +16,7 @@ its exit code and module (a test keeps this list complete and exact)::
             BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
             ClientExists (1) client.scaffold: the client already has a plan or a stack file
             CloudNotConfigured (1) plan.importer: the cloud named by --cloud is not in clouds.yaml
+            ConsoleUserInvalid (1) console.users: a console user cannot be created or read as asked
             DependencyCycle (1) plan.graph: servers depend on each other in a cycle
             DisasterChangesAtRisk (1) activation.deactivation: would delete data written since a disaster
             InputFileError (1) input_files: a plan, stack or project file cannot be used (too big, not text...)
@@ -75,6 +76,7 @@ its exit code and module (a test keeps this list complete and exact)::
             VaultUnreadable (14) status.vault: a client's vault cannot be read by ``drctl status``
         ImageBuildFailed (15) demo.images.rootfs: building a demo disk image failed
         LocalIOError (15) errors: a local file could not be read or written
+            ConsoleAddressUnusable (15) commands.console_cmds: the console cannot listen on that address
             DiskFull (15) repo.errors: the local disk is full
             OutputError (15) repo.errors: the restore output cannot be written
             SigningKeyUnsafe (15) runs.signing: the report-signing key is readable by others

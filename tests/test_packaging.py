@@ -186,3 +186,36 @@ def test_a_run_report_is_rendered_and_verified_by_the_installed_package(installe
     verified = installed.drctl("report", "verify", summary.run_id, cwd=tmp_path, DRCTL_STATE_DIR=str(state))
     assert verified.returncode == 0, verified.stderr
     assert "signature valid" in verified.stdout
+
+
+def test_the_installed_console_serves_its_templates_and_stylesheet(installed, tmp_path):
+    import re
+    import urllib.request
+
+    for name in ("Pulumi.yaml", "stacks/Pulumi.demo.yaml", "recovery_plans/demo.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    environ = {k: v for k, v in os.environ.items() if k not in CHECKOUT_ENV}
+    environ["DRCTL_STATE_DIR"] = str(tmp_path / "state")
+    serve = [
+        str(installed.venv / "bin" / "drctl"),
+        "console",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--status-every",
+        "0",
+    ]
+    proc = subprocess.Popen(serve, cwd=tmp_path, env=environ, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.search(r"listening on (http://127\.0\.0\.1:\d+)/", line)
+        assert m, line
+        with urllib.request.urlopen(f"{m.group(1)}/login", timeout=30) as page:
+            assert page.status == 200 and b'name="csrf_token"' in page.read()
+        with urllib.request.urlopen(f"{m.group(1)}/static/console.css", timeout=30) as css:
+            assert css.status == 200 and b"--accent" in css.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

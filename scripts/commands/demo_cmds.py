@@ -32,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_prepare)
 
+    c = dsub.add_parser(
+        "console-user",
+        help="(re)create the console's demo operator; its one-time password and TOTP secret are "
+        "shown on this terminal only",
+    )
+    c.add_argument("--state-dir", type=Path, help="local state (default .state or $DRCTL_STATE_DIR)")
+    c.set_defaults(func=_console_user)
+
 
 def _prepare(args: argparse.Namespace) -> int:
     from drctl.demo.prepare import prepare_demo
@@ -48,4 +56,28 @@ def _prepare(args: argparse.Namespace) -> int:
         args.events.result(result)
     else:
         print(f"demo backups ready in {result['repository']} (password file {result['password_file']})")
+        from drctl.demo.console_user import how_to_open
+
+        print(how_to_open())
+    return 0
+
+
+def _console_user(args: argparse.Namespace) -> int:
+    import segno
+
+    from drctl.demo.console_user import CONSOLE_URL, create_demo_operator
+    from drctl.errors import InvalidInput
+
+    if not sys.stdout.isatty():
+        raise InvalidInput(
+            "demo console-user shows a password and a TOTP secret: it prints them on a terminal only "
+            "(stdout is not one); run it in a terminal"
+        )
+    op = create_demo_operator(args.state_dir)
+    secret = " ".join(op.totp_secret[i : i + 4] for i in range(0, len(op.totp_secret), 4))
+    print(f"console demo operator: {op.name}")
+    print(f"  one-time password: {op.password}   (you choose your own at the first sign-in)")
+    print(f"  TOTP secret:       {secret}   (add it to an authenticator app, or scan:)")
+    segno.make(op.otpauth_uri, error="m").terminal(compact=True)
+    print(f"then: source .state/local/env; .venv/bin/drctl console serve   and open {CONSOLE_URL}")
     return 0
