@@ -264,6 +264,7 @@ class Activation:
             f"(blocking: {report.summary()})",
             *warnings,
         )
+
     def _forecast(self) -> dict | None:
         """The predicted times (from this client's previous drill) and cost, before anything runs."""
         from drctl.runs.forecast import make_forecast
