@@ -89,9 +89,10 @@ def run_client_new(args: argparse.Namespace) -> int:
 
 def stored_bytes(url: str) -> int:
     """The bytes a repository's objects take in its store (current versions, listed, not read)."""
+    from drctl.stack import cost
     from drctl.storage import open_storage
 
-    return sum(o.size for o in open_storage(url).list(""))
+    return cost.stored_bytes(open_storage(url))
 
 
 def run_cost(args: argparse.Namespace) -> int:

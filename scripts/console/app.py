@@ -35,6 +35,7 @@ from drctl.console.sessions import COOKIE, Session, SessionCodec, load_or_create
 from drctl.console.signin import SignInGuard
 from drctl.console.users import User, UserStore, console_dir
 from drctl.errors import DrctlError
+from drctl.repo.progress import human_bytes
 from drctl.runs.report import fmt_duration, fmt_local, fmt_time
 from drctl.storage.base import Storage
 
@@ -67,7 +68,7 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(duration=fmt_duration, time=fmt_time, local=fmt_local)
+    env.filters.update(duration=fmt_duration, time=fmt_time, local=fmt_local, size=human_bytes)
     return Jinja2Templates(env=env)
 
 

@@ -37,6 +37,7 @@ class ClientInfo:
     plan: Plan | None
     flavors: tuple[Flavor, ...] = ()
     error: str | None = None
+    settings: StackSettings | None = None  # the stack's config, secrets left out
 
     @property
     def name(self) -> str:
@@ -142,7 +143,7 @@ class ProjectData:
         except DrctlError as e:
             log.warning("client %s cannot be read: %s", stack, e.message)
             return ClientInfo(stack, None, error=e.message)
-        return ClientInfo(stack, plan, settings.flavors)
+        return ClientInfo(stack, plan, settings.flavors, settings=settings)
 
     # -- runs ------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drctl.console.clients import ClientInfo, ProjectData, last_run_of_server
+from drctl.console.costs import ClientCost, client_cost
 from drctl.console.status_feed import StatusFeed, StatusSnapshot
 from drctl.plan.model import Server
 from drctl.runs.model import RunSummary, SiteReconnection
@@ -103,6 +104,11 @@ class FleetView:
     def client_status(self, stack: str) -> ClientState | None:
         snap = self.snapshot()
         return snap.clients.get(stack) if snap is not None else None
+
+    def cost(self, client: ClientInfo) -> ClientCost:
+        """The client's cost section, with the latest measured backup space (never measured here)."""
+        space = self.feed.space.latest(client.stack) if self.feed is not None else None
+        return client_cost(client, space)
 
     def overview(self) -> list[ClientRow]:
         """Every client, worst state first, then by name."""

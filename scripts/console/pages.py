@@ -64,6 +64,7 @@ async def client_page(request: Request) -> Response:
         due_text=due_text,
         status=console.status.client_status(stack),
         snapshot=console.status.snapshot(),
+        cost=console.status.cost(client),
     )
 
 

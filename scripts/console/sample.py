@@ -126,9 +126,8 @@ def make_sample_fleet(root: Path, clients: int = 5, *, now: datetime | None = No
     for d in (proj / "stacks", proj / "recovery_plans", vaults):
         d.mkdir(parents=True)
     shutil.copy(source / "Pulumi.yaml", proj)
-    flavors = yaml.safe_load((source / "stacks" / "Pulumi.demo.yaml").read_text())["config"][
-        "flexible-recovery:flavor_map"
-    ]
+    demo_config = yaml.safe_load((source / "stacks" / "Pulumi.demo.yaml").read_text())["config"]
+    flavors = demo_config["flexible-recovery:flavor_map"]
     signing = load_or_create_key(state / "keys" / "report-signing.key")
     store = RunStore(state)
     stacks = []
@@ -151,6 +150,7 @@ def make_sample_fleet(root: Path, clients: int = 5, *, now: datetime | None = No
             "flexible-recovery:plan": f"recovery_plans/{stack}.yaml",
             "flexible-recovery:backup_repository": str(vault),
             "flexible-recovery:flavor_map": flavors,
+            "flexible-recovery:prices": demo_config["flexible-recovery:prices"],
             "flexible-recovery:agent_keys": {
                 n: records.public_key_text(k.public_key()) for n, k in keys.items()
             },

@@ -26,14 +26,14 @@ def make_forecast(
     """The forecast of a run of stack ``cfg`` over ``scope`` (server names): ``prediction`` (the
     RtoPrediction as a dict), ``cost`` (the CostEstimate of one day, or None) and ``notes``."""
     from drctl.plan.rto import last_measurement, predict
-    from drctl.stack.cost import estimate, parse_prices
+    from drctl.stack.cost import estimate, parse_prices, stored_bytes
 
     notes: list[str] = []
     prediction = predict(cfg.plan, scope, last_measurement(previous_runs, cfg.plan)).as_dict()
     cost = None
     try:
         prices = parse_prices(cfg.settings.prices, where=str(cfg.path))
-        stored = sum(o.size for o in storage.list(""))
+        stored = stored_bytes(storage)
         cost = estimate(
             cfg.plan, cfg.settings, prices, days=1, stored_bytes=stored, where=str(cfg.path)
         ).as_dict()

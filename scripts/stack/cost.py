@@ -4,7 +4,8 @@ Pure: a :class:`PriceTable` (the stack's ``prices`` config) applied to what a fu
 the stack creates (one instance per in-scope server by its flavor, a volume and an image per
 restored disk, the router's public IP, one VPN per reconnected site) and to the repository's
 stored bytes. ``drctl cost`` (``drctl.commands.client_cmds``) lists the repository's objects for
-those bytes; the drill report shows the same figures.
+those bytes (:func:`stored_bytes`, the one I/O here, over a given store); the drill report and the
+console's client page show the same figures.
 
 Prices are per hour for what runs (instances, public IPs, VPN) and per GB-month for what is
 stored (volumes, images, object storage); a month counts 30 days.
@@ -20,6 +21,7 @@ from drctl.errors import InvalidInput
 from drctl.paths import PROJECT
 from drctl.plan.model import Plan
 from drctl.stack.settings import StackSettings, choose_flavor
+from drctl.storage.base import Storage
 
 HOURS_PER_DAY = 24
 DAYS_PER_MONTH = 30
@@ -142,6 +144,11 @@ class CostEstimate:
             "backup_stored_bytes": self.backup_stored_bytes,
             "backup_per_month": None if self.backup_month is None else round(self.backup_month, 2),
         }
+
+
+def stored_bytes(storage: Storage) -> int:
+    """The bytes a repository's objects take in its store (current versions, listed, not read)."""
+    return sum(o.size for o in storage.list(""))
 
 
 def reconnected_sites(plan: Plan) -> list[str]:
