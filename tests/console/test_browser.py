@@ -5,6 +5,7 @@ another client's report are all refused. Users are created with `drctl console u
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -101,7 +102,9 @@ def enrol(page, base: str, name: str) -> tuple[str, int]:
     return secret, step
 
 
-def test_operator_signs_in_and_opens_overview_client_and_report_then_codes_are_refused(console, browser):
+def test_operator_signs_in_and_opens_overview_client_and_report_then_codes_are_refused(
+    console, browser, tmp_path
+):
     ctx = browser.new_context()
     page = ctx.new_page()
     secret, step = enrol(page, console, "olivia")
@@ -111,6 +114,15 @@ def test_operator_signs_in_and_opens_overview_client_and_report_then_codes_are_r
     page.get_by_role("link", name="Demo SARL").click()
     page.get_by_role("heading", name="Servers").wait_for()
     assert page.locator('tr[data-server="db01"]').count() == 1
+    page.get_by_role("heading", name="Cost").wait_for()
+    cost = page.get_by_role("region", name="Cost")
+    assert "illustrative prices" in cost.inner_text() and "EUR" in cost.inner_text()
+    out = subprocess.run(
+        [DRCTL, "cost", "demo", "--no-repository", "--json"], env=_env(tmp_path),
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    per_day = json.loads(out.stdout.splitlines()[-1])["activation_per_day"]
+    assert cost.locator('[data-cost="activation_per_day"]').inner_text() == f"{per_day:.2f}"
     page.get_by_role("link", name="Tests and reports").click()
     row = page.locator(f'tr[data-run="{DEMO_RUN}"]')
     assert "signature valid" in row.inner_text()

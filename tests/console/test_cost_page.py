@@ -150,6 +150,6 @@ def test_a_client_user_sees_only_their_own_clients_cost(scene):
     enrol(c, "bob")
     app.state.console.status.feed.refresh()
     own = c.get("/clients/bravo")
-    assert own.status_code == 200 and "data-cost=\"backup_per_month\"" in own.text
+    assert own.status_code == 200 and 'data-cost="backup_per_month"' in own.text
     other = c.get("/clients/alpha")
     assert other.status_code == 404 and "price" not in other.text.lower()
