@@ -114,6 +114,8 @@ def client_cost(client: ClientInfo, space: SpaceMeasure | None) -> ClientCost:
 
     if client.plan is None or client.settings is None:
         return ClientCost(problem=client.error or "The stack cannot be read")
+    if space is not None and space.url != client.settings.repository_url(client.plan):
+        space = None  # measured before the stack named another repository
     raw = client.settings.prices
     if not raw:
         return ClientCost(problem=NO_PRICES, no_prices=True, space=space)

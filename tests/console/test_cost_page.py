@@ -153,3 +153,20 @@ def test_a_client_user_sees_only_their_own_clients_cost(scene):
     assert own.status_code == 200 and 'data-cost="backup_per_month"' in own.text
     other = c.get("/clients/alpha")
     assert other.status_code == 404 and "price" not in other.text.lower()
+
+
+def test_a_measurement_of_the_previous_repository_is_not_shown(scene, tmp_path):
+    app, proj, _, _ = scene
+    c = TestClient(app, base_url="http://127.0.0.1")
+    enrol(c, "olivia")
+    app.state.console.status.feed.refresh()
+    assert "backup_per_month" in figures(cost_section(c.get("/clients/bravo").text))
+    stack = proj / "stacks" / "Pulumi.bravo.yaml"
+    doc = yaml.safe_load(stack.read_text())
+    doc["config"]["flexible-recovery:backup_repository"] = str(tmp_path / "moved")
+    stack.write_text(yaml.safe_dump(doc, sort_keys=False))
+    section = cost_section(c.get("/clients/bravo").text)
+    assert "Backup space, per month</dt><dd>not measured yet" in section
+    app.state.console.status.feed.refresh()  # due at once: the repository changed
+    section = cost_section(c.get("/clients/bravo").text)
+    assert "not measured</span>" in section and str(tmp_path / "moved") in section
