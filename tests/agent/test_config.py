@@ -31,7 +31,7 @@ def _config(out: Path, *extra: str, server: str = "db01") -> int:
 
 def test_config_maps_every_plan_disk_and_records_the_agent_key_in_the_stack(project, tmp_path, capsys):
     plan = project / "recovery_plans" / "demo.yaml"
-    old = "backup: {schedule: [{type: full, every: 1d}, {type: log, every: 15m}]}"
+    old = "backup: {database: postgresql, schedule: [{type: full, every: 1d}, {type: log, every: 15m}]}"
     assert old in plan.read_text()
     plan.write_text(
         plan.read_text().replace(old, old[:-1] + ", retention: {keep_daily: 7, keep_monthly: 3}}")
