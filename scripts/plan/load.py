@@ -26,11 +26,8 @@ from drctl.errors import DrctlError, InvalidInput
 from drctl.input_files import InputFileError, read_input_text
 from drctl.input_files import parse_yaml as parse_document
 from drctl.plan.model import Plan, plan_from_dict
-from drctl.plan.rules import (  # noqa: F401 (restore_point_gap: public)
-    plan_notes,
-    restore_point_gap,
-    semantic_problems,
-)
+from drctl.plan.notes import plan_notes
+from drctl.plan.rules import restore_point_gap, semantic_problems  # noqa: F401 (restore_point_gap: public)
 
 log = logging.getLogger(__name__)
 
