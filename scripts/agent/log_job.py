@@ -20,7 +20,8 @@ since the previous log job; an idle server archives nothing and that is fine. A 
 segments take longer than the interval to fill also fails: its RPO is not met; set PostgreSQL's
 ``archive_timeout`` to the interval or less. How far the job has reported (the failure counter
 and the WAL position) is kept in ``<state_dir>/log-cursor.json``; the first job has no previous
-position, so it can only report staleness from the next run on.
+position, so it can only report staleness from the next run on. A server that cannot be asked
+(down, psql missing) fails the job too, with the rest of the detail still reported.
 
 The job needs no repository password: it reads no repository data.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +38,7 @@ from typing import Any
 
 from drctl import processes
 from drctl.agent.config import AgentConfig
-from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput, LocalIOError
+from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput, LocalIOError, ToolMissing
 from drctl.input_files import loads_json
 from drctl.private_files import write_private_file
 from drctl.wal.state import WalState, read_state
@@ -95,11 +97,14 @@ def write_cursor(state_dir: Path, cursor: Cursor) -> None:
 
 def current_lsn(conninfo: str) -> int:
     """The server's current WAL write position, in bytes, read with psql."""
+    # libpq's own variables (PGPASSFILE, PGSSLMODE...) and HOME (~/.pgpass) pass through; nothing else
+    env = {k: v for k, v in os.environ.items() if k.startswith("PG") or k == "HOME"}
+    env.update(PATH="/usr/bin:/bin:/usr/local/bin", LC_ALL="C")
     proc = processes.run(
         ["psql", "-X", "-A", "-t", "-q", "-d", conninfo, "-c", "select pg_current_wal_lsn() - '0/0'"],
         timeout=PSQL_TIMEOUT_S,
         what="reading the server's WAL position (psql, database.conninfo)",
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "LC_ALL": "C"},
+        env=env,
         error=WalArchivingFailed,
     )
     try:
@@ -171,11 +176,23 @@ def run_log(cfg: AgentConfig, detail: dict[str, Any], *, now: datetime | None = 
         state = read_state(db.wal_state, cfg.server)
     except LocalIOError as e:
         raise WalArchivingFailed(e.message) from e
-    lsn = current_lsn(db.conninfo)
+    unreachable = None
+    try:
+        lsn: int | None = current_lsn(db.conninfo)
+    except (WalArchivingFailed, ToolMissing) as e:  # still report what the pushes recorded
+        lsn, unreachable = None, e.message
     now = now or datetime.now(UTC)
     status = evaluate(state, cursor, now=now, lsn=lsn, every_s=every_s, state_path=db.wal_state)
     detail.update(status.detail)
+    problems = list(status.problems)
+    if unreachable:
+        problems.append(
+            f"the server's WAL position cannot be read, so a stalled archive goes unseen: {unreachable}"
+        )
     # reported once: the next job speaks of what happens after this one
-    write_cursor(cfg.state_dir, Cursor(state.failure_count if state else 0, lsn, now))
-    if status.problems:
-        raise WalArchivingFailed(f"server {cfg.server}: " + "; ".join(status.problems))
+    write_cursor(
+        cfg.state_dir,
+        Cursor(state.failure_count if state else 0, lsn if lsn is not None else cursor.lsn, now),
+    )
+    if problems:
+        raise WalArchivingFailed(f"server {cfg.server}: " + "; ".join(problems))

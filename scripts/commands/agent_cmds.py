@@ -109,6 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         r = outcome.record
         for disk, point in r.points.items():
             print(f"{disk} {point}")
+        if r.type == "log":
+            print(
+                f"last archived {r.detail.get('last_segment')} at {r.detail.get('last_archived_at')}: "
+                f"achieved RPO {r.detail.get('achieved_rpo_s')} s, {r.detail.get('failures_since')} failure(s) since "
+                "the previous log job"
+            )
         print(
             f"drctl: job {r.job_id} of {r.server}: {r.type} {r.result}, {r.bytes_read} bytes read, "
             f"{r.bytes_uploaded} uploaded"
@@ -149,6 +155,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
             continue
         detail = r.error or ", ".join(f"{d}={p[:8]}" for d, p in r.points.items())
+        if r.type == "log" and not r.error:
+            detail = f"last {r.detail.get('last_segment')}, achieved RPO {r.detail.get('achieved_rpo_s')} s"
         print(
             f"{r.ended:%Y-%m-%d %H:%M:%S}  {r.type:<13} {r.result:<8} {job.stored.trust.value:<9} "
             f"{job.where:<6} {detail}"

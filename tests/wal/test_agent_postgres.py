@@ -15,6 +15,7 @@ from drctl.agent.config import DatabaseConfig, ScheduleEntry, load_config
 from drctl.agent.log_job import Cursor, evaluate
 from drctl.cli import main
 from drctl.repo.repository import open_repository
+from drctl.storage.local import LocalDirStorage
 from drctl.wal.base import list_bases
 from drctl.wal.state import Failure, WalState
 from tests.agent.agents import make_agent
@@ -136,6 +137,39 @@ def test_a_log_job_without_any_recorded_push_says_how_to_set_it_up(agent, pg_roo
     assert code == 20 and result["error"] == "WalArchivingFailed" and "no WAL push" in result["message"]
     assert _records(repo, cfg)[-1].result == "failed"
     assert f"--state {pg_root / WAL_STATE}" in (_records(repo, cfg)[-1].error or "")
+
+
+def test_a_server_that_cannot_be_asked_fails_the_log_job_with_what_the_pushes_recorded(
+    tmp_path: Path, capsys
+) -> None:
+    from drctl.wal.state import record_success
+
+    state = tmp_path / "wal-state.json"
+    record_success(state, "db01", "000000010000000000000007")
+    repo = tmp_path / "repo"
+    assert main(["repo", "init", str(repo), "--password-file", str(_password(tmp_path))]) == 0
+    cfg = make_agent(
+        tmp_path / "agent",
+        str(repo),
+        {"system": str(make_image(tmp_path / "system.img", MiB, seed=1))},
+        schedule=(ScheduleEntry("full", 86400), ScheduleEntry("log", 900)),
+        database=DatabaseConfig(conninfo=f"host={tmp_path / 'no-server'} user=postgres", wal_state=state),
+    )
+    capsys.readouterr()
+    code, result = _log_job(cfg, capsys)  # no password: a log job reads no repository data
+    assert code == 20 and "WAL position cannot be read" in result["message"]
+    public = records.load_agent_key(load_config(cfg).key).public_key()
+    storage = LocalDirStorage(repo)
+    (stored,) = records.read(storage, records.list_keys(storage, "db01"), {"db01": public})
+    assert stored.trusted and stored.record.result == "failed"
+    assert stored.record.detail["last_segment"] == "000000010000000000000007"
+
+
+def _password(tmp_path: Path) -> Path:
+    pw = tmp_path / "pw"
+    pw.write_text("log job test password\n")
+    pw.chmod(0o600)
+    return pw
 
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
