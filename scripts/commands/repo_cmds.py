@@ -267,10 +267,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(f"problem: {problem}")
         for w in report.wal:
+            last = w.last_archived_at.isoformat() if w.last_archived_at else "never"
             print(
-                f"WAL of {w['server']}: {len(w['bases'])} base backup(s), {w['segments']} segment(s) kept "  # type: ignore[arg-type]
-                f"({w['first'] or '-'} .. {w['last'] or '-'}), {w['segments_read']} file(s) read, last archived "
-                f"{w['last_archived_at'] or 'never'}"
+                f"WAL of {w.server}: {len(w.bases)} base backup(s), {w.segments} segment(s) kept "
+                f"({w.first or '-'} .. {w.last or '-'}), {w.read} file(s) read, last archived {last}"
             )
         print(
             f"{report.points} restore points, {report.chunks_present} chunks present, "

@@ -35,7 +35,9 @@ def plan_notes(doc: Any) -> list[tuple[str, str]]:
         logs = [(j, e) for j, t, e in steps if t == "log" and e is not None]
         if not logs or db in LOG_PRODUCED:
             continue
-        disk_gap = restore_point_gap([(t, e) for _, t, e in steps if t != "log" and e is not None])  # type: ignore[misc]
+        disk_gap = restore_point_gap(
+            [(t, e) for _, t, e in steps if isinstance(t, str) and t != "log" and e is not None]
+        )
         j, every = logs[0]
         what = LOG_BACKUPS.get(str(db), "log backups")
         why = (

@@ -10,12 +10,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from drctl.errors import DrctlError, InvalidInput
 from drctl.repo.errors import ChunkMissing
 from drctl.repo.manifest import DATA_PREFIX, Manifest, chunk_key, chunk_length, point_key
 from drctl.repo.progress import NullProgress, ProgressSink
 from drctl.repo.repository import Repository
+
+if TYPE_CHECKING:
+    from drctl.wal.history import WalReport
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ class CheckReport:
     chunks_read: int = 0
     unreferenced: int = 0
     problems: list[str] = field(default_factory=list)
-    wal: list[dict[str, object]] = field(default_factory=list)  # one WalReport per archiving server
+    wal: list[WalReport] = field(default_factory=list)  # one per server with a WAL archive
 
     @property
     def ok(self) -> bool:
@@ -44,7 +48,7 @@ class CheckReport:
             "chunks_read": self.chunks_read,
             "unreferenced_chunks": self.unreferenced,
             "problems": self.problems,
-            "wal": self.wal,
+            "wal": [w.as_dict() for w in self.wal],
         }
 
 
@@ -109,7 +113,7 @@ def _check_wal(repo: Repository, report: CheckReport, *, read_data: bool, parall
 
     for server in wal_servers(repo):
         wal = check_wal(repo, server, read_data=read_data, parallel=parallel)
-        report.wal.append(wal.as_dict())
+        report.wal.append(wal)
         for g in wal.gaps:
             report.problems.append(
                 f"WAL of {server}: {g.missing} segment(s) missing after {g.after} (next archived: {g.before}): "
