@@ -97,6 +97,7 @@ its exit code and module (a test keeps this list complete and exact)::
             GuestFailed (20) activation.targets.sandbox: a guest's QEMU or SSH never came up
         SnapshotFailed (20) agent.consistency: a disk's snapshot could not be taken or removed
         VerificationError (20) activation.verify.checks: the verification itself could not run
+        WalArchivingFailed (20) agent.log_job: WAL archiving failed or fell behind since the last log job
         WaitTimedOut (20) processes: something waited for did not happen in time
         Cancelled (130) errors: cancelled by Ctrl-C on the run that started it
 """

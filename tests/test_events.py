@@ -148,6 +148,10 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
     tmp, repo, image = workspace
     state = str(tmp / "state")
     agent = str(make_agent(tmp / "agent", str(repo), {"system": str(image)}))
+    segment, wal = "000000010000000000000001", ["--repo", str(repo), "--server", "db01"]
+    (tmp / segment).write_bytes(bytes(1 << 16))
+    (tmp / "not-empty").mkdir()
+    (tmp / "not-empty" / "PG_VERSION").write_text("15\n")
     # command -> (argv, expected exit code, terminal event); cheap error paths stand in for the
     # commands whose results need a cloud, QEMU or the NCA lab (their results are tested there).
     cases = {
@@ -182,6 +186,16 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "agent run": (["agent", "run", "--config", agent, "--type", "full"], 0, "result"),
         "agent status": (["agent", "status", "--config", agent], 0, "result"),
         "status": (["status", "no-such-stack"], 1, "error"),
+        "wal push": (["wal", "push", *wal, str(tmp / segment), segment], 0, "result"),
+        "wal fetch": (["wal", "fetch", *wal, segment, str(tmp / "fetched")], 0, "result"),
+        "wal base": (["wal", "base", *wal, "--conninfo", "host=/run/pg password=x"], 1, "error"),
+        "wal restore": (
+            ["wal", "restore", *wal, "--to", "latest", "--datadir", str(tmp / "not-empty")],
+            1,
+            "error",
+        ),
+        "wal check": (["wal", "check", *wal, "--read-data"], 13, "result"),  # no base backup yet
+        "wal prune": (["wal", "prune", *wal, "--dry-run"], 0, "result"),
     }
     assert set(cases) == _json_commands(build_parser()), "a --json command this test does not run"
     section = _readme_section()

@@ -27,6 +27,14 @@ reported with its field path)::
     hooks: {pre: CMD, post: CMD, timeout_s: 300}   # optional; run without a shell
     schedule: [{type: full, every_s: 604800}, ...]  # the plan's, in seconds
     retention: {keep_daily: 7, keep_weekly: 4, keep_monthly: 12}   # optional: the plan's
+    database:                        # optional: a PostgreSQL server whose WAL drctl archives
+      family: postgresql
+      conninfo: host=/var/run/postgresql user=postgres   # libpq; never a password (~/.pgpass)
+      wal_state: /var/lib/postgresql/drctl-wal-state.json  # archive_command's `wal push --state`
+      workdir: /var/tmp              # optional: where `wal base` stages the stream
+
+With a ``database`` section a ``full`` job also takes a base backup (``drctl wal base``) and the
+``log`` job reports the WAL archiving (``agent/log_job.py``).
 """
 
 from __future__ import annotations
@@ -135,6 +143,17 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "database": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["family", "conninfo", "wal_state"],
+            "properties": {
+                "family": {"const": "postgresql"},
+                "conninfo": {"type": "string"},
+                "wal_state": _PATH,
+                "workdir": _PATH,
+            },
+        },
         "retention": {
             "type": "object",
             "additionalProperties": False,
@@ -189,6 +208,26 @@ class ScheduleEntry:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    """The PostgreSQL cluster of the server: base backups in full jobs, WAL archiving in log jobs."""
+
+    conninfo: str
+    wal_state: Path
+    workdir: Path | None = None
+    family: str = "postgresql"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "family": self.family,
+            "conninfo": self.conninfo,
+            "wal_state": str(self.wal_state),
+        }
+        if self.workdir:
+            d["workdir"] = str(self.workdir)
+        return d
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     client: str
     stack: str
@@ -200,6 +239,7 @@ class AgentConfig:
     hooks: Hooks = field(default_factory=Hooks)
     schedule: tuple[ScheduleEntry, ...] = ()
     retention: Mapping[str, int] = field(default_factory=dict)
+    database: DatabaseConfig | None = None
     path: Path | None = None  # the file it was read from
 
     @property
@@ -223,6 +263,8 @@ class AgentConfig:
         d["schedule"] = [{"type": e.type, "every_s": e.every_s} for e in self.schedule]
         if self.retention:
             d["retention"] = dict(self.retention)
+        if self.database:
+            d["database"] = self.database.to_dict()
         return d
 
 
@@ -237,6 +279,14 @@ def _problems(doc: Any) -> list[str]:
             what = e.message
         out.append(f"{where}: {what}")
     if isinstance(doc, dict):
+        conninfo = (
+            (doc.get("database") or {}).get("conninfo") if isinstance(doc.get("database"), dict) else None
+        )
+        if isinstance(conninfo, str) and has_password(conninfo):
+            out.append(
+                "database.conninfo: holds a password; put it in the PostgreSQL password file (~/.pgpass "
+                "or PGPASSFILE) or use peer/certificate authentication"
+            )
         for i, hook in ((k, (doc.get("hooks") or {}).get(k)) for k in ("pre", "post")):
             if isinstance(hook, str):
                 try:
@@ -260,6 +310,7 @@ def parse_config(doc: Any, *, where: str) -> AgentConfig:
     if dupes:
         raise AgentConfigInvalid(f"{where}: disks: {', '.join(dupes)} listed more than once")
     hooks = doc.get("hooks") or {}
+    db = doc.get("database")
     return AgentConfig(
         client=doc["client"],
         stack=doc["stack"],
@@ -282,6 +333,13 @@ def parse_config(doc: Any, *, where: str) -> AgentConfig:
         hooks=Hooks(hooks.get("pre"), hooks.get("post"), hooks.get("timeout_s", DEFAULT_HOOK_TIMEOUT_S)),
         schedule=tuple(ScheduleEntry(e["type"], e["every_s"]) for e in doc["schedule"]),
         retention=dict(doc.get("retention") or {}),
+        database=None
+        if not db
+        else DatabaseConfig(
+            conninfo=db["conninfo"],
+            wal_state=Path(db["wal_state"]),
+            workdir=Path(db["workdir"]) if db.get("workdir") else None,
+        ),
         path=Path(where),
     )
 
@@ -300,6 +358,11 @@ def write_config(cfg: AgentConfig, path: str | os.PathLike[str]) -> Path:
         "# the object store's credentials from the environment (AWS_*).\n"
     )
     return write_private_file(path, header + yaml.safe_dump(cfg.to_dict(), sort_keys=False, width=100))
+
+
+def has_password(conninfo: str) -> bool:
+    """Whether a libpq connection string (key=value or URI) carries a password."""
+    return bool(re.search(r"(^|\s)password\s*=", conninfo) or re.search(r"://[^/@]*:[^/@]*@", conninfo))
 
 
 DISK_SPEC = re.compile(r"(?P<name>[^=]+)=(?P<rest>.+)")

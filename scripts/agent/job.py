@@ -12,8 +12,11 @@ Order, for a backup job (full, incremental, differential)::
     retention (the plan's keep_*, forget)   -- after a successful job only
     one signed status record                -- on every path; kept in the spool if the store is away
 
-A ``prune`` job takes the repository's exclusive lock and deletes unreferenced chunks; it has no
-hooks and no snapshot. Every job, whatever its end, leaves exactly one status record.
+A ``full`` job of a server with a ``database`` section also takes a PostgreSQL base backup
+(``drctl wal base``, restore point of pseudo-disk ``pgbase``) after its disks. A ``log`` job
+reports the WAL archiving (:mod:`drctl.agent.log_job`) without opening the repository. A ``prune``
+job takes the repository's exclusive lock and deletes unreferenced chunks and the WAL no kept base
+needs; it has no hooks and no snapshot. Every job, whatever its end, leaves exactly one status record.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from drctl.storage.base import Storage, StorageError
 log = logging.getLogger(__name__)
 
 BACKUP_TYPES = ("full", "incremental", "differential")
-JOB_TYPES = (*BACKUP_TYPES, "prune")
+JOB_TYPES = (*BACKUP_TYPES, "log", "prune")
 
 
 class JobRunning(DrctlError):
@@ -126,6 +129,7 @@ class _Job:
         self.job_id = _new_job_id(self.started)
         self.backups: list[BackupResult] = []
         self.retention = ""
+        self.extra_points: dict[str, str] = {}
         self.detail: dict[str, str | int | float | bool | None] = {}
 
     def emit(self, event: str, fields: dict[str, Any]) -> None:
@@ -133,7 +137,7 @@ class _Job:
             self.events.emit(event, {**fields, "job_id": self.job_id, "server": self.cfg.server})
 
     def record(self, result: str, error: BaseException | None) -> records.JobRecord:
-        points = {b.point.disk: b.point.id for b in self.backups}
+        points = {**{b.point.disk: b.point.id for b in self.backups}, **self.extra_points}
         new_bytes = sum(min(b.new_chunks * b.point.chunk_size, b.point.size) for b in self.backups)
         if self.retention:
             self.detail["retention"] = self.retention
@@ -184,12 +188,19 @@ def run_job(
         job.emit("job-started", {"type": job_type, "disks": [d.name for d in cfg.disks]})
         try:
             _flush(storage, cfg)
-            repo = open_repo(storage)
-            if job_type == "prune":
-                _prune(job, repo)
+            if job_type == "log":
+                from drctl.agent.log_job import run_log
+
+                run_log(cfg, job.detail)
             else:
-                _backup(job, repo, progress)
-                _retention(job, repo)
+                repo = open_repo(storage)
+                if job_type == "prune":
+                    _prune(job, repo)
+                else:
+                    _backup(job, repo, progress)
+                    if job_type == "full" and cfg.database is not None:
+                        _base(job, repo)
+                    _retention(job, repo)
         except BaseException as e:  # every end of a job leaves its record
             record = job.record("failed", e)
             _publish(storage, record, key, cfg)
@@ -260,6 +271,18 @@ def _backup(job: _Job, repo: Repository, progress: ProgressSink | None) -> None:
                 log.error("%s", e.message)  # the job's first error is the one reported
 
 
+def _base(job: _Job, repo: Repository) -> None:
+    from drctl.wal.base import BASE_DISK, base_backup, workdir_default
+
+    db = job.cfg.database
+    assert db is not None
+    job.emit("disk-started", {"disk": BASE_DISK, "method": "pg_basebackup"})
+    info = base_backup(repo, job.cfg.server, conninfo=db.conninfo, workdir=db.workdir or workdir_default())
+    job.extra_points[BASE_DISK] = info.point
+    job.detail["base_start_segment"] = info.start_segment
+    job.emit("disk-finished", {"disk": BASE_DISK, **info.as_dict()})
+
+
 def _retention(job: _Job, repo: Repository) -> None:
     """The plan's keep_* policy, applied to this server's points after a successful backup. A
     repository busy with another server's backup defers it to the next job (recorded)."""
@@ -290,3 +313,4 @@ def _prune(job: _Job, repo: Repository) -> None:
 
     result = prune(repo)
     job.detail.update({"deleted_chunks": result.deleted_chunks, "deleted_bytes": result.deleted_bytes})
+    job.detail["deleted_wal_objects"] = result.wal_deleted

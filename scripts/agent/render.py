@@ -20,6 +20,7 @@ from drctl.agent.config import (
     DEFAULT_HOOK_TIMEOUT_S,
     DEFAULT_SNAPSHOT_SIZE,
     AgentConfig,
+    DatabaseConfig,
     DiskConfig,
     Hooks,
     ScheduleEntry,
@@ -112,6 +113,7 @@ def render(
     post_hook: str | None = None,
     hook_timeout_s: int = DEFAULT_HOOK_TIMEOUT_S,
     state_dir: Path | None = None,
+    database: DatabaseConfig | None = None,
 ) -> Rendered:
     """Write ``<out>/<server>.agent.yaml`` and the key ``<out>/<server>.agent-key``; record the key."""
     out_dir = out_dir.resolve()
@@ -129,6 +131,7 @@ def render(
         hooks=Hooks(pre_hook or None, post_hook or None, hook_timeout_s),
         schedule=tuple(ScheduleEntry(b.type, b.every_s) for b in plan_server.backup),
         retention=retention,
+        database=database,
     )
     config_path = out_dir / f"{server}.agent.yaml"
     created = not key_path.exists()

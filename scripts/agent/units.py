@@ -20,8 +20,11 @@ serialised by the job lock: the second records "skipped", the next one catches u
 The password never appears in a unit: ``--password-file``/``--password-command`` are passed as
 given, otherwise ``DRCTL_PASSWORD`` must come from the environment file. The object store's
 credentials (``AWS_*``) come from ``EnvironmentFile=-/etc/drctl/agent-<server>.env`` (0600, root).
-A ``log`` entry is not rendered: log shipping needs a WAL archiver that drctl does not provide yet;
-the units' header comment and the command's output say so.
+A ``log`` entry is rendered as ``drctl agent run --type log`` when the config has a ``database``
+section (PostgreSQL: the server ships its WAL itself with ``drctl wal push`` as archive_command;
+the job reports how that went, see :mod:`drctl.agent.log_job`); without one it is not rendered
+(drctl produces log backups for PostgreSQL only), which the units' header and the command's output
+say.
 """
 
 from __future__ import annotations
@@ -87,10 +90,10 @@ def render_units(
     entries: list[tuple[str, list[str], int]] = []  # (type, timer lines, randomized delay)
     skipped: list[str] = []
     for e in cfg.schedule:
-        if e.type == "log":
+        if e.type == "log" and cfg.database is None:
             skipped.append(
-                f"log every {_describe(e.every_s)}: not rendered, log shipping needs a WAL archiver "
-                "that drctl does not provide yet"
+                f"log every {_describe(e.every_s)}: not rendered, the agent config has no database section "
+                "(drctl produces log backups for PostgreSQL only: WAL archiving with `drctl wal push`)"
             )
             continue
         if any(t == e.type for t, _, _ in entries):
@@ -117,9 +120,10 @@ def render_units(
     for job_type, schedule, delay in entries:
         name = f"{base}-{job_type}"
         argv = [drctl, "agent", "run", "--config", str(config_path), "--type", job_type, *auth]
-        what = (
-            "prune of the repository" if job_type == "prune" else f"{job_type} backup of server {cfg.server}"
-        )
+        what = {
+            "prune": "prune of the repository",
+            "log": f"WAL archiving report of server {cfg.server}",
+        }.get(job_type, f"{job_type} backup of server {cfg.server}")
         files[f"{name}.service"] = "\n".join(
             [
                 header,

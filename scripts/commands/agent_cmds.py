@@ -14,9 +14,17 @@ _JSON_HELP = "JSON lines on stdout: events (progress), the last one the result"
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from drctl.agent.config import DatabaseConfig
     from drctl.agent.render import QemuSockets, map_disks, render
+    from drctl.errors import InvalidInput
     from drctl.stack.config import load_stack
 
+    if bool(args.pg_conninfo is not None) != bool(args.wal_state):
+        raise InvalidInput(
+            "--pg-conninfo and --wal-state go together: the PostgreSQL connection and the --state file "
+            "of the server's archive_command (`drctl wal push --state FILE`)"
+        )
+    database = DatabaseConfig(args.pg_conninfo, Path(args.wal_state).resolve()) if args.wal_state else None
     stack = load_stack(args.stack)
     disks = map_disks(
         stack,
@@ -34,6 +42,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         post_hook=args.post_hook,
         hook_timeout_s=args.hook_timeout,
         state_dir=Path(args.state_dir) if args.state_dir else None,
+        database=database,
     )
     print(f"wrote {done.config_path}")
     print(f"{'created' if done.key_created else 'kept'} the agent key {done.key_path} (0600)")
@@ -100,6 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         r = outcome.record
         for disk, point in r.points.items():
             print(f"{disk} {point}")
+        if r.type == "log":
+            print(
+                f"last archived {r.detail.get('last_segment')} at {r.detail.get('last_archived_at')}: "
+                f"achieved RPO {r.detail.get('achieved_rpo_s')} s, {r.detail.get('failures_since')} failure(s) since "
+                "the previous log job"
+            )
         print(
             f"drctl: job {r.job_id} of {r.server}: {r.type} {r.result}, {r.bytes_read} bytes read, "
             f"{r.bytes_uploaded} uploaded"
@@ -140,6 +155,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
             continue
         detail = r.error or ", ".join(f"{d}={p[:8]}" for d, p in r.points.items())
+        if r.type == "log" and not r.error:
+            detail = f"last {r.detail.get('last_segment')}, achieved RPO {r.detail.get('achieved_rpo_s')} s"
         print(
             f"{r.ended:%Y-%m-%d %H:%M:%S}  {r.type:<13} {r.result:<8} {job.stored.trust.value:<9} "
             f"{job.where:<6} {detail}"
@@ -177,6 +194,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--state-dir", metavar="DIR", help="job lock and spool (default /var/lib/drctl-agent/SERVER)"
     )
+    p.add_argument(
+        "--pg-conninfo",
+        metavar="CONNINFO",
+        help="PostgreSQL server: libpq connection (no password); full jobs take a base backup, log jobs "
+        "report the WAL archiving",
+    )
+    p.add_argument(
+        "--wal-state", metavar="FILE", help="with --pg-conninfo: the --state file of `drctl wal push`"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="where the config and the key are written")
     p.set_defaults(func=cmd_config)
 
@@ -199,11 +225,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[pw],
         help="run one job now: backup of every disk (or prune), one signed status record",
         description="Run one agent job. The repository password comes from --password-file, "
-        "--password-command or DRCTL_PASSWORD. A job that finds another still running is recorded "
+        "--password-command or DRCTL_PASSWORD (a log job needs none: it reports the WAL archiving). A job that finds another still running is recorded "
         "as skipped and exits 11.",
     )
     p.add_argument("--config", required=True, metavar="FILE")
-    p.add_argument("--type", required=True, choices=("full", "incremental", "differential", "prune"))
+    p.add_argument("--type", required=True, choices=("full", "incremental", "differential", "log", "prune"))
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
     p.set_defaults(func=cmd_run)
 

@@ -289,6 +289,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         for problem in report.problems:
             print(f"problem: {problem}")
+        for w in report.wal:
+            last = w.last_archived_at.isoformat() if w.last_archived_at else "never"
+            print(
+                f"WAL of {w.server}: {len(w.bases)} base backup(s), {w.segments} segment(s) kept "
+                f"({w.first or '-'} .. {w.last or '-'}), {w.read} file(s) read, last archived {last}"
+            )
         print(
             f"{report.points} restore points, {report.chunks_present} chunks present, "
             f"{report.chunks_read} read and verified, {report.unreferenced} unreferenced: "
@@ -342,7 +348,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         verb = "would delete" if args.dry_run else "deleted"
         print(
             f"{result.points} points reference {result.referenced_chunks} chunks; {verb} "
-            f"{result.deleted_chunks} unreferenced chunks ({result.deleted_bytes} bytes)"
+            f"{result.deleted_chunks} unreferenced chunks ({result.deleted_bytes} bytes), "
+            f"{result.wal_deleted} WAL object(s) no kept base backup needs"
         )
     return EXIT_OK
 

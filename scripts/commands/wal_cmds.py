@@ -3,9 +3,10 @@
 A server archives with (``postgresql.conf``; the password never appears in it)::
 
     archive_mode = on
-    archive_command = 'drctl wal push --repo s3://acme-backups/repo --server db01 --password-file /etc/drctl/db01.pw --key-cache /var/lib/postgresql/.drctl-wal-key %p %f'
+    archive_command = 'drctl wal push --repo s3://acme-backups/repo --server db01 --password-file /etc/drctl/db01.pw --key-cache /var/lib/postgresql/.drctl-wal-key --state /var/lib/postgresql/drctl-wal-state.json %p %f'
 
-and takes base backups with ``drctl wal base`` (e.g. from the agent's full schedule). Exit codes
+and takes base backups with ``drctl wal base`` (or the agent's full jobs, with a ``database``
+section in its config, whose log jobs report what ``--state`` recorded). Exit codes
 are drctl's (README); ``wal fetch --recovery``, PostgreSQL's ``restore_command`` as written by
 ``drctl wal restore``, exits 1 for "no such file" (the normal end of a replay) and
 :data:`EXIT_ABORT_RECOVERY` for anything else, which PostgreSQL treats as fatal.
@@ -43,9 +44,18 @@ def _open(args: argparse.Namespace):
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from drctl.wal.archive import push
+    from drctl.wal.archive import check_name, push
+    from drctl.wal.state import record_failure, record_success
 
-    result = push(_open(args), args.server, args.path, args.name)
+    check_name(args.server, args.name)  # a wrong %f is a configuration error, not an archiving failure
+    try:
+        result = push(_open(args), args.server, args.path, args.name)
+    except BaseException as e:
+        if args.state:
+            record_failure(args.state, args.server, args.name, e)
+        raise
+    if args.state:
+        record_success(args.state, args.server, args.name)
     if args.json:
         args.events.result(result.summary())
     return EXIT_OK
@@ -199,6 +209,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("push", cmd_push, "Archive one WAL file (archive_command: %p %f).")
     p.add_argument("path", metavar="PATH", help="PostgreSQL's %%p")
     p.add_argument("name", metavar="NAME", help="PostgreSQL's %%f")
+    p.add_argument(
+        "--state",
+        metavar="FILE",
+        help="record the outcome in FILE (0600) for the agent's log job (database.wal_state of its config)",
+    )
     p = add("fetch", cmd_fetch, "Restore one WAL file (restore_command: %f %p).")
     p.add_argument("name", metavar="NAME", help="PostgreSQL's %%f")
     p.add_argument("dest", metavar="PATH", help="PostgreSQL's %%p")

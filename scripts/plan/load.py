@@ -28,6 +28,7 @@ from drctl.errors import DrctlError, InvalidInput
 from drctl.input_files import InputFileError, read_input_text
 from drctl.input_files import parse_yaml as parse_document
 from drctl.plan.model import Plan, plan_from_dict
+from drctl.plan.notes import plan_notes
 from drctl.plan.rules import restore_point_gap, semantic_problems  # noqa: F401 (restore_point_gap: public)
 from drctl.plan.todos import find_todos, todo_message, under
 
@@ -195,10 +196,25 @@ def load_plan(path: str | Path) -> Plan:
 
 def plan_from_text(text: str, file: str) -> Plan:
     """Parse, validate and build a plan from its text; ``file`` names it in every problem."""
+    return _plan_and_notes(text, file)[0]
+
+
+def load_plan_with_notes(path: str | Path) -> tuple[Plan, list[Problem]]:
+    """:func:`load_plan`, and the notes of the valid plan: what it promises that drctl does not
+    deliver (log schedules of databases drctl produces no log backups for)."""
+    file = str(path) or "''"
+    try:
+        text = read_input_text(path, what="plan")
+    except InputFileError as e:
+        raise PlanInvalid(file, [Problem(file, e.where, e.reason)]) from e
+    return _plan_and_notes(text, file)
+
+
+def _plan_and_notes(text: str, file: str) -> tuple[Plan, list[Problem]]:
     doc, problems = parse_yaml(text, file)
     if not problems:
         problems = check_document(doc, file)
     if problems:
         log.debug("%s: %d problem(s)", file, len(problems))
         raise PlanInvalid(file, problems)
-    return plan_from_dict(doc)
+    return plan_from_dict(doc), [Problem(file, where, msg) for where, msg in plan_notes(doc)]

@@ -10,12 +10,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from drctl.errors import DrctlError, InvalidInput
 from drctl.repo.errors import ChunkMissing
 from drctl.repo.manifest import DATA_PREFIX, Manifest, chunk_key, chunk_length, point_key
 from drctl.repo.progress import NullProgress, ProgressSink
 from drctl.repo.repository import Repository
+
+if TYPE_CHECKING:
+    from drctl.wal.history import WalReport
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ class CheckReport:
     chunks_read: int = 0
     unreferenced: int = 0
     problems: list[str] = field(default_factory=list)
+    wal: list[WalReport] = field(default_factory=list)  # one per server with a WAL archive
 
     @property
     def ok(self) -> bool:
@@ -43,6 +48,7 @@ class CheckReport:
             "chunks_read": self.chunks_read,
             "unreferenced_chunks": self.unreferenced,
             "problems": self.problems,
+            "wal": [w.as_dict() for w in self.wal],
         }
 
 
@@ -96,7 +102,28 @@ def check(
                     if msg:
                         report.problems.append(msg)
             progress.finish()
+    _check_wal(repo, report, read_data=read_data, parallel=parallel)
     return report
+
+
+def _check_wal(repo: Repository, report: CheckReport, *, read_data: bool, parallel: int) -> None:
+    """Every server's WAL archive: holes after its oldest kept base (with the time range they make
+    unrecoverable) and, with ``read_data``, every kept WAL file authenticated."""
+    from drctl.wal.history import check_wal, wal_servers
+
+    for server in wal_servers(repo):
+        wal = check_wal(repo, server, read_data=read_data, parallel=parallel)
+        report.wal.append(wal)
+        for g in wal.gaps:
+            report.problems.append(
+                f"WAL of {server}: {g.missing} segment(s) missing after {g.after} (next archived: {g.before}): "
+                f"no point in time can be restored from {_when(g.from_time)} to {_when(g.to_time)}"
+            )
+        report.problems += [f"WAL of {server}: {p}" for p in wal.problems]
+
+
+def _when(t: datetime | None) -> str:
+    return t.isoformat() if t else "(unknown: the segment next to the hole is unreadable)"
 
 
 # -- forget --------------------------------------------------------------------------------------
@@ -189,9 +216,11 @@ class PruneResult:
     deleted_chunks: int
     deleted_bytes: int
     dry_run: bool
+    wal_deleted: int = 0  # WAL files and base records no kept base backup needs
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "wal_deleted": self.wal_deleted,
             "points": self.points,
             "referenced_chunks": self.referenced_chunks,
             "deleted_chunks": self.deleted_chunks,
@@ -218,4 +247,14 @@ def prune(repo: Repository, *, dry_run: bool = False, parallel: int = 8) -> Prun
         if not dry_run:
             with ThreadPoolExecutor(max_workers=max(1, parallel)) as ex:
                 list(ex.map(lambda o: repo.storage.delete(o.key), doomed))
-    return PruneResult(len(points), len(referenced), len(doomed), sum(o.size for o in doomed), dry_run)
+    wal_deleted = _prune_wal(repo, dry_run=dry_run)
+    return PruneResult(
+        len(points), len(referenced), len(doomed), sum(o.size for o in doomed), dry_run, wal_deleted
+    )
+
+
+def _prune_wal(repo: Repository, *, dry_run: bool) -> int:
+    """WAL older than each server's oldest kept base backup (a server without a base keeps all)."""
+    from drctl.wal.history import prune_wal, wal_servers
+
+    return sum(len(prune_wal(repo, server, dry_run=dry_run)) for server in wal_servers(repo))

@@ -149,12 +149,17 @@ def base_backup(
         tar.unlink(missing_ok=True)
         tmp.rmdir()
     info = BaseInfo(result.point.id, start_segment, start_time, result.point.created)
+    record_base(repo, server, info)
+    log.info("base backup of %s: point %s, WAL from %s", server, info.point, start_segment)
+    return info
+
+
+def record_base(repo: Repository, server: str, info: BaseInfo) -> None:
+    """Store the sealed record of a base backup: where its WAL starts (what prune keeps)."""
     repo.storage.put(
         _base_key(server, info.point),
         seal(repo, server, _base_name(info.point), json.dumps(info.as_dict()).encode()),
     )
-    log.info("base backup of %s: point %s, WAL from %s", server, info.point, start_segment)
-    return info
 
 
 def list_bases(repo: Repository, server: str) -> list[BaseInfo]:

@@ -96,6 +96,17 @@ def _count_between(a: str, b: str) -> int:
     return n
 
 
+def wal_servers(repo: Repository) -> list[str]:
+    """Every server with a ``wal/<server>/`` prefix in the repository (one listing)."""
+    return sorted(
+        {
+            o.key[len(PREFIX) :].split("/", 1)[0]
+            for o in repo.storage.list(PREFIX)
+            if "/" in o.key[len(PREFIX) :]
+        }
+    )
+
+
 def check_wal(repo: Repository, server: str, *, read_data: bool = False, parallel: int = 8) -> WalReport:
     """Holes after the oldest kept base's start; with ``read_data`` every kept segment is
     downloaded and authenticated."""

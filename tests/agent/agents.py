@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from drctl.agent import records
-from drctl.agent.config import AgentConfig, DiskConfig, Hooks, ScheduleEntry, write_config
+from drctl.agent.config import AgentConfig, DatabaseConfig, DiskConfig, Hooks, ScheduleEntry, write_config
 
 
 def make_agent(
@@ -16,6 +16,11 @@ def make_agent(
     server: str = "db01",
     hooks: Hooks | None = None,
     retention: dict[str, int] | None = None,
+    schedule: tuple[ScheduleEntry, ...] = (
+        ScheduleEntry("full", 7 * 86400),
+        ScheduleEntry("incremental", 86400),
+    ),
+    database: DatabaseConfig | None = None,
 ) -> Path:
     """Write ``<where>/<server>.agent.yaml`` and its key; returns the config's path."""
     where.mkdir(parents=True, exist_ok=True)
@@ -31,8 +36,9 @@ def make_agent(
         key=key,
         disks=tuple(d if isinstance(d, DiskConfig) else DiskConfig(name, d) for name, d in disks.items()),
         hooks=hooks or Hooks(),
-        schedule=(ScheduleEntry("full", 7 * 86400), ScheduleEntry("incremental", 86400)),
+        schedule=schedule,
         retention=retention or {},
+        database=database,
     )
     return write_config(cfg, where / f"{server}.agent.yaml")
 

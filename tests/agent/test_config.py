@@ -31,7 +31,7 @@ def _config(out: Path, *extra: str, server: str = "db01") -> int:
 
 def test_config_maps_every_plan_disk_and_records_the_agent_key_in_the_stack(project, tmp_path, capsys):
     plan = project / "recovery_plans" / "demo.yaml"
-    old = "backup: {schedule: [{type: full, every: 1d}, {type: log, every: 15m}]}"
+    old = "backup: {database: postgresql, schedule: [{type: full, every: 1d}, {type: log, every: 15m}]}"
     assert old in plan.read_text()
     plan.write_text(
         plan.read_text().replace(old, old[:-1] + ", retention: {keep_daily: 7, keep_monthly: 3}}")
@@ -155,13 +155,34 @@ def test_an_invalid_config_file_lists_every_problem_with_its_field(tmp_path, cap
             ],
             "hooks": {"pre": "echo 'unterminated"},
             "schedule": [],
+            "database": {
+                "family": "postgresql",
+                "conninfo": "host=/run/pg password=s3cret",
+                "wal_state": "x",
+            },
         },
     )
     assert main(["agent", "run", "--config", str(bad), "--type", "full"]) == 1
     err = capsys.readouterr().err
-    for where in ("server:", "state_dir:", "disks.0:", "disks.1:", "hooks.pre:"):
+    assert "database.conninfo: holds a password" in err and "s3cret" not in err
+    for where in ("server:", "state_dir:", "disks.0:", "disks.1:", "hooks.pre:", "database.wal_state:"):
         assert f"  {where}" in err, where
     assert str(bad) in err and "drctl agent config" in err and "Traceback" not in err
+
+
+def test_a_postgresql_server_gets_a_database_section(project, tmp_path, capsys):
+    out = tmp_path / "etc"
+    argv = ["--disk", "system=/dev/vg0/db", "--pg-conninfo", "host=/var/run/postgresql user=postgres"]
+    assert _config(out, *argv) == 1
+    assert "--pg-conninfo and --wal-state go together" in capsys.readouterr().err
+    assert not (out / "db01.agent.yaml").exists()
+    assert _config(out, *argv, "--wal-state", "/var/lib/postgresql/drctl-wal-state.json") == 0
+    db = load_config(out / "db01.agent.yaml").database
+    assert db is not None and db.family == "postgresql"
+    assert (db.conninfo, str(db.wal_state)) == (
+        "host=/var/run/postgresql user=postgres",
+        "/var/lib/postgresql/drctl-wal-state.json",
+    )
 
 
 def test_a_config_that_is_not_yaml_names_the_file(tmp_path, capsys):

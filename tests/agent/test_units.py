@@ -86,7 +86,7 @@ def test_units_pass_systemd_analyze_verify_and_run_the_plan_schedule(tmp_path, c
         for t in ("full", "incremental", "differential", "prune")
         for kind in ("service", "timer")
     )
-    assert "log every 15m: not rendered" in stderr and "WAL archiver" in stderr
+    assert "log every 15m: not rendered" in stderr and "no database section" in stderr
     verified = _verify(sorted(out.iterdir()))
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
@@ -106,6 +106,27 @@ def test_units_pass_systemd_analyze_verify_and_run_the_plan_schedule(tmp_path, c
     assert "OnUnitActiveSec=259200s" in (out / "drctl-agent-db01-differential.timer").read_text()
     for path in out.iterdir():
         assert path.stat().st_mode & 0o777 == 0o644  # systemd reads them; they hold no secret
+
+
+@needs_systemd
+def test_a_postgresql_server_gets_a_log_timer_every_15_minutes(tmp_path, capsys):
+    cfg = _agent(tmp_path, [{"type": "full", "every_s": 86400}, {"type": "log", "every_s": 900}])
+    doc = yaml.safe_load(cfg.read_text())
+    doc["database"] = {
+        "family": "postgresql",
+        "conninfo": "host=/var/run/postgresql user=postgres",
+        "wal_state": "/var/lib/postgresql/drctl-wal-state.json",
+    }
+    cfg.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "units"
+    assert main(["agent", "units", "--config", str(cfg), "--out", str(out), "--drctl", DRCTL]) == 0
+    assert "not rendered" not in capsys.readouterr().err
+    service = (out / "drctl-agent-db01-log.service").read_text()
+    assert f"ExecStart={DRCTL} agent run --config {cfg.resolve()} --type log" in service
+    assert "Description=drctl agent: WAL archiving report of server db01" in service
+    assert "OnCalendar=*-*-* *:00/15:00" in (out / "drctl-agent-db01-log.timer").read_text().splitlines()
+    verified = _verify(sorted(out.iterdir()))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 @needs_systemd

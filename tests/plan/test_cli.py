@@ -27,7 +27,41 @@ def test_shipped_plans_are_valid() -> None:
         "recovery_plans/demo.yaml: ok (5 servers, 1 sites)",
         "recovery_plans/acme.yaml: ok (14 servers, 3 sites)",
     ]
-    assert r.stderr == ""
+    # acme's SQL Server declares log backups drctl does not produce: said plainly, still valid
+    assert r.stderr.splitlines() == [
+        "recovery_plans/acme.yaml: servers[2].backup.schedule[3]: note: log every 15m: drctl does not produce "
+        "SQL Server transaction log backups (only PostgreSQL's WAL: backup.database: postgresql), so the RPO "
+        "15m of sql01 is not backed: restore points come from the disk backups alone, up to 1h apart"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("database", "note"),
+    [
+        ("postgresql", None),
+        ("oracle", "drctl does not produce Oracle archived redo log backups"),
+        (None, "backup.database does not say which database this server runs"),
+    ],
+)
+def test_log_schedules_are_noted_unless_drctl_produces_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], database: str | None, note: str | None
+) -> None:
+    text = (ROOT / "recovery_plans" / "demo.yaml").read_text()
+    old = "backup: {database: postgresql, "
+    assert old in text
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(text.replace(old, f"backup: {{database: {database}, " if database else "backup: {"))
+    assert main(["validate", "--json", str(plan)]) == 0
+    notes = result_of(capsys.readouterr().out)["plans"][0]["notes"]
+    if note is None:
+        assert notes == []
+    else:
+        assert [n["path"] for n in notes] == ["servers[1].backup.schedule[1]"]
+        assert note in notes[0]["message"]
+        assert (
+            "log every 15m" in notes[0]["message"] and "RPO 15m of db01 is not backed" in notes[0]["message"]
+        )
+        assert "up to 1d apart" in notes[0]["message"]
 
 
 def test_bad_plans_exit_1_naming_each_problem_without_traceback() -> None:
@@ -69,6 +103,7 @@ def test_json_result_is_machine_readable() -> None:
         "servers": 5,
         "sites": 1,
         "problems": [],
+        "notes": [],
     }
     assert out["plans"][1]["ok"] is False
     assert out["plans"][1]["problems"] == [
