@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from drctl import paths
 from drctl.agent import records
 from drctl.paths import PROJECT
+from drctl.plan.load import load_plan_with_notes
 from drctl.plan.model import Plan
 from drctl.stack.config import (
     STACKS_DIR,
-    load_plan_file,
     plan_path,
     project_defaults,
     read_stack_document,
@@ -38,6 +38,8 @@ class ClientSource:
     plan: Plan
     vault: str  # the repository URL (status records live beside it, under status/)
     agent_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict, repr=False)
+    # What the valid plan promises that drctl does not deliver (drctl.plan.notes), said with the status.
+    plan_notes: tuple[str, ...] = ()
 
 
 def stack_names(project_dir: Path | None = None) -> list[str]:
@@ -80,11 +82,12 @@ def load_client(stack: str, project_dir: Path | None = None) -> ClientSource:
             values[str(full_key)[len(prefix) :]] = raw
     where = str(path)
     settings = parse_settings(values, where=where)
-    plan = load_plan_file(plan_path(project_dir, settings.plan, where))
+    plan, notes = load_plan_with_notes(plan_path(project_dir, settings.plan, where))
     return ClientSource(
         stack=stack,
         path=path,
         plan=plan,
         vault=settings.repository_url(plan),
         agent_keys=agent_keys(values.get(AGENT_KEYS), where),
+        plan_notes=tuple(f"{n.where}: {n.message}" for n in notes),
     )

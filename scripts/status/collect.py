@@ -141,6 +141,7 @@ def client_state(
             unreadable=e.message,
             tests=tests,
             agreed_tests=plan.tests,
+            notes=source.plan_notes,
         )
     servers = tuple(
         _server_state(s, reading.records.get(s.name, []), reading, runs, source, now) for s in plan.servers
@@ -156,7 +157,7 @@ def client_state(
         not_in_plan=tuple(sorted(reading.servers_seen - planned)),
         tests=tests,
         last_drill=_last_drill(runs),
-        notes=tuple(reading.notes),
+        notes=source.plan_notes + tuple(reading.notes),
         agreed_tests=plan.tests,
     )
 

@@ -378,3 +378,18 @@ def test_what_a_real_agent_publishes_is_what_status_trusts(seaweed_s3, tmp_path,
     assert dns["rpo"] == "met" and dns["disks"][0]["source"] == "record" and dns["untrusted_records"] == []
     assert dns["last_job"]["result"] == "ok" and dns["last_job"]["type"] == "full"
     assert servers["db01"]["drift"] == "no-restore-point"
+
+
+def test_a_log_schedule_drctl_does_not_back_is_said_with_the_status(tmp_path, monkeypatch, capsys) -> None:
+    """acme's sql01 declares SQL Server log backups every 15 minutes: drctl does not produce them, so
+    the status says its RPO is not backed, even while the vault cannot be read."""
+    monkeypatch.setenv("DRCTL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: the vault is unreadable
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("DRCTL_S3_ADDRESSING", "path")
+    assert main(["status", "acme", "--json"]) == 14
+    (acme,) = read_events(capsys.readouterr().out)[-1]["clients"]
+    notes = [n for n in acme["notes"] if "SQL Server transaction log backups" in n]
+    assert len(notes) == 1 and "sql01" in notes[0] and "is not backed" in notes[0]
+    assert not any("pg01" in n for n in acme["notes"])  # PostgreSQL's WAL is produced by drctl wal push
