@@ -27,9 +27,10 @@ import jsonschema
 from drctl.errors import DrctlError, InvalidInput
 from drctl.input_files import InputFileError, read_input_text
 from drctl.input_files import parse_yaml as parse_document
+from drctl.plan.document import restore_point_gap  # noqa: F401 (public: callers import it from here)
 from drctl.plan.model import Plan, plan_from_dict
 from drctl.plan.notes import plan_notes
-from drctl.plan.rules import restore_point_gap, semantic_problems  # noqa: F401 (restore_point_gap: public)
+from drctl.plan.rules import semantic_problems
 from drctl.plan.todos import find_todos, todo_message, under
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drctl.plan.rules import _duration, _items, _sub, format_duration, restore_point_gap
+from drctl.plan.document import duration, format_duration, items, restore_point_gap, sub
 
 # What a ``log`` schedule entry means per ``backup.database``, and whether drctl produces it.
 LOG_BACKUPS = {
@@ -28,10 +28,10 @@ def plan_notes(doc: Any) -> list[tuple[str, str]]:
     schedules of a database drctl produces no log backups for (only PostgreSQL's WAL is), so the
     RPO they promise rests on the disk-level restore points alone."""
     out: list[tuple[str, str]] = []
-    for i, s in _items(doc, "servers"):
-        backup = _sub(s, "backup")
+    for i, s in items(doc, "servers"):
+        backup = sub(s, "backup")
         db = backup.get("database")
-        steps = [(j, st.get("type"), _duration(st.get("every"))) for j, st in _items(backup, "schedule")]
+        steps = [(j, st.get("type"), duration(st.get("every"))) for j, st in items(backup, "schedule")]
         logs = [(j, e) for j, t, e in steps if t == "log" and e is not None]
         if not logs or db in LOG_PRODUCED:
             continue

@@ -13,67 +13,14 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from drctl.plan.checks import CHECK_KINDS
+from drctl.plan.document import duration, format_duration, ipv4, items, restore_point_gap, sub
 from drctl.plan.graph import find_cycles
-from drctl.plan.model import CHECK_KINDS, parse_duration
 
 log = logging.getLogger(__name__)
 
 NEUTRON_MIN_LIFETIME_S = 60  # Neutron VPNaaS refuses shorter IKE/IPsec lifetimes
 MAX_CYCLES_REPORTED = 20  # each cycle found costs a pass over the graph: bounded on hostile plans
-
-
-def _items(obj: Any, key: str) -> list[tuple[int, dict]]:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    if not isinstance(value, list):
-        return []
-    return [(i, x) for i, x in enumerate(value) if isinstance(x, dict)]
-
-
-def _sub(obj: Any, key: str) -> dict:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, dict) else {}
-
-
-def _ip(value: Any) -> ipaddress.IPv4Address | None:
-    try:
-        return ipaddress.IPv4Address(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
-def _duration(value: Any) -> int | None:
-    try:
-        return parse_duration(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
-def format_duration(seconds: int) -> str:
-    """900 -> ``15m``; the largest unit that divides exactly (the plan's own notation)."""
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def restore_point_gap(steps: list[tuple[str, int]]) -> int | None:
-    """Largest time between two consecutive restore points a backup schedule guarantees.
-
-    Rule: every step of the schedule (full, incremental, differential or log) produces a restore
-    point each time it runs, *provided a full backup exists to restore from* (an incremental or
-    differential is applied over a full, log backups are replayed over a full). So the restore
-    points are the union of the steps' periodic series, and the largest gap between two
-    consecutive points is the period of the most frequent step: that series alone already has a
-    point every ``min(every)``, and in the usual aligned schedule (all steps anchored on the same
-    backup window, the lower step not run when a higher one runs) the other series add no point
-    inside its gaps, so ``min(every)`` is also reached. Full every 7d + incremental every 1d
-    gives 1d; full 1d + log 15m gives 15m; a full every 7d alone gives 7d.
-
-    Returns None when the schedule has no full backup (no restore point at all).
-    """
-    if not any(kind == "full" for kind, _ in steps):
-        return None
-    return min(every for _, every in steps)
 
 
 @dataclass(frozen=True)
@@ -99,13 +46,13 @@ def _have_tz_database() -> bool:
 
 
 def _check_client_and_contacts(doc: dict) -> Iterator[tuple[str, str]]:
-    tz = _sub(doc, "client").get("timezone")
+    tz = sub(doc, "client").get("timezone")
     if isinstance(tz, str) and _have_tz_database():
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             yield "client.timezone", f"unknown time zone {tz!r} (use an IANA name such as Europe/Paris)"
-    contacts = _items(doc, "contacts")
+    contacts = items(doc, "contacts")
     if contacts and not any(c.get("can_activate") is True for _, c in contacts):
         yield (
             "contacts",
@@ -144,7 +91,7 @@ def _unique(
 
 def _check_sites(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple[str, str]]:
     """Names, peers, addressing of each subnet and overlaps; fills ``subnets`` (ref -> info)."""
-    sites = _items(doc, "sites")
+    sites = items(doc, "sites")
     yield from _unique(sites, "sites", "site")
     peers: dict[str, str] = {}
     for i, site in sites:
@@ -154,8 +101,8 @@ def _check_sites(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple[s
             yield f"sites[{i}].peer_address", f"{peer} is already the peer address of site {peers[peer]}"
         elif isinstance(peer, str):
             peers[peer] = str(sname)
-        yield from _unique(_items(site, "subnets"), f"sites[{i}].subnets", "subnet", f" in site {sname}")
-        for j, sn in _items(site, "subnets"):
+        yield from _unique(items(site, "subnets"), f"sites[{i}].subnets", "subnet", f" in site {sname}")
+        for j, sn in items(site, "subnets"):
             info = yield from _check_subnet(f"sites[{i}].subnets[{j}]", f"{sname}/{sn.get('name')}", sn)
             if info is None:
                 continue
@@ -163,7 +110,7 @@ def _check_sites(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple[s
                 if other.network.overlaps(info.network):
                     yield f"{info.where}.cidr", f"{info.network} overlaps {other.describe()}"
             subnets.setdefault(info.ref, info)
-        yield from _check_vpn(f"sites[{i}].vpn", _sub(site, "vpn"))
+        yield from _check_vpn(f"sites[{i}].vpn", sub(site, "vpn"))
 
 
 def _check_subnet(where: str, ref: str, sn: dict) -> Generator[tuple[str, str], None, _SubnetInfo | None]:
@@ -180,7 +127,7 @@ def _check_subnet(where: str, ref: str, sn: dict) -> Generator[tuple[str, str], 
         return None
     if net is None:
         return None
-    info = _SubnetInfo(ref, where, net, _ip(sn.get("gateway")), None)
+    info = _SubnetInfo(ref, where, net, ipv4(sn.get("gateway")), None)
     described = info.describe()
     gw = info.gateway
     if gw is not None:
@@ -191,8 +138,8 @@ def _check_subnet(where: str, ref: str, sn: dict) -> Generator[tuple[str, str], 
                 f"{where}.gateway",
                 f"{gw} is the {'network' if gw == net.network_address else 'broadcast'} address of {described}",
             )
-    dhcp = _sub(sn, "dhcp")
-    start, end = _ip(dhcp.get("start")), _ip(dhcp.get("end"))
+    dhcp = sub(sn, "dhcp")
+    start, end = ipv4(dhcp.get("start")), ipv4(dhcp.get("end"))
     inside = True
     for key, ip in (("start", start), ("end", end)):
         if ip is not None and ip not in net:
@@ -216,7 +163,7 @@ def _check_subnet(where: str, ref: str, sn: dict) -> Generator[tuple[str, str], 
 def _check_vpn(where: str, vpn: dict) -> Iterator[tuple[str, str]]:
     # The algorithm names are closed enums in the schema; here: values Neutron would refuse.
     for key in ("ike_lifetime", "ipsec_lifetime"):
-        seconds = _duration(vpn.get(key))
+        seconds = duration(vpn.get(key))
         if seconds is not None and seconds < NEUTRON_MIN_LIFETIME_S:
             yield (
                 f"{where}.{key}",
@@ -225,21 +172,21 @@ def _check_vpn(where: str, vpn: dict) -> Iterator[tuple[str, str]]:
 
 
 def _check_servers(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple[str, str]]:
-    servers = _items(doc, "servers")
+    servers = items(doc, "servers")
     yield from _unique(servers, "servers", "server")
     used_ips: dict[ipaddress.IPv4Address, str] = {}
     groups: dict[str, list[str]] = {}
     for i, s in servers:
         at = f"servers[{i}]"
-        disks = _items(s, "disks")
+        disks = items(s, "disks")
         boots = [d.get("name") for _, d in disks if d.get("boot") is True]
         if disks and len(boots) != 1:
             found = f"{len(boots)} boot disks ({', '.join(map(str, boots))})" if boots else "no boot disk"
             yield f"{at}.disks", f"{found}: mark exactly one disk with boot: true"
         yield from _unique(disks, f"{at}.disks", "disk")
-        for j, nic in _items(s, "nics"):
+        for j, nic in items(s, "nics"):
             yield from _check_nic(f"{at}.nics[{j}]", s, nic, subnets, used_ips)
-        checks = _items(s, "checks")
+        checks = items(s, "checks")
         for k, c in checks:
             kinds = [key for key in c if key in CHECK_KINDS]
             if len(kinds) != 1:
@@ -254,12 +201,12 @@ def _check_servers(doc: dict, subnets: dict[str, _SubnetInfo]) -> Iterator[tuple
                 "a server of class dr needs at least one check (its restore is verified by them)",
             )
         yield from _check_rpo(at, s)
-        group = _sub(s, "placement").get("anti_affinity")
+        group = sub(s, "placement").get("anti_affinity")
         if isinstance(group, str):
             groups.setdefault(group, []).append(str(s.get("name")))
     for group, members in groups.items():
         if len(members) < 2:
-            i = next(i for i, s in servers if _sub(s, "placement").get("anti_affinity") == group)
+            i = next(i for i, s in servers if sub(s, "placement").get("anti_affinity") == group)
             yield (
                 f"servers[{i}].placement.anti_affinity",
                 f"anti-affinity group {group} has only {members[0]}: it needs at least two servers",
@@ -279,7 +226,7 @@ def _check_nic(
     if isinstance(ref, str) and info is None:
         known = ", ".join(sorted(subnets)) or "none"
         yield f"{where}.subnet", f"unknown subnet {ref} (known: {known})"
-    ip = _ip(nic.get("ip"))
+    ip = ipv4(nic.get("ip"))
     if ip is None:
         return
     if ip in used:
@@ -308,8 +255,8 @@ def _check_nic(
 
 
 def _check_rpo(at: str, s: dict) -> Iterator[tuple[str, str]]:
-    steps_raw = _items(_sub(s, "backup"), "schedule")
-    steps = [(st.get("type"), _duration(st.get("every"))) for _, st in steps_raw]
+    steps_raw = items(sub(s, "backup"), "schedule")
+    steps = [(st.get("type"), duration(st.get("every"))) for _, st in steps_raw]
     if not steps_raw or any(e is None or not isinstance(t, str) for t, e in steps):
         return  # the schema reports the malformed step
     gap = restore_point_gap(steps)  # type: ignore[arg-type]
@@ -319,7 +266,7 @@ def _check_rpo(at: str, s: dict) -> Iterator[tuple[str, str]]:
             ("no full backup: incremental, differential and log backups need a full one to restore from"),
         )
         return
-    rpo = _duration(s.get("rpo"))
+    rpo = duration(s.get("rpo"))
     if rpo is not None and gap > rpo:
         kind = next(t for t, e in steps if e == gap)
         yield (
@@ -341,7 +288,7 @@ def _check_dependencies(servers: list[tuple[int, dict]]) -> Iterator[tuple[str, 
     graph: dict[str, list[str]] = {}
     for i, s in servers:
         name = s.get("name")
-        boot = _sub(s, "boot")
+        boot = sub(s, "boot")
         listed = boot.get("depends_on")
         deps: list[Any] = listed if isinstance(listed, list) else []
         group = boot.get("group", 1)
@@ -351,7 +298,7 @@ def _check_dependencies(servers: list[tuple[int, dict]]) -> Iterator[tuple[str, 
             if d not in index:
                 yield f"servers[{i}].boot.depends_on", f"unknown server {d}"
                 continue
-            dep_group = _sub(first[d], "boot").get("group", 1)
+            dep_group = sub(first[d], "boot").get("group", 1)
             if isinstance(group, int) and isinstance(dep_group, int) and dep_group > group:
                 yield (
                     f"servers[{i}].boot.group",
@@ -386,9 +333,9 @@ def semantic_problems(doc: Any) -> list[tuple[str, str]]:
 
 def _check_tests(doc: dict) -> Iterator[tuple[str, str]]:
     """Agreed test dates: each tests a class the plan has, once per day."""
-    classes = {s.get("class") for _, s in _items(doc, "servers")}
+    classes = {s.get("class") for _, s in items(doc, "servers")}
     seen: dict[tuple[Any, Any], int] = {}
-    for i, t in _items(doc, "tests"):
+    for i, t in items(doc, "tests"):
         scope, day = t.get("scope"), t.get("date")
         if scope in ("dr", "backup-tested") and scope not in classes:
             yield (f"tests[{i}].scope", f"no server of class {scope} in the plan: nothing to test on {day}")
