@@ -132,7 +132,7 @@ def _freeze_and_snapshot(
         with Qmp(disk.qmp_socket) as qmp:
             qmp.command(
                 "blockdev-snapshot-sync",
-                **{
+                {
                     "node-name": base.node,
                     "snapshot-file": str(overlay),
                     "snapshot-node-name": snap_node,
@@ -176,7 +176,7 @@ def _commit(disk: QemuDisk, base: _Chain, overlay: Path, snap_node: str) -> None
         with Qmp(disk.qmp_socket) as qmp:
             qmp.command(
                 "block-commit",
-                **{"job-id": job, "device": snap_node, "base-node": base.node, "auto-dismiss": False},
+                {"job-id": job, "device": snap_node, "base-node": base.node, "auto-dismiss": False},
             )
             end = time.monotonic() + COMMIT_TIMEOUT_S
             completing = False
@@ -185,10 +185,10 @@ def _commit(disk: QemuDisk, base: _Chain, overlay: Path, snap_node: str) -> None
                 if st is None:
                     raise QemuSnapshotFailed(f"the commit job {job} vanished; {keep}")
                 if st["status"] == "ready" and not completing:
-                    qmp.command("block-job-complete", device=job)
+                    qmp.command("block-job-complete", {"device": job})
                     completing = True
                 elif st["status"] == "concluded":
-                    qmp.command("job-dismiss", id=job)
+                    qmp.command("job-dismiss", {"id": job})
                     if st.get("error"):
                         raise QemuSnapshotFailed(f"committing {overlay} failed: {st['error']}; {keep}")
                     break

@@ -115,7 +115,9 @@ class Qmp:
             self.conn.close()
             raise
 
-    def command(self, name: str, timeout: float | None = None, **arguments: Any) -> Any:
+    def command(
+        self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
         """Run ``name`` with ``arguments``; its ``return`` value, or :class:`QemuControlError`."""
         msg: dict[str, Any] = {"execute": name}
         if arguments:
@@ -166,7 +168,10 @@ class GuestAgent:
             if msg.get("return") == token:
                 return
 
-    def command(self, name: str, timeout: float | None = None, **arguments: Any) -> Any:
+    def command(
+        self, name: str, arguments: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Run ``name`` in the guest with ``arguments``; its ``return`` value."""
         msg: dict[str, Any] = {"execute": name}
         if arguments:
             msg["arguments"] = arguments

@@ -121,7 +121,7 @@ def guest_write(disk: QemuDisk, pattern: int, offset: int, length: int) -> None:
     """Write through the VM's disk device, as the guest would."""
     with Qmp(disk.qmp_socket) as qmp:
         qmp.command(
-            "human-monitor-command", **{"command-line": f'qemu-io vda "write -P {pattern} {offset} {length}"'}
+            "human-monitor-command", {"command-line": f'qemu-io vda "write -P {pattern} {offset} {length}"'}
         )
 
 
