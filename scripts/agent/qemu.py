@@ -20,18 +20,19 @@ extra sequential read and write of the disk's allocated data and that much free 
 duration of the backup. Chosen over an NBD export of the frozen node because it needs no NBD
 client in drctl and no kernel module, and the backup reader stays the one that reads files.
 
-The disk's configuration (agreed with the agent's config, one entry per ``qemu`` disk):
+The disk's configuration (the agent config's disk entry, :mod:`drctl.agent.config`):
 
 ``qmp_socket``
     path of the VM's QMP Unix socket (``-qmp unix:PATH,server=on,wait=off``); the agent opens it
     twice (snapshot, commit), not for the whole backup.
-``qga_socket``
+``guest_agent_socket``
     path of the host side of the guest agent's virtio-serial channel
     (``-chardev socket,path=PATH,server=on,wait=off,id=qga0`` +
     ``-device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0``).
-``qemu_device``
+``device`` (optional)
     the disk as QMP names it: the drive id (``query-block``'s ``device``, e.g. ``vda`` in the
-    sandbox), its qdev id, or its node name.
+    sandbox), its qdev id, or its node name. Without it, the drive whose image chain holds
+    ``path`` (the disk's image file) is the one.
 ``overlay_dir`` (optional)
     where the overlay (and a qcow2 base's raw copy) are created; default: beside the base image.
 """
@@ -67,31 +68,42 @@ class QemuDisk:
     """One VM disk to back up with the ``qemu`` method (fields: see the module docstring)."""
 
     qmp_socket: Path
-    qga_socket: Path
-    qemu_device: str
+    guest_agent_socket: Path
+    device: str | None = None
+    path: Path | None = None
     overlay_dir: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return self.device or str(self.path)
 
     @classmethod
     def from_config(cls, cfg: Any) -> QemuDisk:
-        """From a mapping or an object carrying the fields (the agent's disk config)."""
+        """From the agent's disk config (an object or a mapping carrying the fields)."""
         if isinstance(cfg, QemuDisk):
             return cfg
 
         def get(name: str) -> Any:
             return cfg.get(name) if isinstance(cfg, Mapping) else getattr(cfg, name, None)
 
-        missing = [n for n in ("qmp_socket", "qga_socket", "qemu_device") if not get(n)]
+        missing = [n for n in ("qmp_socket", "guest_agent_socket") if not get(n)]
+        if not (get("device") or get("path")):
+            missing.append("device (or the disk's path)")
         if missing:
             raise InvalidInput(
-                f"a disk with consistency method 'qemu' needs {', '.join(missing)} in the agent config "
-                "(the VM's QMP socket, its guest agent socket and the drive id)"
+                f"disk {get('name') or '?'}: consistency method 'qemu' needs {', '.join(missing)} in the "
+                "agent config (the VM's QMP socket, its guest agent socket, the drive)"
             )
-        overlay = get("overlay_dir")
+
+        def as_path(name: str) -> Path | None:
+            return Path(get(name)) if get(name) else None
+
         return cls(
             Path(get("qmp_socket")),
-            Path(get("qga_socket")),
-            str(get("qemu_device")),
-            Path(overlay) if overlay else None,
+            Path(get("guest_agent_socket")),
+            str(get("device")) if get("device") else None,
+            as_path("path"),
+            as_path("overlay_dir"),
         )
 
 
@@ -102,16 +114,28 @@ class _Chain:
     fmt: str
 
 
-def _active(qmp: Qmp, device: str, sock: Path) -> _Chain:
+def _chain_files(image: dict[str, Any]) -> Iterator[str]:
+    while image:
+        yield image.get("filename", "")
+        image = image.get("backing-image") or {}
+
+
+def _active(qmp: Qmp, disk: QemuDisk) -> _Chain:
+    """The node ``disk``'s drive writes to now."""
+    wanted = str(disk.path.resolve()) if disk.path else None
     for blk in qmp.command("query-block"):
         ins = blk.get("inserted")
         if not ins:
             continue
-        if device in (blk.get("device"), blk.get("qdev"), ins.get("node-name")):
+        if disk.device is not None:
+            found = disk.device in (blk.get("device"), blk.get("qdev"), ins.get("node-name"))
+        else:
+            found = wanted in (ins.get("file"), *_chain_files(ins.get("image", {})))
+        if found:
             return _Chain(ins["node-name"], ins["file"], ins["image"]["format"])
     raise QemuSnapshotFailed(
-        f"the VM behind {sock} has no disk {device!r} (query-block): set qemu_device to a drive id, "
-        "qdev id or node name the VM has"
+        f"the VM behind {disk.qmp_socket} has no disk {disk.label!r} (query-block): set device to a "
+        "drive id, qdev id or node name the VM has, or path to its image file"
     )
 
 
@@ -126,9 +150,9 @@ def _freeze_and_snapshot(
     snapshot was taken, the error of the first failed step)."""
     snapped, error = False, None
     try:
-        with GuestAgent(disk.qga_socket) as qga:
+        with GuestAgent(disk.guest_agent_socket) as qga:
             frozen = qga.command("guest-fsfreeze-freeze", timeout=FREEZE_TIMEOUT_S)
-        log.info("qemu %s: guest froze %s file system(s)", disk.qemu_device, frozen)
+        log.info("qemu %s: guest froze %s file system(s)", disk.label, frozen)
         with Qmp(disk.qmp_socket) as qmp:
             qmp.command(
                 "blockdev-snapshot-sync",
@@ -155,15 +179,15 @@ def _thaw(disk: QemuDisk) -> None:
     # A fresh session each time: after a failed or timed-out freeze the old one may hold its reply.
     for attempt in (1, 2):
         try:
-            with GuestAgent(disk.qga_socket) as qga:
+            with GuestAgent(disk.guest_agent_socket) as qga:
                 qga.command("guest-fsfreeze-thaw", timeout=FREEZE_TIMEOUT_S)
                 if qga.command("guest-fsfreeze-status") == "thawed":
-                    log.info("qemu %s: guest thawed", disk.qemu_device)
+                    log.info("qemu %s: guest thawed", disk.label)
                     return
         except QemuControlError:
             if attempt == 2:
                 raise
-    raise QemuControlError(f"the guest agent at {disk.qga_socket} still reports frozen file systems")
+    raise QemuControlError(f"the guest agent at {disk.guest_agent_socket} still reports frozen file systems")
 
 
 def _commit(disk: QemuDisk, base: _Chain, overlay: Path, snap_node: str) -> None:
@@ -197,7 +221,7 @@ def _commit(disk: QemuDisk, base: _Chain, overlay: Path, snap_node: str) -> None
                         f"committing {overlay} took over {COMMIT_TIMEOUT_S:.0f} s; {keep}"
                     )
                 time.sleep(0.05)
-            now = _active(qmp, disk.qemu_device, disk.qmp_socket)
+            now = _active(qmp, disk)
             if now.node != base.node:
                 raise QemuSnapshotFailed(f"after the commit the VM writes to {now.filename}; {keep}")
     except QemuSnapshotFailed:
@@ -205,13 +229,13 @@ def _commit(disk: QemuDisk, base: _Chain, overlay: Path, snap_node: str) -> None
     except QemuControlError as e:
         raise QemuSnapshotFailed(f"{e}; {keep}") from e
     overlay.unlink(missing_ok=True)
-    log.info("qemu %s: overlay committed back into %s and removed", disk.qemu_device, base.filename)
+    log.info("qemu %s: overlay committed back into %s and removed", disk.label, base.filename)
 
 
 def _in_use(disk: QemuDisk, overlay: Path) -> bool:
     try:
         with Qmp(disk.qmp_socket) as qmp:
-            return _active(qmp, disk.qemu_device, disk.qmp_socket).filename == str(overlay)
+            return _active(qmp, disk).filename == str(overlay)
     except QemuControlError:
         return True  # cannot tell: keep it
 
@@ -242,7 +266,7 @@ def qemu_snapshot(disk_cfg: Any) -> Iterator[Path]:
     merges the writes made meanwhile back when the ``with`` block ends (on every path)."""
     disk = QemuDisk.from_config(disk_cfg)
     with Qmp(disk.qmp_socket) as qmp:
-        base = _active(qmp, disk.qemu_device, disk.qmp_socket)
+        base = _active(qmp, disk)
         busy = [j["id"] for j in qmp.command("query-jobs") if j.get("status") != "concluded"]
         if busy:
             raise QemuSnapshotFailed(
@@ -251,7 +275,7 @@ def qemu_snapshot(disk_cfg: Any) -> Iterator[Path]:
             )
     if not Path(base.filename).is_file():
         raise QemuSnapshotFailed(
-            f"disk {disk.qemu_device} of the VM behind {disk.qmp_socket} is {base.filename!r}, not a "
+            f"disk {disk.label} of the VM behind {disk.qmp_socket} is {base.filename!r}, not a "
             "local image file: the qemu method backs up file-backed disks only"
         )
     tag = secrets.token_hex(4)
@@ -269,10 +293,10 @@ def qemu_snapshot(disk_cfg: Any) -> Iterator[Path]:
         if overlay.exists() and not _in_use(disk, overlay):
             overlay.unlink()  # QEMU created it, then refused to use it
         raise QemuSnapshotFailed(
-            f"snapshot of disk {disk.qemu_device} (VM behind {disk.qmp_socket}) failed; the VM's "
+            f"snapshot of disk {disk.label} (VM behind {disk.qmp_socket}) failed; the VM's "
             f"disk chain is unchanged: {e}"
         ) from e
-    log.info("qemu %s: the VM now writes to %s; backing up %s", disk.qemu_device, overlay, base.filename)
+    log.info("qemu %s: the VM now writes to %s; backing up %s", disk.label, overlay, base.filename)
     try:
         with _raw_view(base, workdir, tag) as source:
             yield source

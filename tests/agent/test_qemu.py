@@ -33,7 +33,7 @@ _AGENTS: list[GuestAgentStandIn] = []
 
 def _agent_of(disk: QemuDisk) -> GuestAgentStandIn:
     """The stand-in serving ``disk``'s guest agent socket."""
-    return next(a for a in _AGENTS if a.path == disk.qga_socket)
+    return next(a for a in _AGENTS if a.path == disk.guest_agent_socket)
 
 
 class GuestAgentStandIn:
@@ -201,7 +201,7 @@ def test_a_refused_snapshot_thaws_the_guest_and_leaves_the_chain_alone(vm, tmp_p
     image.write_bytes(b"\0" * MiB)
     disk, _ = vm(image)
     agent = _agent_of(disk)
-    bad = QemuDisk(disk.qmp_socket, disk.qga_socket, "vda", overlay_dir=tmp_path / "no-such-dir")
+    bad = QemuDisk(disk.qmp_socket, disk.guest_agent_socket, "vda", overlay_dir=tmp_path / "no-such-dir")
     with pytest.raises(QemuSnapshotFailed, match="disk chain is unchanged") as e, qemu_snapshot(bad):
         pytest.fail("no source may be yielded")
     assert "vda" in str(e.value) and str(disk.qmp_socket) in str(e.value)
@@ -225,15 +225,34 @@ def test_unknown_drive_and_missing_sockets_are_named(vm, tmp_path):
     disk, _ = vm(image)
     with (
         pytest.raises(QemuSnapshotFailed, match="no disk 'vdz'"),
-        qemu_snapshot(QemuDisk(disk.qmp_socket, disk.qga_socket, "vdz")),
+        qemu_snapshot(QemuDisk(disk.qmp_socket, disk.guest_agent_socket, "vdz")),
     ):
         pass
     gone = tmp_path / "gone.sock"
-    with pytest.raises(QemuControlError) as e, qemu_snapshot(QemuDisk(gone, disk.qga_socket, "vda")):
+    with pytest.raises(QemuControlError) as e, qemu_snapshot(QemuDisk(gone, disk.guest_agent_socket, "vda")):
         pass
     assert str(gone) in str(e.value) and "agent config" in str(e.value)
-    with pytest.raises(InvalidInput, match="qga_socket"):
-        QemuDisk.from_config({"qmp_socket": str(disk.qmp_socket), "qemu_device": "vda"})
+    with pytest.raises(InvalidInput, match="disk data: .*guest_agent_socket"):
+        QemuDisk.from_config({"name": "data", "qmp_socket": str(disk.qmp_socket), "device": "vda"})
     assert QemuDisk.from_config(
-        {"qmp_socket": "/q", "qga_socket": "/g", "qemu_device": "vdb", "overlay_dir": "/o"}
-    ) == QemuDisk(Path("/q"), Path("/g"), "vdb", Path("/o"))
+        {"qmp_socket": "/q", "guest_agent_socket": "/g", "device": "vdb", "overlay_dir": "/o"}
+    ) == QemuDisk(Path("/q"), Path("/g"), "vdb", None, Path("/o"))
+
+
+def test_without_a_device_the_drive_holding_the_disk_path_is_snapshotted(vm, tmp_path):
+    """The agent config names the disk by its image file; it may sit under a run's qcow2 overlay."""
+    base = tmp_path / "restored.raw"
+    base.write_bytes(b"\x77" * MiB)
+    top = tmp_path / "run.qcow2"
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(top)], timeout=30)
+    disk, _ = vm(top, "qcow2")
+    by_path = QemuDisk(disk.qmp_socket, disk.guest_agent_socket, path=base)
+    with qemu_snapshot(by_path) as source:
+        assert active_file(disk) != str(top)
+        assert source.read_bytes() == b"\x77" * MiB
+    assert active_file(disk) == str(top)
+    with (
+        pytest.raises(QemuSnapshotFailed, match="other.raw"),
+        qemu_snapshot(QemuDisk(disk.qmp_socket, disk.guest_agent_socket, path=tmp_path / "other.raw")),
+    ):
+        pass
