@@ -12,6 +12,7 @@ its exit code and module (a test keeps this list complete and exact)::
 
     DrctlError (1) errors: the root; a bare one is an invalid input
         InvalidInput (1) errors: the input is invalid
+            AgentConfigInvalid (1) agent.config: the agent configuration file is invalid
             BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
             DependencyCycle (1) plan.graph: servers depend on each other in a cycle
             DisasterChangesAtRisk (1) activation.deactivation: would delete data written since a disaster
@@ -33,6 +34,7 @@ its exit code and module (a test keeps this list complete and exact)::
         WrongPassphrase (1) stack.secrets: the passphrase does not open the stack's secrets
         RepoMissing (10) repo.errors: no repository here
         ActivationLocked (11) activation.guards: another activation of this stack is running
+        JobRunning (11) agent.job: the server's previous agent job still runs (this one is skipped)
         RepoLocked (11) repo.errors: the repository is locked by another process
             LockLost (11) repo.errors: this command's repository lock was lost (no manifest written)
         WrongPassword (12) repo.errors: no key slot opens with this password
@@ -65,6 +67,7 @@ its exit code and module (a test keeps this list complete and exact)::
             OutputError (15) repo.errors: the restore output cannot be written
             SigningKeyUnsafe (15) runs.signing: the report-signing key is readable by others
             SourceChanged (15) repo.errors: the backup source changed while being read
+                SnapshotOverflow (15) agent.consistency: a disk's snapshot overflowed while read (no point)
             SourceUnreadable (15) repo.errors: the backup source cannot be read
             UnsafeOutput (15) private_files: another user could read or redirect this output
         QemuControlError (15) agent.qmp: QEMU's monitor or guest agent is unreachable or refused a command
@@ -73,10 +76,12 @@ its exit code and module (a test keeps this list complete and exact)::
             LabUnavailable (16) nca.labrun: the NCA lab cannot run on this machine
         CommandFailed (20) processes: an external command failed
             CommandTimedOut (20) processes: an external command ran out of time (killed)
+        HookFailed (20) agent.hooks: an agent pre- or post-hook failed or ran out of time
         LabError (20) nca.labrun: a step of the NCA lab failed
         NamespaceError (20) netns: a network namespace could not be set up or used
         SandboxError (20) activation.targets.sandbox: the local sandbox failed
             GuestFailed (20) activation.targets.sandbox: a guest's QEMU or SSH never came up
+        SnapshotFailed (20) agent.consistency: a disk's snapshot could not be taken or removed
         VerificationError (20) activation.verify.checks: the verification itself could not run
         WaitTimedOut (20) processes: something waited for did not happen in time
         Cancelled (130) errors: cancelled by Ctrl-C on the run that started it

@@ -42,6 +42,9 @@ EVENTS: dict[str, str] = {
     "server-finished": "a server's verdict",
     "reconnection-started": "the sites' reconnection test started (drills)",
     "report": "the signed report was stored",
+    "job-started": "an agent job started (its job lock held)",
+    "disk-started": "the agent started backing up one disk (its snapshot taken)",
+    "disk-finished": "the agent backed up one disk: its restore point",
     "result": "terminal: the command's summary",
     "error": "terminal: the command stopped on an error",
 }

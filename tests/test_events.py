@@ -17,6 +17,7 @@ import pytest
 
 from drctl.cli import build_parser, main
 from drctl.events import EVENTS, EventStream
+from tests.agent.agents import make_agent
 from tests.repo.fakes import MiB, make_image
 from tests.support.events import read_events
 
@@ -146,6 +147,7 @@ def workspace(tmp_path, monkeypatch):
 def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
     tmp, repo, image = workspace
     state = str(tmp / "state")
+    agent = str(make_agent(tmp / "agent", str(repo), {"system": str(image)}))
     # command -> (argv, expected exit code, terminal event); cheap error paths stand in for the
     # commands whose results need a cloud, QEMU or the NCA lab (their results are tested there).
     cases = {
@@ -173,6 +175,8 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "local status": (["local", "status", "--state-dir", str(tmp / "local")], 14, "result"),
         "local down": (["local", "down", "--state-dir", str(tmp / "local")], 0, "result"),
         "demo prepare": (["demo", "prepare", "--state-dir", state], 1, "error"),
+        "agent run": (["agent", "run", "--config", agent, "--type", "full"], 0, "result"),
+        "agent status": (["agent", "status", "--config", agent], 0, "result"),
     }
     assert set(cases) == _json_commands(build_parser()), "a --json command this test does not run"
     section = _readme_section()

@@ -131,6 +131,22 @@ class BackupStep:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """The plan's ``backup.retention``: the newest point of each of the last N days/weeks/months."""
+
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "keep_daily": self.keep_daily,
+            "keep_weekly": self.keep_weekly,
+            "keep_monthly": self.keep_monthly,
+        }
+
+
+@dataclass(frozen=True)
 class Check:
     """One verification of a restored server: a plan's ``checks[]`` item, also what the
     verification runs (``drctl.activation.verify``). ``kind`` is one of :data:`CHECK_KINDS`;
@@ -232,6 +248,7 @@ class Server:
     roles: tuple[str, ...] = ()
     anti_affinity: str | None = None
     description: str = ""
+    retention: Retention | None = None
 
     @property
     def boot_disk(self) -> Disk:
@@ -374,6 +391,9 @@ def plan_from_dict(doc: dict[str, Any]) -> Plan:
                 roles=tuple(x.get("roles", [])),
                 anti_affinity=(x.get("placement") or {}).get("anti_affinity"),
                 description=x.get("description", ""),
+                retention=Retention(**x["backup"]["retention"])
+                if x.get("backup", {}).get("retention")
+                else None,
             )
         )
     return Plan(client=client, contacts=contacts, sites=tuple(sites), servers=tuple(servers))

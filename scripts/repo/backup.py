@@ -9,6 +9,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -202,9 +203,12 @@ def backup_disk(
     retain_days: int | None = None,
     parallel: int = 8,
     progress: ProgressSink | None = None,
+    check_source: Callable[[], None] | None = None,
 ) -> BackupResult:
     """Back up one disk image; returns the new restore point. No manifest is written unless every
-    chunk was stored and the source kept its size."""
+    chunk was stored and the source kept its size. ``check_source``, when given, runs after the
+    whole source was read and before the manifest is written: it raises to say the copy just read
+    cannot be trusted (an overflowed snapshot), and then no point is written either."""
     for what, name in (("server", server), ("disk", disk)):
         if not PLAN_NAME.fullmatch(name):
             raise InvalidInput(
@@ -274,6 +278,8 @@ def backup_disk(
             up.failed.set()  # on success every future is done; on error, stop the rest
             pool.shutdown(wait=True, cancel_futures=True)
         src.check_unchanged()
+        if check_source is not None:
+            check_source()
         progress.finish()
         manifest = Manifest(
             id=new_point_id(),

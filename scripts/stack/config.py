@@ -299,3 +299,31 @@ def set_secret(stack: str, key: str, value: str, project_dir: Path | None = None
         node[nested[-1]] = secure
     _dump_stack_document(path, doc)
     return path
+
+
+def set_value(stack: str, key: str, value: str, project_dir: Path | None = None) -> Path:
+    """Write a plain (non-secret) ``value`` into the stack file under ``key`` (dotted path allowed),
+    the way ``pulumi config set --path`` does. Refuses a key that holds a secret. Returns the path."""
+    project_dir = project_dir or paths.project_dir()
+    path = stack_file(stack, project_dir)
+    doc = read_stack_document(path)
+    top, nested = _split_key(key)
+    config = doc.get("config") or {}
+    doc["config"] = config
+    if not nested:
+        if _has_secure(config.get(top)):
+            raise StackConfigInvalid(
+                f"{path}: {top} holds a secret; it is not overwritten with a plain value"
+            )
+        config[top] = value
+    else:
+        node = config.setdefault(top, {})
+        for part in nested[:-1]:
+            if not isinstance(node, dict) or set(node) == {"secure"}:
+                raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object value")
+            node = node.setdefault(part, {})
+        if not isinstance(node, dict) or set(node) == {"secure"} or _has_secure(node.get(nested[-1])):
+            raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object or secret value")
+        node[nested[-1]] = value
+    _dump_stack_document(path, doc)
+    return path
