@@ -31,6 +31,7 @@ def test_prepare_backs_up_every_demo_server_through_its_agent(tmp_path):
     plan = load_plan(REPO_ROOT / "recovery_plans" / "demo.yaml")
     build_demo_images(plan, images_dir=default_images_dir())
     repo = tmp_path / "repo"
+    repo.mkdir()  # the bucket, as `drctl local up` creates demo-backups
     proj = demo_project(tmp_path, repository=str(repo), reports=str(tmp_path / "reports"))
     state = tmp_path / "state"
     state.mkdir()
@@ -52,7 +53,9 @@ def test_prepare_backs_up_every_demo_server_through_its_agent(tmp_path):
     stack_text = (proj / "stacks" / "Pulumi.demo.yaml").read_text()
     assert all(f"    {name}: " in stack_text for name in servers) and "agent_keys" in stack_text
 
-    status = _drctl("agent", "status", "--config", str(agents / "db01.agent.yaml"), "--json", env=env, cwd=proj)
+    status = _drctl(
+        "agent", "status", "--config", str(agents / "db01.agent.yaml"), "--json", env=env, cwd=proj
+    )
     assert status.returncode == 0, status.stderr
     jobs = json.loads(status.stdout.splitlines()[-1])["jobs"]
     assert [(j["job_id"], j["result"], j["trust"], j["type"]) for j in jobs] == [
