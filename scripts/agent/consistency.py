@@ -17,7 +17,9 @@ every path out of the ``with`` block.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
@@ -134,14 +136,15 @@ def _remove_snapshot(vg: str, snap: str, disk: str) -> None:
 def qemu_method(disk: DiskConfig) -> Iterator[ConsistentSource]:
     """``qemu``: :func:`drctl.agent.qemu.qemu_snapshot` yields the path of the quiet base image."""
     try:
-        from drctl.agent.qemu import qemu_snapshot
-    except ImportError as e:
+        # imported only when a disk uses it (and by name: the module may be absent from a build)
+        qemu_snapshot = importlib.import_module("drctl.agent.qemu").qemu_snapshot
+    except (ImportError, AttributeError) as e:
         raise InvalidInput(
             f"disk {disk.name}: consistency method qemu is not available in this drctl ({e}); "
             "use none or lvm-snapshot"
         ) from e
     with qemu_snapshot(disk) as path:
-        yield ConsistentSource(str(path))
+        yield ConsistentSource(os.fspath(path))  # a str or path-like: backup_disk opens it
 
 
 METHOD_REGISTRY: dict[str, Callable[[DiskConfig], ContextManager[ConsistentSource]]] = {

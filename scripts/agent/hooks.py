@@ -4,7 +4,7 @@ backup mode), each with a time budget.
 A hook is split like a shell would split it (``shlex``) and run without one: write
 ``sh -c '...'`` for pipes or redirections. It runs in its own process group, so that a timeout
 stops it and everything it started (a ``sleep`` under ``sh`` would otherwise keep the job waiting).
-Its output goes to the agent's log (stderr; the journal under systemd), its stderr tail into the
+It gets the agent's environment minus ``DRCTL_PASSWORD``. Its output goes to the agent's log (stderr; the journal under systemd), its stderr tail into the
 error message.
 """
 
@@ -18,6 +18,7 @@ import subprocess
 
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, ToolMissing
 from drctl.processes import clip
+from drctl.repo.password import NEW_PASSWORD_ENV, PASSWORD_ENV
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def run_hook(which: str, command: str, timeout_s: float, *, server: str) -> None
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            env=_hook_environment(),
         )
     except FileNotFoundError as e:
         raise ToolMissing(f"server {server}: {which}-hook: `{argv[0]}` is not found on PATH") from e
@@ -69,6 +71,11 @@ def run_hook(which: str, command: str, timeout_s: float, *, server: str) -> None
             f"server {server}: {which}-hook `{clip(command, 200)}` exited with status {proc.returncode}: "
             f"{clip(err or '') or '(nothing on stderr)'}"
         )
+
+
+def _hook_environment() -> dict[str, str]:
+    """The agent's environment without the repository password: a hook has no use for it."""
+    return {k: v for k, v in os.environ.items() if k not in (PASSWORD_ENV, NEW_PASSWORD_ENV)}
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -182,8 +182,8 @@ def run_job(
             _publish(storage, job.record("skipped", skipped), key, cfg)
             raise skipped
         job.emit("job-started", {"type": job_type, "disks": [d.name for d in cfg.disks]})
-        _flush(storage, cfg)
         try:
+            _flush(storage, cfg)
             repo = open_repo(storage)
             if job_type == "prune":
                 _prune(job, repo)

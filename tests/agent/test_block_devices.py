@@ -1,5 +1,7 @@
 """The agent reading real block devices (loop devices, root only): size by seek, read-only open, and
-a device that shrinks while it is read fails the job cleanly with no restore point."""
+a device that shrinks, or loses all its capacity, while it is read fails the job cleanly with no
+restore point. (A loop device cannot be removed while open: `losetup -d` is deferred to the last
+close, so "vanished" is its capacity dropping to zero, which is what a reader sees.)"""
 
 from __future__ import annotations
 
@@ -77,8 +79,8 @@ def test_a_block_device_is_backed_up_whole_by_its_seek_size(loop_device, repo, t
 class _ShrinkAfterFirstChunk:
     """The progress display of the job, used here as the moment to shrink the device mid-read."""
 
-    def __init__(self, device: str, backing: Path) -> None:
-        self.device, self.backing, self.done = device, backing, False
+    def __init__(self, device: str, backing: Path, new_size: int) -> None:
+        self.device, self.backing, self.new_size, self.done = device, backing, new_size, False
 
     def start(self, phase: str, total_bytes: int) -> None:
         pass
@@ -86,20 +88,27 @@ class _ShrinkAfterFirstChunk:
     def advance(self, nbytes: int) -> None:
         if not self.done:
             self.done = True
-            os.truncate(self.backing, 2 * MiB)
+            os.truncate(self.backing, self.new_size)
             _losetup("-c", self.device)  # the kernel sees the new, smaller capacity at once
 
     def finish(self) -> None:
         pass
 
 
-def test_a_device_that_shrinks_mid_read_fails_the_job_with_no_point(loop_device, repo, tmp_path):
+@pytest.mark.parametrize("new_size", [2 * MiB, 0], ids=["shrinks", "loses-all-capacity"])
+def test_a_device_that_shrinks_mid_read_fails_the_job_with_no_point(loop_device, repo, tmp_path, new_size):
     device, backing = loop_device
     target, url = repo
     cfg = load_config(make_agent(tmp_path / "agent", url, {"system": device}))
     storage = open_storage(url)
     with pytest.raises(SourceChanged, match=rf"backup source {device} .*no restore point was written"):
-        run_job(cfg, "full", _open_repo, storage=storage, progress=_ShrinkAfterFirstChunk(device, backing))
+        run_job(
+            cfg,
+            "full",
+            _open_repo,
+            storage=storage,
+            progress=_ShrinkAfterFirstChunk(device, backing, new_size),
+        )
     assert _open_repo(storage).load_points() == []
     public = records.load_agent_key(cfg.key).public_key()
     (stored,) = records.read(storage, records.list_keys(storage, "db01"), {"db01": public})

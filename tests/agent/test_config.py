@@ -30,6 +30,12 @@ def _config(out: Path, *extra: str, server: str = "db01") -> int:
 
 
 def test_config_maps_every_plan_disk_and_records_the_agent_key_in_the_stack(project, tmp_path, capsys):
+    plan = project / "recovery_plans" / "demo.yaml"
+    old = "backup: {schedule: [{type: full, every: 1d}, {type: log, every: 15m}]}"
+    assert old in plan.read_text()
+    plan.write_text(
+        plan.read_text().replace(old, old[:-1] + ", retention: {keep_daily: 7, keep_monthly: 3}}")
+    )
     out = tmp_path / "etc"
     state = tmp_path / "state"
     assert (
@@ -55,6 +61,7 @@ def test_config_maps_every_plan_disk_and_records_the_agent_key_in_the_stack(proj
     ]
     assert [(e.type, e.every_s) for e in cfg.schedule] == [("full", 86400), ("log", 900)]  # the plan's
     assert cfg.hooks.pre == "psql -c CHECKPOINT" and cfg.state_dir == state and cfg.key == key_path
+    assert cfg.retention == {"keep_daily": 7, "keep_weekly": 0, "keep_monthly": 3}
     text = cfg_path.read_text()
     assert "password" not in yaml.safe_load(text) and "BEGIN" not in text
     public = records.public_key_text(records.load_agent_key(key_path).public_key())

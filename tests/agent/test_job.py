@@ -103,7 +103,9 @@ def test_a_record_altered_in_the_store_shows_as_forged(store, tmp_path, capsys):
 def test_failing_pre_hook_fails_the_job_reads_nothing_and_the_post_hook_still_runs(store, tmp_path, capsys):
     target, url = store
     marker = tmp_path / "post-ran"
-    hooks = Hooks(pre="sh -c 'echo checkpoint refused >&2; exit 3'", post=f"touch {marker}", timeout_s=30)
+    hooks = Hooks(
+        pre="sh -c 'echo checkpoint refused >&2; exit 3'", post=f"sh -c 'env > {marker}'", timeout_s=30
+    )
     cfg = make_agent(
         tmp_path / "agent", url, {"system": str(make_image(tmp_path / "s.img", MiB))}, hooks=hooks
     )
@@ -111,7 +113,7 @@ def test_failing_pre_hook_fails_the_job_reads_nothing_and_the_post_hook_still_ru
     assert main(["agent", "run", "--config", str(cfg), "--type", "full"]) == 20
     err = capsys.readouterr().err
     assert "pre-hook" in err and "status 3" in err and "checkpoint refused" in err and "Traceback" not in err
-    assert marker.exists()
+    assert marker.exists() and PASSWORD not in marker.read_text()  # hooks never see the password
     assert _points(target) == []
     (stored,) = _stored(target, cfg)
     assert (stored.record.result, stored.record.error_class) == ("failed", "HookFailed")

@@ -26,6 +26,7 @@ from drctl.repo.crypto import KdfParams
 from drctl.repo.repository import init_repository
 from drctl.runs.store import RunStore
 from drctl.storage.local import LocalDirStorage
+from tests.agent.agents import make_agent
 from tests.bad_input.mutations import CORPUS, ROOT, assert_clean_failure, drctl, drctl_many
 from tests.repo.fakes import MiB, make_image
 from tests.runs.fixtures import demo_summary
@@ -78,6 +79,7 @@ def place(tmp_path_factory) -> Place:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / "project" / name)
     shutil.copy(ROOT / "recovery_plans" / "demo.yaml", root / "plan.yaml")
     (root / "outputs").mkdir()
+    make_agent(root / "agent", str(root / "repo"), {"vda": str(root / "disk.img")}, server="web")
     return Place(root)
 
 
@@ -100,6 +102,8 @@ def valid_invocations(p: Place) -> list[list[str]]:
         ["check", p.repo, "--parallel", "2"],
         ["forget", p.repo, "--keep-daily", "7", "--dry-run"],
         ["unlock", p.repo],
+        ["agent", "status", "--config", f"{p.root}/agent/web.agent.yaml"],
+        ["agent", "units", "--config", f"{p.root}/agent/web.agent.yaml", "--drctl", "/usr/bin/true"],
     ]
 
 
@@ -141,7 +145,10 @@ def awkward_values(p: Place) -> list[str]:
 @st.composite
 def mutated_argv(draw: st.DrawFn, p: Place) -> list[str]:
     argv = list(draw(st.sampled_from(valid_invocations(p))))
-    fixed = 2 if argv[0] in ("nca", "key", "report") and argv[1] in ("render", "list", "verify") else 1
+    sub = argv[0] == "agent" or (
+        argv[0] in ("nca", "key", "report") and argv[1] in ("render", "list", "verify")
+    )
+    fixed = 2 if sub else 1
     for _ in range(draw(st.integers(1, 3))):
         if len(argv) <= fixed:
             break
@@ -215,6 +222,8 @@ CURATED = [
     (["backup", "{repo}", "--server", "web", "--disk", "vda", "{state}"], {15}),
     (["backup", "{repo}", "--server", "web", "--disk", "vda", "{plan_yaml}", "--chunk-size", "0"], {2}),
     (["key", "remove", "{repo}", "zz"], {1}),
+    (["agent", "status", "--config", "{plan_yaml}"], {1}),
+    (["agent", "run", "--config", "{state}", "--type", "full"], {1}),
     (["nonsense"], {2}),
     (["--verbose"], {2}),
 ]

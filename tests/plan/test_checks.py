@@ -446,3 +446,33 @@ def test_dhcp_range_may_not_take_the_broadcast_address() -> None:
         "sites[0].subnets[1].dhcp: the DHCP range 192.168.20.100-192.168.20.255 includes "
         "the network or broadcast address of subnet paris/users (192.168.20.0/24)"
     ]
+
+
+# ---- backup.retention (applied by the agent after each successful job) -------------------------
+
+
+def test_backup_retention_is_read_into_the_model(tmp_path) -> None:
+    doc = demo_doc()
+    server(doc, "db01")["backup"]["retention"] = {"keep_daily": 7, "keep_weekly": 4}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    plan = load_plan(path)
+    assert plan.server("db01").retention.as_dict() == {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 0}
+    assert plan.server("web01").retention is None
+
+
+@pytest.mark.parametrize(
+    ("retention", "problem"),
+    [
+        ({"keep_daily": -1}, "servers[1].backup.retention.keep_daily: -1 is less than the minimum of 0"),
+        (
+            {"keep_yearly": 2},
+            "servers[1].backup.retention.keep_yearly: unknown field (did you mean keep_daily?)",
+        ),
+        ({}, "servers[1].backup.retention: {} should be non-empty"),
+    ],
+)
+def test_a_bad_backup_retention_is_reported_with_its_field(retention: dict, problem: str) -> None:
+    doc = demo_doc()
+    server(doc, "db01")["backup"]["retention"] = retention
+    assert any(p.startswith(problem) for p in problems_of(doc)), problems_of(doc)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from drctl.stack.config import StackConfigInvalid, load_stack, set_secret
+from drctl.stack.config import StackConfigInvalid, load_stack, set_secret, set_value
 from drctl.stack.secrets import SecretValueInvalid, WrongPassphrase, new_encryption_salt, open_encryption_salt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +135,17 @@ def test_cli_set_secret_reads_stdin_and_never_echoes(project):
     assert r.returncode == 0, r.stderr
     assert secret not in r.stdout + r.stderr
     assert load_stack("demo", project).psk("paris") == secret
+
+
+def test_set_value_writes_a_plain_value_and_never_over_a_secret(project, monkeypatch):
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(project / "stacks" / "acme.passphrase"))
+    before = load_stack("acme", project)
+    set_value("acme", "flexible-recovery:agent_keys.dc01", "ed25519:" + "ab" * 32, project)
+    after = load_stack("acme", project)
+    assert after.values["agent_keys"] == {"dc01": "ed25519:" + "ab" * 32}
+    assert "agent_keys" not in after.secret_keys and after.psks == before.psks  # secrets untouched
+    assert (project / "stacks" / "Pulumi.acme.yaml").read_text().startswith("#")  # header kept
+    for key in ("vpn_psks.lyon", "vpn_psks", "vpn_psks.lyon.x"):
+        with pytest.raises(StackConfigInvalid):
+            set_value("acme", key, "plain", project)
+    assert load_stack("acme", project).psks == before.psks
