@@ -4,8 +4,8 @@ The bundle is a wheel of this checkout plus the agent's runtime dependencies, in
 ``pip install --target`` (the guest runs Debian 12's python3.11 like the host, so the host's
 binary wheels fit), cached under ``<images>/agent-<key>/`` where the key hashes the wheel's
 RECORD (every file's sha256) and the dependency pins. Only what ``drctl agent`` and ``drctl
-backup`` import is in it: not Pulumi, openstacksdk, testinfra or SeaweedFS (~20 MB instead of
-~400 MB).
+backup`` import is in it: not Pulumi, openstacksdk, testinfra or SeaweedFS (~80 MB, most of
+it botocore's service descriptions).
 
 Why not baked into the demo disks: their cache key would then change with every commit of this
 project and all five disks would be rebuilt each time; a guest that needs the agent gets it with
@@ -30,8 +30,8 @@ from drctl.processes import run
 
 log = logging.getLogger(__name__)
 
-# What the agent imports at run time (the storage, the repository, the config and its schema).
-AGENT_REQUIREMENTS = ("boto3", "cryptography", "jsonschema", "PyYAML", "zstandard")
+# What the agent imports at run time (storage, repository, config schema, the units template engine).
+AGENT_REQUIREMENTS = ("boto3", "cryptography", "jinja2", "jsonschema", "PyYAML", "zstandard")
 LAUNCHER = '#!/bin/sh\nPYTHONPATH=/opt/drctl exec /usr/bin/python3 -m drctl.cli "$@"\n'
 
 
