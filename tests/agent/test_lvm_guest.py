@@ -5,11 +5,11 @@ appending checksummed records) and this project's agent bundle on a second disk.
 the test's SeaweedFS on the host's loopback only through the sandbox network (a relay on the
 bridge's gateway address: ``tests/support/store_relay.py``). Its timer (schedule compressed to one
 minute) runs a full ``lvm-snapshot`` job while the writer writes; its signed record is verified,
-the snapshot is removed, and the restored volume passes ``e2fsck`` and holds no torn record.
-(Snapshot overflow is tested with boundary-fake LVM tools in ``test_job.py``; in this guest a 4 MB
-snapshot under a write loop did not overflow within the job and the case was left out.)
+the snapshot is removed, and the restored volume passes ``e2fsck`` and holds no torn record. Then
+a 4 MB snapshot under a write loop overflows during a second job: it fails, its signed record says
+so, no point is written and the snapshot is removed.
 
-Slow (one boot under software emulation and an agent job in it: ~3-5 min on 2 cores).
+Slow (one boot under software emulation and two agent jobs in it: ~4 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ def _points(env: dict, url: str) -> list[dict]:
     return json.loads(proc.stdout.splitlines()[-1])["snapshots"]
 
 
-def test_the_agent_backs_up_a_live_lv_from_its_timer_consistently(seaweed_server, tmp_path):
+def test_the_agent_backs_up_a_live_lv_from_its_timer_and_fails_an_overflowed_snapshot(
+    seaweed_server, tmp_path
+):
     _require_tools()
     plan = load_plan(PLAN_PATH)
     # The demo flavor's 256 MB leave too little beside dnsmasq and the writer for the agent's
@@ -188,7 +190,28 @@ def test_the_agent_backs_up_a_live_lv_from_its_timer_consistently(seaweed_server
 
             # The job's snapshot is gone: the volume group holds the data volume only.
             assert _ssh(sb, ip, "lvs --noheadings -o lv_name vg0").stdout.decode().split() == ["data"]
-            _ssh(sb, ip, "pkill -f '/root/[w]riter.py'; sync")
+            _ssh(sb, ip, "pkill -f '/root/[w]riter.py'; rm -f /srv/data/records.dat; sync")  # backed up
+
+            # A snapshot smaller than what is written during the job overflows: failed, no point.
+            _ssh(sb, ip, f"sed -i 's/snapshot_size: 64M/snapshot_size: 4M/' {CONFIG}")
+            _ssh(
+                sb,
+                ip,
+                "setsid sh -c 'echo $$ > /root/churn.pid; while true; do dd if=/dev/zero of=/srv/data/churn "
+                "bs=1M count=32 conv=fsync status=none; rm -f /srv/data/churn; done' "
+                "</dev/null >/dev/null 2>&1 & sleep 2; test -s /root/churn.pid",
+            )
+            job = _ssh(sb, ip, "systemctl start drctl-agent-dns01-full.service", check=False)
+            _ssh(sb, ip, "pkill -P $(cat /root/churn.pid); kill $(cat /root/churn.pid)", check=False)
+            assert job.returncode != 0, _journal(sb, ip)
+            status = json.loads(_ssh(sb, ip, STATUS).stdout.splitlines()[-1])
+            failed = status["jobs"][0]
+            # A real overflow invalidates the snapshot under the read: today the agent reports the
+            # read error (SourceUnreadable) before its own overflow check (SnapshotOverflow) runs.
+            assert (failed["result"], failed["trust"]) == ("failed", "verified"), failed
+            assert failed["error_class"] in ("SnapshotOverflow", "SourceUnreadable"), failed
+            assert len(_points(env, url)) == 1
+            assert _ssh(sb, ip, "lvs --noheadings -o lv_name vg0").stdout.decode().split() == ["data"]
 
     restored = tmp_path / "data-restored.raw"
     restore_disk(repo, server="dns01", disk="data", out=restored)
