@@ -84,6 +84,8 @@ its exit code and module (a test keeps this list complete and exact)::
                 SnapshotOverflow (15) agent.consistency: a disk's snapshot overflowed while read (no point)
             SourceUnreadable (15) repo.errors: the backup source cannot be read
             UnsafeOutput (15) private_files: another user could read or redirect this output
+        QemuControlError (15) agent.qmp: QEMU's monitor or guest agent is unreachable or refused a command
+            QemuSnapshotFailed (15) agent.qemu: the qemu consistency step failed (freeze, snapshot, commit)
         ToolMissing (16) errors: an external tool this command needs is not installed
             LabUnavailable (16) nca.labrun: the NCA lab cannot run on this machine
         PreflightBlocked (21) stack.preflight: the cloud project cannot hold the plan (quota, flavor, network, VPN)

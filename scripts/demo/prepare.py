@@ -1,6 +1,13 @@
-"""Prepare the demo client's backups the way its nightly agents would: build (or reuse) the five
-demo servers' disk images, then back each one up into the client's encrypted repository in the
-embedded object store. ``drctl demo prepare`` calls this; ``drctl drill demo`` then restores them.
+"""Prepare the demo client's backups with its agents: build (or reuse) the five demo servers' disk
+images, then per server render the agent's config (``drctl agent config``: each disk mapped to its
+image with the ``none`` method, the built images being quiet) and run one full job (``drctl agent
+run``): the backup into the client's encrypted repository in the embedded object store, and the
+job's signed status record beside it. ``drctl demo prepare`` calls this; ``drctl drill demo`` then
+restores them.
+
+The agents' configs and keys live in ``<state>/demo/agents/`` (keys kept across runs); like
+``drctl agent config``, the first run records each agent's public key in the demo stack file
+(``flexible-recovery:agent_keys.<server>``).
 
 The demo repository's password is generated once into ``<state>/demo/password`` (0600): it
 stands for the key only the client holds. A real client's password never sits on this machine.
@@ -14,6 +21,7 @@ import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from drctl.agent.config import load_config
 from drctl.repo.errors import RepoMissing
 from drctl.repo.repository import FORMAT_VERSION, init_repository, open_repository, upgrade_repository
 from drctl.stack.config import load_stack
@@ -36,9 +44,10 @@ def demo_password_file(state_dir: Path) -> Path:
 def prepare_demo(
     state_dir: Path, *, broken: Iterable[str] = (), progress: Callable[[str, str], None] | None = None
 ) -> dict:
-    """Images built or reused, then one restore point per server disk; returns what was done."""
+    """Images built or reused, then one agent job (full backup) per server; returns what was done."""
+    from drctl.agent.job import run_job
+    from drctl.agent.render import map_disks, render
     from drctl.demo.images.builder import build_demo_images
-    from drctl.repo.backup import backup_disk
 
     say = progress or (lambda who, msg: log.info("%s: %s", who, msg))
     cfg = load_stack(STACK)
@@ -55,15 +64,29 @@ def prepare_demo(
     if repo.config.version < FORMAT_VERSION:  # the demo's own repository, from an older drctl
         say("repository", f"upgrading the demo repository to format {FORMAT_VERSION} (`drctl repo upgrade`)")
         upgrade_repository(repo)
-    points = {}
+    agents = Path(state_dir).resolve() / "demo" / "agents"
+    points, jobs = {}, {}
     for server in plan.servers:
-        disk = server.boot_disk.name
-        result = backup_disk(repo, images.images[server.name], server=server.name, disk=disk)
-        points[server.name] = result.point.id
-        say(server.name, f"backed up {disk} as restore point {points[server.name]}")
+        disks = map_disks(cfg, server.name, [f"{server.boot_disk.name}={images.images[server.name]}:none"])
+        rendered = render(cfg, server.name, disks, agents, state_dir=agents / server.name)
+        outcome = run_job(
+            load_config(rendered.config_path),
+            "full",
+            lambda st: open_repository(st, password),
+            storage=storage,
+        )
+        points[server.name] = outcome.record.points[server.boot_disk.name]
+        jobs[server.name] = outcome.record.job_id
+        say(
+            server.name,
+            f"agent job {outcome.record.job_id}: {server.boot_disk.name} backed up as restore point "
+            f"{points[server.name]}",
+        )
     return {
         "repository": url,
         "points": points,
+        "jobs": jobs,
+        "agent_configs": str(agents),
         "broken": sorted(broken),
         "password_file": str(demo_password_file(state_dir)),
     }

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from drctl.activation.targets.sandbox import NS_PREFIX, OWNER_DIR, Sandbox, cleanup_stale
+from drctl.activation.targets.sandbox import NS_PREFIX, OWNER_DIR, Sandbox, cleanup_stale, socket_dir
+from drctl.agent.qmp import Qmp
 from drctl.demo.images import build_demo_images
 from drctl.netns import list_namespaces
 from drctl.plan.load import load_plan
@@ -130,6 +131,7 @@ def _assert_nothing_left(ns: str, run_dir: Path, pids: list[int]) -> None:
     assert [p for p in pids if _alive(p)] == [], "QEMU still running"
     assert _processes_using(run_dir) == [], "a process still uses the run directory"
     assert list(run_dir.glob("*.qcow2")) == [], "overlay left behind"
+    assert not socket_dir(ns).exists(), "QMP/QGA sockets left behind"
 
 
 def test_two_guests_boot_answer_on_their_production_ips_and_leave_nothing(plan, images, tmp_path):
@@ -195,6 +197,13 @@ def test_data_disks_are_attached_after_the_boot_disk_through_overlays(plan, imag
             sb.ssh_url(dns), checks, datetime.now(UTC) + timedelta(seconds=120), prefix=sb.prefix
         )
         assert [r.ok for r in results] == [True, True, True], [r.detail for r in results]
+        # The guest's monitor: running, its disks the drives vda (boot) and vdb (data) on overlays.
+        assert g.drives == ("vda", "vdb") and oct(sb.socket_dir.stat().st_mode & 0o777) == "0o700"
+        with Qmp(g.qmp_socket) as qmp:
+            assert qmp.command("query-status")["status"] == "running"
+            files = {b["device"]: b["inserted"]["file"] for b in qmp.command("query-block")}
+        assert files == {"vda": str(sb.run_dir / "dns01.qcow2"), "vdb": str(sb.run_dir / "dns01-data.qcow2")}
+        assert g.qga_socket.is_socket()
         pid = g.pid
     _assert_nothing_left(sb.namespace, sb.run_dir, [pid])
     assert (data.read_bytes()[:4096], data.stat().st_mtime) == before, "the guest wrote to the restored disk"

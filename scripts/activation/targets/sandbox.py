@@ -9,7 +9,11 @@ lab's are).
 
 Guests boot from a qcow2 overlay on the restored raw disk (the restored file stays as restored),
 with QEMU's software emulator (``-accel tcg``: the host's nested KVM hangs stock kernels), the
-plan's RAM and vCPUs capped by the options, the console on a serial log file.
+plan's RAM and vCPUs capped by the options, the console on a serial log file. Each guest's disks
+are the drives ``vda``, ``vdb``... (boot disk first), and each guest has a QMP monitor socket and a
+guest agent (QGA) virtio-serial channel, ``<server>.qmp`` and ``<server>.qga`` in
+:func:`socket_dir` (0700, short enough for a Unix socket path): what the agent's ``qemu`` method
+(:mod:`drctl.agent.qemu`) drives.
 
 Everything is torn down by :meth:`Sandbox.teardown` (idempotent), which the context manager calls
 on every exit path, Ctrl-C and SIGTERM included; :func:`cleanup_stale` removes what a killed run
@@ -86,6 +90,12 @@ class GuestFailed(SandboxError):
     """A guest's QEMU process exited or its SSH server never answered."""
 
 
+def socket_dir(namespace: str) -> Path:
+    """Where a run's QMP and QGA sockets live: under /run, named by a hash of the namespace so that
+    ``<dir>/<server>.qmp`` stays under the 107 bytes of a Unix socket path for any server name."""
+    return OWNER_DIR / hashlib.sha256(namespace.encode()).hexdigest()[:12]
+
+
 def guest_mac(server: str, index: int) -> str:
     """A stable MAC for NIC ``index`` of ``server`` (QEMU's 52:54:00 prefix). The demo images'
     network configuration matches on it (:mod:`drctl.demo.images`)."""
@@ -106,6 +116,9 @@ class Guest:
     ram_mb: int
     vcpus: int
     boot_started_at: datetime
+    qmp_socket: Path | None = None
+    qga_socket: Path | None = None
+    drives: tuple[str, ...] = ()  # QEMU drive ids, in disk order (boot disk first)
     ssh_ready_at: datetime | None = None
     _mono_start: float = field(default_factory=time.monotonic, repr=False)
 
@@ -146,6 +159,7 @@ def cleanup_stale(prefix: str = NS_PREFIX, *, state_dir: Path | None = None) -> 
         log.warning("removing the leftover sandbox namespace %s", ns)
         Netns(ns, SandboxError).remove()
         owner.unlink(missing_ok=True)
+        shutil.rmtree(socket_dir(ns), ignore_errors=True)
         if state_dir is not None:
             shutil.rmtree(Path(state_dir) / "sandbox" / ns.removeprefix(NS_PREFIX), ignore_errors=True)
         removed.append(ns)
@@ -173,6 +187,7 @@ class Sandbox:
         self.netns = Netns(self.namespace, SandboxError)
         self.state_dir = Path(state_dir).resolve()
         self.run_dir = self.state_dir / "sandbox" / run_id
+        self.socket_dir = socket_dir(self.namespace)
         self.ram_cap_mb, self.vcpu_cap, self.qemu = ram_cap_mb, vcpu_cap, qemu
         self.ssh_identity_file = Path(ssh_identity_file or self.state_dir / "images" / "ssh" / "id_ed25519")
         self.guests: dict[str, Guest] = {}
@@ -224,6 +239,7 @@ class Sandbox:
         self.netns.create()
         self._created = True
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         hosted = {nic.subnet for s in self.plan.servers for nic in s.nics}
         for subnet in self.plan.subnets:
             if subnet.ref not in hosted:
@@ -274,6 +290,7 @@ class Sandbox:
             self.netns.delete()
         self._created = False
         (OWNER_DIR / f"{self.namespace}.owner").unlink(missing_ok=True)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
         for g in guests:
             if g.disk.parent == self.run_dir:
                 g.disk.unlink(missing_ok=True)
@@ -343,6 +360,8 @@ class Sandbox:
                 f"virtio-net-pci,netdev=n{i},mac={guest_mac(server.name, i)}",
             ]
         serial = self.run_dir / f"{server.name}.serial.log"
+        qmp, qga = self.socket_dir / f"{server.name}.qmp", self.socket_dir / f"{server.name}.qga"
+        drive_ids = tuple(f"vd{chr(ord('a') + i)}" for i in range(len(drives)))
         ram, vcpus = self.ram_mb(server), self.vcpus(server)
         argv = [
             self.qemu,
@@ -362,15 +381,22 @@ class Sandbox:
             # cache=unsafe: the overlay is thrown away at teardown, flushes would only slow the boot
             *(
                 arg
-                for path, fmt in drives
+                for (path, fmt), drive_id in zip(drives, drive_ids, strict=True)
                 for arg in (
                     "-drive",
-                    f"file={path},if=virtio,format={fmt},cache={'unsafe' if overlay else 'writeback'}",
+                    f"file={path},if=virtio,format={fmt},id={drive_id},"
+                    f"cache={'unsafe' if overlay else 'writeback'}",
                 )
             ),
             *netargs,
             "-serial",
             f"file:{serial}",
+            "-qmp",
+            f"unix:{qmp},server=on,wait=off",
+            # The guest agent's channel: the name the qemu-guest-agent package's udev rule looks for.
+            *("-chardev", f"socket,path={qga},server=on,wait=off,id=qga0"),
+            *("-device", "virtio-serial-pci"),
+            *("-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0"),
         ]
         started = datetime.now(UTC)
         # Its own session: Ctrl-C reaches us, not QEMU; we stop it in order.
@@ -385,6 +411,9 @@ class Sandbox:
             ram_mb=ram,
             vcpus=vcpus,
             boot_started_at=started,
+            qmp_socket=qmp,
+            qga_socket=qga,
+            drives=drive_ids,
         )
         with self._lock:
             self.guests[server.name] = guest

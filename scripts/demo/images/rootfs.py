@@ -1,6 +1,7 @@
 """The base root filesystem shared by every demo server: Debian bookworm built with mmdebstrap.
 
-One directory holds systemd, the cloud kernel, dropbear and the packages of every demo role; each
+One directory holds systemd, the cloud kernel, dropbear, the QEMU guest agent, LVM and the
+packages of every demo role; each
 server's disk is a copy of it with its own configuration (:mod:`drctl.demo.images.roles`). The
 packages come from the Debian mirror this machine's apt uses (``/etc/apt/sources.list*``).
 """
@@ -30,6 +31,11 @@ BASE_PACKAGES = (
     "procps",
     "curl",
     "python3",
+    # What the backup agent's proofs use in a guest: the QEMU guest agent (file system freeze for
+    # the hypervisor-side qemu method), LVM (the lvm-snapshot method) and the ext4 tools (fsck).
+    "qemu-guest-agent",
+    "lvm2",
+    "e2fsprogs",
 )
 ROLE_PACKAGES = ("dnsmasq", "postgresql-15", "python3-psycopg2", "samba", "nginx-light")
 # Left out of the disks to keep them small: documentation, and PostgreSQL's JIT (LLVM, ~130 MB)
