@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from drctl.agent.config import METHODS, DiskConfig
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput
 from drctl.processes import run
-from drctl.repo.errors import SourceChanged
+from drctl.repo.errors import SourceChanged, SourceUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,30 @@ def lvm_snapshot(disk: DiskConfig) -> Iterator[ConsistentSource]:
             )
         )[0]
         yield ConsistentSource(path, check=lambda: check_lvm_snapshot(vg, snap, disk.name))
-    except BaseException:
+    except SourceUnreadable as e:
+        # An overflowed snapshot is invalidated by the kernel: reading it fails with an I/O error
+        # before the end-of-read check runs. Say what happened when lvs says so.
         try:
-            _remove_snapshot(vg, snap, disk.name)
-        except DrctlError as e:  # the job's own error is the one to report; this one is logged
-            log.error("%s", e.message)
+            check_lvm_snapshot(vg, snap, disk.name)
+        except SnapshotOverflow as overflow:
+            _remove_quietly(vg, snap, disk.name)
+            raise overflow from e
+        except DrctlError as state:
+            log.error("%s", state.message)
+        _remove_quietly(vg, snap, disk.name)
+        raise
+    except BaseException:
+        _remove_quietly(vg, snap, disk.name)
         raise
     _remove_snapshot(vg, snap, disk.name)
+
+
+def _remove_quietly(vg: str, snap: str, disk: str) -> None:
+    """Remove the snapshot on a failure path: the job's own error is the one to report."""
+    try:
+        _remove_snapshot(vg, snap, disk)
+    except DrctlError as e:
+        log.error("%s", e.message)
 
 
 def _remove_snapshot(vg: str, snap: str, disk: str) -> None:

@@ -1,6 +1,7 @@
 """A boundary fake of the LVM tools (the host kernel has no device-mapper): ``lvs``, ``lvcreate``
 and ``lvremove`` scripts on PATH that log every call and keep the "snapshot" as a copy of the
 origin file. Switches (files in the state directory): ``overflow`` (the snapshot reports invalid),
+``invalidated`` (with ``overflow``: reading the snapshot fails, as the kernel's invalidated one does),
 ``fail-lvcreate``, ``fail-lvremove``. The real tools run in the guest test (agent-guest branch)."""
 
 from __future__ import annotations
@@ -33,14 +34,19 @@ name=""; origin=""
 while [ $# -gt 0 ]; do
   case "$1" in -n) name="$2"; shift ;; -L) shift ;; --snapshot) ;; *) origin="$1" ;; esac; shift
 done
-mkdir -p "$FAKE_LVM/dev/vg0" && cp "$origin" "$FAKE_LVM/dev/vg0/$name"
+mkdir -p "$FAKE_LVM/dev/vg0"
+if [ -e "$FAKE_LVM/invalidated" ]; then
+  mkdir "$FAKE_LVM/dev/vg0/$name"  # reads fail (EISDIR) as an invalidated snapshot's I/O errors do
+else
+  cp "$origin" "$FAKE_LVM/dev/vg0/$name"
+fi
 """
 
 _LVREMOVE = r"""#!/bin/sh
 echo "lvremove $*" >> "$FAKE_LVM/calls.log"
 if [ -e "$FAKE_LVM/fail-lvremove" ]; then echo '  Logical volume in use.' >&2; exit 5; fi
 for last; do :; done
-rm -f "$FAKE_LVM/dev/$last"
+rm -rf "$FAKE_LVM/dev/$last"
 """
 
 

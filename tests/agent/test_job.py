@@ -243,10 +243,15 @@ def test_lvm_snapshot_is_read_then_removed(store, tmp_path, monkeypatch):
     assert restored_sha256(target.storage("repo"), PASSWORD.encode(), point, tmp_path / "out") == _sha(origin)
 
 
-def test_an_overflowed_snapshot_fails_the_job_and_writes_no_point(store, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("read", ["reads through", "read fails"])
+def test_an_overflowed_snapshot_fails_the_job_and_writes_no_point(store, tmp_path, monkeypatch, capsys, read):
+    """The kernel invalidates an overflowed snapshot: its reads then fail (the real guest shows it),
+    or the overflow happens after the last read; either way the job says the snapshot overflowed."""
     target, url = store
     lvm = fake_lvm.install(tmp_path, monkeypatch)
     lvm.switch("overflow")
+    if read == "read fails":
+        lvm.switch("invalidated")
     origin = make_image(tmp_path / "lv-data", 2 * MiB, seed=4)
     cfg = make_agent(tmp_path / "agent", url, {"system": DiskConfig("system", str(origin), "lvm-snapshot")})
     assert main(["agent", "run", "--config", str(cfg), "--type", "full"]) == 15

@@ -206,10 +206,10 @@ def test_the_agent_backs_up_a_live_lv_from_its_timer_and_fails_an_overflowed_sna
             assert job.returncode != 0, _journal(sb, ip)
             status = json.loads(_ssh(sb, ip, STATUS).stdout.splitlines()[-1])
             failed = status["jobs"][0]
-            # A real overflow invalidates the snapshot under the read: today the agent reports the
-            # read error (SourceUnreadable) before its own overflow check (SnapshotOverflow) runs.
+            # A real overflow invalidates the snapshot under the read (I/O errors): the agent asks
+            # lvs and reports the overflow, not a bare read error.
             assert (failed["result"], failed["trust"]) == ("failed", "verified"), failed
-            assert failed["error_class"] in ("SnapshotOverflow", "SourceUnreadable"), failed
+            assert failed["error_class"] == "SnapshotOverflow", failed
             assert len(_points(env, url)) == 1
             assert _ssh(sb, ip, "lvs --noheadings -o lv_name vg0").stdout.decode().split() == ["data"]
 

@@ -25,19 +25,20 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PASSWORD = b"wal pitr test password, long enough"
 DRCTL = str(Path(sys.executable).with_name("drctl"))
 WAL_STATE = "wal-state.json"  # in pg_root: what `wal push --state` records for the agent
-SITE = next(p for p in sys.path if p.endswith("site-packages"))
+BUNDLES = Path("/var/tmp/drctl-test-agent-bundles")  # readable by the postgres user
 
 
 def _drctl_for_postgres(root: Path) -> str:
-    """This checkout's drctl, runnable by the postgres user: the test venv's interpreter may live under
-    /root (pyenv), so use Debian's python3.11 (the same minor version) on the venv's packages only
-    (-S: not Debian's dist-packages)."""
+    """This checkout's drctl as a database server runs it: the agent bundle (a wheel of this
+    checkout and its runtime dependencies, Debian's python3.11), in a directory the postgres user
+    can read wherever the checkout lives (the test venv may sit under /root)."""
+    from drctl.demo.images.agent_bundle import build_agent_bundle
+
+    BUNDLES.mkdir(mode=0o755, exist_ok=True)
+    bundle = build_agent_bundle(BUNDLES)
     script = root / "drctl"
-    script.write_text(
-        "#!/usr/bin/python3 -S\nimport site, sys\n"
-        f"site.addsitedir({SITE!r})\n"
-        "from drctl.cli import main\nsys.exit(main())\n"
-    )
+    # -S: only the bundle's packages, never Debian's older dist-packages
+    script.write_text(f'#!/bin/sh\nPYTHONPATH={bundle / "opt-drctl"} exec /usr/bin/python3 -S -m drctl.cli "$@"\n')
     script.chmod(0o755)
     return str(script)
 
