@@ -38,7 +38,9 @@ def _drctl_for_postgres(root: Path) -> str:
     bundle = build_agent_bundle(BUNDLES)
     script = root / "drctl"
     # -S: only the bundle's packages, never Debian's older dist-packages
-    script.write_text(f'#!/bin/sh\nPYTHONPATH={bundle / "opt-drctl"} exec /usr/bin/python3 -S -m drctl.cli "$@"\n')
+    script.write_text(
+        f'#!/bin/sh\nPYTHONPATH={bundle / "opt-drctl"} exec /usr/bin/python3 -S -m drctl.cli "$@"\n'
+    )
     script.chmod(0o755)
     return str(script)
 
