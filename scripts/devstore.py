@@ -139,6 +139,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
+MAX_VOLUMES = 2000  # two files each: well within the usual open-file limits
+
+
 class LocalStore:
     """Start, stop and describe one ``weed mini`` whose state lives in ``state_dir``."""
 
@@ -213,6 +216,10 @@ class LocalStore:
             "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",
             "-volume.preStopSeconds=0",  # single node: nobody to drain to; faster `down`
+            # Every bucket takes at least one volume of its own; the automatic limit (free space /
+            # 1 GiB, ~60 on a 60 GiB disk) would refuse writes to the 61st bucket ("no free volumes
+            # left"), e.g. a store holding many clients' vaults. Volumes are not preallocated.
+            f"-volume.max={MAX_VOLUMES}",
             f"-s3.port={p.s3}",
             f"-s3.port.grpc={p.s3 + GRPC_OFFSET}",
             f"-master.port={p.master}",

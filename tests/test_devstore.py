@@ -120,3 +120,22 @@ def test_data_survives_a_restart(tmp_path):
         assert open_keep().get("config") == b"persisted"
     finally:
         store.down()
+
+
+def test_a_store_holding_many_clients_buckets_keeps_accepting_writes(seaweed_server):
+    """Each bucket takes a volume of its own: 120 vaults (more than SeaweedFS's automatic volume
+    limit of one per free GiB on a small disk) all take a locked object."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from drctl.storage.s3_client import create_bucket
+
+    client = seaweed_server.client()
+    names = [f"t-many-{os.getpid()}-{i}" for i in range(120)]
+
+    def one(name: str) -> bytes:
+        create_bucket(client, name, object_lock=True)
+        client.put_object(Bucket=name, Key="config", Body=b"x")
+        return client.get_object(Bucket=name, Key="config")["Body"].read()
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, names)) == [b"x"] * len(names)
