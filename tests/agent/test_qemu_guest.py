@@ -47,7 +47,8 @@ WRITER = (
     "    os.write(fd, body + hashlib.sha256(body).digest())\n"
     "    n += 1\n"
     "    if n % 64 == 0:\n"
-    "        open(sys.argv[1] + '.count', 'w').write(str(n))\n"
+    "        open(sys.argv[1] + '.count.new', 'w').write(str(n))\n"
+    "        os.replace(sys.argv[1] + '.count.new', sys.argv[1] + '.count')\n"  # never read half-written
 )
 
 
