@@ -15,6 +15,7 @@ are drctl's (README); ``wal fetch --recovery``, PostgreSQL's ``restore_command``
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import shutil
@@ -78,6 +79,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     except Exception as e:  # an unexpected failure must not read as "end of the archive"
         if not args.recovery:
             raise
+        logging.getLogger(__name__).error("wal fetch %s failed", args.name, exc_info=True)
         print(
             f"drctl: wal fetch {args.name} failed ({type(e).__name__}: {e}); the replay is stopped",
             file=sys.stderr,

@@ -23,7 +23,7 @@ import os
 import stat
 from pathlib import Path
 
-from drctl.errors import LocalIOError
+from drctl.errors import DrctlError, LocalIOError
 from drctl.input_files import loads_json
 from drctl.private_files import write_private_file
 from drctl.repo import crypto
@@ -52,7 +52,8 @@ def _read_cache(path: Path) -> dict | None:
             )
         try:
             doc = loads_json(f.read(64 * 1024))
-        except Exception:  # any unreadable cache is simply rebuilt
+        except (DrctlError, ValueError) as e:  # a damaged cache is rebuilt from the password
+            log.warning("WAL key cache %s is unreadable (%s): opening with the password", path, e)
             return None
     return doc if isinstance(doc, dict) and doc.get("format") == FORMAT else None
 
