@@ -23,13 +23,19 @@ from tests.support.events import read_events
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime.now(UTC)
 FAST_KDF = KdfParams(n=2**12, r=8, p=1)
 SERVERS = ("dns01", "db01", "app01", "files01", "web01")
 
 
+def _now() -> datetime:
+    """Read when a test runs, never at import: a full run collects this module half an hour before
+    it runs it, and a record made "5 minutes ago" against an import-time clock is then 35 minutes
+    old, past db01's 15-minute RPO."""
+    return datetime.now(UTC)
+
+
 def _ago(**kw) -> datetime:
-    return NOW - timedelta(**kw)
+    return _now() - timedelta(**kw)
 
 
 @pytest.fixture
@@ -77,7 +83,7 @@ def scene(seaweed_s3, tmp_path, monkeypatch):
     )
 
     beta_keys = {s: Ed25519PrivateKey.generate() for s in SERVERS if s != "app01"}  # no key for app01
-    soon = (NOW + timedelta(days=10)).date()
+    soon = (_now() + timedelta(days=10)).date()
     world.add_client(
         proj,
         "beta",
@@ -107,11 +113,6 @@ def _metrics(text: str) -> dict[tuple[str, tuple], float]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes alone and after tests/runs, but failed twice at the end of a full clean-clone run (one "
-    "server counted breached instead of met): an order or timing dependency not found yet",
-)
 def test_status_shows_every_state_in_text_json_exit_code_and_metrics(scene, capsys) -> None:
     proj, state, tmp, soon = scene
     prom = tmp / "textfile" / "drctl.prom"
@@ -198,7 +199,7 @@ def test_status_shows_every_state_in_text_json_exit_code_and_metrics(scene, caps
     assert m["drctl_last_job_success", (("client", "alpha"), ("server", "dns01"))] == 1
     assert m["drctl_backup_age_seconds", (("client", "beta"), ("server", "web01"))] == float("inf")
     due_alpha = m["drctl_test_due_timestamp_seconds", (("client", "alpha"),)]
-    assert due_alpha < NOW.timestamp()  # overdue
+    assert due_alpha < _now().timestamp()  # overdue
     due_beta = m["drctl_test_due_timestamp_seconds", (("client", "beta"),)]
     assert due_beta == datetime.combine(soon, datetime.min.time(), UTC).timestamp()
     assert m["drctl_last_drill_success", (("client", "alpha"),)] == 1
@@ -221,18 +222,13 @@ def test_calendar_lists_the_next_twelve_months_and_flags_an_agreed_date_within_3
     assert f"{soon.isoformat()}   beta" in text and "agreed, fewer than 30 days ahead" in text
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes alone and after tests/runs, but failed twice at the end of a full clean-clone run (one "
-    "server counted breached instead of met): an order or timing dependency not found yet",
-)
 def test_all_good_is_exit_0(seaweed_s3, tmp_path, monkeypatch, capsys) -> None:
     seaweed_s3.apply_env(monkeypatch)
     proj = world.make_project(tmp_path)
     monkeypatch.setenv("DRCTL_PROJECT_DIR", str(proj))
     monkeypatch.setenv("DRCTL_STATE_DIR", str(tmp_path / "state"))
     keys = {s: Ed25519PrivateKey.generate() for s in SERVERS}
-    later = (NOW + timedelta(days=90)).date().isoformat()
+    later = (_now() + timedelta(days=90)).date().isoformat()
     world.add_client(
         proj,
         "gamma",
@@ -326,11 +322,6 @@ def test_a_bad_agent_key_in_a_stack_names_the_file_and_field(tmp_path, monkeypat
     assert "Pulumi.no-such.yaml: no such stack file" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="passes alone and after tests/runs, but failed twice at the end of a full clean-clone run (one "
-    "server counted breached instead of met): an order or timing dependency not found yet",
-)
 def test_an_unwritable_metrics_file_is_a_local_io_error_naming_it(tmp_path, monkeypatch, capsys) -> None:
     from drctl.storage.local import LocalDirStorage
 
