@@ -28,17 +28,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-from benchmarks.restore_benchmark import (
-    MiB,
-    Row,
-    Store,
-    cpu_model,
-    load,
-    make_image,
-    median,
-    run,
-    say,
-)
+from benchmarks.restore_benchmark import MiB, Store, cpu_model, load, make_image, run, say
+from benchmarks.targets import Row, median
 
 BLOCK = 4 * MiB
 

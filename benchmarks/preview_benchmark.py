@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 from benchmarks.plan_generator import write_project
 from benchmarks.restore_benchmark import last_json, run
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 from benchmarks.targets import Measured, Row, all_met, runs, target_rows
 
 MiB = 1024 * 1024

@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 from benchmarks.restore_benchmark import _LAUNCH, Child, last_json, say
 from drctl.agent import records
 from drctl.agent.records import JobRecord

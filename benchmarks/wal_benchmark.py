@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
-from benchmarks.restore_benchmark import MiB, Row, cpu_model, load, median, say
+from benchmarks.restore_benchmark import MiB, cpu_model, load, say
+from benchmarks.targets import Row, median
 
 SEGMENT = 16 * MiB
 PAGE = 8192
