@@ -5,9 +5,11 @@ sequential read speed, measured in the same run; and the job's peak RSS (docs/be
     .venv/bin/python benchmarks/agent_benchmark.py --store env     # the S3 server of AWS_ENDPOINT_URL
     #   --size-mib 2048 --rounds 3 --workdir DIR
 
-Each round drops the image from the page cache (posix_fadvise DONTNEED), reads it sequentially in
-4 MiB blocks (the `dd` baseline, in a child process), drops it again and runs
-`drctl agent run --type incremental --json` (a child process, method `none`). The job's read speed
+Each round runs twice, with the image dropped from the page cache (posix_fadvise DONTNEED, and
+/proc/sys/vm/drop_caches as root) and with it warm in memory: it reads the image sequentially in
+4 MiB blocks (the `dd` baseline, in a child process), puts the cache back in the same state and runs
+`drctl agent run --type incremental --json` (a child process, method `none`); each job is compared
+with the read just before it (paired rounds, medians of the ratios). The job's read speed
 is image size / the disk's backup duration (the `disk-finished` event's `duration_s`: the data
 phase, without process start and key derivation). It also times keyed BLAKE3 in one thread over
 the image in memory: a format-2 job whose chunks are all known still computes it over every
@@ -51,6 +53,17 @@ def drop_cache(path: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+    try:  # as root, drop the whole page cache too: DONTNEED is advice the kernel may not follow
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError:
+        pass
+
+
+def warm_cache(path: Path) -> None:
+    """Read the image once so that the next read is served from memory."""
+    with open(path, "rb") as f:
+        while f.read(BLOCK):
+            pass
 
 
 def digest_speed(path: Path) -> float:
@@ -125,48 +138,68 @@ def main(argv: list[str] | None = None) -> int:
             ).stdout
         )
         stored = first[-1]
-        reads, jobs, walls, rss, uploaded = [], [], [], [], []
+        reads: dict[str, list[float]] = {"cold": [], "warm": []}
+        jobs: dict[str, list[float]] = {"cold": [], "warm": []}
+        walls, rss, uploaded = [], [], []
+
+        def prepare(cache: str) -> None:
+            drop_cache(image) if cache == "cold" else warm_cache(image)
+
         for rnd in range(args.rounds):
-            drop_cache(image)
-            n, secs = run([sys.executable, "-c", _READ, str(image)], env, "sequential read").stdout.split()
-            reads.append(int(n) / MiB / float(secs))
-            drop_cache(image)
-            child = run(
-                drctl + ["agent", "run", "--config", str(config), "--type", "incremental", "--json"],
-                env,
-                "job",
-            )
-            evs = events(child.stdout)
-            disk = next(e for e in evs if e["event"] == "disk-finished")
-            jobs.append(size / MiB / disk["duration_s"])
-            walls.append(child.wall_s)
-            rss.append(child.maxrss_kib / 1024)
-            uploaded.append(evs[-1]["bytes_uploaded"])
-            say(
-                f"round {rnd + 1}: source {reads[-1]:.0f} MiB/s, job {jobs[-1]:.0f} MiB/s, RSS {rss[-1]:.0f} MiB"
-            )
+            for cache in ("cold", "warm"):
+                prepare(cache)
+                n, secs = run(
+                    [sys.executable, "-c", _READ, str(image)], env, "sequential read"
+                ).stdout.split()
+                reads[cache].append(int(n) / MiB / float(secs))
+                prepare(cache)
+                child = run(
+                    drctl + ["agent", "run", "--config", str(config), "--type", "incremental", "--json"],
+                    env,
+                    "job",
+                )
+                evs = events(child.stdout)
+                disk = next(e for e in evs if e["event"] == "disk-finished")
+                jobs[cache].append(size / MiB / disk["duration_s"])
+                walls.append(child.wall_s)
+                rss.append(child.maxrss_kib / 1024)
+                uploaded.append(evs[-1]["bytes_uploaded"])
+                say(
+                    f"round {rnd + 1} ({cache} cache): source {reads[cache][-1]:.0f} MiB/s, "
+                    f"job {jobs[cache][-1]:.0f} MiB/s, RSS {rss[-1]:.0f} MiB"
+                )
         digest = digest_speed(image)
-        ratio = median(jobs) / median(reads)
+        # paired: each job against the read measured just before it, in the same cache state
+        ratio = {c: median([j / r for j, r in zip(jobs[c], reads[c], strict=True)]) for c in jobs}
         runs = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
         rows += [
             Row("image", f"{args.size_mib} MiB; first job uploaded {stored['bytes_uploaded'] / MiB:.0f} MiB"),
-            Row(
-                "source sequential read (4 MiB blocks, cold cache)",
-                f"{median(reads):.0f} MiB/s (runs {runs(reads)})",
+            *(
+                row
+                for cache, what in (
+                    ("cold", "cold cache: from the disk"),
+                    ("warm", "warm cache: from memory"),
+                )
+                for row in (
+                    Row(
+                        f"source sequential read, {what}",
+                        f"{median(reads[cache]):.0f} MiB/s (runs {runs(reads[cache])})",
+                    ),
+                    Row(
+                        f"agent job, unchanged disk, data phase, {what}",
+                        f"{median(jobs[cache]):.0f} MiB/s (runs {runs(jobs[cache])})",
+                    ),
+                )
             ),
-            Row(
-                "agent job, unchanged disk: data phase",
-                f"{median(jobs):.0f} MiB/s (runs {runs(jobs)}); uploaded {max(uploaded)} bytes",
-                "nothing uploaded",
-                max(uploaded) == 0,
-            ),
+            Row("bytes uploaded by the jobs (all chunks known)", f"{max(uploaded)}", "0", max(uploaded) == 0),
             Row("agent job, whole CLI (process, key derivation, locks, record)", f"{median(walls):.1f} s"),
             Row(
-                "job / source read speed",
-                f"{ratio:.2f}",
+                "job / source read speed, cold cache (median of paired rounds)",
+                f"{ratio['cold']:.2f}",
                 ">= 0.8",
-                ratio >= 0.8,
+                ratio["cold"] >= 0.8,
             ),
+            Row("job / source read speed, warm cache (the job's own CPU bound)", f"{ratio['warm']:.2f}"),
             Row(
                 "one thread, image in memory: keyed BLAKE3 (format 2's per-byte digest)",
                 f"{digest:.0f} MiB/s",
