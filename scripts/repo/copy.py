@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from drctl.errors import DrctlError, InvalidInput
+from drctl.errors import InvalidInput
 from drctl.repo import crypto
 from drctl.repo.errors import (
     ChunkMissing,
@@ -40,7 +40,7 @@ from drctl.repo.manifest import (
 )
 from drctl.repo.progress import NullProgress, ProgressSink
 from drctl.repo.repository import CONFIG_KEY, Repository, open_repository, read_config
-from drctl.storage.base import ObjectMissing, Storage
+from drctl.storage.base import BucketMissing, ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,8 @@ def open_destination(src: Repository, dst_storage: Storage, password: bytes) -> 
 def _list_or_empty(storage: Storage):
     try:
         yield from storage.list("")
-    except DrctlError as e:
-        if e.exit_code == 10:  # bucket or directory missing: created below
-            return
-        raise
+    except BucketMissing:  # created by the initialisation
+        return
 
 
 def _initialise(src: Repository, dst_storage: Storage) -> None:
