@@ -226,7 +226,10 @@ def _write_reports(stack: str, state_dir: Path, work: Path) -> tuple[list[dict[s
     out = []
     for run in store.list_runs(stack):
         rid = run.path.name
-        for name in FILES:
+        # The signed files, and whatever else the run recorded beside them (a deactivation's
+        # decision record): regular files only, never through a link.
+        names = sorted({*FILES, *(f.name for f in run.path.iterdir() if f.is_file() and not f.is_symlink())})
+        for name in names:
             _write(work / "reports" / rid / name, (run.path / name).read_bytes())
         try:
             store.verify(run.path)

@@ -130,7 +130,13 @@ def test_a_qcow2_export_checks_with_sha256sum_and_qemu_img_and_holds_no_secret(c
     for name in ("summary.json", "report.html", "report.sig"):
         assert (to / "reports" / client.run_id / name).read_bytes() == (run_dir / name).read_bytes()
     assert result["reports"] == [
-        {"run_id": client.run_id, "kind": "drill", "mode": "test", "signature_verified": True}
+        {
+            "run_id": client.run_id,
+            "kind": "drill",
+            "mode": "test",
+            "signature_verified": True,
+            "files": ["report.html", "report.sig", "summary.json"],
+        }
     ]
     # No secret in any file, and nothing readable by others.
     for f in to.rglob("*"):
