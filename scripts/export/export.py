@@ -243,6 +243,7 @@ def _write_reports(stack: str, state_dir: Path, work: Path) -> tuple[list[dict[s
                 "kind": run.summary.kind,
                 "mode": run.summary.mode,
                 "signature_verified": verified,
+                "files": names,
             }
         )
     key_path = store.key_path()

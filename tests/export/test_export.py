@@ -94,6 +94,9 @@ def raw_of(image: Path, tmp: Path) -> bytes:
 
 @needs_qemu_img
 def test_a_qcow2_export_checks_with_sha256sum_and_qemu_img_and_holds_no_secret(client, tmp_path):
+    run_dir = client.state / "runs" / "demo" / client.run_id
+    decision = b'{"requested_by": "Alice", "reason": "site rebuilt elsewhere"}\n'
+    (run_dir / "deactivation-20260204T090000Z.json").write_bytes(decision)  # as deactivate records one
     to = tmp_path / "handover"
     p = client.export(to, "--json")
     assert p.returncode == 0, p.stderr
@@ -126,8 +129,7 @@ def test_a_qcow2_export_checks_with_sha256sum_and_qemu_img_and_holds_no_secret(c
     settings = json.loads((to / "stack" / "settings.json").read_text())
     assert settings["omitted_secrets"] == ["vpn_psks"] and "vpn_psks" not in settings["settings"]
     assert settings["settings"]["backup_repository"] == str(client.repo)
-    run_dir = client.state / "runs" / "demo" / client.run_id
-    for name in ("summary.json", "report.html", "report.sig"):
+    for name in ("summary.json", "report.html", "report.sig", "deactivation-20260204T090000Z.json"):
         assert (to / "reports" / client.run_id / name).read_bytes() == (run_dir / name).read_bytes()
     assert result["reports"] == [
         {
@@ -135,7 +137,7 @@ def test_a_qcow2_export_checks_with_sha256sum_and_qemu_img_and_holds_no_secret(c
             "kind": "drill",
             "mode": "test",
             "signature_verified": True,
-            "files": ["report.html", "report.sig", "summary.json"],
+            "files": ["deactivation-20260204T090000Z.json", "report.html", "report.sig", "summary.json"],
         }
     ]
     # No secret in any file, and nothing readable by others.
