@@ -113,19 +113,26 @@ def export_stack(
     emit = on_event or (lambda kind, data: None)
     result = ExportResult(stack=cfg.stack, path=to, format=fmt)
     created = not to.exists()
-    to.mkdir(mode=0o700, parents=True, exist_ok=True)
     work = to / layout.PARTIAL
-    shutil.rmtree(work, ignore_errors=True)  # an interrupted export's leftovers
-    work.mkdir(mode=0o700)
+    try:
+        to.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if work.is_symlink():
+            work.unlink()
+        shutil.rmtree(work, ignore_errors=True)  # an interrupted export's leftovers
+        work.mkdir(mode=0o700)
+    except OSError as e:
+        raise LocalIOError(f"cannot create the export directory {work}: {e.strerror}") from e
     try:
         _fill(cfg, repo, work, result, state_dir, all_points, parallel, progress or NullProgress(), emit)
         _publish(work, to)
-    except BaseException:
+    except BaseException as e:
         # Nothing half-written stays: not the partial export, not a directory this run created.
         shutil.rmtree(work, ignore_errors=True)
         if created:
             with contextlib.suppress(OSError):
                 to.rmdir()
+        if isinstance(e, OSError):
+            raise LocalIOError(f"export to {to} failed, nothing was kept: {e}") from e
         raise
     result.duration_s = time.monotonic() - t0
     return result

@@ -217,6 +217,9 @@ def test_a_non_empty_target_is_refused_before_anything_is_read_and_left_as_it_wa
     f = tmp_path / "a-file"
     f.write_text("x")
     assert client.export(f).returncode == 1
+    under_a_file = client.export(f / "export")
+    assert under_a_file.returncode == 15 and f"{f}/export" in under_a_file.stderr, under_a_file.stderr
+    assert f.read_text() == "x"
 
 
 def test_a_damaged_backup_fails_the_export_and_leaves_nothing_behind(client, tmp_path):
