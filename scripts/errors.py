@@ -29,6 +29,7 @@ its exit code and module (a test keeps this list complete and exact)::
             PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
             PricesInvalid (1) stack.cost: the stack's price table is missing, incomplete or not numbers
             RepoExists (1) repo.errors: a repository already exists here
+            RepoKeyMismatch (1) repo.errors: a copy's destination has other key material than its source
             RepoNeedsUpgrade (1) repo.errors: a backup into an older-format repository (`drctl repo upgrade`)
             RunNotFound (1) runs.store: no stored run has this id
             SecretValueInvalid (1) stack.secrets: a ``secure:`` value is malformed or was altered

@@ -46,6 +46,7 @@ EVENTS: dict[str, str] = {
     "job-started": "an agent job started (its job lock held)",
     "disk-started": "the agent started backing up one disk (its snapshot taken)",
     "disk-finished": "the agent backed up one disk: its restore point",
+    "export-image": "`drctl export` wrote one verified disk image",
     "result": "terminal: the command's summary",
     "error": "terminal: the command stopped on an error",
 }

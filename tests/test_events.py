@@ -168,6 +168,8 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "forget": (["forget", str(repo), "--keep-last", "1", "--dry-run"], 0, "result"),
         "prune": (["prune", str(repo), "--dry-run"], 0, "result"),
         "repo upgrade": (["repo", "upgrade", str(repo)], 0, "result"),
+        "repo copy": (["repo", "copy", str(repo), str(tmp / "repo-copy")], 0, "result"),
+        "export": (["export", "no-such-stack", "--to", str(tmp / "export")], 1, "error"),
         "activate": (
             ["activate", "no-such-stack", "--mode", "test", "--requested-by", "x", "--state-dir", state],
             1,

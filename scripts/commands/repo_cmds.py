@@ -1,4 +1,4 @@
-"""Backup repository commands: repo init|upgrade, key add|list|remove|passwd, backup, snapshots, restore,
+"""Backup repository commands: repo init|upgrade (and copy, in copy_cmds), key add|list|remove|passwd, backup, snapshots, restore,
 check, forget, prune, unlock. Formats and exit codes: docs/repository-format.md.
 
 Size: over 400 lines because it is the argument parsing and the printing of eleven commands, each a
@@ -402,6 +402,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "restorable).",
     )
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
+    from drctl.commands.copy_cmds import register_repo_copy
+
+    register_repo_copy(repo_sub, pw)
 
     key = sub.add_parser("key", help="manage the repository's key slots")
     key_sub = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")

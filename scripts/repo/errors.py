@@ -111,6 +111,10 @@ class RepoNeedsUpgrade(InvalidInput):
     """A backup into a repository of an older format: ``drctl repo upgrade`` raises it first."""
 
 
+class RepoKeyMismatch(InvalidInput):
+    """Two repositories a copy would join do not share their key material."""
+
+
 class SourceChanged(LocalIOError):
     """The backup source changed size while it was being read."""
 
