@@ -211,13 +211,18 @@ def test_cycle_is_refused_naming_its_members_before_anything_runs():
     assert rec.events == []
 
 
-@pytest.mark.parametrize("delay_s", [0, 0.5], ids=["while-starting", "while-waiting"])
-def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped(delay_s):
+@pytest.mark.parametrize(
+    ("delay_s", "presses"),
+    [(0, 1), (0.5, 1), (0.5, 2)],
+    ids=["while-starting", "while-waiting", "pressed-twice"],
+)
+def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped(delay_s, presses):
     """After Ctrl-C the caller removes the restore directory: no restore may still be writing.
 
     The Ctrl-C is a real SIGINT to the calling thread, sent from the first restore at once (the
     caller may still be starting the server threads) or after a delay (the caller is blocked
-    waiting for them, where a flag-only interrupt would wait for the threads to end)."""
+    waiting for them, where a flag-only interrupt would wait for the threads to end). An impatient
+    second Ctrl-C while the restores stop does not make it return earlier."""
     cancel = threading.Event()
     state = {"running": 0, "saw_cancel": 0, "calls": 0}
     lock = threading.Lock()
@@ -236,6 +241,9 @@ def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped
                 # Generous for a loaded machine: a restore that never sees the cancel returns, and
                 # the assertions below then fail instead of the test hanging.
                 if cancel.wait(timeout=60):
+                    if first and presses == 2:
+                        time.sleep(0.2)
+                        press_ctrl_c()  # while the caller waits for the restores to stop
                     time.sleep(0.2)  # a chunk download still finishing
                     with lock:
                         state["saw_cancel"] += 1
