@@ -129,7 +129,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_LOCKED: "locked: another process uses the repository, or another run the stack",
     EXIT_WRONG_PASSWORD: "wrong password (no key slot opens with it)",
     EXIT_INTEGRITY: "integrity failure: tampered, truncated, swapped or missing data; tampered report",
-    EXIT_STORAGE: "storage unreachable or refusing access (network, credentials); status: a vault unreadable",
+    EXIT_STORAGE: "storage unreachable or refusing access (network, credentials); status: a vault or a run summary unreadable",
     EXIT_LOCAL_IO: "local I/O failure (disk full, source changed during backup, output unusable)",
     EXIT_MISSING_TOOL: "a tool or service the command needs is missing",
     EXIT_RUN_FAILED: "an activation, drill or test ran and a server (or step) failed; status: an RPO "

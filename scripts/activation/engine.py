@@ -83,6 +83,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _wait_for_restores(restoring: threading.Condition, in_flight: list[int]) -> None:
+    """Wait until no restore runs. A second Ctrl-C does not cut this short: the caller removes the
+    restore directory next, and a restore still running would write into it again."""
+    while True:
+        try:
+            with restoring:
+                restoring.wait_for(lambda: in_flight[0] == 0)
+            return
+        except KeyboardInterrupt:
+            log.warning("interrupted again: still waiting for %d running restore(s) to stop", in_flight[0])
+
+
 def run_servers(
     servers: Sequence[Server],
     *,
@@ -192,8 +204,7 @@ def run_servers(
         # instead of booting into a dead sandbox.
         cancel.set()
         pool.shutdown(wait=False, cancel_futures=True)
-        with restoring:
-            restoring.wait_for(lambda: in_flight[0] == 0)
+        _wait_for_restores(restoring, in_flight)
         raise
     pool.shutdown(wait=True)
     if bugs:

@@ -1,6 +1,7 @@
 """``drctl status [STACK ...] [--json] [--calendar] [--prometheus FILE]``: protection status across
 clients (every stack of the project by default). Exit 0 when all is well, 20 when an RPO is
-breached or a test overdue, 14 when a vault cannot be read (the others are still reported)."""
+breached or a test overdue, 14 when a vault or a run summary cannot be read (the others are still
+reported; a client with an unreadable run summary has its test verdicts unknown)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="protection status of every client: RPO, backup jobs, tests due, drift (exit 20 on trouble)",
         description="Per client and server: RPO met / at risk / breached from the agents' signed status "
         "records, last job, retention, last drill, next test due, drift. Exit 0 all good, 20 an RPO "
-        "breached or a test overdue, 14 a vault cannot be read.",
+        "breached or a test overdue, 14 a vault or a run summary cannot be read.",
     )
     p.add_argument(
         "stacks", nargs="*", metavar="STACK", type=stack_name, help="stacks (default: every stack)"

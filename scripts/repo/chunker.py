@@ -40,7 +40,9 @@ class DiskSource:
                 data = os.pread(self.fd, want, i * chunk_size)
             except OSError as e:
                 raise SourceUnreadable(
-                    f"cannot read backup source {self.path} at offset {i * chunk_size}: {e.strerror}"
+                    f"cannot read backup source {self.path} at offset {i * chunk_size}: {e.strerror}; "
+                    f"no restore point was written. Check that the device is still there and healthy "
+                    f"(the kernel log says why a read failed), then back it up again"
                 ) from e
             if len(data) != want:
                 raise SourceChanged(

@@ -29,7 +29,7 @@ from drctl import paths
 from drctl.errors import InvalidInput, LocalIOError
 from drctl.paths import check_stack_name
 from drctl.runs import signing as report_signing
-from drctl.runs.model import RunSummary
+from drctl.runs.model import RunSummary, SummaryInvalid
 from drctl.runs.report import render_html
 from drctl.storage.base import Storage, StorageError
 
@@ -74,6 +74,15 @@ class StoredRun:
     @property
     def signature_path(self) -> Path:
         return self.path / SIGNATURE
+
+
+@dataclass(frozen=True)
+class UnreadableRun:
+    """A run directory whose summary could not be read or parsed."""
+
+    summary_path: Path
+    run_id: str
+    problem: str  # what is wrong with it, without the path
 
 
 class RunStore:
@@ -174,12 +183,28 @@ class RunStore:
             raise LocalIOError(f"cannot read {path / SUMMARY}: {e}") from e
         return StoredRun(path, RunSummary.from_json(data, str(path / SUMMARY)))
 
-    def list_runs(self, stack: str) -> list[StoredRun]:
-        """Runs of ``stack``, oldest first (run ids sort by start time)."""
+    def _run_dirs(self, stack: str) -> list[Path]:
         d = self.runs_dir / check_stack_name(stack)
         if not d.is_dir():
             return []
-        return [self._load(p) for p in sorted(d.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        return [p for p in sorted(d.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+    def list_runs(self, stack: str) -> list[StoredRun]:
+        """Runs of ``stack``, oldest first (run ids sort by start time). An unreadable summary
+        raises (:class:`~drctl.runs.model.SummaryInvalid` or :class:`LocalIOError`, naming it)."""
+        return [self._load(p) for p in self._run_dirs(stack)]
+
+    def read_runs(self, stack: str) -> tuple[list[StoredRun], list[UnreadableRun]]:
+        """Like :meth:`list_runs`, but a summary that cannot be read or parsed is returned apart
+        instead of raising: for a reader (``drctl status``) that reports it and goes on."""
+        runs, unreadable = [], []
+        for p in self._run_dirs(stack):
+            try:
+                runs.append(self._load(p))
+            except (SummaryInvalid, LocalIOError) as e:
+                problem = e.message.removeprefix(f"{p / SUMMARY}: ").removeprefix("run summary: ")
+                unreadable.append(UnreadableRun(p / SUMMARY, p.name, problem))
+        return runs, unreadable
 
     def _candidates(self, run_id: str) -> Iterator[Path]:
         if not self.runs_dir.is_dir():

@@ -1,7 +1,7 @@
 """``drctl status``'s facts, gathered: per client its vault (:mod:`drctl.status.vault`), its runs
 (:mod:`drctl.runs.store`) and its plan, turned into :class:`~drctl.status.model.ClientState`.
 Clients are read in parallel; one client's unreadable vault is reported on that client, the others
-are still read."""
+are still read; so is one client's unreadable run summary (its test verdicts are then unknown)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from drctl.agent.records import StoredRecord, Trust
 from drctl.plan.model import Server
 from drctl.runs.model import RunSummary
-from drctl.runs.store import RunStore
+from drctl.runs.store import RunStore, UnreadableRun
 from drctl.status import schedule
 from drctl.status.clients import ClientSource
 from drctl.status.model import ClientState, DiskBackup, JobInfo, NextTest, RunInfo, ServerState, Untrusted
@@ -63,6 +63,7 @@ def _server_state(
     runs: Sequence[RunSummary],
     source: ClientSource,
     now: dt.datetime,
+    unknown: str = "",
 ) -> ServerState:
     trusted = [s.record for s in stored if s.trusted and s.record is not None]
     last_job = None
@@ -95,7 +96,7 @@ def _server_state(
         Untrusted(s.key, s.trust.value, s.problem) for s in stored if s.trust is not Trust.VERIFIED
     )
     last_run, last_pass = _server_runs(runs, server.name)
-    test = schedule.next_test(server.protection, last_pass, source.plan.tests, now.date())
+    test = _next_test(server.protection, last_pass, source, now, unknown)
     return ServerState(
         name=server.name,
         protection=server.protection,
@@ -110,6 +111,28 @@ def _server_state(
     )
 
 
+def _next_test(
+    scope: str, last_pass: dt.date | None, source: ClientSource, now: dt.datetime, unknown: str
+) -> NextTest | None:
+    """The server's next test; with ``unknown`` (a run summary unreadable: the last passing run
+    may be the one that cannot be read) the due date is not guessed."""
+    test = schedule.next_test(scope, last_pass, source.plan.tests, now.date())
+    if test is None or not unknown:
+        return test
+    return NextTest(scope, None, "unknown", overdue=False, problem=unknown)
+
+
+def unreadable_runs_problem(unreadable: Sequence[UnreadableRun]) -> str:
+    """Why the tests are unknown and what to do: the first unreadable summary named (and how many)."""
+    first = unreadable[0]
+    more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+    return (
+        f"run summary {first.summary_path} unreadable ({first.problem}){more}; next step: "
+        f"`drctl report verify {first.run_id}` tells whether it was altered, then restore the run from "
+        f"the client's report bucket or move {first.summary_path.parent} out of the run store"
+    )
+
+
 def client_state(
     source: ClientSource,
     storage: Storage,
@@ -118,13 +141,18 @@ def client_state(
     *,
     password: bytes | None = None,
     parallel: int = 16,
+    unreadable_runs: Sequence[UnreadableRun] = (),
 ) -> ClientState:
-    """One client's state (its vault unreadable is a state, not an error)."""
+    """One client's state (its vault unreadable is a state, not an error; so is an unreadable run
+    summary: the tests are then unknown, the rest is still read)."""
     plan = source.plan
+    unknown = unreadable_runs_problem(unreadable_runs) if unreadable_runs else ""
+    bad_runs = tuple(f"{u.summary_path}: {u.problem}" for u in unreadable_runs)
+    notes = source.plan_notes + ((f"test verdict unknown: {unknown}",) if unknown else ())
     per_class: dict[str, list[NextTest]] = {}
     for s in plan.servers:  # the tests depend on the runs and the plan only: known even without the vault
         _, last_pass = _server_runs(runs, s.name)
-        test = schedule.next_test(s.protection, last_pass, plan.tests, now.date())
+        test = _next_test(s.protection, last_pass, source, now, unknown)
         if test is not None:
             per_class.setdefault(test.scope, []).append(test)
     tests = tuple(
@@ -141,10 +169,12 @@ def client_state(
             unreadable=e.message,
             tests=tests,
             agreed_tests=plan.tests,
-            notes=source.plan_notes,
+            notes=notes,
+            unreadable_runs=bad_runs,
         )
     servers = tuple(
-        _server_state(s, reading.records.get(s.name, []), reading, runs, source, now) for s in plan.servers
+        _server_state(s, reading.records.get(s.name, []), reading, runs, source, now, unknown)
+        for s in plan.servers
     )
     planned = {s.name for s in plan.servers}
     return ClientState(
@@ -157,8 +187,9 @@ def client_state(
         not_in_plan=tuple(sorted(reading.servers_seen - planned)),
         tests=tests,
         last_drill=_last_drill(runs),
-        notes=source.plan_notes + tuple(reading.notes),
+        notes=notes + tuple(reading.notes),
         agreed_tests=plan.tests,
+        unreadable_runs=bad_runs,
     )
 
 
@@ -178,8 +209,11 @@ def collect(
 
     def one(item: ClientSource | Callable[[], ClientSource]) -> ClientState:
         source = item if isinstance(item, ClientSource) else item()
-        runs = [r.summary for r in store.list_runs(source.stack)]
-        return client_state(source, open_vault(source.vault), runs, now, password=password)
+        stored, unreadable = store.read_runs(source.stack)
+        runs = [r.summary for r in stored]
+        return client_state(
+            source, open_vault(source.vault), runs, now, password=password, unreadable_runs=unreadable
+        )
 
     with ThreadPoolExecutor(max_workers=max(1, min(CLIENTS_IN_PARALLEL, len(sources)))) as pool:
         return list(pool.map(one, sources))

@@ -11,8 +11,12 @@ Per server (labels ``client``, ``stack``, ``server``, ``class``):
 
 Per client (labels ``client``, ``stack``):
 
-- ``drctl_test_due_timestamp_seconds``: when its next test is due (UTC midnight of that day;
-  0 when never tested and no date is agreed: overdue);
+- ``drctl_test_due_timestamp_seconds``: when its next test is due (UTC midnight of that day).
+  Never tested and no date agreed is 0: due since 1970, which is the truth (overdue), and what
+  the usual ``time() > ...`` rule makes of it; the rules tell it apart (``== 0``) to say "never
+  tested" rather than "was due". Absent when unknown: a run summary could not be read;
+- ``drctl_run_summaries_unreadable``: run summaries of the client that could not be read (its
+  test verdicts are then unknown);
 - ``drctl_last_drill_success``: 1 when its last drill (or test activation) passed, else 0 (absent
   before the first);
 - ``drctl_vault_readable``: 0 when ``drctl status`` could not read the vault (the other metrics of
@@ -52,7 +56,16 @@ def registry(clients: Sequence[ClientState]) -> CollectorRegistry:
         "drctl_job_consecutive_failures", "Verified failed jobs since the last success", _SERVER, registry=reg
     )
     due = Gauge(
-        "drctl_test_due_timestamp_seconds", "When the client's next test is due", _CLIENT, registry=reg
+        "drctl_test_due_timestamp_seconds",
+        "When the client's next test is due (Unix time); 0: never tested, no date agreed (overdue)",
+        _CLIENT,
+        registry=reg,
+    )
+    bad_runs = Gauge(
+        "drctl_run_summaries_unreadable",
+        "Run summaries of the client that could not be read (its test verdicts are unknown)",
+        _CLIENT,
+        registry=reg,
     )
     drill = Gauge("drctl_last_drill_success", "1 if the client's last drill passed", _CLIENT, registry=reg)
     readable = Gauge(
@@ -60,6 +73,7 @@ def registry(clients: Sequence[ClientState]) -> CollectorRegistry:
     )
     for c in clients:
         readable.labels(c.client, c.stack).set(0 if c.unreadable else 1)
+        bad_runs.labels(c.client, c.stack).set(len(c.unreadable_runs))
         if c.unreadable:
             continue
         for s in c.servers:
@@ -70,7 +84,7 @@ def registry(clients: Sequence[ClientState]) -> CollectorRegistry:
             if s.last_job is not None and s.last_job.result in ("ok", "failed"):
                 job.labels(*labels).set(1 if s.last_job.result == "ok" else 0)
         t = c.test_due
-        if t is not None:
+        if t is not None and not t.unknown:
             when = 0.0
             if t.due is not None:
                 when = dt.datetime.combine(t.due, dt.time(), dt.UTC).timestamp()

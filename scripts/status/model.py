@@ -34,7 +34,7 @@ class Health(enum.IntEnum):
     """A client's or server's overall state, worst last (the output sorts on it)."""
 
     OK = 0
-    WARNING = 1  # RPO at risk, an agreed test within 30 days, untrusted records, retention off
+    WARNING = 1  # RPO at risk, an agreed test within 30 days or unknown, untrusted records, retention off
     FAILING = 2  # RPO breached, last job failed, test overdue, drift
     UNREADABLE = 3  # the vault could not be read: nothing is known
 
@@ -90,10 +90,15 @@ class NextTest:
     """When a class's (or a server's) next test is due, and why that date."""
 
     scope: str  # dr | backup-tested
-    due: dt.date | None  # None: never tested and no date agreed
-    source: str  # agreed | computed | never-tested
+    due: dt.date | None  # None: never tested and no date agreed, or unknown
+    source: str  # agreed | computed | never-tested | unknown (a run summary could not be read)
     overdue: bool
     soon: bool = False  # an agreed date fewer than 30 days ahead
+    problem: str = ""  # with source "unknown": which run summary, what is wrong, the next step
+
+    @property
+    def unknown(self) -> bool:
+        return self.source == "unknown"
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,11 @@ class ServerState:
             out.append(
                 f"last job {self.last_job.job_id} failed: {self.last_job.error_class or 'error'}{times}"
             )
-        if self.test is not None and self.test.overdue:
+        if self.test is not None and self.test.unknown:
+            out.append(
+                f"{self.test.scope} test due date unknown: a run summary is unreadable (see the notes)"
+            )
+        elif self.test is not None and self.test.overdue:
             out.append(f"{self.test.scope} test overdue ({describe_due(self.test)})")
         elif self.test is not None and self.test.soon:
             out.append(f"{self.test.scope} test agreed for {self.test.due} (fewer than 30 days)")
@@ -151,7 +160,11 @@ class ServerState:
     def health(self) -> Health:
         if self.rpo is Rpo.BREACHED or self.job_failed or (self.test is not None and self.test.overdue):
             return Health.FAILING
-        if self.rpo is Rpo.AT_RISK or self.untrusted or (self.test is not None and self.test.soon):
+        if (
+            self.rpo is Rpo.AT_RISK
+            or self.untrusted
+            or (self.test is not None and (self.test.soon or self.test.unknown))
+        ):
             return Health.WARNING
         return Health.OK
 
@@ -179,6 +192,7 @@ class ClientState:
     last_drill: RunInfo | None = None
     notes: tuple[str, ...] = ()
     agreed_tests: tuple[AgreedTest, ...] = ()  # the plan's agreed dates (the calendar lists them)
+    unreadable_runs: tuple[str, ...] = ()  # run summaries that could not be read (path and problem)
 
     @property
     def health(self) -> Health:
@@ -189,11 +203,16 @@ class ClientState:
             worst = max(worst, Health.FAILING)
         if self.retention is not None and self.retention.retain_days and not self.retention.enforced:
             worst = max(worst, Health.WARNING)
+        if self.unreadable_runs:
+            worst = max(worst, Health.WARNING)
         return worst
 
     @property
     def test_due(self) -> NextTest | None:
-        """The client's next test (the earliest of its classes')."""
+        """The client's next test (the earliest of its classes'; unknown when a run is unreadable)."""
+        unknown = [t for t in self.tests if t.unknown]
+        if unknown:
+            return unknown[0]
         dated = [t for t in self.tests if t.due is not None]
         never = [t for t in self.tests if t.due is None]
         return never[0] if never else min(dated, key=lambda t: t.due or dt.date.max, default=None)
@@ -213,9 +232,9 @@ class ClientState:
 
 
 def exit_code(clients: list[ClientState]) -> int:
-    """14 when a vault could not be read (what is not known comes first), else 20 when an RPO is
-    breached or a test overdue, else 0."""
-    if any(c.unreadable for c in clients):
+    """14 when a vault or a run summary could not be read (what is not known comes first), else 20
+    when an RPO is breached or a test overdue, else 0."""
+    if any(c.unreadable or c.unreadable_runs for c in clients):
         return EXIT_STORAGE
     if any(s.rpo is Rpo.BREACHED for c in clients for s in c.servers) or any(
         t.overdue for c in clients for t in c.tests
@@ -234,6 +253,8 @@ def format_age(seconds: float) -> str:
 
 
 def describe_due(t: NextTest) -> str:
+    if t.unknown:
+        return f"unknown: {t.problem}"
     if t.due is None:
         return "never tested and no date agreed"
     return f"{t.source} date {t.due.isoformat()}"

@@ -23,7 +23,9 @@ def _client_line(c: ClientState) -> str:
         parts = [f"{n['servers']} servers", f"RPO met {n['rpo_met']}"]
         parts += [f"{label} {n[key]}" for key, label in _COUNTED if n[key]]
     t = c.test_due  # known from the runs and the plan, even without the vault
-    if t is not None:
+    if t is not None and t.unknown:
+        parts.append(f"next test {t.scope} UNKNOWN (a run summary is unreadable: see the notes)")
+    elif t is not None:
         state = " OVERDUE" if t.overdue else " (agreed, within 30 days)" if t.soon else ""
         parts.append(f"next test {t.scope} {t.due or 'never tested'}{state}")
     if c.last_drill is not None:
@@ -74,7 +76,7 @@ def calendar_text(entries: Sequence[CalendarEntry]) -> str:
         lines.append("  (no test to plan: no dr or backup-tested server)")
     for e in entries:
         flag = "  OVERDUE" if e.overdue else "  agreed, fewer than 30 days ahead" if e.soon else ""
-        day = e.date.isoformat() if e.date else "never tested"
+        day = e.date.isoformat() if e.date else "unknown" if e.source == "unknown" else "never tested"
         lines.append(f"  {day:<12} {e.stack:<16} {e.scope:<14} {e.source}{flag}")
     return "\n".join(lines)
 

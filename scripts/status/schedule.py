@@ -70,7 +70,7 @@ class CalendarEntry:
     client: str
     date: dt.date | None  # None: never tested, no date agreed
     scope: str
-    source: str  # agreed | computed | never-tested
+    source: str  # agreed | computed | never-tested | unknown
     overdue: bool = False
     soon: bool = False
 
@@ -102,6 +102,9 @@ def calendar_entries(
             soon = day < today + dt.timedelta(days=SOON_DAYS)
             out.append(CalendarEntry(stack, client, day, t.scope, "agreed", soon=soon))
         if future_agreed:
+            continue
+        if t.source == "unknown":  # a run summary is unreadable: no date is computed from the runs
+            out.append(CalendarEntry(stack, client, None, t.scope, "unknown"))
             continue
         day = t.due if t.due is not None else today
         if t.overdue:  # the next one, once the overdue test is done today

@@ -24,6 +24,7 @@ from drctl.storage.s3 import S3Storage
 from drctl.storage.s3_client import create_bucket
 from tests.conftest import demo_project
 from tests.support.events import read_events
+from tests.support.interrupts import sigint_default
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -136,12 +137,6 @@ def test_demo_drill_every_server_ok_in_dependency_order(demo_vault):
     assert not (v["tmp"] / "state" / "restores" / summary["run_id"]).exists()
 
 
-def _sigint_default() -> None:
-    # A shell that starts pytest in the background makes its children ignore SIGINT, and Python
-    # keeps an inherited SIG_IGN: the operator's Ctrl-C would never reach the drill.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_drill_leaves_nothing_behind(demo_vault, signum):
     v = demo_vault
@@ -165,7 +160,7 @@ def test_interrupted_drill_leaves_nothing_behind(demo_vault, signum):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_sigint_default,
+        preexec_fn=sigint_default,
     )
     run_id = None
     seen = []

@@ -18,6 +18,7 @@ from drctl.repo.errors import IntegrityError
 from drctl.runs.model import CheckResult as CheckOutcome
 from drctl.runs.model import ServerStatus
 from drctl.storage.base import StorageUnavailable
+from tests.support.interrupts import ctrl_c_to_main_thread
 
 
 def server(name: str, deps: tuple[str, ...] = (), disks: int = 1) -> Server:
@@ -210,38 +211,59 @@ def test_cycle_is_refused_naming_its_members_before_anything_runs():
     assert rec.events == []
 
 
-def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped():
-    """After Ctrl-C the caller removes the restore directory: no restore may still be writing."""
-    import _thread
+@pytest.mark.parametrize(
+    ("delay_s", "presses"),
+    [(0, 1), (0.5, 1), (0.5, 2)],
+    ids=["while-starting", "while-waiting", "pressed-twice"],
+)
+def test_ctrl_c_cancels_running_restores_and_returns_only_when_they_have_stopped(delay_s, presses):
+    """After Ctrl-C the caller removes the restore directory: no restore may still be writing.
 
+    The Ctrl-C is a real SIGINT to the calling thread, sent from the first restore at once (the
+    caller may still be starting the server threads) or after a delay (the caller is blocked
+    waiting for them, where a flag-only interrupt would wait for the threads to end). An impatient
+    second Ctrl-C while the restores stop does not make it return earlier."""
     cancel = threading.Event()
     state = {"running": 0, "saw_cancel": 0, "calls": 0}
     lock = threading.Lock()
 
-    def restore(s: Server, disk: str) -> RestoredDisk:
-        with lock:
-            state["running"] += 1
-            state["calls"] += 1
-            first = state["calls"] == 1
-        try:
-            if first:
-                _thread.interrupt_main()  # the operator's Ctrl-C, raised in the caller's thread
-            if cancel.wait(timeout=10):
-                time.sleep(0.2)  # a chunk download still finishing
-                with lock:
-                    state["saw_cancel"] += 1
-                raise Cancelled(f"restore of {s.name}/{disk} cancelled")
-            return RestoredDisk(s.name, disk, "/tmp/x", "p1", datetime.now(UTC))
-        finally:
-            with lock:
-                state["running"] -= 1
+    with ctrl_c_to_main_thread() as press_ctrl_c:
 
-    rec = Recorder()
-    servers = [server(n) for n in ("a", "b", "c", "d", "e")]
-    with pytest.raises(KeyboardInterrupt):
-        run_servers(
-            servers, restore=restore, start=rec.start, verify=rec.verify, restore_parallel=2, cancel=cancel
-        )
+        def restore(s: Server, disk: str) -> RestoredDisk:
+            with lock:
+                state["running"] += 1
+                state["calls"] += 1
+                first = state["calls"] == 1
+            try:
+                if first:
+                    time.sleep(delay_s)
+                    press_ctrl_c()
+                # Generous for a loaded machine: a restore that never sees the cancel returns, and
+                # the assertions below then fail instead of the test hanging.
+                if cancel.wait(timeout=60):
+                    if first and presses == 2:
+                        time.sleep(0.2)
+                        press_ctrl_c()  # while the caller waits for the restores to stop
+                    time.sleep(0.2)  # a chunk download still finishing
+                    with lock:
+                        state["saw_cancel"] += 1
+                    raise Cancelled(f"restore of {s.name}/{disk} cancelled")
+                return RestoredDisk(s.name, disk, "/tmp/x", "p1", datetime.now(UTC))
+            finally:
+                with lock:
+                    state["running"] -= 1
+
+        rec = Recorder()
+        servers = [server(n) for n in ("a", "b", "c", "d", "e")]
+        with pytest.raises(KeyboardInterrupt):
+            run_servers(
+                servers,
+                restore=restore,
+                start=rec.start,
+                verify=rec.verify,
+                restore_parallel=2,
+                cancel=cancel,
+            )
     assert cancel.is_set()
     assert state["running"] == 0  # every started restore had stopped before run_servers returned
     assert state["saw_cancel"] == state["calls"] <= 3  # queued restores never started

@@ -9,6 +9,7 @@ them once (``python -m drctl.demo.images build``), every later run reuses them.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -22,10 +23,12 @@ from pathlib import Path
 import pytest
 
 from drctl.activation.targets.sandbox import NS_PREFIX, OWNER_DIR, Sandbox, cleanup_stale, socket_dir
-from drctl.agent.qmp import Qmp
+from drctl.agent.qmp import QemuControlError, Qmp
 from drctl.demo.images import build_demo_images
 from drctl.netns import list_namespaces
 from drctl.plan.load import load_plan
+from drctl.processes import wait_until
+from tests.support.interrupts import sigint_default
 
 pytestmark = pytest.mark.integration
 
@@ -226,44 +229,75 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _start_child(plan_path: Path, run_id: str, state: Path, disk: Path) -> tuple[subprocess.Popen, int, Path]:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(plan_path), run_id, str(state), str(disk)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = child.stdout.readline().split()
-    assert line, child.stderr.read()
-    return child, int(line[0]), Path(line[1])
+CHILD_START_S = 300  # a Python start, the namespace and QEMU's launch; minutes on a loaded 2-core host
+CHILD_TEARDOWN_S = 180  # the teardown: QEMU gets 5 s to stop, then SIGKILL; the namespace removed
+
+
+@pytest.fixture
+def sandbox_child(tmp_path):
+    """Start a child process that runs a sandbox with dns01 booting: returns (child, QEMU pid, run
+    directory, namespace). Whatever happens in the test, nothing of the child's run is left: a
+    child still running at the end is killed and its namespace, QEMU and overlays are removed."""
+    started: list[tuple[subprocess.Popen, str]] = []
+
+    def start(plan_path: Path, disk: Path) -> tuple[subprocess.Popen, int, Path, str]:
+        run_id = _run_id()
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(plan_path), run_id, str(tmp_path), str(disk)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=sigint_default,  # the child takes SIGINT even if pytest inherited it ignored
+        )
+        started.append((child, NS_PREFIX + run_id))
+        ready, _, _ = select.select([child.stdout], [], [], CHILD_START_S)
+        line = child.stdout.readline().split() if ready else []
+        if not line:
+            child.kill()
+            pytest.fail(
+                f"the sandbox child did not start dns01 within {CHILD_START_S} s: {child.stderr.read()}"
+            )
+        return child, int(line[0]), Path(line[1]), NS_PREFIX + run_id
+
+    yield start
+    for child, ns in started:
+        if child.poll() is None:
+            child.kill()  # SIGKILL: its own teardown does not run, cleanup_stale does it
+        child.wait(timeout=30)
+        child.stdout.close()
+        child.stderr.close()
+        cleanup_stale(ns, state_dir=tmp_path)
+
+
+def _qemu_running(qmp_socket: Path) -> bool:
+    """True once QEMU answers on its monitor that the guest's CPUs run (the boot is under way)."""
+    try:
+        with Qmp(qmp_socket) as qmp:
+            return qmp.command("query-status")["status"] == "running"
+    except QemuControlError:
+        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupting_a_run_mid_boot_leaves_nothing(images, tmp_path, sig):
-    run_id = _run_id()
-    child, qemu_pid, run_dir = _start_child(PLAN_PATH, run_id, tmp_path, images.images["dns01"])
+def test_interrupting_a_run_mid_boot_leaves_nothing(images, sandbox_child, sig):
+    child, qemu_pid, run_dir, ns = sandbox_child(PLAN_PATH, images.images["dns01"])
+    # Interrupt once QEMU runs the guest (still booting: SSH comes tens of seconds later).
+    wait_until(lambda: _qemu_running(socket_dir(ns) / "dns01.qmp"), CHILD_START_S, "QEMU to run dns01")
+    assert _alive(qemu_pid) and ns in list_namespaces()
+    child.send_signal(sig)
     try:
-        time.sleep(3)  # QEMU is in the middle of booting
-        assert _alive(qemu_pid) and NS_PREFIX + run_id in list_namespaces()
-        child.send_signal(sig)
-        assert child.wait(timeout=60) == 130, child.stderr.read()
-    finally:
-        if child.poll() is None:
-            child.kill()
-    _assert_nothing_left(NS_PREFIX + run_id, run_dir, [qemu_pid])
+        assert child.wait(timeout=CHILD_TEARDOWN_S) == 130, child.stderr.read()
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child did not finish its teardown within {CHILD_TEARDOWN_S} s after {sig.name}")
+    _assert_nothing_left(ns, run_dir, [qemu_pid])
 
 
-def test_cleanup_stale_removes_what_a_killed_run_left(images, tmp_path):
-    run_id = _run_id()
-    child, qemu_pid, run_dir = _start_child(PLAN_PATH, run_id, tmp_path, images.images["dns01"])
-    ns = NS_PREFIX + run_id
-    try:
-        child.kill()  # SIGKILL: no teardown runs
-        child.wait(timeout=30)
-        assert _alive(qemu_pid) and ns in list_namespaces()
-    finally:
-        removed = cleanup_stale(ns, state_dir=tmp_path)
-    assert removed == [ns]
+def test_cleanup_stale_removes_what_a_killed_run_left(images, sandbox_child, tmp_path):
+    child, qemu_pid, run_dir, ns = sandbox_child(PLAN_PATH, images.images["dns01"])
+    child.kill()  # SIGKILL: no teardown runs
+    child.wait(timeout=30)
+    assert _alive(qemu_pid) and ns in list_namespaces()
+    assert cleanup_stale(ns, state_dir=tmp_path) == [ns]
     _assert_nothing_left(ns, run_dir, [qemu_pid])
 
 

@@ -3,6 +3,7 @@ records, hooks, the job lock, retention, and the failure paths a user meets."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -298,3 +299,45 @@ def test_a_snapshot_that_cannot_be_removed_fails_an_otherwise_good_job(store, tm
     (stored,) = _stored(target, cfg)
     assert stored.record.result == "failed" and stored.record.error_class == "SnapshotFailed"
     assert set(stored.record.points) == {"system"}  # the point itself was written and is listed
+
+
+class _DeviceFailsFrom:
+    """The read syscall of one source device, failing with EIO from ``offset`` on, as a disk that
+    vanished mid-read (a dead controller, a detached LUN) fails every read. Only reads of that file
+    fail; the job, the backup, the repository and the store are the real ones."""
+
+    def __init__(self, device: Path, offset: int) -> None:
+        self.device, self.offset = device, offset
+        self.read_ok = self.failed = 0
+        self._pread = os.pread
+
+    def __call__(self, fd: int, length: int, offset: int) -> bytes:
+        if offset >= self.offset and os.path.samefile(f"/proc/self/fd/{fd}", self.device):
+            self.failed += 1
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        data = self._pread(fd, length, offset)
+        self.read_ok += os.path.samefile(f"/proc/self/fd/{fd}", self.device)
+        return data
+
+
+def test_a_device_that_fails_with_eio_mid_read_fails_the_job_with_no_point_and_a_failed_record(
+    store, tmp_path, monkeypatch, capsys
+):
+    target, url = store
+    system = make_image(tmp_path / "system.img", 6 * MiB, seed=5)
+    data = make_image(tmp_path / "data.img", 2 * MiB, seed=6)
+    cfg = make_agent(tmp_path / "agent", url, {"system": str(system), "data": str(data)})
+    device = _DeviceFailsFrom(system, 3 * MiB)
+    monkeypatch.setattr(os, "pread", device)
+
+    assert main(["agent", "run", "--config", str(cfg), "--type", "full"]) == 15  # local I/O
+    err = capsys.readouterr().err
+    assert f"cannot read backup source {system} at offset {3 * MiB}: Input/output error" in err
+    assert "no restore point was written" in err and "Traceback" not in err
+    assert device.read_ok == 3 and device.failed == 1  # it failed mid-read, and was not read again
+    assert _points(target) == []  # neither the failing disk nor the one after it
+    (stored,) = _stored(target, cfg)
+    assert stored.trust is records.Trust.VERIFIED
+    r = stored.record
+    assert (r.result, r.error_class, r.points) == ("failed", "SourceUnreadable", {})
+    assert "Input/output error" in (r.error or "")

@@ -33,7 +33,7 @@ def _run(promtool: str, *args: str) -> str:
 
 
 def test_the_rules_are_valid(promtool) -> None:
-    assert "SUCCESS: 5 rules found" in _run(promtool, "check", "rules", "drctl-rules.yml")
+    assert "SUCCESS: 7 rules found" in _run(promtool, "check", "rules", "drctl-rules.yml")
 
 
 def test_the_rules_fire_on_breaching_series_and_stay_quiet_on_the_others(promtool) -> None:
@@ -57,12 +57,23 @@ def test_the_rules_use_only_metrics_drctl_writes_and_the_exposition_is_valid(pro
         servers=(server,),
         tests=(NextTest("dr", None, "never-tested", overdue=True),),
     )
-    text = exposition([client]).decode()
+    lost = ClientState(
+        "delta",
+        "delta",
+        "Delta",
+        "s3://b/delta",
+        tests=(NextTest("dr", None, "unknown", overdue=False, problem="run summary X unreadable"),),
+        unreadable_runs=("X: not valid JSON",),
+    )
+    text = exposition([client, lost]).decode()
     written = set(re.findall(r"^(drctl_[a-z_]+)", text, re.M))
     used = set(re.findall(r"\b(drctl_[a-z_]+)", (DEPLOY / "drctl-rules.yml").read_text()))
     assert used <= written, used - written
     assert text.endswith("# EOF\n")  # OpenMetrics
     assert 'drctl_test_due_timestamp_seconds{client="alpha",stack="alpha"} 0.0' in text  # never tested
+    assert "# HELP drctl_test_due_timestamp_seconds" in text and "0: never tested" in text
+    assert 'drctl_test_due_timestamp_seconds{client="delta"' not in text  # unknown is absent, not 0
+    assert 'drctl_run_summaries_unreadable{client="delta",stack="delta"} 1.0' in text
     assert 'drctl_backup_age_seconds{class="dr",client="alpha",server="web01",stack="alpha"} +Inf' in text
     done = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60

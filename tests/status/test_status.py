@@ -273,6 +273,54 @@ def test_an_unreadable_vault_is_exit_14_and_the_other_clients_are_still_reported
     assert first.startswith("gone") and "UNREADABLE" in first and "next test dr" in first
 
 
+def test_a_corrupt_run_summary_is_a_note_on_its_client_the_others_are_reported_exit_14(scene, capsys) -> None:
+    """A run summary that cannot be read may be the passing drill: alpha's test dates are then
+    unknown (said with the file and the next step), never guessed; the rest of alpha and every
+    other client are still reported, and the exit code is the unreadable-input one."""
+    proj, state, tmp, soon = scene
+    runs = state / "runs" / "alpha"
+    truncated = runs / "20991231T000000Z-b2" / "summary.json"
+    truncated.parent.mkdir()
+    truncated.write_bytes(b'{"run_id": "20991231T000000Z-b2", "stack": "al')  # cut mid-write
+    (runs / "20991231T000001Z-c3" / "summary.json").mkdir(parents=True)  # not even a file
+    prom = tmp / "drctl.prom"
+
+    assert main(["status", "--json", "--calendar", "--prometheus", str(prom)]) == 14
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    result = read_events(out)[-1]
+    assert result["exit_code"] == 14
+    clients = {c["stack"]: c for c in result["clients"]}
+    alpha = clients["alpha"]
+    assert [t["source"] for t in alpha["tests"]] == ["unknown", "unknown"]
+    assert all(t["due"] is None and t["overdue"] is False for t in alpha["tests"])
+    why = alpha["tests"][0]["why"]
+    assert why.startswith(f"unknown: run summary {truncated} unreadable (not valid JSON")
+    assert "(and 1 more)" in why and "next step: `drctl report verify 20991231T000000Z-b2`" in why
+    assert any(str(truncated) in n and "next step" in n for n in alpha["notes"])
+    servers = {s["server"]: s for s in alpha["servers"]}
+    assert servers["dns01"]["test"]["source"] == "unknown"
+    assert servers["web01"]["rpo"] == "breached" and servers["app01"]["rpo"] == "at-risk"  # still read
+    assert servers["dns01"]["last_run"]["outcome"] == "ok"  # the readable drill is still shown
+    dr = next(t for t in clients["beta"]["tests"] if t["scope"] == "dr")
+    assert dr["source"] == "agreed" and dr["due"] == soon.isoformat()  # the other client: unaffected
+    assert {e["source"] for e in result["calendar"] if e["stack"] == "alpha"} == {"unknown"}
+
+    m = _metrics(prom.read_text())
+    assert m["drctl_run_summaries_unreadable", (("client", "alpha"),)] == 2
+    assert m["drctl_run_summaries_unreadable", (("client", "beta"),)] == 0
+    assert ("drctl_test_due_timestamp_seconds", (("client", "alpha"),)) not in m  # unknown, not 0
+    assert ("drctl_test_due_timestamp_seconds", (("client", "beta"),)) in m
+
+    assert main(["status"]) == 14
+    out, err = capsys.readouterr()
+    line = next(x for x in out.splitlines() if x.startswith("alpha"))
+    assert "next test dr UNKNOWN (a run summary is unreadable: see the notes)" in line
+    notes = out[out.index("notes:") :]
+    assert f"alpha: test verdict unknown: run summary {truncated} unreadable" in notes
+    assert "Traceback" not in err
+
+
 def test_with_the_client_s_password_the_restore_point_list_fills_in(
     seaweed_s3, tmp_path, monkeypatch, capsys
 ):
