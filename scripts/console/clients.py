@@ -148,15 +148,19 @@ class ProjectData:
     # -- runs ------------------------------------------------------------------------------------
 
     def runs(self, stack: str) -> list[StoredRun]:
-        """The stack's stored runs, newest first (a damaged one is left out and logged)."""
+        """The stack's stored runs, newest first (a damaged one is left out and logged, the
+        others still shown)."""
         d = self.store.runs_dir / stack
 
         def load() -> list[StoredRun]:
             try:
-                return list(reversed(self.store.list_runs(stack)))
+                runs, unreadable = self.store.read_runs(stack)
             except DrctlError as e:
                 log.warning("runs of %s cannot be listed: %s", stack, e.message)
                 return []
+            for bad in unreadable:
+                log.warning("run %s of %s left out: %s: %s", bad.run_id, stack, bad.summary_path, bad.problem)
+            return list(reversed(runs))
 
         return self._cached("runs", stack, _mtime(d), load)
 

@@ -230,3 +230,15 @@ def test_a_client_user_without_a_second_factor_signs_in_with_the_password_only(f
     r = password_step(c, "carl")
     assert r.status_code == 303 and r.headers["location"] == "/"
     assert c.get("/clients/demo").status_code == 200 and c.get("/clients/acme").status_code == 404
+
+
+def test_a_damaged_run_summary_hides_only_that_run(fx):
+    """One corrupt summary in the run store: the client's other runs are still listed and open."""
+    damaged = fx.state / "runs" / "demo" / "20250101T000000Z-dead01"
+    damaged.mkdir(parents=True)
+    (damaged / "summary.json").write_text("{ not json")
+    c = client_for(fx)
+    enrol(c, "olivia")
+    tests = c.get("/clients/demo/tests")
+    assert tests.status_code == 200 and DEMO_RUN in tests.text and "dead01" not in tests.text
+    assert c.get(f"/clients/demo/runs/{DEMO_RUN}").status_code == 200
