@@ -224,7 +224,7 @@ def agent_config(
     )
 
 
-def _run_of(state_dir: Path, stack: str) -> tuple[dict[str, Any], RunSummary]:
+def run_of(state_dir: Path, stack: str) -> tuple[dict[str, Any], RunSummary]:
     from drctl.activation.targets.sandbox import active_run_record
 
     active = active_run_record(state_dir, stack)
@@ -256,7 +256,7 @@ def protect(
         raise InvalidInput(f"--type {job_type}: one of {', '.join(BACKUP_TYPES)}")
     state_dir = Path(state_dir)
     cfg = load_stack(stack, project_dir)
-    active, summary = _run_of(state_dir, stack)
+    active, summary = run_of(state_dir, stack)
     scope = scope_of(summary, servers)
     source = source_factory(active, cfg, state_dir)
     storage = open_storage(cfg.settings.repository_url(cfg.plan))
@@ -349,61 +349,3 @@ def amend_report(state_dir: Path, cfg: StackConfig, run_id: str, taken: tuple[Pr
     except ReportUploadFailed as e:  # the signed report is safe locally; the backups are done
         log.warning("%s", e.message)
         return store.find(run_id).html_path
-
-
-def unit_files(
-    stack: str,
-    state_dir: Path,
-    drctl: str,
-    *,
-    servers: tuple[str, ...] | None = None,
-    key_dir: Path | None = None,
-    project_dir: Path | None = None,
-    password_file: str | None = None,
-    password_command: str | None = None,
-) -> tuple[dict[str, str], list[str]]:
-    """systemd service + timer units running ``drctl protect STACK --servers S --type T`` for each
-    recovered server of the active disaster run, one timer per entry of its plan schedule (the
-    agent's units, :mod:`drctl.agent.units`, without the prune: the client's own agents prune)."""
-    from drctl.agent.units import render_units
-
-    cfg = load_stack(stack, project_dir)
-    _, summary = _run_of(state_dir, stack)
-    files: dict[str, str] = {}
-    skipped: list[str] = []
-    for name in scope_of(summary, servers):
-        server = cfg.plan.server(name)
-        job_cfg = agent_config(cfg, server, [], state_dir, Path("/"))
-
-        def command(job_type: str, name: str = name) -> list[str]:
-            argv = [
-                drctl,
-                "protect",
-                stack,
-                "--servers",
-                name,
-                "--type",
-                job_type,
-                "--state-dir",
-                str(state_dir),
-            ]
-            if key_dir:
-                argv += ["--agent-keys", str(key_dir)]
-            if project_dir:
-                argv += ["--project-dir", str(project_dir)]
-            return argv
-
-        units = render_units(
-            job_cfg,
-            Path("/"),
-            drctl,
-            password_file=password_file,
-            password_command=password_command,
-            base=f"drctl-protect-{stack}-{name}",
-            command=command,
-            prune=False,
-            rendered_by=f"drctl protect {stack} --units",
-        )
-        files.update(units.files)
-        skipped += [f"{name}: {s}" for s in units.skipped]
-    return files, skipped

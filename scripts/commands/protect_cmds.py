@@ -63,7 +63,7 @@ def _protect(args: argparse.Namespace) -> int:
 
 
 def _units(args: argparse.Namespace) -> int:
-    from drctl.activation.protection import unit_files
+    from drctl.activation.protection_units import unit_files
 
     drctl = args.drctl or shutil.which("drctl") or str(Path(sys.argv[0]).resolve())
     files, skipped = unit_files(

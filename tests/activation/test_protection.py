@@ -22,8 +22,8 @@ from drctl.activation.protection import (
     GuestNotRunning,
     NotInDisaster,
     protect,
-    unit_files,
 )
+from drctl.activation.protection_units import unit_files
 from drctl.activation.targets.sandbox import NoActiveRun
 from drctl.agent import records
 from drctl.agent.config import DiskConfig
