@@ -24,10 +24,15 @@ left behind. Usage::
         sb.wait_ssh(guest, timeout_s=300)
         sb.exec([sys.executable, "-m", "drctl.activation.verify", "--host-url", sb.ssh_url(guest.server), ...])
 
+:func:`running_guest_disks` finds, for a stack's active run kept running (an activation), each
+running guest's drives, their images and its QMP/QGA sockets, as QEMU itself reports them: what
+``drctl protect`` backs up while a disaster activation runs.
+
 Size: one module over 400 lines on purpose. The namespace, bridges, taps, overlays and QEMU
 processes share one lifecycle: :class:`Sandbox` creates each of them and its teardown removes each
 on every exit path; splitting them apart would separate a resource from the code that guarantees
-its removal.
+its removal. The lookup of a kept run's running guests reads the same layout (socket directory,
+overlays over ``<server>-<disk>.raw``) that this class creates, so it lives beside it.
 """
 
 from __future__ import annotations
