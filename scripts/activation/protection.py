@@ -42,6 +42,7 @@ from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput
 from drctl.events import EventStream
 from drctl.paths import PROJECT
 from drctl.plan.model import Server
+from drctl.repo.progress import ProgressSink
 from drctl.repo.repository import Repository
 from drctl.runs.model import ProtectionPoint, RunSummary
 from drctl.runs.store import ReportUploadFailed, RunStore
@@ -249,6 +250,7 @@ def protect(
     key_dir: Path | None = None,
     project_dir: Path | None = None,
     events: EventStream | None = None,
+    progress: ProgressSink | None = None,
     source_factory: SourceFactory = default_source,
 ) -> ProtectionResult:
     """One backup of each recovered server (or of ``servers``) of ``stack``'s active disaster run."""
@@ -280,6 +282,7 @@ def protect(
                 open_repo,
                 storage=storage,
                 events=events,
+                progress=progress,
                 source_for=source.consistent_source,
             )
         except DrctlError as e:

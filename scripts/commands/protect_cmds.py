@@ -27,6 +27,7 @@ def _protect(args: argparse.Namespace) -> int:
         return _units(args)
     from drctl.activation.protection import protect
     from drctl.repo.password import read_password
+    from drctl.repo.progress import progress_for
     from drctl.repo.repository import open_repository, read_config
 
     def open_repo(storage):
@@ -42,6 +43,7 @@ def _protect(args: argparse.Namespace) -> int:
         key_dir=args.agent_keys.resolve() if args.agent_keys else None,
         project_dir=args.project_dir,
         events=args.events if args.json else None,
+        progress=progress_for(args.events if args.json else None),
     )
     if args.json:
         args.events.result(result.to_dict())
