@@ -38,10 +38,11 @@ from drctl.agent import records
 from drctl.agent.config import AgentConfig, DiskConfig, ScheduleEntry
 from drctl.agent.consistency import ConsistentSource, consistent_source
 from drctl.agent.job import BACKUP_TYPES, JobOutcome, run_job
-from drctl.errors import EXIT_RUN_FAILED, DrctlError, InvalidInput
+from drctl.errors import EXIT_RUN_FAILED, Cancelled, DrctlError, InvalidInput
 from drctl.events import EventStream
 from drctl.paths import PROJECT
 from drctl.plan.model import Server
+from drctl.repo.errors import RepoMissing, WrongPassword
 from drctl.repo.progress import ProgressSink
 from drctl.repo.repository import Repository
 from drctl.runs.model import ProtectionPoint, RunSummary
@@ -160,6 +161,9 @@ class ProtectionResult:
         }
 
 
+# Errors after which no other server is tried (each would fail the same way, or the operator stopped it).
+STOPS_ALL: tuple[type[DrctlError], ...] = (Cancelled, WrongPassword, RepoMissing)
+
 SourceFactory = Callable[[dict[str, Any], StackConfig, Path], ProtectionSource]
 
 
@@ -264,45 +268,73 @@ def protect(
     storage = open_storage(cfg.settings.repository_url(cfg.plan))
     key_dir = key_dir or state_dir / "protect" / stack / "keys"
     result = ProtectionResult(stack, summary.run_id, summary.target)
-    for name in scope:
-        server = cfg.plan.server(name)
-        done = ServerProtection(name)
-        result.servers.append(done)
-        try:
-            key = server_key(cfg, name, key_dir)
+    try:
+        for name in scope:
+            done = ServerProtection(name)
+            result.servers.append(done)
             try:
-                disks = source.disks(server)
+                done.outcome = _protect_server(
+                    cfg,
+                    cfg.plan.server(name),
+                    source,
+                    key_dir,
+                    state_dir,
+                    job_type,
+                    open_repo,
+                    storage,
+                    events,
+                    progress,
+                )
+            except STOPS_ALL:
+                raise  # Ctrl-C, or a repository no server can use: the other servers are not tried
             except DrctlError as e:
-                _record_failure(agent_config(cfg, server, [], state_dir, key), job_type, e, storage)
-                raise
-            job_cfg = agent_config(cfg, server, disks, state_dir, key)
-            done.outcome = run_job(
-                job_cfg,
-                job_type,
-                open_repo,
-                storage=storage,
-                events=events,
-                progress=progress,
-                source_for=source.consistent_source,
+                log.error("server %s: %s", name, e.message)
+                done.error = e
+    finally:
+        taken = tuple(
+            ProtectionPoint(
+                server=s.server,
+                at=s.outcome.record.ended,
+                job_id=s.outcome.record.job_id,
+                type=s.outcome.record.type,
+                points=dict(s.outcome.record.points),
+                bytes_uploaded=s.outcome.record.bytes_uploaded,
             )
-        except DrctlError as e:
-            log.error("server %s: %s", name, e.message)
-            done.error = e
-    taken = tuple(
-        ProtectionPoint(
-            server=s.server,
-            at=s.outcome.record.ended,
-            job_id=s.outcome.record.job_id,
-            type=s.outcome.record.type,
-            points=dict(s.outcome.record.points),
-            bytes_uploaded=s.outcome.record.bytes_uploaded,
+            for s in result.servers
+            if s.outcome is not None
         )
-        for s in result.servers
-        if s.outcome is not None
-    )
-    if taken:
-        result.report = amend_report(state_dir, cfg, summary.run_id, taken)
+        if taken:  # also when interrupted: the points taken are in the repository
+            result.report = amend_report(state_dir, cfg, summary.run_id, taken)
     return result
+
+
+def _protect_server(
+    cfg: StackConfig,
+    server: Server,
+    source: ProtectionSource,
+    key_dir: Path,
+    state_dir: Path,
+    job_type: str,
+    open_repo: Callable[[Storage], Repository],
+    storage: Storage,
+    events: EventStream | None,
+    progress: ProgressSink | None,
+) -> JobOutcome:
+    key = server_key(cfg, server.name, key_dir)
+    try:
+        disks = source.disks(server)
+    except DrctlError as e:
+        _record_failure(agent_config(cfg, server, [], state_dir, key), job_type, e, storage)
+        raise
+    return run_job(
+        agent_config(cfg, server, disks, state_dir, key),
+        job_type,
+        open_repo,
+        storage=storage,
+        events=events,
+        progress=progress,
+        source_for=source.consistent_source,
+    )
 
 
 def scope_of(summary: RunSummary, servers: tuple[str, ...] | None) -> list[str]:

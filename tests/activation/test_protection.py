@@ -30,6 +30,7 @@ from drctl.agent.config import DiskConfig
 from drctl.agent.consistency import ConsistentSource
 from drctl.cli import main
 from drctl.repo.backup import backup_disk
+from drctl.repo.errors import WrongPassword
 from drctl.repo.repository import open_repository
 from drctl.repo.restore import restore_disk
 from drctl.runs.store import RunStore
@@ -234,3 +235,22 @@ def test_units_run_protect_on_each_recovered_server_s_plan_schedule(disaster, tm
     )
     assert check.returncode == 0, check.stderr
     assert "DRCTL_PASSWORD=" not in "".join(files.values())  # from the environment file, never a unit
+
+
+def test_a_wrong_password_stops_at_the_first_server_with_its_record(disaster):
+    proj, tmp, _, restore_dir = disaster
+    source = ChangedDisks(restore_dir)
+    with pytest.raises(WrongPassword):
+        protect(
+            "demo",
+            tmp / "state",
+            lambda storage: open_repository(storage, b"not the client's password"),
+            project_dir=proj,
+            source_factory=lambda active, cfg, state: source,
+        )
+    store = LocalDirStorage(tmp / "vault" / "repo")
+    assert records.list_keys(store, "web01") == []  # not tried: it would fail the same way
+    cfg = load_stack("demo", proj)
+    keys = {"dns01": records.parse_public_key(cfg.values["agent_keys"]["dns01"], where="test")}
+    (stored,) = records.read(store, records.list_keys(store, "dns01"), keys)
+    assert stored.trusted and stored.record.error_class == "WrongPassword"
