@@ -48,9 +48,9 @@ from drctl.storage.base import Storage, StorageError
 log = logging.getLogger(__name__)
 
 BACKUP_TYPES = ("full", "incremental", "differential")
+JOB_TYPES = (*BACKUP_TYPES, "log", "prune")
 # What makes one disk readable and consistent for the backup, undone when the ``with`` block ends.
 SourceFor = Callable[[DiskConfig], AbstractContextManager[ConsistentSource]]
-JOB_TYPES = (*BACKUP_TYPES, "log", "prune")
 
 
 class JobRunning(DrctlError):

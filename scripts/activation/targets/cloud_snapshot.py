@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 WAIT_S = 3600  # a snapshot, a volume from it, an upload: bounded by the disk's size
 DOWNLOAD_CHUNK = 1 << 20
+METHOD = "cinder-snapshot"  # what the job's disk-started events name as the disk's consistency step
 
 
 def _errors() -> tuple[type[Exception], ...]:
@@ -90,7 +91,10 @@ class CloudSnapshots:
                 f"recovered server {server.name} has {len(attached)} volume(s) attached, its plan "
                 f"{len(names)} disk(s) ({', '.join(names)}): attach them as the activation did"
             )
-        return [DiskConfig(name, f"/cinder/{a.volume_id}") for name, a in zip(names, attached, strict=True)]
+        return [
+            DiskConfig(name, f"/cinder/{a.volume_id}", method=METHOD)
+            for name, a in zip(names, attached, strict=True)
+        ]
 
     @contextlib.contextmanager
     def consistent_source(self, disk: DiskConfig) -> Iterator[ConsistentSource]:
@@ -119,6 +123,8 @@ class CloudSnapshots:
                 image_api.wait_for_status(
                     image_api.get_image(image_id), "active", failures=["killed"], wait=WAIT_S
                 )
+                # "uploading" until Cinder has handed the image over; only then can it be deleted
+                bs.wait_for_status(temp, "available", failures=["error"], wait=WAIT_S)
             except _errors() as e:
                 raise openstack_error(e, step) from e
             size = download_image(self.conn, image_id, out)
