@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "drctl.commands.preflight_cmds",  # preflight
     "drctl.commands.activation_cmds",  # activate, drill, deactivate
     "drctl.commands.export_cmds",  # export (contract end)
+    "drctl.commands.protect_cmds",  # protect (backups during a disaster activation)
     "drctl.commands.report_cmds",  # report show|verify|upload|export, runs
     "drctl.commands.demo_cmds",  # demo prepare
     "drctl.commands.agent_cmds",  # agent config|units|run|status

@@ -13,6 +13,7 @@ its exit code and module (a test keeps this list complete and exact)::
     DrctlError (1) errors: the root; a bare one is an invalid input
         InvalidInput (1) errors: the input is invalid
             AgentConfigInvalid (1) agent.config: the agent configuration file is invalid
+            AgentKeyMismatch (1) activation.protection: the agent key given is not the one the stack records
             BgpRenderError (1) nca.bgp: the site router's BGP configuration cannot be rendered
             ClientExists (1) client.scaffold: the client already has a plan or a stack file
             CloudNotConfigured (1) plan.importer: the cloud named by --cloud is not in clouds.yaml
@@ -22,8 +23,10 @@ its exit code and module (a test keeps this list complete and exact)::
             InputFileError (1) input_files: a plan, stack or project file cannot be used (too big, not text...)
             InvalidStackName (1) paths: a stack name outside Pulumi's pattern
             NcaRenderError (1) nca.render: the NCA bundle cannot be rendered from this plan
+            NoActiveRun (1) activation.targets.sandbox: the stack has no active run to reach
             NotAuthorised (1) activation.guards: the requester may not activate
             NotConfirmed (1) activation.guards: a disaster activation was not confirmed
+            NotInDisaster (1) activation.protection: the active run is not a disaster activation
             OutsideWindow (1) activation.guards: outside the activation window, no override
             PassphraseMissing (1) client.scaffold: no Pulumi passphrase in the environment for a new stack
             PlanInvalid (1) plan.load: a recovery plan fails the schema or a rule (every problem)
@@ -93,6 +96,7 @@ its exit code and module (a test keeps this list complete and exact)::
         BaseBackupFailed (20) wal.base: pg_basebackup failed (nothing stored)
         CommandFailed (20) processes: an external command failed
             CommandTimedOut (20) processes: an external command ran out of time (killed)
+        GuestNotRunning (20) activation.protection: a recovered server is not running (no live backup)
         HookFailed (20) agent.hooks: an agent pre- or post-hook failed or ran out of time
         LabError (20) nca.labrun: a step of the NCA lab failed
         NamespaceError (20) netns: a network namespace could not be set up or used

@@ -28,13 +28,14 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from drctl.agent import records
-from drctl.agent.config import AgentConfig
-from drctl.agent.consistency import consistent_source
+from drctl.agent.config import AgentConfig, DiskConfig
+from drctl.agent.consistency import ConsistentSource, consistent_source
 from drctl.agent.hooks import run_hook
 from drctl.errors import EXIT_LOCKED, Cancelled, DrctlError, LocalIOError
 from drctl.events import EventStream
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 BACKUP_TYPES = ("full", "incremental", "differential")
 JOB_TYPES = (*BACKUP_TYPES, "log", "prune")
+# What makes one disk readable and consistent for the backup, undone when the ``with`` block ends.
+SourceFor = Callable[[DiskConfig], AbstractContextManager[ConsistentSource]]
 
 
 class JobRunning(DrctlError):
@@ -171,10 +174,13 @@ def run_job(
     storage: Storage,
     events: EventStream | None = None,
     progress: ProgressSink | None = None,
+    source_for: SourceFor = consistent_source,
 ) -> JobOutcome:
     """Run one job; returns its outcome when it succeeded, raises its error (after its record was
     published or spooled) when it did not. ``open_repo`` opens the repository on ``storage`` (it
-    reads the password: only once the job lock is held)."""
+    reads the password: only once the job lock is held). ``source_for`` makes a disk readable and
+    consistent (default: the disk's consistency method); ``drctl protect`` passes the cloud's
+    snapshot-and-download step there."""
     key = records.load_agent_key(cfg.key)  # before anything: no record can be signed without it
     job = _Job(cfg, job_type, events)
     with job_lock(cfg) as mine:
@@ -197,7 +203,7 @@ def run_job(
                 if job_type == "prune":
                     _prune(job, repo)
                 else:
-                    _backup(job, repo, progress)
+                    _backup(job, repo, progress, source_for)
                     if job_type == "full" and cfg.database is not None:
                         _base(job, repo)
                     _retention(job, repo)
@@ -236,7 +242,7 @@ def _publish(storage: Storage, record: records.JobRecord, key: Any, cfg: AgentCo
     return published
 
 
-def _backup(job: _Job, repo: Repository, progress: ProgressSink | None) -> None:
+def _backup(job: _Job, repo: Repository, progress: ProgressSink | None, source_for: SourceFor) -> None:
     cfg = job.cfg
     hooks = cfg.hooks
     failure: BaseException | None = None
@@ -244,7 +250,7 @@ def _backup(job: _Job, repo: Repository, progress: ProgressSink | None) -> None:
         if hooks.pre:
             run_hook("pre", hooks.pre, hooks.timeout_s, server=cfg.server)
         with contextlib.ExitStack() as snapshots:
-            sources = [(d, snapshots.enter_context(consistent_source(d))) for d in cfg.disks]
+            sources = [(d, snapshots.enter_context(source_for(d))) for d in cfg.disks]
             for disk, src in sources:
                 job.emit("disk-started", {"disk": disk.name, "method": disk.method})
                 result = backup_disk(

@@ -30,6 +30,7 @@ say.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +85,15 @@ def render_units(
     *,
     password_file: str | None = None,
     password_command: str | None = None,
+    base: str | None = None,
+    command: Callable[[str], list[str]] | None = None,
+    prune: bool = True,
+    rendered_by: str = "drctl agent units",
 ) -> UnitSet:
-    """The unit files of one server's agent."""
-    base = f"drctl-agent-{cfg.server}"
+    """The unit files of one server's agent. ``base`` (default ``drctl-agent-<server>``) names the
+    units, ``command`` gives a job type's command line (default ``drctl agent run --config ...``),
+    ``prune`` adds the weekly prune."""
+    base = base or f"drctl-agent-{cfg.server}"
     entries: list[tuple[str, list[str], int]] = []  # (type, timer lines, randomized delay)
     skipped: list[str] = []
     for e in cfg.schedule:
@@ -100,11 +107,12 @@ def render_units(
             skipped.append(f"{e.type} every {_describe(e.every_s)}: a second {e.type} entry, not rendered")
             continue
         entries.append((e.type, timer_schedule(e.every_s), _delay(e.every_s)))
-    entries.append(("prune", [f"OnCalendar={PRUNE_CALENDAR}"], 3600))
+    if prune:
+        entries.append(("prune", [f"OnCalendar={PRUNE_CALENDAR}"], 3600))
     plan_lines = [f"#   {e.type} every {_describe(e.every_s)}" for e in cfg.schedule] or ["#   (none)"]
     header = "\n".join(
         [
-            f"# drctl agent of server {cfg.server} (client {cfg.client}), rendered by `drctl agent units`.",
+            f"# drctl agent of server {cfg.server} (client {cfg.client}), rendered by `{rendered_by}`.",
             "# The plan's schedule:",
             *plan_lines,
             *(f"# Not rendered: {s}" for s in skipped),
@@ -119,7 +127,11 @@ def render_units(
     files: dict[str, str] = {}
     for job_type, schedule, delay in entries:
         name = f"{base}-{job_type}"
-        argv = [drctl, "agent", "run", "--config", str(config_path), "--type", job_type, *auth]
+        argv = (
+            [*command(job_type), *auth]
+            if command
+            else [drctl, "agent", "run", "--config", str(config_path), "--type", job_type, *auth]
+        )
         what = {
             "prune": "prune of the repository",
             "log": f"WAL archiving report of server {cfg.server}",

@@ -11,7 +11,8 @@ README documents for ``--json``::
 
 followed by extra keys (client, requested_by, override reason, per-server OS family, dependencies,
 reason for not starting, check timings; for drills the per-site network and user reconnection,
-``reconnection`` and ``reconnection_ok``). Timestamps are ISO-8601 UTC with a ``Z``. Readers
+``reconnection`` and ``reconnection_ok``; for a disaster activation whose servers were backed up
+while it ran, ``protection``: per backup the server, time, job and restore point of each disk). Timestamps are ISO-8601 UTC with a ``Z``. Readers
 ignore keys they do not know, so the form can grow without breaking older reports.
 
 Times are measured from the run's start: a server is *available* when all its critical checks have
@@ -444,6 +445,45 @@ class SiteReconnection:
 
 
 @dataclass(frozen=True)
+class ProtectionPoint:
+    """A backup taken of a recovered server while a disaster activation runs (``drctl protect``):
+    when it ended, its job, and the restore point of each disk."""
+
+    server: str
+    at: datetime
+    job_id: str
+    type: str  # full | incremental | differential
+    points: Mapping[str, str]  # disk -> restore point id
+    bytes_uploaded: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "server": self.server,
+            "at": format_ts(self.at),
+            "job_id": self.job_id,
+            "type": self.type,
+            "points": dict(self.points),
+            "bytes_uploaded": int(self.bytes_uploaded),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "protection") -> ProtectionPoint:
+        try:
+            at = parse_ts(d["at"], f"{where}.at")
+            assert at is not None
+            return cls(
+                server=str(d["server"]),
+                at=at,
+                job_id=str(d["job_id"]),
+                type=str(d["type"]),
+                points={str(k): str(v) for k, v in dict(d["points"]).items()},
+                bytes_uploaded=int(d.get("bytes_uploaded", 0)),
+            )
+        except (KeyError, TypeError, ValueError, AssertionError) as e:
+            raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """One activation (``mode`` test or disaster) of a stack, on a target (local sandbox or cloud)."""
 
@@ -465,6 +505,7 @@ class RunSummary:
     notes: tuple[str, ...] = field(default=())
     reconnection: tuple[SiteReconnection, ...] = field(default=())  # per site, drills only
     forecast: Mapping[str, Any] | None = None  # predicted times and cost, before the run (runs.forecast)
+    protection: tuple[ProtectionPoint, ...] = field(default=())  # disaster mode: backups taken since
 
     # -- derived ----------------------------------------------------------------------------
 
@@ -580,6 +621,8 @@ class RunSummary:
             "reconnection": [r.to_dict() for r in self.reconnection],
             "reconnection_ok": self.reconnection_ok,
             "forecast": dict(self.forecast) if self.forecast is not None else None,
+            # only once a disaster activation's servers were backed up: older summaries stay as signed
+            **({"protection": [p.to_dict() for p in self.protection]} if self.protection else {}),
         }
 
     def to_json(self, *, indent: int | None = None) -> str:
@@ -621,6 +664,10 @@ class RunSummary:
                     for i, r in enumerate(d.get("reconnection", []))
                 ),
                 forecast=_opt_mapping(d.get("forecast"), "forecast"),
+                protection=tuple(
+                    ProtectionPoint.from_dict(p, f"protection[{i}]")
+                    for i, p in enumerate(d.get("protection", []))
+                ),
             )
         except (KeyError, TypeError, ValueError, AssertionError) as e:
             raise SummaryInvalid(f"run summary: missing or bad field ({e})") from e

@@ -118,6 +118,49 @@ class RunStore:
             self.upload(summary, files, path)
         return StoredRun(path, summary)
 
+    def amend(self, summary: RunSummary, key: Ed25519PrivateKey | None = None) -> StoredRun:
+        """Store a new version of an already stored run (a disaster activation's report gains the
+        backups taken while it runs): rendered and signed again, its directory replaced whole (the
+        files beside the report, e.g. deactivation records, are kept), then uploaded."""
+        key = key or report_signing.load_or_create_key(self.key_path())
+        summary_bytes = summary.canonical_bytes()
+        html_bytes = render_html(summary).encode("utf-8")
+        files = {
+            SUMMARY: summary_bytes,
+            HTML: html_bytes,
+            SIGNATURE: report_signing.sign(summary_bytes, html_bytes, key),
+        }
+        final = self.runs_dir / check_stack_name(summary.stack) / _safe("run id", summary.run_id)
+        if not final.is_dir():
+            raise RunNotFound(f"run {summary.run_id} is not stored under {final.parent}: nothing to amend")
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{summary.run_id}.", dir=final.parent))
+            old = tmp.with_name(tmp.name + ".old")
+            try:
+                for other in final.iterdir():
+                    if other.name not in FILES and other.is_file():
+                        shutil.copy2(other, tmp / other.name)
+                for name, data in files.items():
+                    with open(tmp / name, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.rename(final, old)
+                try:
+                    os.rename(tmp, final)
+                except OSError:
+                    os.rename(old, final)
+                    raise
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError as e:
+            raise LocalIOError(f"cannot store the new version of run {summary.run_id} in {final}: {e}") from e
+        if self.storage is not None:
+            self.upload(summary, files, final)
+        return StoredRun(final, summary)
+
     def _write_local(self, summary: RunSummary, files: dict[str, bytes]) -> Path:
         parent = self.runs_dir / check_stack_name(summary.stack)
         final = parent / _safe("run id", summary.run_id)

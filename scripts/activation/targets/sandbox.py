@@ -24,16 +24,22 @@ left behind. Usage::
         sb.wait_ssh(guest, timeout_s=300)
         sb.exec([sys.executable, "-m", "drctl.activation.verify", "--host-url", sb.ssh_url(guest.server), ...])
 
+:func:`running_guest_disks` finds, for a stack's active run kept running (an activation), each
+running guest's drives, their images and its QMP/QGA sockets, as QEMU itself reports them: what
+``drctl protect`` backs up while a disaster activation runs.
+
 Size: one module over 400 lines on purpose. The namespace, bridges, taps, overlays and QEMU
 processes share one lifecycle: :class:`Sandbox` creates each of them and its teardown removes each
 on every exit path; splitting them apart would separate a resource from the code that guarantees
-its removal.
+its removal. The lookup of a kept run's running guests reads the same layout (socket directory,
+overlays over ``<server>-<disk>.raw``) that this class creates, so it lives beside it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -510,3 +516,99 @@ class Sandbox:
         """Run a command inside the namespace (text output captured); with ``check`` a failure, and
         always a timeout, raises :class:`SandboxError`."""
         return self.netns.run(argv, input=input, timeout=timeout, check=check)
+
+
+# --- the running guests of a stack's active run ------------------------------------------------------
+
+
+class NoActiveRun(InvalidInput):
+    """The stack has no active run (activation record) whose guests could be reached."""
+
+
+@dataclass(frozen=True)
+class GuestDisk:
+    """One disk of a running sandbox guest, as the agent's ``qemu`` method drives it."""
+
+    server: str
+    disk: str  # the plan's disk name
+    image: Path  # the file the guest writes to now (its overlay in the run directory)
+    drive: str  # QEMU drive id (vda, vdb...)
+    qmp_socket: Path
+    qga_socket: Path
+    restored: Path  # the restored raw file under the overlay
+
+
+def active_run_record(state_dir: Path, stack: str) -> dict[str, Any]:
+    """The activation record ``<state>/active/<stack>.json`` of the stack's active run."""
+    path = Path(state_dir) / "active" / f"{stack}.json"
+    try:
+        active = json.loads(path.read_text())
+        if not isinstance(active, dict) or "run_id" not in active or "target" not in active:
+            raise ValueError("not an activation record (run_id, target)")
+    except FileNotFoundError:
+        raise NoActiveRun(
+            f"stack {stack} has no active run (no activation record {path}); activate it first "
+            f"(`drctl activate {stack} --mode disaster ...`)"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise NoActiveRun(f"the activation record {path} of stack {stack} is unreadable: {e}") from e
+    return active
+
+
+def running_guest_disks(state_dir: Path, stack: str) -> dict[str, list[GuestDisk]]:
+    """The disks and QMP/QGA sockets of every guest of ``stack``'s active local run whose QEMU
+    answers, by server name, disks in drive order (boot disk first). A guest whose monitor does not
+    answer (stopped, crashed) is left out and logged. Each drive's image chain is read from QEMU
+    itself (``query-block``): its disk name comes from the restored file under the overlay
+    (``<server>-<disk>.raw``)."""
+    from drctl.agent.qmp import QemuControlError, Qmp
+
+    active = active_run_record(state_dir, stack)
+    if active["target"] != "local":
+        raise NoActiveRun(
+            f"stack {stack}'s active run {active['run_id']} runs on the {active['target']} target, "
+            "not in the local sandbox"
+        )
+    sockets = socket_dir(NS_PREFIX + str(active["run_id"]))
+    out: dict[str, list[GuestDisk]] = {}
+    for qmp_path in sorted(sockets.glob("*.qmp")):
+        server = qmp_path.stem
+        try:
+            with Qmp(qmp_path, timeout=10) as qmp:
+                blocks = qmp.command("query-block")
+        except QemuControlError as e:
+            log.warning(
+                "server %s of run %s does not answer on %s: %s", server, active["run_id"], qmp_path, e
+            )
+            continue
+        disks = []
+        for blk in blocks:
+            ins = blk.get("inserted")
+            if not ins:
+                continue
+            files = []
+            image = ins.get("image") or {}
+            while image:
+                files.append(Path(image.get("filename", "")))
+                image = image.get("backing-image") or {}
+            restored = next(
+                (f for f in files if f.name.startswith(f"{server}-") and f.suffix == ".raw"), None
+            )
+            if restored is None:
+                raise SandboxError(
+                    f"drive {blk.get('device')} of server {server} (run {active['run_id']}) has no restored "
+                    f"disk <server>-<disk>.raw in its image chain ({', '.join(map(str, files))})"
+                )
+            disks.append(
+                GuestDisk(
+                    server=server,
+                    disk=restored.stem.removeprefix(f"{server}-"),
+                    image=Path(ins["file"]),
+                    drive=str(blk.get("device")),
+                    qmp_socket=qmp_path,
+                    qga_socket=qmp_path.with_suffix(".qga"),
+                    restored=restored,
+                )
+            )
+        out[server] = sorted(disks, key=lambda d: d.drive)
+    return out
