@@ -3,7 +3,7 @@ disaster activation are backed up into the same repository, as new restore point
 against the ones they were restored from (only the changed chunks are uploaded).
 
 One job per server, through the agent's job (:func:`drctl.agent.job.run_job`): per-server job lock,
-the plan's retention, one signed status record in ``status/<server>/`` beside the repository, so
+one signed status record in ``status/<server>/`` beside the repository, so
 ``drctl status`` counts these points like any other. Where the disks come from depends on the run's
 target, behind one small interface (:class:`ProtectionSource`):
 
@@ -20,6 +20,12 @@ so its record is signed with that server's agent key, ``<key dir>/<server>.agent
 that does not match the recorded one is refused (its records would read as forged).
 
 After the jobs, the run's report is signed again with the points taken (``protection``).
+
+No retention runs during a disaster: the plan's keep_* rules would ``forget`` the points taken
+before the disaster (a keep-daily of 7 drops them after a week of disaster backups), and those are
+the last known-good state should the recovered servers turn out damaged, and what the failback
+compares with. The agent on the site applies the plan's retention again after the return to
+nominal.
 """
 
 from __future__ import annotations
@@ -215,7 +221,8 @@ def server_key(cfg: StackConfig, server: str, key_dir: Path) -> Path:
 def agent_config(
     cfg: StackConfig, server: Server, disks: list[DiskConfig], state_dir: Path, key: Path
 ) -> AgentConfig:
-    """The agent config of one protection job: the plan's schedule and retention, the repository."""
+    """The agent config of one protection job: the plan's schedule, the repository, and no
+    retention (see the module docstring: nothing is forgotten during a disaster)."""
     return AgentConfig(
         client=cfg.plan.client.id,
         stack=cfg.stack,
@@ -225,7 +232,7 @@ def agent_config(
         key=key,
         disks=tuple(disks),
         schedule=tuple(ScheduleEntry(b.type, b.every_s) for b in server.backup),
-        retention=server.retention.as_dict() if server.retention else {},
+        retention={},
     )
 
 

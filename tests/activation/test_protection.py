@@ -31,6 +31,7 @@ from drctl.agent.consistency import ConsistentSource
 from drctl.cli import main
 from drctl.repo.backup import backup_disk
 from drctl.repo.errors import WrongPassword
+from drctl.repo.points import load_readable_points
 from drctl.repo.repository import open_repository
 from drctl.repo.restore import restore_disk
 from drctl.runs.store import RunStore
@@ -254,3 +255,26 @@ def test_a_wrong_password_stops_at_the_first_server_with_its_record(disaster):
     keys = {"dns01": records.parse_public_key(cfg.values["agent_keys"]["dns01"], where="test")}
     (stored,) = records.read(store, records.list_keys(store, "dns01"), keys)
     assert stored.trusted and stored.record.error_class == "WrongPassword"
+
+
+def test_backups_during_a_disaster_never_forget_the_points_from_before_it(disaster):
+    """The plan keeps one daily point; the disaster's backups still leave the pre-disaster point
+    (the last known-good state) in the repository."""
+    proj, tmp, summary, restore_dir = disaster
+    plan = proj / "recovery_plans" / "demo.yaml"
+    text = plan.read_text()
+    marker = "backup: {schedule: [{type: full, every: 7d}, {type: incremental, every: 1d}]}"
+    assert marker in text
+    plan.write_text(text.replace(marker, marker[:-1] + ", retention: {keep_daily: 1}}"))
+
+    def web01_points() -> set[str]:
+        repo = open_repository(LocalDirStorage(tmp / "vault" / "repo"), PASSWORD)
+        return {p.id for p in load_readable_points(repo).points if p.server == "web01"}
+
+    before = web01_points()
+    assert summary.server("web01").restore_point in before
+    for _ in range(2):
+        result, store = _protect(proj, tmp, ChangedDisks(restore_dir), servers=("web01",))
+        assert result.exit_code == 0 and result.servers[0].outcome.retention == ""
+    after = web01_points()
+    assert before < after and len(after) == len(before) + 2
