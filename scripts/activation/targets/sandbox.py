@@ -166,6 +166,80 @@ def cleanup_stale(prefix: str = NS_PREFIX, *, state_dir: Path | None = None) -> 
     return removed
 
 
+@dataclass(frozen=True)
+class GuestDisk:
+    """One disk of a guest that runs in a kept sandbox, as its QEMU reports it now."""
+
+    server: str
+    disk: str  # the plan's disk name
+    drive: str  # QEMU's drive id (vda, vdb... boot disk first)
+    image: Path  # the file the guest writes to (its overlay)
+    image_format: str
+    restored: Path  # the restored raw disk at the bottom of its chain
+    qmp_socket: Path
+    qga_socket: Path
+
+
+def _chain_bottom(image: dict[str, Any]) -> str:
+    while image.get("backing-image"):
+        image = image["backing-image"]
+    return str(image.get("filename", ""))
+
+
+def running_guest_disks(state_dir: Path, stack: str) -> dict[str, list[GuestDisk]]:
+    """The disks of every guest still running in the sandbox of ``stack``'s kept run (``activate
+    --target local``, ``drill --keep``), asked of each guest's QEMU (``query-block``): server ->
+    its disks, boot disk first. A disk's plan name comes from the restored file at the bottom of its
+    chain (``<server>-<disk>.raw``, as the activation names it). A server whose QEMU no longer
+    answers is left out."""
+    import json
+
+    from drctl.agent.qmp import QemuControlError, Qmp
+    from drctl.paths import check_stack_name
+
+    record = Path(state_dir) / "active" / f"{check_stack_name(stack)}.json"
+    try:
+        active = json.loads(record.read_text())
+        run_id = str(active["run_id"])
+        local = active.get("target") == "local"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InvalidInput(
+            f"stack {stack} has no readable active run at {record} ({e}); `drctl runs {stack}` lists its runs"
+        ) from e
+    sockets = socket_dir(NS_PREFIX + run_id)
+    if not local or not sockets.is_dir():
+        return {}
+    found: dict[str, list[GuestDisk]] = {}
+    for qmp_path in sorted(sockets.glob("*.qmp")):
+        server = qmp_path.stem
+        try:
+            with Qmp(qmp_path, timeout=10) as qmp:
+                blocks = qmp.command("query-block")
+        except QemuControlError:
+            continue  # stopped (or failed back): nothing runs there any more
+        disks = []
+        for blk in sorted(blocks, key=lambda b: str(b.get("device", ""))):
+            ins = blk.get("inserted")
+            if not ins:
+                continue
+            restored = Path(_chain_bottom(ins.get("image", {})))
+            disk = restored.name.removeprefix(f"{server}-").removesuffix(".raw")
+            disks.append(
+                GuestDisk(
+                    server=server,
+                    disk=disk,
+                    drive=str(blk.get("device")),
+                    image=Path(ins["file"]),
+                    image_format=str(ins["image"]["format"]),
+                    restored=restored,
+                    qmp_socket=qmp_path,
+                    qga_socket=qmp_path.with_suffix(".qga"),
+                )
+            )
+        found[server] = disks
+    return found
+
+
 class Sandbox:
     """The network namespace of one run and the guests booted in it."""
 
@@ -433,7 +507,7 @@ class Sandbox:
         """(file QEMU opens, its format): the restored disk itself, or a qcow2 overlay on it."""
         path = Path(path).resolve()
         what = f"disk {disk} of {server.name}" if disk else f"disk of {server.name}"
-        if not path.is_file():
+        if not (path.is_file() or path.is_block_device()):
             raise SandboxError(f"{what} not found: {path}")
         if not overlay:
             return path, fmt
