@@ -12,9 +12,9 @@ the fourth transition). For each recovered server of the stack's active disaster
    run by the activation engine (:func:`drctl.activation.engine.run_servers`) as in a drill. A
    failed check stops the failback there (exit 20, naming the server and check): nothing of the
    recovery space is removed;
-4. only then the servers' recovery resources are released; once every server of the run that
-   held changes is back, the run is deactivated (``deactivation.py`` accepts a completed
-   failback). A signed report is stored like the run reports.
+4. only then the servers' recovery resources are released and a signed report is stored like
+   the run reports; once every server of the run that held changes is back, the run is
+   deactivated (``deactivation.py`` accepts a completed failback).
 
 Every step is recorded per server (:mod:`.failback_state`): an interrupted failback, run again,
 does only what is missing. The orchestration (:func:`run_failback`) takes its side effects as a
@@ -222,12 +222,18 @@ def run_failback(
             steps.release(s)
             state.mark(s.name, "released")
     outcome = FailbackOutcome(stack, run_id, [s.name for s in scope])
+    if not state.doc.get("report"):
+        state.doc["report"] = steps.report(state, scope)
+        state.save()
+    outcome.report = state.doc["report"]
+    emit("report", {"path": outcome.report})
     if not remaining_after:
-        steps.deactivate()
+        if not state.doc.get("deactivated"):
+            steps.deactivate()
+            state.doc["deactivated"] = True
+            state.save()
         outcome.deactivated = True
     emit("servers-released", {"servers": outcome.servers, "deactivated": outcome.deactivated})
-    outcome.report = steps.report(state, scope)
-    emit("report", {"path": outcome.report})
     for s in scope:
         doc = state.server(s.name)
         outcome.details[s.name] = {

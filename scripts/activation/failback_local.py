@@ -21,7 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,7 @@ class LocalSteps:
                 / self.cfg.stack
                 / f"{self.run_id}-{server.name}-{target.disk}.raw"
             )
+            staging.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         else:
             out = target.image_path
             staging = out.with_name(f".{out.name}.drctl-failback")
@@ -358,6 +359,10 @@ def failback(
     state = FailbackState(state_dir, req.stack, run_id)
     holding = _holding_changes(state_dir, run_id)
     pending = holding - state.servers_done("released")
+    unfinished = state.doc.get("current")
+    if unfinished and not req.servers:  # an interrupted failback: the same servers, resumed
+        req = replace(req, servers=tuple(unfinished["servers"]))
+        pending |= set(unfinished["servers"])
     if req.servers:
         unknown = [s for s in req.servers if s not in pending]
         if unknown:
@@ -370,14 +375,18 @@ def failback(
         raise FailbackRefused(f"every server of run {run_id} of {req.stack} is already failed back")
     scope = [s for s in cfg.plan.servers if s.name in wanted]
     targets = load_site_targets(req.site_targets, {s.name: [d.name for d in s.disks] for s in scope})
-    failback_id = state.doc.setdefault("current", new_run_id())
-    state.save()
+    if not unfinished or set(unfinished["servers"]) != wanted:
+        state.doc["current"] = {"id": new_run_id(), "servers": sorted(wanted)}
+        state.doc.pop("report", None)
+        state.save()
+    failback_id = state.doc["current"]["id"]
     repo = open_repository(open_storage(cfg.settings.repository_url(cfg.plan)), password)
     reports = open_storage(cfg.settings.reports_url(cfg.plan))
     with ActivationLock(reports, req.stack, failback_id):
         guests = running_guest_disks(state_dir, req.stack)
         steps = LocalSteps(cfg, req, repo, state_dir, active, guests, emit, failback_id)
         outcome = run_failback(scope, targets, state, steps, remaining_after=pending - wanted, emit=emit)
-    state.doc.setdefault("reports", []).append(state.doc.pop("current"))
+    state.doc.setdefault("reports", []).append(state.doc.pop("report"))
+    del state.doc["current"]
     state.save()
     return outcome
