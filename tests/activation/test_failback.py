@@ -113,7 +113,10 @@ def _targets(*servers):
 
 
 def _run(tmp_path, steps, scope=(DNS, DB), remaining=frozenset()):
-    state = FailbackState(tmp_path, "demo", "r1")
+    return _run_with(FailbackState(tmp_path, "demo", "r1"), steps, scope, remaining)
+
+
+def _run_with(state, steps, scope, remaining=frozenset()):
     return run_failback(list(scope), _targets(*scope), state, steps, remaining_after=set(remaining))
 
 
@@ -383,3 +386,27 @@ def test_deactivate_accepts_a_completed_failback_and_only_for_the_servers_back(p
     assert result["run_id"] == run_id and "discarded" not in result
     assert not (tmp / "state" / "active" / "demo.json").exists()
     assert list((tmp / "state" / "runs" / "demo" / run_id).glob("deactivation-*.json")) == []
+
+
+def test_the_failback_report_is_signed_and_says_what_was_proven(project):
+    from drctl.activation.failback_local import failback_summary
+    from drctl.runs.store import RunStore
+
+    proj, tmp = project
+    run_id = _activate(project, "disaster")
+    state = FailbackState(tmp / "state", "demo", run_id)
+    _run_with(state, FakeSteps(), (DNS,))
+    req = FailbackRequest(stack="demo", requested_by="Alice Martin", site_targets=tmp / "t.yaml")
+    summary = failback_summary(load_stack("demo", proj), req, state, [DNS], "20261130T080000Z-fb0001")
+    store = RunStore(tmp / "state", LocalDirStorage(tmp / "vault" / "reports"))
+    stored = store.record(summary)
+    store.verify(stored.path)
+    html = stored.html_path.read_text()
+    assert "Failback report" in html and "failback: return to nominal on the original site" in html
+    (note,) = [n for n in summary.notes if n.startswith("dns01:")]
+    assert "data cut-over " in note and "7 bytes moved by the final synchronisation" in note
+    assert note.endswith("changes made in the recovery space since activation: all present on site")
+    assert summary.server("dns01").restore_point == "p-dns01" and summary.server("dns01").available
+    assert (
+        tmp / "vault" / "reports" / "reports" / "demo" / "20261130T080000Z-fb0001" / "report.sig"
+    ).exists()
