@@ -17,6 +17,7 @@ import pytest
 
 from drctl.activation.targets.sandbox import NS_PREFIX, GuestDisk, running_guest_disks, socket_dir
 from drctl.agent.qemu import QemuSnapshotFailed, paused_for_cutover, quit_vm, raw_view, vm_status
+from drctl.agent.qmp import Qmp
 from drctl.processes import run
 from tests.agent.test_qemu import GuestAgentStandIn, MiB
 
@@ -128,3 +129,56 @@ def test_a_guest_without_its_agent_is_named_and_keeps_running(kept_run):
     with pytest.raises(QemuSnapshotFailed, match="could not be quiesced .* or use --shutdown"), quiesce:
         pass
     assert vm_status(k["qmp"]) == "running"
+
+
+def _guest_write(qmp: Path, pattern: int, offset: int, length: int) -> None:
+    """Write through the VM's disk device, as the guest would."""
+    with Qmp(qmp) as q:
+        q.command(
+            "human-monitor-command", {"command-line": f'qemu-io vda "write -P {pattern} {offset} {length}"'}
+        )
+
+
+@pytest.mark.parametrize("shutdown", [False, True], ids=["freeze", "shutdown"])
+def test_the_last_backup_moves_only_the_changes_and_holds_every_write(
+    kept_run, tmp_path, monkeypatch, shutdown
+):
+    from drctl.activation import failback_local
+    from drctl.activation.failback_local import FailbackRequest, LocalSteps
+    from drctl.repo.backup import backup_disk
+    from drctl.repo.crypto import KdfParams
+    from drctl.repo.repository import init_repository
+    from drctl.repo.restore import restore_disk
+    from drctl.stack.config import load_stack
+    from drctl.storage.local import LocalDirStorage
+    from tests.conftest import demo_project
+
+    k = kept_run
+    LocalDirStorage(tmp_path / "repo").create()
+    repo = init_repository(
+        LocalDirStorage(tmp_path / "repo"),
+        b"cut-over test password",
+        chunk_size=MiB,
+        kdf=KdfParams(n=2**12, r=8, p=1),
+    )
+    restored_from = backup_disk(repo, k["raw"], server="dns01", disk="system").point
+    cfg = load_stack("demo", demo_project(tmp_path, repository=str(tmp_path / "repo"), reports=str(tmp_path)))
+    _guest_write(k["qmp"], 0x55, MiB, MiB)  # a change made in disaster mode
+    monkeypatch.setattr(failback_local, "SHUTDOWN_TIMEOUT_S", 2.0)  # no OS to obey the power button
+    req = FailbackRequest(stack="demo", requested_by="Alice Martin", site_targets=tmp_path, shutdown=shutdown)
+    active = json.loads((k["state"] / "active" / "demo.json").read_text())
+    guests = running_guest_disks(k["state"], "demo")
+    steps = LocalSteps(cfg, req, repo, k["state"], active, guests, lambda kind, d: None, "fb")
+    dns = cfg.plan.server("dns01")
+
+    result = steps.sync(dns)
+    assert result.method == ("shutdown" if shutdown else "freeze")
+    assert vm_status(k["qmp"]) == (None if shutdown else "paused") and steps.quiet(dns)
+    point = result.points["system"]
+    assert point["id"] != restored_from.id and point["size"] == 4 * MiB
+    assert 0 < result.bytes_moved < 2 * MiB  # one changed chunk of four
+    out = tmp_path / "back.raw"
+    restore_disk(repo, server="dns01", disk="system", point=point["id"], out=out)
+    assert out.read_bytes() == b"\x44" * MiB + b"\x55" * MiB + b"\x44" * (2 * MiB)
+    steps.stop(dns)
+    assert vm_status(k["qmp"]) is None and k["proc"].wait(timeout=30) == 0
