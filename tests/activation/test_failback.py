@@ -297,6 +297,12 @@ def test_failback_refuses_without_a_disaster_run(project):
     _activate(project, "test")
     with pytest.raises(FailbackRefused, match="test-mode activation: production never moved"):
         _failback(project, tmp / "t.yaml")
+    record = tmp / "state" / "active" / "demo.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "mode": "disaster", "target": "cloud"}))
+    with pytest.raises(
+        FailbackRefused, match="runs on the cloud target: drctl fails back from the local target only"
+    ):
+        _failback(project, tmp / "t.yaml")
 
 
 def test_failback_checks_requester_servers_and_targets_before_touching_anything(project, capsys, monkeypatch):
