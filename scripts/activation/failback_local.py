@@ -328,6 +328,25 @@ def _checks(docs: list[dict[str, Any]]) -> list[Any]:
     return [CheckResult.from_dict(d, "failback check") for d in docs]
 
 
+def _check_targets_free(
+    req: FailbackRequest, targets: dict[str, list[SiteTarget]], state: FailbackState
+) -> None:
+    """Before any guest is stopped: no image target may already exist, unless this failback wrote
+    it (restored, or verified and waiting for its rename)."""
+    taken = []
+    for server, ts in targets.items():
+        done = state.server(server).get("restored") or {}
+        for t in ts:
+            out = t.image_path
+            staged = out.with_name(f".{out.name}.drctl-failback")
+            if t.kind != "device" and t.disk not in done and out.exists() and not staged.exists():
+                taken.append(f"servers.{server}.{t.disk}: {out} already exists")
+    if taken:
+        raise SiteTargetsInvalid(
+            f"{req.site_targets}: {'; '.join(taken)}: remove it or give another target (nothing was done)"
+        )
+
+
 def _holding_changes(state_dir: Path, run_id: str) -> set[str]:
     """The run's servers that came up in disaster mode (so hold changes)."""
     try:
@@ -375,6 +394,7 @@ def failback(
         raise FailbackRefused(f"every server of run {run_id} of {req.stack} is already failed back")
     scope = [s for s in cfg.plan.servers if s.name in wanted]
     targets = load_site_targets(req.site_targets, {s.name: [d.name for d in s.disks] for s in scope})
+    _check_targets_free(req, targets, state)
     if not unfinished or set(unfinished["servers"]) != wanted:
         state.doc["current"] = {"id": new_run_id(), "servers": sorted(wanted)}
         state.doc.pop("report", None)

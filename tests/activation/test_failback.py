@@ -324,6 +324,14 @@ def test_failback_checks_requester_servers_and_targets_before_touching_anything(
     assert "servers.db01: missing" in err
     assert (tmp / "state" / "active" / "demo.json").exists()
     assert not (tmp / "state" / "failback" / "demo" / f"{run_id}.json").exists()
+    # An image target that already exists is refused before any guest is touched.
+    (tmp / "nas").mkdir()
+    (tmp / "nas" / "db01-system.raw").write_bytes(b"the site's old disk")
+    (tmp / "t.yaml").write_text(f"servers:\n  dns01: {tmp / 'dns01.raw'}\n  db01: {tmp / 'nas'}\n")
+    with pytest.raises(SiteTargetsInvalid, match=r"servers.db01.system: .*db01-system.raw already exists"):
+        _failback(project, tmp / "t.yaml")
+    assert (tmp / "nas" / "db01-system.raw").read_bytes() == b"the site's old disk"
+    assert not FailbackState(tmp / "state", "demo", run_id).servers_done("synced")
 
 
 def _steps(project, run_id):
