@@ -28,20 +28,20 @@ from typing import Any
 
 from drctl.activation.engine import RestoredDisk, ServerRun, run_servers
 from drctl.activation.failback import (
-    ALL_PRESENT,
     EventFn,
     FailbackOutcome,
     FailbackRefused,
     SyncResult,
     run_failback,
 )
+from drctl.activation.failback_report import failback_summary
 from drctl.activation.failback_sites import SiteTarget, SiteTargetsInvalid, load_site_targets, write_to_device
 from drctl.activation.failback_state import FailbackState
 from drctl.activation.guards import ActivationLock, authorised_contact
 from drctl.activation.targets.sandbox import GuestDisk, running_guest_disks
 from drctl.paths import check_stack_name
 from drctl.plan.model import Server
-from drctl.runs.model import RunSummary, ServerResult, new_run_id, parse_ts, seconds_between, utc_now
+from drctl.runs.model import new_run_id, utc_now
 from drctl.runs.store import RunNotFound, RunStore
 from drctl.stack.config import StackConfig, load_stack
 from drctl.storage import open_storage
@@ -261,71 +261,8 @@ class LocalSteps:
             return str(store.find(self.failback_id).path)  # stored by an interrupted attempt
         except RunNotFound:
             pass
-        return str(store.record(failback_summary(self.cfg, self.req, state, servers, self.failback_id)).path)
-
-
-def failback_summary(
-    cfg: StackConfig, req: FailbackRequest, state: FailbackState, servers: Sequence[Server], failback_id: str
-) -> RunSummary:
-    """The failback report as a run summary (kind ``failback``): per server its on-site restore and
-    verification times and checks, the last point (whose time is the cut-over) and, in the notes,
-    the cut-over, the bytes moved and what was proven."""
-    results, notes = [], [f"failback of disaster run {state.doc['run_id']}"]
-    first = None
-    for s in servers:
-        doc = state.server(s.name)
-        synced, restored, verified = doc["synced"], doc["restored"], doc["verified"]
-        cut_over = parse_ts(synced["cut_over"])
-        boot = s.boot_disk.name
-        first = min(first or cut_over, cut_over) if cut_over else first
-        starts = [parse_ts(r["started"]) for r in restored.values()]
-        ends = [parse_ts(r["ended"]) for r in restored.values()]
-        results.append(
-            ServerResult(
-                name=s.name,
-                os=f"{s.os_family}-{s.os_version}" if s.os_version else s.os_family,
-                status=verified["status"],
-                os_family=s.os_family,
-                depends_on=s.depends_on,
-                restore_started_at=min((t for t in starts if t), default=None),
-                restore_ended_at=max((t for t in ends if t), default=None),
-                boot_started_at=parse_ts(verified["started"]),
-                verified_at=parse_ts(verified["at"]),
-                restore_point=synced["points"][boot]["id"],
-                restore_point_at=cut_over,
-                checks=tuple(_checks(verified["checks"])),
-                restored_bytes=sum(int(p["size"]) for p in synced["points"].values()),
-            )
-        )
-        targets = ", ".join(f"{d} -> {r['image']}" for d, r in restored.items())
-        restore_s = seconds_between(results[-1].restore_started_at, results[-1].restore_ended_at)
-        verify_s = seconds_between(results[-1].boot_started_at, results[-1].verified_at)
-        notes.append(
-            f"{s.name}: data cut-over {synced['cut_over']} ({synced['method']}), {synced['bytes_moved']} bytes "
-            f"moved by the final synchronisation; restored on site ({targets}) in {restore_s} s, "
-            f"booted and verified there in {verify_s} s; {ALL_PRESENT}"
-        )
-    return RunSummary(
-        run_id=failback_id,
-        stack=cfg.stack,
-        mode="disaster",
-        target="local",
-        started_at=first or utc_now(),
-        ended_at=utc_now(),
-        servers=tuple(results),
-        client_id=cfg.plan.client.id,
-        client_name=cfg.plan.client.name,
-        client_timezone=cfg.plan.client.timezone,
-        requested_by=req.requested_by,
-        kind="failback",
-        notes=tuple(notes),
-    ).with_availability()
-
-
-def _checks(docs: list[dict[str, Any]]) -> list[Any]:
-    from drctl.runs.model import CheckResult
-
-    return [CheckResult.from_dict(d, "failback check") for d in docs]
+        summary = failback_summary(self.cfg, self.req.requested_by, state, servers, self.failback_id)
+        return str(store.record(summary).path)
 
 
 def _check_targets_free(

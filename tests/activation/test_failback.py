@@ -403,15 +403,16 @@ def test_deactivate_accepts_a_completed_failback_and_only_for_the_servers_back(p
 
 
 def test_the_failback_report_is_signed_and_says_what_was_proven(project):
-    from drctl.activation.failback_local import failback_summary
+    from drctl.activation.failback_report import failback_summary
     from drctl.runs.store import RunStore
 
     proj, tmp = project
     run_id = _activate(project, "disaster")
     state = FailbackState(tmp / "state", "demo", run_id)
     _run_with(state, FakeSteps(), (DNS,))
-    req = FailbackRequest(stack="demo", requested_by="Alice Martin", site_targets=tmp / "t.yaml")
-    summary = failback_summary(load_stack("demo", proj), req, state, [DNS], "20261130T080000Z-fb0001")
+    summary = failback_summary(
+        load_stack("demo", proj), "Alice Martin", state, [DNS], "20261130T080000Z-fb0001"
+    )
     store = RunStore(tmp / "state", LocalDirStorage(tmp / "vault" / "reports"))
     stored = store.record(summary)
     store.verify(stored.path)
