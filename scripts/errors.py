@@ -20,6 +20,7 @@ its exit code and module (a test keeps this list complete and exact)::
             ConsoleUserInvalid (1) console.users: a console user cannot be created or read as asked
             DependencyCycle (1) plan.graph: servers depend on each other in a cycle
             DisasterChangesAtRisk (1) activation.deactivation: would delete data written since a disaster
+            FailbackRefused (1) activation.failback: no active disaster run to fail back (or not these servers)
             InputFileError (1) input_files: a plan, stack or project file cannot be used (too big, not text...)
             InvalidStackName (1) paths: a stack name outside Pulumi's pattern
             NcaRenderError (1) nca.render: the NCA bundle cannot be rendered from this plan
@@ -36,6 +37,7 @@ its exit code and module (a test keeps this list complete and exact)::
             RepoNeedsUpgrade (1) repo.errors: a backup into an older-format repository (`drctl repo upgrade`)
             RunNotFound (1) runs.store: no stored run has this id
             SecretValueInvalid (1) stack.secrets: a ``secure:`` value is malformed or was altered
+            SiteTargetsInvalid (1) activation.failback_sites: the site targets file misses or misnames a target
             StackConfigInvalid (1) stack.settings: the stack file is invalid
             StackMissing (1) activation.targets.cloud_errors: the Pulumi stack does not exist
             StackNotFound (1) stack.config: no stack file for this stack
@@ -84,6 +86,7 @@ its exit code and module (a test keeps this list complete and exact)::
             DiskFull (15) repo.errors: the local disk is full
             OutputError (15) repo.errors: the restore output cannot be written
             SigningKeyUnsafe (15) runs.signing: the report-signing key is readable by others
+            SiteWriteFailed (15) activation.failback_sites: a restored disk could not be written on site
             SourceChanged (15) repo.errors: the backup source changed while being read
                 SnapshotOverflow (15) agent.consistency: a disk's snapshot overflowed while read (no point)
             SourceUnreadable (15) repo.errors: the backup source cannot be read
@@ -103,6 +106,7 @@ its exit code and module (a test keeps this list complete and exact)::
         SandboxError (20) activation.targets.sandbox: the local sandbox failed
             GuestFailed (20) activation.targets.sandbox: a guest's QEMU or SSH never came up
         SnapshotFailed (20) agent.consistency: a disk's snapshot could not be taken or removed
+        SiteCheckFailed (20) activation.failback: a server restored on site failed its checks
         VerificationError (20) activation.verify.checks: the verification itself could not run
         WalArchivingFailed (20) agent.log_job: WAL archiving failed or fell behind since the last log job
         WaitTimedOut (20) processes: something waited for did not happen in time

@@ -178,6 +178,11 @@ def test_every_json_command_writes_the_schema(workspace, capsys, monkeypatch):
         "drill": (["drill", "no-such-stack", "--requested-by", "x", "--state-dir", state], 1, "error"),
         "deactivate": (["deactivate", "demo", "--state-dir", state], 1, "error"),
         "protect": (["protect", "demo", "--state-dir", state], 1, "error"),
+        "failback": (
+            ["failback", "demo", "--to", str(tmp / "site.yaml"), "--requested-by", "x", "--state-dir", state],
+            1,
+            "error",
+        ),
         "runs": (["runs", "demo", "--state-dir", state], 0, "result"),
         "report show": (["report", "show", "20990101T000000Z", "--state-dir", state], 1, "error"),
         "local up": (["local", "up", "--port-base", "80", "--state-dir", str(tmp / "local")], 1, "error"),

@@ -1,11 +1,13 @@
 """``drctl deactivate``: return a stack to nominal, removing the servers of its active run.
 
 After a *disaster* activation the recovered servers hold the production data written since the
-activation: deleting them loses it. drctl has no failback yet (saving that data back to the
-client's site), so such a deactivation is refused unless the operator explicitly discards those
-changes: ``--discard-disaster-changes`` by a plan contact who may activate, with a reason and a
-typed confirmation (the client id on a terminal, or ``--yes``). That decision is recorded in the
-run, locally and in the client's report container, before anything is deleted.
+activation: deleting them loses it. ``drctl failback`` (:mod:`drctl.activation.failback`) brings
+that data home; once every server of the run that came up is failed back (recorded in the
+failback state), the run is deactivated. Otherwise the deactivation is refused unless the
+operator explicitly discards those changes: ``--discard-disaster-changes`` by a plan contact who
+may activate, with a reason and a typed confirmation (the client id on a terminal, or ``--yes``).
+That decision is recorded in the run, locally and in the client's report container, before
+anything is deleted.
 """
 
 from __future__ import annotations
@@ -79,9 +81,10 @@ def deactivate(
         ) from e
     mode = _mode(active, Path(state_dir))
     record = None
-    if mode != "test":
+    pending = _not_failed_back(stack, active, Path(state_dir)) if mode != "test" else []
+    if pending:
         cfg = load_stack(stack, project_dir)
-        record = _approve_discard(cfg, active, mode, discard, ask, is_tty)
+        record = _approve_discard(cfg, active, mode, discard, ask, is_tty, pending)
         _store_record(cfg, record, Path(state_dir))
     if active["target"] == "local":
         from drctl.activation.targets.sandbox import NS_PREFIX, cleanup_stale
@@ -119,6 +122,19 @@ def _mode(active: dict[str, Any], state_dir: Path) -> str:
         return "unknown"
 
 
+def _not_failed_back(stack: str, active: dict[str, Any], state_dir: Path) -> list[str]:
+    """The run's servers that came up (so hold changes) and are not failed back; ``["?"]`` when
+    the run's report is not here to tell (the safe side)."""
+    from drctl.activation.failback_state import failed_back_servers
+
+    run_id = str(active["run_id"])
+    try:
+        holding = {s.name for s in RunStore(state_dir).find(run_id).summary.servers if s.available}
+    except RunNotFound:
+        return ["?"]
+    return sorted(holding - failed_back_servers(state_dir, stack, run_id))
+
+
 def _approve_discard(
     cfg: StackConfig,
     active: dict[str, Any],
@@ -126,16 +142,19 @@ def _approve_discard(
     discard: DiscardApproval | None,
     ask: Callable[[str], str],
     is_tty: bool | None,
+    pending: list[str] | None = None,
 ) -> dict[str, Any]:
     """Refuse, or return what to record: who, when, why, how it was confirmed."""
     stack, run_id = cfg.stack, active["run_id"]
     what = "a disaster activation" if mode == "disaster" else "an activation whose mode is not recorded"
+    servers = f" ({', '.join(pending)} not failed back)" if pending and pending != ["?"] else ""
     if discard is None:
         raise DisasterChangesAtRisk(
             f"stack {stack} is up after {what} (run {run_id}, since {active.get('since', '?')}): its "
-            "recovered servers hold the production data written since, and deactivating deletes them. "
-            "drctl has no failback yet to save that data back to the site: copy it back by other means "
-            f"first, then run `drctl deactivate {stack} --discard-disaster-changes --requested-by NAME "
+            f"recovered servers{servers} hold the production data written since, and deactivating deletes "
+            f"them. Bring that data home first with `drctl failback {stack} --to SITE_TARGETS "
+            "--requested-by NAME` (it deactivates the run once every server is back), or to throw it "
+            f"away run `drctl deactivate {stack} --discard-disaster-changes --requested-by NAME "
             "--reason TEXT` (recorded in the run) and type the client id to confirm"
         )
     if not discard.reason.strip():

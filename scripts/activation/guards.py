@@ -131,7 +131,7 @@ def confirm_discard(
         )
     typed = ask(
         f"Deactivating {client_id} deletes its recovered servers and the production data written on them "
-        f"since run {run_id}; there is no failback. Type the client id to confirm: "
+        f"since run {run_id}, without bringing it home (`drctl failback`). Type the client id to confirm: "
     )
     if typed.strip() != client_id:
         raise NotConfirmed(

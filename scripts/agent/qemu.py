@@ -46,6 +46,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,74 @@ def qemu_snapshot(disk_cfg: Any) -> Iterator[Path]:
             yield source
     finally:
         _commit(disk, base, overlay, snap_node)
+
+
+@contextlib.contextmanager
+def raw_view(image: Path, fmt: str, workdir: Path) -> Iterator[Path]:
+    """A raw file holding the content of ``image`` (its whole backing chain for a qcow2): the file
+    itself when raw, else a private temporary copy in ``workdir``, removed on exit."""
+    with _raw_view(_Chain("", str(image), fmt), Path(workdir), secrets.token_hex(4)) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def paused_for_cutover(qmp_socket: Path, qga_socket: Path) -> Iterator[datetime]:
+    """The last backup of a VM before it is stopped for good (a failback's cut-over): the guest's
+    file systems are frozen through its agent, then its vCPUs are paused (QEMU drains every write in
+    flight), so its disks are quiet and nothing is written to them any more. Yields the moment the
+    VM was paused (its data's cut-over time). On an exception the VM is resumed and thawed (it keeps
+    serving); on success it stays paused and frozen: the caller stops it (:func:`quit_vm`).
+
+    Re-entrant after an interrupted attempt: an already frozen guest or paused VM is taken as is."""
+    frozen_here = False
+    try:
+        # Paused already: an earlier attempt quiesced it (its guest agent cannot answer now).
+        if vm_status(qmp_socket) != "paused":
+            with GuestAgent(qga_socket) as qga:
+                if qga.command("guest-fsfreeze-status") != "frozen":
+                    frozen_here = True
+                    n = qga.command("guest-fsfreeze-freeze", timeout=FREEZE_TIMEOUT_S)
+                    log.info("cut-over: the guest behind %s froze %s file system(s)", qga_socket, n)
+            with Qmp(qmp_socket) as qmp:
+                qmp.command("stop")
+                status = qmp.command("query-status")
+                if status.get("status") != "paused":
+                    raise QemuSnapshotFailed(f"the VM behind {qmp_socket} did not pause: {status}")
+        paused_at = datetime.now(UTC)
+    except QemuControlError as e:
+        if frozen_here:
+            _thaw(QemuDisk(qmp_socket, qga_socket, device="-"))
+        raise QemuSnapshotFailed(
+            f"the VM behind {qmp_socket} could not be quiesced for its last backup: {e}; it keeps "
+            "running unchanged (check its guest agent: `systemctl status qemu-guest-agent` in the "
+            "guest), or use --shutdown"
+        ) from e
+    try:
+        yield paused_at
+    except BaseException:
+        with contextlib.suppress(QemuControlError):
+            with Qmp(qmp_socket) as qmp:
+                qmp.command("cont")
+            _thaw(QemuDisk(qmp_socket, qga_socket, device="-"))
+        raise
+
+
+def vm_status(qmp_socket: Path) -> str | None:
+    """The VM's run state (``running``, ``paused``...), or None when its QEMU no longer answers."""
+    try:
+        with Qmp(qmp_socket, timeout=10) as qmp:
+            return str(qmp.command("query-status").get("status"))
+    except QemuControlError:
+        return None
+
+
+def quit_vm(qmp_socket: Path, *, timeout_s: float = 60.0) -> None:
+    """End the VM's QEMU process (``quit``) and wait until its monitor is gone."""
+    # A QEMU that exits answers nothing more.
+    with contextlib.suppress(QemuControlError), Qmp(qmp_socket, timeout=10) as qmp:
+        qmp.command("quit")
+    end = time.monotonic() + timeout_s
+    while vm_status(qmp_socket) is not None:
+        if time.monotonic() > end:
+            raise QemuSnapshotFailed(f"the VM behind {qmp_socket} still answers {timeout_s:.0f} s after quit")
+        time.sleep(0.2)

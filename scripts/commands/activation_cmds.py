@@ -89,8 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "deactivate",
         help="return a stack to nominal (servers removed)",
         description="Return a stack to nominal: the servers of its active run are removed. After a "
-        "disaster activation they hold the production data written since, and drctl has no failback "
-        "yet: it refuses unless --discard-disaster-changes (with --requested-by, --reason and a typed "
+        "disaster activation they hold the production data written since: it refuses until `drctl failback` "
+        "brought every server home, unless --discard-disaster-changes (with --requested-by, --reason and a typed "
         "confirmation, recorded in the run).",
     )
     p.add_argument("stack", metavar="STACK", type=stack_name)
@@ -108,6 +108,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project-dir", type=Path, help="Pulumi project holding stacks/ (default: this checkout)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout: a result event")
     p.set_defaults(func=_deactivate, parser=p)
+
+    p = sub.add_parser(
+        "failback",
+        help="return to nominal after a disaster: bring the recovered servers' data home, then deactivate",
+        description="After a disaster activation on the local target: for each recovered server, the "
+        "last backup of its quiesced guest (frozen through its guest agent and paused, or shut down "
+        "with --shutdown; its time is the data cut-over), the guest stopped, that point restored to its "
+        "target on the original site (SITE_TARGETS: YAML/JSON 'servers: {NAME: PATH}' or "
+        "'servers: {NAME: {DISK: PATH}}'; PATH a block device, a new image file, or a directory for a "
+        "NAS seed), the site images booted in a sandbox with their production addresses and checked "
+        "with the plan's checks; only then the servers are released (the run deactivated once all are "
+        "back) and a signed report is written. A failed check stops it (exit 20) with the recovery "
+        "space kept; run again, it resumes where it stopped.",
+    )
+    p.add_argument("stack", metavar="STACK", type=stack_name)
+    p.add_argument("--to", dest="site_targets", type=Path, required=True, metavar="SITE_TARGETS")
+    p.add_argument("--servers", metavar="A,B", help="partial failback: only these servers")
+    p.add_argument("--shutdown", action="store_true", help="shut the guests down instead of freezing them")
+    p.add_argument(
+        "--requested-by", required=True, metavar="NAME", help="plan contact allowed to activate (recorded)"
+    )
+    p.add_argument(
+        "--max-wait", type=positive_int, metavar="S", help="cap each server's wait for its site checks"
+    )
+    p.add_argument("--ram-cap", type=positive_int, metavar="MB", help="cap guest RAM of the site proof")
+    p.add_argument("--vcpu-cap", type=positive_int, metavar="N", help="cap guest vCPUs of the site proof")
+    p.add_argument("--password-file", metavar="FILE", help="repository password file (else DRCTL_PASSWORD)")
+    p.add_argument("--password-command", metavar="CMD", help="command printing the repository password")
+    p.add_argument("--state-dir", type=Path)
+    p.add_argument("--project-dir", type=Path, help="Pulumi project holding stacks/ (default: this checkout)")
+    p.add_argument(
+        "--json", action="store_true", help="JSON lines on stdout: the failback's events, then its result"
+    )
+    p.set_defaults(func=_failback)
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -208,4 +242,39 @@ def _deactivate(args: argparse.Namespace) -> int:
         if "discarded" in result:
             d = result["discarded"]
             print(f"  disaster changes discarded by {d['requested_by']} at {d['at']}: {d['reason']}")
+    return EXIT_OK
+
+
+def _failback(args: argparse.Namespace) -> int:
+    from drctl.activation.failback_local import FailbackRequest, failback
+    from drctl.repo.password import read_password
+
+    req = FailbackRequest(
+        stack=args.stack,
+        requested_by=args.requested_by,
+        site_targets=args.site_targets,
+        servers=tuple(s for s in (args.servers or "").split(",") if s) or None,
+        shutdown=args.shutdown,
+        max_wait_s=args.max_wait,
+        ram_cap_mb=args.ram_cap,
+        vcpu_cap=args.vcpu_cap,
+    )
+    outcome = failback(
+        req,
+        password=read_password(args.password_file, args.password_command),
+        state_dir=_state_dir(args),
+        project_dir=args.project_dir,
+        on_event=args.events.emit if args.json else _print_event,
+    )
+    if args.json:
+        args.events.result(outcome.to_dict())
+    else:
+        back = ", ".join(outcome.servers)
+        print(f"{args.stack}: {back} failed back from run {outcome.run_id}")
+        for s in outcome.to_dict()["servers"]:
+            print(
+                f"  {s['name']:<12} cut-over {s['cut_over']}  {s['bytes_moved']} bytes moved  {s['status']}"
+            )
+        print("  run deactivated" if outcome.deactivated else "  the run stays active for its other servers")
+        print(f"report: {outcome.report}")
     return EXIT_OK

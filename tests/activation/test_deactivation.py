@@ -99,7 +99,7 @@ def test_after_a_disaster_deactivate_refuses_and_deletes_nothing(project, capsys
     assert cli(project) == 1
     err = capsys.readouterr().err
     assert err.startswith("drctl: stack demo is up after a disaster activation (run " + run_id)
-    assert "hold the production data written since" in err and "no failback yet" in err
+    assert "hold the production data written since" in err and "`drctl failback demo --to SITE_TARGETS" in err
     assert "--discard-disaster-changes --requested-by NAME --reason TEXT" in err
     assert "Traceback" not in err
     assert active.exists() and restore_dir.is_dir()
@@ -153,7 +153,7 @@ def test_the_typed_confirmation_must_be_the_client_id(project):
         is_tty=True,
         ask=lambda p: prompts.append(p) or "demo\n",
     )
-    assert "there is no failback" in prompts[0]
+    assert "without bringing it home (`drctl failback`)" in prompts[0]
     assert result["discarded"]["confirmation"] == "client id typed on a terminal"
     assert not active.exists()
     assert [len(r) for r in records(project, run_id)] == [1, 1]

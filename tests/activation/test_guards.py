@@ -167,7 +167,7 @@ def test_discarding_disaster_changes_needs_the_client_id_typed_or_yes():
     prompts = []
     with pytest.raises(NotConfirmed, match="'dem' does not match client id 'demo'; nothing was deleted"):
         confirm_discard("demo", "r1", yes=False, is_tty=True, ask=lambda p: prompts.append(p) or "dem")
-    assert "no failback" in prompts[0] and "run r1" in prompts[0]
+    assert "without bringing it home (`drctl failback`)" in prompts[0] and "run r1" in prompts[0]
     confirm_discard("demo", "r1", yes=False, is_tty=True, ask=lambda p: "demo\n")
 
 

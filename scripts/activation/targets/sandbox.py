@@ -439,7 +439,7 @@ class Sandbox:
         """(file QEMU opens, its format): the restored disk itself, or a qcow2 overlay on it."""
         path = Path(path).resolve()
         what = f"disk {disk} of {server.name}" if disk else f"disk of {server.name}"
-        if not path.is_file():
+        if not (path.is_file() or path.is_block_device()):
             raise SandboxError(f"{what} not found: {path}")
         if not overlay:
             return path, fmt
@@ -527,15 +527,17 @@ class NoActiveRun(InvalidInput):
 
 @dataclass(frozen=True)
 class GuestDisk:
-    """One disk of a running sandbox guest, as the agent's ``qemu`` method drives it."""
+    """One disk of a guest running in a kept sandbox, as its QEMU reports it now (what the agent's
+    ``qemu`` method, ``drctl protect`` and ``drctl failback`` drive)."""
 
     server: str
     disk: str  # the plan's disk name
+    drive: str  # QEMU drive id (vda, vdb... boot disk first)
     image: Path  # the file the guest writes to now (its overlay in the run directory)
-    drive: str  # QEMU drive id (vda, vdb...)
+    image_format: str
+    restored: Path  # the restored raw file at the bottom of its chain
     qmp_socket: Path
     qga_socket: Path
-    restored: Path  # the restored raw file under the overlay
 
 
 def active_run_record(state_dir: Path, stack: str) -> dict[str, Any]:
@@ -603,11 +605,12 @@ def running_guest_disks(state_dir: Path, stack: str) -> dict[str, list[GuestDisk
                 GuestDisk(
                     server=server,
                     disk=restored.stem.removeprefix(f"{server}-"),
-                    image=Path(ins["file"]),
                     drive=str(blk.get("device")),
+                    image=Path(ins["file"]),
+                    image_format=str((ins.get("image") or {}).get("format", "")),
+                    restored=restored,
                     qmp_socket=qmp_path,
                     qga_socket=qmp_path.with_suffix(".qga"),
-                    restored=restored,
                 )
             )
         out[server] = sorted(disks, key=lambda d: d.drive)
