@@ -8,6 +8,7 @@ written here. Without ``--json``, ``args.events`` is None."""
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -83,7 +84,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Allocations between two young-generation collections of the cyclic GC (Python's default: 700).
+# Starting a command imports botocore and builds its S3 client, hundreds of thousands of objects
+# that the default made the collector walk again and again (~10 % of a start's CPU, measured
+# with perf); cycles are still collected, just in fewer passes.
+GC_YOUNG_THRESHOLD = 50_000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    young, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(GC_YOUNG_THRESHOLD, young), older, oldest)
     signal.signal(signal.SIGTERM, sigterm_as_interrupt)
     if argv is None:
         argv = sys.argv[1:]
