@@ -245,15 +245,20 @@ def stored_chunk_fits(size: int, plaintext: bytes) -> bool:
 
 def seal_chunk(
     keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes, version: int = CHUNK_VERSION
-) -> bytes:
+) -> bytearray:
     """Compress (when it helps) then encrypt one chunk of format ``version``; the stored object
-    bytes."""
+    bytes, encrypted in place after the header and nonce (no second copy of the ciphertext)."""
     if version not in CHUNK_VERSIONS:
         raise ValueError(f"unknown chunk format {version}")
     comp, body = _pack(plaintext)
     header = bytes((version, comp))
     nonce = os.urandom(NONCE_LEN)
-    return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, _chunk_ad(header, repo_id, cid))
+    blob = bytearray(CHUNK_HEADER_LEN + NONCE_LEN + len(body) + TAG_LEN)
+    blob[:CHUNK_HEADER_LEN], blob[CHUNK_HEADER_LEN : CHUNK_HEADER_LEN + NONCE_LEN] = header, nonce
+    AESGCM(keys.enc_key).encrypt_into(
+        nonce, body, _chunk_ad(header, repo_id, cid), memoryview(blob)[CHUNK_HEADER_LEN + NONCE_LEN :]
+    )
+    return blob
 
 
 def _chunk_header(
