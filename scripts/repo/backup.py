@@ -20,7 +20,15 @@ from drctl.repo.chunker import DiskSource
 from drctl.repo.crypto import image_digest_v2, stored_chunk_fits
 from drctl.repo.errors import ChunkVanished, LockLost, RepoNeedsUpgrade
 from drctl.repo.locks import RepoLock
-from drctl.repo.manifest import BACKUP_TYPES, Manifest, chunk_key, encode_chunks, new_point_id, point_key
+from drctl.repo.manifest import (
+    BACKUP_TYPES,
+    Manifest,
+    chunk_key,
+    chunk_length,
+    encode_chunks,
+    new_point_id,
+    point_key,
+)
 from drctl.repo.points import load_readable_points, warn_damaged
 from drctl.repo.progress import NullProgress, ProgressSink
 from drctl.repo.repository import FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository
@@ -252,10 +260,10 @@ def backup_disk(
         progress.start("backup", src.size)
         pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="backup")
         try:
-            for _, data in src.chunks(chunk_size):
-                if data == zero[: len(data)]:
+            for i, data in src.chunks(chunk_size):
+                if data is None or data == zero[: len(data)]:  # None: a hole, never read
                     entries.append(None)
-                    progress.advance(len(data))
+                    progress.advance(chunk_length(i, src.size, chunk_size))
                     continue
                 slots.acquire()
                 fut = pool.submit(up.process, data)

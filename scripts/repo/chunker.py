@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,27 +31,47 @@ class DiskSource:
         except OSError as e:
             raise SourceUnreadable(f"cannot size backup source {self.path}: {e.strerror}") from e
 
-    def chunks(self, chunk_size: int) -> Iterator[tuple[int, bytes]]:
-        """(index, bytes) in order; a short read means the source shrank: SourceChanged."""
+    def chunks(self, chunk_size: int) -> Iterator[tuple[int, bytes | None]]:
+        """(index, bytes) in order; ``None`` instead of the bytes for a chunk that lies wholly in a
+        hole of a sparse file (``SEEK_DATA``): it reads as zeros, so it is not read at all (no
+        kernel copy of zeros, no comparison). A short read means the source shrank: SourceChanged."""
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        next_data = 0  # no data before this offset, from the last SEEK_DATA
         for i in range(chunk_count(self.size, chunk_size)):
-            want = chunk_length(i, self.size, chunk_size)
+            off, want = i * chunk_size, chunk_length(i, self.size, chunk_size)
+            if off >= next_data:
+                next_data = self._next_data(off)
+            if next_data >= off + want:
+                yield i, None
+                continue
             try:
-                data = os.pread(self.fd, want, i * chunk_size)
+                data = os.pread(self.fd, want, off)
             except OSError as e:
                 raise SourceUnreadable(
-                    f"cannot read backup source {self.path} at offset {i * chunk_size}: {e.strerror}; "
+                    f"cannot read backup source {self.path} at offset {off}: {e.strerror}; "
                     f"no restore point was written. Check that the device is still there and healthy "
                     f"(the kernel log says why a read failed), then back it up again"
                 ) from e
             if len(data) != want:
                 raise SourceChanged(
                     f"backup source {self.path} shrank while it was read (short read "
-                    f"at offset {i * chunk_size}); no restore point was written. "
+                    f"at offset {off}); no restore point was written. "
                     f"Back up a stable snapshot of the disk"
                 )
             yield i, data
+
+    def _next_data(self, off: int) -> int:
+        """The first offset at or after ``off`` that may hold data: ``off`` itself where the
+        filesystem or device cannot tell (block devices, no SEEK_DATA), the size past the last data."""
+        try:
+            return os.lseek(self.fd, off, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole from here to the end
+                return self.size
+            return off
+        except AttributeError:  # pragma: no cover - a platform without SEEK_DATA
+            return off
 
     def check_unchanged(self) -> None:
         now = self.current_size()

@@ -1,6 +1,9 @@
 """Pure cryptography of the repository format (docs/repository-format.md §2): KDF, key wrap, chunk
 ids, chunk and manifest sealing. No I/O; every failure to authenticate raises an error of
-:mod:`drctl.repo.errors` naming the object."""
+:mod:`drctl.repo.errors` naming the object.
+
+Size: just over 400 lines: every primitive of the format in one pure module, read beside the
+format document; opening a chunk exists twice (allocating, and into the restore's reused buffers)."""
 
 from __future__ import annotations
 
@@ -242,15 +245,36 @@ def stored_chunk_fits(size: int, plaintext: bytes) -> bool:
 
 def seal_chunk(
     keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes, version: int = CHUNK_VERSION
-) -> bytes:
+) -> bytearray:
     """Compress (when it helps) then encrypt one chunk of format ``version``; the stored object
-    bytes."""
+    bytes, encrypted in place after the header and nonce (no second copy of the ciphertext)."""
     if version not in CHUNK_VERSIONS:
         raise ValueError(f"unknown chunk format {version}")
     comp, body = _pack(plaintext)
     header = bytes((version, comp))
     nonce = os.urandom(NONCE_LEN)
-    return header + nonce + AESGCM(keys.enc_key).encrypt(nonce, body, _chunk_ad(header, repo_id, cid))
+    blob = bytearray(CHUNK_HEADER_LEN + NONCE_LEN + len(body) + TAG_LEN)
+    blob[:CHUNK_HEADER_LEN], blob[CHUNK_HEADER_LEN : CHUNK_HEADER_LEN + NONCE_LEN] = header, nonce
+    AESGCM(keys.enc_key).encrypt_into(
+        nonce, body, _chunk_ad(header, repo_id, cid), memoryview(blob)[CHUNK_HEADER_LEN + NONCE_LEN :]
+    )
+    return blob
+
+
+def _chunk_header(
+    blob: bytes | bytearray | memoryview, cid_hex: str, key: str, version: int | None
+) -> bytes | bytearray | memoryview:
+    """The header of a stored chunk, checked (length, values, required format) before all else."""
+    if len(blob) < CHUNK_HEADER_LEN + NONCE_LEN + TAG_LEN:
+        raise ChunkCorrupt(cid_hex, key, f"truncated ({len(blob)} bytes)")
+    header = blob[:CHUNK_HEADER_LEN]
+    if header[0] not in CHUNK_VERSIONS or header[1] not in (COMP_NONE, COMP_ZSTD):
+        raise ChunkCorrupt(cid_hex, key, "unknown header")
+    if version is not None and header[0] != version:
+        raise ChunkCorrupt(
+            cid_hex, key, f"chunk format {header[0]}, its restore point needs format {version}"
+        )
+    return header
 
 
 def open_chunk(
@@ -272,15 +296,7 @@ def open_chunk(
     of the chunk's format) is defence in depth for format 1, skipped by a format-1 restore, whose
     final image sha256 proves every byte anyway."""
     cid_hex = cid.hex()
-    if len(blob) < CHUNK_HEADER_LEN + NONCE_LEN + TAG_LEN:
-        raise ChunkCorrupt(cid_hex, key, f"truncated ({len(blob)} bytes)")
-    header = blob[:CHUNK_HEADER_LEN]
-    if header[0] not in CHUNK_VERSIONS or header[1] not in (COMP_NONE, COMP_ZSTD):
-        raise ChunkCorrupt(cid_hex, key, "unknown header")
-    if version is not None and header[0] != version:
-        raise ChunkCorrupt(
-            cid_hex, key, f"chunk format {header[0]}, its restore point needs format {version}"
-        )
+    header = _chunk_header(blob, cid_hex, key, version)
     nonce = blob[CHUNK_HEADER_LEN : CHUNK_HEADER_LEN + NONCE_LEN]
     try:
         body = AESGCM(keys.enc_key).decrypt(
@@ -302,6 +318,56 @@ def open_chunk(
     if verify_id and not hmac.compare_digest(chunk_id_for(header[0], keys, plain), cid):
         raise ChunkCorrupt(cid_hex, key, "content does not match its chunk id")
     return plain
+
+
+def open_chunk_into(
+    keys: MasterKeys,
+    repo_id: bytes,
+    cid: bytes,
+    blob: bytes | bytearray | memoryview,
+    expected_len: int,
+    key: str,
+    out: memoryview,
+    scratch: memoryview,
+    *,
+    version: int | None = None,
+) -> memoryview:
+    """:func:`open_chunk` (id verified) into ``out``: returns ``out[:expected_len]``; ``scratch``
+    takes a zstd chunk's compressed body. Same checks, same order, all before returning; after
+    ChunkCorrupt ``out`` holds nothing usable. Reused buffers: no fresh allocation per chunk."""
+    cid_hex = cid.hex()
+    header = _chunk_header(blob, cid_hex, key, version)
+    body_len = len(blob) - CHUNK_OVERHEAD
+    raw = header[1] == COMP_NONE
+    if (raw and body_len != expected_len) or body_len > len(scratch) or expected_len > len(out):
+        # A length no valid object of this chunk has: the allocating path reports it after the tag.
+        plain = open_chunk(keys, repo_id, cid, blob, expected_len, key, version=version)
+        out[:expected_len] = plain
+        return out[:expected_len]
+    body = (out if raw else scratch)[:body_len]
+    try:
+        AESGCM(keys.enc_key).decrypt_into(
+            blob[CHUNK_HEADER_LEN : CHUNK_HEADER_LEN + NONCE_LEN],
+            blob[CHUNK_HEADER_LEN + NONCE_LEN :],
+            _chunk_ad(header, repo_id, cid),
+            body,
+        )
+    except InvalidTag:
+        raise ChunkCorrupt(
+            cid_hex, key, "authentication tag does not verify (tampered, truncated or swapped object)"
+        ) from None
+    if not raw:
+        try:
+            plain = _decompressor().decompress(body, max_output_size=expected_len)
+        except zstandard.ZstdError as e:
+            raise ChunkCorrupt(cid_hex, key, f"does not decompress: {e}") from e
+        if len(plain) != expected_len:
+            raise ChunkCorrupt(cid_hex, key, f"{len(plain)} bytes, the manifest expects {expected_len}")
+        out[:expected_len] = plain
+    view = out[:expected_len]
+    if not hmac.compare_digest(chunk_id_for(header[0], keys, view), cid):
+        raise ChunkCorrupt(cid_hex, key, "content does not match its chunk id")
+    return view
 
 
 def _manifest_header(repo_id: bytes) -> bytes:

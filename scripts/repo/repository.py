@@ -179,6 +179,20 @@ class Repository:
             self.keys, self.repo_id, cid, blob, length, chunk_key(cid), verify_id=verify_id, version=version
         )
 
+    def open_chunk_into(
+        self,
+        cid: bytes,
+        blob: bytes | bytearray | memoryview,
+        length: int,
+        out: memoryview,
+        scratch: memoryview,
+        *,
+        version: int | None = None,
+    ) -> memoryview:
+        return crypto.open_chunk_into(
+            self.keys, self.repo_id, cid, blob, length, chunk_key(cid), out, scratch, version=version
+        )
+
     # -- manifests -----------------------------------------------------------------------------
 
     def point_ids(self) -> list[str]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import logging
+import mmap
 import os
 import queue
 import threading
@@ -23,12 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from drctl.errors import Cancelled
-from drctl.repo.crypto import image_digest_v2
+from drctl.repo.crypto import CHUNK_OVERHEAD, image_digest_v2
 from drctl.repo.errors import DiskFull, ImageMismatch, OutputError
 from drctl.repo.journal import RestoreJournal
 from drctl.repo.manifest import Manifest, chunk_count, chunk_length
 from drctl.repo.progress import ProgressSink
 from drctl.repo.repository import Repository
+
+log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
 
@@ -49,6 +53,7 @@ _fewer_malloc_arenas()
 
 INFLIGHT_BUDGET = 96 * 1024 * 1024  # chunk bytes held at once (downloads, decodes, reorder buffer)
 ZERO_SPAN = 64 * 1024 * 1024  # zero bytes hashed per call for zero runs
+DIRECT_ALIGN = 4096  # O_DIRECT: buffer address, file offset and length multiples of this
 
 
 def output_error(e: OSError, path: Path, what: str) -> Exception:
@@ -81,6 +86,43 @@ class RestoreWriter:
         self.to_journal: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
         # Format 2: the digest proven for each index (None: not yet; zero chunks stay None).
         self.digests: list[bytes | None] | None = [None] * self.n if m.version == 2 else None
+        self.direct_fd = -1  # the same file opened O_DIRECT (format 2, where the filesystem allows)
+        self.direct_ok = False
+        self._buffers = threading.local()
+
+    def open_direct(self) -> None:
+        """Also open the output with O_DIRECT, for the whole chunks of format 2: they are written
+        from page-aligned buffers straight to the disk, without the copy into the page cache that
+        was the largest CPU cost of a restore (~30 % of its data phase, measured with perf). The
+        file is reopened through its descriptor (``/proc/self/fd``), never by name. Where the
+        filesystem or the chunk size does not allow it, every write stays buffered."""
+        if self.m.chunk_size % DIRECT_ALIGN or not hasattr(os, "O_DIRECT"):
+            return
+        try:
+            self.direct_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+            self.direct_ok = True
+        except OSError as e:
+            log.debug("restore output %s: no direct I/O (%s), writes are buffered", self.path, e.strerror)
+
+    def close_direct(self) -> None:
+        """Once no decoder writes any more."""
+        self.direct_ok = False
+        if self.direct_fd >= 0:
+            os.close(self.direct_fd)
+            self.direct_fd = -1
+
+    def buffers(self) -> tuple[memoryview, memoryview]:
+        """This decoder thread's plaintext and ciphertext buffers, reused for every chunk it decodes
+        (format 2: a chunk's plaintext is written and forgotten before the next one). Anonymous
+        mappings, so page-aligned for direct writes."""
+        pair = getattr(self._buffers, "pair", None)
+        if pair is None:
+            cs = self.m.chunk_size
+            pair = self._buffers.pair = (
+                memoryview(mmap.mmap(-1, cs)),
+                memoryview(mmap.mmap(-1, cs + CHUNK_OVERHEAD)),
+            )
+        return pair
 
     def mark(self, idxs: list[int], digests: list[bytes] | None = None) -> None:
         """Zero and resumed chunks: already right in the file, never journaled again. ``digests``:
@@ -93,13 +135,14 @@ class RestoreWriter:
             self.cond.notify_all()
         self.progress.advance(sum(chunk_length(i, self.m.size, self.m.chunk_size) for i in idxs))
 
-    def publish(self, plain: bytes, idxs: list[int], digest: bytes | None = None) -> None:
+    def publish(self, plain: bytes | memoryview, idxs: list[int], digest: bytes | None = None) -> None:
         """``plain`` (authenticated) was written at every index of ``idxs``. Format 1: hand it to
         the hasher (which frees its window slot). Format 2: record ``digest``, the keyed BLAKE3 of
         ``plain`` proven equal to its chunk id, for every index, and free the slot now."""
         self.to_journal.put(idxs)
         with self.cond:
             if self.digests is None:
+                assert isinstance(plain, bytes)
                 self.ready[idxs[0]] = plain
             for i in idxs:
                 self.done[i] = 1
@@ -149,13 +192,32 @@ class RestoreWriter:
             return False
         return True
 
-    def write(self, plain: bytes, idxs: list[int]) -> None:
+    def write(self, plain: bytes | memoryview, idxs: list[int], aligned: bool = False) -> None:
+        """``plain`` at every index of ``idxs``; direct when ``plain`` is a page-aligned buffer of
+        whole blocks (every chunk but a short last one) and the output allows it."""
+        direct = aligned and self.direct_ok and len(plain) % DIRECT_ALIGN == 0
         for i in idxs:
             off = i * self.m.chunk_size
             try:
                 view = memoryview(plain)
                 while view:
-                    written = os.pwrite(self.fd, view, off)
+                    if direct:
+                        try:
+                            written = os.pwrite(self.direct_fd, view, off)
+                        except OSError as e:
+                            if e.errno != errno.EINVAL:
+                                raise
+                            # Alignment this device does not accept: buffered from now on (the
+                            # descriptor is closed only once every decoder has stopped).
+                            log.debug(
+                                "restore output %s: direct write refused, writes are buffered", self.path
+                            )
+                            direct = self.direct_ok = False
+                            continue
+                        if written % DIRECT_ALIGN:
+                            direct = False  # a short direct write: finish this chunk buffered
+                    else:
+                        written = os.pwrite(self.fd, view, off)
                     view, off = view[written:], off + written
             except OSError as e:
                 raise output_error(e, self.path, "writing") from e
@@ -231,6 +293,8 @@ def fetch_all(
         hasher.start()
     journaler = threading.Thread(target=w.journal_loop, name="restore-journal", daemon=True)
     journaler.start()
+    if v2:
+        w.open_direct()
     downloads = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="restore-get")
     decoders = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="restore-dec")
 
@@ -240,16 +304,17 @@ def fetch_all(
                 w.window.release()
                 return
             # Format 1: the tag binds the chunk id; the final image sha256 covers the rest. Format 2:
-            # the plaintext's keyed BLAKE3 must equal the chunk id, here, in parallel (format §4).
-            # A memoryview: the ciphertext is never copied before decryption.
-            plain = repo.open_chunk(
-                cid,
-                memoryview(blob),
-                chunk_length(idxs[0], m.size, m.chunk_size),
-                verify_id=v2,
-                version=m.version,
-            )
-            w.write(plain, idxs)
+            # the plaintext's keyed BLAKE3 must equal the chunk id, here, in parallel (format §4),
+            # decrypted into this thread's reused buffer. A memoryview: the ciphertext is never
+            # copied before decryption.
+            length = chunk_length(idxs[0], m.size, m.chunk_size)
+            plain: bytes | memoryview
+            if v2:
+                out, scratch = w.buffers()
+                plain = repo.open_chunk_into(cid, memoryview(blob), length, out, scratch, version=2)
+            else:
+                plain = repo.open_chunk(cid, memoryview(blob), length, verify_id=False, version=1)
+            w.write(plain, idxs, aligned=v2)
             with count_lock:
                 counters["chunks"] += 1
                 counters["bytes"] += len(blob)
@@ -290,6 +355,7 @@ def fetch_all(
         decoders.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
+        w.close_direct()
         w.to_journal.put(None)
         journaler.join()
         if not v2:

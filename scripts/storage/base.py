@@ -71,7 +71,7 @@ class Storage(Protocol):
         """Whole object, or bytes ``[start, end)`` (bytes-like: a large body may come back as a
         bytearray, never copied). Raises ObjectMissing."""
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
         """Write atomically (readers never see a partial object). ``retain_until`` asks for
         Object Lock retention where the store supports it."""
 

@@ -32,7 +32,7 @@ class MemoryStorage:
             data = self.objects[key]
         return data if byte_range is None else data[byte_range[0] : byte_range[1]]
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
         with self._lock:
             self.puts += 1
             self.objects[key] = bytes(data)

@@ -92,7 +92,7 @@ class RetryingStorage:
     def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes | bytearray:
         return self._call("get", key, lambda: self.inner.get(key, byte_range))
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
         self._call("put", key, lambda: self.inner.put(key, data, retain_until=retain_until))
 
     def put_if_absent(self, key: str, data: bytes) -> bool:

@@ -117,7 +117,7 @@ class S3Storage:
         self._bucket_seen = True
         return data
 
-    def put(self, key: str, data: bytes, *, retain_until: datetime | None = None) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
         if retain_until is not None:
             kwargs["ObjectLockMode"] = os.environ.get(LOCK_MODE_ENV, "COMPLIANCE").upper()

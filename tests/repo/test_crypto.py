@@ -68,6 +68,41 @@ def test_chunk_round_trip_and_every_flipped_byte_is_an_integrity_error():
             crypto.open_chunk(keys, REPO, cid, blob[:n], len(plain), "data/aa/obj")
 
 
+@pytest.mark.parametrize("kind", ["text", "random"])
+def test_open_chunk_into_reused_buffers_gives_the_plaintext_and_every_flipped_byte_fails(kind):
+    import os
+
+    keys = MasterKeys.generate()
+    plain = b"systemd nginx postgres " * 200 if kind == "text" else os.urandom(4600)
+    cid = crypto.chunk_id_v2(keys, plain)
+    blob = crypto.seal_chunk(keys, REPO, cid, plain, crypto.CHUNK_VERSION_2)
+    assert blob[1] == (crypto.COMP_ZSTD if kind == "text" else crypto.COMP_NONE)
+    out, scratch = memoryview(bytearray(8192)), memoryview(bytearray(8192))
+
+    def open_into(b: bytes, expected: int = len(plain)) -> bytes:
+        out[:] = b"\xaa" * len(out)  # what an earlier chunk left in the reused buffers
+        scratch[:] = b"\x55" * len(scratch)
+        return bytes(
+            crypto.open_chunk_into(keys, REPO, cid, b, expected, "data/aa/obj", out, scratch, version=2)
+        )
+
+    assert open_into(blob) == plain
+    assert open_into(blob) == crypto.open_chunk(keys, REPO, cid, blob, len(plain), "data/aa/obj", version=2)
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 0x01
+        with pytest.raises(ChunkCorrupt) as e:
+            open_into(bytes(bad))
+        assert cid.hex() in e.value.message and "data/aa/obj" in e.value.message
+    for n in range(0, len(blob), 7):
+        with pytest.raises(ChunkCorrupt):
+            open_into(blob[:n])
+    with pytest.raises(ChunkCorrupt, match="the manifest expects 4000"):
+        open_into(blob, 4000)
+    with pytest.raises(ChunkCorrupt, match="restore point needs format 1"):
+        crypto.open_chunk_into(keys, REPO, cid, blob, len(plain), "data/aa/obj", out, scratch, version=1)
+
+
 def test_swapped_chunk_and_chunk_of_another_repository_fail():
     keys = MasterKeys.generate()
     a, b = b"A" * 1000, b"B" * 1000
