@@ -5,7 +5,8 @@ sequential read speed, measured in the same run; and the job's peak RSS (docs/be
     .venv/bin/python benchmarks/agent_benchmark.py --store env     # the S3 server of AWS_ENDPOINT_URL
     #   --size-mib 2048 --rounds 3 --workdir DIR
 
-Each round runs twice, with the image dropped from the page cache (posix_fadvise DONTNEED, and
+The image is dense (its zero runs written, as on a disk: a job skips a sparse file's holes). Each
+round runs twice, with the image dropped from the page cache (posix_fadvise DONTNEED, and
 /proc/sys/vm/drop_caches as root) and with it warm in memory: it reads the image sequentially in
 4 MiB blocks (the `dd` baseline, in a child process), puts the cache back in the same state and runs
 `drctl agent run --type incremental --json` (a child process, method `none`); each job is compared
@@ -57,6 +58,19 @@ def drop_cache(path: Path) -> None:
         Path("/proc/sys/vm/drop_caches").write_text("1\n")
     except OSError:
         pass
+
+
+def densify(sparse: Path, dense: Path) -> None:
+    """A copy of ``sparse`` with its holes written as zeros: a disk (a block device, an LV) has no
+    holes, and a job skips the holes of a sparse file without reading them (SEEK_DATA), which would
+    flatter it against a reader that reads every byte."""
+    with open(sparse, "rb") as src, open(dense, "wb") as dst:
+        while block := src.read(BLOCK):
+            dst.write(block)
+        dst.flush()
+        os.fsync(dst.fileno())
+    sparse.unlink()
+    assert dense.stat().st_blocks * 512 >= dense.stat().st_size, "the copy still has holes"
 
 
 def warm_cache(path: Path) -> None:
@@ -128,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         image = work / "disk.img"
         size = args.size_mib * MiB
         say(f"generating a {args.size_mib} MiB image in {work}")
-        make_image(image, size)
+        make_image(work / "sparse.img", size)
+        densify(work / "sparse.img", image)
         config = write_agent(work, url, image)
         run(drctl + ["repo", "init", url], env, "drctl repo init")
         say("first job (full): uploads the image's chunks")
