@@ -11,6 +11,9 @@ from drctl.repo.errors import SourceChanged, SourceUnreadable
 from drctl.repo.manifest import chunk_count, chunk_length
 
 
+READ_AHEAD = 4  # chunks the disk is asked to read ahead of the one being read
+
+
 class DiskSource:
     """An open source image; ``size`` is taken with lseek(SEEK_END) so block devices work."""
 
@@ -35,7 +38,8 @@ class DiskSource:
         """(index, bytes) in order; ``None`` instead of the bytes for a chunk that lies wholly in a
         hole of a sparse file (``SEEK_DATA``): it reads as zeros, so it is not read at all (no
         kernel copy of zeros, no comparison). A short read means the source shrank: SourceChanged."""
-        if hasattr(os, "posix_fadvise"):
+        advise = hasattr(os, "posix_fadvise")
+        if advise:
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         next_data = 0  # no data before this offset, from the last SEEK_DATA
         for i in range(chunk_count(self.size, chunk_size)):
@@ -46,6 +50,8 @@ class DiskSource:
                 yield i, None
                 continue
             try:
+                if advise:  # the disk reads the next chunks while this one is hashed on the pool
+                    os.posix_fadvise(self.fd, off + want, READ_AHEAD * chunk_size, os.POSIX_FADV_WILLNEED)
                 data = os.pread(self.fd, want, off)
             except OSError as e:
                 raise SourceUnreadable(
