@@ -169,7 +169,7 @@ def archive_demo_wal(
     bundle = build_agent_bundle(images_dir)
     source = env if env is not None else os.environ
     pg_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TZ": "UTC", "LANG": "C.UTF-8"}
-    pg_env.update({k: v for k, v in source.items() if k.startswith("AWS_")})
+    pg_env.update({k: v for k, v in source.items() if k.startswith(("AWS_", "DRCTL_S3_"))})
     root = Path(tempfile.mkdtemp(prefix=f"drctl-demo-wal-{server}-", dir="/var/tmp"))  # 0700
     copy = _Copy(root, pg_env)
     try:
