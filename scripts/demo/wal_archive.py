@@ -85,6 +85,7 @@ def server_conf(root: Path, drctl: Path, repo_url: str, server: str) -> str:
         "listen_addresses": "''",
         "unix_socket_directories": f"'{root}'",
         "shared_buffers": "'16MB'",
+        "max_connections": "20",  # the guest's (roles.py): the WAL records it for the replay
         "max_wal_size": "'64MB'",
         "jit": "off",
         "log_timezone": "'UTC'",

@@ -12,7 +12,8 @@ For a server whose plan has a ``log`` schedule and whose repository holds WAL (`
   shorter history), then written into ``<cluster dir>/../drctl-wal-<cluster>/`` (0700, the
   cluster's owner);
 - the cluster gets ``recovery.signal`` and, appended to its ``postgresql.auto.conf``,
-  ``restore_command`` copying from that directory, ``recovery_target_action = 'promote'``, the
+  ``restore_command`` copying from that directory, ``recovery_target_action = 'promote'``, ``hot_standby = 'off'`` (no read-only phase that
+  would pause on WAL from a primary with larger limits), the
   target time for an ISO ``--point`` (absent: replay to the last archived segment), and, unless a
   disaster activation keeps the server's own archiving, ``archive_mode = 'off'`` (a drill's or
   test's copy never archives into the production history).
@@ -125,6 +126,9 @@ def recovery_settings(staging: str, target: datetime | None, *, keep_archiving: 
     settings = [
         f"restore_command = {_quote(f'cp {staging}/%f %p')}",
         "recovery_target_action = 'promote'",
+        # No read-only service during the replay: a hot standby pauses when the archived WAL records
+        # larger limits (max_connections...) than this server's (e.g. a primary since retuned).
+        "hot_standby = 'off'",
     ]
     if target is not None:
         settings.append(f"recovery_target_time = {_quote(target.isoformat())}")

@@ -78,6 +78,7 @@ def test_the_archive_is_staged_with_the_recovery_configuration(repo, tmp_path):
     assert conf.startswith(AUTO_CONF)  # the server's own settings are kept
     assert f"restore_command = 'cp {STAGING}/%f %p'" in conf
     assert "recovery_target_action = 'promote'" in conf and "archive_mode = 'off'" in conf
+    assert "hot_standby = 'off'" in conf  # no pause on WAL from a primary with larger limits
     assert "recovery_target_time" not in conf
     assert disk.read_text("/etc/hostname") == "db01\n"  # the rest of the disk is untouched
 
