@@ -107,34 +107,31 @@ class Ext4Disk:
     def read_text(self, path: str) -> str:
         return self._debugfs(["-R", f"cat {path}"], f"reading {path}")
 
-    def write(self, files: dict[str, bytes], dirs: tuple[str, ...], *, uid: int, gid: int) -> None:
-        """Create ``dirs`` (0700) and write ``files`` (0600, replacing an existing file), all owned by
-        ``uid``:``gid``, in one debugfs session; every file is then read back and its size checked."""
-        with tempfile.TemporaryDirectory(prefix="drctl-disk-files-") as tmp:
-            commands = []
-            for d in dirs:
-                commands += [f"mkdir {d}", f"sif {d} uid {uid}", f"sif {d} gid {gid}", f"sif {d} mode 040700"]
-            existing = {
-                f"{parent}/{e.name}"
-                for parent in {p.rsplit("/", 1)[0] for p in files}
-                for e in self.list(parent)
-            }
-            for i, (path, data) in enumerate(files.items()):
-                local = Path(tmp) / str(i)
-                local.write_bytes(data)
-                if path in existing:
-                    commands.append(f"rm {path}")
-                commands += [
-                    f"write {local} {path}",
-                    f"sif {path} uid {uid}",
-                    f"sif {path} gid {gid}",
-                    f"sif {path} mode 0100600",
-                ]
-            script = Path(tmp) / "commands"
-            script.write_text("\n".join(commands) + "\n")
-            self._debugfs(["-w", "-f", str(script)], f"writing {len(files)} file(s)")
-        for parent in {p.rsplit("/", 1)[0] for p in files}:
-            sizes = {e.name: (e.size, e.uid) for e in self.list(parent)}
-            for path, data in files.items():
-                if path.rsplit("/", 1)[0] == parent and sizes.get(path.rsplit("/", 1)[1]) != (len(data), uid):
+    def write(self, files: dict[str, Path], dirs: tuple[str, ...], *, uid: int, gid: int) -> None:
+        """Create ``dirs`` (0700) and copy ``files`` (path in the disk: local file; 0600, replacing an
+        existing file), all owned by ``uid``:``gid``, in one debugfs session; every file is then
+        listed again and its size and owner checked."""
+        parents = {p.rsplit("/", 1)[0] for p in files}
+        existing = {f"{parent}/{e.name}" for parent in parents for e in self.list(parent)}
+        commands = []
+        for d in dirs:
+            commands += [f"mkdir {d}", f"sif {d} uid {uid}", f"sif {d} gid {gid}", f"sif {d} mode 040700"]
+        for path, local in files.items():
+            if path in existing:
+                commands.append(f"rm {path}")
+            commands += [
+                f"write {local} {path}",
+                f"sif {path} uid {uid}",
+                f"sif {path} gid {gid}",
+                f"sif {path} mode 0100600",
+            ]
+        with tempfile.NamedTemporaryFile("w", prefix="drctl-debugfs-", suffix=".cmd") as script:
+            script.write("\n".join(commands) + "\n")
+            script.flush()
+            self._debugfs(["-w", "-f", script.name], f"writing {len(files)} file(s)")
+        for parent in parents:
+            found = {e.name: (e.size, e.uid) for e in self.list(parent)}
+            for path, local in files.items():
+                folder, _, name = path.rpartition("/")
+                if folder == parent and found.get(name) != (local.stat().st_size, uid):
                     raise DiskFilesError(f"{path} in {self.raw} does not read back as written")

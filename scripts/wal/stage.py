@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from drctl.errors import EXIT_RUN_FAILED, DrctlError
 from drctl.plan.model import Server
-from drctl.repo.manifest import is_point_id
+from drctl.private_files import private_temp_dir
+from drctl.repo.manifest import is_point_id, parse_time
 from drctl.repo.repository import Repository
 from drctl.wal.archive import PREFIX, WalGap, is_segment, unseal
 from drctl.wal.disk_files import Ext4Disk
@@ -85,7 +88,7 @@ def replay_target(selector: str, last_archived_at: datetime) -> datetime | None:
     start: the replay then goes to the end, which is at or before the time asked)."""
     if selector == "latest" or is_point_id(selector):
         return None
-    when = datetime.fromisoformat(selector.replace("Z", "+00:00"))
+    when = parse_time(selector)
     return when if when < last_archived_at else None
 
 
@@ -155,35 +158,43 @@ def stage_wal(
                 "history after it cannot be replayed; `drctl wal check` shows the time range it makes "
                 "unrecoverable"
             )
-    files: dict[str, bytes] = {}
-    times: dict[str, datetime] = {}
-    for name in names:
-        times[name], files[name] = unseal(repo, server, name, repo.storage.get(prefix + name))
-    last = segments[-1]
-    target = replay_target(selector, times[last])
     disk = Ext4Disk(raw)
     cluster, uid, gid = find_cluster(disk)
     parent, _, cluster_name = cluster.rpartition("/")
     staging = f"{parent}/drctl-wal-{cluster_name}"
     auto_conf = f"{cluster}/postgresql.auto.conf"
-    current = (
-        disk.read_text(auto_conf) if any(e.name == "postgresql.auto.conf" for e in disk.list(cluster)) else ""
-    )
-    disk.write(
-        {
-            **{f"{staging}/{n}": data for n, data in files.items()},
-            f"{cluster}/recovery.signal": b"",
-            auto_conf: (current + recovery_settings(staging, target, keep_archiving=keep_archiving)).encode(),
-        },
-        dirs=(staging,),
-        uid=uid,
-        gid=gid,
-    )
-    staged = StagedWal(cluster, len(files), last, times[last], target)
+    # Authenticated one at a time into a private directory beside the restored disk (never all in
+    # memory: a day of WAL is many segments); nothing reaches the disk before every file passed.
+    work = private_temp_dir(Path(raw).parent, ".drctl-wal-stage")
+    try:
+        files: dict[str, Path] = {}
+        times: dict[str, datetime] = {}
+        for name in names:
+            times[name], data = unseal(repo, server, name, repo.storage.get(prefix + name))
+            files[f"{staging}/{name}"] = work / name
+            (work / name).write_bytes(data)
+        last = segments[-1]
+        target = replay_target(selector, times[last])
+        current = (
+            disk.read_text(auto_conf)
+            if any(e.name == "postgresql.auto.conf" for e in disk.list(cluster))
+            else ""
+        )
+        (work / "auto.conf").write_text(
+            current + recovery_settings(staging, target, keep_archiving=keep_archiving)
+        )
+        (work / "recovery.signal").write_bytes(b"")
+        files[auto_conf] = work / "auto.conf"
+        files[f"{cluster}/recovery.signal"] = work / "recovery.signal"
+        disk.write(files, dirs=(staging,), uid=uid, gid=gid)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    n_files = len(names)
+    staged = StagedWal(cluster, n_files, last, times[last], target)
     log.info(
         "%s: %d WAL file(s) staged into %s for %s (last segment %s archived %s)",
         server,
-        len(files),
+        n_files,
         cluster,
         f"recovery to {target.isoformat()}" if target else "recovery to the last archived segment",
         last,

@@ -102,6 +102,9 @@ def test_a_target_after_the_archive_replays_everything():
     last = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
     assert replay_target("latest", last) is None
     assert replay_target("2026-11-30T07:59:00Z", last) == datetime(2026, 11, 30, 7, 59, tzinfo=UTC)
+    assert replay_target("2026-11-30T07:59:00", last) == datetime(
+        2026, 11, 30, 7, 59, tzinfo=UTC
+    )  # as restore: UTC
     assert replay_target("2026-11-30T09:00:00+00:00", last) is None  # PostgreSQL would refuse to start
     assert replay_target("5f0c1a2b", last) is None
 
