@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from drctl.demo.images.roles import DB_MAX_CONNECTIONS
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, ToolMissing
 from drctl.processes import run
 from drctl.wal.disk_files import Ext4Disk
@@ -85,7 +86,7 @@ def server_conf(root: Path, drctl: Path, repo_url: str, server: str) -> str:
         "listen_addresses": "''",
         "unix_socket_directories": f"'{root}'",
         "shared_buffers": "'16MB'",
-        "max_connections": "20",  # the guest's (roles.py): the WAL records it for the replay
+        "max_connections": str(DB_MAX_CONNECTIONS),  # the guest's: the WAL records it for the replay
         "max_wal_size": "'64MB'",
         "jit": "off",
         "log_timezone": "'UTC'",
