@@ -99,6 +99,8 @@ its exit code and module (a test keeps this list complete and exact)::
         BaseBackupFailed (20) wal.base: pg_basebackup failed (nothing stored)
         CommandFailed (20) processes: an external command failed
             CommandTimedOut (20) processes: an external command ran out of time (killed)
+        DemoWalFailed (20) demo.wal_archive: the demo database's WAL could not be archived
+        DiskFilesError (20) wal.disk_files: a file in a restored disk could not be read or written
         GuestNotRunning (20) activation.protection: a recovered server is not running (no live backup)
         HookFailed (20) agent.hooks: an agent pre- or post-hook failed or ran out of time
         LabError (20) nca.labrun: a step of the NCA lab failed
@@ -109,6 +111,7 @@ its exit code and module (a test keeps this list complete and exact)::
         SiteCheckFailed (20) activation.failback: a server restored on site failed its checks
         VerificationError (20) activation.verify.checks: the verification itself could not run
         WalArchivingFailed (20) agent.log_job: WAL archiving failed or fell behind since the last log job
+        WalStagingFailed (20) wal.stage: the archived WAL cannot be staged into a restored disk
         WaitTimedOut (20) processes: something waited for did not happen in time
         Cancelled (130) errors: cancelled by Ctrl-C on the run that started it
 """

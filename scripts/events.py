@@ -39,6 +39,7 @@ EVENTS: dict[str, str] = {
     "run-started": "an activation or drill started (after its guards passed)",
     "restore-started": "a server's disk started restoring",
     "restore-finished": "a server's disk is restored and verified",
+    "log-staged": "a database server's archived WAL is staged into its restored disk for replay",
     "boot-started": "a server's boot started (its disks restored, its upstream servers available)",
     "server-finished": "a server's verdict",
     "reconnection-started": "the sites' reconnection test started (drills)",

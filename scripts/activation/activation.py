@@ -10,6 +10,7 @@ return to nominal.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -108,6 +109,8 @@ def check_guards(req: ActivationRequest, plan: Plan, now: datetime, *, ask=ask_o
 def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
     s = run.server
     point = run.disks[0] if run.disks else None
+    logged = next((d for d in run.disks if d.log_recovered_to is not None), None)
+    disk_age = seconds_between(point.point_time, started_at) if point else None
     reason = run.reason or None
     assert run.status is not None, f"server {s.name} left pending by the engine"
     if run.status == ServerStatus.NOT_STARTED and reason:
@@ -124,7 +127,11 @@ def _server_result(run: ServerRun, started_at: datetime) -> ServerResult:
         verified_at=run.verified_at,
         restore_point=point.point_id if point else None,
         restore_point_at=point.point_time if point else None,
-        rpo_achieved_s=seconds_between(point.point_time, started_at) if point else None,
+        # With the WAL replayed, the data lost is what came after its newest archived segment.
+        rpo_achieved_s=seconds_between(logged.log_recovered_to, started_at) if logged else disk_age,
+        disk_point_age_s=disk_age,
+        log_segment=logged.log_segment if logged else None,
+        log_recovered_to=logged.log_recovered_to if logged else None,
         rpo_target_s=s.rpo_s,
         rto_target_s=s.rto_s,
         rto_achieved_s=seconds_between(started_at, run.verified_at) if run.verified_at else None,
@@ -291,6 +298,7 @@ class Activation:
 
     def _restore(self, repo, target: Target, restore_dir: Path, server: Server, disk: str) -> RestoredDisk:
         from drctl.repo.restore import restore_disk
+        from drctl.wal.stage import stage_wal, wants_replay
 
         result = restore_disk(
             repo,
@@ -304,6 +312,28 @@ class Activation:
         restored = RestoredDisk(
             server.name, disk, str(result.path), result.point.id, result.point.created, result.point.size
         )
+        if disk == server.boot_disk.name and wants_replay(server, self.req.point):
+            # Before the disk is uploaded or booted: the database replays its archived WAL at start.
+            staged = stage_wal(
+                repo,
+                server.name,
+                str(result.path),
+                selector=self.req.point,
+                keep_archiving=self.req.mode == "disaster",
+            )
+            if staged is not None:
+                self.emit(
+                    "log-staged",
+                    {
+                        "server": server.name,
+                        "wal_files": staged.files,
+                        "last_segment": staged.last_segment,
+                        "recovered_to": staged.recovered_to.isoformat(),
+                    },
+                )
+                restored = dataclasses.replace(
+                    restored, log_segment=staged.last_segment, log_recovered_to=staged.recovered_to
+                )
         target.stage_disk(server, restored)
         return restored
 

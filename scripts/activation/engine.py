@@ -45,6 +45,10 @@ class RestoredDisk:
     point_id: str
     point_time: datetime
     size: int | None = None  # bytes of the restored image (the restore throughput's numerator)
+    # A database disk with the archived WAL staged for replay (drctl.wal.stage): the newest WAL
+    # segment and the moment the database is recovered to (the achieved RPO's reference).
+    log_segment: str | None = None
+    log_recovered_to: datetime | None = None
 
 
 @dataclass

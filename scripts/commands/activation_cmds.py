@@ -202,8 +202,15 @@ def _print_summary(summary, state_dir: Path) -> None:
         f"first server available after {dur(summary.first_available_s)}, last after {dur(summary.last_available_s)}"
     )
     for s in summary.servers:
+        log = (
+            f" (WAL replayed to {s.log_recovered_to:%H:%M:%S}Z, segment {s.log_segment}; "
+            f"disk point {dur(s.disk_point_age_s)} old)"
+            if s.log_recovered_to
+            else ""
+        )
         print(
             f"  {s.name:<12} {s.status:<12} rto {dur(s.rto_achieved_s)} / {dur(s.rto_target_s)}"
+            f"  rpo {dur(s.rpo_achieved_s)} / {dur(s.rpo_target_s)}{log}"
             + (f"  ({s.reason})" if s.reason else "")
         )
     counts = summary.counts()

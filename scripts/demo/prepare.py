@@ -2,8 +2,10 @@
 images, then per server render the agent's config (``drctl agent config``: each disk mapped to its
 image with the ``none`` method, the built images being quiet) and run one full job (``drctl agent
 run``): the backup into the client's encrypted repository in the embedded object store, and the
-job's signed status record beside it. ``drctl demo prepare`` calls this; ``drctl drill demo`` then
-restores them.
+job's signed status record beside it. Then the database server (role ``sql``, a ``log``
+schedule) runs on after its disk point and archives its WAL into the same repository
+(:mod:`drctl.demo.wal_archive`). ``drctl demo prepare`` calls this; ``drctl drill demo`` then
+restores them, the database replayed to its last archived segment.
 
 The agents' configs and keys live in ``<state>/demo/agents/`` (keys kept across runs); like
 ``drctl agent config``, the first run records each agent's public key in the demo stack file
@@ -48,6 +50,8 @@ def prepare_demo(
     from drctl.agent.job import run_job
     from drctl.agent.render import map_disks, render
     from drctl.demo.images.builder import build_demo_images
+    from drctl.demo.wal_archive import LATE_ITEM, archive_demo_wal
+    from drctl.wal.stage import has_log_schedule
 
     say = progress or (lambda who, msg: log.info("%s: %s", who, msg))
     cfg = load_stack(STACK)
@@ -82,9 +86,27 @@ def prepare_demo(
             f"agent job {outcome.record.job_id}: {server.boot_disk.name} backed up as restore point "
             f"{points[server.name]}",
         )
+    # The database's day after its disk point: what its PostgreSQL archives (drctl.demo.wal_archive).
+    wal = {}
+    for server in plan.servers:
+        if "sql" in server.roles and has_log_schedule(server):
+            archived = archive_demo_wal(
+                images.images[server.name],
+                server=server.name,
+                repo_url=url,
+                password=password,
+                images_dir=Path(state_dir) / "images",
+            )
+            wal[server.name] = archived.as_dict()
+            say(
+                server.name,
+                f"PostgreSQL committed item {LATE_ITEM[0]} after the disk point and archived its WAL "
+                f"(`drctl wal push`) up to segment {archived.segment}",
+            )
     return {
         "repository": url,
         "points": points,
+        "wal": wal,
         "jobs": jobs,
         "agent_configs": str(agents),
         "broken": sorted(broken),

@@ -10,7 +10,6 @@ from pathlib import Path
 from drctl.repo.errors import SourceChanged, SourceUnreadable
 from drctl.repo.manifest import chunk_count, chunk_length
 
-
 READ_AHEAD = 4  # chunks the disk is asked to read ahead of the one being read
 
 

@@ -10,14 +10,17 @@ README documents for ``--json``::
      "rto_target_s", "rto_achieved_s", "checks": [{"check", "ok", "detail"}]}]}
 
 followed by extra keys (client, requested_by, override reason, per-server OS family, dependencies,
-reason for not starting, check timings; for drills the per-site network and user reconnection,
-``reconnection`` and ``reconnection_ok``; for a disaster activation whose servers were backed up
-while it ran, ``protection``: per backup the server, time, job and restore point of each disk). Timestamps are ISO-8601 UTC with a ``Z``. Readers
+reason for not starting, check timings, for a database replayed from its archived WAL the last
+segment, the moment recovered to and the disk point's age; for drills the per-site network and user
+reconnection, ``reconnection`` and ``reconnection_ok``; for a disaster activation whose servers were
+backed up while it ran, ``protection``: per backup the server, time, job and restore point of each
+disk). Timestamps are ISO-8601 UTC with a ``Z``. Readers
 ignore keys they do not know, so the form can grow without breaking older reports.
 
 Times are measured from the run's start: a server is *available* when all its critical checks have
 passed (``verified_at``); ``rto_achieved_s = verified_at - started_at``; the achieved RPO is the age of
-the restore point when the run started.
+the restore point when the run started, or for a database replayed from its archived WAL the age of
+the moment it was recovered to (its newest archived segment).
 
 The outcome rules live here too, so a run is judged in one place: a server's :class:`ServerStatus`
 from its check results (:func:`server_outcome`, :func:`outcome_reason`, :func:`verified_at`), the
@@ -246,6 +249,12 @@ class ServerResult:
     error: str | None = None  # the class of the error that failed the server, e.g. "IntegrityError"
     exit_code: int | None = None  # that error's exit code
     restored_bytes: int | None = None  # bytes of its restored disks (the restore throughput)
+    # A database server replayed from its archived WAL (point-in-time recovery): rpo_achieved_s is
+    # then measured from ``log_recovered_to`` (the newest archived segment's time, or the ISO point
+    # when earlier); ``disk_point_age_s`` is the age of the disk point it replayed onto.
+    disk_point_age_s: float | None = None
+    log_segment: str | None = None
+    log_recovered_to: datetime | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", ServerStatus.parse(self.status, f"server {self.name!r}"))
@@ -303,6 +312,9 @@ class ServerResult:
             "error": self.error,
             "exit_code": self.exit_code,
             "restored_bytes": self.restored_bytes,
+            "disk_point_age_s": _opt_float(self.disk_point_age_s),
+            "log_segment": self.log_segment,
+            "log_recovered_to": format_ts(self.log_recovered_to),
         }
 
     @classmethod
@@ -334,6 +346,9 @@ class ServerResult:
                 error=d.get("error"),
                 exit_code=_opt_int(d.get("exit_code")),
                 restored_bytes=_opt_int(d.get("restored_bytes")),
+                disk_point_age_s=_opt_float(d.get("disk_point_age_s")),
+                log_segment=d.get("log_segment"),
+                log_recovered_to=parse_ts(d.get("log_recovered_to"), f"{w}.log_recovered_to"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SummaryInvalid(f"{where}: missing or bad field ({e})") from e

@@ -24,8 +24,11 @@ from drctl.repo.repository import init_repository, open_repository
 from drctl.runs.model import CheckResult, utc_now
 from drctl.runs.store import RunStore
 from drctl.storage.local import LocalDirStorage
+from drctl.wal import archive
+from drctl.wal.disk_files import Ext4Disk
 from tests.conftest import demo_project
 from tests.support.events import read_events
+from tests.support.pg_disk import CLUSTER, STAGING, make_pg_disk
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = b"correct horse battery staple"
@@ -318,3 +321,92 @@ def test_the_local_and_cloud_targets_offer_what_the_target_protocol_names(tmp_pa
     assert (local.namespace, local.image_ids) == (NS_PREFIX + "r1", {})
     cloud = CloudTarget("demo", images=None, engine=None, waiter=None)  # nothing is called on them
     assert (cloud.namespace, cloud.image_ids) == (None, {})
+
+
+@pytest.fixture
+def project_with_wal(project):
+    """The project, db01's disk point now a disk holding its PostgreSQL cluster, then WAL archived
+    after it (as its archive_command would)."""
+    proj, tmp, images = project
+    repo = open_repository(LocalDirStorage(tmp / "vault" / "repo"), PASSWORD)
+    disk = make_pg_disk(tmp / "db01-disk")
+    point = backup_disk(repo, disk, server="db01", disk="system").point
+    images["db01"] = disk.read_bytes()
+    for name, data in (
+        ("000000010000000000000001", b"\x01" * 5000),
+        ("000000010000000000000002", b"\x02" * 5000),
+    ):
+        (tmp / name).write_bytes(data)
+        archive.push(repo, "db01", tmp / name, name)
+    return project, repo, point
+
+
+class StagingTarget(FakeTarget):
+    """What a booting guest would find on db01's disk."""
+
+    def stage_disk(self, server, disk):
+        if server.name != "db01":
+            return super().stage_disk(server, disk)
+        fs = Ext4Disk(disk.path)
+        self.db01_files = {e.name for e in fs.list(CLUSTER)}
+        self.db01_wal = sorted(e.name for e in fs.list(STAGING))
+
+
+def test_a_database_drill_replays_its_archived_wal_and_reports_the_rpo_from_it(project_with_wal):
+    project, repo, point = project_with_wal
+    target = StagingTarget(project[2])
+    _, summary, events = run(project, {"mode": "test", "kind": "drill"}, target)
+    assert summary.outcome == "ok"
+    assert "recovery.signal" in target.db01_files
+    assert target.db01_wal == ["000000010000000000000001", "000000010000000000000002"]
+    db = summary.server("db01")
+    last = archive.unseal(
+        repo, "db01", "000000010000000000000002", repo.storage.get("wal/db01/000000010000000000000002")
+    )[0]
+    assert (db.restore_point, db.log_segment, db.log_recovered_to) == (
+        point.id,
+        "000000010000000000000002",
+        last,
+    )
+    assert db.rpo_achieved_s == pytest.approx((summary.started_at - last).total_seconds(), abs=0.001)
+    assert db.disk_point_age_s == pytest.approx(
+        (summary.started_at - point.created).total_seconds(), abs=0.001
+    )
+    assert db.rpo_achieved_s < db.disk_point_age_s
+    assert all(s.log_segment is None for s in summary.servers if s.name != "db01")
+    staged = [d for k, d in events if k == "log-staged"]
+    assert staged == [
+        {
+            "server": "db01",
+            "wal_files": 2,
+            "last_segment": "000000010000000000000002",
+            "recovered_to": last.isoformat(),
+        }
+    ]
+    stored = RunStore(project[1] / "state").find(summary.run_id)
+    kept = stored.summary.server("db01").log_recovered_to  # in the signed record, to the millisecond
+    assert kept is not None and abs((kept - last).total_seconds()) < 0.001
+    assert "last archived WAL segment 000000010000000000000002" in stored.html_path.read_text()
+
+
+def test_an_explicit_disk_point_is_restored_without_its_wal(project_with_wal):
+    project, _, point = project_with_wal
+    target = FakeTarget(project[2])  # checks that db01's disk is restored bit for bit: nothing staged
+    req = {"mode": "test", "kind": "drill", "servers": ("db01",), "point": point.id}
+    _, summary, _ = run(project, req, target)
+    db = summary.server("db01")
+    assert (db.status, db.restore_point, db.log_segment) == ("ok", point.id, None)
+    assert db.rpo_achieved_s == db.disk_point_age_s
+
+
+def test_a_tampered_wal_segment_fails_the_database_naming_it(project_with_wal):
+    project, repo, _ = project_with_wal
+    key = "wal/db01/000000010000000000000002"
+    blob = bytearray(repo.storage.get(key))
+    blob[-5] ^= 0x01
+    repo.storage.put(key, bytes(blob))
+    _, summary, _ = run(project, {"mode": "test", "kind": "drill"}, StagingTarget(project[2]))
+    db = summary.server("db01")
+    assert (db.status, db.error, db.exit_code) == ("failed", "WalSegmentCorrupt", 13)
+    assert "000000010000000000000002" in db.reason
+    assert summary.exit_code == 13

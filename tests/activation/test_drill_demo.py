@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from drctl.demo.images.builder import build_demo_images, default_images_dir
+from drctl.demo.wal_archive import LATE_ITEM, archive_demo_wal
 from drctl.plan.load import load_plan
 from drctl.repo.backup import backup_disk
 from drctl.repo.repository import init_repository
@@ -49,6 +50,16 @@ def demo_vault(seaweed_server, tmp_path_factory):
     points = {}
     for s in plan.servers:
         points[s.name] = backup_disk(repo, images.images[s.name], server=s.name, disk="system").point
+    # db01's PostgreSQL runs on after its disk point, commits an item and archives its WAL
+    # (drctl wal push), as `drctl demo prepare` does.
+    wal = archive_demo_wal(
+        images.images["db01"],
+        server="db01",
+        repo_url=f"s3://{bucket}/repo",
+        password=PASSWORD.encode(),
+        images_dir=default_images_dir(),
+        env=seaweed_server.env,
+    )
     time.sleep(1.1)
     good_until = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     time.sleep(1.1)  # the broken point is strictly newer: `latest` picks it, `good_until` does not
@@ -64,6 +75,7 @@ def demo_vault(seaweed_server, tmp_path_factory):
         "tmp": tmp,
         "env": env,
         "points": points,
+        "wal": wal,
         "broken_point": broken_point,
         "good_until": good_until,
         "plan": plan,
@@ -127,6 +139,19 @@ def test_demo_drill_every_server_ok_in_dependency_order(demo_vault):
     # web01's page comes from app01, which reads db01: the cross-server check passed.
     web_checks = {c["check"]: c for c in by_name["web01"]["checks"]}
     assert any("catalogue from db01" in name and c["ok"] for name, c in web_checks.items())
+    # db01 replayed its archived WAL: the item committed after its disk point is there, and its
+    # achieved RPO is the age of the last archived segment, not of the disk point.
+    db = by_name["db01"]
+    assert any(LATE_ITEM[0] in c["check"] and c["ok"] for c in db["checks"]), db["checks"]
+    assert db["log_segment"] == v["wal"].segment
+    assert _ts(db["restore_point_at"]) < _ts(db["log_recovered_to"]) < _ts(summary["started_at"])
+    assert db["rpo_achieved_s"] == pytest.approx(
+        (_ts(summary["started_at"]) - _ts(db["log_recovered_to"])).total_seconds(), abs=0.01
+    )
+    assert db["rpo_achieved_s"] < db["disk_point_age_s"]
+    assert [e for e in lines if e["event"] == "log-staged"] and all(
+        by_name[n]["log_segment"] is None for n in by_name if n != "db01"
+    )
     assert 0 < summary["first_available_s"] <= summary["last_available_s"]
     # The signed report is stored and verifies; nothing of the run is left.
     verify = subprocess.run(

@@ -17,6 +17,7 @@ import pytest
 from drctl.activation.targets.sandbox import Sandbox
 from drctl.activation.verify.checks import run_checks_subprocess
 from drctl.demo.images import build_demo_images
+from drctl.demo.wal_archive import LATE_ITEM
 from drctl.plan.load import load_plan
 from drctl.runs.model import server_outcome, utc_now
 from tests.activation.test_sandbox_integration import BOOT_TIMEOUT_S, PLAN_PATH, _require_tools
@@ -30,11 +31,17 @@ def plan():
     return load_plan(PLAN_PATH)
 
 
+def _image_checks(server) -> tuple:
+    """The server's checks a bare image can pass: not db01's read of the item committed after its
+    disk point, which only the replay of its archived WAL brings (tests/activation/test_drill_demo.py)."""
+    return tuple(c for c in server.checks if not (c.kind == "command" and LATE_ITEM[0] in c.spec))
+
+
 def _verify(sb: Sandbox, server) -> list:
     deadline = utc_now() + timedelta(seconds=CHECK_BUDGET_S)
     return run_checks_subprocess(
         sb.ssh_url(server),
-        server.checks,
+        _image_checks(server),
         deadline,
         prefix=sb.prefix,
         python=sys.executable,
@@ -74,4 +81,5 @@ def test_a_broken_image_fails_its_service_check(plan, tmp_path):
         results = run_checks_subprocess(sb.ssh_url(db), db.checks, deadline, prefix=sb.prefix, interval=2.0)
     by_check = {r.check: r.ok for r in results}
     assert server_outcome(results) == "failed"
-    assert by_check == {"port 5432": False, "service postgresql@15-main": False}, results
+    assert by_check == {c.describe(): False for c in db.checks}, results
+    assert {"port 5432", "service postgresql@15-main"} < set(by_check)

@@ -2,6 +2,8 @@
 per demo server, each job's signed status record readable by ``drctl agent status``, the agent keys
 recorded in the stack file, and the points restorable.
 
+Then db01's PostgreSQL runs on after its disk point and archives its WAL into the repository.
+
 Slow: backs up the five demo disks (images from the shared cache, built on first use)."""
 
 from __future__ import annotations
@@ -27,16 +29,21 @@ def _drctl(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([DRCTL, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=1200)
 
 
-def test_prepare_backs_up_every_demo_server_through_its_agent(tmp_path):
+def test_prepare_backs_up_every_demo_server_through_its_agent(tmp_path, seaweed_s3_plain):
     plan = load_plan(REPO_ROOT / "recovery_plans" / "demo.yaml")
     build_demo_images(plan, images_dir=default_images_dir())
-    repo = tmp_path / "repo"
-    repo.mkdir()  # the bucket, as `drctl local up` creates demo-backups
-    proj = demo_project(tmp_path, repository=str(repo), reports=str(tmp_path / "reports"))
+    # The bucket, as `drctl local up` creates demo-backups (db01's PostgreSQL archives into it too).
+    repo = seaweed_s3_plain.url("repo")
+    proj = demo_project(tmp_path, repository=repo, reports=str(tmp_path / "reports"))
     state = tmp_path / "state"
     state.mkdir()
     os.symlink(default_images_dir(), state / "images")
-    env = {**os.environ, "DRCTL_PROJECT_DIR": str(proj), "DRCTL_STATE_DIR": str(state)}
+    env = {
+        **os.environ,
+        **seaweed_s3_plain.env,
+        "DRCTL_PROJECT_DIR": str(proj),
+        "DRCTL_STATE_DIR": str(state),
+    }
 
     proc = _drctl("demo", "prepare", "--json", env=env, cwd=proj)
     assert proc.returncode == 0, proc.stderr
@@ -66,6 +73,26 @@ def test_prepare_backs_up_every_demo_server_through_its_agent(tmp_path):
     # The point is a real restore point of the image (its sha256 is checked by the restore).
     pw = ["--password-file", result["password_file"]]
     out = tmp_path / "dns01.raw"
-    restore = _drctl("restore", str(repo), "--server", "dns01", *pw, "--out", str(out), env=env, cwd=proj)
+    restore = _drctl("restore", repo, "--server", "dns01", *pw, "--out", str(out), env=env, cwd=proj)
     assert restore.returncode == 0, restore.stderr
     assert out.stat().st_size == plan.server("dns01").boot_disk.size_gb * 1024**3
+
+    # db01's PostgreSQL archived its WAL after the disk point: the segment it reported is in the
+    # repository, authenticated (`drctl wal fetch`).
+    segment = result["wal"]["db01"]["last_segment"]
+    fetch = _drctl(
+        "wal",
+        "fetch",
+        "--repo",
+        repo,
+        "--server",
+        "db01",
+        *pw,
+        segment,
+        str(tmp_path / "seg"),
+        env=env,
+        cwd=proj,
+    )
+    assert fetch.returncode == 0, fetch.stderr
+    assert (tmp_path / "seg").stat().st_size == 16 * 1024**2
+    assert set(result["wal"]) == {"db01"}

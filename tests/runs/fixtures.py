@@ -123,6 +123,15 @@ def demo_summary(**overrides) -> RunSummary:
                     180,
                     attempts=45,
                 ),
+                chk(
+                    'command runuser -u postgres -- psql -d catalogue -Atc "SELECT pg_is_in_recovery()::text'
+                    " || ':' || label FROM item WHERE sku = 'A-400'\" | grep -qx false:Bureau",
+                    True,
+                    "exit 0",
+                    91,
+                    180,
+                    attempts=45,
+                ),
             ),
         ),
         ServerResult(

@@ -41,6 +41,14 @@ def _pins() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in AGENT_REQUIREMENTS]
 
 
+def _source_dir() -> Path:
+    """Where the wheel is built from: the checkout this drctl runs from (an editable install), which
+    a project directory elsewhere (``DRCTL_PROJECT_DIR``: plans and stacks only) need not be; else
+    the project directory."""
+    checkout = Path(__file__).resolve().parents[3]
+    return checkout if (checkout / "pyproject.toml").is_file() else project_dir()
+
+
 def build_agent_bundle(images_dir: Path) -> Path:
     """The bundle directory (``<images>/agent-<key>/``, with ``opt-drctl/`` and ``drctl``), built
     once per content: a second call with the same code returns the cached one."""
@@ -49,7 +57,7 @@ def build_agent_bundle(images_dir: Path) -> Path:
         run(
             [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp, "."],
             what="building a wheel of this project for the agent bundle",
-            cwd=project_dir(),
+            cwd=_source_dir(),
             timeout=600,
             error=ImageBuildFailed,
         )

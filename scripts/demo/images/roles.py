@@ -30,6 +30,9 @@ CATALOGUE_BANNER = "catalogue from db01"
 APP_PORT = 8080
 DB_NAME = "catalogue"
 DB_USER = "catalogue"
+# The guest's connection limit; the demo's WAL (drctl.demo.wal_archive) records the same, which a
+# replay requires.
+DB_MAX_CONNECTIONS = 20
 
 # The unit a role's checks are about; ``--break SERVER`` masks it.
 MAIN_UNIT = {
@@ -168,7 +171,7 @@ def _sql_files(plan: Plan, server: Server, db_password: str) -> tuple[list[Guest
             "# Small settings: the demo database runs in 512 MB under software emulation.",
             "listen_addresses = '*'",
             "shared_buffers = 16MB",
-            "max_connections = 20",
+            f"max_connections = {DB_MAX_CONNECTIONS}",
             "work_mem = 1MB",
             "maintenance_work_mem = 8MB",
             "jit = off",
