@@ -50,7 +50,7 @@ def prepare_demo(
     from drctl.agent.job import run_job
     from drctl.agent.render import map_disks, render
     from drctl.demo.images.builder import build_demo_images
-    from drctl.demo.wal_archive import LATE_ITEM, archive_demo_wal
+    from drctl.demo.wal_archive import LATE_ITEM, archive_demo_wal, record_disk_base
     from drctl.wal.stage import has_log_schedule
 
     say = progress or (lambda who, msg: log.info("%s: %s", who, msg))
@@ -98,6 +98,7 @@ def prepare_demo(
                 images_dir=Path(state_dir) / "images",
             )
             wal[server.name] = archived.as_dict()
+            record_disk_base(repo, server.name, points[server.name])
             say(
                 server.name,
                 f"PostgreSQL committed item {LATE_ITEM[0]} after the disk point and archived its WAL "

@@ -18,7 +18,10 @@ PostgreSQL 15 (the guest's version) on a copy of the cluster in the disk image (
   to a new segment and waits until PostgreSQL reports it archived, then stops.
 
 ``drctl drill`` then restores db01's disk point and replays this archive (:mod:`drctl.wal.stage`);
-db01's plan check reads the item.
+db01's plan check reads the item. :func:`record_disk_base` records that disk point as the base the
+archive replays onto (a base of kind ``disk``: the image's cluster was shut down cleanly, so it
+needs no WAL before the first archived segment), so that ``drctl wal check`` and ``wal prune`` know
+which WAL it needs.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ from pathlib import Path
 from drctl.demo.images.roles import DB_MAX_CONNECTIONS
 from drctl.errors import EXIT_RUN_FAILED, DrctlError, ToolMissing
 from drctl.processes import run
+from drctl.repo.points import load_readable_points
+from drctl.repo.repository import Repository
+from drctl.wal.archive import archived_names, is_segment
+from drctl.wal.base import BaseInfo, record_base
 from drctl.wal.disk_files import Ext4Disk
 from drctl.wal.stage import find_cluster
 
@@ -61,6 +68,18 @@ class ArchivedWal:
 
     def as_dict(self) -> dict[str, object]:
         return {"server": self.server, "last_segment": self.segment, "seconds": round(self.seconds, 1)}
+
+
+def record_disk_base(repo: Repository, server: str, point_id: str) -> BaseInfo:
+    """Record ``server``'s disk point ``point_id`` as the base its archived WAL replays onto, from the
+    first archived segment on (every prepare's WAL continues from the image's clean shutdown)."""
+    segments = [n for n in archived_names(repo, server) if is_segment(n)]
+    if not segments:
+        raise DemoWalFailed(f"no WAL of {server} is archived: nothing replays onto its disk point")
+    (point,) = load_readable_points(repo, [point_id]).points
+    info = BaseInfo(point_id, segments[0], point.created, point.created, kind="disk")
+    record_base(repo, server, info)
+    return info
 
 
 def _launcher(bundle: Path) -> str:

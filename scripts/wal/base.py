@@ -47,12 +47,22 @@ class BaseBackupFailed(DrctlError):
     exit_code = 20
 
 
+BASE_KINDS = ("pgbase", "disk")
+
+
 @dataclass(frozen=True)
 class BaseInfo:
+    """A restore point the archived WAL replays onto, from ``start_segment`` on. ``pgbase``: a
+    ``pg_basebackup`` stream (``drctl wal base``; what ``drctl wal restore`` restores). ``disk``: a
+    disk-level point of the server whose cluster needs no WAL before ``start_segment`` (shut down
+    cleanly, or taken between ``pg_backup_start``/``pg_backup_stop``); the drill and activation
+    replay onto it (``drctl.wal.stage``)."""
+
     point: str
     start_segment: str
     start_time: datetime
     created: datetime
+    kind: str = "pgbase"
 
     @property
     def timeline(self) -> str:
@@ -64,6 +74,7 @@ class BaseInfo:
             "start_segment": self.start_segment,
             "start_time": self.start_time.isoformat(),
             "created": self.created.isoformat(),
+            "kind": self.kind,
         }
 
 
@@ -179,7 +190,10 @@ def list_bases(repo: Repository, server: str) -> list[BaseInfo]:
                 doc["start_segment"],
                 datetime.fromisoformat(doc["start_time"]),
                 datetime.fromisoformat(doc["created"]),
+                doc.get("kind", "pgbase"),  # records written before disk bases existed
             )
+            if info.kind not in BASE_KINDS:
+                raise ValueError(f"unknown kind {info.kind!r}")
         except ObjectMissing:
             continue
         except (ValueError, KeyError, TypeError) as e:

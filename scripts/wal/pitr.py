@@ -79,7 +79,15 @@ def restore_database(
         raise InvalidInput(f"data directory {datadir} is not empty: restore into a new or empty directory")
     if target is not None and target.tzinfo is None:
         raise InvalidInput("the target time has no time zone: write it like 2026-11-30T10:15:00+00:00")
-    base = choose_base(list_bases(repo, server), target, server)
+    bases = list_bases(repo, server)
+    streams = [b for b in bases if b.kind == "pgbase"]
+    if bases and not streams:
+        raise InvalidInput(
+            f"the bases of {server} are disk points ({', '.join(b.point for b in bases)}): restore the "
+            f"server's disk with `drctl drill`/`drctl activate --point <time>`, which replays the WAL onto it, "
+            f"or take a stream base with `drctl wal base` for `drctl wal restore`"
+        )
+    base = choose_base(streams, target, server)
     work = private_temp_dir(datadir.parent, f".drctl-pitr-{server}")
     try:
         tar = work / "base.tar"

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from drctl.demo.images.builder import build_demo_images, default_images_dir
-from drctl.demo.wal_archive import LATE_ITEM, archive_demo_wal
+from drctl.demo.wal_archive import LATE_ITEM, archive_demo_wal, record_disk_base
 from drctl.plan.load import load_plan
 from drctl.repo.backup import backup_disk
 from drctl.repo.repository import init_repository
 from drctl.storage.s3 import S3Storage
 from drctl.storage.s3_client import create_bucket
+from drctl.wal.history import check_wal
 from tests.conftest import demo_project
 from tests.support.events import read_events
 from tests.support.interrupts import sigint_default
@@ -60,6 +61,10 @@ def demo_vault(seaweed_server, tmp_path_factory):
         images_dir=default_images_dir(),
         env=seaweed_server.env,
     )
+    # That disk point is the base the archive replays onto: `drctl wal check` finds it complete.
+    base = record_disk_base(repo, "db01", points["db01"].id)
+    report = check_wal(repo, "db01")
+    assert base.kind == "disk" and not report.problems and not report.gaps, report.summary()
     time.sleep(1.1)
     good_until = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     time.sleep(1.1)  # the broken point is strictly newer: `latest` picks it, `good_until` does not

@@ -112,3 +112,29 @@ def test_prune_keeps_the_wal_a_kept_base_needs_and_drops_the_older(
     out = capsys.readouterr().out
     assert "WAL of web01: web01 has no base backup" in out and "WAL of db01" in out
     assert "problem: WAL of db01" not in out
+
+
+def test_a_disk_point_recorded_as_base_completes_the_history_but_is_not_a_stream_to_restore(
+    repo: Repository, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base of kind ``disk`` (a disk point the WAL replays onto, as the demo's db01) satisfies
+    `wal check`; `wal restore`, which needs a pg_basebackup stream, says what to do instead."""
+    where = str(tmp_path / "repo")
+    for seg in (3, 4):
+        _push(repo, tmp_path, "db01", seg)
+    assert main(["wal", "check", "--repo", where, "--server", "db01"]) == 13
+    assert "has no base backup" in capsys.readouterr().out
+    disk = tmp_path / "db01-system.raw"
+    disk.write_bytes(os.urandom(1 << 16))
+    point = backup_disk(repo, disk, server="db01", disk="system", backup_type="full").point
+    record_base(repo, "db01", BaseInfo(point.id, _name(3), point.created, point.created, kind="disk"))
+    assert main(["wal", "check", "--repo", where, "--server", "db01"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    pgdata = str(tmp_path / "pgdata")
+    assert (
+        main(["wal", "restore", "--repo", where, "--server", "db01", "--to", "latest", "--datadir", pgdata])
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "are disk points" in err and "drctl drill" in err and "Traceback" not in err
+    assert not (tmp_path / "pgdata").exists()
