@@ -22,6 +22,7 @@ import yaml
 from drctl.activation.failback import ALL_PRESENT
 from drctl.activation.targets.sandbox import NS_PREFIX, Sandbox
 from drctl.demo.images.builder import build_demo_images, default_images_dir
+from drctl.demo.wal_archive import LATE_ITEM
 from drctl.netns import list_namespaces
 from drctl.plan.load import load_plan
 from drctl.repo.backup import backup_disk
@@ -70,6 +71,16 @@ def _qemu_pids_naming(text: str) -> list[str]:
     return [line for line in ps.splitlines() if "qemu-system" in line and text in line]
 
 
+def _without_the_wal_check(plan_file: Path) -> None:
+    """This vault holds db01's disk point and no archived WAL (the drill tests cover the replay), so
+    the demo plan's check for the item only the WAL holds cannot pass here: it is left out of the
+    test's copy of the plan."""
+    doc = yaml.safe_load(plan_file.read_text())
+    db = next(s for s in doc["servers"] if s["name"] == "db01")
+    db["checks"] = [c for c in db["checks"] if LATE_ITEM[0] not in str(c)]
+    plan_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
 def test_failback_brings_the_disaster_changes_home_and_leaves_nothing_running(tmp_path):
     _require_tools()
     plan = load_plan(PLAN_PATH)
@@ -86,6 +97,7 @@ def test_failback_brings_the_disaster_changes_home_and_leaves_nothing_running(tm
     for name in SERVERS:
         backup_disk(repo, images.images[name], server=name, disk="system")
     project = demo_project(tmp_path, repository=str(vault / "repo"), reports=str(vault / "reports"))
+    _without_the_wal_check(project / "recovery_plans" / "demo.yaml")
     state = tmp_path / "state"
     state.mkdir()
     os.symlink(default_images_dir(), state / "images")  # the sandbox logs in with the images' key
