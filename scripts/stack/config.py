@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from drctl import paths
 from drctl.errors import InvalidInput
@@ -275,21 +275,29 @@ def _split_key(key: str) -> tuple[str, list[str]]:
     return f"{PROJECT}:{parts[0]}", parts[1:]
 
 
-def _dump_stack_document(path: Path, doc: dict[str, Any]) -> None:
-    """Rewrite the stack file, keeping its leading comment block; atomic (temp file + rename)."""
-    header = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if not line.startswith("#"):
-                break
-            header.append(line)
-    ordered: dict[str, Any] = {
-        k: doc[k] for k in ("secretsprovider", "encryptedkey", "encryptionsalt") if k in doc
-    }
-    ordered.update({k: v for k, v in doc.items() if k not in ordered})
-    body = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=False, width=100)
+@contextmanager
+def _edited_stack_document(path: Path) -> Iterator[Any]:
+    """The stack file as an editable mapping, written back when the block ends: round-trip YAML
+    (ruamel.yaml, as ``pulumi config set`` edits the file), so every comment, key order and quoting
+    the operator wrote stays as it was; atomic (temp file + rename), the file's mode kept."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    read_stack_document(path)  # the same errors as every reader for a missing or invalid file
+    rt = YAML(typ="rt")
+    rt.preserve_quotes = True
+    rt.width = 100
+    try:
+        doc = rt.load(path.read_text())
+    except YAMLError as e:  # pragma: no cover - read_stack_document parsed it already
+        raise StackConfigInvalid(f"{path}: {e}") from e
+    if doc.get("config") is None:
+        doc["config"] = {}
+    yield doc
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(("\n".join(header) + "\n" if header else "") + body)
+    with open(tmp, "w") as f:
+        rt.dump(doc, f)
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
     tmp.replace(path)
 
 
@@ -300,30 +308,29 @@ def set_secret(stack: str, key: str, value: str, project_dir: Path | None = None
     if not value:
         raise StackConfigInvalid(f"stack {stack}: refusing to store an empty secret for {key}")
     path = stack_file(stack, project_dir)
-    doc = read_stack_document(path)
-    passphrase = read_passphrase(stack, project_dir)
-    if doc.get("encryptionsalt"):
-        crypter = open_encryption_salt(passphrase, doc["encryptionsalt"], where=str(path))
-    else:
-        from drctl.stack.secrets import new_encryption_salt
-
-        crypter = new_encryption_salt(passphrase)
-        doc["encryptionsalt"] = crypter.encryption_salt
     top, nested = _split_key(key)
-    config = doc.setdefault("config", {})
-    secure = {"secure": crypter.encrypt(value)}
-    if not nested:
-        config[top] = secure
-    else:
-        node = config.setdefault(top, {})
-        for part in nested[:-1]:
-            if not isinstance(node, dict):
+    with _edited_stack_document(path) as doc:
+        passphrase = read_passphrase(stack, project_dir)
+        if doc.get("encryptionsalt"):
+            crypter = open_encryption_salt(passphrase, doc["encryptionsalt"], where=str(path))
+        else:
+            from drctl.stack.secrets import new_encryption_salt
+
+            crypter = new_encryption_salt(passphrase)
+            doc.insert(0, "encryptionsalt", crypter.encryption_salt)  # first, where Pulumi puts it
+        config = doc["config"]
+        secure = {"secure": crypter.encrypt(value)}
+        if not nested:
+            config[top] = secure
+        else:
+            node = config.setdefault(top, {})
+            for part in nested[:-1]:
+                if not isinstance(node, dict):
+                    raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object value")
+                node = node.setdefault(part, {})
+            if not isinstance(node, dict) or set(node) == {"secure"}:
                 raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object value")
-            node = node.setdefault(part, {})
-        if not isinstance(node, dict) or set(node) == {"secure"}:
-            raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object value")
-        node[nested[-1]] = secure
-    _dump_stack_document(path, doc)
+            node[nested[-1]] = secure
     return path
 
 
@@ -332,24 +339,24 @@ def set_value(stack: str, key: str, value: str, project_dir: Path | None = None)
     the way ``pulumi config set --path`` does. Refuses a key that holds a secret. Returns the path."""
     project_dir = project_dir or paths.project_dir()
     path = stack_file(stack, project_dir)
-    doc = read_stack_document(path)
     top, nested = _split_key(key)
-    config = doc.get("config") or {}
-    doc["config"] = config
-    if not nested:
-        if _has_secure(config.get(top)):
-            raise StackConfigInvalid(
-                f"{path}: {top} holds a secret; it is not overwritten with a plain value"
-            )
-        config[top] = value
-    else:
-        node = config.setdefault(top, {})
-        for part in nested[:-1]:
-            if not isinstance(node, dict) or set(node) == {"secure"}:
-                raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object value")
-            node = node.setdefault(part, {})
-        if not isinstance(node, dict) or set(node) == {"secure"} or _has_secure(node.get(nested[-1])):
-            raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object or secret value")
-        node[nested[-1]] = value
-    _dump_stack_document(path, doc)
+    with _edited_stack_document(path) as doc:
+        config = doc["config"]
+        if not nested:
+            if _has_secure(config.get(top)):
+                raise StackConfigInvalid(
+                    f"{path}: {top} holds a secret; it is not overwritten with a plain value"
+                )
+            config[top] = value
+        else:
+            node = config.setdefault(top, {})
+            for part in nested[:-1]:
+                if not isinstance(node, dict) or set(node) == {"secure"}:
+                    raise StackConfigInvalid(f"{path}: {top}: cannot set {key} inside a non-object value")
+                node = node.setdefault(part, {})
+            if not isinstance(node, dict) or set(node) == {"secure"} or _has_secure(node.get(nested[-1])):
+                raise StackConfigInvalid(
+                    f"{path}: {top}: cannot set {key} inside a non-object or secret value"
+                )
+            node[nested[-1]] = value
     return path

@@ -149,3 +149,27 @@ def test_set_value_writes_a_plain_value_and_never_over_a_secret(project, monkeyp
         with pytest.raises(StackConfigInvalid):
             set_value("acme", key, "plain", project)
     assert load_stack("acme", project).psks == before.psks
+
+
+def test_writes_keep_every_comment_and_line_the_operator_wrote(project, monkeypatch):
+    """A stack file is the operator's: drctl adds its value and changes nothing else (comments in
+    the middle of the file, key order, quoting), and a refused write leaves it byte for byte."""
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(project / "stacks" / "demo.passphrase"))
+    path = project / "stacks" / "Pulumi.demo.yaml"
+    before = path.read_text()
+    comments = [line.strip() for line in before.splitlines() if line.strip().startswith("#")]
+    assert len(comments) >= 2 and "ILLUSTRATIVE" in before
+    path.chmod(0o640)
+    set_value("demo", "flexible-recovery:agent_keys.dns01", "ed25519:" + "cd" * 32, project)
+    set_secret("demo", "vpn_psks.paris", "q" * 40, project)
+    after = path.read_text()
+    assert [line.strip() for line in after.splitlines() if line.strip().startswith("#")] == comments
+    old_lines = [line for line in before.splitlines() if "secure:" not in line]
+    new_lines = after.splitlines()
+    assert all(line in new_lines for line in old_lines), set(old_lines) - set(new_lines)
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+    assert load_stack("demo", project).psk("paris") == "q" * 40
+    frozen = path.read_bytes()
+    with pytest.raises(StackConfigInvalid):
+        set_value("demo", "vpn_psks.paris", "plain", project)
+    assert path.read_bytes() == frozen
