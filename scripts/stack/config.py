@@ -286,7 +286,7 @@ def _edited_stack_document(path: Path) -> Iterator[Any]:
     read_stack_document(path)  # the same errors as every reader for a missing or invalid file
     rt = YAML(typ="rt")
     rt.preserve_quotes = True
-    rt.width = 100
+    rt.width = 1 << 16  # never fold a line the operator wrote on one line
     try:
         doc = rt.load(path.read_text())
     except YAMLError as e:  # pragma: no cover - read_stack_document parsed it already

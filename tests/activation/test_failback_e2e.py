@@ -113,11 +113,11 @@ def test_failback_brings_the_disaster_changes_home_and_leaves_nothing_running(tm
         *("--yes", "--override-window", "--reason", "failback test", *common),
     )
     run = events[-1]
-    assert code == 0 and {s["name"]: s["status"] for s in run["servers"]} == dict.fromkeys(SERVERS, "ok"), (
-        err[-3000:]
-    )
-    ns = NS_PREFIX + run["run_id"]
-    try:
+    ns = NS_PREFIX + str(run.get("run_id"))
+    try:  # from here on, whatever fails, the recovery space is removed (the finally below)
+        assert code == 0 and {s["name"]: s["status"] for s in run["servers"]} == dict.fromkeys(
+            SERVERS, "ok"
+        ), err[-3000:]
         # Disaster mode: production writes land in the recovery space.
         marker = f"written in disaster mode {uuid.uuid4().hex}"
         _ssh_in_run(

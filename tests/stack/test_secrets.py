@@ -152,24 +152,24 @@ def test_set_value_writes_a_plain_value_and_never_over_a_secret(project, monkeyp
 
 
 def test_writes_keep_every_comment_and_line_the_operator_wrote(project, monkeypatch):
-    """A stack file is the operator's: drctl adds its value and changes nothing else (comments in
-    the middle of the file, key order, quoting), and a refused write leaves it byte for byte."""
-    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(project / "stacks" / "demo.passphrase"))
-    path = project / "stacks" / "Pulumi.demo.yaml"
-    before = path.read_text()
-    comments = [line.strip() for line in before.splitlines() if line.strip().startswith("#")]
-    assert len(comments) >= 2 and "ILLUSTRATIVE" in before
+    """A stack file is the operator's: drctl adds its value and changes nothing else (comments,
+    key order, quoting, long lines), and a refused write leaves it byte for byte."""
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE_FILE", str(project / "stacks" / "acme.passphrase"))
+    path = project / "stacks" / "Pulumi.acme.yaml"
+    path.write_text(path.read_text() + "  # a note the operator left at the end\n")
+    before = path.read_text().splitlines()
+    lyon = before.index("    lyon:") + 1  # the one line set_secret replaces
+    assert "secure:" in before[lyon] and sum("#" in line for line in before) >= 2
     path.chmod(0o640)
-    set_value("demo", "flexible-recovery:agent_keys.dns01", "ed25519:" + "cd" * 32, project)
-    set_secret("demo", "vpn_psks.paris", "q" * 40, project)
-    after = path.read_text()
-    assert [line.strip() for line in after.splitlines() if line.strip().startswith("#")] == comments
-    old_lines = [line for line in before.splitlines() if "secure:" not in line]
-    new_lines = after.splitlines()
-    assert all(line in new_lines for line in old_lines), set(old_lines) - set(new_lines)
+    set_value("acme", "flexible-recovery:agent_keys.dc01", "ed25519:" + "cd" * 32, project)
+    set_secret("acme", "vpn_psks.lyon", "q" * 40, project)
+    after = path.read_text().splitlines()
+    kept = before[:lyon] + before[lyon + 1 :]
+    assert [line for line in after if line in kept] == kept  # every other line, in its order
+    assert len(after) == len(before) + 2  # plus agent_keys: and its one entry
     assert oct(path.stat().st_mode & 0o777) == "0o640"
-    assert load_stack("demo", project).psk("paris") == "q" * 40
+    assert load_stack("acme", project).psk("lyon") == "q" * 40
     frozen = path.read_bytes()
     with pytest.raises(StackConfigInvalid):
-        set_value("demo", "vpn_psks.paris", "plain", project)
+        set_value("acme", "vpn_psks.lyon", "plain", project)
     assert path.read_bytes() == frozen
