@@ -20,13 +20,12 @@ site images, the plan's checks passed), ``released`` (its recovery resources rem
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from drctl.errors import LocalIOError
 from drctl.paths import check_stack_name
+from drctl.private_files import write_private_file
 
 STEPS = ("synced", "stopped", "restored", "verified", "released")
 
@@ -64,21 +63,8 @@ class FailbackState:
         self.save()
 
     def save(self) -> None:
-        data = (json.dumps(self.doc, indent=2, sort_keys=True) + "\n").encode()
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as e:
-            raise LocalIOError(f"cannot write the failback record {self.path}: {e}") from e
+        """Write the record: 0600, a new file renamed into place (never half-written)."""
+        write_private_file(self.path, json.dumps(self.doc, indent=2, sort_keys=True) + "\n")
 
 
 def failed_back_servers(state_dir: Path, stack: str, run_id: str) -> set[str]:

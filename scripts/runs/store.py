@@ -85,6 +85,15 @@ class UnreadableRun:
     problem: str  # what is wrong with it, without the path
 
 
+def _write_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Each file of a run version into its (temporary) directory, on disk before it is renamed."""
+    for name, data in files.items():
+        with open(directory / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 class RunStore:
     """Stores, lists, finds and verifies runs. ``storage`` (optional) is the client's report
     bucket; ``prefix`` is where runs go in it."""
@@ -140,11 +149,7 @@ class RunStore:
                 for other in final.iterdir():
                     if other.name not in FILES and other.is_file():
                         shutil.copy2(other, tmp / other.name)
-                for name, data in files.items():
-                    with open(tmp / name, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
+                _write_files(tmp, files)
                 os.rename(final, old)
                 try:
                     os.rename(tmp, final)
@@ -172,11 +177,7 @@ class RunStore:
                 )
             tmp = Path(tempfile.mkdtemp(prefix=f".{summary.run_id}.", dir=parent))
             try:
-                for name, data in files.items():
-                    with open(tmp / name, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
+                _write_files(tmp, files)
                 os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -33,6 +33,7 @@ from tests.activation.test_sandbox_integration import BOOT_TIMEOUT_S, PLAN_PATH,
 from tests.agent.test_qemu_guest import _ssh
 from tests.conftest import demo_project
 from tests.support.events import read_events
+from tests.support.netns_ssh import ssh_in_namespace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,20 +51,7 @@ def _drctl(env: dict[str, str], *argv: str, timeout: int = 2400) -> tuple[int, l
 
 
 def _ssh_in_run(state: Path, ns: str, ip: str, command: str) -> str:
-    key = state / "images" / "ssh" / "id_ed25519"
-    proc = subprocess.run(
-        [
-            *("ip", "netns", "exec", ns, "ssh", "-i", str(key)),
-            *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"),
-            f"root@{ip}",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return ssh_in_namespace(ns, ip, state / "images" / "ssh" / "id_ed25519", command)
 
 
 def _qemu_pids_naming(text: str) -> list[str]:

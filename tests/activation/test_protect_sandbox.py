@@ -33,6 +33,7 @@ from tests.activation.test_sandbox_integration import PLAN_PATH, _require_tools
 from tests.agent.test_qemu_guest import _fsck_and_read
 from tests.conftest import demo_project
 from tests.support.events import read_events
+from tests.support.netns_ssh import ssh_in_namespace
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,22 +48,6 @@ def _drctl(env, *argv: str, timeout: int = 1500) -> tuple[int, list[dict], str]:
     proc = subprocess.run([DRCTL, *argv, "--json"], env=env, capture_output=True, text=True, timeout=timeout)
     lines = read_events(proc.stdout) if proc.stdout else []
     return proc.returncode, lines, proc.stderr
-
-
-def _ssh(ns: str, ip: str, key: Path, command: str) -> str:
-    proc = subprocess.run(
-        [
-            *("ip", "netns", "exec", ns, "ssh", "-i", str(key)),
-            *("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"),
-            f"root@{ip}",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def _qemu_pid(run_dir: Path) -> int:
@@ -108,8 +93,10 @@ def test_a_recovered_guest_is_backed_up_while_it_runs_and_the_point_holds_its_wr
     try:  # from here on, whatever fails, the recovery space is removed (the finally below)
         assert code == 0 and lines and lines[-1]["event"] == "result", err[-3000:]
         ip, key = dns.nics[0].ip, state / "images" / "ssh" / "id_ed25519"
-        _ssh(ns, ip, key, "systemctl is-active qemu-guest-agent || systemctl start qemu-guest-agent")
-        _ssh(ns, ip, key, f"echo '{MARKER}' > /root/protect-marker")
+        ssh_in_namespace(
+            ns, ip, key, "systemctl is-active qemu-guest-agent || systemctl start qemu-guest-agent"
+        )
+        ssh_in_namespace(ns, ip, key, f"echo '{MARKER}' > /root/protect-marker")
         pid = _qemu_pid(state / "sandbox" / run_id)
 
         code, lines, err = _drctl(env, "protect", "demo", *common)
@@ -133,7 +120,7 @@ def test_a_recovered_guest_is_backed_up_while_it_runs_and_the_point_holds_its_wr
             files = {b["device"]: b["inserted"]["file"] for b in q.command("query-block")}
         assert files == {"vda": str(state / "sandbox" / run_id / "dns01.qcow2")}
         assert list((state / "sandbox" / run_id).glob("*.drctl-*")) == []
-        _ssh(ns, ip, key, "echo after > /root/after-protect && sync")
+        ssh_in_namespace(ns, ip, key, "echo after > /root/after-protect && sync")
 
         # The point restored holds the file written in disaster mode, in a clean file system.
         out = tmp_path / "dns01-protected.raw"
