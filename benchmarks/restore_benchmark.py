@@ -219,6 +219,13 @@ class Store:
             say("embedded SeaweedFS stopped again")
 
 
+def settle() -> None:
+    """Before each measured step: write back what earlier steps left dirty in the page cache
+    (restic's buffered 2 GiB restore, deleted outputs), so that the kernel's writeback of one
+    step is not charged to the next one's wall time."""
+    os.sync()
+
+
 def self_cpu() -> float:
     import resource
 
@@ -348,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             if not last:
                 prefixes.append(bprefix)
             burl = f"s3://{args.bucket}/{bprefix}"
+            settle()
             say(f"backup round {rnd + 1}/{args.rounds}: drctl repo init + backup (load {load()})")
             run(drctl + ["repo", "init", burl], env, "drctl repo init")
             b = run(
@@ -368,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
                     run([restic, *rrepo, "init"], env, "restic init")
                 else:
                     rrepo = restic_repo
+                settle()
                 say(f"backup round {rnd + 1}/{args.rounds}: restic backup (load {load()})")
                 rb = run([restic, *rrepo, "backup", str(img)], env, "restic backup")
                 t_rbackup.append(rb.wall_s)
@@ -447,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append(("restic restore", do_restic))
             steps = steps[rnd % len(steps) :] + steps[: rnd % len(steps)]  # rotate: no order bias
             for name, step in steps:
+                settle()
                 say(f"round {rnd + 1}/{args.rounds}: {name} (load {load()})")
                 step()
 
@@ -456,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             if taskset is None or cpus > (os.cpu_count() or 1):
                 continue
             for rnd in range(args.rounds):
+                settle()
                 say(f"restore pinned to {cpus} CPU(s), round {rnd + 1}/{args.rounds} (load {load()})")
                 out = work / "pinned.img"
                 c = run(
@@ -479,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
 
         conc = None
         if args.concurrent:
+            settle()
             say(f"{args.concurrent} restores at once (load {load()})")
             t = time.monotonic()
             procs = [

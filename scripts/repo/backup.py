@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import socket
 import threading
@@ -119,7 +120,7 @@ class _Uploader:
         self.repaired = 0
         self.failed = threading.Event()
 
-    def process(self, data: bytes) -> tuple[bytes, int]:
+    def process(self, data: bytes | bytearray) -> tuple[bytes, int]:
         cid = self.repo.chunk_id(data)  # keyed BLAKE3, on this worker thread
         with self.claim_lock:
             if cid in self.claimed:  # met earlier in this run: handled (or in flight) there
@@ -256,21 +257,34 @@ def backup_disk(
         up = _Uploader(repo, known, recorded, retain_until, extend_reused=bool(enforced))
         zero = bytes(chunk_size)
         slots = threading.BoundedSemaphore(max(2, parallel * 2))
+        # Read buffers, reused: one per chunk in flight (a slot) and the one being read.
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+
+        def read_buffer() -> bytearray:
+            try:
+                return free.get_nowait()
+            except queue.Empty:
+                return bytearray(chunk_size)
+
         entries: list[Future[tuple[bytes, int]] | None] = []
         progress.start("backup", src.size)
         pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="backup")
         try:
-            for i, data in src.chunks(chunk_size):
+            for i, data in src.chunks(chunk_size, read_buffer):
                 if data is None or data == zero[: len(data)]:  # None: a hole, never read
+                    if isinstance(data, bytearray):
+                        free.put(data)
                     entries.append(None)
                     progress.advance(chunk_length(i, src.size, chunk_size))
                     continue
                 slots.acquire()
                 fut = pool.submit(up.process, data)
 
-                def chunk_done(_: Future[tuple[bytes, int]], n: int = len(data)) -> None:
+                def chunk_done(_: Future[tuple[bytes, int]], chunk: bytes | bytearray = data) -> None:
+                    if isinstance(chunk, bytearray):  # sealed and uploaded (or failed): reusable
+                        free.put(chunk)
                     slots.release()
-                    progress.advance(n)
+                    progress.advance(len(chunk))
 
                 fut.add_done_callback(chunk_done)
                 entries.append(fut)

@@ -143,11 +143,11 @@ class Repository:
         """Every chunk id present in ``data/`` (one listing)."""
         return set(self.chunk_objects())
 
-    def chunk_id(self, plaintext: bytes | memoryview) -> bytes:
+    def chunk_id(self, plaintext: bytes | bytearray | memoryview) -> bytes:
         """The id a backup gives this chunk (format ``FORMAT_VERSION``: keyed BLAKE3)."""
         return crypto.chunk_id_v2(self.keys, plaintext)
 
-    def put_chunk(self, cid: bytes, plaintext: bytes, retain_until: datetime | None) -> int:
+    def put_chunk(self, cid: bytes, plaintext: bytes | bytearray, retain_until: datetime | None) -> int:
         blob = crypto.seal_chunk(self.keys, self.repo_id, cid, plaintext, FORMAT_VERSION)
         self.storage.put(chunk_key(cid), blob, retain_until=retain_until)
         return len(blob)
@@ -163,6 +163,14 @@ class Repository:
         key = chunk_key(cid)
         try:
             return self.storage.get(key)
+        except ObjectMissing as e:
+            raise ChunkMissing(cid.hex(), key) from e
+
+    def fetch_chunk_into(self, cid: bytes, buf: memoryview) -> memoryview:
+        """:meth:`fetch_chunk`, the object read into ``buf`` when it fits (see ``Storage.get_into``)."""
+        key = chunk_key(cid)
+        try:
+            return self.storage.get_into(key, buf)
         except ObjectMissing as e:
             raise ChunkMissing(cid.hex(), key) from e
 

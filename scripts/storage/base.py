@@ -71,6 +71,11 @@ class Storage(Protocol):
         """Whole object, or bytes ``[start, end)`` (bytes-like: a large body may come back as a
         bytearray, never copied). Raises ObjectMissing."""
 
+    def get_into(self, key: str, buf: memoryview) -> memoryview:
+        """The whole object, read into ``buf`` when it fits (the restore's reused download buffers:
+        no allocation per object); a larger object comes back in a buffer of its own. The caller
+        uses the returned view only. Raises ObjectMissing."""
+
     def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
         """Write atomically (readers never see a partial object). ``retain_until`` asks for
         Object Lock retention where the store supports it."""

@@ -86,6 +86,23 @@ class LocalDirStorage:
         except OSError as e:
             raise self._io_error("read", path, e) from e
 
+    def get_into(self, key: str, buf: memoryview) -> memoryview:
+        path = self._path(key)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > len(buf):
+                    return memoryview(f.read())
+                got = 0
+                while n := f.readinto(buf[got:size]):  # a file that shrank meanwhile: what is left
+                    got += n
+                return buf[:got]
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            self._check_root()
+            raise ObjectMissing(key, str(self.root)) from e
+        except OSError as e:
+            raise self._io_error("read", path, e) from e
+
     def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
         # retain_until is accepted and ignored: a local directory cannot enforce retention
         # (lock_support reports it); the caller decides whether that is acceptable.

@@ -32,6 +32,13 @@ class MemoryStorage:
             data = self.objects[key]
         return data if byte_range is None else data[byte_range[0] : byte_range[1]]
 
+    def get_into(self, key: str, buf: memoryview) -> memoryview:
+        data = self.get(key)
+        if len(data) > len(buf):
+            return memoryview(data)
+        buf[: len(data)] = data
+        return buf[: len(data)]
+
     def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
         with self._lock:
             self.puts += 1

@@ -92,6 +92,9 @@ class RetryingStorage:
     def get(self, key: str, byte_range: tuple[int, int] | None = None) -> bytes | bytearray:
         return self._call("get", key, lambda: self.inner.get(key, byte_range))
 
+    def get_into(self, key: str, buf: memoryview) -> memoryview:
+        return self._call("get", key, lambda: self.inner.get_into(key, buf))
+
     def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
         self._call("put", key, lambda: self.inner.put(key, data, retain_until=retain_until))
 

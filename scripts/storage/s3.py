@@ -2,9 +2,10 @@
 Flexible Engine OBS, Swift's s3api, SeaweedFS, MinIO...).
 
 The client, its configuration and the translation of botocore errors are
-:mod:`drctl.storage.s3_client`; GETs on the restore's hot path go through
-:mod:`drctl.storage.s3_get`. Object Lock: retention on put, read back by :meth:`S3Storage.lock_support`
-to tell a store that enforces it from one that ignores it.
+:mod:`drctl.storage.s3_client`; GETs, PUTs without retention and listings, the hot paths of
+restore, backup and status, go through :mod:`drctl.storage.s3_lean`. Object Lock: retention on
+put, read back by :meth:`S3Storage.lock_support` to tell a store that enforces it from one that
+ignores it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import botocore.exceptions as bce
 
@@ -30,9 +31,11 @@ from drctl.storage.s3_client import (
     make_client,
     translate_error,
 )
-from drctl.storage.s3_get import lean_getter
+from drctl.storage.s3_lean import lean_client
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LOCK_MODE_ENV = "DRCTL_S3_LOCK_MODE"  # COMPLIANCE (default) or GOVERNANCE
 
@@ -50,7 +53,7 @@ class S3Storage:
         self.client = client
         self.endpoint: str = client.meta.endpoint_url
         self._bucket_seen = False
-        self._lean = lean_getter(client, (client.meta.config.s3 or {}).get("addressing_style", ""))
+        self._lean = lean_client(client, (client.meta.config.s3 or {}).get("addressing_style", ""))
         self._conditional_put: s3_conditional.ConditionalPutSupport | None = None
 
     @classmethod
@@ -103,13 +106,28 @@ class S3Storage:
             if end == start:
                 return b""
             kwargs["Range"] = f"bytes={start}-{end - 1}"
+        lean = self._lean
+        if lean is not None:  # the restore's hot path (drctl.storage.s3_lean)
+            return self._translated(key, lambda: lean.get(self.bucket, kwargs["Key"], byte_range))
+        return self._translated(key, lambda: self._botocore_get(kwargs))
+
+    def get_into(self, key: str, buf: memoryview) -> memoryview:
+        lean = self._lean
+        if lean is not None:
+            return self._translated(key, lambda: lean.get_into(self.bucket, self._key(key), buf))
+        kwargs = {"Bucket": self.bucket, "Key": self._key(key)}
+        return memoryview(self._translated(key, lambda: self._botocore_get(kwargs)))
+
+    def _botocore_get(self, kwargs: dict[str, Any]) -> bytes:
+        resp = self.client.get_object(**kwargs)
+        with resp["Body"] as body:
+            data: bytes = body.read()
+        return data
+
+    def _translated(self, key: str, call: Callable[[], T]) -> T:
+        """``call`` (a request on ``key``), its botocore errors translated to the storage errors."""
         try:
-            if self._lean is not None:  # the restore's hot path (drctl.storage.s3_get)
-                data = self._lean.get(self.bucket, kwargs["Key"], byte_range)
-            else:
-                resp = self.client.get_object(**kwargs)
-                with resp["Body"] as body:
-                    data = body.read()
+            data = call()
         except bce.ClientError as e:
             raise self._err(e, key) from e
         except bce.BotoCoreError as e:
@@ -118,6 +136,10 @@ class S3Storage:
         return data
 
     def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
+        lean = self._lean
+        if lean is not None and retain_until is None:  # the backup's chunk uploads
+            self._translated(key, lambda: lean.put(self.bucket, self._key(key), data))
+            return
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
         if retain_until is not None:
             kwargs["ObjectLockMode"] = os.environ.get(LOCK_MODE_ENV, "COMPLIANCE").upper()

@@ -28,14 +28,21 @@ class FailingAfter:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def get(self, key: str, byte_range=None) -> bytes:
+    def _count(self, key: str) -> None:
         if key.startswith("data/"):
             with self._lock:
                 self.data_gets += 1
                 fail = self.data_gets > self.n
             if fail:
                 raise StorageUnavailable(f"simulated outage reading {key}")
+
+    def get(self, key: str, byte_range=None) -> bytes:
+        self._count(key)
         return self.inner.get(key, byte_range)
+
+    def get_into(self, key: str, buf):
+        self._count(key)
+        return self.inner.get_into(key, buf)
 
 
 def make_image(path: Path, size: int, seed: int = 1, chunk: int = MiB) -> Path:

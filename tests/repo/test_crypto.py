@@ -171,3 +171,27 @@ def test_key_slot_opens_only_with_its_password_and_every_flip_fails():
 def test_master_keys_never_show_in_repr():
     keys = MasterKeys.generate()
     assert keys.enc_key.hex() not in repr(keys) and "secret" in repr(keys)
+
+
+def test_a_chunk_is_compressed_unless_every_probe_of_it_is_incompressible():
+    import os
+
+    keys = MasterKeys.generate()
+    mib = 1024 * 1024
+    text = (b"Nov 30 10:15:26 web01 nginx[812]: GET /index.html 200 " * 80_000)[: 2 * mib]
+    cases = {
+        "random": (os.urandom(4 * mib), crypto.COMP_NONE),  # encrypted or compressed data: raw
+        "text": (text * 2, crypto.COMP_ZSTD),
+        # mixed chunks (an archive followed by logs, logs followed by an archive) still compress
+        "random then text": (os.urandom(3 * mib) + text[:mib], crypto.COMP_ZSTD),
+        "text then random": (text[: mib // 2] + os.urandom(3 * mib + mib // 2), crypto.COMP_ZSTD),
+        "small random": (os.urandom(100_000), crypto.COMP_NONE),  # tried in full, no gain
+    }
+    for name, (plain, comp) in cases.items():
+        cid = crypto.chunk_id_v2(keys, plain)
+        blob = crypto.seal_chunk(keys, REPO, cid, plain, crypto.CHUNK_VERSION_2)
+        assert blob[1] == comp, name
+        assert len(blob) == crypto.chunk_object_size(plain), name  # the size a dedup check expects
+        assert crypto.open_chunk(keys, REPO, cid, blob, len(plain), "data/x", version=2) == plain, name
+        if comp == crypto.COMP_ZSTD:
+            assert len(blob) < len(plain) * 0.9, name

@@ -36,11 +36,18 @@ class Shuffled:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def get(self, key: str, byte_range=None) -> bytes:
+    def _wait(self) -> None:
         with self.lock:
             delay = self.rng.random() * 0.01
         time.sleep(delay)
+
+    def get(self, key: str, byte_range=None) -> bytes:
+        self._wait()
         return self.inner.get(key, byte_range)
+
+    def get_into(self, key: str, buf):
+        self._wait()
+        return self.inner.get_into(key, buf)
 
 
 def image_with_repeats(path: Path) -> Path:

@@ -221,12 +221,19 @@ class CancelAfter:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def get(self, key: str, byte_range=None) -> bytes:
+    def _count(self, key: str) -> None:
         if key.startswith("data/"):
             self.data_gets += 1
             if self.data_gets >= self.n:
                 self.cancel.set()
+
+    def get(self, key: str, byte_range=None) -> bytes:
+        self._count(key)
         return self.inner.get(key, byte_range)
+
+    def get_into(self, key: str, buf):
+        self._count(key)
+        return self.inner.get_into(key, buf)
 
 
 def test_cancelled_restore_stops_early_and_leaves_only_a_resumable_partial(repo, image, tmp_path):

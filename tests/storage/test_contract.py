@@ -41,6 +41,23 @@ def test_missing_object_raises_object_missing_naming_the_key(storage):
     assert "data/ff/nothing" in exc.value.message
 
 
+def test_get_into_reads_into_the_callers_buffer_when_the_object_fits(storage):
+    payload = os.urandom(300_001)
+    storage.put("data/00/chunk", payload)
+    buf = memoryview(bytearray(b"\xaa" * 400_000))  # what an earlier object left there
+    got = storage.get_into("data/00/chunk", buf)
+    assert bytes(got) == payload
+    buf[:8] = b"reused!!"  # the object is in the caller's buffer, not in a copy of its own
+    assert bytes(got[:8]) == b"reused!!"
+    small = memoryview(bytearray(1000))  # too small: the whole object anyway, in a buffer of its own
+    assert bytes(storage.get_into("data/00/chunk", small)) == payload
+    storage.put("data/00/empty", b"")
+    assert bytes(storage.get_into("data/00/empty", buf)) == b""
+    with pytest.raises(ObjectMissing) as exc:
+        storage.get_into("data/ff/nothing", buf)
+    assert exc.value.key == "data/ff/nothing"
+
+
 def test_list_is_in_key_order_and_filters_by_prefix(storage):
     # Inserted shuffled; S3 orders keys by their UTF-8 bytes: "." (0x2e) < "/" (0x2f) < "0" (0x30).
     # (No key is also a "directory" of another: a local directory cannot hold "a" and "a/b".)

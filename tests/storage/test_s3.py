@@ -33,7 +33,7 @@ def test_bad_credentials_are_access_denied_and_not_retried(request, server_fixtu
     wrong = S3Server(server.name, server.endpoint, server.access_key_id, "definitely-wrong-secret")
     sleeps: list[float] = []
     store = RetryingStorage(S3Storage("demo-backups", "", wrong.client()), sleep=sleeps.append)
-    assert store.inner._lean is not None  # GETs take the lean path (drctl.storage.s3_get)
+    assert store.inner._lean is not None  # GETs take the lean path (drctl.storage.s3_lean)
     for call in (lambda: store.put("config", b"x"), lambda: store.get("config")):
         with pytest.raises(StorageAccessDenied) as exc:
             call()

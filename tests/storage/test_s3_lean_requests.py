@@ -1,5 +1,6 @@
-"""The lean listing (``LeanGetter.list_page``, used by ``S3Storage.list``) against the real servers:
-the same keys and sizes as botocore's paginator, page by page, whatever the keys hold."""
+"""The lean requests (:mod:`drctl.storage.s3_lean`) against the real servers: listings give the
+same keys and sizes as botocore's paginator, page by page, whatever the keys hold; PUTs and GETs
+store and read what botocore does, one keep-alive connection after another request's answer."""
 
 from __future__ import annotations
 
@@ -59,3 +60,22 @@ def test_a_missing_bucket_is_named(target) -> None:
     storage = S3Storage(target.bucket + "-gone", "", target.client())
     with pytest.raises(BucketMissing, match="-gone"):
         list(storage.list("status/"))
+
+
+def test_lean_puts_and_gets_read_back_with_botocore_on_one_connection(target) -> None:
+    import os
+
+    storage = target.storage("lean")  # no retry wrapper: a request that fails is seen failing
+    assert storage._lean is not None
+    bodies = {"data/empty": b"", "data/small": b"x", "data/chunk": os.urandom(3 * 1024 * 1024 + 7)}
+    first = None
+    for key, body in bodies.items():  # an empty answer must not leave the connection half-read
+        storage.put(key, body)
+        first = first or storage._lean._local.conn
+        assert storage.get(key) == body
+    buf = memoryview(bytearray(4 * 1024 * 1024))
+    for key, body in bodies.items():
+        assert bytes(storage.get_into(key, buf)) == body
+        got = storage.client.get_object(Bucket=storage.bucket, Key=f"lean/{key}")["Body"].read()
+        assert got == body  # what botocore reads: the same object
+    assert storage._lean._local.conn is first  # still the first connection, never dropped

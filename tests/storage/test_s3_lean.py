@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from drctl.storage.s3_client import make_client
-from drctl.storage.s3_get import _client_error, lean_getter
+from drctl.storage.s3_lean import _client_error, lean_client
 
 
 @pytest.fixture
@@ -35,14 +35,14 @@ def _client(**kw):
 
 
 def test_path_style_endpoint_uses_the_lean_get(env):
-    getter = lean_getter(_client(), "path")
-    assert getter is not None and getter.netloc == "127.0.0.1:8333" and getter.scheme == "http"
+    client = lean_client(_client(), "path")
+    assert client is not None and client.netloc == "127.0.0.1:8333" and client.scheme == "http"
 
 
 @pytest.mark.parametrize("var, value", [("HTTPS_PROXY", "http://proxy:3128"), ("DRCTL_S3_LEAN_GET", "0")])
 def test_proxies_and_the_switch_keep_botocore(env, var, value):
     env.setenv(var, value)
-    assert lean_getter(_client(), "path") is None
+    assert lean_client(_client(), "path") is None
 
 
 def test_https_verifies_with_botocores_ca_bundle_and_never_without_verification(env, tmp_path):
@@ -51,21 +51,21 @@ def test_https_verifies_with_botocores_ca_bundle_and_never_without_verification(
     import certifi  # a CA bundle file that exists wherever openstacksdk/requests are installed
 
     env.setenv("AWS_CA_BUNDLE", certifi.where())
-    getter = lean_getter(_client(endpoint_url="https://s3.example.invalid"), "path")
-    assert getter is not None and getter.tls.verify_mode == ssl.CERT_REQUIRED and getter.tls.check_hostname
+    client = lean_client(_client(endpoint_url="https://s3.example.invalid"), "path")
+    assert client is not None and client.tls.verify_mode == ssl.CERT_REQUIRED and client.tls.check_hostname
     env.setenv("AWS_CA_BUNDLE", str(tmp_path / "missing.pem"))
-    assert lean_getter(_client(endpoint_url="https://s3.example.invalid"), "path") is None
+    assert lean_client(_client(endpoint_url="https://s3.example.invalid"), "path") is None
     env.delenv("AWS_CA_BUNDLE")
     import boto3
 
     insecure = boto3.session.Session().client(
         "s3", endpoint_url="https://s3.example.invalid", verify=False, region_name="us-east-1"
     )
-    assert lean_getter(insecure, "path") is None
+    assert lean_client(insecure, "path") is None
 
 
 def test_virtual_hosted_addressing_keeps_botocore(env):
-    assert lean_getter(_client(), "virtual") is None
+    assert lean_client(_client(), "virtual") is None
 
 
 def test_s3_error_bodies_become_the_codes_the_backend_translates():

@@ -1,15 +1,17 @@
-"""A lean signed GET for the restore's hot path (format §4: one GET per chunk, thousands per restore),
-and the same for listings (``S3Storage.list``; ``drctl status`` lists thousands of status records).
+"""Lean signed requests for the hot paths: the restore's GETs (format §4: one GET per chunk,
+thousands per restore), the backup's PUTs (one per new chunk) and listings (``S3Storage.list``;
+``drctl status`` lists thousands of status records).
 
 botocore spends ~1-2 ms of Python per request (parameter validation, endpoint rules, event hooks,
-response parsing): on a 2-vCPU machine that shares its CPU with the object store, that is CPU the
-restore needs for decryption and hashing. This module signs the request with botocore's own
-SigV4 signer (same credentials chain, same region) and sends it over one keep-alive
-``http.client`` connection per thread, reading the body straight into one buffer.
+response parsing; a PUT also waits for ``Expect: 100-continue``): on a 2-vCPU machine that shares
+its CPU with the object store, that is CPU the restore and the backup need for hashing, compression
+and encryption. This module signs the request with botocore's own SigV4 signer (same credentials
+chain, same region, the same SHA-256 of a PUT's payload) and sends it over one keep-alive
+``http.client`` connection per thread, reading a GET's body straight into one buffer.
 
 It is used only where it is equivalent to botocore: path-style addressing, no proxy variables,
 and for https the CA bundle botocore verifies with (``AWS_CA_BUNDLE`` / ``ca_bundle``, else the
-system's); never with verification turned off. Otherwise :func:`lean_getter` returns None and
+system's); never with verification turned off. Otherwise :func:`lean_client` returns None and
 ``S3Storage`` keeps botocore.
 Errors come back as the botocore exceptions ``drctl.storage.s3`` already translates, so the
 messages and the retry decisions are the same on both paths.
@@ -33,7 +35,7 @@ _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PR
 TIMEOUT_S = 60.0  # the read timeout of the botocore client (make_client)
 
 
-def lean_getter(client: Any, addressing_style: str) -> LeanGetter | None:
+def lean_client(client: Any, addressing_style: str) -> LeanClient | None:
     """A getter for ``client``'s endpoint, or None where botocore must stay (see module doc)."""
     if addressing_style != "path" or os.environ.get("DRCTL_S3_LEAN_GET", "1") == "0":
         return None
@@ -58,12 +60,12 @@ def lean_getter(client: Any, addressing_style: str) -> LeanGetter | None:
     credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
     if credentials is None or not hasattr(credentials, "get_frozen_credentials"):
         return None
-    return LeanGetter(
+    return LeanClient(
         url.scheme, url.hostname, url.port, client.meta.region_name or "us-east-1", credentials, tls
     )
 
 
-class LeanGetter:
+class LeanClient:
     def __init__(
         self,
         scheme: str,
@@ -102,7 +104,20 @@ class LeanGetter:
         headers = {}
         if byte_range is not None:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
-        return self._get(path, headers, "GetObject")
+        data = self._request("GET", path, headers, "GetObject")
+        assert not isinstance(data, memoryview)  # only a body read into a given buffer is a view
+        return data
+
+    def put(self, bucket: str, key: str, data: bytes | bytearray) -> None:
+        """PutObject of ``data``, signed over its SHA-256 as botocore signs a body it holds (no
+        Object Lock headers: a retained write stays with botocore)."""
+        path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
+        self._request("PUT", path, {"Content-Length": str(len(data))}, "PutObject", body=data)
+
+    def get_into(self, bucket: str, key: str, buf: memoryview) -> memoryview:
+        """:meth:`get` of the whole object, its body read straight into ``buf`` when it fits."""
+        path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
+        return memoryview(self._request("GET", path, {}, "GetObject", into=buf))
 
     def list_page(
         self, bucket: str, prefix: str, token: str | None = None, *, max_keys: int | None = None
@@ -120,7 +135,7 @@ class LeanGetter:
         query = "&".join(
             f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
         )
-        body = self._get("/" + quote(bucket, safe="") + "?" + query, {}, "ListObjectsV2")
+        body = self._request("GET", "/" + quote(bucket, safe="") + "?" + query, {}, "ListObjectsV2")
         try:
             root = ET.fromstring(bytes(body))
         except ET.ParseError as e:
@@ -135,20 +150,31 @@ class LeanGetter:
         truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
         return items, (root.findtext(f"{ns}NextContinuationToken") or None) if truncated else None
 
-    def _get(self, path_query: str, headers: dict[str, str], operation: str) -> bytes | bytearray:
+    def _request(
+        self,
+        method: str,
+        path_query: str,
+        headers: dict[str, str],
+        operation: str,
+        *,
+        body: bytes | bytearray | None = None,
+        into: memoryview | None = None,
+    ) -> bytes | bytearray | memoryview:
+        """One signed request (GET or PUT, both idempotent); the response body."""
         headers = {"Host": self.netloc, **headers}
-        request = AWSRequest(method="GET", url=f"{self.scheme}://{self.netloc}{path_query}", headers=headers)
+        request = AWSRequest(
+            method=method, url=f"{self.scheme}://{self.netloc}{path_query}", headers=headers, data=body
+        )
         S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self.region).add_auth(request)
         endpoint = f"{self.scheme}://{self.netloc}"
         for attempt in (1, 2):  # a keep-alive connection the server closed meanwhile: reconnect once
             conn = self._connection()
             try:
-                conn.request("GET", path_query, headers=dict(request.headers.items()))
+                conn.request(method, path_query, body=body, headers=dict(request.headers.items()))
                 resp = conn.getresponse()
                 if resp.status not in (200, 206):
-                    body = resp.read()
-                    raise _client_error(resp.status, body, operation)
-                return _read_body(resp)
+                    raise _client_error(resp.status, resp.read(), operation)
+                return _read_body(resp, into)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 self._drop_connection()
                 if attempt == 2:
@@ -162,18 +188,26 @@ class LeanGetter:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _read_body(resp: http.client.HTTPResponse) -> bytes | bytearray:
+def _read_body(
+    resp: http.client.HTTPResponse, into: memoryview | None = None
+) -> bytes | bytearray | memoryview:
+    """The body: into ``into`` when given and large enough (a view of it), else a new buffer."""
     length = resp.getheader("Content-Length")
     if length is None:
         return resp.read()
     n = int(length)
-    buf = bytearray(n)
+    if n == 0:
+        return resp.read()  # b"", and the response is complete: the connection serves the next request
+    fits = into is not None and n <= len(into)
+    buf = into if into is not None and fits else bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
-        k = resp.readinto(view[got:])
+        k = resp.readinto(view[got:n])
         if not k:
-            raise http.client.IncompleteRead(bytes(buf[:got]), n - got)
+            raise http.client.IncompleteRead(bytes(view[:got]), n - got)
         got += k
+    if fits:
+        return view[:n]
     return bytes(buf) if n < 65536 else buf  # bytearray: no copy of a chunk-sized body
 
 
