@@ -103,7 +103,7 @@ def target_rows(m: Measured) -> list[Row]:
         cpu = median(m.restore_cpu_s) / median(m.raw_get_cpu_s)
         rows.append(
             Row(
-                "restore CPU-seconds (whole process) / raw GET client CPU-seconds",
+                "restore CPU-seconds / raw GET client CPU-seconds (whole processes)",
                 f"{cpu:.2f} ({median(m.restore_cpu_s):.2f} s vs {median(m.raw_get_cpu_s):.2f} s)",
                 f"<= {CPU_VS_RAW_GET}",
                 cpu <= CPU_VS_RAW_GET,

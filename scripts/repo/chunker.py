@@ -46,6 +46,7 @@ class DiskSource:
         if advise:
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         next_data = 0  # no data before this offset, from the last SEEK_DATA
+        advised = 0  # the disk was asked to read ahead up to here
         for i in range(chunk_count(self.size, chunk_size)):
             off, want = i * chunk_size, chunk_length(i, self.size, chunk_size)
             if off >= next_data:
@@ -55,7 +56,8 @@ class DiskSource:
                 continue
             try:
                 if advise:  # the disk reads the next chunks while this one is hashed on the pool
-                    os.posix_fadvise(self.fd, off + want, READ_AHEAD * chunk_size, os.POSIX_FADV_WILLNEED)
+                    self._read_ahead(off, chunk_size, advised)
+                    advised = off + (READ_AHEAD + 1) * chunk_size
                 if buffer is not None and want == chunk_size:
                     data: bytes | bytearray = buffer()
                     got = os.preadv(self.fd, [data], off)
@@ -76,6 +78,15 @@ class DiskSource:
                     f"Back up a stable snapshot of the disk"
                 )
             yield i, data
+
+    def _read_ahead(self, off: int, chunk_size: int, advised: int) -> None:
+        """Ask the disk for the ``READ_AHEAD`` chunks after the one at ``off``, only the part not
+        asked for yet: on a source already in the page cache, asking again for the same pages
+        walks them again (four times each, ~3 % of a backup's CPU, measured with perf)."""
+        start = max(advised, off + chunk_size)
+        end = off + (READ_AHEAD + 1) * chunk_size
+        if end > start:
+            os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_WILLNEED)
 
     def _next_data(self, off: int) -> int:
         """The first offset at or after ``off`` that may hold data: ``off`` itself where the

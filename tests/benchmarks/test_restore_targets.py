@@ -48,7 +48,7 @@ def test_each_miss_is_marked_and_fails_the_run():
         "restore data phase throughput / raw parallel GET of the same objects": replace(
             good(), restore_data_s=[2.0, 2.0, 2.0]
         ),
-        "restore CPU-seconds (whole process) / raw GET client CPU-seconds": replace(
+        "restore CPU-seconds / raw GET client CPU-seconds (whole processes)": replace(
             good(), restore_cpu_s=[2.5, 2.5, 2.5]
         ),
         "backup (first)": replace(good(), restic_backup_s=[9.0, 9.0, 9.0]),
