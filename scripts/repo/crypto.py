@@ -283,19 +283,27 @@ def stored_chunk_fits(size: int, plaintext: bytes | bytearray) -> bool:
 
 
 def seal_chunk(
-    keys: MasterKeys, repo_id: bytes, cid: bytes, plaintext: bytes | bytearray, version: int = CHUNK_VERSION
-) -> bytearray:
+    keys: MasterKeys,
+    repo_id: bytes,
+    cid: bytes,
+    plaintext: bytes | bytearray,
+    version: int = CHUNK_VERSION,
+    out: bytearray | None = None,
+) -> memoryview:
     """Compress (when it helps) then encrypt one chunk of format ``version``; the stored object
-    bytes, encrypted in place after the header and nonce (no second copy of the ciphertext)."""
+    bytes, encrypted in place after the header and nonce (no second copy of the ciphertext). They
+    are written into ``out`` when it is large enough (the backup's reused per-thread buffer: no
+    zero-filled 4 MiB allocation per chunk), else into a new buffer."""
     if version not in CHUNK_VERSIONS:
         raise ValueError(f"unknown chunk format {version}")
     comp, body = _pack(plaintext)
     header = bytes((version, comp))
     nonce = os.urandom(NONCE_LEN)
-    blob = bytearray(CHUNK_HEADER_LEN + NONCE_LEN + len(body) + TAG_LEN)
+    size = CHUNK_OVERHEAD + len(body)
+    blob = memoryview(out if out is not None and len(out) >= size else bytearray(size))[:size]
     blob[:CHUNK_HEADER_LEN], blob[CHUNK_HEADER_LEN : CHUNK_HEADER_LEN + NONCE_LEN] = header, nonce
     AESGCM(keys.enc_key).encrypt_into(
-        nonce, body, _chunk_ad(header, repo_id, cid), memoryview(blob)[CHUNK_HEADER_LEN + NONCE_LEN :]
+        nonce, body, _chunk_ad(header, repo_id, cid), blob[CHUNK_HEADER_LEN + NONCE_LEN :]
     )
     return blob
 

@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ from drctl.repo.password import check_new_password
 from drctl.storage.base import BucketMissing, ObjectMissing, Storage
 
 log = logging.getLogger(__name__)
+_sealing = threading.local()  # each backup thread's buffer for the chunk object it uploads
 
 CONFIG_KEY = "config"
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
@@ -148,7 +150,10 @@ class Repository:
         return crypto.chunk_id_v2(self.keys, plaintext)
 
     def put_chunk(self, cid: bytes, plaintext: bytes | bytearray, retain_until: datetime | None) -> int:
-        blob = crypto.seal_chunk(self.keys, self.repo_id, cid, plaintext, FORMAT_VERSION)
+        buf = getattr(_sealing, "buf", None)  # this thread's: the store keeps no reference to it
+        if buf is None or len(buf) < len(plaintext) + crypto.CHUNK_OVERHEAD:
+            buf = _sealing.buf = bytearray(len(plaintext) + crypto.CHUNK_OVERHEAD)
+        blob = crypto.seal_chunk(self.keys, self.repo_id, cid, plaintext, FORMAT_VERSION, buf)
         self.storage.put(chunk_key(cid), blob, retain_until=retain_until)
         return len(blob)
 

@@ -76,9 +76,12 @@ class Storage(Protocol):
         no allocation per object); a larger object comes back in a buffer of its own. The caller
         uses the returned view only. Raises ObjectMissing."""
 
-    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
+    def put(
+        self, key: str, data: bytes | bytearray | memoryview, *, retain_until: datetime | None = None
+    ) -> None:
         """Write atomically (readers never see a partial object). ``retain_until`` asks for
-        Object Lock retention where the store supports it."""
+        Object Lock retention where the store supports it. ``data`` is not kept once the call
+        returns: callers reuse their buffers."""
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create ``key`` with ``data`` only if no object has that key: True when this call created

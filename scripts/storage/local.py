@@ -103,7 +103,9 @@ class LocalDirStorage:
         except OSError as e:
             raise self._io_error("read", path, e) from e
 
-    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
+    def put(
+        self, key: str, data: bytes | bytearray | memoryview, *, retain_until: datetime | None = None
+    ) -> None:
         # retain_until is accepted and ignored: a local directory cannot enforce retention
         # (lock_support reports it); the caller decides whether that is acceptable.
         self._check_root()
@@ -200,7 +202,7 @@ class LocalDirStorage:
         )
 
 
-def _write_temp(path: Path, data: bytes | bytearray) -> str:
+def _write_temp(path: Path, data: bytes | bytearray | memoryview) -> str:
     """``data`` written and fsynced to a new temporary file beside ``path`` (its directory created):
     the caller renames or links it into place, so no reader ever sees a partial object."""
     path.parent.mkdir(parents=True, exist_ok=True)

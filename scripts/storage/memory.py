@@ -39,7 +39,9 @@ class MemoryStorage:
         buf[: len(data)] = data
         return buf[: len(data)]
 
-    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
+    def put(
+        self, key: str, data: bytes | bytearray | memoryview, *, retain_until: datetime | None = None
+    ) -> None:
         with self._lock:
             self.puts += 1
             self.objects[key] = bytes(data)

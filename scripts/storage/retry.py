@@ -95,7 +95,9 @@ class RetryingStorage:
     def get_into(self, key: str, buf: memoryview) -> memoryview:
         return self._call("get", key, lambda: self.inner.get_into(key, buf))
 
-    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
+    def put(
+        self, key: str, data: bytes | bytearray | memoryview, *, retain_until: datetime | None = None
+    ) -> None:
         self._call("put", key, lambda: self.inner.put(key, data, retain_until=retain_until))
 
     def put_if_absent(self, key: str, data: bytes) -> bool:

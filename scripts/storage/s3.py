@@ -135,12 +135,15 @@ class S3Storage:
         self._bucket_seen = True
         return data
 
-    def put(self, key: str, data: bytes | bytearray, *, retain_until: datetime | None = None) -> None:
+    def put(
+        self, key: str, data: bytes | bytearray | memoryview, *, retain_until: datetime | None = None
+    ) -> None:
         lean = self._lean
         if lean is not None and retain_until is None:  # the backup's chunk uploads
             self._translated(key, lambda: lean.put(self.bucket, self._key(key), data))
             return
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": data}
+        body = bytes(data) if isinstance(data, memoryview) else data  # botocore takes no memoryview
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self._key(key), "Body": body}
         if retain_until is not None:
             kwargs["ObjectLockMode"] = os.environ.get(LOCK_MODE_ENV, "COMPLIANCE").upper()
             kwargs["ObjectLockRetainUntilDate"] = retain_until

@@ -108,7 +108,7 @@ class LeanClient:
         assert not isinstance(data, memoryview)  # only a body read into a given buffer is a view
         return data
 
-    def put(self, bucket: str, key: str, data: bytes | bytearray) -> None:
+    def put(self, bucket: str, key: str, data: bytes | bytearray | memoryview) -> None:
         """PutObject of ``data``, signed over its SHA-256 as botocore signs a body it holds (no
         Object Lock headers: a retained write stays with botocore)."""
         path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
@@ -157,7 +157,7 @@ class LeanClient:
         headers: dict[str, str],
         operation: str,
         *,
-        body: bytes | bytearray | None = None,
+        body: bytes | bytearray | memoryview | None = None,
         into: memoryview | None = None,
     ) -> bytes | bytearray | memoryview:
         """One signed request (GET or PUT, both idempotent); the response body."""

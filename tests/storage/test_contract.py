@@ -41,6 +41,14 @@ def test_missing_object_raises_object_missing_naming_the_key(storage):
     assert "data/ff/nothing" in exc.value.message
 
 
+def test_put_takes_a_view_of_a_buffer_the_caller_then_reuses(storage):
+    buf = bytearray(os.urandom(70_000))
+    first = bytes(buf[:50_000])
+    storage.put("data/00/first", memoryview(buf)[:50_000])
+    buf[:] = b"\x00" * len(buf)  # the backup seals its next chunk into the same buffer
+    assert storage.get("data/00/first") == first
+
+
 def test_get_into_reads_into_the_callers_buffer_when_the_object_fits(storage):
     payload = os.urandom(300_001)
     storage.put("data/00/chunk", payload)
