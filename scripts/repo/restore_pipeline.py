@@ -4,10 +4,11 @@ writes, the image digest and the resume journal (read order: docs/repository-for
 Downloads run on one pool; authentication + decompression + the chunk's own digest + positioned
 writes on another (:func:`decoder_count`: two threads per CPU); a journal thread records written
 chunks. Format 2: each decoder proves its chunk's keyed BLAKE3 equal to the chunk id, and the image
-digest is combined from those per-chunk digests at the end (zero chunks are a constant). Format 1: a hasher thread takes
-the verified plaintext in image order into SHA-256 (zero runs from a zero block). A chunk holds a
-slot of the window (:func:`window_size`) from its download until it is written (format 2) or hashed
-(format 1), so at most that many chunks are in memory at once.
+digest is combined from those per-chunk digests at the end (zero chunks are a constant). Format 1:
+a hasher thread takes the verified plaintext in image order into SHA-256 (zero runs from a zero
+block). A chunk holds a slot of the window (:func:`window_size`) and a download buffer from its
+download until it is decoded, the slot until it is written (format 2) or hashed (format 1), so at
+most that many chunks are in memory at once.
 :mod:`drctl.repo.restore` prepares the output, runs :func:`fetch_all` and moves the verified image
 into place."""
 
@@ -67,10 +68,9 @@ def output_error(e: OSError, path: Path, what: str) -> Exception:
 
 
 def _page_aligned(size: int) -> memoryview:
-    """A reusable buffer: an anonymous mapping (page-aligned, as direct I/O needs), its pages
-    populated at once (``MAP_POPULATE``: one call instead of a page fault per 4 KiB on first use)."""
-    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0)
-    return memoryview(mmap.mmap(-1, size, flags=flags))
+    """A reusable buffer: an anonymous mapping, page-aligned as direct I/O needs. (Populating it
+    at once with ``MAP_POPULATE``, or asking for huge pages, measured no better or worse.)"""
+    return memoryview(mmap.mmap(-1, size))
 
 
 class RestoreWriter:

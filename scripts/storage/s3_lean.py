@@ -36,7 +36,7 @@ TIMEOUT_S = 60.0  # the read timeout of the botocore client (make_client)
 
 
 def lean_client(client: Any, addressing_style: str) -> LeanClient | None:
-    """A getter for ``client``'s endpoint, or None where botocore must stay (see module doc)."""
+    """A lean client for ``client``'s endpoint, or None where botocore must stay (see module doc)."""
     if addressing_style != "path" or os.environ.get("DRCTL_S3_LEAN_GET", "1") == "0":
         return None
     if any(os.environ.get(v) for v in _PROXY_VARS):
@@ -100,7 +100,7 @@ class LeanClient:
     def get(self, bucket: str, key: str, byte_range: tuple[int, int] | None = None) -> bytes | bytearray:
         """The object's bytes (``[start, end)`` if given). Raises bce.ClientError for an S3 error
         response and bce.EndpointConnectionError / bce.ReadTimeoutError for transport failures."""
-        path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
+        path = _object_path(bucket, key)
         headers = {}
         if byte_range is not None:
             headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
@@ -111,13 +111,13 @@ class LeanClient:
     def put(self, bucket: str, key: str, data: bytes | bytearray | memoryview) -> None:
         """PutObject of ``data``, signed over its SHA-256 as botocore signs a body it holds (no
         Object Lock headers: a retained write stays with botocore)."""
-        path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
-        self._request("PUT", path, {"Content-Length": str(len(data))}, "PutObject", body=data)
+        self._request(
+            "PUT", _object_path(bucket, key), {"Content-Length": str(len(data))}, "PutObject", body=data
+        )
 
     def get_into(self, bucket: str, key: str, buf: memoryview) -> memoryview:
         """:meth:`get` of the whole object, its body read straight into ``buf`` when it fits."""
-        path = "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
-        return memoryview(self._request("GET", path, {}, "GetObject", into=buf))
+        return memoryview(self._request("GET", _object_path(bucket, key), {}, "GetObject", into=buf))
 
     def list_page(
         self, bucket: str, prefix: str, token: str | None = None, *, max_keys: int | None = None
@@ -186,6 +186,10 @@ class LeanClient:
                 self._drop_connection()
                 raise bce.EndpointConnectionError(endpoint_url=endpoint, error=e) from e
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _object_path(bucket: str, key: str) -> str:
+    return "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
 
 
 def _read_body(
