@@ -11,8 +11,9 @@ chain, same region, the same SHA-256 of a PUT's payload) and sends it over one k
 
 It is used only where it is equivalent to botocore: path-style addressing, no proxy variables,
 and for https the CA bundle botocore verifies with (``AWS_CA_BUNDLE`` / ``ca_bundle``, else the
-system's); never with verification turned off. Otherwise :func:`lean_client` returns None and
-``S3Storage`` keeps botocore.
+system's); never with verification turned off. Otherwise, or with ``DRCTL_S3_LEAN_GET=0`` (its
+name from when only GETs took this path), :func:`lean_client` returns None and ``S3Storage`` keeps
+botocore for every request.
 Errors come back as the botocore exceptions ``drctl.storage.s3`` already translates, so the
 messages and the retry decisions are the same on both paths.
 """
