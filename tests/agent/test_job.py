@@ -302,22 +302,30 @@ def test_a_snapshot_that_cannot_be_removed_fails_an_otherwise_good_job(store, tm
 
 
 class _DeviceFailsFrom:
-    """The read syscall of one source device, failing with EIO from ``offset`` on, as a disk that
-    vanished mid-read (a dead controller, a detached LUN) fails every read. Only reads of that file
-    fail; the job, the backup, the repository and the store are the real ones."""
+    """The read syscalls (``pread``, ``preadv``) of one source device, failing with EIO from
+    ``offset`` on, as a disk that vanished mid-read (a dead controller, a detached LUN) fails every
+    read. Only reads of that file fail; the job, the backup, the repository and the store are the
+    real ones."""
 
     def __init__(self, device: Path, offset: int) -> None:
         self.device, self.offset = device, offset
         self.read_ok = self.failed = 0
-        self._pread = os.pread
+        self._pread, self._preadv = os.pread, os.preadv
 
-    def __call__(self, fd: int, length: int, offset: int) -> bytes:
-        if offset >= self.offset and os.path.samefile(f"/proc/self/fd/{fd}", self.device):
+    def _read(self, fd: int, offset: int, read):
+        mine = os.path.samefile(f"/proc/self/fd/{fd}", self.device)
+        if offset >= self.offset and mine:
             self.failed += 1
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        data = self._pread(fd, length, offset)
-        self.read_ok += os.path.samefile(f"/proc/self/fd/{fd}", self.device)
-        return data
+        got = read()
+        self.read_ok += mine
+        return got
+
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        return self._read(fd, offset, lambda: self._pread(fd, length, offset))
+
+    def preadv(self, fd: int, buffers, offset: int) -> int:
+        return self._read(fd, offset, lambda: self._preadv(fd, buffers, offset))
 
 
 def test_a_device_that_fails_with_eio_mid_read_fails_the_job_with_no_point_and_a_failed_record(
@@ -328,7 +336,8 @@ def test_a_device_that_fails_with_eio_mid_read_fails_the_job_with_no_point_and_a
     data = make_image(tmp_path / "data.img", 2 * MiB, seed=6)
     cfg = make_agent(tmp_path / "agent", url, {"system": str(system), "data": str(data)})
     device = _DeviceFailsFrom(system, 3 * MiB)
-    monkeypatch.setattr(os, "pread", device)
+    monkeypatch.setattr(os, "pread", device.pread)
+    monkeypatch.setattr(os, "preadv", device.preadv)
 
     assert main(["agent", "run", "--config", str(cfg), "--type", "full"]) == 15  # local I/O
     err = capsys.readouterr().err
